@@ -1,0 +1,61 @@
+// IEEE binary16 <-> binary32 conversion without compiler or CPU support for _Float16,
+// so the same wheel runs on every x86-64 and aarch64 CPU and builds with MSVC.
+// Both functions are exact (to_float) or round to nearest even (from_float); they follow
+// the branch-light formulation of Maratyszcza's FP16 library and need IEEE float
+// semantics (never build this with -ffast-math).
+#pragma once
+
+#include <cstdint>
+#include <cmath>
+#include <cstring>
+
+namespace fastmse {
+
+struct Half {
+    uint16_t bits;
+};
+
+inline float bits_to_float(uint32_t bits) {
+    float value;
+    std::memcpy(&value, &bits, sizeof value);
+    return value;
+}
+
+inline uint32_t float_to_bits(float value) {
+    uint32_t bits;
+    std::memcpy(&bits, &value, sizeof bits);
+    return bits;
+}
+
+inline float half_to_float(Half h) {
+    const uint32_t shifted = static_cast<uint32_t>(h.bits) << 16;
+    const uint32_t sign = shifted & 0x80000000u;
+    const uint32_t two_w = shifted + shifted;
+    // Normal numbers: re-bias the exponent by moving it into float position and scaling.
+    const float normalized = bits_to_float((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
+    // Subnormals: build 0.5 + m * 2^-24 exactly and subtract the 0.5.
+    const float denormalized = bits_to_float((two_w >> 17) | (126u << 23)) - 0.5f;
+    const uint32_t magnitude = two_w < (1u << 27) ? float_to_bits(denormalized)
+                                                  : float_to_bits(normalized);
+    return bits_to_float(sign | magnitude);
+}
+
+inline Half float_to_half(float f) {
+    // Scaling up then down rounds the mantissa to 10 bits with the FPU's own
+    // round-to-nearest-even, and overflows to infinity where binary16 does.
+    float base = (std::fabs(f) * 0x1.0p+112f) * 0x1.0p-110f;
+    const uint32_t w = float_to_bits(f);
+    const uint32_t shl1_w = w + w;
+    const uint32_t sign = w & 0x80000000u;
+    uint32_t bias = shl1_w & 0xFF000000u;
+    if (bias < 0x71000000u) bias = 0x71000000u;
+    base = bits_to_float((bias >> 1) + 0x07800000u) + base;
+    const uint32_t bits = float_to_bits(base);
+    const uint32_t exponent_bits = (bits >> 13) & 0x00007C00u;
+    const uint32_t mantissa_bits = bits & 0x00000FFFu;
+    const uint32_t nonsign = exponent_bits + mantissa_bits;
+    const bool is_nan = shl1_w > 0xFF000000u;
+    return Half{static_cast<uint16_t>((sign >> 16) | (is_nan ? 0x7E00u : nonsign))};
+}
+
+}  // namespace fastmse

@@ -1,0 +1,468 @@
+// The reduction engine behind every CPU entry point.
+//
+// Summation order, fixed by the problem alone:
+//   * The summed positions of one output are cut into tasks of kChunk positions.
+//   * Inside a task, blocks are summed, then combined by a binary-counter cascade
+//     (pairwise summation without recursion).
+//   * Lane mode (the fastest dimension is summed): a block is kBlock consecutive
+//     positions of one output, spread over kLanes float64 accumulators by position.
+//   * Across-output mode (the fastest dimension is kept): a block is kRowBlock summed
+//     positions for kTile neighbouring outputs, one accumulator each, so the inner loop
+//     runs along contiguous memory.
+//   * Task sums of one output are combined by the same cascade in task order.
+// Threads only decide who computes which task, so results are bitwise identical for
+// any thread count. The Numba backend (python/fastmse/_numba.py) mirrors this file.
+#include "kernels.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <vector>
+
+#include "half.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace fastmse {
+namespace {
+
+template <typename T>
+struct Scalar;
+
+template <>
+struct Scalar<float> {
+    static double load(float x) { return x; }
+    static float store(double v) { return static_cast<float>(v); }
+};
+
+template <>
+struct Scalar<double> {
+    static double load(double x) { return x; }
+    static double store(double v) { return v; }
+};
+
+template <>
+struct Scalar<Half> {
+    static double load(Half x) { return half_to_float(x); }
+    static Half store(double v) { return float_to_half(static_cast<float>(v)); }
+};
+
+enum class Pass { sum, grad, sum_and_grad, elementwise };
+
+template <Pass P>
+inline constexpr bool kSums = P == Pass::sum || P == Pass::sum_and_grad;
+template <Pass P>
+inline constexpr bool kWrites = P != Pass::sum;
+
+// One position: returns its share of the sum and writes `out` where the pass does.
+// The operation order is part of the result and is mirrored by the Numba kernels.
+template <Pass P, bool Weighted, typename T>
+inline double element(const T* p, const T* t, const T* w, T* out, double scale) {
+    const double d = Scalar<T>::load(*p) - Scalar<T>::load(*t);
+    double weight = 1.0;
+    if constexpr (Weighted) weight = Scalar<T>::load(*w);
+    if constexpr (P == Pass::elementwise) {
+        *out = Scalar<T>::store(weight * d * d);
+        return 0.0;
+    } else {
+        if constexpr (kWrites<P>) *out = Scalar<T>::store(scale * weight * d);
+        return weight * d * d;
+    }
+}
+
+enum OperandIndex { kP, kT, kW, kOut, kLoss, kScale, kOperands };
+
+// The problem with absent operands given zero strides, and a virtual summed dimension
+// of extent 1 when nothing is summed, so every output has at least one position.
+struct Layout {
+    int ndim = 0;
+    int n_kept = 0;
+    int64_t shape[kMaxDims + 1] = {};
+    int64_t strides[kOperands][kMaxDims + 1] = {};
+    void* data[kOperands] = {};
+    int64_t n_out = 1;
+    int64_t n_red = 1;
+
+    explicit Layout(const Problem& problem) : ndim(problem.ndim), n_kept(problem.n_kept) {
+        const Operand* operands[kOperands] = {&problem.predictions, &problem.targets,
+                                              &problem.weights, &problem.out,
+                                              &problem.loss, &problem.scale};
+        for (int d = 0; d < ndim; ++d) shape[d] = problem.shape[d];
+        for (int k = 0; k < kOperands; ++k) {
+            data[k] = operands[k]->data;
+            if (data[k] == nullptr) continue;
+            for (int d = 0; d < ndim; ++d) strides[k][d] = operands[k]->strides[d];
+        }
+        if (n_kept == ndim) shape[ndim++] = 1;
+        for (int d = 0; d < n_kept; ++d) n_out *= shape[d];
+        for (int d = n_kept; d < ndim; ++d) n_red *= shape[d];
+    }
+    int last() const { return ndim - 1; }
+};
+
+// Row-major position over dimensions [first, end) with every operand's offset there.
+struct Odometer {
+    const Layout* layout;
+    int first, end;
+    int64_t index[kMaxDims + 1];
+    int64_t offset[kOperands];
+
+    Odometer(const Layout& l, int first_dim, int end_dim)
+        : layout(&l), first(first_dim), end(end_dim) {
+        seek(0);
+    }
+
+    void seek(int64_t linear) {
+        for (int64_t& o : offset) o = 0;
+        for (int d = end - 1; d >= first; --d) {
+            const int64_t i = linear % layout->shape[d];
+            linear /= layout->shape[d];
+            index[d] = i;
+            for (int k = 0; k < kOperands; ++k) offset[k] += i * layout->strides[k][d];
+        }
+    }
+
+    // Moves n positions along the last dimension, carrying into the ones before it.
+    void advance(int64_t n) {
+        const int d = end - 1;
+        index[d] += n;
+        for (int k = 0; k < kOperands; ++k) offset[k] += n * layout->strides[k][d];
+        if (index[d] < layout->shape[d]) return;
+        for (int c = d; c >= first && index[c] >= layout->shape[c]; --c) {
+            for (int k = 0; k < kOperands; ++k)
+                offset[k] -= index[c] * layout->strides[k][c];
+            index[c] = 0;
+            if (c == first) return;
+            ++index[c - 1];
+            for (int k = 0; k < kOperands; ++k) offset[k] += layout->strides[k][c - 1];
+        }
+    }
+};
+
+// Pairwise summation of a stream of values, combined in a fixed binary-counter order.
+template <int Width>
+struct Cascade {
+    static constexpr int kLevels = 64;
+    double stack[kLevels][Width];
+    int depth = 0;
+    int64_t count = 0;
+
+    void push(const double* values, int width) {
+        double v[Width];
+        for (int j = 0; j < width; ++j) v[j] = values[j];
+        ++count;
+        for (int64_t n = count; (n & 1) == 0; n >>= 1) {
+            --depth;
+            for (int j = 0; j < width; ++j) v[j] = stack[depth][j] + v[j];
+        }
+        for (int j = 0; j < width; ++j) stack[depth][j] = v[j];
+        ++depth;
+    }
+
+    void total(double* result, int width) const {
+        for (int j = 0; j < width; ++j) result[j] = 0.0;
+        if (depth == 0) return;
+        for (int j = 0; j < width; ++j) {
+            double s = stack[depth - 1][j];
+            for (int level = depth - 2; level >= 0; --level) s = stack[level][j] + s;
+            result[j] = s;
+        }
+    }
+};
+
+inline double combine_lanes(const double* acc) {
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+template <typename T>
+struct Cursor {
+    const T* p;
+    const T* t;
+    const T* w;
+    T* out;
+};
+
+template <typename T>
+Cursor<T> cursor_at(const Layout& l, const int64_t* base, const int64_t* offset) {
+    auto at = [&](int k) { return static_cast<T*>(l.data[k]) + base[k] + offset[k]; };
+    Cursor<T> c{at(kP), at(kT), nullptr, nullptr};
+    if (l.data[kW]) c.w = at(kW);
+    if (l.data[kOut]) c.out = at(kOut);
+    return c;
+}
+
+// n consecutive positions along one dimension; position i goes to lane (lane + i) % kLanes.
+template <Pass P, bool Weighted, bool Unit, typename T>
+inline void run_lanes(double* lanes, int64_t lane, Cursor<T> c, const int64_t* step, double scale,
+                      int64_t n) {
+    double acc[kLanes];
+    for (int64_t l = 0; l < kLanes; ++l) acc[l] = lanes[l];
+    const int64_t sp = Unit ? 1 : step[kP], st = Unit ? 1 : step[kT];
+    const int64_t sw = Unit ? 1 : step[kW], so = Unit ? 1 : step[kOut];
+    auto at = [&](int64_t i, int64_t l) {
+        const T* w = nullptr;
+        T* out = nullptr;
+        if constexpr (Weighted) w = c.w + i * sw;
+        if constexpr (kWrites<P>) out = c.out + i * so;
+        const double v = element<P, Weighted>(c.p + i * sp, c.t + i * st, w, out, scale);
+        if constexpr (kSums<P>) acc[l] += v;
+    };
+    int64_t i = 0;
+    for (; i < n && ((lane + i) & (kLanes - 1)) != 0; ++i) at(i, (lane + i) & (kLanes - 1));
+    for (; i + kLanes <= n; i += kLanes)
+        for (int64_t l = 0; l < kLanes; ++l) at(i + l, l);
+    for (; i < n; ++i) at(i, (lane + i) & (kLanes - 1));
+    for (int64_t l = 0; l < kLanes; ++l) lanes[l] = acc[l];
+}
+
+// Runs fn(begin, end) over contiguous ranges of [0, n_tasks), one range per thread.
+template <typename Fn>
+void for_each_range(int64_t n_tasks, bool parallel, int num_threads, Fn&& fn) {
+#ifdef _OPENMP
+    if (parallel && num_threads > 1 && n_tasks > 1) {
+        const int64_t threads = std::min<int64_t>(num_threads, n_tasks);
+#pragma omp parallel num_threads(static_cast<int>(threads))
+        {
+            const int64_t tid = omp_get_thread_num();
+            const int64_t team = omp_get_num_threads();
+            fn(n_tasks * tid / team, n_tasks * (tid + 1) / team);
+        }
+        return;
+    }
+#endif
+    (void)parallel;
+    (void)num_threads;
+    fn(int64_t{0}, n_tasks);
+}
+
+struct Plan {
+    Layout layout;
+    int64_t n_chunks;
+    bool across_outputs;
+    bool parallel;
+    int num_threads;
+    std::vector<double> partials;  // task sums when an output spans several tasks
+
+    explicit Plan(const Problem& problem) : layout(problem), num_threads(problem.num_threads) {
+        const Layout& l = layout;
+        n_chunks = std::max<int64_t>(1, (l.n_red + kChunk - 1) / kChunk);
+        const int j = l.n_kept - 1, r = l.last();
+        const auto cost = [&](int d) {
+            return std::llabs(l.strides[kP][d]) + std::llabs(l.strides[kT][d]);
+        };
+        across_outputs = l.n_kept > 0 && l.shape[j] > 1 && (l.shape[r] == 1 || cost(j) < cost(r));
+        parallel = l.n_out * l.n_red >= kParallelMin;
+    }
+
+    // Stores one task's sum for output o (kept row-major index) and chunk c.
+    void store(int64_t o, int64_t c, const int64_t* kept_offset, double value) {
+        if (n_chunks > 1) {
+            partials[static_cast<size_t>(o * n_chunks + c)] = value;
+        } else if (layout.data[kLoss]) {
+            static_cast<double*>(layout.data[kLoss])[kept_offset[kLoss]] = value;
+        }
+    }
+
+    void finish() {
+        if (n_chunks == 1 || !layout.data[kLoss]) return;
+        Odometer kept(layout, 0, layout.n_kept);
+        for (int64_t o = 0; o < layout.n_out; ++o) {
+            Cascade<1> cascade;
+            for (int64_t c = 0; c < n_chunks; ++c)
+                cascade.push(&partials[static_cast<size_t>(o * n_chunks + c)], 1);
+            if (o > 0) kept.seek(o);
+            cascade.total(static_cast<double*>(layout.data[kLoss]) + kept.offset[kLoss], 1);
+        }
+    }
+};
+
+template <Pass P, bool Weighted, typename T>
+void lane_tasks(Plan& plan, int64_t begin, int64_t end) {
+    const Layout& l = plan.layout;
+    const int last = l.last();
+    int64_t step[kOperands];
+    for (int k = 0; k < kOperands; ++k) step[k] = l.strides[k][last];
+    const bool unit = step[kP] == 1 && step[kT] == 1 && (!Weighted || step[kW] == 1) &&
+                      (!kWrites<P> || step[kOut] == 1);
+    Odometer kept(l, 0, l.n_kept);
+    Odometer summed(l, l.n_kept, l.ndim);
+    int64_t kept_at = -1;
+    for (int64_t task = begin; task < end; ++task) {
+        const int64_t o = task / plan.n_chunks, c = task % plan.n_chunks;
+        if (o != kept_at) kept.seek(o), kept_at = o;
+        double scale = 0.0;
+        if (l.data[kScale]) scale = static_cast<const double*>(l.data[kScale])[kept.offset[kScale]];
+        const int64_t lo = c * kChunk, hi = std::min(lo + kChunk, l.n_red);
+        summed.seek(lo);
+        Cascade<1> cascade;
+        for (int64_t block = lo; block < hi; block += kBlock) {
+            double acc[kLanes] = {};
+            const int64_t block_end = std::min(block + kBlock, hi);
+            for (int64_t pos = block; pos < block_end;) {
+                const int64_t n = std::min(l.shape[last] - summed.index[last], block_end - pos);
+                const Cursor<T> at = cursor_at<T>(l, kept.offset, summed.offset);
+                if (unit)
+                    run_lanes<P, Weighted, true>(acc, pos - block, at, step, scale, n);
+                else
+                    run_lanes<P, Weighted, false>(acc, pos - block, at, step, scale, n);
+                pos += n;
+                summed.advance(n);
+            }
+            const double block_sum = combine_lanes(acc);
+            cascade.push(&block_sum, 1);
+        }
+        double value;
+        cascade.total(&value, 1);
+        if constexpr (kSums<P>) plan.store(o, c, kept.offset, value);
+    }
+}
+
+template <Pass P, bool Weighted, typename T>
+void tile_tasks(Plan& plan, int64_t begin, int64_t end) {
+    const Layout& l = plan.layout;
+    const int j_dim = l.n_kept - 1;
+    const int64_t extent = l.shape[j_dim];
+    const int64_t n_tiles = (extent + kTile - 1) / kTile;
+    int64_t js[kOperands];
+    for (int k = 0; k < kOperands; ++k) js[k] = l.strides[k][j_dim];
+    const bool unit = js[kP] == 1 && js[kT] == 1 && (!Weighted || js[kW] == 1) &&
+                      (!kWrites<P> || js[kOut] == 1);
+    Odometer outer(l, 0, j_dim);
+    Odometer summed(l, l.n_kept, l.ndim);
+    for (int64_t task = begin; task < end; ++task) {
+        const int64_t c = task % plan.n_chunks;
+        const int64_t tile = (task / plan.n_chunks) % n_tiles;
+        const int64_t outer_index = task / plan.n_chunks / n_tiles;
+        outer.seek(outer_index);
+        const int64_t j0 = tile * kTile;
+        const int width = static_cast<int>(std::min(kTile, extent - j0));
+        int64_t base[kOperands];
+        for (int k = 0; k < kOperands; ++k) base[k] = outer.offset[k] + j0 * js[k];
+        double scale[kTile] = {};
+        if (l.data[kScale])
+            for (int j = 0; j < width; ++j)
+                scale[j] = static_cast<const double*>(l.data[kScale])[base[kScale] + j * js[kScale]];
+        const int64_t lo = c * kChunk, hi = std::min(lo + kChunk, l.n_red);
+        summed.seek(lo);
+        Cascade<kTile> cascade;
+        for (int64_t block = lo; block < hi; block += kRowBlock) {
+            double acc[kTile] = {};
+            const int64_t block_end = std::min(block + kRowBlock, hi);
+            for (int64_t pos = block; pos < block_end; ++pos) {
+                const Cursor<T> at = cursor_at<T>(l, base, summed.offset);
+                auto visit = [&](auto unit_tag) {
+                    constexpr bool kUnit = decltype(unit_tag)::value;
+                    const int64_t sp = kUnit ? 1 : js[kP], st = kUnit ? 1 : js[kT];
+                    const int64_t sw = kUnit ? 1 : js[kW], so = kUnit ? 1 : js[kOut];
+                    for (int j = 0; j < width; ++j) {
+                        const T* w = nullptr;
+                        T* out = nullptr;
+                        if constexpr (Weighted) w = at.w + j * sw;
+                        if constexpr (kWrites<P>) out = at.out + j * so;
+                        const double v =
+                            element<P, Weighted>(at.p + j * sp, at.t + j * st, w, out, scale[j]);
+                        if constexpr (kSums<P>) acc[j] += v;
+                    }
+                };
+                if (unit)
+                    visit(std::true_type{});
+                else
+                    visit(std::false_type{});
+                summed.advance(1);
+            }
+            if constexpr (kSums<P>) cascade.push(acc, width);
+        }
+        if constexpr (kSums<P>) {
+            double values[kTile];
+            cascade.total(values, width);
+            const int64_t o0 = outer_index * extent + j0;
+            for (int j = 0; j < width; ++j) {
+                int64_t kept_offset[kOperands];
+                for (int k = 0; k < kOperands; ++k) kept_offset[k] = base[k] + j * js[k];
+                plan.store(o0 + j, c, kept_offset, values[j]);
+            }
+        }
+    }
+}
+
+template <Pass P, bool Weighted, typename T>
+void execute(Plan& plan) {
+    const Layout& l = plan.layout;
+    if (l.n_out == 0 || l.n_red == 0) return;
+    if (plan.across_outputs) {
+        const int64_t n_tiles = (l.shape[l.n_kept - 1] + kTile - 1) / kTile;
+        const int64_t n_tasks = l.n_out / l.shape[l.n_kept - 1] * n_tiles * plan.n_chunks;
+        for_each_range(n_tasks, plan.parallel, plan.num_threads, [&](int64_t b, int64_t e) {
+            tile_tasks<P, Weighted, T>(plan, b, e);
+        });
+    } else {
+        for_each_range(l.n_out * plan.n_chunks, plan.parallel, plan.num_threads,
+                       [&](int64_t b, int64_t e) { lane_tasks<P, Weighted, T>(plan, b, e); });
+    }
+}
+
+template <Pass P>
+void dispatch(const Problem& problem) {
+    Plan plan(problem);
+    const Layout& l = plan.layout;
+    if (kSums<P> && l.data[kLoss] && l.n_red == 0) {
+        // Nothing to sum: every output is an empty sum.
+        Odometer kept(l, 0, l.n_kept);
+        for (int64_t o = 0; o < l.n_out; ++o) {
+            kept.seek(o);
+            static_cast<double*>(l.data[kLoss])[kept.offset[kLoss]] = 0.0;
+        }
+        return;
+    }
+    if (kSums<P> && plan.n_chunks > 1)
+        plan.partials.assign(static_cast<size_t>(l.n_out * plan.n_chunks), 0.0);
+    const bool weighted = l.data[kW] != nullptr;
+    auto typed = [&](auto zero) {
+        using T = decltype(zero);
+        if (weighted)
+            execute<P, true, T>(plan);
+        else
+            execute<P, false, T>(plan);
+    };
+    switch (problem.dtype) {
+        case ScalarType::float16: typed(Half{}); break;
+        case ScalarType::float32: typed(float{}); break;
+        case ScalarType::float64: typed(double{}); break;
+    }
+    if constexpr (kSums<P>) plan.finish();
+}
+
+std::atomic<int> g_num_threads{0};
+
+}  // namespace
+
+void sum_squared_error(const Problem& problem) { dispatch<Pass::sum>(problem); }
+void scaled_difference(const Problem& problem) { dispatch<Pass::grad>(problem); }
+void sum_squared_error_and_scaled_difference(const Problem& problem) {
+    dispatch<Pass::sum_and_grad>(problem);
+}
+void squared_error(const Problem& problem) { dispatch<Pass::elementwise>(problem); }
+
+void set_num_threads(int n) { g_num_threads.store(n < 0 ? 0 : n); }
+
+int get_num_threads() {
+    const int fixed = g_num_threads.load();
+    if (fixed > 0) return fixed;
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+bool built_with_openmp() {
+#ifdef _OPENMP
+    return true;
+#else
+    return false;
+#endif
+}
+
+}  // namespace fastmse

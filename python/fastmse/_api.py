@@ -1,0 +1,444 @@
+"""The public functions: arguments -> resolved call -> plan -> backend kernels.
+
+Everything a user can get wrong is checked here, before any kernel runs and before
+anything is written to ``out``.
+"""
+
+from __future__ import annotations
+
+import operator
+import warnings
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import _backends
+from ._plan import contiguous_plan, make_plan
+
+Reduction = Literal["mean", "sum", "none"]
+Axis = Union[int, tuple[int, ...], None]
+
+_REDUCTIONS = ("mean", "sum", "none")
+_COMPUTE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _as_array(value: Any, name: str) -> np.ndarray:
+    if type(value) is np.ndarray:
+        array = value
+    else:
+        if hasattr(value, "__cuda_array_interface__") or type(value).__module__.split(".")[0] == "cupy":
+            msg = (
+                f"{name} is a GPU array ({type(value).__module__}.{type(value).__name__}); "
+                "this fastmse build has no GPU backend yet, and fastmse never copies GPU "
+                "data to the host silently"
+            )
+            raise TypeError(msg)
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as error:
+            msg = f"{name} could not be converted to an array: {error}"
+            raise TypeError(msg) from error
+    if array.dtype.kind not in "biuf":
+        msg = f"{name} has dtype {array.dtype}; fastmse takes real numbers (bool, integer, float)"
+        raise TypeError(msg)
+    return array
+
+
+def _result_dtype(predictions: np.ndarray, targets: np.ndarray) -> np.dtype:
+    dtype = np.result_type(predictions, targets)
+    if dtype.kind in "biu":
+        return np.dtype(np.float64)
+    if dtype not in _COMPUTE_DTYPES:
+        msg = (
+            f"predictions and targets give dtype {dtype}, which fastmse does not compute in; "
+            "use float16, float32 or float64"
+        )
+        raise TypeError(msg)
+    return dtype.newbyteorder("=")
+
+
+def _compute_array(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """`array` in the native `dtype`, with strides the kernels can count in elements."""
+    if array.dtype != dtype:
+        return array.astype(dtype)
+    if any(s % dtype.itemsize for s in array.strides):
+        return np.ascontiguousarray(array)
+    return array
+
+
+def _normalize_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    items = axis if isinstance(axis, tuple) else (axis,)
+    axes = []
+    for item in items:
+        if isinstance(item, (bool, np.bool_)):
+            msg = f"axis must be an int, a tuple of ints or None, not {axis!r}"
+            raise TypeError(msg)
+        try:
+            index = operator.index(item)
+        except TypeError:
+            msg = f"axis must be an int, a tuple of ints or None, not {axis!r}"
+            raise TypeError(msg) from None
+        if not -ndim <= index < ndim:
+            raise np.exceptions.AxisError(index, ndim, "axis")
+        axes.append(index % ndim)
+    if len(set(axes)) != len(axes):
+        msg = f"axis contains a repeated axis: {axis!r}"
+        raise ValueError(msg)
+    return tuple(sorted(axes))
+
+
+def _broadcast_shape(p: np.ndarray, t: np.ndarray, w: np.ndarray | None) -> tuple[int, ...]:
+    if p.shape == t.shape and (w is None or w.shape == p.shape):
+        return p.shape
+    shapes = [p.shape, t.shape] + ([w.shape] if w is not None else [])
+    try:
+        return np.broadcast_shapes(*shapes)
+    except ValueError:
+        names = "predictions, targets and weights" if w is not None else "predictions and targets"
+        listed = ", ".join(str(s) for s in shapes)
+        msg = f"{names} do not broadcast together: shapes {listed}"
+        raise ValueError(msg) from None
+
+
+@dataclass(slots=True)
+class Call:
+    """One call's resolved arguments."""
+
+    predictions: np.ndarray
+    targets: np.ndarray
+    weights: np.ndarray | None
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    axes: tuple[int, ...]
+    reduction: str
+
+    @property
+    def kept_shape(self) -> tuple[int, ...]:
+        return tuple(n for d, n in enumerate(self.shape) if d not in self.axes)
+
+    @property
+    def count(self) -> int:
+        return int(np.prod([self.shape[d] for d in self.axes], dtype=np.int64))
+
+    @property
+    def predictions_broadcast(self) -> bool:
+        """True where targets or weights give predictions' values to several positions."""
+        p = self.predictions.shape
+        return (1,) * (len(self.shape) - len(p)) + p != self.shape
+
+    def is_flat(self) -> bool:
+        """All summed, same shape, C-contiguous: the plan is one dense dimension."""
+        p, t = self.predictions, self.targets
+        return (
+            self.weights is None
+            and len(self.axes) == len(self.shape)
+            and p.shape == t.shape
+            and p.flags.c_contiguous
+            and t.flags.c_contiguous
+        )
+
+
+def resolve(
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    weights: ArrayLike | None,
+    axis: Axis,
+    reduction: str,
+) -> Call:
+    """Check every argument and bring the arrays to the dtype the kernels compute in."""
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        msg = f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}"
+        raise ValueError(msg)
+    p = _as_array(predictions, "predictions")
+    t = _as_array(targets, "targets")
+    w = None if weights is None else _as_array(weights, "weights")
+    dtype = _result_dtype(p, t)
+    shape = _broadcast_shape(p, t, w)
+    if reduction == "none" and axis is not None:
+        msg = f"axis must be None with reduction='none', not {axis!r}"
+        raise ValueError(msg)
+    axes = _normalize_axes(axis, len(shape))
+    if w is not None:
+        w = _compute_array(w, dtype)
+        lowest = np.min(w) if w.size else 0
+        if lowest < 0:
+            msg = f"weights must be non-negative; found {lowest}"
+            raise ValueError(msg)
+    return Call(_compute_array(p, dtype), _compute_array(t, dtype), w, dtype, shape, axes, reduction)
+
+
+def _denominators(call: Call) -> np.ndarray | float:
+    """What "mean" divides by: the count, or the weight sums per kept position."""
+    if call.weights is None:
+        denominator: np.ndarray | float = float(call.count)
+    else:
+        weights = np.broadcast_to(call.weights, call.shape)
+        denominator = np.sum(weights, axis=call.axes, dtype=np.float64)
+    if np.any(np.equal(denominator, 0)):
+        what = "zero elements" if call.weights is None else "weights that sum to zero"
+        warnings.warn(f"mean over {what}: the result is nan", RuntimeWarning, stacklevel=4)
+    return denominator
+
+
+def _scale(call: Call, denominator: np.ndarray | float | None) -> np.ndarray:
+    """The gradient factor 2 / denominator, one float64 per kept position (or one for all)."""
+    if denominator is None:
+        return np.array(2.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(np.divide(2.0, denominator), dtype=np.float64)
+
+
+def _finish(call: Call, sums: np.ndarray, denominator: np.ndarray | float | None, keepdims: bool) -> Any:
+    if denominator is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sums = np.divide(sums, denominator)
+    if keepdims:
+        sums = np.reshape(sums, tuple(1 if d in call.axes else n for d, n in enumerate(call.shape)))
+    result = np.asarray(sums).astype(call.dtype)
+    return result[()] if result.ndim == 0 else result
+
+
+def _check_out(out: Any, call: Call) -> np.ndarray:
+    shape = call.predictions.shape
+    if not isinstance(out, np.ndarray):
+        msg = f"out must be a NumPy array, not {type(out).__name__}"
+        raise TypeError(msg)
+    if out.shape != shape:
+        msg = f"out has shape {out.shape}; the gradient has the shape of predictions, {shape}"
+        raise ValueError(msg)
+    if out.dtype != call.dtype:
+        msg = f"out has dtype {out.dtype}; the gradient's dtype is {call.dtype}"
+        raise TypeError(msg)
+    if not out.flags.writeable:
+        msg = "out is read-only"
+        raise ValueError(msg)
+    return out
+
+
+def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
+    return (
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.shape == b.shape
+        and a.strides == b.strides
+    )
+
+
+def _writable_target(out: np.ndarray, call: Call) -> np.ndarray:
+    """Where the kernel may write the gradient: `out`, or a scratch array if `out` overlaps
+    an input in any way other than being exactly `predictions` or `targets`."""
+    if any(out.strides[d] % out.itemsize for d in range(out.ndim)):
+        return np.empty(out.shape, out.dtype)
+    for name in ("predictions", "targets", "weights"):
+        source = getattr(call, name)
+        if source is None or not np.may_share_memory(out, source):
+            continue
+        if name != "weights" and _same_view(out, source) and source.shape == call.predictions.shape:
+            continue
+        return np.empty(out.shape, out.dtype)
+    return out
+
+
+def _broadcast_gradient(call: Call, scale: np.ndarray, out: np.ndarray) -> None:
+    """The gradient where predictions is broadcast: summed over the axes it is broadcast
+    along, as autograd does. Rare, so plain NumPy in float64 (O(n) temporaries)."""
+    kept_scale = scale.reshape(tuple(1 if d in call.axes else n for d, n in enumerate(call.shape)))
+    d = call.predictions.astype(np.float64) - call.targets.astype(np.float64)
+    full = kept_scale * d if call.weights is None else kept_scale * call.weights.astype(np.float64) * d
+    full = np.broadcast_to(full, call.shape)
+    lead = len(call.shape) - call.predictions.ndim
+    axes = tuple(range(lead)) + tuple(
+        lead + d for d, n in enumerate(call.predictions.shape) if n == 1 and call.shape[lead + d] != 1
+    )
+    gradient = np.sum(full, axis=axes, keepdims=True).reshape(call.predictions.shape)
+    if call.dtype == np.float16:
+        gradient = gradient.astype(np.float32)
+    out[...] = gradient.astype(call.dtype)
+
+
+def _loss_and_grad(call: Call, out: Any, keepdims: bool, want_loss: bool, want_grad: bool) -> tuple[Any, Any]:
+    backend = _backends.current()
+    p, t, w = call.predictions, call.targets, call.weights
+    target: np.ndarray | None = None
+    if want_grad:
+        out = np.empty(p.shape, call.dtype) if out is None else _check_out(out, call)
+        target = _writable_target(out, call)
+
+    if call.reduction == "none":
+        loss = None
+        if want_loss:
+            loss = np.empty(call.shape, call.dtype)
+            backend.squared_error(make_plan(call.shape, call.axes, [p, t, w, loss, None, None]))
+        if want_grad:
+            scale = _scale(call, None)
+            if call.predictions_broadcast:
+                _broadcast_gradient(call, scale, target)
+            else:
+                backend.grad(make_plan(call.shape, call.axes, [p, t, w, target, None, scale]))
+    else:
+        denominator = _denominators(call) if call.reduction == "mean" else None
+        sums = np.empty(call.kept_shape, np.float64) if want_loss else None
+        scale = _scale(call, denominator) if want_grad else None
+        fused = want_loss and want_grad and not call.predictions_broadcast
+        if want_grad and not fused:
+            if call.predictions_broadcast:
+                _broadcast_gradient(call, scale, target)
+            else:
+                backend.grad(make_plan(call.shape, call.axes, [p, t, w, target, None, scale]))
+        if want_loss:
+            grad_target = target if fused else None
+            grad_scale = scale if fused else None
+            if not fused and call.is_flat():
+                plan = contiguous_plan(p, t, sums, None)
+            else:
+                plan = make_plan(call.shape, call.axes, [p, t, w, grad_target, sums, grad_scale])
+            (backend.reduce_and_grad if fused else backend.reduce)(plan)
+        loss = _finish(call, sums, denominator, keepdims) if want_loss else None
+
+    if want_grad and target is not out:
+        out[...] = target
+    return loss, out
+
+
+def mse(
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    axis: Axis = None,
+    reduction: Reduction = "mean",
+    keepdims: bool = False,
+) -> Any:
+    """Mean squared error, ``mean((predictions - targets) ** 2)``, summed in float64.
+
+    Parameters
+    ----------
+    predictions, targets : array_like
+        Real-valued arrays that broadcast together (NumPy's rules) to a shape ``S``.
+    weights : array_like, optional
+        Non-negative weights broadcasting to ``S``. With ``reduction="mean"`` the
+        result is ``sum(w * e) / sum(w)`` over the reduced axes.
+    axis : None, int or tuple of ints, optional
+        Axes of ``S`` to reduce over; None (default) reduces over all of them.
+    reduction : {"mean", "sum", "none"}, optional
+        ``"mean"`` (default), ``"sum"`` of the weighted squared errors, or ``"none"``
+        for the elementwise ``w * (p - t) ** 2`` of shape ``S`` (``axis`` must be None).
+    keepdims : bool, optional
+        Keep the reduced axes with length one, as NumPy does.
+
+    Returns
+    -------
+    numpy scalar or ndarray
+        In dtype ``np.result_type(predictions, targets)``, with bool and integers
+        giving float64. A NumPy scalar when everything is reduced (like ``np.mean``).
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not broadcast, a bad `reduction`, `axis` with ``"none"``,
+        negative weights, a repeated axis.
+    numpy.exceptions.AxisError
+        An axis out of range.
+    TypeError
+        Complex, object, string or datetime inputs; a non-integer `axis`.
+
+    Warns
+    -----
+    RuntimeWarning
+        A mean over zero elements, or over weights that sum to zero (the result is nan).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmse import mse
+    >>> mse(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 5.0]))
+    np.float64(1.3333333333333333)
+    >>> mse(np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32), axis=-1)
+    array([1., 1.], dtype=float32)
+    """
+    call = resolve(predictions, targets, weights, axis, reduction)
+    return _loss_and_grad(call, None, keepdims, want_loss=True, want_grad=False)[0]
+
+
+def mse_grad(
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    axis: Axis = None,
+    reduction: Reduction = "mean",
+    out: NDArray[Any] | None = None,
+) -> NDArray[Any]:
+    """Gradient of ``sum(mse(...))`` with respect to `predictions`.
+
+    ``2 * w * (p - t) / sum(w)`` over the reduced axes for ``"mean"`` (so
+    ``2 * (p - t) / k`` for a mean over the last axis of an ``(N, k)`` batch), and
+    ``2 * w * (p - t)`` for ``"sum"`` and ``"none"``. Computed in float64 and rounded
+    once to the result dtype.
+
+    Parameters
+    ----------
+    predictions, targets, weights, axis, reduction
+        As in :func:`mse`.
+    out : ndarray, optional
+        Where to write the gradient: the shape of `predictions` and the result dtype,
+        writable. May be `predictions` or `targets` itself. Nothing is written to it
+        if any argument is wrong.
+
+    Returns
+    -------
+    ndarray
+        The gradient, shaped like `predictions`. Where targets or weights broadcast
+        predictions to a larger shape, it is summed over those axes, as autograd does.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`mse`, and for an `out` of the wrong shape, dtype or that is read-only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmse import mse_grad
+    >>> mse_grad(np.array([[1.0, 3.0]]), np.array([[0.0, 0.0]]), axis=-1)
+    array([[1., 3.]])
+    """
+    call = resolve(predictions, targets, weights, axis, reduction)
+    return _loss_and_grad(call, out, False, want_loss=False, want_grad=True)[1]
+
+
+def mse_and_grad(
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    axis: Axis = None,
+    reduction: Reduction = "mean",
+    keepdims: bool = False,
+    out: NDArray[Any] | None = None,
+) -> tuple[Any, NDArray[Any]]:
+    """Loss and gradient in one pass over memory.
+
+    Returns exactly (bitwise) what ``mse(...)`` and ``mse_grad(...)`` return for the
+    same arguments; see those functions for the parameters.
+
+    Returns
+    -------
+    loss : numpy scalar or ndarray
+        As :func:`mse`.
+    grad : ndarray
+        As :func:`mse_grad`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmse import mse_and_grad
+    >>> loss, grad = mse_and_grad(np.array([1.0, 3.0]), np.array([0.0, 0.0]))
+    >>> float(loss), grad
+    (5.0, array([1., 3.]))
+    """
+    call = resolve(predictions, targets, weights, axis, reduction)
+    return _loss_and_grad(call, out, keepdims, want_loss=True, want_grad=True)

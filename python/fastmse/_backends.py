@@ -1,0 +1,124 @@
+"""Backend choice: the compiled module, else Numba, else NumPy (with a warning).
+
+Every backend has the same four kernel methods (``reduce``, ``grad``,
+``reduce_and_grad``, ``squared_error``), each taking a :class:`fastmse._plan.Plan`,
+plus ``get_num_threads`` / ``set_num_threads``. ``FASTMSE_BACKEND`` (``cpp``,
+``numba`` or ``numpy``) forces one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Protocol
+
+from ._plan import Plan
+
+NAMES = ("cpp", "numba", "numpy")
+
+
+class Backend(Protocol):
+    name: str
+
+    def reduce(self, plan: Plan) -> None: ...
+    def grad(self, plan: Plan) -> None: ...
+    def reduce_and_grad(self, plan: Plan) -> None: ...
+    def squared_error(self, plan: Plan) -> None: ...
+    def get_num_threads(self) -> int: ...
+    def set_num_threads(self, n: int) -> None: ...
+
+
+_loaded: dict[str, Backend] = {}
+_failures: dict[str, str] = {}
+_current: Backend | None = None
+
+
+def load(name: str) -> Backend:
+    """The backend `name`, importing it on first use.
+
+    Raises
+    ------
+    ValueError
+        If `name` is not one of ``cpp``, ``numba``, ``numpy``.
+    ImportError
+        If the backend cannot be loaded here; the message says how to get it.
+    """
+    if name not in NAMES:
+        msg = f"backend must be one of {', '.join(NAMES)}, not {name!r}"
+        raise ValueError(msg)
+    if name in _loaded:
+        return _loaded[name]
+    backend: Backend
+    try:
+        if name == "cpp":
+            from ._native import NativeBackend
+
+            backend = NativeBackend(importlib.import_module("fastmse._core"))
+        elif name == "numba":
+            from ._numba import NumbaBackend
+
+            backend = NumbaBackend()
+        else:
+            from ._numpy_backend import NumpyBackend
+
+            backend = NumpyBackend()
+    except ImportError as error:
+        _failures[name] = str(error)
+        hint = {
+            "cpp": "the compiled module fastmse._core is missing: install a fastmse wheel, "
+            "or build from source with a C++ compiler and CMake (pip install .)",
+            "numba": "Numba is not installed: pip install 'fastmse[numba]'",
+        }[name]
+        msg = f"fastmse backend {name!r} is unavailable: {hint} ({error})"
+        raise ImportError(msg) from error
+    _loaded[name] = backend
+    return backend
+
+
+def available() -> list[str]:
+    """Names of the backends that load on this machine."""
+    names = []
+    for name in NAMES:
+        with contextlib.suppress(ImportError):
+            load(name)
+            names.append(name)
+    return names
+
+
+def _choose() -> Backend:
+    forced = os.environ.get("FASTMSE_BACKEND", "").strip().lower()
+    if forced and forced != "auto":
+        return load(forced)
+    for name in ("cpp", "numba"):
+        with contextlib.suppress(ImportError):
+            return load(name)
+    warnings.warn(
+        "fastmse: neither the compiled module nor Numba could be loaded; using the slow "
+        "NumPy path. Install a fastmse wheel or 'fastmse[numba]'.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return load("numpy")
+
+
+def current() -> Backend:
+    """The backend that runs the next call."""
+    global _current
+    if _current is None:
+        _current = _choose()
+    return _current
+
+
+@contextlib.contextmanager
+def use(name: str) -> Iterator[Backend]:
+    """Run the calls inside the ``with`` block on backend `name`."""
+    global _current
+    previous = _current
+    _current = load(name)
+    try:
+        yield _current
+    finally:
+        _current = previous

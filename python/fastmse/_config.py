@@ -1,0 +1,91 @@
+"""Threads and build information."""
+
+from __future__ import annotations
+
+import operator
+import os
+import platform
+from typing import Any
+
+import numpy as np
+
+from . import _backends
+
+
+def set_num_threads(n: int) -> None:
+    """Use `n` threads in the following calls (every loaded backend).
+
+    Results do not depend on the thread count. Without a call, fastmse follows OpenMP
+    (``OMP_NUM_THREADS``, ``threadpoolctl``) for the compiled kernels and Numba's own
+    setting for the Numba kernels.
+
+    Parameters
+    ----------
+    n : int
+        Number of threads, at least 1.
+
+    Raises
+    ------
+    TypeError
+        If `n` is not an integer.
+    ValueError
+        If `n` is smaller than 1.
+    """
+    if isinstance(n, bool):
+        msg = f"n must be an integer, not {n!r}"
+        raise TypeError(msg)
+    try:
+        count = operator.index(n)
+    except TypeError:
+        msg = f"n must be an integer, not {n!r}"
+        raise TypeError(msg) from None
+    if count < 1:
+        msg = f"n must be at least 1, not {count}"
+        raise ValueError(msg)
+    _backends.current().set_num_threads(count)
+    for backend in _backends._loaded.values():
+        backend.set_num_threads(count)
+
+
+def get_num_threads() -> int:
+    """Number of threads the next call of the current backend uses."""
+    return _backends.current().get_num_threads()
+
+
+def config() -> dict[str, Any]:
+    """What :func:`show_config` prints, as a dictionary."""
+    from . import __version__
+
+    backend = _backends.current()
+    info: dict[str, Any] = {
+        "fastmse": __version__,
+        "backend": backend.name,
+        "threads": backend.get_num_threads(),
+        "available backends": _backends.available(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+    }
+    build = getattr(_backends._loaded.get("cpp"), "build", None)
+    if build is not None:
+        info["compiler"] = build["compiler"]
+        info["openmp"] = (
+            f"yes (OpenMP {build['openmp_version']})" if build["openmp"] else "no (one thread)"
+        )
+        info["cuda"] = (
+            f"{build['cuda_version']} for {', '.join(build['cuda_architectures'])}"
+            if build["cuda"]
+            else "not built"
+        )
+    numba_backend = _backends._loaded.get("numba")
+    if numba_backend is not None:
+        info["numba"] = numba_backend.version
+    return info
+
+
+def show_config() -> None:
+    """Print the running backend, the build (compiler, OpenMP, CUDA) and the thread count."""
+    for key, value in config().items():
+        if isinstance(value, list):
+            value = ", ".join(value)
+        print(f"{key + ':':20s}{value}")

@@ -1,0 +1,400 @@
+"""Numba kernels: a mirror of cpp/kernels.cpp.
+
+Same summation geometry, same order of floating-point operations, same float16
+rounding, so a plan gives bitwise the same results here as in the compiled module.
+Used when the compiled module is missing or ``FASTMSE_BACKEND=numba``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload, register_jitable
+
+from ._plan import Plan
+
+LANES = 8
+BLOCK = 2048
+ROW_BLOCK = 256
+TILE = 64
+CHUNK = 1 << 15
+PARALLEL_MIN = 1 << 16
+P, T, W, OUT, LOSS, SCALE = range(6)
+SUM, GRAD, SUM_AND_GRAD, ELEMENTWISE = range(4)
+
+
+@register_jitable
+def half_to_double(bits):
+    h = np.int64(bits)
+    exponent = (h >> 10) & 0x1F
+    mantissa = h & 0x3FF
+    if exponent == 0:
+        value = mantissa * 2.0**-24
+    elif exponent == 31:
+        value = math.inf if mantissa == 0 else math.nan
+    else:
+        value = (1024 + mantissa) * 2.0 ** (exponent - 25)
+    return -value if h & 0x8000 else value
+
+
+@register_jitable
+def float_to_half(value):
+    # `value` holds a float32; round it to binary16, nearest even, as cpp/half.hpp does.
+    sign = 0x8000 if math.copysign(1.0, value) < 0 else 0
+    a = abs(value)
+    if math.isnan(a):
+        return np.uint16(sign | 0x7E00)
+    if a >= 65520.0:
+        return np.uint16(sign | 0x7C00)
+    if a < 2.0**-14:
+        return np.uint16(sign | np.int64(np.rint(a * 2.0**24)))
+    exponent = math.frexp(a)[1] - 1
+    significand = np.int64(np.rint(a * 2.0 ** (10 - exponent)))
+    if significand == 2048:
+        significand = 1024
+        exponent += 1
+    return np.uint16(sign | ((exponent + 15) << 10) | (significand - 1024))
+
+
+def load(array, i):  # pragma: no cover - replaced by the overload in compiled code
+    raise NotImplementedError
+
+
+def store(array, i, value):  # pragma: no cover - replaced by the overload in compiled code
+    raise NotImplementedError
+
+
+@overload(load)
+def _load(array, i):
+    if array.dtype == types.uint16:
+        return lambda array, i: half_to_double(array[i])
+    return lambda array, i: np.float64(array[i])
+
+
+@overload(store)
+def _store(array, i, value):
+    if array.dtype == types.uint16:
+
+        def store_half(array, i, value):
+            array[i] = float_to_half(np.float64(np.float32(value)))
+
+        return store_half
+
+    def store_float(array, i, value):
+        array[i] = value
+
+    return store_float
+
+
+@register_jitable
+def element(kind, weighted, p, ip, t, it, w, iw, out, io, scale):
+    d = load(p, ip) - load(t, it)
+    weight = load(w, iw) if weighted else 1.0
+    if kind == ELEMENTWISE:
+        store(out, io, weight * d * d)
+        return 0.0
+    if kind != SUM:
+        store(out, io, scale * weight * d)
+    return weight * d * d
+
+
+@register_jitable
+def seek(shape, strides, first, end, linear, index, offset):
+    offset[:] = 0
+    for d in range(end - 1, first - 1, -1):
+        i = linear % shape[d]
+        linear //= shape[d]
+        index[d] = i
+        for k in range(6):
+            offset[k] += i * strides[k, d]
+
+
+@register_jitable
+def advance(shape, strides, first, end, n, index, offset):
+    d = end - 1
+    index[d] += n
+    for k in range(6):
+        offset[k] += n * strides[k, d]
+    c = d
+    while c >= first and index[c] >= shape[c]:
+        for k in range(6):
+            offset[k] -= index[c] * strides[k, c]
+        index[c] = 0
+        if c == first:
+            return
+        index[c - 1] += 1
+        for k in range(6):
+            offset[k] += strides[k, c - 1]
+        c -= 1
+
+
+@register_jitable
+def cascade_push(stack, state, values, width, scratch):
+    for j in range(width):
+        scratch[j] = values[j]
+    state[1] += 1
+    n = state[1]
+    while n & 1 == 0:
+        state[0] -= 1
+        for j in range(width):
+            scratch[j] = stack[state[0], j] + scratch[j]
+        n >>= 1
+    for j in range(width):
+        stack[state[0], j] = scratch[j]
+    state[0] += 1
+
+
+@register_jitable
+def cascade_total(stack, state, result, width):
+    depth = state[0]
+    for j in range(width):
+        result[j] = 0.0
+        if depth > 0:
+            s = stack[depth - 1, j]
+            for level in range(depth - 2, -1, -1):
+                s = stack[level, j] + s
+            result[j] = s
+
+
+@register_jitable
+def store_sum(n_chunks, partials, loss, origin, o, c, loss_offset, value):
+    if n_chunks > 1:
+        partials[o * n_chunks + c] = value
+    else:
+        loss[origin[LOSS] + loss_offset] = value
+
+
+@register_jitable
+def lane_tasks(begin, end, kind, weighted, has_scale, shape, n_kept, n_red, n_chunks,
+               strides, origin, p, t, w, out, loss, scale, partials):
+    ndim = shape.size
+    last = ndim - 1
+    kept_index = np.zeros(ndim, np.int64)
+    kept_offset = np.zeros(6, np.int64)
+    summed_index = np.zeros(ndim, np.int64)
+    summed_offset = np.zeros(6, np.int64)
+    acc = np.zeros(LANES)
+    stack = np.zeros((64, 1))
+    state = np.zeros(2, np.int64)
+    one = np.zeros(1)
+    scratch = np.zeros(1)
+    kept_at = -1
+    for task in range(begin, end):
+        o = task // n_chunks
+        c = task % n_chunks
+        if o != kept_at:
+            seek(shape, strides, 0, n_kept, o, kept_index, kept_offset)
+            kept_at = o
+        factor = scale[origin[SCALE] + kept_offset[SCALE]] if has_scale else 0.0
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, n_red)
+        seek(shape, strides, n_kept, ndim, lo, summed_index, summed_offset)
+        state[:] = 0
+        for block in range(lo, hi, BLOCK):
+            acc[:] = 0.0
+            block_end = min(block + BLOCK, hi)
+            pos = block
+            while pos < block_end:
+                n = min(shape[last] - summed_index[last], block_end - pos)
+                ip = origin[P] + kept_offset[P] + summed_offset[P]
+                it = origin[T] + kept_offset[T] + summed_offset[T]
+                iw = origin[W] + kept_offset[W] + summed_offset[W]
+                io = origin[OUT] + kept_offset[OUT] + summed_offset[OUT]
+                for i in range(n):
+                    v = element(kind, weighted, p, ip + i * strides[P, last],
+                                t, it + i * strides[T, last], w, iw + i * strides[W, last],
+                                out, io + i * strides[OUT, last], factor)
+                    acc[(pos - block + i) & (LANES - 1)] += v
+                pos += n
+                advance(shape, strides, n_kept, ndim, n, summed_index, summed_offset)
+            one[0] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+            cascade_push(stack, state, one, 1, scratch)
+        cascade_total(stack, state, one, 1)
+        if kind == SUM or kind == SUM_AND_GRAD:
+            store_sum(n_chunks, partials, loss, origin, o, c, kept_offset[LOSS], one[0])
+
+
+@register_jitable
+def tile_tasks(begin, end, kind, weighted, has_scale, shape, n_kept, n_red, n_chunks,
+               strides, origin, p, t, w, out, loss, scale, partials):
+    ndim = shape.size
+    j_dim = n_kept - 1
+    extent = shape[j_dim]
+    n_tiles = (extent + TILE - 1) // TILE
+    outer_index_arr = np.zeros(ndim, np.int64)
+    outer_offset = np.zeros(6, np.int64)
+    summed_index = np.zeros(ndim, np.int64)
+    summed_offset = np.zeros(6, np.int64)
+    base = np.zeros(6, np.int64)
+    factors = np.zeros(TILE)
+    acc = np.zeros(TILE)
+    values = np.zeros(TILE)
+    stack = np.zeros((64, TILE))
+    state = np.zeros(2, np.int64)
+    scratch = np.zeros(TILE)
+    sums = kind == SUM or kind == SUM_AND_GRAD
+    for task in range(begin, end):
+        c = task % n_chunks
+        tile = (task // n_chunks) % n_tiles
+        outer = task // n_chunks // n_tiles
+        seek(shape, strides, 0, j_dim, outer, outer_index_arr, outer_offset)
+        j0 = tile * TILE
+        width = min(TILE, extent - j0)
+        for k in range(6):
+            base[k] = outer_offset[k] + j0 * strides[k, j_dim]
+        factors[:] = 0.0
+        if has_scale:
+            for j in range(width):
+                factors[j] = scale[origin[SCALE] + base[SCALE] + j * strides[SCALE, j_dim]]
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, n_red)
+        seek(shape, strides, n_kept, ndim, lo, summed_index, summed_offset)
+        state[:] = 0
+        for block in range(lo, hi, ROW_BLOCK):
+            acc[:] = 0.0
+            for _ in range(block, min(block + ROW_BLOCK, hi)):
+                ip = origin[P] + base[P] + summed_offset[P]
+                it = origin[T] + base[T] + summed_offset[T]
+                iw = origin[W] + base[W] + summed_offset[W]
+                io = origin[OUT] + base[OUT] + summed_offset[OUT]
+                for j in range(width):
+                    acc[j] += element(kind, weighted, p, ip + j * strides[P, j_dim],
+                                      t, it + j * strides[T, j_dim], w, iw + j * strides[W, j_dim],
+                                      out, io + j * strides[OUT, j_dim], factors[j])
+                advance(shape, strides, n_kept, ndim, 1, summed_index, summed_offset)
+            if sums:
+                cascade_push(stack, state, acc, width, scratch)
+        if sums:
+            cascade_total(stack, state, values, width)
+            o0 = outer * extent + j0
+            for j in range(width):
+                store_sum(n_chunks, partials, loss, origin, o0 + j, c,
+                          base[LOSS] + j * strides[LOSS, j_dim], values[j])
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def run(kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out, loss, scale,
+        num_threads):
+    """Runs one pass over a plan (see cpp/kernels.cpp for the summation order)."""
+    ndim = shape.size
+    n_out = 1
+    for d in range(n_kept):
+        n_out *= shape[d]
+    n_red = 1
+    for d in range(n_kept, ndim):
+        n_red *= shape[d]
+    sums = kind == SUM or kind == SUM_AND_GRAD
+    if n_out == 0:
+        return
+    if n_red == 0:
+        if sums:
+            index = np.zeros(ndim, np.int64)
+            offset = np.zeros(6, np.int64)
+            for o in range(n_out):
+                seek(shape, strides, 0, n_kept, o, index, offset)
+                loss[origin[LOSS] + offset[LOSS]] = 0.0
+        return
+    n_chunks = max(1, (n_red + CHUNK - 1) // CHUNK)
+    j, r = n_kept - 1, ndim - 1
+    across = False
+    if n_kept > 0 and shape[j] > 1:
+        cost_j = abs(strides[P, j]) + abs(strides[T, j])
+        cost_r = abs(strides[P, r]) + abs(strides[T, r])
+        across = shape[r] == 1 or cost_j < cost_r
+    partials = np.zeros(n_out * n_chunks if sums and n_chunks > 1 else 0)
+    if across:
+        n_tasks = n_out // shape[j] * ((shape[j] + TILE - 1) // TILE) * n_chunks
+    else:
+        n_tasks = n_out * n_chunks
+    n_ranges = min(num_threads, n_tasks) if n_out * n_red >= PARALLEL_MIN else 1
+    for rank in prange(n_ranges):
+        begin = n_tasks * rank // n_ranges
+        end = n_tasks * (rank + 1) // n_ranges
+        if across:
+            tile_tasks(begin, end, kind, weighted, has_scale, shape, n_kept, n_red, n_chunks,
+                       strides, origin, p, t, w, out, loss, scale, partials)
+        else:
+            lane_tasks(begin, end, kind, weighted, has_scale, shape, n_kept, n_red, n_chunks,
+                       strides, origin, p, t, w, out, loss, scale, partials)
+    if sums and n_chunks > 1:
+        index = np.zeros(ndim, np.int64)
+        offset = np.zeros(6, np.int64)
+        stack = np.zeros((64, 1))
+        state = np.zeros(2, np.int64)
+        one = np.zeros(1)
+        scratch = np.zeros(1)
+        for o in range(n_out):
+            seek(shape, strides, 0, n_kept, o, index, offset)
+            state[:] = 0
+            for c in range(n_chunks):
+                one[0] = partials[o * n_chunks + c]
+                cascade_push(stack, state, one, 1, scratch)
+            cascade_total(stack, state, one, 1)
+            loss[origin[LOSS] + offset[LOSS]] = one[0]
+
+
+def flat_view(array: np.ndarray) -> tuple[np.ndarray, int]:
+    """A 1-D view over the memory `array` spans, and the index of its first element there."""
+    if array.size == 0:
+        return np.zeros(1, array.dtype), 0
+    if array.ndim == 0:
+        return array.reshape(1), 0
+    itemsize = array.itemsize
+    low = sum(min(0, (n - 1) * s) for n, s in zip(array.shape, array.strides)) // itemsize
+    high = sum(max(0, (n - 1) * s) for n, s in zip(array.shape, array.strides)) // itemsize
+    corner = array[tuple(slice(n - 1, n) if s < 0 else slice(0, 1)
+                         for n, s in zip(array.shape, array.strides))]
+    flat = np.lib.stride_tricks.as_strided(corner.reshape(-1), (high - low + 1,), (itemsize,))
+    return flat, -low
+
+
+class NumbaBackend:
+    """Kernels compiled by Numba at first use (cached on disk)."""
+
+    name = "numba"
+
+    def __init__(self) -> None:
+        self.version = numba.__version__
+
+    def _run(self, kind: int, plan: Plan) -> None:
+        ndim = len(plan.shape)
+        shape = list(plan.shape)
+        if plan.n_kept == ndim:
+            shape.append(1)
+        strides = np.zeros((6, len(shape)), np.int64)
+        origin = np.zeros(6, np.int64)
+        storage = plan.arrays[0].dtype
+        flats = []
+        for k, (array, s) in enumerate(zip(plan.arrays, plan.strides)):
+            if array is None:
+                flats.append(np.zeros(1, storage if k < 4 else np.float64))
+                continue
+            strides[k, :ndim] = s
+            flat, origin[k] = flat_view(array)
+            flats.append(flat)
+        if storage == np.float16:
+            flats[:4] = [f.view(np.uint16) for f in flats[:4]]
+        run(kind, plan.arrays[2] is not None, plan.arrays[5] is not None,
+            np.asarray(shape, np.int64), plan.n_kept, strides, origin, *flats,
+            numba.get_num_threads())
+
+    def reduce(self, plan: Plan) -> None:
+        self._run(SUM, plan)
+
+    def grad(self, plan: Plan) -> None:
+        self._run(GRAD, plan)
+
+    def reduce_and_grad(self, plan: Plan) -> None:
+        self._run(SUM_AND_GRAD, plan)
+
+    def squared_error(self, plan: Plan) -> None:
+        self._run(ELEMENTWISE, plan)
+
+    def get_num_threads(self) -> int:
+        return numba.get_num_threads()
+
+    def set_num_threads(self, n: int) -> None:
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))

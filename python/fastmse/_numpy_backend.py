@@ -1,0 +1,69 @@
+"""Last-resort kernels in plain NumPy, for when neither fastmse._core nor Numba loads.
+
+Same formulas in float64, but NumPy's own summation order (so results agree with the
+other backends to rounding, not bitwise) and O(n) float64 temporaries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._plan import Plan
+
+
+def _view(plan: Plan, k: int) -> np.ndarray | None:
+    array = plan.arrays[k]
+    if array is None:
+        return None
+    strides = tuple(s * array.itemsize for s in plan.strides[k])
+    return np.lib.stride_tricks.as_strided(array, plan.shape, strides)
+
+
+def _round(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    # The compiled kernels round float16 results through float32; so does this.
+    if dtype == np.float16:
+        values = values.astype(np.float32)
+    return values.astype(dtype)
+
+
+class NumpyBackend:
+    """Whole-array NumPy expressions over strided views of the plan."""
+
+    name = "numpy"
+
+    def _terms(self, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+        p, t, w = (_view(plan, k) for k in range(3))
+        d = p.astype(np.float64) - t.astype(np.float64)
+        weight = w.astype(np.float64) if w is not None else 1.0
+        return d, weight
+
+    def _store_sums(self, plan: Plan, values: np.ndarray) -> None:
+        summed = tuple(range(plan.n_kept, len(plan.shape)))
+        _view(plan, 4)[...] = np.sum(values, axis=summed, keepdims=True)
+
+    def _store_grad(self, plan: Plan, d: np.ndarray, weight: np.ndarray | float) -> None:
+        out = _view(plan, 3)
+        out[...] = _round(_view(plan, 5) * weight * d, out.dtype)
+
+    def reduce(self, plan: Plan) -> None:
+        d, weight = self._terms(plan)
+        self._store_sums(plan, weight * d * d)
+
+    def grad(self, plan: Plan) -> None:
+        self._store_grad(plan, *self._terms(plan))
+
+    def reduce_and_grad(self, plan: Plan) -> None:
+        d, weight = self._terms(plan)
+        self._store_sums(plan, weight * d * d)
+        self._store_grad(plan, d, weight)
+
+    def squared_error(self, plan: Plan) -> None:
+        d, weight = self._terms(plan)
+        out = _view(plan, 3)
+        out[...] = _round(weight * d * d, out.dtype)
+
+    def get_num_threads(self) -> int:
+        return 1
+
+    def set_num_threads(self, n: int) -> None:
+        """NumPy's expressions run on one thread; nothing to set."""

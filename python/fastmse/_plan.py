@@ -1,0 +1,138 @@
+"""Layout planning: from broadcast operands and reduced axes to the kernel problem.
+
+A :class:`Plan` is what every backend's kernels receive: one shape (kept dimensions
+first, then summed ones, each group ordered from the largest memory stride to the
+smallest and with mergeable neighbours merged), and each operand's base array with its
+element strides over that shape (zero along broadcast dimensions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+#: Operand order shared with the kernels (cpp/kernels.hpp).
+OPERANDS = ("predictions", "targets", "weights", "out", "loss", "scale")
+NO_STRIDES: tuple[int, ...] = ()
+
+
+@dataclass(slots=True)
+class Plan:
+    """The kernels' view of one call.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Extents; ``shape[:n_kept]`` index the reduced result, the rest are summed.
+    n_kept : int
+        Number of leading kept dimensions.
+    arrays : list
+        ``predictions, targets, weights, out, loss, scale``: NumPy arrays or None.
+        The element at index ``(0, ..., 0)`` of the plan is each array's first element.
+    strides : list of tuple of int
+        Element strides of each array over ``shape`` (empty where the array is absent).
+    """
+
+    shape: tuple[int, ...]
+    n_kept: int
+    arrays: list[np.ndarray | None]
+    strides: list[tuple[int, ...]]
+
+    @property
+    def size(self) -> int:
+        """Number of positions in the plan."""
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+def element_strides(array: np.ndarray, shape: Sequence[int]) -> list[int]:
+    """Strides of `array` broadcast to `shape`, in elements (0 where broadcast)."""
+    pad = len(shape) - array.ndim
+    itemsize = array.itemsize
+    strides = [0] * len(shape)
+    for d in range(array.ndim):
+        if array.shape[d] != 1:
+            strides[d + pad] = array.strides[d] // itemsize
+    return strides
+
+
+def reduced_strides(array: np.ndarray, shape: Sequence[int], axes: Sequence[int]) -> list[int]:
+    """Strides over `shape` of an array holding one value per kept position (C order)."""
+    kept_strides = iter(element_strides(array, [shape[d] for d in range(len(shape)) if d not in axes]))
+    return [0 if d in axes else next(kept_strides) for d in range(len(shape))]
+
+
+def contiguous_plan(
+    predictions: np.ndarray, targets: np.ndarray, loss: np.ndarray | None, out: np.ndarray | None
+) -> Plan:
+    """The plan of equal-shape C-contiguous operands summed over everything."""
+    flat = (1,)
+    return Plan(
+        (predictions.size,),
+        0,
+        [predictions, targets, None, out, loss, None],
+        [flat, flat, NO_STRIDES, flat if out is not None else NO_STRIDES,
+         (0,) if loss is not None else NO_STRIDES, NO_STRIDES],
+    )
+
+
+def make_plan(
+    shape: Sequence[int],
+    axes: Sequence[int],
+    arrays: Sequence[np.ndarray | None],
+) -> Plan:
+    """Plan a problem of broadcast `shape` summed over `axes`.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The broadcast shape of predictions, targets and weights.
+    axes : sequence of int
+        Normalised axes summed over.
+    arrays : sequence
+        The six operands in :data:`OPERANDS` order. ``loss`` and ``scale`` hold one value
+        per kept position (shape without `axes`, or broadcastable to it); the others
+        broadcast to `shape`.
+    """
+    ndim = len(shape)
+    strides: list[list[int] | None] = []
+    for k, array in enumerate(arrays):
+        if array is None:
+            strides.append(None)
+        elif k >= 4:
+            strides.append(reduced_strides(array, shape, axes))
+        else:
+            strides.append(element_strides(array, shape))
+    present = [s for s in strides if s is not None]
+
+    def order(dims: list[int]) -> list[int]:
+        # Outer to inner by memory distance, so the innermost loop is the densest one.
+        # Only predictions, targets and weights count, so that a call with an `out` sums in
+        # the same order as one without (mse_and_grad returns exactly mse's loss).
+        def distance(d: int) -> int:
+            return sum(abs(s[d]) for s in strides[:3] if s is not None)
+
+        return sorted(dims, key=distance, reverse=True)
+
+    kept = order([d for d in range(ndim) if d not in axes and shape[d] != 1])
+    summed = order([d for d in axes if shape[d] != 1])
+
+    def merge(dims: list[int]) -> list[tuple[int, list[int]]]:
+        groups: list[tuple[int, list[int]]] = []
+        for d in dims:
+            if groups:
+                extent, last = groups[-1]
+                if all(s[last[-1]] == s[d] * shape[d] for s in present):
+                    groups[-1] = (extent * shape[d], [*last, d])
+                    continue
+            groups.append((shape[d], [d]))
+        return groups
+
+    kept_groups = merge(kept)
+    groups = kept_groups + merge(summed)
+    plan_shape = tuple(extent for extent, _ in groups)
+    plan_strides = [
+        tuple(s[dims[-1]] for _, dims in groups) if s is not None else NO_STRIDES for s in strides
+    ]
+    return Plan(plan_shape, len(kept_groups), list(arrays), plan_strides)

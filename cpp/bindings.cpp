@@ -6,7 +6,6 @@
 
 #include <cstdint>
 #include <string>
-#include <vector>
 
 #include "kernels.hpp"
 
@@ -19,68 +18,81 @@ using fastmse::Problem;
 using fastmse::ScalarType;
 
 ScalarType scalar_type_of(const py::array& array) {
-    const py::dtype dtype = array.dtype();
-    if (dtype.kind() == 'f' && dtype.byteorder() != '>') {
-        switch (dtype.itemsize()) {
-            case 2: return ScalarType::float16;
-            case 4: return ScalarType::float32;
-            case 8: return ScalarType::float64;
+    // Reads the descriptor directly: this runs on every call, small ones included.
+    const auto* descr = py::detail::array_descriptor_proxy(py::detail::array_proxy(array.ptr())->descr);
+    if (descr->byteorder != '>') {
+        switch (descr->type_num) {
+            case py::detail::npy_api::NPY_FLOAT_: return ScalarType::float32;
+            case py::detail::npy_api::NPY_DOUBLE_: return ScalarType::float64;
+            case 23 /* NPY_HALF */: return ScalarType::float16;
             default: break;
         }
     }
-    throw py::type_error("fastmse._core: unsupported dtype " + std::string(py::str(dtype)));
+    throw py::type_error("fastmse._core: unsupported dtype " + std::string(py::str(array.dtype())));
 }
 
 enum class Access { read, write };
 
-// A call's arrays and their strides, kept alive for the length of the call.
-struct Operands {
-    std::vector<py::array> arrays;
-    std::vector<std::vector<int64_t>> strides;
-};
+constexpr std::size_t kOperandCount = 6;  // predictions, targets, weights, out, loss, scale
 
-void bind(Operand& operand, const py::object& array, const std::vector<int64_t>& strides,
-          std::size_t ndim, Access access) {
-    if (array.is_none()) return;
-    if (strides.size() != ndim) throw py::value_error("fastmse._core: strides do not match shape");
-    auto buffer = py::reinterpret_borrow<py::array>(array);
-    operand.data = access == Access::write ? buffer.mutable_data() : const_cast<void*>(buffer.data());
-    operand.strides = strides.data();
+// Integers of a tuple or list, read through the C API: this runs on every call, and
+// pybind11's generic casters cost more than a 1,000-element kernel.
+void read_int64s(py::handle sequence, int64_t* values, std::size_t count, const char* what) {
+    PyObject* fast = PySequence_Fast(sequence.ptr(), what);
+    if (fast == nullptr) throw py::error_already_set();
+    const py::object owner = py::reinterpret_steal<py::object>(fast);
+    if (static_cast<std::size_t>(PySequence_Fast_GET_SIZE(fast)) != count)
+        throw py::value_error(std::string("fastmse._core: wrong length of ") + what);
+    PyObject** items = PySequence_Fast_ITEMS(fast);
+    for (std::size_t i = 0; i < count; ++i) {
+        values[i] = PyLong_AsLongLong(items[i]);
+        if (values[i] == -1 && PyErr_Occurred()) throw py::error_already_set();
+    }
 }
 
 using Kernel = void (*)(const Problem&);
 
-// arrays/strides: predictions, targets, weights, out, loss, scale (None where absent).
-void run(Kernel kernel, const std::vector<int64_t>& shape, int n_kept,
-         const std::vector<py::object>& arrays, const std::vector<std::vector<int64_t>>& strides) {
-    if (shape.size() > static_cast<std::size_t>(fastmse::kMaxDims) || n_kept < 0 ||
-        n_kept > static_cast<int>(shape.size()) || arrays.size() != 6 || strides.size() != 6)
+// shape: extents; arrays/strides: the six operands and their element strides (None and
+// an empty tuple where absent). Checks what a wrong call could turn into a bad access.
+void run(Kernel kernel, py::handle shape_seq, int n_kept, py::handle arrays_seq,
+         py::handle strides_seq) {
+    const std::size_t ndim = static_cast<std::size_t>(py::len(shape_seq));
+    if (ndim > static_cast<std::size_t>(fastmse::kMaxDims) || n_kept < 0 ||
+        n_kept > static_cast<int>(ndim) || py::len(arrays_seq) != kOperandCount ||
+        py::len(strides_seq) != kOperandCount)
         throw py::value_error("fastmse._core: malformed problem");
-    for (std::size_t k = 0; k < 6; ++k)
-        if (!arrays[k].is_none() && !py::isinstance<py::array>(arrays[k]))
-            throw py::type_error("fastmse._core: operands must be NumPy arrays or None");
+    int64_t shape[fastmse::kMaxDims];
+    int64_t strides[kOperandCount][fastmse::kMaxDims];
+    read_int64s(shape_seq, shape, ndim, "shape");
 
     Problem problem;
-    problem.dtype = scalar_type_of(py::reinterpret_borrow<py::array>(arrays[0]));
-    for (std::size_t k : {1, 2, 3})
-        if (!arrays[k].is_none() &&
-            scalar_type_of(py::reinterpret_borrow<py::array>(arrays[k])) != problem.dtype)
-            throw py::type_error("fastmse._core: operands must share one dtype");
-    for (std::size_t k : {4, 5})
-        if (!arrays[k].is_none() &&
-            scalar_type_of(py::reinterpret_borrow<py::array>(arrays[k])) != ScalarType::float64)
-            throw py::type_error("fastmse._core: loss and scale must be float64");
-
-    const std::size_t ndim = shape.size();
     problem.ndim = static_cast<int>(ndim);
     problem.n_kept = n_kept;
-    problem.shape = shape.data();
-    bind(problem.predictions, arrays[0], strides[0], ndim, Access::read);
-    bind(problem.targets, arrays[1], strides[1], ndim, Access::read);
-    bind(problem.weights, arrays[2], strides[2], ndim, Access::read);
-    bind(problem.out, arrays[3], strides[3], ndim, Access::write);
-    bind(problem.loss, arrays[4], strides[4], ndim, Access::write);
-    bind(problem.scale, arrays[5], strides[5], ndim, Access::read);
+    problem.shape = shape;
+    Operand* operands[kOperandCount] = {&problem.predictions, &problem.targets, &problem.weights,
+                                        &problem.out, &problem.loss, &problem.scale};
+    const py::sequence arrays = py::reinterpret_borrow<py::sequence>(arrays_seq);
+    const py::sequence strides_of = py::reinterpret_borrow<py::sequence>(strides_seq);
+    for (std::size_t k = 0; k < kOperandCount; ++k) {
+        const py::object item = arrays[k];
+        if (item.is_none()) {
+            if (k < 2) throw py::type_error("fastmse._core: predictions and targets are required");
+            continue;
+        }
+        if (!py::isinstance<py::array>(item))
+            throw py::type_error("fastmse._core: operands must be NumPy arrays or None");
+        auto array = py::reinterpret_borrow<py::array>(item);
+        const ScalarType type = scalar_type_of(array);
+        if (k == 0) problem.dtype = type;
+        const ScalarType expected = k < 4 ? problem.dtype : ScalarType::float64;
+        if (type != expected)
+            throw py::type_error(k < 4 ? "fastmse._core: operands must share one dtype"
+                                       : "fastmse._core: loss and scale must be float64");
+        read_int64s(strides_of[k], strides[k], ndim, "strides");
+        const bool writes = k == 3 || k == 4;
+        operands[k]->data = writes ? array.mutable_data() : const_cast<void*>(array.data());
+        operands[k]->strides = strides[k];
+    }
     problem.num_threads = fastmse::get_num_threads();
 
     py::gil_scoped_release release;
@@ -88,8 +100,7 @@ void run(Kernel kernel, const std::vector<int64_t>& shape, int n_kept,
 }
 
 template <Kernel K>
-void entry(const std::vector<int64_t>& shape, int n_kept, const std::vector<py::object>& arrays,
-           const std::vector<std::vector<int64_t>>& strides) {
+void entry(py::handle shape, int n_kept, py::handle arrays, py::handle strides) {
     run(K, shape, n_kept, arrays, strides);
 }
 

@@ -6,6 +6,7 @@ anything is written to ``out``.
 
 from __future__ import annotations
 
+import math
 import operator
 import warnings
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ Reduction = Literal["mean", "sum", "none"]
 Axis = Union[int, tuple[int, ...], None]
 
 _REDUCTIONS = ("mean", "sum", "none")
-_COMPUTE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT64 = np.dtype(np.float64)
+_ALL_AXES = [tuple(range(n)) for n in range(33)]
+_FLOAT16, _FLOAT32 = np.dtype(np.float16), np.dtype(np.float32)
 
 
 def _as_array(value: Any, name: str) -> np.ndarray:
@@ -47,30 +50,32 @@ def _as_array(value: Any, name: str) -> np.ndarray:
 
 
 def _result_dtype(predictions: np.ndarray, targets: np.ndarray) -> np.dtype:
-    dtype = np.result_type(predictions, targets)
+    dtype = predictions.dtype
+    if dtype != targets.dtype:
+        dtype = np.result_type(predictions, targets)
     if dtype.kind in "biu":
-        return np.dtype(np.float64)
-    if dtype not in _COMPUTE_DTYPES:
+        return _FLOAT64
+    if dtype.kind != "f" or dtype.itemsize not in (2, 4, 8):
         msg = (
             f"predictions and targets give dtype {dtype}, which fastmse does not compute in; "
             "use float16, float32 or float64"
         )
         raise TypeError(msg)
-    return dtype.newbyteorder("=")
+    return dtype if dtype.isnative else dtype.newbyteorder("=")
 
 
 def _compute_array(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """`array` in the native `dtype`, with strides the kernels can count in elements."""
     if array.dtype != dtype:
         return array.astype(dtype)
-    if any(s % dtype.itemsize for s in array.strides):
+    if not array.flags.c_contiguous and any(s % dtype.itemsize for s in array.strides):
         return np.ascontiguousarray(array)
     return array
 
 
 def _normalize_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
     if axis is None:
-        return tuple(range(ndim))
+        return _ALL_AXES[ndim] if ndim < len(_ALL_AXES) else tuple(range(ndim))
     items = axis if isinstance(axis, tuple) else (axis,)
     axes = []
     for item in items:
@@ -115,31 +120,15 @@ class Call:
     shape: tuple[int, ...]
     axes: tuple[int, ...]
     reduction: str
-
-    @property
-    def kept_shape(self) -> tuple[int, ...]:
-        return tuple(n for d, n in enumerate(self.shape) if d not in self.axes)
-
-    @property
-    def count(self) -> int:
-        return int(np.prod([self.shape[d] for d in self.axes], dtype=np.int64))
+    kept_shape: tuple[int, ...]
+    count: int  # positions summed into each result
+    flat: bool  # all summed, one shape, C-contiguous, no weights: one dense dimension
 
     @property
     def predictions_broadcast(self) -> bool:
         """True where targets or weights give predictions' values to several positions."""
         p = self.predictions.shape
         return (1,) * (len(self.shape) - len(p)) + p != self.shape
-
-    def is_flat(self) -> bool:
-        """All summed, same shape, C-contiguous: the plan is one dense dimension."""
-        p, t = self.predictions, self.targets
-        return (
-            self.weights is None
-            and len(self.axes) == len(self.shape)
-            and p.shape == t.shape
-            and p.flags.c_contiguous
-            and t.flags.c_contiguous
-        )
 
 
 def resolve(
@@ -150,6 +139,24 @@ def resolve(
     reduction: str,
 ) -> Call:
     """Check every argument and bring the arrays to the dtype the kernels compute in."""
+    dtype = getattr(predictions, "dtype", None)
+    if (
+        (dtype is _FLOAT32 or dtype is _FLOAT64 or dtype is _FLOAT16)
+        and axis is None
+        and weights is None
+        and type(predictions) is np.ndarray
+        and type(targets) is np.ndarray
+        and targets.dtype is dtype
+        and predictions.shape == targets.shape
+        and reduction in _REDUCTIONS
+        and predictions.flags.c_contiguous
+        and targets.flags.c_contiguous
+    ):
+        # The most common call, where Python overhead is most of the cost for small
+        # arrays: the same Call as below, without the general checks it already passes.
+        shape = predictions.shape
+        axes = _ALL_AXES[len(shape)] if len(shape) < len(_ALL_AXES) else tuple(range(len(shape)))
+        return Call(predictions, targets, None, dtype, shape, axes, reduction, (), predictions.size, True)
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         msg = f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}"
         raise ValueError(msg)
@@ -168,31 +175,55 @@ def resolve(
         if lowest < 0:
             msg = f"weights must be non-negative; found {lowest}"
             raise ValueError(msg)
-    return Call(_compute_array(p, dtype), _compute_array(t, dtype), w, dtype, shape, axes, reduction)
+    if len(axes) == len(shape):
+        kept_shape: tuple[int, ...] = ()
+        count = math.prod(shape)
+    else:
+        kept_shape = tuple(n for d, n in enumerate(shape) if d not in axes)
+        count = math.prod(shape[d] for d in axes)
+    p, t = _compute_array(p, dtype), _compute_array(t, dtype)
+    flat = (
+        not kept_shape
+        and w is None
+        and p.shape == t.shape
+        and p.flags.c_contiguous
+        and t.flags.c_contiguous
+    )
+    return Call(p, t, w, dtype, shape, axes, reduction, kept_shape, count, flat)
 
 
 def _denominators(call: Call) -> np.ndarray | float:
     """What "mean" divides by: the count, or the weight sums per kept position."""
     if call.weights is None:
         denominator: np.ndarray | float = float(call.count)
+        empty = call.count == 0
     else:
         weights = np.broadcast_to(call.weights, call.shape)
         denominator = np.sum(weights, axis=call.axes, dtype=np.float64)
-    if np.any(np.equal(denominator, 0)):
+        empty = bool(np.any(denominator == 0))
+    if empty:
         what = "zero elements" if call.weights is None else "weights that sum to zero"
         warnings.warn(f"mean over {what}: the result is nan", RuntimeWarning, stacklevel=4)
     return denominator
 
 
-def _scale(call: Call, denominator: np.ndarray | float | None) -> np.ndarray:
+def _scale(denominator: np.ndarray | float | None) -> np.ndarray:
     """The gradient factor 2 / denominator, one float64 per kept position (or one for all)."""
     if denominator is None:
         return np.array(2.0)
+    if not isinstance(denominator, np.ndarray):
+        return np.array(2.0 / denominator if denominator else math.inf)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.asarray(np.divide(2.0, denominator), dtype=np.float64)
 
 
 def _finish(call: Call, sums: np.ndarray, denominator: np.ndarray | float | None, keepdims: bool) -> Any:
+    """The loss from the float64 sums: divided for "mean", shaped, rounded once."""
+    if sums.ndim == 0 and not keepdims and not isinstance(denominator, np.ndarray):
+        total = float(sums)
+        if denominator is not None:
+            total = total / denominator if denominator else math.nan
+        return call.dtype.type(total)
     if denominator is not None:
         with np.errstate(divide="ignore", invalid="ignore"):
             sums = np.divide(sums, denominator)
@@ -259,46 +290,61 @@ def _broadcast_gradient(call: Call, scale: np.ndarray, out: np.ndarray) -> None:
     out[...] = gradient.astype(call.dtype)
 
 
-def _loss_and_grad(call: Call, out: Any, keepdims: bool, want_loss: bool, want_grad: bool) -> tuple[Any, Any]:
-    backend = _backends.current()
-    p, t, w = call.predictions, call.targets, call.weights
-    target: np.ndarray | None = None
-    if want_grad:
-        out = np.empty(p.shape, call.dtype) if out is None else _check_out(out, call)
-        target = _writable_target(out, call)
+def _elementwise_loss(call: Call) -> np.ndarray:
+    loss = np.empty(call.shape, call.dtype)
+    plan = make_plan(call.shape, call.axes, [call.predictions, call.targets, call.weights, loss, None, None])
+    _backends.current().squared_error(plan)
+    return loss
 
+
+def _loss(call: Call, keepdims: bool) -> Any:
     if call.reduction == "none":
-        loss = None
-        if want_loss:
-            loss = np.empty(call.shape, call.dtype)
-            backend.squared_error(make_plan(call.shape, call.axes, [p, t, w, loss, None, None]))
-        if want_grad:
-            scale = _scale(call, None)
-            if call.predictions_broadcast:
-                _broadcast_gradient(call, scale, target)
-            else:
-                backend.grad(make_plan(call.shape, call.axes, [p, t, w, target, None, scale]))
+        return _elementwise_loss(call)
+    denominator = _denominators(call) if call.reduction == "mean" else None
+    sums = np.empty(call.kept_shape, _FLOAT64)
+    p, t = call.predictions, call.targets
+    if call.flat:
+        plan = contiguous_plan([p, t, None, None, sums, None])
+    else:
+        plan = make_plan(call.shape, call.axes, [p, t, call.weights, None, sums, None])
+    _backends.current().reduce(plan)
+    return _finish(call, sums, denominator, keepdims)
+
+
+def _gradient_into(call: Call, target: np.ndarray, scale: np.ndarray, sums: np.ndarray | None) -> None:
+    """Writes the gradient into `target`, and the loss sums into `sums` in the same pass."""
+    if call.predictions_broadcast:
+        _broadcast_gradient(call, scale, target)
+        if sums is not None:
+            plan = make_plan(call.shape, call.axes, [call.predictions, call.targets, call.weights, None, sums, None])
+            _backends.current().reduce(plan)
+        return
+    arrays = [call.predictions, call.targets, call.weights, target, sums, scale]
+    if call.flat and target.flags.c_contiguous and scale.ndim == 0:
+        plan = contiguous_plan(arrays)
+    else:
+        plan = make_plan(call.shape, call.axes, arrays)
+    backend = _backends.current()
+    (backend.grad if sums is None else backend.reduce_and_grad)(plan)
+
+
+def _gradient(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[Any, np.ndarray]:
+    if out is None:
+        out = target = np.empty(call.predictions.shape, call.dtype)
+    else:
+        target = _writable_target(_check_out(out, call), call)
+    loss = None
+    if call.reduction == "none":
+        _gradient_into(call, target, _scale(None), None)
+        if with_loss:
+            loss = _elementwise_loss(call)
     else:
         denominator = _denominators(call) if call.reduction == "mean" else None
-        sums = np.empty(call.kept_shape, np.float64) if want_loss else None
-        scale = _scale(call, denominator) if want_grad else None
-        fused = want_loss and want_grad and not call.predictions_broadcast
-        if want_grad and not fused:
-            if call.predictions_broadcast:
-                _broadcast_gradient(call, scale, target)
-            else:
-                backend.grad(make_plan(call.shape, call.axes, [p, t, w, target, None, scale]))
-        if want_loss:
-            grad_target = target if fused else None
-            grad_scale = scale if fused else None
-            if not fused and call.is_flat():
-                plan = contiguous_plan(p, t, sums, None)
-            else:
-                plan = make_plan(call.shape, call.axes, [p, t, w, grad_target, sums, grad_scale])
-            (backend.reduce_and_grad if fused else backend.reduce)(plan)
-        loss = _finish(call, sums, denominator, keepdims) if want_loss else None
-
-    if want_grad and target is not out:
+        sums = np.empty(call.kept_shape, _FLOAT64) if with_loss else None
+        _gradient_into(call, target, _scale(denominator), sums)
+        if sums is not None:
+            loss = _finish(call, sums, denominator, keepdims)
+    if target is not out:
         out[...] = target
     return loss, out
 
@@ -359,8 +405,7 @@ def mse(
     >>> mse(np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32), axis=-1)
     array([1., 1.], dtype=float32)
     """
-    call = resolve(predictions, targets, weights, axis, reduction)
-    return _loss_and_grad(call, None, keepdims, want_loss=True, want_grad=False)[0]
+    return _loss(resolve(predictions, targets, weights, axis, reduction), keepdims)
 
 
 def mse_grad(
@@ -406,8 +451,7 @@ def mse_grad(
     >>> mse_grad(np.array([[1.0, 3.0]]), np.array([[0.0, 0.0]]), axis=-1)
     array([[1., 3.]])
     """
-    call = resolve(predictions, targets, weights, axis, reduction)
-    return _loss_and_grad(call, out, False, want_loss=False, want_grad=True)[1]
+    return _gradient(resolve(predictions, targets, weights, axis, reduction), out, False, with_loss=False)[1]
 
 
 def mse_and_grad(
@@ -440,5 +484,5 @@ def mse_and_grad(
     >>> float(loss), grad
     (5.0, array([1., 3.]))
     """
-    call = resolve(predictions, targets, weights, axis, reduction)
-    return _loss_and_grad(call, out, keepdims, want_loss=True, want_grad=True)
+    loss, grad = _gradient(resolve(predictions, targets, weights, axis, reduction), out, keepdims, with_loss=True)
+    return loss, grad

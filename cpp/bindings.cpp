@@ -84,9 +84,11 @@ void run(Kernel kernel, py::handle shape_seq, int n_kept, py::handle arrays_seq,
         auto array = py::reinterpret_borrow<py::array>(item);
         const ScalarType type = scalar_type_of(array);
         if (k == 0) problem.dtype = type;
-        const ScalarType expected = k < 4 ? problem.dtype : ScalarType::float64;
-        if (type != expected)
-            throw py::type_error(k < 4 ? "fastmse._core: operands must share one dtype"
+        if (k == 2) problem.weights_dtype = type;
+        const bool allowed = k < 4 ? type == problem.dtype || (k == 2 && type == ScalarType::float64)
+                                   : type == ScalarType::float64;
+        if (!allowed)
+            throw py::type_error(k < 4 ? "fastmse._core: operands must share one dtype (weights: or float64)"
                                        : "fastmse._core: loss and scale must be float64");
         read_int64s(strides_of[k], strides[k], ndim, "strides");
         const bool writes = k == 3 || k == 4;

@@ -58,11 +58,11 @@ inline constexpr bool kWrites = P != Pass::sum;
 
 // One position: returns its share of the sum and writes `out` where the pass does.
 // The operation order is part of the result and is mirrored by the Numba kernels.
-template <Pass P, bool Weighted, typename T>
-inline double element(const T* p, const T* t, const T* w, T* out, double scale) {
+template <Pass P, bool Weighted, typename T, typename Wt>
+inline double element(const T* p, const T* t, const Wt* w, T* out, double scale) {
     const double d = Scalar<T>::load(*p) - Scalar<T>::load(*t);
     double weight = 1.0;
-    if constexpr (Weighted) weight = Scalar<T>::load(*w);
+    if constexpr (Weighted) weight = Scalar<Wt>::load(*w);
     if constexpr (P == Pass::elementwise) {
         *out = Scalar<T>::store(weight * d * d);
         return 0.0;
@@ -176,33 +176,34 @@ inline double combine_lanes(const double* acc) {
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-template <typename T>
+// Weights are read in the data's type or in float64, never rounded to a narrower one.
+template <typename T, typename Wt>
 struct Cursor {
     const T* p;
     const T* t;
-    const T* w;
+    const Wt* w;
     T* out;
 };
 
-template <typename T>
-Cursor<T> cursor_at(const Layout& l, const int64_t* base, const int64_t* offset) {
+template <typename T, typename Wt>
+Cursor<T, Wt> cursor_at(const Layout& l, const int64_t* base, const int64_t* offset) {
     auto at = [&](int k) { return static_cast<T*>(l.data[k]) + base[k] + offset[k]; };
-    Cursor<T> c{at(kP), at(kT), nullptr, nullptr};
-    if (l.data[kW]) c.w = at(kW);
+    Cursor<T, Wt> c{at(kP), at(kT), nullptr, nullptr};
+    if (l.data[kW]) c.w = static_cast<const Wt*>(l.data[kW]) + base[kW] + offset[kW];
     if (l.data[kOut]) c.out = at(kOut);
     return c;
 }
 
 // n consecutive positions along one dimension; position i goes to lane (lane + i) % kLanes.
-template <Pass P, bool Weighted, bool Unit, typename T>
-inline void run_lanes(double* lanes, int64_t lane, Cursor<T> c, const int64_t* step, double scale,
+template <Pass P, bool Weighted, bool Unit, typename T, typename Wt>
+inline void run_lanes(double* lanes, int64_t lane, Cursor<T, Wt> c, const int64_t* step, double scale,
                       int64_t n) {
     double acc[kLanes];
     for (int64_t l = 0; l < kLanes; ++l) acc[l] = lanes[l];
     const int64_t sp = Unit ? 1 : step[kP], st = Unit ? 1 : step[kT];
     const int64_t sw = Unit ? 1 : step[kW], so = Unit ? 1 : step[kOut];
     auto at = [&](int64_t i, int64_t l) {
-        const T* w = nullptr;
+        const Wt* w = nullptr;
         T* out = nullptr;
         if constexpr (Weighted) w = c.w + i * sw;
         if constexpr (kWrites<P>) out = c.out + i * so;
@@ -278,7 +279,7 @@ struct Plan {
     }
 };
 
-template <Pass P, bool Weighted, typename T>
+template <Pass P, bool Weighted, typename T, typename Wt>
 void lane_tasks(Plan& plan, int64_t begin, int64_t end) {
     const Layout& l = plan.layout;
     const int last = l.last();
@@ -302,7 +303,7 @@ void lane_tasks(Plan& plan, int64_t begin, int64_t end) {
             const int64_t block_end = std::min(block + kBlock, hi);
             for (int64_t pos = block; pos < block_end;) {
                 const int64_t n = std::min(l.shape[last] - summed.index[last], block_end - pos);
-                const Cursor<T> at = cursor_at<T>(l, kept.offset, summed.offset);
+                const Cursor<T, Wt> at = cursor_at<T, Wt>(l, kept.offset, summed.offset);
                 if (unit)
                     run_lanes<P, Weighted, true>(acc, pos - block, at, step, scale, n);
                 else
@@ -319,7 +320,7 @@ void lane_tasks(Plan& plan, int64_t begin, int64_t end) {
     }
 }
 
-template <Pass P, bool Weighted, typename T>
+template <Pass P, bool Weighted, typename T, typename Wt>
 void tile_tasks(Plan& plan, int64_t begin, int64_t end) {
     const Layout& l = plan.layout;
     const int j_dim = l.n_kept - 1;
@@ -351,13 +352,13 @@ void tile_tasks(Plan& plan, int64_t begin, int64_t end) {
             double acc[kTile] = {};
             const int64_t block_end = std::min(block + kRowBlock, hi);
             for (int64_t pos = block; pos < block_end; ++pos) {
-                const Cursor<T> at = cursor_at<T>(l, base, summed.offset);
+                const Cursor<T, Wt> at = cursor_at<T, Wt>(l, base, summed.offset);
                 auto visit = [&](auto unit_tag) {
                     constexpr bool kUnit = decltype(unit_tag)::value;
                     const int64_t sp = kUnit ? 1 : js[kP], st = kUnit ? 1 : js[kT];
                     const int64_t sw = kUnit ? 1 : js[kW], so = kUnit ? 1 : js[kOut];
                     for (int j = 0; j < width; ++j) {
-                        const T* w = nullptr;
+                        const Wt* w = nullptr;
                         T* out = nullptr;
                         if constexpr (Weighted) w = at.w + j * sw;
                         if constexpr (kWrites<P>) out = at.out + j * so;
@@ -387,7 +388,7 @@ void tile_tasks(Plan& plan, int64_t begin, int64_t end) {
     }
 }
 
-template <Pass P, bool Weighted, typename T>
+template <Pass P, bool Weighted, typename T, typename Wt>
 void execute(Plan& plan) {
     const Layout& l = plan.layout;
     if (l.n_out == 0 || l.n_red == 0) return;
@@ -395,11 +396,11 @@ void execute(Plan& plan) {
         const int64_t n_tiles = (l.shape[l.n_kept - 1] + kTile - 1) / kTile;
         const int64_t n_tasks = l.n_out / l.shape[l.n_kept - 1] * n_tiles * plan.n_chunks;
         for_each_range(n_tasks, plan.parallel, plan.num_threads, [&](int64_t b, int64_t e) {
-            tile_tasks<P, Weighted, T>(plan, b, e);
+            tile_tasks<P, Weighted, T, Wt>(plan, b, e);
         });
     } else {
         for_each_range(l.n_out * plan.n_chunks, plan.parallel, plan.num_threads,
-                       [&](int64_t b, int64_t e) { lane_tasks<P, Weighted, T>(plan, b, e); });
+                       [&](int64_t b, int64_t e) { lane_tasks<P, Weighted, T, Wt>(plan, b, e); });
     }
 }
 
@@ -419,12 +420,15 @@ void dispatch(const Problem& problem) {
     if (kSums<P> && plan.n_chunks > 1)
         plan.partials.assign(static_cast<size_t>(l.n_out * plan.n_chunks), 0.0);
     const bool weighted = l.data[kW] != nullptr;
+    const bool wide_weights = problem.weights_dtype == ScalarType::float64;
     auto typed = [&](auto zero) {
         using T = decltype(zero);
-        if (weighted)
-            execute<P, true, T>(plan);
+        if (!weighted)
+            execute<P, false, T, T>(plan);
+        else if (wide_weights)
+            execute<P, true, T, double>(plan);
         else
-            execute<P, false, T>(plan);
+            execute<P, true, T, T>(plan);
     };
     switch (problem.dtype) {
         case ScalarType::float16: typed(Half{}); break;

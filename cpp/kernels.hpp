@@ -26,10 +26,11 @@ struct Operand {
 };
 
 // A call's data. Dimensions [0, n_kept) index the reduced result; [n_kept, ndim) are
-// summed over. predictions, targets, weights and out hold `dtype`; loss and scale hold
-// float64 and have zero strides over the summed dimensions.
+// summed over. predictions, targets and out hold `dtype`; weights hold `dtype` or
+// float64; loss and scale hold float64 and have zero strides over the summed dimensions.
 struct Problem {
     ScalarType dtype = ScalarType::float64;
+    ScalarType weights_dtype = ScalarType::float64;
     int ndim = 0;
     int n_kept = 0;
     const int64_t* shape = nullptr;

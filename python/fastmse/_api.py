@@ -170,7 +170,8 @@ def resolve(
         raise ValueError(msg)
     axes = _normalize_axes(axis, len(shape))
     if w is not None:
-        w = _compute_array(w, dtype)
+        # Weights keep their precision: the kernels read them in the data's dtype or float64.
+        w = _compute_array(w, dtype if w.dtype == dtype else _FLOAT64)
         lowest = np.min(w) if w.size else 0
         if lowest < 0:
             msg = f"weights must be non-negative; found {lowest}"
@@ -192,16 +193,18 @@ def resolve(
     return Call(p, t, w, dtype, shape, axes, reduction, kept_shape, count, flat)
 
 
-def _denominators(call: Call) -> np.ndarray | float:
-    """What "mean" divides by: the count, or the weight sums per kept position."""
+def _denominators(call: Call, warn: bool = True) -> np.ndarray | float:
+    """What "mean" divides by: the count, or the weight sums per kept position; with
+    `warn`, a RuntimeWarning where one is zero (the mean is nan there)."""
     if call.weights is None:
         denominator: np.ndarray | float = float(call.count)
-        empty = call.count == 0
+        # Warn only where a nan is returned: not for a result with no elements at all.
+        empty = call.count == 0 and 0 not in call.kept_shape
     else:
         weights = np.broadcast_to(call.weights, call.shape)
         denominator = np.sum(weights, axis=call.axes, dtype=np.float64)
         empty = bool(np.any(denominator == 0))
-    if empty:
+    if empty and warn:
         what = "zero elements" if call.weights is None else "weights that sum to zero"
         warnings.warn(f"mean over {what}: the result is nan", RuntimeWarning, stacklevel=4)
     return denominator
@@ -276,7 +279,9 @@ def _writable_target(out: np.ndarray, call: Call) -> np.ndarray:
 def _broadcast_gradient(call: Call, scale: np.ndarray, out: np.ndarray) -> None:
     """The gradient where predictions is broadcast: summed over the axes it is broadcast
     along, as autograd does. Rare, so plain NumPy in float64 (O(n) temporaries)."""
-    kept_scale = scale.reshape(tuple(1 if d in call.axes else n for d, n in enumerate(call.shape)))
+    kept_scale = scale
+    if scale.ndim:
+        kept_scale = scale.reshape(tuple(1 if d in call.axes else n for d, n in enumerate(call.shape)))
     d = call.predictions.astype(np.float64) - call.targets.astype(np.float64)
     full = kept_scale * d if call.weights is None else kept_scale * call.weights.astype(np.float64) * d
     full = np.broadcast_to(full, call.shape)
@@ -294,7 +299,7 @@ def _elementwise_loss(call: Call) -> np.ndarray:
     loss = np.empty(call.shape, call.dtype)
     plan = make_plan(call.shape, call.axes, [call.predictions, call.targets, call.weights, loss, None, None])
     _backends.current().squared_error(plan)
-    return loss
+    return loss[()] if loss.ndim == 0 else loss
 
 
 def _loss(call: Call, keepdims: bool) -> Any:
@@ -339,7 +344,9 @@ def _gradient(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[An
         if with_loss:
             loss = _elementwise_loss(call)
     else:
-        denominator = _denominators(call) if call.reduction == "mean" else None
+        # Without the loss, a zero denominator gives nan only where weights sum to zero.
+        warn = with_loss or (call.weights is not None and call.predictions.size > 0)
+        denominator = _denominators(call, warn) if call.reduction == "mean" else None
         sums = np.empty(call.kept_shape, _FLOAT64) if with_loss else None
         _gradient_into(call, target, _scale(denominator), sums)
         if sums is not None:

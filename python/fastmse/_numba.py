@@ -375,8 +375,7 @@ class NumbaBackend:
             strides[k, :ndim] = s
             flat, origin[k] = flat_view(array)
             flats.append(flat)
-        if storage == np.float16:
-            flats[:4] = [f.view(np.uint16) for f in flats[:4]]
+        flats = [f.view(np.uint16) if f.dtype == np.float16 else f for f in flats]
         run(kind, plan.arrays[2] is not None, plan.arrays[5] is not None,
             np.asarray(shape, np.int64), plan.n_kept, strides, origin, *flats,
             numba.get_num_threads())

@@ -11,12 +11,14 @@ import numpy as np
 from ._plan import Plan
 
 
-def _view(plan: Plan, k: int) -> np.ndarray | None:
+def _view(plan: Plan, k: int, ndim: int | None = None) -> np.ndarray | None:
+    """Operand k as an array over the plan's first `ndim` dimensions (default: all)."""
     array = plan.arrays[k]
     if array is None:
         return None
-    strides = tuple(s * array.itemsize for s in plan.strides[k])
-    return np.lib.stride_tricks.as_strided(array, plan.shape, strides)
+    ndim = len(plan.shape) if ndim is None else ndim
+    strides = tuple(s * array.itemsize for s in plan.strides[k][:ndim])
+    return np.lib.stride_tricks.as_strided(array, plan.shape[:ndim], strides)
 
 
 def _round(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -27,7 +29,8 @@ def _round(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 class NumpyBackend:
-    """Whole-array NumPy expressions over strided views of the plan."""
+    """Whole-array NumPy expressions over strided views of the plan. Like the compiled
+    kernels, they give inf and nan silently (no floating-point warnings)."""
 
     name = "numpy"
 
@@ -39,24 +42,28 @@ class NumpyBackend:
 
     def _store_sums(self, plan: Plan, values: np.ndarray) -> None:
         summed = tuple(range(plan.n_kept, len(plan.shape)))
-        _view(plan, 4)[...] = np.sum(values, axis=summed, keepdims=True)
+        _view(plan, 4, plan.n_kept)[...] = np.sum(values, axis=summed)
 
     def _store_grad(self, plan: Plan, d: np.ndarray, weight: np.ndarray | float) -> None:
         out = _view(plan, 3)
         out[...] = _round(_view(plan, 5) * weight * d, out.dtype)
 
+    @np.errstate(all="ignore")
     def reduce(self, plan: Plan) -> None:
         d, weight = self._terms(plan)
         self._store_sums(plan, weight * d * d)
 
+    @np.errstate(all="ignore")
     def grad(self, plan: Plan) -> None:
         self._store_grad(plan, *self._terms(plan))
 
+    @np.errstate(all="ignore")
     def reduce_and_grad(self, plan: Plan) -> None:
         d, weight = self._terms(plan)
         self._store_sums(plan, weight * d * d)
         self._store_grad(plan, d, weight)
 
+    @np.errstate(all="ignore")
     def squared_error(self, plan: Plan) -> None:
         d, weight = self._terms(plan)
         out = _view(plan, 3)

@@ -1,0 +1,35 @@
+"""Comparisons with the oracle, with the tolerance SPEC.md promises per dtype."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def assert_matches(actual, expected, dtype, magnitude=None) -> None:
+    """`actual` is `expected` (float64) rounded to `dtype`: within one unit in the last
+    place for float16/float32, 1e-13 relative for float64. `magnitude` bounds the terms
+    behind each value, for sums that may cancel (absolute slack of 1e-13 of it)."""
+    actual = np.asarray(actual)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.dtype == dtype, (actual.dtype, dtype)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    a = actual.astype(np.float64)
+    nan = np.isnan(expected)
+    assert np.array_equal(np.isnan(a), nan), (actual, expected)
+    a, e = a[~nan], expected[~nan]
+    slack = 0.0 if magnitude is None else 1e-13 * np.broadcast_to(np.asarray(magnitude, np.float64), expected.shape)[~nan]
+    if dtype == np.float64:
+        limit = 1e-13 * np.abs(e) + slack
+    else:
+        limit = np.spacing(np.abs(e).astype(dtype)).astype(np.float64) + slack
+    infinite = np.isinf(e)
+    assert np.array_equal(a[infinite], e[infinite])
+    bad = np.abs(a - e) > limit
+    assert not np.any(bad), f"{a[bad][:5]} != {e[bad][:5]} (limit {limit[bad][:5]})"
+
+
+def assert_same(first, second) -> None:
+    """Bitwise the same results (NaN equal to NaN), of the same type and dtype."""
+    assert type(first) is type(second), (type(first), type(second))
+    assert np.asarray(first).dtype == np.asarray(second).dtype
+    np.testing.assert_array_equal(first, second, strict=True)

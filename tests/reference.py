@@ -1,0 +1,68 @@
+"""The oracle every backend is tested against: SPEC.md's formulas in float64 NumPy,
+written for clarity, plus exactly rounded sums with math.fsum."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def result_dtype(predictions: np.ndarray, targets: np.ndarray) -> np.dtype:
+    dtype = np.result_type(predictions, targets)
+    return np.dtype(np.float64) if dtype.kind in "biu" else dtype.newbyteorder("=")
+
+
+def _parts(predictions, targets, weights):
+    p = np.asarray(predictions, dtype=np.float64)
+    t = np.asarray(targets, dtype=np.float64)
+    shape = np.broadcast_shapes(p.shape, t.shape, *([np.shape(weights)] if weights is not None else []))
+    w = np.ones(shape) if weights is None else np.broadcast_to(np.asarray(weights, np.float64), shape)
+    return np.broadcast_to(p, shape), np.broadcast_to(t, shape), w
+
+
+def loss(predictions, targets, weights=None, axis=None, reduction="mean", keepdims=False):
+    """float64 loss (not rounded to the result dtype)."""
+    p, t, w = _parts(predictions, targets, weights)
+    e = w * (p - t) ** 2
+    if reduction == "none":
+        return e
+    total = np.sum(e, axis=axis, keepdims=keepdims)
+    if reduction == "sum":
+        return total
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return total / np.sum(w, axis=axis, keepdims=keepdims)
+
+
+def grad(predictions, targets, weights=None, axis=None, reduction="mean", absolute=False):
+    """float64 gradient of sum(loss) with respect to predictions, summed over the axes
+    along which predictions is broadcast (with `absolute`, the sum of the terms'
+    magnitudes instead: the scale of the rounding error such a sum may carry)."""
+    p, t, w = _parts(predictions, targets, weights)
+    factor = 2.0
+    if reduction == "mean":
+        with np.errstate(divide="ignore"):
+            factor = 2.0 / np.sum(w, axis=axis, keepdims=True)
+    full = factor * w * (p - t)
+    if absolute:
+        full = np.abs(full)
+    shape = np.shape(predictions)
+    lead = full.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + d for d, n in enumerate(shape) if n == 1 and full.shape[lead + d] != 1
+    )
+    return np.sum(full, axis=axes, keepdims=True).reshape(shape)
+
+
+def exact_mean_squared_error(predictions, targets) -> float:
+    """mean((p - t)^2) of flat float32/float64 data, correctly rounded to float64 (for
+    inputs whose differences square exactly in float64, as float32 data of like
+    magnitude do) -- the 'exact value' of the 1-ulp promise."""
+    d = np.asarray(predictions, np.float64).ravel() - np.asarray(targets, np.float64).ravel()
+    return math.fsum((d * d).tolist()) / d.size
+
+
+def ulps(value, exact, dtype) -> float:
+    """Distance of `value` from `exact` in units of `dtype`'s last place at `exact`."""
+    spacing = float(np.spacing(np.abs(np.asarray(exact, dtype=dtype))))
+    return abs(float(value) - float(exact)) / spacing

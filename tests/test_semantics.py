@@ -1,0 +1,135 @@
+"""mse, mse_grad and mse_and_grad against the float64 oracle, on every backend."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import reference
+from checks import assert_matches, assert_same
+from fastmse import mse, mse_and_grad, mse_grad
+from strategies import calls
+
+
+def _empty_mean(predictions, targets, kwargs) -> bool:
+    """Whether SPEC.md's 'mean over nothing' warning is due for this call."""
+    if kwargs["reduction"] != "mean":
+        return False
+    shape = np.broadcast_shapes(predictions.shape, targets.shape)
+    weights = kwargs.get("weights")
+    w = np.ones(shape) if weights is None else np.broadcast_to(weights, shape)
+    return bool(np.any(np.sum(w, axis=kwargs.get("axis")) == 0))
+
+
+def _call(function, predictions, targets, kwargs):
+    nan_expected = _empty_mean(predictions, targets, kwargs) and (
+        function is not mse_grad or ("weights" in kwargs and np.size(predictions) > 0)
+    )
+    if nan_expected:
+        with pytest.warns(RuntimeWarning, match="mean over"):
+            return function(predictions, targets, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return function(predictions, targets, **kwargs)
+
+
+@given(case=calls(), keepdims=st.booleans())
+def test_loss_matches_reference(backend, case, keepdims):
+    predictions, targets, kwargs = case
+    dtype = reference.result_dtype(predictions, targets)
+    result = _call(mse, predictions, targets, {**kwargs, "keepdims": keepdims})
+    expected = reference.loss(predictions, targets, keepdims=keepdims and kwargs["reduction"] != "none", **kwargs)
+    assert_matches(result, expected, dtype)
+    if np.ndim(expected) == 0:
+        assert isinstance(result, np.generic), type(result)
+    else:
+        assert isinstance(result, np.ndarray)
+
+
+@given(case=calls())
+def test_gradient_matches_reference(backend, case):
+    predictions, targets, kwargs = case
+    dtype = reference.result_dtype(predictions, targets)
+    result = _call(mse_grad, predictions, targets, kwargs)
+    expected = reference.grad(predictions, targets, **kwargs)
+    magnitude = reference.grad(predictions, targets, absolute=True, **kwargs)
+    assert isinstance(result, np.ndarray)
+    assert_matches(result, expected, dtype, magnitude=magnitude)
+
+
+@given(case=calls(), keepdims=st.booleans())
+def test_fused_equals_separate_calls(backend, case, keepdims):
+    predictions, targets, kwargs = case
+    loss, grad = _call(mse_and_grad, predictions, targets, {**kwargs, "keepdims": keepdims})
+    assert_same(loss, _call(mse, predictions, targets, {**kwargs, "keepdims": keepdims}))
+    assert_same(grad, _call(mse_grad, predictions, targets, kwargs))
+
+
+@given(case=calls(allow_empty=False))
+def test_out_receives_the_gradient(backend, case):
+    predictions, targets, kwargs = case
+    dtype = reference.result_dtype(predictions, targets)
+    out = np.full(np.shape(predictions), 7, dtype)[..., ::-1] if np.ndim(predictions) else np.full((), 7, dtype)
+    returned = _call(lambda p, t, **k: mse_grad(p, t, out=out, **k), predictions, targets, kwargs)
+    assert returned is out
+    assert_same(out, _call(mse_grad, predictions, targets, kwargs))
+
+
+def test_numpy_expressions_agree(backend):
+    rng = np.random.default_rng(1)
+    p = rng.standard_normal((64, 10))
+    t = rng.standard_normal((64, 10))
+    np.testing.assert_allclose(mse(p, t), np.mean((p - t) ** 2), rtol=1e-14)
+    np.testing.assert_allclose(mse(p, t, axis=-1), np.mean((p - t) ** 2, axis=-1), rtol=1e-14)
+    np.testing.assert_allclose(mse(p, t, axis=0), np.mean((p - t) ** 2, axis=0), rtol=1e-14)
+    np.testing.assert_allclose(mse_grad(p, t), 2 * (p - t) / p.size, rtol=1e-14)
+    np.testing.assert_allclose(mse_grad(p, t, axis=-1), 2 * (p - t) / p.shape[1], rtol=1e-14)
+    np.testing.assert_allclose(mse(p, t, reduction="sum"), np.sum((p - t) ** 2), rtol=1e-14)
+    np.testing.assert_allclose(mse(p, t, reduction="none"), (p - t) ** 2, rtol=1e-15)
+    w = rng.uniform(size=(64, 1))
+    np.testing.assert_allclose(
+        mse(p, t, weights=w), np.average((p - t) ** 2, weights=np.broadcast_to(w, p.shape)), rtol=1e-14
+    )
+
+
+def test_keepdims_shapes(backend):
+    p = np.ones((2, 3, 4))
+    assert mse(p, 0 * p, keepdims=True).shape == (1, 1, 1)
+    assert mse(p, 0 * p, axis=1, keepdims=True).shape == (2, 1, 4)
+    assert mse(p, 0 * p, axis=(0, 2)).shape == (3,)
+    assert mse(p, 0 * p, axis=()).shape == (2, 3, 4)
+
+
+def test_array_likes_and_scalars(backend):
+    assert mse([1, 2, 3], [1, 2, 5]) == pytest.approx(4 / 3)
+    assert mse(3.0, 1.0) == 4.0
+    assert isinstance(mse(3.0, 1.0), np.float64)
+    np.testing.assert_array_equal(mse_grad([[1.0, 3.0]], [[0.0, 0.0]], axis=-1), [[1.0, 3.0]])
+
+
+def test_gradient_of_broadcast_predictions_sums_over_the_broadcast(backend):
+    p = np.array([1.0, 2.0, 3.0])
+    t = np.arange(12.0).reshape(4, 3)
+    expected = np.sum(2 * (p - t) / t.size, axis=0)
+    np.testing.assert_allclose(mse_grad(p, t), expected, rtol=1e-14)
+
+
+def test_empty_and_nonfinite(backend):
+    with pytest.warns(RuntimeWarning, match="mean over zero elements"):
+        assert np.isnan(mse(np.empty(0), np.empty(0)))
+    assert mse(np.empty(0), np.empty(0), reduction="sum") == 0.0
+    with pytest.warns(RuntimeWarning, match="mean over zero elements"):
+        assert np.isnan(mse(np.empty((0, 3)), np.empty((0, 3)), axis=0)).all()
+    assert mse(np.empty((0, 3)), np.empty((0, 3)), axis=1).shape == (0,)
+    assert mse_grad(np.empty((0, 3)), np.empty((0, 3))).shape == (0, 3)
+    with pytest.warns(RuntimeWarning, match="weights that sum to zero"):
+        assert np.isnan(mse(np.ones(3), np.zeros(3), weights=np.zeros(3)))
+    assert np.isnan(mse(np.array([1.0, np.nan]), np.zeros(2)))
+    assert mse(np.array([1.0, np.inf]), np.zeros(2)) == np.inf
+    assert np.isnan(mse(np.array([np.inf]), np.array([np.inf])))
+    grad = mse_grad(np.array([1.0, np.nan, np.inf]), np.zeros(3), reduction="sum")
+    np.testing.assert_array_equal(grad, [2.0, np.nan, np.inf])

@@ -221,18 +221,23 @@ def _scale(denominator: np.ndarray | float | None) -> np.ndarray:
 
 
 def _finish(call: Call, sums: np.ndarray, denominator: np.ndarray | float | None, keepdims: bool) -> Any:
-    """The loss from the float64 sums: divided for "mean", shaped, rounded once."""
+    """The loss from the float64 sums: divided for "mean", shaped, rounded once. A loss
+    beyond the dtype's range is inf, silently, as in the kernels."""
     if sums.ndim == 0 and not keepdims and not isinstance(denominator, np.ndarray):
         total = float(sums)
         if denominator is not None:
             total = total / denominator if denominator else math.nan
-        return call.dtype.type(total)
+        if abs(total) < 6.0e4 or call.dtype is _FLOAT64:  # cannot overflow: skip errstate's cost
+            return call.dtype.type(total)
+        with np.errstate(over="ignore"):
+            return call.dtype.type(total)
     if denominator is not None:
         with np.errstate(divide="ignore", invalid="ignore"):
             sums = np.divide(sums, denominator)
     if keepdims:
         sums = np.reshape(sums, tuple(1 if d in call.axes else n for d, n in enumerate(call.shape)))
-    result = np.asarray(sums).astype(call.dtype)
+    with np.errstate(over="ignore"):
+        result = np.asarray(sums).astype(call.dtype)
     return result[()] if result.ndim == 0 else result
 
 

@@ -1,0 +1,152 @@
+"""Result dtypes, precision promises, float16 rounding, dtypes that are refused."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import reference
+from checks import assert_matches
+from fastmse import mse, mse_and_grad, mse_grad
+
+FLOATS = [np.float16, np.float32, np.float64]
+
+
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        ("f2", "f2"), ("f4", "f4"), ("f8", "f8"), ("f4", "f8"), ("f2", "f4"), ("i8", "i8"),
+        ("i4", "f4"), ("u1", "f2"), ("?", "?"), ("i1", "f8"), (">f4", ">f4"), (">f8", "<f4"),
+    ],
+)
+def test_result_dtype_follows_numpy(backend, left, right):
+    rng = np.random.default_rng(2)
+    p = (rng.standard_normal(50) * 3).astype(left)
+    t = (rng.standard_normal(50) * 3).astype(right)
+    expected_dtype = reference.result_dtype(p, t)
+    loss = mse(p, t)
+    assert isinstance(loss, expected_dtype.type)
+    assert mse(p, t, axis=0, keepdims=True).dtype == expected_dtype
+    assert mse_grad(p, t).dtype == expected_dtype
+    assert mse(p, t, reduction="none").dtype == expected_dtype
+    assert_matches(loss, reference.loss(p, t), expected_dtype)
+    assert_matches(mse_grad(p, t), reference.grad(p, t), expected_dtype)
+
+
+@pytest.mark.parametrize("size", [1, 7, 1000, 2048 * 8 + 3, (1 << 15) * 3 + 17, 1_000_003])
+def test_float32_within_one_ulp_of_exact(backend, size):
+    rng = np.random.default_rng(size)
+    p = rng.uniform(-10, 10, size).astype(np.float32)
+    t = rng.uniform(-10, 10, size).astype(np.float32)
+    exact = reference.exact_mean_squared_error(p, t)
+    assert reference.ulps(mse(p, t), exact, np.float32) <= 1.0
+    assert reference.ulps(mse(p, t, reduction="sum"), exact * size, np.float32) <= 1.0
+
+
+@pytest.mark.parametrize("size", [3, 5000, (1 << 15) * 5 + 1, 2_000_001])
+def test_float64_within_1e13_of_exact(backend, size):
+    rng = np.random.default_rng(size)
+    p = rng.uniform(-1, 1, size).astype(np.float32).astype(np.float64)
+    t = rng.uniform(-1, 1, size).astype(np.float32).astype(np.float64)
+    exact = reference.exact_mean_squared_error(p, t)
+    assert abs(mse(p, t) - exact) <= 1e-13 * exact
+
+
+def test_float32_mean_of_a_hundred_million_ones_is_exact(backend):
+    # bottleneck's float32 accumulator famously got such means wrong by a third.
+    p = np.broadcast_to(np.float32(1.5), (10**8,))
+    t = np.broadcast_to(np.float32(0.5), (10**8,))
+    assert mse(p, t) == np.float32(1.0)
+    assert mse(p, t, reduction="sum") == np.float32(1e8)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_float16_rounds_once_from_float64(backend, dtype):
+    rng = np.random.default_rng(3)
+    p = rng.standard_normal((40, 30)).astype(dtype)
+    t = rng.standard_normal((40, 30)).astype(dtype)
+    for axis in (None, 0, 1):
+        assert_matches(mse(p, t, axis=axis), reference.loss(p, t, axis=axis), np.dtype(dtype))
+
+
+def test_float16_gradient_rounds_through_float32(backend):
+    # SPEC: float16 results computed in float32 or better. The kernels compute in float64
+    # and round to float32, then to float16; every binary16 input pair is checked here
+    # for one target value.
+    everything = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    finite = everything[np.isfinite(everything)]
+    target = np.float16(0.3)
+    grad = mse_grad(finite, np.full_like(finite, target), reduction="sum")
+    exact = 2.0 * (finite.astype(np.float64) - np.float64(target))
+    loss = mse(finite, np.full_like(finite, target), reduction="none")
+    squared = (finite.astype(np.float64) - np.float64(target)) ** 2
+    with np.errstate(over="ignore"):  # large values overflow binary16 to inf, as they should
+        np.testing.assert_array_equal(grad, exact.astype(np.float32).astype(np.float16))
+        np.testing.assert_array_equal(loss, squared.astype(np.float32).astype(np.float16))
+
+
+def test_float16_values_are_read_exactly(backend):
+    everything = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    values = everything[np.isfinite(everything)]
+    sums = mse(values[:, None], np.zeros((1, 1), np.float16), axis=1, reduction="sum")
+    squares = values.astype(np.float64) ** 2
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(sums, squares.astype(np.float16))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.array([1 + 2j]), np.array(["a"]), np.array([b"a"]), np.array([object()]),
+        np.array(["2020-01-01"], dtype="M8[D]"), np.array([1], dtype="m8[s]"),
+        np.zeros(1, dtype=[("a", "f8")]),
+    ],
+    ids=["complex", "str", "bytes", "object", "datetime", "timedelta", "structured"],
+)
+def test_non_real_dtypes_are_refused_by_name(backend, bad):
+    for function in (mse, mse_grad, mse_and_grad):
+        name = re.escape(str(bad.dtype))
+        with pytest.raises(TypeError, match=f"predictions has dtype {name}"):
+            function(bad, np.zeros(1))
+        with pytest.raises(TypeError, match=f"targets has dtype {name}"):
+            function(np.zeros(1), bad)
+        with pytest.raises(TypeError, match=f"weights has dtype {name}"):
+            function(np.zeros(1), np.zeros(1), weights=bad)
+
+
+@pytest.mark.skipif(np.dtype(np.longdouble).itemsize == 8, reason="longdouble is float64 here")
+def test_longdouble_is_refused(backend):
+    with pytest.raises(TypeError, match="float128|longdouble|float96"):
+        mse(np.zeros(2, np.longdouble), np.zeros(2))
+
+
+@pytest.mark.parametrize("weights_dtype", [np.float16, np.float32, np.float64, np.int64, np.bool_])
+def test_weights_keep_their_precision(backend, weights_dtype):
+    rng = np.random.default_rng(4)
+    p = rng.standard_normal(300).astype(np.float16)
+    t = rng.standard_normal(300).astype(np.float16)
+    w = (rng.uniform(0.5, 3, 300) * 1000).astype(weights_dtype)
+    assert_matches(mse(p, t, weights=w), reference.loss(p, t, weights=w), np.dtype(np.float16))
+    assert_matches(mse_grad(p, t, weights=w), reference.grad(p, t, weights=w), np.dtype(np.float16))
+
+
+def test_read_only_and_memory_mapped_inputs(backend, tmp_path):
+    rng = np.random.default_rng(5)
+    values = rng.standard_normal((100, 7)).astype(np.float32)
+    np.save(tmp_path / "p.npy", values)
+    mapped = np.load(tmp_path / "p.npy", mmap_mode="r")
+    readonly = values.copy()
+    readonly.flags.writeable = False
+    t = np.zeros_like(values)
+    assert mse(mapped, t) == mse(values, t)
+    assert mse(readonly, t) == mse(values, t)
+    np.testing.assert_array_equal(mse_grad(mapped, t, axis=1), mse_grad(values, t, axis=1))
+
+
+def test_unaligned_strides_are_handled(backend):
+    record = np.zeros(10, dtype=[("a", "u1"), ("b", "<f8")])
+    record["b"] = np.arange(10.0)
+    assert record["b"].strides[0] % 8 != 0
+    assert mse(record["b"], np.zeros(10)) == pytest.approx(np.mean(np.arange(10.0) ** 2), rel=1e-15)

@@ -1,0 +1,85 @@
+"""Backend choice, fallbacks, configuration report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fastmse
+from fastmse import _backends
+
+
+def _run(code: str, **env_update: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **env_update}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+
+
+REPORT = "import fastmse, numpy as np; print(fastmse.mse(np.arange(3.0), np.zeros(3))); fastmse.show_config()"
+# Hides a module from the import system, as on a machine where it is not installed.
+BLOCK = "import sys; sys.modules[{!r}] = None\n"
+
+
+def test_default_backend_is_the_compiled_one():
+    result = _run(REPORT, FASTMSE_BACKEND="")
+    assert result.returncode == 0, result.stderr
+    assert "backend:            cpp" in result.stdout
+    assert "openmp:             yes" in result.stdout
+    assert result.stdout.startswith("1.666666666666666")
+
+
+def test_environment_variable_chooses_numba():
+    pytest.importorskip("numba")
+    result = _run(REPORT, FASTMSE_BACKEND="numba")
+    assert result.returncode == 0, result.stderr
+    assert "backend:            numba" in result.stdout
+
+
+def test_missing_compiled_module_falls_back_to_numba():
+    pytest.importorskip("numba")
+    result = _run(BLOCK.format("fastmse._core") + REPORT, FASTMSE_BACKEND="")
+    assert result.returncode == 0, result.stderr
+    assert "backend:            numba" in result.stdout
+    assert result.stderr == ""
+
+
+def test_without_compiled_module_or_numba_numpy_runs_with_one_warning():
+    code = (
+        BLOCK.format("fastmse._core") + BLOCK.format("numba") +
+        "import warnings, numpy as np, fastmse\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    fastmse.mse(np.ones(2), np.zeros(2)); fastmse.mse(np.ones(2), np.zeros(2))\n"
+        "print(len(caught), caught[0].category.__name__, fastmse._backends.current().name)\n"
+        "print(caught[0].message)"
+    )
+    result = _run(code, FASTMSE_BACKEND="")
+    assert result.returncode == 0, result.stderr
+    first, message = result.stdout.splitlines()
+    assert first == "1 RuntimeWarning numpy"
+    assert "slow NumPy path" in message
+
+
+def test_forcing_an_unavailable_backend_says_how_to_get_it():
+    result = _run(BLOCK.format("fastmse._core") + REPORT, FASTMSE_BACKEND="cpp")
+    assert result.returncode != 0
+    assert "fastmse backend 'cpp' is unavailable" in result.stderr
+    assert "pip install" in result.stderr
+
+
+def test_unknown_backend_name_is_an_error():
+    result = _run(REPORT, FASTMSE_BACKEND="fortran")
+    assert result.returncode != 0
+    assert "backend must be one of cpp, numba, numpy, not 'fortran'" in result.stderr
+
+
+def test_config_reports_build_and_threads():
+    config = fastmse._config.config()
+    assert config["backend"] in _backends.NAMES
+    assert config["threads"] == fastmse.get_num_threads() >= 1
+    assert "cpp" in config["available backends"]
+    assert config["compiler"]
+    assert config["cuda"] == "not built"
+    assert fastmse.__version__ != "0+unknown"

@@ -1,0 +1,131 @@
+"""Bitwise the same results for every thread count, every run, every compiled backend,
+and from many Python threads at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+from checks import assert_same
+from fastmse import _backends, get_num_threads, mse, mse_and_grad, mse_grad, set_num_threads
+from strategies import calls
+
+# Layouts that reach each path of the engine: lanes over one long output, lanes over
+# many outputs, tiles across outputs, several chunks per output, strided and broadcast.
+rng = np.random.default_rng(8)
+BIG = rng.standard_normal(3 * (1 << 15) + 1234).astype(np.float32)
+MATRIX = rng.standard_normal((1500, 300)).astype(np.float32)
+CASES = {
+    "flat": (BIG, BIG[::-1].copy(), {}),
+    "rows": (MATRIX, MATRIX[::-1].copy(), {"axis": -1}),
+    "columns": (MATRIX, MATRIX[:, ::-1].copy(), {"axis": 0}),
+    "weighted columns": (MATRIX, 0.5 * MATRIX, {"axis": 0, "weights": rng.uniform(size=(1500, 1))}),
+    "strided": (MATRIX[::2, ::3], MATRIX[1::2, ::3], {"axis": (0, 1)}),
+    "broadcast": (MATRIX, MATRIX[7], {"reduction": "sum"}),
+    "tall": (rng.standard_normal((200_000, 3)), np.zeros(3), {"axis": 0}),
+}
+
+
+def _results(predictions, targets, kwargs):
+    return mse(predictions, targets, **kwargs), mse_grad(predictions, targets, **kwargs), mse_and_grad(predictions, targets, **kwargs)
+
+
+@pytest.fixture
+def restore_threads():
+    before = get_num_threads()
+    yield
+    set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_thread_count_does_not_change_a_bit(backend, restore_threads, name):
+    predictions, targets, kwargs = CASES[name]
+    set_num_threads(1)
+    first = _results(predictions, targets, kwargs)
+    for threads in (2, 3, 4, 7, 16):
+        set_num_threads(threads)
+        again = _results(predictions, targets, kwargs)
+        assert_same(again[0], first[0])
+        assert_same(again[1], first[1])
+        assert_same(again[2][0], first[2][0])
+        assert_same(again[2][1], first[2][1])
+
+
+def _compiled():
+    names = [name for name in ("cpp", "numba") if name in _backends.available()]
+    if len(names) < 2:
+        pytest.skip("needs both the compiled module and Numba")
+    return names
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_cpp_and_numba_agree_bitwise_on_large_layouts(name):
+    predictions, targets, kwargs = CASES[name]
+    results = []
+    for backend in _compiled():
+        with _backends.use(backend):
+            results.append(_results(predictions, targets, kwargs))
+    for a, b in zip(results[0], results[1]):
+        if isinstance(a, tuple):
+            assert_same(a[0], b[0])
+            assert_same(a[1], b[1])
+        else:
+            assert_same(a, b)
+
+
+@given(case=calls(dtypes=(np.float16, np.float32, np.float64), max_side=9))
+def test_cpp_and_numba_agree_bitwise(case):
+    predictions, targets, kwargs = case
+    kwargs = {**kwargs, "reduction": "sum" if kwargs["reduction"] == "mean" else kwargs["reduction"]}
+    results = []
+    for backend in _compiled():
+        with _backends.use(backend):
+            results.append((mse(predictions, targets, **kwargs), mse_grad(predictions, targets, **kwargs)))
+    assert_same(results[0][0], results[1][0])
+    assert_same(results[0][1], results[1][1])
+
+
+def test_concurrent_calls_from_python_threads(backend):
+    cases = list(CASES.values())
+    expected = [_results(*case) for case in cases]
+
+    def work(i):
+        case = cases[i % len(cases)]
+        return i % len(cases), _results(*case)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for index, got in pool.map(work, range(64)):
+            assert_same(got[0], expected[index][0])
+            assert_same(got[1], expected[index][1])
+
+
+def _threads_in_subprocess(env_update: dict, code: str) -> str:
+    env = {**os.environ, **env_update}
+    env.pop("FASTMSE_BACKEND", None)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+def test_omp_num_threads_is_honoured():
+    code = "import fastmse; print(fastmse.get_num_threads())"
+    assert _threads_in_subprocess({"OMP_NUM_THREADS": "3"}, code) == "3"
+    assert _threads_in_subprocess({"OMP_NUM_THREADS": "1"}, code) == "1"
+
+
+def test_threadpoolctl_limits_are_honoured():
+    code = (
+        "import fastmse, numpy as np\n"
+        "from threadpoolctl import threadpool_limits\n"
+        "fastmse.mse(np.ones(3), np.ones(3))\n"
+        "with threadpool_limits(limits=1, user_api='openmp'):\n"
+        "    inside = fastmse.get_num_threads()\n"
+        "print(inside, fastmse.get_num_threads())"
+    )
+    inside, outside = _threads_in_subprocess({"OMP_NUM_THREADS": "4"}, code).split()
+    assert (inside, outside) == ("1", "4")

@@ -135,6 +135,16 @@ PYBIND11_MODULE(_core, m) {
     m.def("sum_squared_error_and_scaled_difference",
           &entry<fastmse::sum_squared_error_and_scaled_difference>, signature_doc);
     m.def("squared_error", &entry<fastmse::squared_error>, signature_doc);
+    m.def(
+        "stream_read",
+        [](const py::array& array) {
+            if (!(array.flags() & py::array::c_style))
+                throw py::value_error("stream_read needs a C-contiguous array");
+            const int threads = fastmse::get_num_threads();
+            py::gil_scoped_release release;
+            return fastmse::stream_read(array.data(), static_cast<int64_t>(array.nbytes()), threads);
+        },
+        py::arg("array"), "Read a C-contiguous array once on all threads (bandwidth probe).");
     m.def("set_num_threads", &fastmse::set_num_threads, py::arg("n"));
     m.def("get_num_threads", &fastmse::get_num_threads);
     m.def("build_info", &build_info);

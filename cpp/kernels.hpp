@@ -50,6 +50,10 @@ void sum_squared_error_and_scaled_difference(const Problem& problem);
 // out = w * (p - t)^2, elementwise.
 void squared_error(const Problem& problem);
 
+// Reads `bytes` bytes once on all threads and returns a checksum: the streaming-read
+// bandwidth ceiling that benchmarks measure the kernels against.
+uint64_t stream_read(const void* data, int64_t bytes, int num_threads);
+
 // Thread count for the next calls: n > 0 fixes it, n == 0 follows OpenMP
 // (OMP_NUM_THREADS, omp_set_num_threads, threadpoolctl).
 void set_num_threads(int n);

@@ -51,6 +51,8 @@ struct Scalar<Half> {
 
 enum class Pass { sum, grad, sum_and_grad, elementwise };
 
+constexpr int64_t kPrefetchDistance = 1024;  // elements
+
 template <Pass P>
 inline constexpr bool kSums = P == Pass::sum || P == Pass::sum_and_grad;
 template <Pass P>
@@ -207,6 +209,20 @@ Cursor<T, Wt> cursor_at(const Layout& l, const int64_t* base, const int64_t* off
     return c;
 }
 
+// Asks for the inputs kPrefetchDistance elements ahead. The hardware prefetcher alone
+// left a float32 sum at about 80% of a plain streaming read on the machine where this
+// was measured (EPYC, 2 threads); with it, at the read's speed.
+template <typename T>
+inline void prefetch_inputs(const T* p, const T* t) {
+#if defined(__GNUC__)
+    __builtin_prefetch(p + kPrefetchDistance);
+    __builtin_prefetch(t + kPrefetchDistance);
+#else
+    (void)p;
+    (void)t;
+#endif
+}
+
 // n consecutive positions along one dimension; position i goes to lane (lane + i) % kLanes.
 template <Pass P, bool Weighted, bool Unit, typename T, typename Wt>
 inline void run_lanes(double* lanes, int64_t lane, Cursor<T, Wt> c, const int64_t* step, double scale,
@@ -227,6 +243,7 @@ inline void run_lanes(double* lanes, int64_t lane, Cursor<T, Wt> c, const int64_
         return element<P, Weighted>(p + i * sp, t + i * st, wi, oi, scale);
     };
     if constexpr (!kSums<P>) {
+        // A plain loop: GCC's loop vectorizer does best here, without prefetch hints.
         for (int64_t i = 0; i < n; ++i) value(i);
         return;
     }
@@ -235,6 +252,7 @@ inline void run_lanes(double* lanes, int64_t lane, Cursor<T, Wt> c, const int64_
     int64_t i = 0;
     for (; i < n && ((lane + i) & (kLanes - 1)) != 0; ++i) acc[(lane + i) & (kLanes - 1)] += value(i);
     for (; i + kLanes <= n; i += kLanes) {
+        if constexpr (Unit) prefetch_inputs(p + i, t + i);
         // All loads before any store: `out` is never a partial overlap of an input (the
         // Python layer makes sure), so this order is safe and lets the block vectorize.
         double d[kLanes], weight[kLanes];

@@ -1,0 +1,40 @@
+"""Command line: ``python -m fastmse info`` and ``python -m fastmse bench``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        msg = f"must be at least 1, not {value}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fastmse", description="fastmse: fast, exact MSE.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("info", help="print the backend, build and thread count")
+    bench = commands.add_parser("bench", help="time fastmse against NumPy, Numba, PyTorch and the memory ceiling")
+    bench.add_argument("--size", type=_positive, default=1 << 25, help="elements per input (default 2**25)")
+    bench.add_argument("--dtype", choices=["float32", "float64", "float16"], default="float32")
+    bench.add_argument("--repeat", type=_positive, default=9, help="timed rounds (median reported)")
+    bench.add_argument("--threads", type=_positive, default=None, help="threads (default: OpenMP's)")
+    bench.add_argument("--json", dest="json_path", default=None, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+
+    if args.command == "info":
+        from . import show_config
+
+        show_config()
+        return 0
+    from . import _bench
+
+    return _bench.main(args.size, args.dtype, args.repeat, args.threads, args.json_path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""``python -m fastmse bench``: fastmse against its peers and the memory ceiling.
+
+Everything is measured in one process on the same generated arrays, round-robin (each
+repeat runs every candidate once), so that a noisy, shared machine slows all of them
+alike; medians are reported. Speed claims are ratios measured here, never constants.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _backends, mse, mse_and_grad, mse_grad
+from ._config import get_num_threads, set_num_threads
+
+
+@dataclass
+class Candidate:
+    group: str  # "loss", "gradient" or "loss+gradient"
+    name: str
+    run: Callable[[], Any]
+    bytes_moved: int
+    times: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+
+def _crysx_kernels(numba: Any) -> tuple[Callable, Callable]:
+    """The crysx_nn loss kernels' algorithm (crysx_nn/loss.py): a parallel double loop
+    into one float64 scalar over an (N, k) batch, and the NumPy-style gradient."""
+
+    @numba.njit(cache=True, fastmath=False, parallel=True)
+    def crysx_mse_loss(outi, out0):
+        loss = 0.0
+        for i in numba.prange(outi.shape[0]):
+            for j in range(outi.shape[1]):
+                loss = loss + (outi[i, j] - out0[i, j]) ** 2
+        return loss / outi.shape[1]
+
+    @numba.njit(cache=True, fastmath=True)
+    def crysx_mse_loss_grad(outi, out0):
+        return 2 * (outi - out0) / outi.shape[1]
+
+    return crysx_mse_loss, crysx_mse_loss_grad
+
+
+def _candidates(p: np.ndarray, t: np.ndarray, out: np.ndarray, columns: int) -> list[Candidate]:
+    n, nbytes = p.size, p.nbytes
+    read, rw = 2 * nbytes, 3 * nbytes
+    found: list[Candidate] = []
+    if "cpp" in _backends.available():
+        core = _backends.load("cpp")._core  # type: ignore[attr-defined]
+        found.append(Candidate("loss", "read ceiling (stream both inputs once)",
+                               lambda: (core.stream_read(p), core.stream_read(t)), read))
+    found += [
+        Candidate("loss", "fastmse.mse(p, t)", lambda: mse(p, t), read),
+        Candidate("loss", "np.mean((p - t) ** 2)", lambda: np.mean((p - t) ** 2), read),
+        Candidate("gradient", "fastmse.mse_grad(p, t, out=o)", lambda: mse_grad(p, t, out=out), rw),
+        Candidate("gradient", "np.subtract(p, t, out=o)", lambda: np.subtract(p, t, out=out), rw),
+        Candidate("gradient", "2 * (p - t) / n", lambda: 2 * (p - t) / n, rw),
+        Candidate("loss+gradient", "fastmse.mse_and_grad(p, t, out=o)", lambda: mse_and_grad(p, t, out=out), rw),
+    ]
+    try:
+        import numba
+    except ImportError:
+        pass
+    else:
+        loss, grad = _crysx_kernels(numba)
+        p2, t2 = p.reshape(-1, columns), t.reshape(-1, columns)
+        found.insert(3, Candidate("loss", "crysx_nn MSE_loss (Numba)", lambda: loss(p2, t2), read))
+        found.insert(7, Candidate("gradient", "crysx_nn MSE_loss_grad (Numba)", lambda: grad(p2, t2), rw))
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        torch.set_num_threads(get_num_threads())
+        tp, tt = torch.from_numpy(p), torch.from_numpy(t)
+        found.append(Candidate("loss", "torch.nn.functional.mse_loss",
+                               lambda: torch.nn.functional.mse_loss(tp, tt), read))
+
+        def forward_backward() -> None:
+            leaf = tp.detach().requires_grad_(True)
+            torch.nn.functional.mse_loss(leaf, tt).backward()
+
+        found.append(Candidate("loss+gradient", "torch mse_loss forward+backward", forward_backward, rw))
+    return found
+
+
+def _progress(total: int) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="fastmse bench", unit="call", file=sys.stderr, leave=False)
+
+
+def _accuracy(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
+    """Error of each float32 loss in units in the last place of the exact mean."""
+    d = p.astype(np.float64) - t.astype(np.float64)
+    exact = math.fsum(np.sum((d * d).reshape(-1, 4096), axis=1).tolist()) / d.size if d.size % 4096 == 0 else float(np.mean(d * d))
+    spacing = float(np.spacing(np.asarray(exact, p.dtype)))
+    result = {
+        "fastmse.mse": abs(float(mse(p, t)) - exact) / spacing,
+        "np.mean((p - t) ** 2)": abs(float(np.mean((p - t) ** 2)) - exact) / spacing,
+    }
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        value = float(torch.nn.functional.mse_loss(torch.from_numpy(p), torch.from_numpy(t)))
+        result["torch.nn.functional.mse_loss"] = abs(value - exact) / spacing
+    return result
+
+
+def run(size: int = 1 << 25, dtype: str = "float32", repeat: int = 9, threads: int | None = None,
+        columns: int = 16, seed: int = 0) -> dict[str, Any]:
+    """Time every candidate on `size` generated elements; returns the figures."""
+    if threads is not None:
+        set_num_threads(threads)
+    size -= size % columns
+    rng = np.random.default_rng(seed)
+    p = rng.standard_normal(size, dtype=np.float32).astype(dtype)
+    t = rng.standard_normal(size, dtype=np.float32).astype(dtype)
+    out = np.empty_like(p)
+    candidates = _candidates(p, t, out, columns)
+    bar = _progress(len(candidates) * (repeat + 1))
+    for candidate in candidates:  # warm-up: page faults, JIT compilation
+        candidate.run()
+        if bar is not None:
+            bar.update()
+    for _ in range(repeat):
+        for candidate in candidates:
+            start = time.perf_counter()
+            candidate.run()
+            candidate.times.append(time.perf_counter() - start)
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    return {
+        "size": size,
+        "dtype": dtype,
+        "repeat": repeat,
+        "threads": get_num_threads(),
+        "backend": _backends.current().name,
+        "machine": f"{platform.system()} {platform.machine()}, {platform.processor() or 'cpu'}",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "results": [
+            {"group": c.group, "name": c.name, "median_s": c.median, "gbps": c.bytes_moved / c.median / 1e9}
+            for c in candidates
+        ],
+        "ulps": _accuracy(p, t) if dtype == "float32" else {},
+    }
+
+
+def targets(figures: dict[str, Any]) -> list[tuple[str, float, float, bool]]:
+    """The issue's speed targets as (what, measured, goal, met)."""
+    time_of = {r["name"]: r["median_s"] for r in figures["results"]}
+    checks = []
+
+    def ratio(what: str, slow: str, fast: str, goal: float) -> None:
+        if slow in time_of and fast in time_of:
+            value = time_of[slow] / time_of[fast]
+            checks.append((what, value, goal, value >= goal))
+
+    ratio("mse speed-up over np.mean((p - t) ** 2)", "np.mean((p - t) ** 2)", "fastmse.mse(p, t)", 3.0)
+    ratio("mse speed-up over crysx_nn's Numba kernel", "crysx_nn MSE_loss (Numba)", "fastmse.mse(p, t)", 1.3)
+    ratio("mse fraction of the read ceiling", "read ceiling (stream both inputs once)", "fastmse.mse(p, t)", 0.85)
+    ratio("mse_grad(out) vs np.subtract(out) (time ratio)", "np.subtract(p, t, out=o)", "fastmse.mse_grad(p, t, out=o)", 1 / 1.10)
+    ratio("mse_and_grad vs mse_grad + 15% (time ratio)", "fastmse.mse_grad(p, t, out=o)", "fastmse.mse_and_grad(p, t, out=o)", 1 / 1.15)
+    for name, ulps in figures["ulps"].items():
+        if name == "fastmse.mse":
+            checks.append(("mse float32 error (ulp)", ulps, 1.0, ulps <= 1.0))
+    return checks
+
+
+def report(figures: dict[str, Any]) -> str:
+    """The figures as a table, with the targets."""
+    lines = [
+        f"fastmse bench: {figures['size']:,} {figures['dtype']} elements per input, "
+        f"{figures['threads']} threads, backend {figures['backend']}, median of {figures['repeat']}",
+        f"{figures['machine']}; Python {figures['python']}, NumPy {figures['numpy']}",
+        "",
+        f"{'operation':14s} {'implementation':42s} {'ms':>9s} {'GB/s':>7s} {'fastmse is':>12s}",
+    ]
+    fastest = {}
+    for r in figures["results"]:
+        if r["name"].startswith("fastmse."):
+            fastest.setdefault(r["group"], r["median_s"])
+    for r in figures["results"]:
+        mine = fastest.get(r["group"])
+        relative = "" if mine is None or r["name"].startswith("fastmse.") else f"{r['median_s'] / mine:.2f}x"
+        lines.append(f"{r['group']:14s} {r['name']:42s} {r['median_s'] * 1e3:9.2f} {r['gbps']:7.2f} {relative:>12s}")
+    if figures["ulps"]:
+        lines += ["", "float32 loss error, in units in the last place of the exact mean:"]
+        lines += [f"  {name:40s} {ulps:8.3f}" for name, ulps in figures["ulps"].items()]
+    lines += ["", "targets (ratios measured in this run):"]
+    for what, value, goal, met in targets(figures):
+        lines.append(f"  {'met ' if met else 'MISS'} {what:52s} {value:7.3f} (goal {'<=' if 'ulp' in what else '>='} {goal:.3f})")
+    return "\n".join(lines)
+
+
+def main(size: int, dtype: str, repeat: int, threads: int | None, json_path: str | None) -> int:
+    figures = run(size=size, dtype=dtype, repeat=repeat, threads=threads)
+    print(report(figures))
+    if json_path:
+        with open(json_path, "w") as handle:
+            json.dump({**figures, "targets": [list(t) for t in targets(figures)]}, handle, indent=1)
+    return 0
+
+
+__all__ = ["main", "report", "run", "targets", "asdict"]

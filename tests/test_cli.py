@@ -1,0 +1,39 @@
+"""python -m fastmse info / bench."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def _fastmse(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fastmse", *args], capture_output=True, text=True)
+
+
+def test_info_reports_the_configuration():
+    result = _fastmse("info")
+    assert result.returncode == 0, result.stderr
+    for key in ("fastmse:", "backend:", "threads:", "compiler:", "openmp:", "cuda:"):
+        assert key in result.stdout
+
+
+def test_bench_times_every_peer_and_writes_json(tmp_path):
+    path = tmp_path / "figures.json"
+    result = _fastmse("bench", "--size", "40000", "--repeat", "2", "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(path.read_text())
+    names = {r["name"] for r in figures["results"]}
+    assert {"fastmse.mse(p, t)", "np.mean((p - t) ** 2)", "read ceiling (stream both inputs once)",
+            "fastmse.mse_grad(p, t, out=o)", "fastmse.mse_and_grad(p, t, out=o)"} <= names
+    assert all(r["median_s"] > 0 for r in figures["results"])
+    assert figures["ulps"]["fastmse.mse"] <= 1.0
+    assert "targets (ratios measured in this run):" in result.stdout
+    assert "fastmse.mse(p, t)" in result.stdout
+
+
+def test_bench_rejects_bad_arguments():
+    result = _fastmse("bench", "--size", "0")
+    assert result.returncode == 2
+    assert "must be at least 1, not 0" in result.stderr
+    assert _fastmse("evaluate").returncode == 2

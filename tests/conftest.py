@@ -3,9 +3,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import HealthCheck, settings
-
 from fastmse import _backends
+from hypothesis import HealthCheck, settings
 
 # The backend fixture only chooses where calls go; sharing it across examples is intended.
 _shared = {"deadline": None, "print_blob": True, "suppress_health_check": [HealthCheck.function_scoped_fixture]}

@@ -10,10 +10,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from hypothesis import given
-
 from checks import assert_same
-from fastmse import _backends, get_num_threads, mse, mse_and_grad, mse_grad, set_num_threads
+from fastmse import (
+    _backends,
+    get_num_threads,
+    mse,
+    mse_and_grad,
+    mse_grad,
+    set_num_threads,
+)
+from hypothesis import given
 from strategies import calls
 
 # Layouts that reach each path of the engine: lanes over one long output, lanes over
@@ -71,7 +77,7 @@ def test_cpp_and_numba_agree_bitwise_on_large_layouts(name):
     for backend in _compiled():
         with _backends.use(backend):
             results.append(_results(predictions, targets, kwargs))
-    for a, b in zip(results[0], results[1]):
+    for a, b in zip(results[0], results[1], strict=True):
         if isinstance(a, tuple):
             assert_same(a[0], b[0])
             assert_same(a[1], b[1])

@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 import pytest
-
 import reference
 from checks import assert_matches
 from fastmse import mse, mse_and_grad, mse_grad
@@ -150,3 +149,19 @@ def test_unaligned_strides_are_handled(backend):
     record["b"] = np.arange(10.0)
     assert record["b"].strides[0] % 8 != 0
     assert mse(record["b"], np.zeros(10)) == pytest.approx(np.mean(np.arange(10.0) ** 2), rel=1e-15)
+
+
+def test_unaligned_buffers_are_handled(backend):
+    raw = np.zeros(8 * 100 + 1, np.uint8)
+    p = np.frombuffer(raw.data, dtype=np.float64, count=100, offset=1)
+    assert not p.flags.aligned
+    expected = np.arange(100.0)
+    p_writable = raw[1:].view(np.float64)
+    p_writable[...] = expected
+    t = np.zeros(100)
+    assert mse(p, t) == pytest.approx(np.mean(expected**2), rel=1e-15)
+    out_raw = np.zeros(8 * 100 + 1, np.uint8)
+    out = out_raw[1:].view(np.float64)
+    assert not out.flags.aligned
+    mse_grad(p, t, reduction="sum", out=out)
+    np.testing.assert_array_equal(out, 2 * expected)

@@ -7,7 +7,6 @@ import re
 
 import numpy as np
 import pytest
-
 from fastmse import get_num_threads, mse, mse_and_grad, mse_grad, set_num_threads
 
 P = np.arange(12.0).reshape(3, 4)
@@ -114,7 +113,9 @@ def test_set_num_threads_checks_its_argument():
 
 def test_gpu_like_arrays_are_refused_not_copied(backend):
     class FakeDeviceArray:
-        __cuda_array_interface__ = {"shape": (3,), "typestr": "<f4", "data": (0, False), "version": 3}
+        @property
+        def __cuda_array_interface__(self):
+            return {"shape": (3,), "typestr": "<f4", "data": (0, False), "version": 3}
 
     with pytest.raises(TypeError, match="predictions is a GPU array .*FakeDeviceArray"):
         mse(FakeDeviceArray(), np.zeros(3))

@@ -6,12 +6,11 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 import reference
 from checks import assert_matches, assert_same
 from fastmse import mse, mse_and_grad, mse_grad
+from hypothesis import given
+from hypothesis import strategies as st
 from strategies import calls
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
-
 import reference
 from checks import assert_matches
 from fastmse import mse, mse_and_grad, mse_grad
+from hypothesis import given
 from strategies import calls
 
 torch = pytest.importorskip("torch")

@@ -10,7 +10,7 @@ import math
 import operator
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -19,7 +19,7 @@ from . import _backends
 from ._plan import contiguous_plan, make_plan
 
 Reduction = Literal["mean", "sum", "none"]
-Axis = Union[int, tuple[int, ...], None]
+Axis = int | tuple[int, ...] | None
 
 _REDUCTIONS = ("mean", "sum", "none")
 _FLOAT64 = np.dtype(np.float64)
@@ -65,12 +65,24 @@ def _result_dtype(predictions: np.ndarray, targets: np.ndarray) -> np.dtype:
 
 
 def _compute_array(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """`array` in the native `dtype`, with strides the kernels can count in elements."""
+    """`array` in the native `dtype`, aligned, with strides the kernels can count in
+    elements (a copy only where one of these does not hold)."""
     if array.dtype != dtype:
         return array.astype(dtype)
-    if not array.flags.c_contiguous and any(s % dtype.itemsize for s in array.strides):
+    flags = array.flags
+    if not flags.aligned or (not flags.c_contiguous and any(s % dtype.itemsize for s in array.strides)):
         return np.ascontiguousarray(array)
     return array
+
+
+def as_integer(value: Any, message: str) -> int:
+    """`value` as an int (anything with __index__ but bool), else TypeError(message)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(message)
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(message) from None
 
 
 def _normalize_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
@@ -79,14 +91,7 @@ def _normalize_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
     items = axis if isinstance(axis, tuple) else (axis,)
     axes = []
     for item in items:
-        if isinstance(item, (bool, np.bool_)):
-            msg = f"axis must be an int, a tuple of ints or None, not {axis!r}"
-            raise TypeError(msg)
-        try:
-            index = operator.index(item)
-        except TypeError:
-            msg = f"axis must be an int, a tuple of ints or None, not {axis!r}"
-            raise TypeError(msg) from None
+        index = as_integer(item, f"axis must be an int, a tuple of ints or None, not {axis!r}")
         if not -ndim <= index < ndim:
             raise np.exceptions.AxisError(index, ndim, "axis")
         axes.append(index % ndim)
@@ -107,6 +112,11 @@ def _broadcast_shape(p: np.ndarray, t: np.ndarray, w: np.ndarray | None) -> tupl
         listed = ", ".join(str(s) for s in shapes)
         msg = f"{names} do not broadcast together: shapes {listed}"
         raise ValueError(msg) from None
+
+
+def _is_dense(flags: Any) -> bool:
+    """C-contiguous and aligned: the layout of a one-dimension flat plan."""
+    return bool(flags.c_contiguous and flags.aligned)
 
 
 @dataclass(slots=True)
@@ -149,8 +159,8 @@ def resolve(
         and targets.dtype is dtype
         and predictions.shape == targets.shape
         and reduction in _REDUCTIONS
-        and predictions.flags.c_contiguous
-        and targets.flags.c_contiguous
+        and _is_dense(predictions.flags)
+        and _is_dense(targets.flags)
     ):
         # The most common call, where Python overhead is most of the cost for small
         # arrays: the same Call as below, without the general checks it already passes.
@@ -183,13 +193,7 @@ def resolve(
         kept_shape = tuple(n for d, n in enumerate(shape) if d not in axes)
         count = math.prod(shape[d] for d in axes)
     p, t = _compute_array(p, dtype), _compute_array(t, dtype)
-    flat = (
-        not kept_shape
-        and w is None
-        and p.shape == t.shape
-        and p.flags.c_contiguous
-        and t.flags.c_contiguous
-    )
+    flat = not kept_shape and w is None and p.shape == t.shape and _is_dense(p.flags) and _is_dense(t.flags)
     return Call(p, t, w, dtype, shape, axes, reduction, kept_shape, count, flat)
 
 
@@ -268,8 +272,9 @@ def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
 
 def _writable_target(out: np.ndarray, call: Call) -> np.ndarray:
     """Where the kernel may write the gradient: `out`, or a scratch array if `out` overlaps
-    an input in any way other than being exactly `predictions` or `targets`."""
-    if any(out.strides[d] % out.itemsize for d in range(out.ndim)):
+    an input in any way other than being exactly `predictions` or `targets`, or is not
+    aligned."""
+    if not out.flags.aligned or any(s % out.itemsize for s in out.strides):
         return np.empty(out.shape, out.dtype)
     for name in ("predictions", "targets", "weights"):
         source = getattr(call, name)
@@ -330,7 +335,7 @@ def _gradient_into(call: Call, target: np.ndarray, scale: np.ndarray, sums: np.n
             _backends.current().reduce(plan)
         return
     arrays = [call.predictions, call.targets, call.weights, target, sums, scale]
-    if call.flat and target.flags.c_contiguous and scale.ndim == 0:
+    if call.flat and _is_dense(target.flags) and scale.ndim == 0:
         plan = contiguous_plan(arrays)
     else:
         plan = make_plan(call.shape, call.axes, arrays)

@@ -14,7 +14,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -191,8 +191,10 @@ def targets(figures: dict[str, Any]) -> list[tuple[str, float, float, bool]]:
 def report(figures: dict[str, Any]) -> str:
     """The figures as a table, with the targets."""
     lines = [
-        f"fastmse bench: {figures['size']:,} {figures['dtype']} elements per input, "
-        f"{figures['threads']} threads, backend {figures['backend']}, median of {figures['repeat']}",
+        (
+            f"fastmse bench: {figures['size']:,} {figures['dtype']} elements per input, "
+            f"{figures['threads']} threads, backend {figures['backend']}, median of {figures['repeat']}"
+        ),
         f"{figures['machine']}; Python {figures['python']}, NumPy {figures['numpy']}",
         "",
         f"{'operation':14s} {'implementation':42s} {'ms':>9s} {'GB/s':>7s} {'fastmse is':>12s}",
@@ -223,4 +225,4 @@ def main(size: int, dtype: str, repeat: int, threads: int | None, json_path: str
     return 0
 
 
-__all__ = ["main", "report", "run", "targets", "asdict"]
+__all__ = ["main", "report", "run", "targets"]

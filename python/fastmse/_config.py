@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 import os
 import platform
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import _backends
+from ._api import as_integer
 
 
 def set_num_threads(n: int) -> None:
@@ -31,14 +31,7 @@ def set_num_threads(n: int) -> None:
     ValueError
         If `n` is smaller than 1.
     """
-    if isinstance(n, bool):
-        msg = f"n must be an integer, not {n!r}"
-        raise TypeError(msg)
-    try:
-        count = operator.index(n)
-    except TypeError:
-        msg = f"n must be an integer, not {n!r}"
-        raise TypeError(msg) from None
+    count = as_integer(n, f"n must be an integer, not {n!r}")
     if count < 1:
         msg = f"n must be at least 1, not {count}"
         raise ValueError(msg)

@@ -1,10 +1,10 @@
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
-_Arrays = Sequence[np.ndarray | None]
-_Strides = Sequence[Sequence[int]]
+_Arrays: TypeAlias = Sequence[np.ndarray | None]
+_Strides: TypeAlias = Sequence[Sequence[int]]
 
 def sum_squared_error(shape: Sequence[int], n_kept: int, arrays: _Arrays, strides: _Strides) -> None: ...
 def scaled_difference(shape: Sequence[int], n_kept: int, arrays: _Arrays, strides: _Strides) -> None: ...

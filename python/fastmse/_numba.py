@@ -343,10 +343,10 @@ def flat_view(array: np.ndarray) -> tuple[np.ndarray, int]:
     if array.ndim == 0:
         return array.reshape(1), 0
     itemsize = array.itemsize
-    low = sum(min(0, (n - 1) * s) for n, s in zip(array.shape, array.strides)) // itemsize
-    high = sum(max(0, (n - 1) * s) for n, s in zip(array.shape, array.strides)) // itemsize
+    low = sum(min(0, (n - 1) * s) for n, s in zip(array.shape, array.strides, strict=True)) // itemsize
+    high = sum(max(0, (n - 1) * s) for n, s in zip(array.shape, array.strides, strict=True)) // itemsize
     corner = array[tuple(slice(n - 1, n) if s < 0 else slice(0, 1)
-                         for n, s in zip(array.shape, array.strides))]
+                         for n, s in zip(array.shape, array.strides, strict=True))]
     flat = np.lib.stride_tricks.as_strided(corner.reshape(-1), (high - low + 1,), (itemsize,))
     return flat, -low
 
@@ -368,7 +368,7 @@ class NumbaBackend:
         origin = np.zeros(6, np.int64)
         storage = plan.arrays[0].dtype
         flats = []
-        for k, (array, s) in enumerate(zip(plan.arrays, plan.strides)):
+        for k, (array, s) in enumerate(zip(plan.arrays, plan.strides, strict=True)):
             if array is None:
                 flats.append(np.zeros(1, storage if k < 4 else np.float64))
                 continue

@@ -8,8 +8,8 @@ element strides over that shape (zero along broadcast dimensions).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -76,6 +76,7 @@ def _candidates(p: np.ndarray, t: np.ndarray, out: np.ndarray, columns: int) -> 
     except ImportError:
         pass
     else:
+        numba.set_num_threads(min(get_num_threads(), numba.config.NUMBA_NUM_THREADS))
         loss, grad = _crysx_kernels(numba)
         p2, t2 = p.reshape(-1, columns), t.reshape(-1, columns)
         found.insert(3, Candidate("loss", "crysx_nn MSE_loss (Numba)", lambda: loss(p2, t2), read))

@@ -53,7 +53,8 @@ void read_int64s(py::handle sequence, int64_t* values, std::size_t count, const 
 using Kernel = void (*)(const Problem&);
 
 // shape: extents; arrays/strides: the six operands and their element strides (None and
-// an empty tuple where absent). Checks what a wrong call could turn into a bad access.
+// an empty tuple where absent). Checks the call's structure and dtypes; that shape and
+// strides stay inside each buffer is the Python layer's job (fastmse._plan), not checked.
 void run(Kernel kernel, py::handle shape_seq, int n_kept, py::handle arrays_seq,
          py::handle strides_seq) {
     const std::size_t ndim = static_cast<std::size_t>(py::len(shape_seq));

@@ -1,8 +1,8 @@
-// IEEE binary16 <-> binary32 conversion without compiler or CPU support for _Float16,
-// so the same wheel runs on every x86-64 and aarch64 CPU and builds with MSVC.
-// Both functions are exact (to_float) or round to nearest even (from_float); they follow
-// the branch-light formulation of Maratyszcza's FP16 library and need IEEE float
-// semantics (never build this with -ffast-math).
+// IEEE binary16 conversions without compiler or CPU support for _Float16, so the same
+// wheel runs on every x86-64 and aarch64 CPU and builds with MSVC. half_to_float is
+// exact (NaNs become the quiet NaN of their sign, as in the Numba kernels);
+// float_to_half and double_to_half round to nearest even, once. The bit-level parts
+// follow Maratyszcza's FP16 library and need IEEE float semantics (never -ffast-math).
 #pragma once
 
 #include <cstdint>
@@ -28,6 +28,8 @@ inline uint32_t float_to_bits(float value) {
 }
 
 inline float half_to_float(Half h) {
+    if ((h.bits & 0x7C00u) == 0x7C00u && (h.bits & 0x03FFu) != 0)
+        return bits_to_float((static_cast<uint32_t>(h.bits & 0x8000u) << 16) | 0x7FC00000u);
     const uint32_t shifted = static_cast<uint32_t>(h.bits) << 16;
     const uint32_t sign = shifted & 0x80000000u;
     const uint32_t two_w = shifted + shifted;
@@ -56,6 +58,19 @@ inline Half float_to_half(float f) {
     const uint32_t nonsign = exponent_bits + mantissa_bits;
     const bool is_nan = shl1_w > 0xFF000000u;
     return Half{static_cast<uint16_t>((sign >> 16) | (is_nan ? 0x7E00u : nonsign))};
+}
+
+// float64 -> binary16 with one rounding: first to float32 rounding to odd (truncate, and
+// set the last bit if anything was cut off), which keeps enough information for the
+// second rounding, to nearest even at 11 bits, to equal a direct one (24 >= 11 + 2).
+inline Half double_to_half(double value) {
+    float f = static_cast<float>(value);
+    if (static_cast<double>(f) != value && std::isfinite(f)) {
+        uint32_t bits = float_to_bits(f);
+        if (std::fabs(static_cast<double>(f)) > std::fabs(value)) --bits;  // toward zero
+        f = bits_to_float(bits | 1u);
+    }
+    return float_to_half(f);
 }
 
 }  // namespace fastmse

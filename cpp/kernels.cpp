@@ -46,7 +46,7 @@ struct Scalar<double> {
 template <>
 struct Scalar<Half> {
     static double load(Half x) { return half_to_float(x); }
-    static Half store(double v) { return float_to_half(static_cast<float>(v)); }
+    static Half store(double v) { return double_to_half(v); }
 };
 
 enum class Pass { sum, grad, sum_and_grad, elementwise };

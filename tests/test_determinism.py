@@ -135,3 +135,13 @@ def test_threadpoolctl_limits_are_honoured():
     )
     inside, outside = _threads_in_subprocess({"OMP_NUM_THREADS": "4"}, code).split()
     assert (inside, outside) == ("1", "4")
+
+
+def test_float16_nan_payloads_do_not_split_the_backends():
+    names = _compiled()
+    payloads = np.array([0x7D55, 0xFE01, 0x3C00, 0x7C00], np.uint16).view(np.float16)
+    bits = []
+    for backend in names:
+        with _backends.use(backend):
+            bits.append(mse(payloads[:3], np.zeros(3, np.float16), reduction="none").view(np.uint16))
+    np.testing.assert_array_equal(bits[0], bits[1])

@@ -31,6 +31,8 @@ BAD_CALLS = [
     ({"axis": True}, None, TypeError, r"axis must be an int, a tuple of ints or None, not True"),
     ({"axis": [0]}, None, TypeError, r"axis must be an int, a tuple of ints or None, not \[0\]"),
     ({"weights": -np.ones(4)}, None, ValueError, r"weights must be non-negative; found -1.0"),
+    ({"weights": np.array([np.nan, -1.0, 1.0, 1.0])}, None, ValueError, r"weights must be non-negative; found -1.0"),
+    ({"reduction": np.array(["mean"])}, None, ValueError, r"reduction must be 'mean', 'sum' or 'none'"),
     ({"weights": np.array(["x"] * 4)}, None, TypeError, r"weights has dtype <U1"),
     ({}, (P.astype(complex), T), TypeError, r"predictions has dtype complex128"),
     ({}, (P, "abc"), TypeError, r"targets has dtype <U3"),
@@ -77,17 +79,29 @@ def test_errors_come_before_writes_even_when_out_is_fine_but_weights_are_not(bac
 
 
 @pytest.mark.parametrize("alias", ["predictions", "targets"])
-def test_out_may_be_an_input(backend, alias):
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"axis": 1}, {"reduction": "none"}, {"weights": np.ones((3, 50, 9))}, {"reduction": "sum", "weights": np.ones(9)}],
+    ids=["axis", "none", "broadcast-predictions", "weights"],
+)
+def test_out_may_be_an_input(backend, alias, kwargs):
     rng = np.random.default_rng(6)
     p = rng.standard_normal((50, 9))
     t = rng.standard_normal((50, 9))
-    expected_loss, expected_grad = mse_and_grad(p, t, axis=1)
+    expected_loss, expected_grad = mse_and_grad(p, t, **kwargs)
     p2, t2 = p.copy(), t.copy()
     out = p2 if alias == "predictions" else t2
-    loss, grad = mse_and_grad(p2, t2, axis=1, out=out)
+    loss, grad = mse_and_grad(p2, t2, out=out, **kwargs)
     assert grad is out
     np.testing.assert_array_equal(grad, expected_grad)
     np.testing.assert_array_equal(loss, expected_loss)
+
+
+def test_out_that_overlaps_itself_gets_a_deterministic_answer(backend):
+    p = np.arange(8.0)
+    out = np.lib.stride_tricks.as_strided(np.zeros(1), shape=(8,), strides=(0,), writeable=True)
+    mse_grad(p, np.zeros(8), reduction="sum", out=out)
+    assert out[0] == 14.0  # the last position's gradient, written last
 
 
 def test_out_overlapping_an_input_partially_gives_the_right_answer(backend):

@@ -49,10 +49,16 @@ def _as_array(value: Any, name: str) -> np.ndarray:
     return array
 
 
-def _result_dtype(predictions: np.ndarray, targets: np.ndarray) -> np.dtype:
+def _weak(value: Any, array: np.ndarray) -> Any:
+    """What np.result_type should see: a Python int or float as itself (a "weak" scalar
+    that takes the other argument's dtype, NEP 50), anything else as its array."""
+    return value if type(value) in (int, float) else array
+
+
+def _result_dtype(predictions: np.ndarray, targets: np.ndarray, p_given: Any, t_given: Any) -> np.dtype:
     dtype = predictions.dtype
     if dtype != targets.dtype:
-        dtype = np.result_type(predictions, targets)
+        dtype = np.result_type(_weak(p_given, predictions), _weak(t_given, targets))
     if dtype.kind in "biu":
         return _FLOAT64
     if dtype.kind != "f" or dtype.itemsize not in (2, 4, 8):
@@ -102,16 +108,22 @@ def _normalize_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
 
 
 def _broadcast_shape(p: np.ndarray, t: np.ndarray, w: np.ndarray | None) -> tuple[int, ...]:
+    """NumPy's broadcasting rule, for any number of dimensions."""
     if p.shape == t.shape and (w is None or w.shape == p.shape):
         return p.shape
     shapes = [p.shape, t.shape] + ([w.shape] if w is not None else [])
-    try:
-        return np.broadcast_shapes(*shapes)
-    except ValueError:
-        names = "predictions, targets and weights" if w is not None else "predictions and targets"
-        listed = ", ".join(str(s) for s in shapes)
-        msg = f"{names} do not broadcast together: shapes {listed}"
-        raise ValueError(msg) from None
+    ndim = max(len(s) for s in shapes)
+    result = [1] * ndim
+    for shape in shapes:
+        for d, n in enumerate(shape, ndim - len(shape)):
+            if n != 1 and result[d] not in (1, n):
+                names = "predictions, targets and weights" if w is not None else "predictions and targets"
+                listed = ", ".join(str(s) for s in shapes)
+                msg = f"{names} do not broadcast together: shapes {listed}"
+                raise ValueError(msg)
+            if n != 1:
+                result[d] = n
+    return tuple(result)
 
 
 def _is_dense(flags: Any) -> bool:
@@ -158,6 +170,7 @@ def resolve(
         and type(targets) is np.ndarray
         and targets.dtype is dtype
         and predictions.shape == targets.shape
+        and type(reduction) is str
         and reduction in _REDUCTIONS
         and _is_dense(predictions.flags)
         and _is_dense(targets.flags)
@@ -173,7 +186,7 @@ def resolve(
     p = _as_array(predictions, "predictions")
     t = _as_array(targets, "targets")
     w = None if weights is None else _as_array(weights, "weights")
-    dtype = _result_dtype(p, t)
+    dtype = _result_dtype(p, t, predictions, targets)
     shape = _broadcast_shape(p, t, w)
     if reduction == "none" and axis is not None:
         msg = f"axis must be None with reduction='none', not {axis!r}"
@@ -182,7 +195,7 @@ def resolve(
     if w is not None:
         # Weights keep their precision: the kernels read them in the data's dtype or float64.
         w = _compute_array(w, dtype if w.dtype == dtype else _FLOAT64)
-        lowest = np.min(w) if w.size else 0
+        lowest = np.fmin.reduce(w, axis=None) if w.size else 0  # fmin: a NaN cannot hide a -1
         if lowest < 0:
             msg = f"weights must be non-negative; found {lowest}"
             raise ValueError(msg)
@@ -272,9 +285,13 @@ def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
 
 def _writable_target(out: np.ndarray, call: Call) -> np.ndarray:
     """Where the kernel may write the gradient: `out`, or a scratch array if `out` overlaps
-    an input in any way other than being exactly `predictions` or `targets`, or is not
-    aligned."""
-    if not out.flags.aligned or any(s % out.itemsize for s in out.strides):
+    an input in any way other than being exactly `predictions` or `targets`, overlaps
+    itself (a zero stride) or is not aligned."""
+    if (
+        not out.flags.aligned
+        or any(s % out.itemsize for s in out.strides)
+        or any(s == 0 and n > 1 for s, n in zip(out.strides, out.shape, strict=True))
+    ):
         return np.empty(out.shape, out.dtype)
     for name in ("predictions", "targets", "weights"):
         source = getattr(call, name)
@@ -300,9 +317,8 @@ def _broadcast_gradient(call: Call, scale: np.ndarray, out: np.ndarray) -> None:
         lead + d for d, n in enumerate(call.predictions.shape) if n == 1 and call.shape[lead + d] != 1
     )
     gradient = np.sum(full, axis=axes, keepdims=True).reshape(call.predictions.shape)
-    if call.dtype == np.float16:
-        gradient = gradient.astype(np.float32)
-    out[...] = gradient.astype(call.dtype)
+    with np.errstate(over="ignore"):
+        out[...] = gradient.astype(call.dtype)
 
 
 def _elementwise_loss(call: Call) -> np.ndarray:
@@ -329,10 +345,10 @@ def _loss(call: Call, keepdims: bool) -> Any:
 def _gradient_into(call: Call, target: np.ndarray, scale: np.ndarray, sums: np.ndarray | None) -> None:
     """Writes the gradient into `target`, and the loss sums into `sums` in the same pass."""
     if call.predictions_broadcast:
-        _broadcast_gradient(call, scale, target)
-        if sums is not None:
+        if sums is not None:  # first: the gradient may overwrite an input (out=predictions)
             plan = make_plan(call.shape, call.axes, [call.predictions, call.targets, call.weights, None, sums, None])
             _backends.current().reduce(plan)
+        _broadcast_gradient(call, scale, target)
         return
     arrays = [call.predictions, call.targets, call.weights, target, sums, scale]
     if call.flat and _is_dense(target.flags) and scale.ndim == 0:
@@ -350,9 +366,9 @@ def _gradient(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[An
         target = _writable_target(_check_out(out, call), call)
     loss = None
     if call.reduction == "none":
-        _gradient_into(call, target, _scale(None), None)
-        if with_loss:
+        if with_loss:  # first: the gradient may overwrite an input (out=predictions)
             loss = _elementwise_loss(call)
+        _gradient_into(call, target, _scale(None), None)
     else:
         # Without the loss, a zero denominator gives nan only where weights sum to zero.
         warn = with_loss or (call.weights is not None and call.predictions.size > 0)

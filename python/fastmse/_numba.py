@@ -34,15 +34,16 @@ def half_to_double(bits):
     if exponent == 0:
         value = mantissa * 2.0**-24
     elif exponent == 31:
-        value = math.inf if mantissa == 0 else math.nan
+        value = math.inf if mantissa == 0 else math.nan  # NaN payloads are not kept (nor in C++)
     else:
         value = (1024 + mantissa) * 2.0 ** (exponent - 25)
     return -value if h & 0x8000 else value
 
 
 @register_jitable
-def float_to_half(value):
-    # `value` holds a float32; round it to binary16, nearest even, as cpp/half.hpp does.
+def double_to_half(value):
+    # Rounds a float64 to binary16 once, nearest even: the scaled values are exact in
+    # float64 and np.rint rounds half to even (cpp/half.hpp gets there by round-to-odd).
     sign = 0x8000 if math.copysign(1.0, value) < 0 else 0
     a = abs(value)
     if math.isnan(a):
@@ -79,7 +80,7 @@ def _store(array, i, value):
     if array.dtype == types.uint16:
 
         def store_half(array, i, value):
-            array[i] = float_to_half(np.float64(np.float32(value)))
+            array[i] = double_to_half(value)
 
         return store_half
 

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <vector>
 
@@ -221,10 +222,18 @@ inline void prefetch(const void* address) {
 #endif
 }
 
+// The address ahead is computed as an integer: it may lie past the end of the array,
+// where pointer arithmetic would be undefined (a prefetch there is harmless).
+template <typename T>
+inline const void* ahead(const T* p) {
+    return reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(p) +
+                                         kPrefetchDistance * sizeof(T));
+}
+
 template <typename T>
 inline void prefetch_inputs(const T* p, const T* t) {
-    prefetch(p + kPrefetchDistance);
-    prefetch(t + kPrefetchDistance);
+    prefetch(ahead(p));
+    prefetch(ahead(t));
 }
 
 // n consecutive positions along one dimension; position i goes to lane (lane + i) % kLanes.
@@ -298,7 +307,8 @@ void for_each_range(int64_t n_tasks, bool parallel, int num_threads, Fn&& fn) {
     fn(int64_t{0}, n_tasks);
 }
 
-struct Plan {
+// Which tasks there are and where their sums go; threads only pick tasks from it.
+struct Schedule {
     Layout layout;
     int64_t n_chunks;
     bool across_outputs;
@@ -306,7 +316,7 @@ struct Plan {
     int num_threads;
     std::vector<double> partials;  // task sums when an output spans several tasks
 
-    explicit Plan(const Problem& problem) : layout(problem), num_threads(problem.num_threads) {
+    explicit Schedule(const Problem& problem) : layout(problem), num_threads(problem.num_threads) {
         const Layout& l = layout;
         n_chunks = std::max<int64_t>(1, (l.n_red + kChunk - 1) / kChunk);
         const int j = l.n_kept - 1, r = l.last();
@@ -340,8 +350,8 @@ struct Plan {
 };
 
 template <Pass P, bool Weighted, typename T, typename Wt>
-void lane_tasks(Plan& plan, int64_t begin, int64_t end) {
-    const Layout& l = plan.layout;
+void lane_tasks(Schedule& schedule, int64_t begin, int64_t end) {
+    const Layout& l = schedule.layout;
     const int last = l.last();
     int64_t step[kOperands];
     for (int k = 0; k < kOperands; ++k) step[k] = l.strides[k][last];
@@ -351,7 +361,7 @@ void lane_tasks(Plan& plan, int64_t begin, int64_t end) {
     Odometer summed(l, l.n_kept, l.ndim);
     int64_t kept_at = -1;
     for (int64_t task = begin; task < end; ++task) {
-        const int64_t o = task / plan.n_chunks, c = task % plan.n_chunks;
+        const int64_t o = task / schedule.n_chunks, c = task % schedule.n_chunks;
         if (o != kept_at) kept.seek(o), kept_at = o;
         double scale = 0.0;
         if (l.data[kScale]) scale = static_cast<const double*>(l.data[kScale])[kept.offset[kScale]];
@@ -376,13 +386,13 @@ void lane_tasks(Plan& plan, int64_t begin, int64_t end) {
         }
         double value;
         cascade.total(&value, 1);
-        if constexpr (kSums<P>) plan.store(o, c, kept.offset, value);
+        if constexpr (kSums<P>) schedule.store(o, c, kept.offset, value);
     }
 }
 
 template <Pass P, bool Weighted, typename T, typename Wt>
-void tile_tasks(Plan& plan, int64_t begin, int64_t end) {
-    const Layout& l = plan.layout;
+void tile_tasks(Schedule& schedule, int64_t begin, int64_t end) {
+    const Layout& l = schedule.layout;
     const int j_dim = l.n_kept - 1;
     const int64_t extent = l.shape[j_dim];
     const int64_t n_tiles = (extent + kTile - 1) / kTile;
@@ -393,9 +403,9 @@ void tile_tasks(Plan& plan, int64_t begin, int64_t end) {
     Odometer outer(l, 0, j_dim);
     Odometer summed(l, l.n_kept, l.ndim);
     for (int64_t task = begin; task < end; ++task) {
-        const int64_t c = task % plan.n_chunks;
-        const int64_t tile = (task / plan.n_chunks) % n_tiles;
-        const int64_t outer_index = task / plan.n_chunks / n_tiles;
+        const int64_t c = task % schedule.n_chunks;
+        const int64_t tile = (task / schedule.n_chunks) % n_tiles;
+        const int64_t outer_index = task / schedule.n_chunks / n_tiles;
         outer.seek(outer_index);
         const int64_t j0 = tile * kTile;
         const int width = static_cast<int>(std::min(kTile, extent - j0));
@@ -442,32 +452,32 @@ void tile_tasks(Plan& plan, int64_t begin, int64_t end) {
             for (int j = 0; j < width; ++j) {
                 int64_t kept_offset[kOperands];
                 for (int k = 0; k < kOperands; ++k) kept_offset[k] = base[k] + j * js[k];
-                plan.store(o0 + j, c, kept_offset, values[j]);
+                schedule.store(o0 + j, c, kept_offset, values[j]);
             }
         }
     }
 }
 
 template <Pass P, bool Weighted, typename T, typename Wt>
-void execute(Plan& plan) {
-    const Layout& l = plan.layout;
+void execute(Schedule& schedule) {
+    const Layout& l = schedule.layout;
     if (l.n_out == 0 || l.n_red == 0) return;
-    if (plan.across_outputs) {
+    if (schedule.across_outputs) {
         const int64_t n_tiles = (l.shape[l.n_kept - 1] + kTile - 1) / kTile;
-        const int64_t n_tasks = l.n_out / l.shape[l.n_kept - 1] * n_tiles * plan.n_chunks;
-        for_each_range(n_tasks, plan.parallel, plan.num_threads, [&](int64_t b, int64_t e) {
-            tile_tasks<P, Weighted, T, Wt>(plan, b, e);
+        const int64_t n_tasks = l.n_out / l.shape[l.n_kept - 1] * n_tiles * schedule.n_chunks;
+        for_each_range(n_tasks, schedule.parallel, schedule.num_threads, [&](int64_t b, int64_t e) {
+            tile_tasks<P, Weighted, T, Wt>(schedule, b, e);
         });
     } else {
-        for_each_range(l.n_out * plan.n_chunks, plan.parallel, plan.num_threads,
-                       [&](int64_t b, int64_t e) { lane_tasks<P, Weighted, T, Wt>(plan, b, e); });
+        for_each_range(l.n_out * schedule.n_chunks, schedule.parallel, schedule.num_threads,
+                       [&](int64_t b, int64_t e) { lane_tasks<P, Weighted, T, Wt>(schedule, b, e); });
     }
 }
 
 template <Pass P>
 void dispatch(const Problem& problem) {
-    Plan plan(problem);
-    const Layout& l = plan.layout;
+    Schedule schedule(problem);
+    const Layout& l = schedule.layout;
     if (kSums<P> && l.data[kLoss] && l.n_red == 0) {
         // Nothing to sum: every output is an empty sum.
         Odometer kept(l, 0, l.n_kept);
@@ -477,25 +487,25 @@ void dispatch(const Problem& problem) {
         }
         return;
     }
-    if (kSums<P> && plan.n_chunks > 1)
-        plan.partials.assign(static_cast<size_t>(l.n_out * plan.n_chunks), 0.0);
+    if (kSums<P> && schedule.n_chunks > 1)
+        schedule.partials.assign(static_cast<size_t>(l.n_out * schedule.n_chunks), 0.0);
     const bool weighted = l.data[kW] != nullptr;
     const bool wide_weights = problem.weights_dtype == ScalarType::float64;
     auto typed = [&](auto zero) {
         using T = decltype(zero);
         if (!weighted)
-            execute<P, false, T, T>(plan);
+            execute<P, false, T, T>(schedule);
         else if (wide_weights)
-            execute<P, true, T, double>(plan);
+            execute<P, true, T, double>(schedule);
         else
-            execute<P, true, T, T>(plan);
+            execute<P, true, T, T>(schedule);
     };
     switch (problem.dtype) {
         case ScalarType::float16: typed(Half{}); break;
         case ScalarType::float32: typed(float{}); break;
         case ScalarType::float64: typed(double{}); break;
     }
-    if constexpr (kSums<P>) plan.finish();
+    if constexpr (kSums<P>) schedule.finish();
 }
 
 std::atomic<int> g_num_threads{0};
@@ -520,7 +530,7 @@ uint64_t stream_read(const void* data, int64_t bytes, int num_threads) {
 #endif
     for (int64_t b = 0; b < blocks; ++b) {
         const uint64_t* block = words + b * kLanes;  // one cache line
-        prefetch(block + kPrefetchDistance / 2);       // as far ahead as float32 inputs
+        prefetch(ahead(reinterpret_cast<const float*>(block)));  // as far ahead as float32 inputs
         for (int64_t l = 0; l < kLanes; ++l) total += block[l];
     }
     for (int64_t i = blocks * kLanes; i < n; ++i) total += words[i];

@@ -145,12 +145,7 @@ class Call:
     kept_shape: tuple[int, ...]
     count: int  # positions summed into each result
     flat: bool  # all summed, one shape, C-contiguous, no weights: one dense dimension
-
-    @property
-    def predictions_broadcast(self) -> bool:
-        """True where targets or weights give predictions' values to several positions."""
-        p = self.predictions.shape
-        return (1,) * (len(self.shape) - len(p)) + p != self.shape
+    predictions_broadcast: bool  # targets or weights give predictions' values to several positions
 
 
 def resolve(
@@ -179,7 +174,7 @@ def resolve(
         # arrays: the same Call as below, without the general checks it already passes.
         shape = predictions.shape
         axes = _ALL_AXES[len(shape)] if len(shape) < len(_ALL_AXES) else tuple(range(len(shape)))
-        return Call(predictions, targets, None, dtype, shape, axes, reduction, (), predictions.size, True)
+        return Call(predictions, targets, None, dtype, shape, axes, reduction, (), predictions.size, True, False)
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         msg = f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}"
         raise ValueError(msg)
@@ -207,7 +202,8 @@ def resolve(
         count = math.prod(shape[d] for d in axes)
     p, t = _compute_array(p, dtype), _compute_array(t, dtype)
     flat = not kept_shape and w is None and p.shape == t.shape and _is_dense(p.flags) and _is_dense(t.flags)
-    return Call(p, t, w, dtype, shape, axes, reduction, kept_shape, count, flat)
+    broadcast = (1,) * (len(shape) - p.ndim) + p.shape != shape
+    return Call(p, t, w, dtype, shape, axes, reduction, kept_shape, count, flat, broadcast)
 
 
 def _denominators(call: Call, warn: bool = True) -> np.ndarray | float:
@@ -360,8 +356,8 @@ def _gradient_into(call: Call, target: np.ndarray, scale: np.ndarray, sums: np.n
 
 
 def _gradient(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[Any, np.ndarray]:
-    if out is None:
-        out = target = np.empty(call.predictions.shape, call.dtype)
+    if out is None:  # laid out like predictions, as NumPy's ufuncs do
+        out = target = np.empty_like(call.predictions, subok=False)
     else:
         target = _writable_target(_check_out(out, call), call)
     loss = None

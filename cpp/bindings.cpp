@@ -136,6 +136,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("sum_squared_error_and_scaled_difference",
           &entry<fastmse::sum_squared_error_and_scaled_difference>, signature_doc);
     m.def("squared_error", &entry<fastmse::squared_error>, signature_doc);
+    m.def("sum_difference", &entry<fastmse::sum_difference>, signature_doc);
     m.def(
         "stream_read",
         [](const py::array& array) {

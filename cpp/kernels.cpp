@@ -50,17 +50,17 @@ struct Scalar<Half> {
     static Half store(double v) { return double_to_half(v); }
 };
 
-enum class Pass { sum, grad, sum_and_grad, elementwise };
+enum class Pass { sum, grad, sum_and_grad, elementwise, sum_difference };
 
 constexpr int64_t kPrefetchDistance = 1024;  // elements
 
 template <Pass P>
-inline constexpr bool kSums = P == Pass::sum || P == Pass::sum_and_grad;
+inline constexpr bool kSums = P == Pass::sum || P == Pass::sum_and_grad || P == Pass::sum_difference;
 template <Pass P>
-inline constexpr bool kWrites = P != Pass::sum;
+inline constexpr bool kWrites = P == Pass::grad || P == Pass::sum_and_grad || P == Pass::elementwise;
 
 // The arithmetic of one position, in the order the Numba kernels mirror:
-// d = p - t; loss term (w * d) * d; gradient term (scale * w) * d.
+// d = p - t; loss term (w * d) * d; gradient term (scale * w) * d; difference term w * d.
 template <typename T>
 inline double difference(const T* p, const T* t) {
     return Scalar<T>::load(*p) - Scalar<T>::load(*t);
@@ -79,13 +79,20 @@ inline void write(T* out, double scale, double weight, double d) {
     if constexpr (P == Pass::grad || P == Pass::sum_and_grad) *out = Scalar<T>::store(scale * weight * d);
 }
 
+// What a summing pass adds up at one position.
+template <Pass P>
+inline double term(double weight, double d) {
+    if constexpr (P == Pass::sum_difference) return weight * d;
+    return weight * d * d;
+}
+
 // One position: writes `out` where the pass does and returns its share of the sum.
 template <Pass P, bool Weighted, typename T, typename Wt>
 inline double element(const T* p, const T* t, const Wt* w, T* out, double scale) {
     const double d = difference(p, t);
     const double weight = weight_at<Weighted>(w);
     write<P>(out, scale, weight, d);
-    return weight * d * d;
+    return term<P>(weight, d);
 }
 
 enum OperandIndex { kP, kT, kW, kOut, kLoss, kScale, kOperands };
@@ -281,7 +288,7 @@ inline void run_lanes(double* lanes, int64_t lane, Cursor<T, Wt> c, const int64_
         load_lanes(i, d, weight);
         if constexpr (kWrites<P>)
             for (int64_t l = 0; l < kLanes; ++l) write<P>(out + (i + l) * so, scale, weight[l], d[l]);
-        for (int64_t l = 0; l < kLanes; ++l) acc[l] += weight[l] * d[l] * d[l];
+        for (int64_t l = 0; l < kLanes; ++l) acc[l] += term<P>(weight[l], d[l]);
     }
     for (; i < n; ++i) acc[(lane + i) & (kLanes - 1)] += value(i);
     for (int64_t l = 0; l < kLanes; ++l) lanes[l] = acc[l];
@@ -518,6 +525,7 @@ void sum_squared_error_and_scaled_difference(const Problem& problem) {
     dispatch<Pass::sum_and_grad>(problem);
 }
 void squared_error(const Problem& problem) { dispatch<Pass::elementwise>(problem); }
+void sum_difference(const Problem& problem) { dispatch<Pass::sum_difference>(problem); }
 
 uint64_t stream_read(const void* data, int64_t bytes, int num_threads) {
     // Prefetched like the kernels, so the ceiling is not lower than what they reach.

@@ -1,4 +1,4 @@
-// The kernel interface every fastmse backend implements: four passes over a strided,
+// The kernel interface every fastmse backend implements: five passes over a strided,
 // broadcast problem. Plain C++ on raw buffers; nothing here knows about Python.
 #pragma once
 
@@ -49,6 +49,9 @@ void scaled_difference(const Problem& problem);
 void sum_squared_error_and_scaled_difference(const Problem& problem);
 // out = w * (p - t)^2, elementwise.
 void squared_error(const Problem& problem);
+// loss = sum over the summed dimensions of w * (p - t), in float64: the gradient where
+// predictions is broadcast along those dimensions, before its constant factor.
+void sum_difference(const Problem& problem);
 
 // Reads `bytes` bytes once on all threads and returns a checksum: the streaming-read
 // bandwidth ceiling that benchmarks measure the kernels against.

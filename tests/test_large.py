@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fastmse import _backends, mse
+from fastmse import _backends, mse, mse_and_grad, mse_grad
 
 N = 2**31 + 77
 
@@ -35,3 +35,15 @@ def test_more_than_2_31_positions_across_rows(compiled_backend):
     assert mse(p, t, reduction="sum") == exact_row * rows
     per_column = mse(p, t, axis=0)
     np.testing.assert_array_equal(per_column, row * row)
+
+
+def test_gradient_of_broadcast_predictions_beyond_2_31(compiled_backend):
+    # Each predicted value meets 2**31+ targets: its gradient is one sum that long,
+    # computed by the kernels without a full-size temporary.
+    p = np.array([[1.5], [2.5]], np.float32)
+    t = np.broadcast_to(np.float32(0.5), (2, 2**31 + 5))
+    np.testing.assert_array_equal(mse_grad(p, t, axis=1), np.array([[2.0], [4.0]], np.float32))
+    if compiled_backend.name == "cpp":  # the Numba kernels take minutes for more passes
+        loss, grad = mse_and_grad(p, t, reduction="sum")
+        assert loss == np.float32((1.0 + 4.0) * t.shape[1])
+        np.testing.assert_array_equal(grad, np.array([[2.0], [4.0]], np.float32) * np.float32(t.shape[1]))

@@ -301,20 +301,30 @@ def _writable_target(out: np.ndarray, call: Call) -> np.ndarray:
 
 def _broadcast_gradient(call: Call, scale: np.ndarray, out: np.ndarray) -> None:
     """The gradient where predictions is broadcast: summed over the axes it is broadcast
-    along, as autograd does. Rare, so plain NumPy in float64 (O(n) temporaries)."""
-    kept_scale = scale
-    if scale.ndim:
-        kept_scale = scale.reshape(tuple(1 if d in call.axes else n for d, n in enumerate(call.shape)))
-    d = call.predictions.astype(np.float64) - call.targets.astype(np.float64)
-    full = kept_scale * d if call.weights is None else kept_scale * call.weights.astype(np.float64) * d
-    full = np.broadcast_to(full, call.shape)
-    lead = len(call.shape) - call.predictions.ndim
-    axes = tuple(range(lead)) + tuple(
-        lead + d for d, n in enumerate(call.predictions.shape) if n == 1 and call.shape[lead + d] != 1
-    )
-    gradient = np.sum(full, axis=axes, keepdims=True).reshape(call.predictions.shape)
+    along, as autograd does. Where the factor 2 / denominator is constant along those
+    axes (always, but for a weighted mean over an axis along which predictions is also
+    broadcast), the kernels sum w * (p - t) there and the factor is applied after;
+    otherwise plain NumPy in float64 (O(n) temporaries)."""
+    padded = (1,) * (len(call.shape) - call.predictions.ndim) + call.predictions.shape
+    spread = tuple(d for d, n in enumerate(padded) if n == 1 and call.shape[d] != 1)
+    if scale.ndim:  # one factor per loss position: as an array broadcasting to the shape
+        scale = scale.reshape(tuple(1 if d in call.axes else n for d, n in enumerate(call.shape)))
+    p, t, w = call.predictions, call.targets, call.weights
+    if 0 in call.shape:  # a sum of no terms, whatever the (infinite) factor
+        out[...] = 0
+        return
+    if scale.ndim == 0 or all(scale.shape[d] == 1 for d in spread):
+        sums = np.empty(tuple(n for d, n in enumerate(call.shape) if d not in spread), _FLOAT64)
+        _backends.current().reduce_difference(make_plan(call.shape, spread, [p, t, w, None, sums, None]))
+        with np.errstate(invalid="ignore"):  # inf * 0 where weights sum to zero: nan, as termwise
+            gradient = scale * sums.reshape(padded)  # scale has extent 1 along `spread`
+    else:
+        with np.errstate(all="ignore"):
+            d = p.astype(np.float64) - t.astype(np.float64)
+            full = np.broadcast_to(scale * d if w is None else scale * w.astype(np.float64) * d, call.shape)
+            gradient = np.sum(full, axis=spread, keepdims=True)
     with np.errstate(over="ignore"):
-        out[...] = gradient.astype(call.dtype)
+        out[...] = gradient.reshape(call.predictions.shape)
 
 
 def _elementwise_loss(call: Call) -> np.ndarray:

@@ -30,6 +30,9 @@ class NativeBackend:
     def squared_error(self, plan: Plan) -> None:
         self._core.squared_error(plan.shape, plan.n_kept, plan.arrays, plan.strides)
 
+    def reduce_difference(self, plan: Plan) -> None:
+        self._core.sum_difference(plan.shape, plan.n_kept, plan.arrays, plan.strides)
+
     def get_num_threads(self) -> int:
         return int(self._core.get_num_threads())
 

@@ -23,7 +23,7 @@ TILE = 64
 CHUNK = 1 << 15
 PARALLEL_MIN = 1 << 16
 P, T, W, OUT, LOSS, SCALE = range(6)
-SUM, GRAD, SUM_AND_GRAD, ELEMENTWISE = range(4)
+SUM, GRAD, SUM_AND_GRAD, ELEMENTWISE, SUM_DIFFERENCE = range(5)
 
 
 @register_jitable
@@ -91,12 +91,19 @@ def _store(array, i, value):
 
 
 @register_jitable
+def sums(kind):
+    return kind == SUM or kind == SUM_AND_GRAD or kind == SUM_DIFFERENCE
+
+
+@register_jitable
 def element(kind, weighted, p, ip, t, it, w, iw, out, io, scale):
     d = load(p, ip) - load(t, it)
     weight = load(w, iw) if weighted else 1.0
     if kind == ELEMENTWISE:
         store(out, io, weight * d * d)
         return 0.0
+    if kind == SUM_DIFFERENCE:
+        return weight * d
     if kind != SUM:
         store(out, io, scale * weight * d)
     return weight * d * d
@@ -214,7 +221,7 @@ def lane_tasks(begin, end, kind, weighted, has_scale, shape, n_kept, n_red, n_ch
             one[0] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
             cascade_push(stack, state, one, 1, scratch)
         cascade_total(stack, state, one, 1)
-        if kind == SUM or kind == SUM_AND_GRAD:
+        if sums(kind):
             store_sum(n_chunks, partials, loss, origin, o, c, kept_offset[LOSS], one[0])
 
 
@@ -236,7 +243,7 @@ def tile_tasks(begin, end, kind, weighted, has_scale, shape, n_kept, n_red, n_ch
     stack = np.zeros((64, TILE))
     state = np.zeros(2, np.int64)
     scratch = np.zeros(TILE)
-    sums = kind == SUM or kind == SUM_AND_GRAD
+    summing = sums(kind)
     for task in range(begin, end):
         c = task % n_chunks
         tile = (task // n_chunks) % n_tiles
@@ -266,9 +273,9 @@ def tile_tasks(begin, end, kind, weighted, has_scale, shape, n_kept, n_red, n_ch
                                       t, it + j * strides[T, j_dim], w, iw + j * strides[W, j_dim],
                                       out, io + j * strides[OUT, j_dim], factors[j])
                 advance(shape, strides, n_kept, ndim, 1, summed_index, summed_offset)
-            if sums:
+            if summing:
                 cascade_push(stack, state, acc, width, scratch)
-        if sums:
+        if summing:
             cascade_total(stack, state, values, width)
             o0 = outer * extent + j0
             for j in range(width):
@@ -287,11 +294,11 @@ def run(kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out,
     n_red = 1
     for d in range(n_kept, ndim):
         n_red *= shape[d]
-    sums = kind == SUM or kind == SUM_AND_GRAD
+    summing = sums(kind)
     if n_out == 0:
         return
     if n_red == 0:
-        if sums:
+        if summing:
             index = np.zeros(ndim, np.int64)
             offset = np.zeros(6, np.int64)
             for o in range(n_out):
@@ -305,7 +312,7 @@ def run(kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out,
         cost_j = abs(strides[P, j]) + abs(strides[T, j])
         cost_r = abs(strides[P, r]) + abs(strides[T, r])
         across = shape[r] == 1 or cost_j < cost_r
-    partials = np.zeros(n_out * n_chunks if sums and n_chunks > 1 else 0)
+    partials = np.zeros(n_out * n_chunks if summing and n_chunks > 1 else 0)
     if across:
         n_tasks = n_out // shape[j] * ((shape[j] + TILE - 1) // TILE) * n_chunks
     else:
@@ -320,7 +327,7 @@ def run(kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out,
         else:
             lane_tasks(begin, end, kind, weighted, has_scale, shape, n_kept, n_red, n_chunks,
                        strides, origin, p, t, w, out, loss, scale, partials)
-    if sums and n_chunks > 1:
+    if summing and n_chunks > 1:
         index = np.zeros(ndim, np.int64)
         offset = np.zeros(6, np.int64)
         stack = np.zeros((64, 1))
@@ -392,6 +399,9 @@ class NumbaBackend:
 
     def squared_error(self, plan: Plan) -> None:
         self._run(ELEMENTWISE, plan)
+
+    def reduce_difference(self, plan: Plan) -> None:
+        self._run(SUM_DIFFERENCE, plan)
 
     def get_num_threads(self) -> int:
         return numba.get_num_threads()

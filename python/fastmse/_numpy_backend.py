@@ -62,6 +62,11 @@ class NumpyBackend:
         self._store_grad(plan, d, weight)
 
     @np.errstate(all="ignore")
+    def reduce_difference(self, plan: Plan) -> None:
+        d, weight = self._terms(plan)
+        self._store_sums(plan, weight * d)
+
+    @np.errstate(all="ignore")
     def squared_error(self, plan: Plan) -> None:
         d, weight = self._terms(plan)
         out = _view(plan, 3)

@@ -236,14 +236,15 @@ def _scale(denominator: np.ndarray | float | None) -> np.ndarray:
 def _finish(call: Call, sums: np.ndarray, denominator: np.ndarray | float | None, keepdims: bool) -> Any:
     """The loss from the float64 sums: divided for "mean", shaped, rounded once. A loss
     beyond the dtype's range is inf, silently, as in the kernels."""
-    if sums.ndim == 0 and not keepdims and not isinstance(denominator, np.ndarray):
-        total = float(sums)
-        if denominator is not None:
-            total = total / denominator if denominator else math.nan
+    if type(denominator) is float and not keepdims and not call.kept_shape:
+        total = float(sums) / denominator if denominator else math.nan
         if abs(total) < 6.0e4 or call.dtype is _FLOAT64:  # cannot overflow: skip errstate's cost
             return call.dtype.type(total)
         with np.errstate(over="ignore"):
             return call.dtype.type(total)
+    if sums.ndim == 0 and not keepdims and denominator is None:
+        with np.errstate(over="ignore"):
+            return call.dtype.type(float(sums))
     if denominator is not None:
         with np.errstate(divide="ignore", invalid="ignore"):
             sums = np.divide(sums, denominator)

@@ -15,9 +15,10 @@ class NativeBackend:
     def __init__(self, core: ModuleType) -> None:
         self._core = core
         self.build = core.build_info()
+        self._sum_squared_error = core.sum_squared_error  # looked up once: small calls count
 
     def reduce(self, plan: Plan) -> None:
-        self._core.sum_squared_error(plan.shape, plan.n_kept, plan.arrays, plan.strides)
+        self._sum_squared_error(plan.shape, plan.n_kept, plan.arrays, plan.strides)
 
     def grad(self, plan: Plan) -> None:
         self._core.scaled_difference(plan.shape, plan.n_kept, plan.arrays, plan.strides)

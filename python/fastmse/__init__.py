@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._accumulator import MSEAccumulator
 from ._api import mse, mse_and_grad, mse_grad
 from ._config import get_num_threads, set_num_threads, show_config
 
@@ -19,6 +20,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "MSEAccumulator",
     "__version__",
     "get_num_threads",
     "mse",

@@ -21,7 +21,7 @@ from ._plan import contiguous_plan, make_plan
 Reduction = Literal["mean", "sum", "none"]
 Axis = int | tuple[int, ...] | None
 
-_REDUCTIONS = ("mean", "sum", "none")
+REDUCTIONS = ("mean", "sum", "none")
 _FLOAT64 = np.dtype(np.float64)
 _ALL_AXES = [tuple(range(n)) for n in range(33)]
 _FLOAT16, _FLOAT32 = np.dtype(np.float16), np.dtype(np.float32)
@@ -47,6 +47,11 @@ def _as_array(value: Any, name: str) -> np.ndarray:
         msg = f"{name} has dtype {array.dtype}; fastmse takes real numbers (bool, integer, float)"
         raise TypeError(msg)
     return array
+
+
+def is_dask(*values: Any) -> bool:
+    """Whether any of `values` is a Dask array (checked without importing Dask)."""
+    return any(type(v).__module__.startswith("dask.") and hasattr(v, "__dask_graph__") for v in values)
 
 
 def _weak(value: Any, array: np.ndarray) -> Any:
@@ -91,7 +96,7 @@ def as_integer(value: Any, message: str) -> int:
         raise TypeError(message) from None
 
 
-def _normalize_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
+def normalize_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
     if axis is None:
         return _ALL_AXES[ndim] if ndim < len(_ALL_AXES) else tuple(range(ndim))
     items = axis if isinstance(axis, tuple) else (axis,)
@@ -154,8 +159,12 @@ def resolve(
     weights: ArrayLike | None,
     axis: Axis,
     reduction: str,
+    signed_weights: bool = False,
 ) -> Call:
-    """Check every argument and bring the arrays to the dtype the kernels compute in."""
+    """Check every argument and bring the arrays to the dtype the kernels compute in.
+
+    `signed_weights` lets negative weights through, for the compatibility modules whose
+    originals accept them (scikit-learn, PyTorch)."""
     dtype = getattr(predictions, "dtype", None)
     if (
         (dtype is _FLOAT32 or dtype is _FLOAT64 or dtype is _FLOAT16)
@@ -166,7 +175,7 @@ def resolve(
         and targets.dtype is dtype
         and predictions.shape == targets.shape
         and type(reduction) is str
-        and reduction in _REDUCTIONS
+        and reduction in REDUCTIONS
         and _is_dense(predictions.flags)
         and _is_dense(targets.flags)
     ):
@@ -175,7 +184,7 @@ def resolve(
         shape = predictions.shape
         axes = _ALL_AXES[len(shape)] if len(shape) < len(_ALL_AXES) else tuple(range(len(shape)))
         return Call(predictions, targets, None, dtype, shape, axes, reduction, (), predictions.size, True, False)
-    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         msg = f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}"
         raise ValueError(msg)
     p = _as_array(predictions, "predictions")
@@ -186,12 +195,12 @@ def resolve(
     if reduction == "none" and axis is not None:
         msg = f"axis must be None with reduction='none', not {axis!r}"
         raise ValueError(msg)
-    axes = _normalize_axes(axis, len(shape))
+    axes = normalize_axes(axis, len(shape))
     if w is not None:
         # Weights keep their precision: the kernels read them in the data's dtype or float64.
         w = _compute_array(w, dtype if w.dtype == dtype else _FLOAT64)
         lowest = np.fmin.reduce(w, axis=None) if w.size else 0  # fmin: a NaN cannot hide a -1
-        if lowest < 0:
+        if lowest < 0 and not signed_weights:
             msg = f"weights must be non-negative; found {lowest}"
             raise ValueError(msg)
     if len(axes) == len(shape):
@@ -335,10 +344,8 @@ def _elementwise_loss(call: Call) -> np.ndarray:
     return loss[()] if loss.ndim == 0 else loss
 
 
-def _loss(call: Call, keepdims: bool) -> Any:
-    if call.reduction == "none":
-        return _elementwise_loss(call)
-    denominator = _denominators(call) if call.reduction == "mean" else None
+def _sums(call: Call) -> np.ndarray:
+    """sum(w * (p - t) ** 2) over the call's axes, in float64, shaped `kept_shape`."""
     sums = np.empty(call.kept_shape, _FLOAT64)
     p, t = call.predictions, call.targets
     if call.flat:
@@ -346,7 +353,60 @@ def _loss(call: Call, keepdims: bool) -> Any:
     else:
         plan = make_plan(call.shape, call.axes, [p, t, call.weights, None, sums, None])
     _backends.current().reduce(plan)
-    return _finish(call, sums, denominator, keepdims)
+    return sums
+
+
+def _loss(call: Call, keepdims: bool) -> Any:
+    if call.reduction == "none":
+        return _elementwise_loss(call)
+    denominator = _denominators(call) if call.reduction == "mean" else None
+    return _finish(call, _sums(call), denominator, keepdims)
+
+
+@dataclass(slots=True)
+class Partial:
+    """The float64 sums behind a loss, before division and rounding: what batches,
+    chunks and workers add up to give the one-call result."""
+
+    dtype: np.dtype  # the result dtype of the call
+    shape: tuple[int, ...]  # the broadcast shape S
+    kept_shape: tuple[int, ...]
+    sums: np.ndarray  # sum(w * (p - t) ** 2) per kept position, float64
+    weight_sums: np.ndarray  # sum(w) per kept position (the count without weights), float64
+
+
+def partial_sums(
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    weights: ArrayLike | None = None,
+    axis: Axis = None,
+    *,
+    signed_weights: bool = False,
+) -> Partial:
+    """The float64 sums of a ``mse(..., reduction="sum")`` call and of its weights, with
+    every check of :func:`mse`."""
+    call = resolve(predictions, targets, weights, axis, "sum", signed_weights)
+    if call.weights is None:
+        weight_sums = np.full(call.kept_shape, float(call.count))
+    else:
+        weight_sums = np.asarray(_denominators(call, warn=False), dtype=_FLOAT64)
+    return Partial(call.dtype, call.shape, call.kept_shape, _sums(call), weight_sums)
+
+
+def finish_mean(sums: Any, weight_sums: Any, dtype: np.dtype, reduction: str) -> Any:
+    """The loss from summed partials: divided for "mean" (nan with a RuntimeWarning where
+    the weights sum to zero, as :func:`mse` does), rounded once to `dtype`."""
+    sums = np.asarray(sums, dtype=_FLOAT64)
+    if reduction == "mean":
+        weight_sums = np.asarray(weight_sums, dtype=_FLOAT64)
+        if np.any(weight_sums == 0):
+            msg = "mean over zero elements or weights that sum to zero: the result is nan"
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sums = sums / weight_sums
+    with np.errstate(over="ignore"):
+        result = sums.astype(dtype)
+    return result[()] if result.ndim == 0 else result
 
 
 def _gradient_into(call: Call, target: np.ndarray, scale: np.ndarray, sums: np.ndarray | None) -> None:
@@ -364,6 +424,26 @@ def _gradient_into(call: Call, target: np.ndarray, scale: np.ndarray, sums: np.n
         plan = make_plan(call.shape, call.axes, arrays)
     backend = _backends.current()
     (backend.grad if sums is None else backend.reduce_and_grad)(plan)
+
+
+def gradient_with_denominator(
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    weights: ArrayLike | None,
+    axis: Axis,
+    reduction: str,
+    denominator: Any,
+) -> np.ndarray:
+    """``mse_grad`` of a piece of a larger array: the mean's denominators (a float, or
+    float64 per kept position) are given, since they are those of the whole."""
+    call = resolve(predictions, targets, weights, axis, reduction)
+    target = np.empty_like(call.predictions, subok=False)
+    if reduction != "mean":
+        denominator = None
+    elif isinstance(denominator, np.ndarray):
+        denominator = denominator.reshape(call.kept_shape)
+    _gradient_into(call, target, _scale(denominator), None)
+    return target
 
 
 def _gradient(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[Any, np.ndarray]:
@@ -387,6 +467,12 @@ def _gradient(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[An
     if target is not out:
         out[...] = target
     return loss, out
+
+
+def _refuse_lazy_out(out: Any) -> None:
+    if out is not None:
+        msg = "out cannot be used with Dask inputs: the result is lazy; store it with dask.array.store"
+        raise TypeError(msg)
 
 
 def mse(
@@ -445,6 +531,10 @@ def mse(
     >>> mse(np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32), axis=-1)
     array([1., 1.], dtype=float32)
     """
+    if type(predictions) is not np.ndarray and is_dask(predictions, targets, weights):
+        from . import _dask
+
+        return _dask.mse(predictions, targets, weights, axis, reduction, keepdims)
     return _loss(resolve(predictions, targets, weights, axis, reduction), keepdims)
 
 
@@ -491,6 +581,11 @@ def mse_grad(
     >>> mse_grad(np.array([[1.0, 3.0]]), np.array([[0.0, 0.0]]), axis=-1)
     array([[1., 3.]])
     """
+    if type(predictions) is not np.ndarray and is_dask(predictions, targets, weights):
+        from . import _dask
+
+        _refuse_lazy_out(out)
+        return _dask.mse_grad(predictions, targets, weights, axis, reduction)
     return _gradient(resolve(predictions, targets, weights, axis, reduction), out, False, with_loss=False)[1]
 
 
@@ -524,5 +619,10 @@ def mse_and_grad(
     >>> float(loss), grad
     (5.0, array([1., 3.]))
     """
+    if type(predictions) is not np.ndarray and is_dask(predictions, targets, weights):
+        from . import _dask
+
+        _refuse_lazy_out(out)
+        return _dask.mse_and_grad(predictions, targets, weights, axis, reduction, keepdims)
     loss, grad = _gradient(resolve(predictions, targets, weights, axis, reduction), out, keepdims, with_loss=True)
     return loss, grad

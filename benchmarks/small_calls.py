@@ -7,7 +7,6 @@ import sys
 import timeit
 
 import numpy as np
-
 from fastmse import mse, mse_and_grad, mse_grad
 
 

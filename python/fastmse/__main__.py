@@ -1,4 +1,4 @@
-"""Command line: ``python -m fastmse info`` and ``python -m fastmse bench``."""
+"""Command line: ``python -m fastmse info``, ``bench`` and ``eval``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--repeat", type=_positive, default=9, help="timed rounds (median reported)")
     bench.add_argument("--threads", type=_positive, default=None, help="threads (default: OpenMP's)")
     bench.add_argument("--json", dest="json_path", default=None, help="also write the figures to this file")
+    evaluate = commands.add_parser(
+        "eval", help="the loss of two .npy/.npz arrays, streamed from disk in bounded memory"
+    )
+    evaluate.add_argument("predictions", metavar="PRED", help="predictions: a .npy file, or file.npz[:NAME]")
+    evaluate.add_argument("targets", metavar="TARGET", help="targets, of the same shape")
+    evaluate.add_argument("--axis", type=int, action="append", help="an axis to reduce over (repeat for several)")
+    evaluate.add_argument("--weights", metavar="W", help="weights: the same shape, or broadcasting along axis 0")
+    evaluate.add_argument("--reduction", choices=["mean", "sum"], default="mean")
+    evaluate.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = parser.parse_args(argv)
 
     if args.command == "info":
@@ -31,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
 
         show_config()
         return 0
+    if args.command == "eval":
+        from . import _eval
+
+        return _eval.main(args)
     from . import _bench
 
     return _bench.main(args.size, args.dtype, args.repeat, args.threads, args.json_path)

@@ -118,7 +118,6 @@ class MSEAccumulator:
                 f"and kept shape {self._kept_shape} after reducing axes {self._axes}"
             )
             raise ValueError(msg)
-        assert self._sums is not None and self._weight_sums is not None
         self._sums.add(part.sums)
         self._weight_sums.add(part.weight_sums)
         self._dtype = part.dtype if self._dtype is None else np.promote_types(self._dtype, part.dtype)

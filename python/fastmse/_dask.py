@@ -99,7 +99,7 @@ def _chunk_gradient(
     if exact:  # partial gradients that Dask sums later: kept in float64, rounded once at the end
         p, t = p.astype(_FLOAT64), t.astype(_FLOAT64)
         w = None if w is None else w.astype(_FLOAT64)
-    return gradient_with_denominator(p, t, w, axes, reduction, denominator)
+    return gradient_with_denominator(p, t, w, None if reduction == "none" else axes, reduction, denominator)
 
 
 def mse_grad(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str) -> Any:

@@ -39,7 +39,7 @@ def _sum_over_outputs(outi: ArrayLike, out0: ArrayLike) -> tuple[float, np.dtype
     return float(part.sums) / outi.shape[1], part.dtype
 
 
-def MSE_loss(outi: ArrayLike, out0: ArrayLike) -> float:  # noqa: N802 - crysx_nn's name
+def MSE_loss(outi: ArrayLike, out0: ArrayLike) -> float:
     """``sum((outi - out0) ** 2) / k`` for (N, k) arrays, as a Python float (float64).
 
     Parameters
@@ -57,7 +57,7 @@ def MSE_loss(outi: ArrayLike, out0: ArrayLike) -> float:  # noqa: N802 - crysx_n
     return _sum_over_outputs(outi, out0)[0]
 
 
-def MSE_loss_grad(outi: ArrayLike, out0: ArrayLike) -> NDArray[Any]:  # noqa: N802
+def MSE_loss_grad(outi: ArrayLike, out0: ArrayLike) -> NDArray[Any]:
     """``2 * (outi - out0) / k`` for (N, k) arrays, in the inputs' result dtype.
 
     Parameters
@@ -72,7 +72,7 @@ def MSE_loss_grad(outi: ArrayLike, out0: ArrayLike) -> NDArray[Any]:  # noqa: N8
     return mse_grad(*_check(outi, out0), axis=-1)
 
 
-def MSE_loss_cupy(outi: ArrayLike, out0: ArrayLike) -> Any:  # noqa: N802
+def MSE_loss_cupy(outi: ArrayLike, out0: ArrayLike) -> Any:
     """``sum((outi - out0) ** 2) / k`` as a 0-d array of the input dtype (what
     ``cupy.sum(...) / k`` returns), rounded once from the float64 sum."""
     total, dtype = _sum_over_outputs(outi, out0)
@@ -80,7 +80,7 @@ def MSE_loss_cupy(outi: ArrayLike, out0: ArrayLike) -> Any:  # noqa: N802
         return np.asarray(total, dtype=dtype)
 
 
-def MSE_loss_grad_cupy(outi: ArrayLike, out0: ArrayLike) -> NDArray[Any]:  # noqa: N802
+def MSE_loss_grad_cupy(outi: ArrayLike, out0: ArrayLike) -> NDArray[Any]:
     """``2 * (outi - out0) / k``, as :func:`MSE_loss_grad`."""
     return MSE_loss_grad(outi, out0)
 

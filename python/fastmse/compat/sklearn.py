@@ -89,7 +89,7 @@ def _check_finite(array: np.ndarray, name: str | None) -> None:
         msg = f"{where} contains NaN."
         raise ValueError(msg)
     if np.isinf(array).any():
-        msg = f"{where} contains infinity or a value too large for dtype({array.dtype!r})."
+        msg = f"{where} contains infinity or a value too large for {array.dtype!r}."
         raise ValueError(msg)
 
 

@@ -44,7 +44,7 @@ def _legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
 
 
 def mse_loss(
-    input: ArrayLike,  # noqa: A002 - PyTorch's name
+    input: ArrayLike,
     target: ArrayLike,
     size_average: bool | None = None,
     reduce: bool | None = None,

@@ -1,0 +1,93 @@
+"""Dask inputs: lazy results from fastmse's kernels per chunk, equal to one in-memory call."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from checks import assert_matches
+from fastmse import mse, mse_and_grad, mse_grad
+from hypothesis import given
+from hypothesis import strategies as st
+
+da = pytest.importorskip("dask.array", reason="dask is in the test extra; install fastmse[test]")
+
+
+@st.composite
+def chunked_calls(draw):
+    shape = tuple(draw(st.lists(st.integers(1, 12), min_size=1, max_size=3)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    p = rng.standard_normal(shape).astype(dtype)
+    if draw(st.booleans()):  # predictions broadcast along some axes
+        p = p[tuple(slice(0, 1) if draw(st.booleans()) else slice(None) for _ in shape)]
+    t = rng.standard_normal(shape).astype(dtype)
+    w = rng.uniform(0.1, 2.0, tuple(1 if draw(st.booleans()) else n for n in shape)) if draw(st.booleans()) else None
+    reduction = draw(st.sampled_from(["mean", "sum", "none"]))
+    axis = None
+    if reduction != "none" and draw(st.booleans()):
+        axis = tuple(draw(st.lists(st.integers(0, len(shape) - 1), min_size=1, unique=True)))
+
+    def chunks(a):
+        return tuple(draw(st.integers(1, max(n, 1))) for n in a.shape)
+
+    lazy = [da.from_array(a, chunks=chunks(a)) for a in (p, t)]
+    lazy_w = None if w is None else da.from_array(w, chunks=chunks(w))
+    return (p, t, w), (lazy[0], lazy[1], lazy_w), {"axis": axis, "reduction": reduction}
+
+
+@given(chunked_calls(), st.booleans())
+def test_dask_equals_in_memory(case, keepdims):
+    (p, t, w), (lp, lt, lw), kwargs = case
+    expected = mse(p, t, weights=w, keepdims=keepdims, **kwargs)
+    lazy = mse(lp, lt, weights=lw, keepdims=keepdims, **kwargs)
+    assert isinstance(lazy, da.Array)
+    assert lazy.dtype == np.asarray(expected).dtype
+    assert_matches(lazy.compute(), np.asarray(expected, np.float64), p.dtype)
+    gradient = mse_grad(lp, lt, weights=lw, **kwargs)
+    assert isinstance(gradient, da.Array)
+    assert_matches(gradient.compute(), mse_grad(p, t, weights=w, **kwargs).astype(np.float64), p.dtype)
+    both = mse_and_grad(lp, lt, weights=lw, keepdims=keepdims, **kwargs)
+    assert_matches(both[0].compute(), np.asarray(expected, np.float64), p.dtype)
+
+
+def test_dask_checks_eagerly():
+    p = da.ones((4, 3), chunks=2)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        mse(p, da.ones((5, 3)))
+    with pytest.raises(np.exceptions.AxisError):
+        mse(p, p, axis=2)
+    with pytest.raises(TypeError, match="out cannot be used"):
+        mse_grad(p, p, out=np.empty((4, 3)))
+    with pytest.raises(TypeError, match="complex"):
+        mse(p, p.astype(np.complex128))
+
+
+def test_dask_mixed_with_numpy():
+    p = np.arange(12.0).reshape(4, 3)
+    lazy = mse(da.from_array(p, chunks=2), np.zeros((4, 3)), axis=0)
+    np.testing.assert_array_equal(lazy.compute(), mse(p, np.zeros((4, 3)), axis=0))
+
+
+@pytest.fixture(scope="module")
+def cluster_client():
+    distributed = pytest.importorskip("distributed", reason="distributed is in the test extra")
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+def test_on_a_local_cluster_with_worker_processes(cluster_client):
+    rng = np.random.default_rng(3)
+    p = rng.standard_normal((4000, 6)).astype(np.float32)
+    t = rng.standard_normal((4000, 6)).astype(np.float32)
+    w = rng.uniform(0.5, 1.5, (4000, 1))
+    lp, lt, lw = da.from_array(p, chunks=(500, 3)), da.from_array(t, chunks=(700, 6)), da.from_array(w, chunks=1000)
+    for axis in (None, 0, 1):
+        loss = cluster_client.compute(mse(lp, lt, weights=lw, axis=axis)).result()
+        assert_matches(loss, np.asarray(mse(p, t, weights=w, axis=axis), np.float64), np.float32)
+    gradient = cluster_client.compute(mse_grad(lp, lt, axis=1)).result()
+    assert_matches(gradient, mse_grad(p, t, axis=1).astype(np.float64), np.float32)
+    workers = cluster_client.run(lambda: __import__("os").getpid())
+    assert len(set(workers.values())) == 2

@@ -66,6 +66,9 @@ def test_dask_mixed_with_numpy():
     p = np.arange(12.0).reshape(4, 3)
     lazy = mse(da.from_array(p, chunks=2), np.zeros((4, 3)), axis=0)
     np.testing.assert_array_equal(lazy.compute(), mse(p, np.zeros((4, 3)), axis=0))
+    # a Dask array in second place (or as weights) makes the call lazy too: never a silent compute
+    assert isinstance(mse(p, da.zeros((4, 3), chunks=2)), da.Array)
+    assert isinstance(mse_grad(p, p, weights=da.ones(3, chunks=2)), da.Array)
 
 
 @pytest.fixture(scope="module")

@@ -469,6 +469,13 @@ def _gradient(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[An
     return loss, out
 
 
+def _maybe_dask(predictions: Any, targets: Any, weights: Any) -> bool:
+    # Two ndarrays and no weights (the common call) cannot involve Dask: skip the check.
+    if type(predictions) is np.ndarray and type(targets) is np.ndarray and weights is None:
+        return False
+    return is_dask(predictions, targets, weights)
+
+
 def _refuse_lazy_out(out: Any) -> None:
     if out is not None:
         msg = "out cannot be used with Dask inputs: the result is lazy; store it with dask.array.store"
@@ -531,7 +538,7 @@ def mse(
     >>> mse(np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32), axis=-1)
     array([1., 1.], dtype=float32)
     """
-    if type(predictions) is not np.ndarray and is_dask(predictions, targets, weights):
+    if _maybe_dask(predictions, targets, weights):
         from . import _dask
 
         return _dask.mse(predictions, targets, weights, axis, reduction, keepdims)
@@ -581,7 +588,7 @@ def mse_grad(
     >>> mse_grad(np.array([[1.0, 3.0]]), np.array([[0.0, 0.0]]), axis=-1)
     array([[1., 3.]])
     """
-    if type(predictions) is not np.ndarray and is_dask(predictions, targets, weights):
+    if _maybe_dask(predictions, targets, weights):
         from . import _dask
 
         _refuse_lazy_out(out)
@@ -619,7 +626,7 @@ def mse_and_grad(
     >>> float(loss), grad
     (5.0, array([1., 3.]))
     """
-    if type(predictions) is not np.ndarray and is_dask(predictions, targets, weights):
+    if _maybe_dask(predictions, targets, weights):
         from . import _dask
 
         _refuse_lazy_out(out)

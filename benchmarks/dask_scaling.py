@@ -31,15 +31,17 @@ def _median_seconds(run, repeat: int = 7) -> float:
 def main(elements: int = 1 << 26, workers: int = 2) -> None:
     chunk = 1 << 25
     nbytes = 2 * elements * 4
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        with Client(cluster) as client:
-            # one OpenMP thread per worker: a worker is a core
-            client.run(fastmse.set_num_threads, 1)
-            rng = da.random.default_rng(0)
-            p = rng.standard_normal(elements, chunks=chunk, dtype=np.float32).persist()
-            t = rng.standard_normal(elements, chunks=chunk, dtype=np.float32).persist()
-            dask_s = _median_seconds(lambda: fastmse.mse(p, t).compute())
-            dask_value = float(fastmse.mse(p, t).compute())
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        # one OpenMP thread per worker: a worker is a core
+        client.run(fastmse.set_num_threads, 1)
+        rng = da.random.default_rng(0)
+        p = rng.standard_normal(elements, chunks=chunk, dtype=np.float32).persist()
+        t = rng.standard_normal(elements, chunks=chunk, dtype=np.float32).persist()
+        dask_s = _median_seconds(lambda: fastmse.mse(p, t).compute())
+        dask_value = float(fastmse.mse(p, t).compute())
     rng_np = np.random.default_rng(0)
     p_np = rng_np.standard_normal(elements, dtype=np.float32)
     t_np = rng_np.standard_normal(elements, dtype=np.float32)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._api import REDUCTIONS, Axis, finish_mean, normalize_axes, partial_sums
+from ._api import REDUCTIONS, Axis, finish_mean, partial_sums
 
 
 class ExactSum:
@@ -99,18 +99,12 @@ class MSEAccumulator:
             Everything :func:`fastmse.mse` raises; a batch whose number of dimensions or
             non-batch extents differ from the first batch's; `axis` without 0.
         """
-        ndim = self._ndim
-        if ndim is None:
-            ndim = max(np.ndim(predictions), np.ndim(targets), 0 if weights is None else np.ndim(weights))
-            axes = normalize_axes(self.axis, ndim)
-            if ndim and 0 not in axes:
+        part = partial_sums(predictions, targets, weights, self.axis if self._ndim is None else self._axes)
+        if self._ndim is None:
+            if part.shape and 0 not in part.axes:
                 msg = f"axis must include 0, the axis batches are stacked along, not {self.axis!r}"
                 raise ValueError(msg)
-        else:
-            axes = self._axes
-        part = partial_sums(predictions, targets, weights, axes)
-        if self._ndim is None:
-            self._ndim, self._axes, self._kept_shape = len(part.shape), axes, part.kept_shape
+            self._ndim, self._axes, self._kept_shape = len(part.shape), part.axes, part.kept_shape
             self._sums, self._weight_sums = ExactSum(part.kept_shape), ExactSum(part.kept_shape)
         elif len(part.shape) != self._ndim or part.kept_shape != self._kept_shape:
             msg = (

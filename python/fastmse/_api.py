@@ -152,6 +152,12 @@ class Call:
     flat: bool  # all summed, one shape, C-contiguous, no weights: one dense dimension
     predictions_broadcast: bool  # targets or weights give predictions' values to several positions
 
+    def spread_axes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """predictions' shape padded to the call's dimensions, and the axes along which
+        targets or weights broadcast it (the gradient is summed over those)."""
+        padded = (1,) * (len(self.shape) - self.predictions.ndim) + self.predictions.shape
+        return padded, tuple(d for d, n in enumerate(padded) if n == 1 and self.shape[d] != 1)
+
 
 def resolve(
     predictions: ArrayLike,
@@ -315,8 +321,7 @@ def _broadcast_gradient(call: Call, scale: np.ndarray, out: np.ndarray) -> None:
     axes (always, but for a weighted mean over an axis along which predictions is also
     broadcast), the kernels sum w * (p - t) there and the factor is applied after;
     otherwise plain NumPy in float64 (O(n) temporaries)."""
-    padded = (1,) * (len(call.shape) - call.predictions.ndim) + call.predictions.shape
-    spread = tuple(d for d, n in enumerate(padded) if n == 1 and call.shape[d] != 1)
+    padded, spread = call.spread_axes()
     if scale.ndim:  # one factor per loss position: as an array broadcasting to the shape
         scale = scale.reshape(tuple(1 if d in call.axes else n for d, n in enumerate(call.shape)))
     p, t, w = call.predictions, call.targets, call.weights
@@ -370,6 +375,7 @@ class Partial:
 
     dtype: np.dtype  # the result dtype of the call
     shape: tuple[int, ...]  # the broadcast shape S
+    axes: tuple[int, ...]  # the reduced axes, normalized
     kept_shape: tuple[int, ...]
     sums: np.ndarray  # sum(w * (p - t) ** 2) per kept position, float64
     weight_sums: np.ndarray  # sum(w) per kept position (the count without weights), float64
@@ -390,7 +396,7 @@ def partial_sums(
         weight_sums = np.full(call.kept_shape, float(call.count))
     else:
         weight_sums = np.asarray(_denominators(call, warn=False), dtype=_FLOAT64)
-    return Partial(call.dtype, call.shape, call.kept_shape, _sums(call), weight_sums)
+    return Partial(call.dtype, call.shape, call.axes, call.kept_shape, _sums(call), weight_sums)
 
 
 def finish_mean(sums: Any, weight_sums: Any, dtype: np.dtype, reduction: str) -> Any:

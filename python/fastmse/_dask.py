@@ -12,22 +12,26 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ._api import Axis, finish_mean, gradient_with_denominator, partial_sums, resolve
+from ._api import (
+    Axis,
+    Call,
+    finish_mean,
+    gradient_with_denominator,
+    partial_sums,
+    resolve,
+)
+from ._api import mse as in_memory_mse
 
 _FLOAT64 = np.dtype(np.float64)
 
 
-def _prepare(
-    predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str
-) -> tuple[list[Any], tuple[int, ...], tuple[int, ...], np.dtype, bool]:
+def _prepare(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str) -> tuple[list[Any], Call]:
     """Every check of the in-memory call, made on zero-stride stand-ins of the real shapes
     (no data is read), then the inputs broadcast to one shape with aligned chunks."""
     arrays = [da.asarray(predictions), da.asarray(targets)] + ([] if weights is None else [da.asarray(weights)])
     stand_ins = [np.broadcast_to(np.zeros((), a.dtype), a.shape) for a in arrays]
     call = resolve(stand_ins[0], stand_ins[1], stand_ins[2] if weights is not None else None, axis, reduction)
-    broadcast = da.broadcast_arrays(*arrays)
-    spread = arrays[0].shape != call.shape
-    return broadcast, call.shape, call.axes, call.dtype, spread
+    return da.broadcast_arrays(*arrays), call
 
 
 def _chunk_sums(p: np.ndarray, t: np.ndarray, *rest: np.ndarray, axes: tuple[int, ...], weights: bool) -> np.ndarray:
@@ -66,11 +70,12 @@ def _finish_block(sums: np.ndarray, weight_sums: Any, result_dtype: np.dtype, re
 
 
 def mse(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, keepdims: bool) -> Any:
-    arrays, shape, axes, dtype, _ = _prepare(predictions, targets, weights, axis, reduction)
+    arrays, call = _prepare(predictions, targets, weights, axis, reduction)
+    dtype, axes = call.dtype, call.axes
+    meta = np.empty((0,) * len(call.shape), dtype)
     if reduction == "none":
-        return da.map_blocks(_elementwise, *arrays, dtype=dtype, meta=np.empty((0,) * len(shape), dtype))
+        return da.map_blocks(_elementwise, *arrays, dtype=dtype, meta=meta)
     sums, weight_sums = _sums(arrays, axes)
-    meta = np.empty((0,) * len(shape), dtype)
     loss = da.map_blocks(
         _finish_block, sums, weight_sums, result_dtype=dtype, reduction=reduction, dtype=dtype, meta=meta
     )
@@ -78,9 +83,7 @@ def mse(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str
 
 
 def _elementwise(p: np.ndarray, t: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-    from ._api import mse as in_memory
-
-    return np.asarray(in_memory(p, t, weights=w, reduction="none"))
+    return np.asarray(in_memory_mse(p, t, weights=w, reduction="none"))
 
 
 def _chunk_gradient(
@@ -103,7 +106,8 @@ def _chunk_gradient(
 
 
 def mse_grad(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str) -> Any:
-    arrays, shape, axes, dtype, spread = _prepare(predictions, targets, weights, axis, reduction)
+    arrays, call = _prepare(predictions, targets, weights, axis, reduction)
+    shape, axes, dtype, spread = call.shape, call.axes, call.dtype, call.predictions_broadcast
     extra: list[Any] = []
     if reduction == "mean":
         if weights is None:
@@ -126,11 +130,8 @@ def mse_grad(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction
     if not spread:
         return gradient
     # predictions was broadcast: the gradient is summed over the axes it was spread along
-    p_shape = da.asarray(predictions).shape
-    padded = (1,) * (len(shape) - len(p_shape)) + p_shape
-    along = tuple(d for d, n in enumerate(padded) if n == 1 and shape[d] != 1)
-    summed = gradient.sum(axis=along, keepdims=True).reshape(p_shape)
-    return summed.astype(dtype)
+    along = call.spread_axes()[1]
+    return gradient.sum(axis=along, keepdims=True).reshape(call.predictions.shape).astype(dtype)
 
 
 def mse_and_grad(

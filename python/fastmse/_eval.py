@@ -176,7 +176,7 @@ def evaluate(
                 raise EvalError(msg)
             whole_weights = weight_file.read_all()
         try:
-            axes = normalize_axes(None if axis is None else axis, len(pred.shape))
+            axes = normalize_axes(axis, len(pred.shape))
         except (ValueError, TypeError, np.exceptions.AxisError) as error:
             raise EvalError(str(error)) from error
         row_bytes = max(math.prod(pred.shape[1:]) * max(pred.dtype.itemsize, targ.dtype.itemsize), 1)

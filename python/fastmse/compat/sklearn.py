@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .._api import partial_sums
+from .._api import finish_mean, partial_sums
 
 _MULTIOUTPUT = ("raw_values", "uniform_average")
 
@@ -197,8 +197,7 @@ def mean_squared_error(
     if np.any(part.weight_sums == 0):
         msg = "Weights sum to zero, can't be normalized"
         raise ZeroDivisionError(msg)
-    with np.errstate(over="ignore"):
-        output_errors = (part.sums / part.weight_sums).astype(dtype)
+    output_errors = finish_mean(part.sums, part.weight_sums, dtype, "mean")
     if isinstance(multioutput, str) and multioutput == "raw_values":
         return output_errors
     return float(np.average(output_errors, weights=output_weights))

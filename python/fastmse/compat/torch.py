@@ -106,11 +106,13 @@ def mse_loss(
     if reduction not in _REDUCTIONS:
         msg = f"Invalid reduction mode: {reduction}. Expected one of 'none', 'mean', 'sum'."
         raise ValueError(msg)
-    # PyTorch multiplies by the weights in their dtype: float64 weights give float64 losses.
-    dtype = np.result_type(np.asarray(input).dtype, np.asarray(target).dtype, np.asarray(weight).dtype)
-    if dtype.kind == "f" and dtype.itemsize > resolve(input, target, None, None, "none").dtype.itemsize:
-        input, target = np.asarray(input, dtype=dtype), np.asarray(target, dtype=dtype)
-    return _loss(resolve(input, target, weight, None, reduction, signed_weights=True), keepdims=False)
+    weight = np.asarray(weight)
+    call = resolve(input, target, weight, None, reduction, signed_weights=True)
+    if weight.dtype.kind == "f" and weight.dtype.itemsize > call.dtype.itemsize:
+        # PyTorch multiplies by the weights in their dtype: float64 weights give float64 losses.
+        wider = weight.dtype
+        call = resolve(np.asarray(input, wider), np.asarray(target, wider), weight, None, reduction, signed_weights=True)
+    return _loss(call, keepdims=False)
 
 
 __all__ = ["mse_loss"]

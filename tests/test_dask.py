@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from checks import assert_matches
-from fastmse import mse, mse_and_grad, mse_grad
+from fastmse import MSEAccumulator, mse, mse_and_grad, mse_grad
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -69,6 +69,9 @@ def test_dask_mixed_with_numpy():
     # a Dask array in second place (or as weights) makes the call lazy too: never a silent compute
     assert isinstance(mse(p, da.zeros((4, 3), chunks=2)), da.Array)
     assert isinstance(mse_grad(p, p, weights=da.ones(3, chunks=2)), da.Array)
+    # functions that compute in memory refuse Dask arrays rather than computing them whole
+    with pytest.raises(TypeError, match="Dask arrays are taken by"):
+        MSEAccumulator().update(da.ones(3, chunks=2), np.zeros(3))
 
 
 @pytest.fixture(scope="module")

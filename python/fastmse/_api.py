@@ -54,6 +54,12 @@ def is_dask(*values: Any) -> bool:
     return any(type(v).__module__.startswith("dask.") and hasattr(v, "__dask_graph__") for v in values)
 
 
+class DaskInputError(TypeError):
+    """A Dask array reached a function that computes in memory. Raised by :func:`resolve`
+    (off the NumPy fast path, so NumPy calls pay nothing for the check); ``mse``,
+    ``mse_grad`` and ``mse_and_grad`` catch it and build the lazy Dask result instead."""
+
+
 def _weak(value: Any, array: np.ndarray) -> Any:
     """What np.result_type should see: a Python int or float as itself (a "weak" scalar
     that takes the other argument's dtype, NEP 50), anything else as its array."""
@@ -190,6 +196,9 @@ def resolve(
         shape = predictions.shape
         axes = _ALL_AXES[len(shape)] if len(shape) < len(_ALL_AXES) else tuple(range(len(shape)))
         return Call(predictions, targets, None, dtype, shape, axes, reduction, (), predictions.size, True, False)
+    if is_dask(predictions, targets, weights):  # never computed into memory silently
+        msg = "Dask arrays are taken by fastmse.mse, mse_grad and mse_and_grad (lazily), not here"
+        raise DaskInputError(msg)
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         msg = f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}"
         raise ValueError(msg)
@@ -475,13 +484,6 @@ def _gradient(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[An
     return loss, out
 
 
-def _maybe_dask(predictions: Any, targets: Any, weights: Any) -> bool:
-    # Two ndarrays and no weights (the common call) cannot involve Dask: skip the check.
-    if type(predictions) is np.ndarray and type(targets) is np.ndarray and weights is None:
-        return False
-    return is_dask(predictions, targets, weights)
-
-
 def _refuse_lazy_out(out: Any) -> None:
     if out is not None:
         msg = "out cannot be used with Dask inputs: the result is lazy; store it with dask.array.store"
@@ -544,11 +546,13 @@ def mse(
     >>> mse(np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32), axis=-1)
     array([1., 1.], dtype=float32)
     """
-    if _maybe_dask(predictions, targets, weights):
+    try:
+        call = resolve(predictions, targets, weights, axis, reduction)
+    except DaskInputError:
         from . import _dask
 
         return _dask.mse(predictions, targets, weights, axis, reduction, keepdims)
-    return _loss(resolve(predictions, targets, weights, axis, reduction), keepdims)
+    return _loss(call, keepdims)
 
 
 def mse_grad(
@@ -594,12 +598,14 @@ def mse_grad(
     >>> mse_grad(np.array([[1.0, 3.0]]), np.array([[0.0, 0.0]]), axis=-1)
     array([[1., 3.]])
     """
-    if _maybe_dask(predictions, targets, weights):
+    try:
+        call = resolve(predictions, targets, weights, axis, reduction)
+    except DaskInputError:
         from . import _dask
 
         _refuse_lazy_out(out)
         return _dask.mse_grad(predictions, targets, weights, axis, reduction)
-    return _gradient(resolve(predictions, targets, weights, axis, reduction), out, False, with_loss=False)[1]
+    return _gradient(call, out, False, with_loss=False)[1]
 
 
 def mse_and_grad(
@@ -632,10 +638,12 @@ def mse_and_grad(
     >>> float(loss), grad
     (5.0, array([1., 3.]))
     """
-    if _maybe_dask(predictions, targets, weights):
+    try:
+        call = resolve(predictions, targets, weights, axis, reduction)
+    except DaskInputError:
         from . import _dask
 
         _refuse_lazy_out(out)
         return _dask.mse_and_grad(predictions, targets, weights, axis, reduction, keepdims)
-    loss, grad = _gradient(resolve(predictions, targets, weights, axis, reduction), out, keepdims, with_loss=True)
+    loss, grad = _gradient(call, out, keepdims, with_loss=True)
     return loss, grad

@@ -70,7 +70,7 @@ def test_dask_mixed_with_numpy():
     assert isinstance(mse(p, da.zeros((4, 3), chunks=2)), da.Array)
     assert isinstance(mse_grad(p, p, weights=da.ones(3, chunks=2)), da.Array)
     # functions that compute in memory refuse Dask arrays rather than computing them whole
-    with pytest.raises(TypeError, match="Dask arrays are taken by"):
+    with pytest.raises(TypeError, match="predictions: Dask arrays are taken by"):
         MSEAccumulator().update(da.ones(3, chunks=2), np.zeros(3))
 
 

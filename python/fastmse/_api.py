@@ -197,7 +197,9 @@ def resolve(
         axes = _ALL_AXES[len(shape)] if len(shape) < len(_ALL_AXES) else tuple(range(len(shape)))
         return Call(predictions, targets, None, dtype, shape, axes, reduction, (), predictions.size, True, False)
     if is_dask(predictions, targets, weights):  # never computed into memory silently
-        msg = "Dask arrays are taken by fastmse.mse, mse_grad and mse_and_grad (lazily), not here"
+        named = (("predictions", predictions), ("targets", targets), ("weights", weights))
+        which = ", ".join(name for name, value in named if is_dask(value))
+        msg = f"{which}: Dask arrays are taken by fastmse.mse, mse_grad and mse_and_grad (lazily), not here"
         raise DaskInputError(msg)
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         msg = f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}"

@@ -102,8 +102,9 @@ enum OperandIndex { kP, kT, kW, kOut, kLoss, kScale, kOperands };
 struct Layout {
     int ndim = 0;
     int n_kept = 0;
-    int64_t shape[kMaxDims + 1] = {};
-    int64_t strides[kOperands][kMaxDims + 1] = {};
+    // Only [0, ndim] is filled: zeroing all kMaxDims rows cost a tenth of a small call.
+    int64_t shape[kMaxDims + 1];
+    int64_t strides[kOperands][kMaxDims + 1];
     void* data[kOperands] = {};
     int64_t n_out = 1;
     int64_t n_red = 1;
@@ -115,8 +116,8 @@ struct Layout {
         for (int d = 0; d < ndim; ++d) shape[d] = problem.shape[d];
         for (int k = 0; k < kOperands; ++k) {
             data[k] = operands[k]->data;
-            if (data[k] == nullptr) continue;
-            for (int d = 0; d < ndim; ++d) strides[k][d] = operands[k]->strides[d];
+            for (int d = 0; d <= ndim; ++d)
+                strides[k][d] = data[k] != nullptr && d < ndim ? operands[k]->strides[d] : 0;
         }
         if (n_kept == ndim) shape[ndim++] = 1;
         for (int d = 0; d < n_kept; ++d) n_out *= shape[d];
@@ -229,8 +230,8 @@ inline void prefetch(const void* address) {
 #endif
 }
 
-// The address ahead is computed as an integer: it may lie past the end of the array,
-// where pointer arithmetic would be undefined (a prefetch there is harmless).
+// The address ahead is computed as an integer: it may lie past the end of the array (in
+// a later row that is not there), where pointer arithmetic would be undefined.
 template <typename T>
 inline const void* ahead(const T* p) {
     return reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(p) +
@@ -244,9 +245,11 @@ inline void prefetch_inputs(const T* p, const T* t) {
 }
 
 // n consecutive positions along one dimension; position i goes to lane (lane + i) % kLanes.
+// The dimension goes on for `extent` positions from c: prefetches stop there, since one
+// past the end of a small array cost a page walk, half of a 16-element call on EPYC.
 template <Pass P, bool Weighted, bool Unit, typename T, typename Wt>
 inline void run_lanes(double* lanes, int64_t lane, Cursor<T, Wt> c, const int64_t* step, double scale,
-                      int64_t n) {
+                      int64_t n, int64_t extent) {
     // Plain locals, not struct members behind a captured reference: GCC vectorizes the
     // 8-lane body only when it can see that the stores cannot move these pointers.
     const T* const p = c.p;
@@ -265,7 +268,8 @@ inline void run_lanes(double* lanes, int64_t lane, Cursor<T, Wt> c, const int64_
     // Eight positions are loaded before any is stored (`out` is never a partial overlap
     // of an input; the Python layer makes sure), so each block of lanes vectorizes.
     auto load_lanes = [=](int64_t i, double* d, double* weight) {
-        if constexpr (Unit) prefetch_inputs(p + i, t + i);
+        if constexpr (Unit)
+            if (i + kPrefetchDistance < extent) prefetch_inputs(p + i, t + i);
         for (int64_t l = 0; l < kLanes; ++l) {
             d[l] = difference(p + (i + l) * sp, t + (i + l) * st);
             weight[l] = weight_at<Weighted>(w + (Weighted ? (i + l) * sw : 0));
@@ -379,12 +383,13 @@ void lane_tasks(Schedule& schedule, int64_t begin, int64_t end) {
             double acc[kLanes] = {};
             const int64_t block_end = std::min(block + kBlock, hi);
             for (int64_t pos = block; pos < block_end;) {
-                const int64_t n = std::min(l.shape[last] - summed.index[last], block_end - pos);
+                const int64_t extent = l.shape[last] - summed.index[last];
+                const int64_t n = std::min(extent, block_end - pos);
                 const Cursor<T, Wt> at = cursor_at<T, Wt>(l, kept.offset, summed.offset);
                 if (unit)
-                    run_lanes<P, Weighted, true>(acc, pos - block, at, step, scale, n);
+                    run_lanes<P, Weighted, true>(acc, pos - block, at, step, scale, n, extent);
                 else
-                    run_lanes<P, Weighted, false>(acc, pos - block, at, step, scale, n);
+                    run_lanes<P, Weighted, false>(acc, pos - block, at, step, scale, n, extent);
                 pos += n;
                 summed.advance(n);
             }

@@ -373,6 +373,11 @@ def _sums(call: Call) -> np.ndarray:
 
 
 def _loss(call: Call, keepdims: bool) -> Any:
+    if call.flat and call.reduction == "mean" and not keepdims and call.count:
+        # The common small call, inlined: here Python overhead is most of the cost.
+        sums = np.empty((), _FLOAT64)
+        _backends.current().reduce(contiguous_plan([call.predictions, call.targets, None, None, sums, None]))
+        return _finish(call, sums, float(call.count), keepdims)
     if call.reduction == "none":
         return _elementwise_loss(call)
     denominator = _denominators(call) if call.reduction == "mean" else None

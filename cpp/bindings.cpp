@@ -4,10 +4,17 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "kernels.hpp"
+
+#ifdef FASTMSE_WITH_CUDA
+#include "kernels.cuh"
+#endif
 
 namespace py = pybind11;
 
@@ -50,62 +57,102 @@ void read_int64s(py::handle sequence, int64_t* values, std::size_t count, const 
     }
 }
 
-using Kernel = void (*)(const Problem&);
-
-// shape: extents; arrays/strides: the six operands and their element strides (None and
-// an empty tuple where absent). Checks the call's structure and dtypes; that shape and
-// strides stay inside each buffer is the Python layer's job (fastmse._plan), not checked.
-void run(Kernel kernel, py::handle shape_seq, int n_kept, py::handle arrays_seq,
-         py::handle strides_seq) {
-    const std::size_t ndim = static_cast<std::size_t>(py::len(shape_seq));
-    if (ndim > static_cast<std::size_t>(fastmse::kMaxDims) || n_kept < 0 ||
-        n_kept > static_cast<int>(ndim) || py::len(arrays_seq) != kOperandCount ||
-        py::len(strides_seq) != kOperandCount)
-        throw py::value_error("fastmse._core: malformed problem");
+// What a Problem's pointers and strides live in while a call runs.
+struct ProblemStorage {
     int64_t shape[fastmse::kMaxDims];
     int64_t strides[kOperandCount][fastmse::kMaxDims];
-    read_int64s(shape_seq, shape, ndim, "shape");
+};
+
+// An operand as the kernels see it: its address and element type.
+struct OperandSource {
+    void* data;
+    ScalarType type;
+};
+
+// shape: extents; items/strides: the six operands and their element strides (None and an
+// empty tuple where absent); source(k, item) gives an operand's address and type.
+// Checks the call's structure and dtypes; that shape and strides stay inside each
+// buffer is the Python layer's job (fastmse._plan), not checked here.
+template <typename Source>
+Problem read_problem(ProblemStorage& storage, py::handle shape_seq, int n_kept, py::handle items_seq,
+                     py::handle strides_seq, Source&& source) {
+    const std::size_t ndim = static_cast<std::size_t>(py::len(shape_seq));
+    if (ndim > static_cast<std::size_t>(fastmse::kMaxDims) || n_kept < 0 ||
+        n_kept > static_cast<int>(ndim) || py::len(items_seq) != kOperandCount ||
+        py::len(strides_seq) != kOperandCount)
+        throw py::value_error("fastmse._core: malformed problem");
+    read_int64s(shape_seq, storage.shape, ndim, "shape");
 
     Problem problem;
     problem.ndim = static_cast<int>(ndim);
     problem.n_kept = n_kept;
-    problem.shape = shape;
+    problem.shape = storage.shape;
     Operand* operands[kOperandCount] = {&problem.predictions, &problem.targets, &problem.weights,
                                         &problem.out, &problem.loss, &problem.scale};
-    const py::sequence arrays = py::reinterpret_borrow<py::sequence>(arrays_seq);
+    const py::sequence items = py::reinterpret_borrow<py::sequence>(items_seq);
     const py::sequence strides_of = py::reinterpret_borrow<py::sequence>(strides_seq);
     for (std::size_t k = 0; k < kOperandCount; ++k) {
-        const py::object item = arrays[k];
+        const py::object item = items[k];
         if (item.is_none()) {
             if (k < 2) throw py::type_error("fastmse._core: predictions and targets are required");
             continue;
         }
-        if (!py::isinstance<py::array>(item))
-            throw py::type_error("fastmse._core: operands must be NumPy arrays or None");
-        auto array = py::reinterpret_borrow<py::array>(item);
-        const ScalarType type = scalar_type_of(array);
-        if (k == 0) problem.dtype = type;
-        if (k == 2) problem.weights_dtype = type;
-        const bool allowed = k < 4 ? type == problem.dtype || (k == 2 && type == ScalarType::float64)
-                                   : type == ScalarType::float64;
+        const OperandSource operand = source(k, item);
+        if (k == 0) problem.dtype = operand.type;
+        if (k == 2) problem.weights_dtype = operand.type;
+        const bool allowed = k < 4 ? operand.type == problem.dtype ||
+                                         (k == 2 && operand.type == ScalarType::float64)
+                                   : operand.type == ScalarType::float64;
         if (!allowed)
             throw py::type_error(k < 4 ? "fastmse._core: operands must share one dtype (weights: or float64)"
                                        : "fastmse._core: loss and scale must be float64");
-        read_int64s(strides_of[k], strides[k], ndim, "strides");
-        const bool writes = k == 3 || k == 4;
-        operands[k]->data = writes ? array.mutable_data() : const_cast<void*>(array.data());
-        operands[k]->strides = strides[k];
+        read_int64s(strides_of[k], storage.strides[k], ndim, "strides");
+        operands[k]->data = operand.data;
+        operands[k]->strides = storage.strides[k];
     }
-    problem.num_threads = fastmse::get_num_threads();
-
-    py::gil_scoped_release release;
-    kernel(problem);
+    return problem;
 }
 
+using Kernel = void (*)(const Problem&);
+
+// A CPU pass on NumPy arrays, with the GIL released.
 template <Kernel K>
-void entry(py::handle shape, int n_kept, py::handle arrays, py::handle strides) {
-    run(K, shape, n_kept, arrays, strides);
+void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle strides) {
+    ProblemStorage storage;
+    Problem problem = read_problem(storage, shape, n_kept, arrays, strides, [](std::size_t k, const py::object& item) {
+        if (!py::isinstance<py::array>(item))
+            throw py::type_error("fastmse._core: operands must be NumPy arrays or None");
+        auto array = py::reinterpret_borrow<py::array>(item);
+        const bool writes = k == 3 || k == 4;
+        void* data = writes ? array.mutable_data() : const_cast<void*>(array.data());
+        return OperandSource{data, scalar_type_of(array)};
+    });
+    problem.num_threads = fastmse::get_num_threads();
+    py::gil_scoped_release release;
+    K(problem);
 }
+
+#ifdef FASTMSE_WITH_CUDA
+using DeviceKernel = void (*)(const Problem&, int, std::uintptr_t);
+
+// A GPU pass: operands are (device pointer, dtype code) pairs; kernels are queued on
+// `stream` of `device`, and nothing waits for them.
+template <DeviceKernel K>
+void run_device(py::handle shape, int n_kept, py::handle operands, py::handle strides, int device,
+                std::uintptr_t stream) {
+    ProblemStorage storage;
+    const Problem problem =
+        read_problem(storage, shape, n_kept, operands, strides, [](std::size_t, const py::object& item) {
+            const auto pair = item.cast<std::pair<std::uintptr_t, int>>();
+            if (pair.second < 0 || pair.second > 2)
+                throw py::value_error("fastmse._core: dtype code must be 0 (float16), 1 (float32) or 2 (float64)");
+            return OperandSource{reinterpret_cast<void*>(pair.first), static_cast<ScalarType>(pair.second)};
+        });
+    // std::invalid_argument and std::runtime_error reach Python as ValueError and RuntimeError.
+    py::gil_scoped_release release;
+    K(problem, device, stream);
+}
+#endif
 
 py::dict build_info() {
     py::dict info;
@@ -116,9 +163,23 @@ py::dict build_info() {
 #else
     info["openmp_version"] = py::none();
 #endif
+#ifdef FASTMSE_WITH_CUDA
+    info["cuda"] = true;
+    const int version = fastmse::cuda::runtime_version();
+    info["cuda_version"] = std::to_string(version / 1000) + "." + std::to_string(version % 1000 / 10);
+    py::list architectures;
+    const std::string listed = fastmse::cuda::architectures();
+    for (std::size_t start = 0; start <= listed.size();) {
+        const std::size_t end = std::min(listed.find(',', start), listed.size());
+        if (end > start) architectures.append(listed.substr(start, end - start));
+        start = end + 1;
+    }
+    info["cuda_architectures"] = architectures;
+#else
     info["cuda"] = false;
     info["cuda_version"] = py::none();
     info["cuda_architectures"] = py::list();
+#endif
     info["block"] = fastmse::kBlock;
     info["chunk"] = fastmse::kChunk;
     return info;
@@ -131,12 +192,33 @@ PYBIND11_MODULE(_core, m) {
     const char* signature_doc =
         "(shape, n_kept, arrays, strides): arrays and element strides of predictions, "
         "targets, weights, out, loss, scale; None where absent.";
-    m.def("sum_squared_error", &entry<fastmse::sum_squared_error>, signature_doc);
-    m.def("scaled_difference", &entry<fastmse::scaled_difference>, signature_doc);
+    m.def("sum_squared_error", &run_host<fastmse::sum_squared_error>, signature_doc);
+    m.def("scaled_difference", &run_host<fastmse::scaled_difference>, signature_doc);
     m.def("sum_squared_error_and_scaled_difference",
-          &entry<fastmse::sum_squared_error_and_scaled_difference>, signature_doc);
-    m.def("squared_error", &entry<fastmse::squared_error>, signature_doc);
-    m.def("sum_difference", &entry<fastmse::sum_difference>, signature_doc);
+          &run_host<fastmse::sum_squared_error_and_scaled_difference>, signature_doc);
+    m.def("squared_error", &run_host<fastmse::squared_error>, signature_doc);
+    m.def("sum_difference", &run_host<fastmse::sum_difference>, signature_doc);
+#ifdef FASTMSE_WITH_CUDA
+    const char* device_doc =
+        "(shape, n_kept, operands, strides, device, stream): (device pointer, dtype code) or None "
+        "for predictions, targets, weights, out, loss, scale; queued on `stream` of `device`.";
+    m.def("cuda_sum_squared_error", &run_device<fastmse::cuda::sum_squared_error>, device_doc);
+    m.def("cuda_scaled_difference", &run_device<fastmse::cuda::scaled_difference>, device_doc);
+    m.def("cuda_sum_squared_error_and_scaled_difference",
+          &run_device<fastmse::cuda::sum_squared_error_and_scaled_difference>, device_doc);
+    m.def("cuda_squared_error", &run_device<fastmse::cuda::squared_error>, device_doc);
+    m.def("cuda_sum_difference", &run_device<fastmse::cuda::sum_difference>, device_doc);
+    m.def(
+        "cuda_stream_read",
+        [](std::uintptr_t data, int64_t bytes, std::uintptr_t sink, int device, std::uintptr_t stream) {
+            py::gil_scoped_release release;
+            fastmse::cuda::stream_read(reinterpret_cast<const void*>(data), bytes,
+                                       reinterpret_cast<uint64_t*>(sink), device, stream);
+        },
+        py::arg("data"), py::arg("bytes"), py::arg("sink"), py::arg("device"), py::arg("stream"),
+        "Read `bytes` of device memory once (the GPU bandwidth probe); sink: 8 bytes of device memory.");
+    m.def("cuda_device_count", &fastmse::cuda::device_count);
+#endif
     m.def(
         "stream_read",
         [](const py::array& array) {

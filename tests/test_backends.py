@@ -80,5 +80,11 @@ def test_config_reports_build_and_threads():
     assert config["threads"] == fastmse.get_num_threads() >= 1
     assert "cpp" in config["available backends"]
     assert config["compiler"]
-    assert config["cuda"] == "not built"
+    build = _backends.load("cpp").build
+    if build["cuda"]:  # as built here: nvcc present (AUTO) or not
+        assert config["cuda"] == f"{build['cuda_version']} for {', '.join(build['cuda_architectures'])}"
+        assert build["cuda_architectures"]
+        assert all(a.split("-")[0].isdigit() for a in build["cuda_architectures"])
+    else:
+        assert config["cuda"] == "not built"
     assert fastmse.__version__ != "0+unknown"

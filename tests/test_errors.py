@@ -3,6 +3,7 @@ and nothing written to `out`."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 
 import numpy as np
@@ -125,11 +126,26 @@ def test_set_num_threads_checks_its_argument():
     assert get_num_threads() == before
 
 
-def test_gpu_like_arrays_are_refused_not_copied(backend):
-    class FakeDeviceArray:
-        @property
-        def __cuda_array_interface__(self):
-            return {"shape": (3,), "typestr": "<f4", "data": (0, False), "version": 3}
+class FakeDeviceArray:
+    """Says it is in GPU memory; fastmse must never read it on the host."""
 
-    with pytest.raises(TypeError, match="predictions is a GPU array .*FakeDeviceArray"):
-        mse(FakeDeviceArray(), np.zeros(3))
+    @property
+    def __cuda_array_interface__(self):
+        return {"shape": (3,), "typestr": "<f4", "data": (0, False), "version": 3}
+
+
+def test_gpu_and_host_arrays_in_one_call_are_refused_not_copied(backend):
+    out = np.full(3, 7.0)
+    for call in (mse, mse_grad):
+        with pytest.raises(TypeError, match="predictions is a GPU array but targets is not: fastmse does not copy"):
+            call(FakeDeviceArray(), np.zeros(3))
+    with pytest.raises(TypeError, match="targets and weights are GPU arrays but predictions is not"):
+        mse_and_grad(np.zeros(3), FakeDeviceArray(), weights=FakeDeviceArray(), out=out)
+    assert (out == 7.0).all()
+
+
+def test_gpu_arrays_without_cupy_say_how_to_install_it(backend):
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here: GPU arrays are computed (tests/test_gpu.py)")
+    with pytest.raises(TypeError, match=re.escape("pip install 'fastmse[cuda12]'")):
+        mse(FakeDeviceArray(), FakeDeviceArray())

@@ -6,16 +6,18 @@ anything is written to ``out``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import warnings
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _backends
+from . import _backends, _gpu
 from ._plan import contiguous_plan, make_plan
 
 Reduction = Literal["mean", "sum", "none"]
@@ -31,13 +33,6 @@ def _as_array(value: Any, name: str) -> np.ndarray:
     if type(value) is np.ndarray:
         array = value
     else:
-        if hasattr(value, "__cuda_array_interface__") or type(value).__module__.split(".")[0] == "cupy":
-            msg = (
-                f"{name} is a GPU array ({type(value).__module__}.{type(value).__name__}); "
-                "this fastmse build has no GPU backend yet, and fastmse never copies GPU "
-                "data to the host silently"
-            )
-            raise TypeError(msg)
         try:
             array = np.asarray(value)
         except (TypeError, ValueError) as error:
@@ -60,10 +55,13 @@ class DaskInputError(TypeError):
     ``mse_grad`` and ``mse_and_grad`` catch it and build the lazy Dask result instead."""
 
 
-def _weak(value: Any, array: np.ndarray) -> Any:
+def _weak(value: Any, array: Any) -> Any:
     """What np.result_type should see: a Python int or float as itself (a "weak" scalar
-    that takes the other argument's dtype, NEP 50), anything else as its array."""
-    return value if type(value) in (int, float) else array
+    that takes the other argument's dtype, NEP 50), anything else as its array (a GPU
+    array as its dtype)."""
+    if type(value) in (int, float):
+        return value
+    return array if isinstance(array, np.ndarray) else array.dtype
 
 
 def _result_dtype(predictions: np.ndarray, targets: np.ndarray, p_given: Any, t_given: Any) -> np.dtype:
@@ -81,15 +79,26 @@ def _result_dtype(predictions: np.ndarray, targets: np.ndarray, p_given: Any, t_
     return dtype if dtype.isnative else dtype.newbyteorder("=")
 
 
-def _compute_array(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def _compute_array(array: Any, dtype: np.dtype) -> Any:
     """`array` in the native `dtype`, aligned, with strides the kernels can count in
     elements (a copy only where one of these does not hold)."""
     if array.dtype != dtype:
         return array.astype(dtype)
-    flags = array.flags
-    if not flags.aligned or (not flags.c_contiguous and any(s % dtype.itemsize for s in array.strides)):
-        return np.ascontiguousarray(array)
+    if not _aligned(array) or (not array.flags.c_contiguous and any(s % dtype.itemsize for s in array.strides)):
+        return _namespace(array).ascontiguousarray(array)
     return array
+
+
+def _aligned(array: Any) -> bool:
+    """Whether `array`'s first element sits at a multiple of its item size."""
+    if isinstance(array, np.ndarray):
+        return bool(array.flags.aligned)
+    return _gpu.address(array) % array.itemsize == 0 and all(s % array.itemsize == 0 for s in array.strides)
+
+
+def _namespace(array: Any) -> ModuleType:
+    """NumPy for host arrays, CuPy for GPU ones."""
+    return np if isinstance(array, np.ndarray) else _gpu.cupy()
 
 
 def as_integer(value: Any, message: str) -> int:
@@ -138,8 +147,13 @@ def _broadcast_shape(p: np.ndarray, t: np.ndarray, w: np.ndarray | None) -> tupl
 
 
 def _is_dense(flags: Any) -> bool:
-    """C-contiguous and aligned: the layout of a one-dimension flat plan."""
+    """C-contiguous and aligned (NumPy flags): the layout of a one-dimension flat plan."""
     return bool(flags.c_contiguous and flags.aligned)
+
+
+def _dense(array: Any) -> bool:
+    """:func:`_is_dense` for a host or GPU array."""
+    return bool(array.flags.c_contiguous) and _aligned(array)
 
 
 @dataclass(slots=True)
@@ -157,6 +171,17 @@ class Call:
     count: int  # positions summed into each result
     flat: bool  # all summed, one shape, C-contiguous, no weights: one dense dimension
     predictions_broadcast: bool  # targets or weights give predictions' values to several positions
+    device: Any = None  # the CuPy Device holding the arrays; None for NumPy ones
+
+    @property
+    def xp(self) -> ModuleType:
+        """The array module of the call's arrays: NumPy, or CuPy for GPU arrays."""
+        return np if self.device is None else _gpu.cupy()
+
+    def on_device(self) -> contextlib.AbstractContextManager[Any]:
+        """Makes the call's GPU current (allocations and kernels go there); for host arrays
+        it does nothing."""
+        return _HOST if self.device is None else self.device
 
     def spread_axes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """predictions' shape padded to the call's dimensions, and the axes along which
@@ -204,9 +229,36 @@ def resolve(
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         msg = f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}"
         raise ValueError(msg)
+    host = type(predictions) is np.ndarray and type(targets) is np.ndarray and type(weights) in (np.ndarray, type(None))
+    if not host and any(_gpu.is_gpu_array(v) for v in (predictions, targets, weights)):
+        named = [("predictions", predictions), ("targets", targets), ("weights", weights)]
+        (gp, gt, gw), device = _gpu.device_arrays(named)
+        with device:
+            return _resolve_arrays(gp, gt, gw, predictions, targets, axis, reduction, signed_weights, device)
     p = _as_array(predictions, "predictions")
     t = _as_array(targets, "targets")
     w = None if weights is None else _as_array(weights, "weights")
+    return _resolve_arrays(p, t, w, predictions, targets, axis, reduction, signed_weights, None)
+
+
+def _resolve_arrays(
+    p: Any,
+    t: Any,
+    w: Any,
+    predictions: Any,
+    targets: Any,
+    axis: Axis,
+    reduction: str,
+    signed_weights: bool,
+    device: Any,
+) -> Call:
+    """resolve()'s general path, once the operands are arrays: NumPy ones, or CuPy ones on
+    `device` (which is then current)."""
+    if device is not None:
+        for name, array in (("predictions", p), ("targets", t), ("weights", w)):
+            if array is not None and array.dtype.kind not in "biuf":
+                msg = f"{name} has dtype {array.dtype}; fastmse takes real numbers (bool, integer, float)"
+                raise TypeError(msg)
     dtype = _result_dtype(p, t, predictions, targets)
     shape = _broadcast_shape(p, t, w)
     if reduction == "none" and axis is not None:
@@ -216,7 +268,11 @@ def resolve(
     if w is not None:
         # Weights keep their precision: the kernels read them in the data's dtype or float64.
         w = _compute_array(w, dtype if w.dtype == dtype else _FLOAT64)
-        lowest = np.fmin.reduce(w, axis=None) if w.size else 0  # fmin: a NaN cannot hide a -1
+        if device is None:
+            lowest = np.fmin.reduce(w, axis=None) if w.size else 0  # fmin: a NaN cannot hide a -1
+        else:  # one wait for the device: the error has to be raised now
+            negative = w < 0
+            lowest = float(w[negative].min()) if not signed_weights and bool(negative.any()) else 0
         if lowest < 0 and not signed_weights:
             msg = f"weights must be non-negative; found {lowest}"
             raise ValueError(msg)
@@ -227,12 +283,15 @@ def resolve(
         kept_shape = tuple(n for d, n in enumerate(shape) if d not in axes)
         count = math.prod(shape[d] for d in axes)
     p, t = _compute_array(p, dtype), _compute_array(t, dtype)
-    flat = not kept_shape and w is None and p.shape == t.shape and _is_dense(p.flags) and _is_dense(t.flags)
+    flat = not kept_shape and w is None and p.shape == t.shape and _dense(p) and _dense(t)
     broadcast = (1,) * (len(shape) - p.ndim) + p.shape != shape
-    return Call(p, t, w, dtype, shape, axes, reduction, kept_shape, count, flat, broadcast)
+    return Call(p, t, w, dtype, shape, axes, reduction, kept_shape, count, flat, broadcast, device)
 
 
-def _denominators(call: Call, warn: bool = True) -> np.ndarray | float:
+_HOST = contextlib.nullcontext()
+
+
+def _denominators(call: Call, warn: bool = True) -> Any:
     """What "mean" divides by: the count, or the weight sums per kept position; with
     `warn`, a RuntimeWarning where one is zero (the mean is nan there)."""
     if call.weights is None:
@@ -240,50 +299,61 @@ def _denominators(call: Call, warn: bool = True) -> np.ndarray | float:
         # Warn only where a nan is returned: not for a result with no elements at all.
         empty = call.count == 0 and 0 not in call.kept_shape
     else:
-        weights = np.broadcast_to(call.weights, call.shape)
-        denominator = np.sum(weights, axis=call.axes, dtype=np.float64)
-        empty = bool(np.any(denominator == 0))
+        xp = call.xp
+        weights = xp.broadcast_to(call.weights, call.shape)
+        denominator = xp.sum(weights, axis=call.axes, dtype=np.float64)
+        empty = bool(xp.any(denominator == 0))  # on a GPU, the one wait of a weighted mean
     if empty and warn:
         what = "zero elements" if call.weights is None else "weights that sum to zero"
         warnings.warn(f"mean over {what}: the result is nan", RuntimeWarning, stacklevel=4)
     return denominator
 
 
-def _scale(denominator: np.ndarray | float | None) -> np.ndarray:
-    """The gradient factor 2 / denominator, one float64 per kept position (or one for all)."""
-    if denominator is None:
-        return np.array(2.0)
-    if not isinstance(denominator, np.ndarray):
-        return np.array(2.0 / denominator if denominator else math.inf)
+def _scale(denominator: Any, xp: ModuleType = np) -> Any:
+    """The gradient factor 2 / denominator, one float64 per kept position (or one for all),
+    as an `xp` array (the GPU kernels read it from device memory)."""
+    if denominator is None or isinstance(denominator, float):
+        value = 2.0 if denominator is None else 2.0 / denominator if denominator else math.inf
+        return np.array(value) if xp is np else xp.full((), value)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.asarray(np.divide(2.0, denominator), dtype=np.float64)
+        return xp.asarray(xp.divide(2.0, denominator), dtype=np.float64)
 
 
 def _finish(call: Call, sums: np.ndarray, denominator: np.ndarray | float | None, keepdims: bool) -> Any:
     """The loss from the float64 sums: divided for "mean", shaped, rounded once. A loss
     beyond the dtype's range is inf, silently, as in the kernels."""
-    if type(denominator) is float and not keepdims and not call.kept_shape:
+    if type(denominator) is float and not keepdims and not call.kept_shape and call.device is None:
         total = float(sums) / denominator if denominator else math.nan
         if abs(total) < 6.0e4 or call.dtype is _FLOAT64:  # cannot overflow: skip errstate's cost
             return call.dtype.type(total)
         with np.errstate(over="ignore"):
             return call.dtype.type(total)
-    if sums.ndim == 0 and not keepdims and denominator is None:
+    if sums.ndim == 0 and not keepdims and denominator is None and call.device is None:
         with np.errstate(over="ignore"):
             return call.dtype.type(float(sums))
+    xp = call.xp
     if denominator is not None:
         with np.errstate(divide="ignore", invalid="ignore"):
-            sums = np.divide(sums, denominator)
+            sums = xp.divide(sums, denominator)
     if keepdims:
-        sums = np.reshape(sums, tuple(1 if d in call.axes else n for d, n in enumerate(call.shape)))
+        sums = xp.reshape(sums, tuple(1 if d in call.axes else n for d, n in enumerate(call.shape)))
     with np.errstate(over="ignore"):
-        result = np.asarray(sums).astype(call.dtype)
-    return result[()] if result.ndim == 0 else result
+        result = xp.asarray(sums).astype(call.dtype)
+    # NumPy gives a scalar for a full reduction, CuPy a 0-d array (never a host value).
+    return result[()] if result.ndim == 0 and call.device is None else result
 
 
-def _check_out(out: Any, call: Call) -> np.ndarray:
+def _check_out(out: Any, call: Call) -> Any:
     shape = call.predictions.shape
-    if not isinstance(out, np.ndarray):
+    if call.device is not None:
+        if not _gpu.is_gpu_array(out):
+            msg = f"out must be a GPU array like the inputs, not {type(out).__name__}"
+            raise TypeError(msg)
+        out = _gpu.as_cupy(out, "out")
+        if out.device.id != call.device.id:
+            msg = f"out is on GPU {out.device.id}; the inputs are on GPU {call.device.id}"
+            raise ValueError(msg)
+    elif not isinstance(out, np.ndarray):
         msg = f"out must be a NumPy array, not {type(out).__name__}"
         raise TypeError(msg)
     if out.shape != shape:
@@ -292,41 +362,44 @@ def _check_out(out: Any, call: Call) -> np.ndarray:
     if out.dtype != call.dtype:
         msg = f"out has dtype {out.dtype}; the gradient's dtype is {call.dtype}"
         raise TypeError(msg)
-    if not out.flags.writeable:
+    if call.device is None and not out.flags.writeable:
         msg = "out is read-only"
         raise ValueError(msg)
     return out
 
 
-def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
-    return (
-        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-        and a.shape == b.shape
-        and a.strides == b.strides
-    )
+def _address(array: Any) -> int:
+    if isinstance(array, np.ndarray):
+        return int(array.__array_interface__["data"][0])
+    return _gpu.address(array)
+
+
+def _same_view(a: Any, b: Any) -> bool:
+    return _address(a) == _address(b) and a.shape == b.shape and a.strides == b.strides
 
 
 def _writable_target(out: np.ndarray, call: Call) -> np.ndarray:
     """Where the kernel may write the gradient: `out`, or a scratch array if `out` overlaps
     an input in any way other than being exactly `predictions` or `targets`, overlaps
     itself (a zero stride) or is not aligned."""
+    xp = call.xp
     if (
-        not out.flags.aligned
+        not _aligned(out)
         or any(s % out.itemsize for s in out.strides)
         or any(s == 0 and n > 1 for s, n in zip(out.strides, out.shape, strict=True))
     ):
-        return np.empty(out.shape, out.dtype)
+        return xp.empty(out.shape, out.dtype)
     for name in ("predictions", "targets", "weights"):
         source = getattr(call, name)
-        if source is None or not np.may_share_memory(out, source):
+        if source is None or not xp.may_share_memory(out, source):
             continue
         if name != "weights" and _same_view(out, source) and source.shape == call.predictions.shape:
             continue
-        return np.empty(out.shape, out.dtype)
+        return xp.empty(out.shape, out.dtype)
     return out
 
 
-def _broadcast_gradient(call: Call, scale: np.ndarray, out: np.ndarray) -> None:
+def _broadcast_gradient(call: Call, scale: Any, out: Any) -> None:
     """The gradient where predictions is broadcast: summed over the axes it is broadcast
     along, as autograd does. Where the factor 2 / denominator is constant along those
     axes (always, but for a weighted mean over an axis along which predictions is also
@@ -335,53 +408,59 @@ def _broadcast_gradient(call: Call, scale: np.ndarray, out: np.ndarray) -> None:
     padded, spread = call.spread_axes()
     if scale.ndim:  # one factor per loss position: as an array broadcasting to the shape
         scale = scale.reshape(tuple(1 if d in call.axes else n for d, n in enumerate(call.shape)))
-    p, t, w = call.predictions, call.targets, call.weights
+    p, t, w, xp = call.predictions, call.targets, call.weights, call.xp
     if 0 in call.shape:  # a sum of no terms, whatever the (infinite) factor
         out[...] = 0
         return
     if scale.ndim == 0 or all(scale.shape[d] == 1 for d in spread):
-        sums = np.empty(tuple(n for d, n in enumerate(call.shape) if d not in spread), _FLOAT64)
-        _backends.current().reduce_difference(make_plan(call.shape, spread, [p, t, w, None, sums, None]))
+        sums = xp.empty(tuple(n for d, n in enumerate(call.shape) if d not in spread), _FLOAT64)
+        _backend(call).reduce_difference(make_plan(call.shape, spread, [p, t, w, None, sums, None]))
         with np.errstate(invalid="ignore"):  # inf * 0 where weights sum to zero: nan, as termwise
             gradient = scale * sums.reshape(padded)  # scale has extent 1 along `spread`
     else:
         with np.errstate(all="ignore"):
             d = p.astype(np.float64) - t.astype(np.float64)
-            full = np.broadcast_to(scale * d if w is None else scale * w.astype(np.float64) * d, call.shape)
-            gradient = np.sum(full, axis=spread, keepdims=True)
+            full = xp.broadcast_to(scale * d if w is None else scale * w.astype(np.float64) * d, call.shape)
+            gradient = xp.sum(full, axis=spread, keepdims=True)
     with np.errstate(over="ignore"):
         out[...] = gradient.reshape(call.predictions.shape)
 
 
-def _elementwise_loss(call: Call) -> np.ndarray:
-    loss = np.empty(call.shape, call.dtype)
+def _elementwise_loss(call: Call) -> Any:
+    loss = call.xp.empty(call.shape, call.dtype)
     plan = make_plan(call.shape, call.axes, [call.predictions, call.targets, call.weights, loss, None, None])
-    _backends.current().squared_error(plan)
-    return loss[()] if loss.ndim == 0 else loss
+    _backend(call).squared_error(plan)
+    return loss[()] if loss.ndim == 0 and call.device is None else loss
 
 
 def _sums(call: Call) -> np.ndarray:
     """sum(w * (p - t) ** 2) over the call's axes, in float64, shaped `kept_shape`."""
-    sums = np.empty(call.kept_shape, _FLOAT64)
+    sums = call.xp.empty(call.kept_shape, _FLOAT64)
     p, t = call.predictions, call.targets
     if call.flat:
         plan = contiguous_plan([p, t, None, None, sums, None])
     else:
         plan = make_plan(call.shape, call.axes, [p, t, call.weights, None, sums, None])
-    _backends.current().reduce(plan)
+    _backend(call).reduce(plan)
     return sums
 
 
+def _backend(call: Call) -> _backends.Kernels:
+    """The backend that runs `call`: the current CPU one, or the GPU one."""
+    return _backends.current() if call.device is None else _backends.gpu()
+
+
 def _loss(call: Call, keepdims: bool) -> Any:
-    if call.flat and call.reduction == "mean" and not keepdims and call.count:
+    if call.flat and call.reduction == "mean" and not keepdims and call.count and call.device is None:
         # The common small call, inlined: here Python overhead is most of the cost.
         sums = np.empty((), _FLOAT64)
         _backends.current().reduce(contiguous_plan([call.predictions, call.targets, None, None, sums, None]))
         return _finish(call, sums, float(call.count), keepdims)
-    if call.reduction == "none":
-        return _elementwise_loss(call)
-    denominator = _denominators(call) if call.reduction == "mean" else None
-    return _finish(call, _sums(call), denominator, keepdims)
+    with call.on_device():
+        if call.reduction == "none":
+            return _elementwise_loss(call)
+        denominator = _denominators(call) if call.reduction == "mean" else None
+        return _finish(call, _sums(call), denominator, keepdims)
 
 
 @dataclass(slots=True)
@@ -408,11 +487,13 @@ def partial_sums(
     """The float64 sums of a ``mse(..., reduction="sum")`` call and of its weights, with
     every check of :func:`mse`."""
     call = resolve(predictions, targets, weights, axis, "sum", signed_weights)
-    if call.weights is None:
-        weight_sums = np.full(call.kept_shape, float(call.count))
-    else:
-        weight_sums = np.asarray(_denominators(call, warn=False), dtype=_FLOAT64)
-    return Partial(call.dtype, call.shape, call.axes, call.kept_shape, _sums(call), weight_sums)
+    xp = call.xp
+    with call.on_device():
+        if call.weights is None:
+            weight_sums = xp.full(call.kept_shape, float(call.count))
+        else:
+            weight_sums = xp.asarray(_denominators(call, warn=False), dtype=_FLOAT64)
+        return Partial(call.dtype, call.shape, call.axes, call.kept_shape, _sums(call), weight_sums)
 
 
 def finish_mean(sums: Any, weight_sums: Any, dtype: np.dtype, reduction: str) -> Any:
@@ -436,15 +517,15 @@ def _gradient_into(call: Call, target: np.ndarray, scale: np.ndarray, sums: np.n
     if call.predictions_broadcast:
         if sums is not None:  # first: the gradient may overwrite an input (out=predictions)
             plan = make_plan(call.shape, call.axes, [call.predictions, call.targets, call.weights, None, sums, None])
-            _backends.current().reduce(plan)
+            _backend(call).reduce(plan)
         _broadcast_gradient(call, scale, target)
         return
     arrays = [call.predictions, call.targets, call.weights, target, sums, scale]
-    if call.flat and _is_dense(target.flags) and scale.ndim == 0:
+    if call.flat and _dense(target) and scale.ndim == 0:
         plan = contiguous_plan(arrays)
     else:
         plan = make_plan(call.shape, call.axes, arrays)
-    backend = _backends.current()
+    backend = _backend(call)
     (backend.grad if sums is None else backend.reduce_and_grad)(plan)
 
 
@@ -459,31 +540,46 @@ def gradient_with_denominator(
     """``mse_grad`` of a piece of a larger array: the mean's denominators (a float, or
     float64 per kept position) are given, since they are those of the whole."""
     call = resolve(predictions, targets, weights, axis, reduction)
-    target = np.empty_like(call.predictions, subok=False)
-    if reduction != "mean":
-        denominator = None
-    elif isinstance(denominator, np.ndarray):
-        denominator = denominator.reshape(call.kept_shape)
-    _gradient_into(call, target, _scale(denominator), None)
-    return target
+    with call.on_device():
+        target = _empty_like(call)
+        if reduction != "mean":
+            denominator = None
+        elif not isinstance(denominator, (int, float)):
+            denominator = call.xp.asarray(denominator).reshape(call.kept_shape)
+        _gradient_into(call, target, _scale(denominator, call.xp), None)
+        return target
 
 
-def _gradient(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[Any, np.ndarray]:
-    if out is None:  # laid out like predictions, as NumPy's ufuncs do
-        out = target = np.empty_like(call.predictions, subok=False)
+def _empty_like(call: Call) -> Any:
+    """An array for the gradient, laid out like predictions (as NumPy's ufuncs do)."""
+    if call.device is None:
+        return np.empty_like(call.predictions, subok=False)
+    return call.xp.empty_like(call.predictions)
+
+
+def _gradient(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[Any, Any]:
+    if call.device is not None:
+        with call.device:
+            return _gradient_here(call, out, keepdims, with_loss)
+    return _gradient_here(call, out, keepdims, with_loss)
+
+
+def _gradient_here(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[Any, Any]:
+    if out is None:
+        out = target = _empty_like(call)
     else:
         target = _writable_target(_check_out(out, call), call)
     loss = None
     if call.reduction == "none":
         if with_loss:  # first: the gradient may overwrite an input (out=predictions)
             loss = _elementwise_loss(call)
-        _gradient_into(call, target, _scale(None), None)
+        _gradient_into(call, target, _scale(None, call.xp), None)
     else:
         # Without the loss, a zero denominator gives nan only where weights sum to zero.
         warn = with_loss or (call.weights is not None and call.predictions.size > 0)
         denominator = _denominators(call, warn) if call.reduction == "mean" else None
-        sums = np.empty(call.kept_shape, _FLOAT64) if with_loss else None
-        _gradient_into(call, target, _scale(denominator), sums)
+        sums = call.xp.empty(call.kept_shape, _FLOAT64) if with_loss else None
+        _gradient_into(call, target, _scale(denominator, call.xp), sums)
         if sums is not None:
             loss = _finish(call, sums, denominator, keepdims)
     if target is not out:

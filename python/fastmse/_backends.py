@@ -1,4 +1,5 @@
-"""Backend choice: the compiled module, else Numba, else NumPy (with a warning).
+"""Backend choice: the compiled module, else Numba, else NumPy (with a warning), for
+host arrays; for GPU arrays the CUDA kernels, else CuPy's (:func:`gpu`).
 
 Every backend has the same five kernel methods (``reduce``, ``grad``,
 ``reduce_and_grad``, ``squared_error``, ``reduce_difference``), each taking a
@@ -21,7 +22,9 @@ from ._plan import Plan
 NAMES = ("cpp", "numba", "numpy")
 
 
-class Backend(Protocol):
+class Kernels(Protocol):
+    """The five passes every backend runs, CPU or GPU."""
+
     name: str
 
     def reduce(self, plan: Plan) -> None: ...
@@ -29,11 +32,17 @@ class Backend(Protocol):
     def reduce_and_grad(self, plan: Plan) -> None: ...
     def squared_error(self, plan: Plan) -> None: ...
     def reduce_difference(self, plan: Plan) -> None: ...
+
+
+class Backend(Kernels, Protocol):
+    """A CPU backend: the passes and a thread count."""
+
     def get_num_threads(self) -> int: ...
     def set_num_threads(self, n: int) -> None: ...
 
 
 _loaded: dict[str, Backend] = {}
+_gpu_backend: Kernels | None = None
 _failures: dict[str, str] = {}
 _current: Backend | None = None
 
@@ -124,3 +133,17 @@ def use(name: str) -> Iterator[Backend]:
         yield _current
     finally:
         _current = previous
+
+
+def gpu() -> Kernels:
+    """The backend for GPU arrays: the CUDA kernels of fastmse._core where it was built
+    with them, otherwise the same passes as CuPy kernels."""
+    global _gpu_backend
+    if _gpu_backend is None:
+        from . import _gpu
+
+        core = None
+        with contextlib.suppress(ImportError):
+            core = importlib.import_module("fastmse._core")
+        _gpu_backend = _gpu.backend(core)
+    return _gpu_backend

@@ -1,0 +1,469 @@
+// The five passes on the GPU.
+//
+// Summation order, fixed by the problem alone (never by the device's size or the
+// grid), so a result is bitwise the same on every GPU and every run:
+//   * An output's summed positions are cut into tiles of kTile positions. Thread j of
+//     the tile's block adds, in this order, positions tile * kTile + s * kThreads * V +
+//     j * V + v for s = 0 .. kItems / V - 1 and v = 0 .. V - 1, where V = 16 bytes /
+//     the element size: one 16-byte load per step on contiguous aligned data, and the
+//     same positions one by one otherwise.
+//   * The block's 256 partial sums are combined by a fixed shuffle tree (block_sum),
+//     and the tile sums of one output by a second kernel in the same way: a two-stage
+//     reduction with no atomics.
+//   * An output of at most kSerialMax positions is summed by one thread, in order.
+// Sums are float64 whatever the data's dtype; the arithmetic of a position is the CPU
+// kernels' (cpp/kernels.cpp), in the same order, and nvcc is told not to contract it
+// into FMAs (CMakeLists.txt), so results stay within rounding of the CPU's.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "kernels.cuh"
+
+namespace fastmse::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kItems = 16;                        // positions per thread per tile
+constexpr int64_t kTile = int64_t{kThreads} * kItems;
+constexpr int64_t kSerialMax = 256;               // positions an output may have to be summed by one thread
+constexpr int kBlocksPerSm = 8;                   // grid-stride loops run on this many blocks per SM
+
+enum class Pass { sum, grad, sum_and_grad, elementwise, sum_difference };
+
+template <Pass P>
+constexpr bool kSums = P == Pass::sum || P == Pass::sum_and_grad || P == Pass::sum_difference;
+
+enum OperandIndex { kP, kT, kW, kOut, kLoss, kScale, kOperands };
+
+// Shape and element strides (zero where broadcast or absent), by value in the launch.
+struct Geometry {
+    int ndim;
+    int n_kept;
+    int64_t n_out;  // kept positions
+    int64_t n_red;  // summed positions per kept one
+    int64_t shape[kMaxDims];
+    int64_t strides[kOperands][kMaxDims];
+};
+
+struct Operands {
+    const void* p;
+    const void* t;
+    const void* w;
+    void* out;
+    double* loss;
+    const double* scale;
+    bool wide_weights;    // weights in float64, not in the data's dtype
+    bool vector_aligned;  // flat, and p, t, w, out 16-byte aligned (weights not wide)
+};
+
+template <typename T>
+struct Scalar;
+
+template <>
+struct Scalar<float> {
+    __device__ static double load(float x) { return x; }
+    __device__ static float store(double v) { return __double2float_rn(v); }
+};
+
+template <>
+struct Scalar<double> {
+    __device__ static double load(double x) { return x; }
+    __device__ static double store(double v) { return v; }
+};
+
+template <>
+struct Scalar<__half> {
+    __device__ static double load(__half x) { return __half2float(x); }
+    __device__ static __half store(double v) { return __double2half(v); }  // rounded once
+};
+
+template <typename T>
+constexpr int kVector = 16 / static_cast<int>(sizeof(T));
+
+template <typename T>
+__device__ inline double weight_at(const Operands& a, int64_t offset) {
+    if (a.w == nullptr) return 1.0;
+    if (a.wide_weights) return static_cast<const double*>(a.w)[offset];
+    return Scalar<T>::load(static_cast<const T*>(a.w)[offset]);
+}
+
+// One position, given its difference and weight: writes `out` where the pass does and
+// returns its share of the sum. d = p - t; loss term (w * d) * d; gradient term
+// (scale * w) * d; difference term w * d, as in cpp/kernels.cpp.
+template <Pass P, typename T>
+__device__ inline double apply(double d, double weight, double scale, T* out) {
+    if constexpr (P == Pass::grad || P == Pass::sum_and_grad) *out = Scalar<T>::store(scale * weight * d);
+    if constexpr (P == Pass::elementwise) *out = Scalar<T>::store(weight * d * d);
+    if constexpr (P == Pass::sum_difference) return weight * d;
+    return weight * d * d;
+}
+
+// Position at element offsets `off` (strided problems).
+template <Pass P, typename T>
+__device__ inline double visit(const Operands& a, const int64_t* off, double scale) {
+    const double d = Scalar<T>::load(static_cast<const T*>(a.p)[off[kP]]) -
+                     Scalar<T>::load(static_cast<const T*>(a.t)[off[kT]]);
+    T* out = a.out ? static_cast<T*>(a.out) + off[kOut] : nullptr;
+    return apply<P, T>(d, weight_at<T>(a, off[kW]), scale, out);
+}
+
+// Position r of a flat problem (one summed dimension, unit strides).
+template <Pass P, typename T>
+__device__ inline double visit_flat(const Operands& a, int64_t r, double scale) {
+    const double d = Scalar<T>::load(static_cast<const T*>(a.p)[r]) -
+                     Scalar<T>::load(static_cast<const T*>(a.t)[r]);
+    T* out = a.out ? static_cast<T*>(a.out) + r : nullptr;
+    return apply<P, T>(d, weight_at<T>(a, r), scale, out);
+}
+
+template <typename T>
+struct Pack {
+    T v[kVector<T>];
+};
+
+template <typename T>
+__device__ inline Pack<T> load_pack(const void* base, int64_t r) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const T*>(base) + r);
+    Pack<T> pack;
+    memcpy(&pack, &raw, sizeof raw);
+    return pack;
+}
+
+// Positions r .. r + V - 1 of a flat, aligned problem with one 16-byte load per operand;
+// adds their terms to acc in order.
+template <Pass P, typename T>
+__device__ inline double visit_pack(const Operands& a, int64_t r, double scale, double acc) {
+    constexpr int V = kVector<T>;
+    const Pack<T> p = load_pack<T>(a.p, r), t = load_pack<T>(a.t, r);
+    Pack<T> w{};
+    if (a.w) w = load_pack<T>(a.w, r);
+    Pack<T> out;
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+        const double d = Scalar<T>::load(p.v[v]) - Scalar<T>::load(t.v[v]);
+        const double weight = a.w ? Scalar<T>::load(w.v[v]) : 1.0;
+        acc += apply<P, T>(d, weight, scale, &out.v[v]);
+    }
+    if constexpr (P == Pass::grad || P == Pass::sum_and_grad || P == Pass::elementwise) {
+        uint4 raw;
+        memcpy(&raw, &out, sizeof raw);
+        *reinterpret_cast<uint4*>(static_cast<T*>(a.out) + r) = raw;
+    }
+    return acc;
+}
+
+// Element offsets of kept position o (dimensions [0, n_kept)).
+__device__ inline void kept_offsets(const Geometry& g, int64_t o, int64_t* off) {
+    for (int k = 0; k < kOperands; ++k) off[k] = 0;
+    for (int d = g.n_kept - 1; d >= 0; --d) {
+        const int64_t i = o % g.shape[d];
+        o /= g.shape[d];
+        for (int k = 0; k < kOperands; ++k) off[k] += i * g.strides[k][d];
+    }
+}
+
+// `base` plus the element offsets of summed position r (dimensions [n_kept, ndim)).
+__device__ inline void summed_offsets(const Geometry& g, const int64_t* base, int64_t r, int64_t* off) {
+    for (int k = 0; k < kW + 2; ++k) off[k] = base[k];  // p, t, w, out
+    for (int d = g.ndim - 1; d >= g.n_kept; --d) {
+        const int64_t i = r % g.shape[d];
+        r /= g.shape[d];
+        for (int k = 0; k < kW + 2; ++k) off[k] += i * g.strides[k][d];
+    }
+}
+
+__device__ inline double scale_at(const Operands& a, const int64_t* kept) {
+    return a.scale ? a.scale[kept[kScale]] : 0.0;
+}
+
+// The sum of `value` over the block, in thread 0: a fixed shuffle tree, then the warps'
+// sums by the same tree. Every thread of the block must call it.
+__device__ inline double block_sum(double value) {
+    __shared__ double warp_sums[kWarps];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_down_sync(0xffffffffu, value, offset);
+    if (lane == 0) warp_sums[warp] = value;
+    __syncthreads();
+    if (warp == 0) {
+        value = lane < kWarps ? warp_sums[lane] : 0.0;
+#pragma unroll
+        for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_down_sync(0xffffffffu, value, offset);
+    }
+    __syncthreads();  // warp_sums is reused by the block's next tile
+    return value;
+}
+
+// Elementwise passes (gradient, squared error) over all n_out * n_red positions.
+template <Pass P, typename T, bool Flat>
+__global__ void __launch_bounds__(kThreads) map_kernel(Geometry g, Operands a) {
+    const int64_t n = g.n_out * g.n_red;
+    const int64_t first = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+    const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+    if constexpr (Flat) {
+        const double scale = a.scale ? a.scale[0] : 0.0;
+        int64_t done = 0;
+        if (a.vector_aligned) {
+            constexpr int V = kVector<T>;
+            for (int64_t i = first; i < n / V; i += stride) visit_pack<P, T>(a, i * V, scale, 0.0);
+            done = n / V * V;
+        }
+        for (int64_t r = done + first; r < n; r += stride) visit_flat<P, T>(a, r, scale);
+    } else {
+        int64_t kept[kOperands], off[kOperands];
+        for (int64_t i = first; i < n; i += stride) {
+            kept_offsets(g, i / g.n_red, kept);
+            summed_offsets(g, kept, i % g.n_red, off);
+            visit<P, T>(a, off, scale_at(a, kept));
+        }
+    }
+}
+
+// Summing passes, stage one: the sum of each (output, tile) into partials, in the order
+// described at the top; the fused pass writes the gradient on the way.
+template <Pass P, typename T, bool Flat>
+__global__ void __launch_bounds__(kThreads) tile_kernel(Geometry g, Operands a, int64_t tiles, double* partials) {
+    constexpr int V = kVector<T>;
+    const int64_t units = g.n_out * tiles;
+    for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+        const int64_t o = u / tiles, tile = u % tiles;
+        int64_t kept[kOperands], off[kOperands];
+        kept_offsets(g, o, kept);
+        const double scale = scale_at(a, kept);
+        double acc = 0.0;
+        for (int s = 0; s < kItems / V; ++s) {
+            const int64_t r0 = tile * kTile + int64_t{s} * kThreads * V + int64_t{threadIdx.x} * V;
+            if (Flat && a.vector_aligned && r0 + V <= g.n_red) {
+                acc = visit_pack<P, T>(a, r0, scale, acc);
+                continue;
+            }
+            for (int v = 0; v < V && r0 + v < g.n_red; ++v) {
+                if constexpr (Flat) {
+                    acc += visit_flat<P, T>(a, r0 + v, scale);
+                } else {
+                    summed_offsets(g, kept, r0 + v, off);
+                    acc += visit<P, T>(a, off, scale);
+                }
+            }
+        }
+        const double total = block_sum(acc);
+        if (threadIdx.x == 0) partials[u] = total;
+    }
+}
+
+// Summing passes, stage two: each output's tile sums, by a fixed tree, into loss.
+__global__ void __launch_bounds__(kThreads) finish_kernel(Geometry g, const double* partials, int64_t tiles, double* loss) {
+    for (int64_t o = blockIdx.x; o < g.n_out; o += gridDim.x) {
+        double acc = 0.0;
+        for (int64_t k = threadIdx.x; k < tiles; k += kThreads) acc += partials[o * tiles + k];
+        const double total = block_sum(acc);
+        if (threadIdx.x == 0) {
+            int64_t kept[kOperands];
+            kept_offsets(g, o, kept);
+            loss[kept[kLoss]] = total;
+        }
+    }
+}
+
+// Summing passes over short outputs (at most kSerialMax positions, none included): one
+// thread per output, positions in order.
+template <Pass P, typename T>
+__global__ void __launch_bounds__(kThreads) serial_kernel(Geometry g, Operands a) {
+    const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+    for (int64_t o = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; o < g.n_out; o += stride) {
+        int64_t kept[kOperands], off[kOperands];
+        kept_offsets(g, o, kept);
+        const double scale = scale_at(a, kept);
+        double acc = 0.0;
+        for (int64_t r = 0; r < g.n_red; ++r) {
+            summed_offsets(g, kept, r, off);
+            acc += visit<P, T>(a, off, scale);
+        }
+        if (a.loss) a.loss[kept[kLoss]] = acc;
+    }
+}
+
+__global__ void __launch_bounds__(kThreads) read_kernel(const uint4* data, int64_t n, const unsigned char* tail,
+                                                        int64_t tail_bytes, uint64_t* sink) {
+    uint64_t acc = 0;
+    const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+    for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const uint4 v = data[i];
+        acc ^= (uint64_t{v.x} | uint64_t{v.y} << 32) ^ (uint64_t{v.z} | uint64_t{v.w} << 32);
+    }
+    if (blockIdx.x == 0 && threadIdx.x < tail_bytes) acc ^= tail[threadIdx.x];
+    if (acc == 0x5eed5eed5eed5eedull) *sink = acc;  // keeps the loads; practically never stores
+}
+
+void check(cudaError_t status, const char* what) {
+    if (status != cudaSuccess)
+        throw std::runtime_error(std::string("fastmse: CUDA error in ") + what + ": " + cudaGetErrorString(status));
+}
+
+// Makes `device` current for the launches and restores the caller's device after.
+class DeviceScope {
+  public:
+    explicit DeviceScope(int device) {
+        const cudaError_t status = cudaGetDevice(&previous_);
+        if (status != cudaSuccess)
+            throw std::runtime_error(std::string("fastmse: no usable CUDA device: ") + cudaGetErrorString(status));
+        if (previous_ != device) check(cudaSetDevice(device), "cudaSetDevice");
+    }
+    ~DeviceScope() {
+        int current = previous_;
+        if (cudaGetDevice(&current) == cudaSuccess && current != previous_) cudaSetDevice(previous_);
+    }
+    DeviceScope(const DeviceScope&) = delete;
+    DeviceScope& operator=(const DeviceScope&) = delete;
+
+  private:
+    int previous_ = 0;
+};
+
+int grid_limit(int device) {
+    int sms = 0;
+    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+    return std::max(1, sms) * kBlocksPerSm;
+}
+
+unsigned blocks_for(int64_t work, int64_t per_block, int limit) {
+    return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((work + per_block - 1) / per_block, limit)));
+}
+
+bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
+struct Launch {
+    Geometry g{};
+    Operands a{};
+    bool flat = false;
+};
+
+Launch prepare(const Problem& problem) {
+    if (problem.ndim > kMaxDims)
+        throw std::invalid_argument("fastmse: the GPU kernels take at most " + std::to_string(kMaxDims) +
+                                    " dimensions after merging, not " + std::to_string(problem.ndim));
+    Launch launch;
+    Geometry& g = launch.g;
+    g.ndim = problem.ndim;
+    g.n_kept = problem.n_kept;
+    g.n_out = 1;
+    g.n_red = 1;
+    const Operand* operands[kOperands] = {&problem.predictions, &problem.targets, &problem.weights,
+                                          &problem.out, &problem.loss, &problem.scale};
+    for (int d = 0; d < g.ndim; ++d) {
+        g.shape[d] = problem.shape[d];
+        (d < g.n_kept ? g.n_out : g.n_red) *= problem.shape[d];
+        for (int k = 0; k < kOperands; ++k)
+            g.strides[k][d] = operands[k]->data != nullptr ? operands[k]->strides[d] : 0;
+    }
+    Operands& a = launch.a;
+    a.p = problem.predictions.data;
+    a.t = problem.targets.data;
+    a.w = problem.weights.data;
+    a.out = problem.out.data;
+    a.loss = static_cast<double*>(problem.loss.data);
+    a.scale = static_cast<const double*>(problem.scale.data);
+    a.wide_weights = a.w != nullptr && problem.weights_dtype == ScalarType::float64 &&
+                     problem.dtype != ScalarType::float64;
+    bool unit = true;
+    for (int k : {kP, kT, kW, kOut})
+        if (operands[k]->data != nullptr && g.ndim == 1 && g.strides[k][0] != 1) unit = false;
+    launch.flat = g.n_kept == 0 && g.ndim <= 1 && unit;
+    a.vector_aligned = launch.flat && !a.wide_weights && aligned16(a.p) && aligned16(a.t) &&
+                       aligned16(a.w) && aligned16(a.out);
+    return launch;
+}
+
+template <Pass P, typename T>
+void launch_typed(const Launch& launch, int limit, cudaStream_t stream) {
+    const Geometry& g = launch.g;
+    const Operands& a = launch.a;
+    if constexpr (!kSums<P>) {
+        const unsigned blocks = blocks_for(g.n_out * g.n_red, int64_t{kThreads} * kVector<T>, limit);
+        if (launch.flat)
+            map_kernel<P, T, true><<<blocks, kThreads, 0, stream>>>(g, a);
+        else
+            map_kernel<P, T, false><<<blocks, kThreads, 0, stream>>>(g, a);
+    } else if (g.n_red <= kSerialMax) {
+        serial_kernel<P, T><<<blocks_for(g.n_out, kThreads, limit), kThreads, 0, stream>>>(g, a);
+    } else {
+        const int64_t tiles = (g.n_red + kTile - 1) / kTile;
+        const int64_t units = g.n_out * tiles;
+        double* partials = nullptr;
+        check(cudaMallocAsync(reinterpret_cast<void**>(&partials), sizeof(double) * units, stream), "cudaMallocAsync");
+        const unsigned blocks = blocks_for(units, 1, limit);
+        if (launch.flat)
+            tile_kernel<P, T, true><<<blocks, kThreads, 0, stream>>>(g, a, tiles, partials);
+        else
+            tile_kernel<P, T, false><<<blocks, kThreads, 0, stream>>>(g, a, tiles, partials);
+        const cudaError_t launched = cudaGetLastError();
+        if (launched == cudaSuccess && a.loss)
+            finish_kernel<<<blocks_for(g.n_out, 1, limit), kThreads, 0, stream>>>(g, partials, tiles, a.loss);
+        check(cudaFreeAsync(partials, stream), "cudaFreeAsync");
+        check(launched, "a kernel launch");
+    }
+    check(cudaGetLastError(), "a kernel launch");
+}
+
+template <Pass P>
+void run(const Problem& problem, int device, std::uintptr_t stream_handle) {
+    const Launch launch = prepare(problem);
+    if (launch.g.n_out == 0 || (!kSums<P> && launch.g.n_red == 0)) return;
+    DeviceScope scope(device);
+    const int limit = grid_limit(device);
+    const auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
+    switch (problem.dtype) {
+        case ScalarType::float16: launch_typed<P, __half>(launch, limit, stream); break;
+        case ScalarType::float32: launch_typed<P, float>(launch, limit, stream); break;
+        case ScalarType::float64: launch_typed<P, double>(launch, limit, stream); break;
+    }
+}
+
+}  // namespace
+
+void sum_squared_error(const Problem& problem, int device, std::uintptr_t stream) {
+    run<Pass::sum>(problem, device, stream);
+}
+void scaled_difference(const Problem& problem, int device, std::uintptr_t stream) {
+    run<Pass::grad>(problem, device, stream);
+}
+void sum_squared_error_and_scaled_difference(const Problem& problem, int device, std::uintptr_t stream) {
+    run<Pass::sum_and_grad>(problem, device, stream);
+}
+void squared_error(const Problem& problem, int device, std::uintptr_t stream) {
+    run<Pass::elementwise>(problem, device, stream);
+}
+void sum_difference(const Problem& problem, int device, std::uintptr_t stream) {
+    run<Pass::sum_difference>(problem, device, stream);
+}
+
+void stream_read(const void* data, int64_t bytes, uint64_t* sink, int device, std::uintptr_t stream) {
+    if (!aligned16(data)) throw std::invalid_argument("fastmse: stream_read needs 16-byte aligned memory");
+    DeviceScope scope(device);
+    const int64_t n = bytes / 16;
+    const auto* tail = static_cast<const unsigned char*>(data) + n * 16;
+    read_kernel<<<blocks_for(n, kThreads, grid_limit(device)), kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
+        static_cast<const uint4*>(data), n, tail, bytes - n * 16, sink);
+    check(cudaGetLastError(), "stream_read");
+}
+
+int device_count() {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        cudaGetLastError();  // clear the sticky "no driver" status
+        return 0;
+    }
+    return count;
+}
+
+int runtime_version() { return CUDART_VERSION; }
+
+std::string architectures() { return FASTMSE_CUDA_ARCHITECTURES; }
+
+}  // namespace fastmse::cuda

@@ -1,0 +1,249 @@
+"""GPU arrays: recognising them, taking them as CuPy arrays, and the two GPU backends.
+
+Any array whose memory is on a CUDA device is computed where it is: CuPy arrays, objects
+with ``__cuda_array_interface__`` (Numba device arrays, PyTorch CUDA tensors) and DLPack
+tensors on a CUDA device are viewed as CuPy arrays without a copy, and results are CuPy
+arrays on that device. Nothing here copies between host and device.
+
+Backends, chosen by :func:`backend`: :class:`CudaBackend` runs the hand-written kernels
+of ``cuda/`` when fastmse._core was built with them; :class:`CupyBackend` runs the same
+passes as CuPy kernels otherwise. Both take the :class:`fastmse._plan.Plan` the CPU
+backends take, with CuPy arrays in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ._plan import Plan
+
+_KDL_CUDA, _KDL_CUDA_MANAGED = 2, 13  # DLPack device types whose memory a CUDA kernel can read
+_DTYPE_CODES = {np.dtype(np.float16): 0, np.dtype(np.float32): 1, np.dtype(np.float64): 2}
+# The CUDA kernels take plans of at most this many dimensions (cuda/kernels.cuh).
+_CUDA_MAX_DIMS = 8
+
+
+def is_gpu_array(value: Any) -> bool:
+    """Whether `value` lives in CUDA device memory (checked without importing CuPy)."""
+    if type(value).__module__.split(".")[0] == "cupy" and hasattr(value, "device"):
+        return True
+    if _has_cuda_interface(value):
+        return True
+    dlpack_device = getattr(value, "__dlpack_device__", None)
+    if dlpack_device is None or isinstance(value, np.ndarray):
+        return False
+    try:
+        kind = dlpack_device()[0]
+    except Exception:  # noqa: BLE001 - a producer that cannot say is not a GPU array here
+        return False
+    return int(kind) in (_KDL_CUDA, _KDL_CUDA_MANAGED)
+
+
+def _has_cuda_interface(value: Any) -> bool:
+    """Whether `value` exports ``__cuda_array_interface__``. PyTorch defines it on every
+    tensor and raises AttributeError for CPU ones; a CUDA tensor that requires grad raises
+    RuntimeError, and is a GPU array all the same (as_cupy then says why it cannot be read)."""
+    try:
+        return hasattr(value, "__cuda_array_interface__")
+    except Exception:  # noqa: BLE001
+        return True
+
+
+def cupy() -> ModuleType:
+    """The cupy module, or a TypeError saying how to install it."""
+    try:
+        return importlib.import_module("cupy")
+    except ImportError as error:
+        msg = (
+            "fastmse computes GPU arrays with CuPy, which is not installed: "
+            "pip install 'fastmse[cuda12]' (or [cuda13]). fastmse never copies GPU data to the host."
+        )
+        raise TypeError(msg) from error
+
+
+def as_cupy(value: Any, name: str) -> Any:
+    """`value` (a GPU array) as a CuPy array viewing the same memory."""
+    cp = cupy()
+    if isinstance(value, cp.ndarray):
+        return value
+    try:
+        if _has_cuda_interface(value):
+            return cp.asarray(value)  # zero-copy; synchronises on the stream the producer names
+        return cp.from_dlpack(value)
+    except Exception as error:
+        msg = f"{name} ({type(value).__module__}.{type(value).__name__}) could not be viewed as a CuPy array: {error}"
+        raise TypeError(msg) from error
+
+
+def device_arrays(named: list[tuple[str, Any]]) -> tuple[list[Any], Any]:
+    """The operands of a call with at least one GPU array, as CuPy arrays on one device.
+
+    `named` holds (argument name, value) pairs; None values stay None, Python scalars
+    become 0-d arrays on the device. Returns the arrays and the CuPy Device.
+
+    Raises
+    ------
+    TypeError
+        A NumPy (or other host) array among GPU arrays.
+    ValueError
+        GPU arrays on different devices.
+    """
+    host = [name for name, value in named if value is not None and not isinstance(value, (int, float)) and not is_gpu_array(value)]
+    if host:
+        gpu = [name for name, value in named if value is not None and is_gpu_array(value)]
+        msg = (
+            f"{' and '.join(gpu)} {'is a GPU array' if len(gpu) == 1 else 'are GPU arrays'} but "
+            f"{' and '.join(host)} {'is' if len(host) == 1 else 'are'} not: fastmse does not copy "
+            "between host and device; move them to one place first"
+        )
+        raise TypeError(msg)
+    cp = cupy()
+    arrays: list[Any] = [None if value is None or isinstance(value, (int, float)) else as_cupy(value, name) for name, value in named]
+    devices = {(name, array.device.id) for (name, _), array in zip(named, arrays, strict=True) if array is not None}
+    ids = sorted({device for _, device in devices})
+    if len(ids) > 1:
+        listed = ", ".join(f"{name} on GPU {device}" for name, device in sorted(devices, key=lambda item: item[1]))
+        msg = f"the arrays of one call must be on one GPU: {listed}"
+        raise ValueError(msg)
+    device = cp.cuda.Device(ids[0])
+    with device:
+        for k, (_, value) in enumerate(named):
+            if isinstance(value, (int, float)):
+                arrays[k] = cp.asarray(value)
+    return arrays, device
+
+
+def address(array: Any) -> int:
+    """The device address of `array`'s first element."""
+    return int(array.data.ptr)
+
+
+class CudaBackend:
+    """The hand-written CUDA kernels of fastmse._core, queued on the current CuPy stream."""
+
+    name = "cuda"
+
+    def __init__(self, core: ModuleType) -> None:
+        if not core.build_info()["cuda"]:
+            msg = "fastmse._core was built without the CUDA kernels"
+            raise ImportError(msg)
+        self._core = core
+        self._cp = cupy()
+        self._fallback: CupyBackend | None = None
+
+    def _run(self, kernel: str, plan: Plan) -> None:
+        if len(plan.shape) > _CUDA_MAX_DIMS:  # dimensions that no merging could join
+            if self._fallback is None:
+                self._fallback = CupyBackend()
+            getattr(self._fallback, kernel)(plan)
+            return
+        operands = [None if a is None else (address(a), _DTYPE_CODES[a.dtype]) for a in plan.arrays]
+        device = plan.arrays[0].device.id
+        stream = self._cp.cuda.get_current_stream().ptr
+        getattr(self._core, _CUDA_ENTRY[kernel])(plan.shape, plan.n_kept, operands, plan.strides, device, stream)
+
+    def reduce(self, plan: Plan) -> None:
+        self._run("reduce", plan)
+
+    def grad(self, plan: Plan) -> None:
+        self._run("grad", plan)
+
+    def reduce_and_grad(self, plan: Plan) -> None:
+        self._run("reduce_and_grad", plan)
+
+    def squared_error(self, plan: Plan) -> None:
+        self._run("squared_error", plan)
+
+    def reduce_difference(self, plan: Plan) -> None:
+        self._run("reduce_difference", plan)
+
+
+_CUDA_ENTRY = {
+    "reduce": "cuda_sum_squared_error",
+    "grad": "cuda_scaled_difference",
+    "reduce_and_grad": "cuda_sum_squared_error_and_scaled_difference",
+    "squared_error": "cuda_squared_error",
+    "reduce_difference": "cuda_sum_difference",
+}
+
+# The arithmetic of a position, as in the C++ and CUDA kernels: d = p - t in float64;
+# loss term (w * d) * d; gradient (scale * w) * d; difference term w * d.
+_DIFFERENCE = "const double d = (double)p - (double)t;"
+
+
+class CupyBackend:
+    """The same passes as CuPy kernels, for builds without the CUDA kernels: float64
+    sums, one rounding to the result dtype (float16 results pass through float32, so
+    they may differ from the CUDA kernels' by one rounding). The fused pass is two."""
+
+    name = "cupy"
+
+    def __init__(self) -> None:
+        cp = self._cp = cupy()
+        self._sum = cp.ReductionKernel(
+            "T p, T t, W w", "float64 s", "((double)w * ((double)p - (double)t)) * ((double)p - (double)t)",
+            "a + b", "s = a", "0", "fastmse_sum_squared_error", reduce_type="double",
+        )
+        self._sum_difference = cp.ReductionKernel(
+            "T p, T t, W w", "float64 s", "(double)w * ((double)p - (double)t)",
+            "a + b", "s = a", "0", "fastmse_sum_difference", reduce_type="double",
+        )
+        self._grad = cp.ElementwiseKernel(
+            "T p, T t, W w, float64 scale", "T out",
+            _DIFFERENCE + " out = (T)(double)((scale * (double)w) * d);", "fastmse_scaled_difference",
+        )
+        self._squared = cp.ElementwiseKernel(
+            "T p, T t, W w", "T out", _DIFFERENCE + " out = (T)(double)(((double)w * d) * d);", "fastmse_squared_error",
+        )
+
+    def _views(self, plan: Plan) -> list[Any]:
+        """Each operand as a view of the plan's shape (zero strides where broadcast);
+        loss and scale over the kept dimensions only. Absent weights are a float64 one."""
+        as_strided = self._cp.lib.stride_tricks.as_strided
+        views: list[Any] = []
+        for k, (array, strides) in enumerate(zip(plan.arrays, plan.strides, strict=True)):
+            if array is None:
+                views.append(self._cp.ones((), np.float64) if k == 2 else None)
+                continue
+            dims = plan.n_kept if k >= 4 else len(plan.shape)
+            views.append(
+                as_strided(array, plan.shape[:dims], tuple(s * array.itemsize for s in strides[:dims]))
+            )
+        return views
+
+    def _summed_axes(self, plan: Plan) -> tuple[int, ...]:
+        return tuple(range(plan.n_kept, len(plan.shape)))
+
+    def reduce(self, plan: Plan) -> None:
+        p, t, w, _, loss, _ = self._views(plan)
+        loss[...] = self._sum(p, t, w, axis=self._summed_axes(plan))
+
+    def reduce_difference(self, plan: Plan) -> None:
+        p, t, w, _, loss, _ = self._views(plan)
+        loss[...] = self._sum_difference(p, t, w, axis=self._summed_axes(plan))
+
+    def grad(self, plan: Plan) -> None:
+        p, t, w, out, _, scale = self._views(plan)
+        scale = scale.reshape(scale.shape + (1,) * (len(plan.shape) - plan.n_kept))
+        self._grad(p, t, w, scale, out)
+
+    def reduce_and_grad(self, plan: Plan) -> None:
+        self.reduce(plan)  # first: the gradient may overwrite an input (out=predictions)
+        self.grad(plan)
+
+    def squared_error(self, plan: Plan) -> None:
+        p, t, w, out, _, _ = self._views(plan)
+        self._squared(p, t, w, out)
+
+
+def backend(core: ModuleType | None) -> CudaBackend | CupyBackend:
+    """The compiled CUDA kernels where `core` has them and a device answers, else CuPy's."""
+    if core is not None:
+        with contextlib.suppress(ImportError):
+            return CudaBackend(core)
+    return CupyBackend()

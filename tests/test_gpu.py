@@ -1,0 +1,259 @@
+"""GPU arrays: the CUDA kernels and the CuPy fallback against the CPU path and a float64
+reference. Marked `gpu`; skipped, with the reason, where CuPy or a device is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from fastmse import _backends, _gpu, mse, mse_and_grad, mse_grad
+from hypothesis import given
+from reference import exact_mean_squared_error, ulps
+from strategies import calls
+
+pytestmark = pytest.mark.gpu
+
+
+def _device_count() -> int:
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:  # noqa: BLE001 - no CuPy, no driver or no device: no GPU here
+        return 0
+
+
+DEVICES = _device_count()
+if DEVICES == 0:
+    pytest.skip("no CUDA device (or no CuPy) on this machine", allow_module_level=True)
+
+import cupy as cp
+
+
+def _gpu_backends() -> list:
+    params = [pytest.param("cupy", id="cupy")]
+    core = __import__("fastmse._core", fromlist=["build_info"])
+    built = core.build_info()["cuda"]
+    params.insert(0, pytest.param("cuda", id="cuda", marks=[] if built else [pytest.mark.skip(reason="built without CUDA")]))
+    return params
+
+
+@pytest.fixture(params=_gpu_backends())
+def gpu_backend(request, monkeypatch):
+    """Sends GPU calls to one GPU backend."""
+    if request.param == "cuda":
+        chosen = _gpu.CudaBackend(__import__("fastmse._core", fromlist=["build_info"]))
+    else:
+        chosen = _gpu.CupyBackend()
+    monkeypatch.setattr(_backends, "_gpu_backend", chosen)
+    return chosen
+
+
+def _to_device(value):
+    """A host array as a CuPy array with the same strides (C, Fortran, stepped, reversed)."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    itemsize = value.itemsize
+    low = sum(s * (n - 1) for s, n in zip(value.strides, value.shape, strict=False) if s < 0 and n > 0) // itemsize
+    high = sum(s * (n - 1) for s, n in zip(value.strides, value.shape, strict=False) if s > 0 and n > 0) // itemsize
+    span = np.zeros(high - low + 1, value.dtype)
+    np.lib.stride_tricks.as_strided(span[-low:], value.shape, value.strides)[...] = value
+    return cp.lib.stride_tricks.as_strided(cp.asarray(span)[-low:], value.shape, value.strides)
+
+
+def _close(gpu_value, cpu_value, dtype):
+    """Within one ulp of the result dtype (float64: the SPEC's 1e-13 relative)."""
+    got = cp.asnumpy(gpu_value).astype(np.float64)
+    expected = np.asarray(cpu_value, dtype=np.float64)
+    assert got.shape == expected.shape
+    if np.dtype(dtype) == np.float64:
+        np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-300, equal_nan=True)
+    else:
+        spacing = np.spacing(np.abs(expected).astype(dtype)).astype(np.float64)
+        finite = np.isfinite(expected)
+        assert np.all(np.abs(got - expected)[finite] <= spacing[finite])
+        assert np.array_equal(np.isnan(got), np.isnan(expected))
+
+
+@given(case=calls(dtypes=(np.float16, np.float32, np.float64)))
+def test_every_call_matches_the_cpu_path(gpu_backend, case):
+    predictions, targets, kwargs = case
+    device_kwargs = {k: _to_device(v) for k, v in kwargs.items()}
+    p, t = _to_device(predictions), _to_device(targets)
+    with np.errstate(all="ignore"):
+        loss = mse(predictions, targets, **kwargs)
+        grad = mse_grad(predictions, targets, **kwargs)
+    gpu_loss = mse(p, t, **device_kwargs)
+    gpu_grad = mse_grad(p, t, **device_kwargs)
+    fused_loss, fused_grad = mse_and_grad(p, t, **device_kwargs)
+    assert isinstance(gpu_loss, cp.ndarray)
+    assert isinstance(gpu_grad, cp.ndarray)
+    assert gpu_loss.dtype == np.asarray(loss).dtype
+    assert gpu_grad.dtype == grad.dtype
+    _close(gpu_loss, loss, gpu_loss.dtype)
+    _close(gpu_grad, grad, gpu_grad.dtype)
+    assert cp.array_equal(fused_loss, gpu_loss, equal_nan=True)
+    assert cp.array_equal(fused_grad, gpu_grad, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("size", [0, 1, 7, 4096, 4097, 3 * 4096 + 5, 1 << 20])
+def test_flat_sizes_against_fsum(gpu_backend, dtype, size):
+    rng = np.random.default_rng(size)
+    predictions = rng.standard_normal(size).astype(dtype)
+    targets = rng.standard_normal(size).astype(dtype)
+    p, t = cp.asarray(predictions), cp.asarray(targets)
+    if size == 0:
+        with pytest.warns(RuntimeWarning, match="mean over zero elements"):
+            assert bool(cp.isnan(mse(p, t)))
+        return
+    loss = mse(p, t)
+    assert loss.shape == ()
+    assert loss.dtype == dtype
+    exact = exact_mean_squared_error(predictions, targets)
+    assert ulps(float(loss), exact, dtype) <= 1.0
+    # An odd offset: no 16-byte loads, the same order of summation, the same bits.
+    shifted_p = cp.empty(size + 1, dtype)[1:]
+    shifted_t = cp.empty(size + 1, dtype)[1:]
+    shifted_p[...] = p
+    shifted_t[...] = t
+    assert cp.array_equal(mse(shifted_p, shifted_t), loss)
+
+
+def test_results_stay_on_the_device_that_holds_the_data(gpu_backend):
+    device = DEVICES - 1
+    with cp.cuda.Device(device):
+        p = cp.arange(10, dtype=cp.float32)
+        t = cp.zeros(10, dtype=cp.float32)
+    loss, grad = mse_and_grad(p, t)
+    assert loss.device.id == device
+    assert grad.device.id == device
+    assert float(loss) == pytest.approx(float(np.mean(np.arange(10.0) ** 2)))
+
+
+@pytest.mark.skipif(DEVICES < 2, reason="one GPU here")
+def test_arrays_on_two_devices_are_an_error(gpu_backend):
+    with cp.cuda.Device(0):
+        p = cp.ones(4)
+    with cp.cuda.Device(1):
+        t = cp.ones(4)
+    with pytest.raises(ValueError, match="must be on one GPU: predictions on GPU 0, targets on GPU 1"):
+        mse(p, t)
+
+
+def test_host_and_device_arrays_are_an_error(gpu_backend):
+    with pytest.raises(TypeError, match="predictions is a GPU array but targets is not"):
+        mse(cp.ones(3), np.ones(3))
+    out = np.zeros(3)
+    with pytest.raises(TypeError, match="out must be a GPU array like the inputs"):
+        mse_grad(cp.ones(3), cp.zeros(3), out=out)
+
+
+def test_kernels_run_on_the_current_stream(gpu_backend):
+    rng = np.random.default_rng(1)
+    predictions = rng.standard_normal(1 << 22).astype(np.float32)
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        p = cp.asarray(predictions)
+        t = cp.zeros_like(p)
+        out = cp.empty_like(p)
+        loss, grad = mse_and_grad(p, t, out=out)
+    stream.synchronize()
+    assert grad is out
+    np.testing.assert_array_equal(cp.asnumpy(out), (2 * predictions.astype(np.float64) / p.size).astype(np.float32))
+    assert ulps(float(loss), exact_mean_squared_error(predictions, np.zeros_like(predictions)), np.float32) <= 1
+
+
+def test_out_may_be_predictions_and_nothing_is_written_on_error(gpu_backend):
+    p = cp.arange(6, dtype=cp.float64).reshape(2, 3)
+    t = cp.ones((2, 3))
+    expected = cp.asnumpy(mse_grad(p, t, axis=-1))
+    assert mse_grad(p, t, axis=-1, out=p) is p
+    np.testing.assert_array_equal(cp.asnumpy(p), expected)
+    out = cp.full((2, 3), 7.0)
+    with pytest.raises(ValueError, match="weights must be non-negative"):
+        mse_grad(p, t, weights=cp.asarray([1.0, -1.0, 1.0]), out=out)
+    assert bool((out == 7.0).all())
+
+
+class _CudaInterfaceOnly:
+    def __init__(self, array):
+        self._array = array
+        self.__cuda_array_interface__ = array.__cuda_array_interface__
+
+
+class _DLPackOnly:
+    def __init__(self, array):
+        self._array = array
+
+    def __dlpack__(self, **kwargs):
+        return self._array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._array.__dlpack_device__()
+
+
+@pytest.mark.parametrize("wrap", [_CudaInterfaceOnly, _DLPackOnly])
+def test_any_cuda_array_interface_or_dlpack_producer(gpu_backend, wrap):
+    p = cp.linspace(-1, 1, 1000, dtype=cp.float32)
+    t = cp.zeros(1000, dtype=cp.float32)
+    loss = mse(wrap(p), wrap(t))
+    assert isinstance(loss, cp.ndarray)
+    assert cp.array_equal(loss, mse(p, t))
+
+
+def test_torch_cuda_tensors(gpu_backend):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("this PyTorch has no CUDA")
+    p = torch.linspace(-1, 1, 1000, device="cuda", requires_grad=True)
+    t = torch.zeros(1000, device="cuda")
+    loss = torch.nn.functional.mse_loss(p, t)
+    loss.backward()
+    ours, grad = mse_and_grad(p.detach(), t)
+    assert float(ours) == pytest.approx(loss.item(), rel=1e-6)
+    np.testing.assert_allclose(cp.asnumpy(grad), p.grad.cpu().numpy(), rtol=1e-6)
+
+
+def test_numba_device_arrays(gpu_backend):
+    cuda = pytest.importorskip("numba.cuda")
+    p = cuda.to_device(np.linspace(-1, 1, 100))
+    t = cuda.to_device(np.zeros(100))
+    assert float(mse(p, t)) == pytest.approx(float(np.mean(np.linspace(-1, 1, 100) ** 2)), rel=1e-15)
+
+
+@pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer is not on PATH")
+@pytest.mark.parametrize("tool", ["memcheck", "racecheck", "initcheck", "synccheck"])
+def test_kernels_are_clean_under_compute_sanitizer(tool):
+    script = textwrap.dedent(
+        """
+        import cupy as cp
+        from fastmse import _backends, _gpu, mse, mse_and_grad, mse_grad
+        import fastmse._core as core
+        _backends._gpu_backend = _gpu.CudaBackend(core)
+        for dtype in (cp.float16, cp.float32, cp.float64):
+            p = cp.linspace(-1, 1, 3 * 4096 + 5, dtype=dtype)
+            t = cp.zeros_like(p)
+            mse(p, t); mse_grad(p, t); mse_and_grad(p, t)
+            mse(p[1:], t[1:]); mse(p[::2], t[::2]); mse(p, t, reduction="none")
+            q = p[: 60 * 200].reshape(60, 200)
+            mse_and_grad(q, t[:200], axis=0); mse_and_grad(q, t[:200], axis=1, weights=t[:200] + 1)
+            mse_grad(q[:, :1], q, axis=-1)
+        cp.cuda.runtime.deviceSynchronize()
+        """
+    )
+    result = subprocess.run(
+        ["compute-sanitizer", f"--tool={tool}", "--error-exitcode=3", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "CUPY_CACHE_IN_MEMORY": "1"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "ERROR SUMMARY: 0 errors" in result.stdout

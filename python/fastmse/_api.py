@@ -153,6 +153,8 @@ def _is_dense(flags: Any) -> bool:
 
 def _dense(array: Any) -> bool:
     """:func:`_is_dense` for a host or GPU array."""
+    if isinstance(array, np.ndarray):
+        return _is_dense(array.flags)
     return bool(array.flags.c_contiguous) and _aligned(array)
 
 
@@ -558,10 +560,8 @@ def _empty_like(call: Call) -> Any:
 
 
 def _gradient(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[Any, Any]:
-    if call.device is not None:
-        with call.device:
-            return _gradient_here(call, out, keepdims, with_loss)
-    return _gradient_here(call, out, keepdims, with_loss)
+    with call.on_device():
+        return _gradient_here(call, out, keepdims, with_loss)
 
 
 def _gradient_here(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[Any, Any]:

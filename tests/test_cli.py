@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -37,3 +38,12 @@ def test_bench_rejects_bad_arguments():
     assert result.returncode == 2
     assert "must be at least 1, not 0" in result.stderr
     assert _fastmse("evaluate").returncode == 2
+
+
+def test_gpu_bench_without_a_gpu_says_why():
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed: the GPU bench may run here")
+    result = _fastmse("bench", "--device", "gpu", "--size", "1000")
+    assert result.returncode == 2
+    assert "fastmse bench --device gpu: fastmse computes GPU arrays with CuPy, which is not installed" in result.stderr
+    assert "Traceback" not in result.stderr

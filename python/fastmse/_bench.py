@@ -99,6 +99,83 @@ def _candidates(p: np.ndarray, t: np.ndarray, out: np.ndarray, columns: int) -> 
     return found
 
 
+def _gpu_candidates(cp: Any, p: Any, t: Any, out: Any) -> list[Candidate]:
+    """The GPU peers: CuPy's expressions, PyTorch on the same memory, and the ceilings."""
+    n, nbytes = p.size, p.nbytes
+    read, rw = 2 * nbytes, 3 * nbytes
+    found: list[Candidate] = []
+    core = __import__("fastmse._core", fromlist=["build_info"])
+    if core.build_info()["cuda"]:
+        sink = cp.zeros(1, cp.uint64)
+
+        def read_both() -> None:
+            stream, device = cp.cuda.get_current_stream().ptr, p.device.id
+            for array in (p, t):
+                core.cuda_stream_read(array.data.ptr, array.nbytes, sink.data.ptr, device, stream)
+
+        found.append(Candidate("loss", "read ceiling (stream both inputs once)", read_both, read))
+    found += [
+        Candidate("loss", "fastmse.mse(p, t)", lambda: mse(p, t), read),
+        Candidate("loss", "cp.mean((p - t) ** 2)", lambda: cp.mean((p - t) ** 2), read),
+        Candidate("gradient", "copy ceiling (o[...] = p)", lambda: cp.copyto(out, p), 2 * nbytes),
+        Candidate("gradient", "fastmse.mse_grad(p, t, out=o)", lambda: mse_grad(p, t, out=out), rw),
+        Candidate("gradient", "2 * (p - t) / n", lambda: 2 * (p - t) / n, rw),
+        Candidate("loss+gradient", "fastmse.mse_and_grad(p, t, out=o)", lambda: mse_and_grad(p, t, out=out), rw),
+    ]
+    try:
+        import torch
+    except ImportError:
+        return found
+    if not torch.cuda.is_available():
+        return found
+    tp, tt = torch.as_tensor(p, device="cuda"), torch.as_tensor(t, device="cuda")  # same memory
+    found.append(Candidate("loss", "torch.nn.functional.mse_loss", lambda: torch.nn.functional.mse_loss(tp, tt), read))
+
+    def forward_backward() -> None:
+        leaf = tp.detach().requires_grad_(True)
+        torch.nn.functional.mse_loss(leaf, tt).backward()
+
+    found.append(Candidate("loss+gradient", "torch mse_loss forward+backward", forward_backward, rw))
+    return found
+
+
+def _gpu_unavailable() -> str | None:
+    """Why the GPU benchmark cannot run here, or None."""
+    from ._gpu import cupy
+
+    try:
+        count = cupy().cuda.runtime.getDeviceCount()
+    except TypeError as error:  # no CuPy
+        return str(error)
+    except Exception as error:  # noqa: BLE001 - CuPy's CUDARuntimeError: no driver
+        return f"no usable CUDA device ({error})"
+    return None if count else "no CUDA device"
+
+
+def _timer(device: str) -> Callable[[Callable[[], Any]], float]:
+    """Seconds one run takes: wall time on the CPU; CUDA events around it on the GPU
+    (PyTorch and CuPy both queue on the legacy default stream here)."""
+    if device == "cpu":
+
+        def wall(run: Callable[[], Any]) -> float:
+            start = time.perf_counter()
+            run()
+            return time.perf_counter() - start
+
+        return wall
+    import cupy as cp
+
+    def events(run: Callable[[], Any]) -> float:
+        start, end = cp.cuda.Event(), cp.cuda.Event()
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        return cp.cuda.get_elapsed_time(start, end) / 1e3
+
+    return events
+
+
 def _progress(total: int) -> Any:
     try:
         from tqdm import tqdm
@@ -137,7 +214,7 @@ def _accuracy(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
 
 
 def run(size: int = 1 << 25, dtype: str = "float32", repeat: int = 9, threads: int | None = None,
-        columns: int = 16, seed: int = 0) -> dict[str, Any]:
+        columns: int = 16, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
     """Time every candidate on `size` generated elements; returns the figures."""
     if threads is not None:
         set_num_threads(threads)
@@ -145,8 +222,20 @@ def run(size: int = 1 << 25, dtype: str = "float32", repeat: int = 9, threads: i
     rng = np.random.default_rng(seed)
     p = rng.standard_normal(size, dtype=np.float32).astype(dtype)
     t = rng.standard_normal(size, dtype=np.float32).astype(dtype)
-    out = np.empty_like(p)
-    candidates = _candidates(p, t, out, columns)
+    where = f"{get_num_threads()} threads, backend {_backends.current().name}"
+    if device == "gpu":
+        from ._gpu import cupy
+
+        cp = cupy()
+        p, t = cp.asarray(p), cp.asarray(t)
+        out = cp.empty_like(p)
+        candidates = _gpu_candidates(cp, p, t, out)
+        name = cp.cuda.runtime.getDeviceProperties(p.device.id)["name"]
+        where = f"{name.decode() if isinstance(name, bytes) else name}, backend {_backends.gpu().name}"
+    else:
+        out = np.empty_like(p)
+        candidates = _candidates(p, t, out, columns)
+    timed = _timer(device)
     bar = _progress(len(candidates) * (repeat + 1))
     for candidate in candidates:  # warm-up: page faults, JIT compilation
         candidate.run()
@@ -154,9 +243,7 @@ def run(size: int = 1 << 25, dtype: str = "float32", repeat: int = 9, threads: i
             bar.update()
     for _ in range(repeat):
         for candidate in candidates:
-            start = time.perf_counter()
-            candidate.run()
-            candidate.times.append(time.perf_counter() - start)
+            candidate.times.append(timed(candidate.run))
             if bar is not None:
                 bar.update()
     if bar is not None:
@@ -165,8 +252,8 @@ def run(size: int = 1 << 25, dtype: str = "float32", repeat: int = 9, threads: i
         "size": size,
         "dtype": dtype,
         "repeat": repeat,
-        "threads": get_num_threads(),
-        "backend": _backends.current().name,
+        "device": device,
+        "where": where,
         "machine": f"{platform.system()} {platform.machine()}, {platform.processor() or 'cpu'}",
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -174,7 +261,7 @@ def run(size: int = 1 << 25, dtype: str = "float32", repeat: int = 9, threads: i
             {"group": c.group, "name": c.name, "median_s": c.median, "gbps": c.bytes_moved / c.median / 1e9}
             for c in candidates
         ],
-        "ulps": _accuracy(p, t) if dtype == "float32" else {},
+        "ulps": _accuracy(p, t) if dtype == "float32" and device == "cpu" else {},
     }
 
 
@@ -188,6 +275,16 @@ def targets(figures: dict[str, Any]) -> list[tuple[str, float, float, bool]]:
             value = time_of[slow] / time_of[fast]
             checks.append((what, value, goal, value >= goal))
 
+    if figures.get("device") == "gpu":  # the GPU issue's targets
+        gbps = {r["name"]: r["gbps"] for r in figures["results"]}
+        ratio("mse fraction of the read ceiling", "read ceiling (stream both inputs once)", "fastmse.mse(p, t)", 0.90)
+        if "copy ceiling (o[...] = p)" in gbps:
+            value = gbps["fastmse.mse_grad(p, t, out=o)"] / gbps["copy ceiling (o[...] = p)"]
+            checks.append(("mse_grad fraction of copy bandwidth (GB/s)", value, 0.85, value >= 0.85))
+        ratio("mse_and_grad speed-up over torch forward+backward", "torch mse_loss forward+backward", "fastmse.mse_and_grad(p, t, out=o)", 2.5)
+        ratio("mse speed-up over torch mse_loss (about 2x expected)", "torch.nn.functional.mse_loss", "fastmse.mse(p, t)", 1.8)
+        ratio("mse speed-up over cp.mean((p - t) ** 2) (about 4x)", "cp.mean((p - t) ** 2)", "fastmse.mse(p, t)", 3.5)
+        return checks
     ratio("mse speed-up over np.mean((p - t) ** 2)", "np.mean((p - t) ** 2)", "fastmse.mse(p, t)", 3.0)
     ratio("mse speed-up over crysx_nn's Numba kernel", "crysx_nn MSE_loss (Numba)", "fastmse.mse(p, t)", 1.3)
     ratio("mse fraction of the read ceiling", "read ceiling (stream both inputs once)", "fastmse.mse(p, t)", 0.85)
@@ -204,7 +301,7 @@ def report(figures: dict[str, Any]) -> str:
     lines = [
         (
             f"fastmse bench: {figures['size']:,} {figures['dtype']} elements per input, "
-            f"{figures['threads']} threads, backend {figures['backend']}, median of {figures['repeat']}"
+            f"{figures['where']}, median of {figures['repeat']}"
         ),
         f"{figures['machine']}; Python {figures['python']}, NumPy {figures['numpy']}",
         "",
@@ -227,8 +324,16 @@ def report(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(size: int, dtype: str, repeat: int, threads: int | None, json_path: str | None) -> int:
-    figures = run(size=size, dtype=dtype, repeat=repeat, threads=threads)
+def main(size: int | None, dtype: str, repeat: int, threads: int | None, json_path: str | None,
+         device: str = "cpu") -> int:
+    if size is None:
+        size = 1 << 28 if device == "gpu" else 1 << 25
+    if device == "gpu":
+        problem = _gpu_unavailable()
+        if problem:
+            print(f"fastmse bench --device gpu: {problem}", file=sys.stderr)
+            return 2
+    figures = run(size=size, dtype=dtype, repeat=repeat, threads=threads, device=device)
     print(report(figures))
     if json_path:
         with open(json_path, "w") as handle:

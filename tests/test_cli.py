@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def _fastmse(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fastmse", *args], capture_output=True, text=True, check=False)

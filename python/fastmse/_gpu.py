@@ -22,6 +22,8 @@ import numpy as np
 
 from ._plan import Plan
 
+# Host values that may join GPU arrays: they become 0-d device arrays (a few bytes).
+_SCALARS = (int, float, np.generic)
 _KDL_CUDA, _KDL_CUDA_MANAGED = 2, 13  # DLPack device types whose memory a CUDA kernel can read
 _DTYPE_CODES = {np.dtype(np.float16): 0, np.dtype(np.float32): 1, np.dtype(np.float64): 2}
 # The CUDA kernels take plans of at most this many dimensions (cuda/kernels.cuh).
@@ -83,8 +85,8 @@ def as_cupy(value: Any, name: str) -> Any:
 def device_arrays(named: list[tuple[str, Any]]) -> tuple[list[Any], Any]:
     """The operands of a call with at least one GPU array, as CuPy arrays on one device.
 
-    `named` holds (argument name, value) pairs; None values stay None, Python scalars
-    become 0-d arrays on the device. Returns the arrays and the CuPy Device.
+    `named` holds (argument name, value) pairs; None values stay None, Python and NumPy
+    scalars become 0-d arrays on the device. Returns the arrays and the CuPy Device.
 
     Raises
     ------
@@ -93,7 +95,7 @@ def device_arrays(named: list[tuple[str, Any]]) -> tuple[list[Any], Any]:
     ValueError
         GPU arrays on different devices.
     """
-    host = [name for name, value in named if value is not None and not isinstance(value, (int, float)) and not is_gpu_array(value)]
+    host = [name for name, value in named if value is not None and not isinstance(value, _SCALARS) and not is_gpu_array(value)]
     if host:
         gpu = [name for name, value in named if value is not None and is_gpu_array(value)]
         msg = (
@@ -103,7 +105,7 @@ def device_arrays(named: list[tuple[str, Any]]) -> tuple[list[Any], Any]:
         )
         raise TypeError(msg)
     cp = cupy()
-    arrays: list[Any] = [None if value is None or isinstance(value, (int, float)) else as_cupy(value, name) for name, value in named]
+    arrays: list[Any] = [None if value is None or isinstance(value, _SCALARS) else as_cupy(value, name) for name, value in named]
     devices = {(name, array.device.id) for (name, _), array in zip(named, arrays, strict=True) if array is not None}
     ids = sorted({device for _, device in devices})
     if len(ids) > 1:
@@ -113,7 +115,7 @@ def device_arrays(named: list[tuple[str, Any]]) -> tuple[list[Any], Any]:
     device = cp.cuda.Device(ids[0])
     with device:
         for k, (_, value) in enumerate(named):
-            if isinstance(value, (int, float)):
+            if isinstance(value, _SCALARS):
                 arrays[k] = cp.asarray(value)
     return arrays, device
 

@@ -133,13 +133,14 @@ void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle stride
 }
 
 #ifdef FASTMSE_WITH_CUDA
-using DeviceKernel = void (*)(const Problem&, int, std::uintptr_t);
+using DeviceKernel = void (*)(const Problem&, void*, int, std::uintptr_t);
 
-// A GPU pass: operands are (device pointer, dtype code) pairs; kernels are queued on
+// A GPU pass: operands are (device pointer, dtype code) pairs, workspace a device pointer
+// to cuda_workspace_bytes(shape, n_kept) bytes (0 where that is 0); kernels are queued on
 // `stream` of `device`, and nothing waits for them.
 template <DeviceKernel K>
-void run_device(py::handle shape, int n_kept, py::handle operands, py::handle strides, int device,
-                std::uintptr_t stream) {
+void run_device(py::handle shape, int n_kept, py::handle operands, py::handle strides, std::uintptr_t workspace,
+                int device, std::uintptr_t stream) {
     ProblemStorage storage;
     const Problem problem =
         read_problem(storage, shape, n_kept, operands, strides, [](std::size_t, const py::object& item) {
@@ -150,7 +151,7 @@ void run_device(py::handle shape, int n_kept, py::handle operands, py::handle st
         });
     // std::invalid_argument and std::runtime_error reach Python as ValueError and RuntimeError.
     py::gil_scoped_release release;
-    K(problem, device, stream);
+    K(problem, reinterpret_cast<void*>(workspace), device, stream);
 }
 #endif
 
@@ -200,8 +201,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("sum_difference", &run_host<fastmse::sum_difference>, signature_doc);
 #ifdef FASTMSE_WITH_CUDA
     const char* device_doc =
-        "(shape, n_kept, operands, strides, device, stream): (device pointer, dtype code) or None "
-        "for predictions, targets, weights, out, loss, scale; queued on `stream` of `device`.";
+        "(shape, n_kept, operands, strides, workspace, device, stream): (device pointer, dtype code) or "
+        "None for predictions, targets, weights, out, loss, scale; queued on `stream` of `device`.";
     m.def("cuda_sum_squared_error", &run_device<fastmse::cuda::sum_squared_error>, device_doc);
     m.def("cuda_scaled_difference", &run_device<fastmse::cuda::scaled_difference>, device_doc);
     m.def("cuda_sum_squared_error_and_scaled_difference",
@@ -218,6 +219,19 @@ PYBIND11_MODULE(_core, m) {
         py::arg("data"), py::arg("bytes"), py::arg("sink"), py::arg("device"), py::arg("stream"),
         "Read `bytes` of device memory once (the GPU bandwidth probe); sink: 8 bytes of device memory.");
     m.def("cuda_device_count", &fastmse::cuda::device_count);
+    m.def("cuda_can_run", &fastmse::cuda::can_run, py::arg("device"),
+          "Whether the compiled kernels run on `device` (architecture and driver).");
+    m.def(
+        "cuda_workspace_bytes",
+        [](py::handle shape_seq, int n_kept) {
+            const std::size_t ndim = static_cast<std::size_t>(py::len(shape_seq));
+            if (ndim > static_cast<std::size_t>(fastmse::kMaxDims) || n_kept < 0 || n_kept > static_cast<int>(ndim))
+                throw py::value_error("fastmse._core: malformed problem");
+            int64_t shape[fastmse::kMaxDims];
+            read_int64s(shape_seq, shape, ndim, "shape");
+            return fastmse::cuda::workspace_bytes(shape, static_cast<int>(ndim), n_kept);
+        },
+        py::arg("shape"), py::arg("n_kept"), "Device scratch bytes a summing GPU pass over `shape` needs.");
 #endif
     m.def(
         "stream_read",

@@ -302,8 +302,10 @@ __global__ void __launch_bounds__(kThreads) read_kernel(const uint4* data, int64
 }
 
 void check(cudaError_t status, const char* what) {
-    if (status != cudaSuccess)
+    if (status != cudaSuccess) {
+        (void)cudaGetLastError();  // not left behind for the next call's launch check
         throw std::runtime_error(std::string("fastmse: CUDA error in ") + what + ": " + cudaGetErrorString(status));
+    }
 }
 
 // Makes `device` current for the launches and restores the caller's device after.
@@ -311,8 +313,10 @@ class DeviceScope {
   public:
     explicit DeviceScope(int device) {
         const cudaError_t status = cudaGetDevice(&previous_);
-        if (status != cudaSuccess)
+        if (status != cudaSuccess) {
+            (void)cudaGetLastError();
             throw std::runtime_error(std::string("fastmse: no usable CUDA device: ") + cudaGetErrorString(status));
+        }
         if (previous_ != device) check(cudaSetDevice(device), "cudaSetDevice");
     }
     ~DeviceScope() {
@@ -380,8 +384,10 @@ Launch prepare(const Problem& problem) {
     return launch;
 }
 
+int64_t tiles_of(int64_t n_red) { return (n_red + kTile - 1) / kTile; }
+
 template <Pass P, typename T>
-void launch_typed(const Launch& launch, int limit, cudaStream_t stream) {
+void launch_typed(const Launch& launch, double* partials, int limit, cudaStream_t stream) {
     const Geometry& g = launch.g;
     const Operands& a = launch.a;
     if constexpr (!kSums<P>) {
@@ -393,64 +399,86 @@ void launch_typed(const Launch& launch, int limit, cudaStream_t stream) {
     } else if (g.n_red <= kSerialMax) {
         serial_kernel<P, T><<<blocks_for(g.n_out, kThreads, limit), kThreads, 0, stream>>>(g, a);
     } else {
-        const int64_t tiles = (g.n_red + kTile - 1) / kTile;
-        const int64_t units = g.n_out * tiles;
-        double* partials = nullptr;
-        check(cudaMallocAsync(reinterpret_cast<void**>(&partials), sizeof(double) * units, stream), "cudaMallocAsync");
-        const unsigned blocks = blocks_for(units, 1, limit);
+        const int64_t tiles = tiles_of(g.n_red);
+        if (partials == nullptr) throw std::invalid_argument("fastmse: a summing GPU pass needs its workspace");
+        const unsigned blocks = blocks_for(g.n_out * tiles, 1, limit);
         if (launch.flat)
             tile_kernel<P, T, true><<<blocks, kThreads, 0, stream>>>(g, a, tiles, partials);
         else
             tile_kernel<P, T, false><<<blocks, kThreads, 0, stream>>>(g, a, tiles, partials);
-        const cudaError_t launched = cudaGetLastError();
-        if (launched == cudaSuccess && a.loss)
-            finish_kernel<<<blocks_for(g.n_out, 1, limit), kThreads, 0, stream>>>(g, partials, tiles, a.loss);
-        check(cudaFreeAsync(partials, stream), "cudaFreeAsync");
-        check(launched, "a kernel launch");
+        check(cudaGetLastError(), "a kernel launch");
+        if (a.loss) finish_kernel<<<blocks_for(g.n_out, 1, limit), kThreads, 0, stream>>>(g, partials, tiles, a.loss);
     }
     check(cudaGetLastError(), "a kernel launch");
 }
 
 template <Pass P>
-void run(const Problem& problem, int device, std::uintptr_t stream_handle) {
+void run(const Problem& problem, void* workspace, int device, std::uintptr_t stream_handle) {
     const Launch launch = prepare(problem);
     if (launch.g.n_out == 0 || (!kSums<P> && launch.g.n_red == 0)) return;
     DeviceScope scope(device);
+    (void)cudaGetLastError();  // an error older than this call is not this call's
     const int limit = grid_limit(device);
     const auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
+    auto* partials = static_cast<double*>(workspace);
     switch (problem.dtype) {
-        case ScalarType::float16: launch_typed<P, __half>(launch, limit, stream); break;
-        case ScalarType::float32: launch_typed<P, float>(launch, limit, stream); break;
-        case ScalarType::float64: launch_typed<P, double>(launch, limit, stream); break;
+        case ScalarType::float16: launch_typed<P, __half>(launch, partials, limit, stream); break;
+        case ScalarType::float32: launch_typed<P, float>(launch, partials, limit, stream); break;
+        case ScalarType::float64: launch_typed<P, double>(launch, partials, limit, stream); break;
     }
 }
 
 }  // namespace
 
-void sum_squared_error(const Problem& problem, int device, std::uintptr_t stream) {
-    run<Pass::sum>(problem, device, stream);
+void sum_squared_error(const Problem& problem, void* workspace, int device, std::uintptr_t stream) {
+    run<Pass::sum>(problem, workspace, device, stream);
 }
-void scaled_difference(const Problem& problem, int device, std::uintptr_t stream) {
-    run<Pass::grad>(problem, device, stream);
+void scaled_difference(const Problem& problem, void* workspace, int device, std::uintptr_t stream) {
+    run<Pass::grad>(problem, workspace, device, stream);
 }
-void sum_squared_error_and_scaled_difference(const Problem& problem, int device, std::uintptr_t stream) {
-    run<Pass::sum_and_grad>(problem, device, stream);
+void sum_squared_error_and_scaled_difference(const Problem& problem, void* workspace, int device, std::uintptr_t stream) {
+    run<Pass::sum_and_grad>(problem, workspace, device, stream);
 }
-void squared_error(const Problem& problem, int device, std::uintptr_t stream) {
-    run<Pass::elementwise>(problem, device, stream);
+void squared_error(const Problem& problem, void* workspace, int device, std::uintptr_t stream) {
+    run<Pass::elementwise>(problem, workspace, device, stream);
 }
-void sum_difference(const Problem& problem, int device, std::uintptr_t stream) {
-    run<Pass::sum_difference>(problem, device, stream);
+void sum_difference(const Problem& problem, void* workspace, int device, std::uintptr_t stream) {
+    run<Pass::sum_difference>(problem, workspace, device, stream);
 }
 
 void stream_read(const void* data, int64_t bytes, uint64_t* sink, int device, std::uintptr_t stream) {
     if (!aligned16(data)) throw std::invalid_argument("fastmse: stream_read needs 16-byte aligned memory");
     DeviceScope scope(device);
+    (void)cudaGetLastError();
     const int64_t n = bytes / 16;
     const auto* tail = static_cast<const unsigned char*>(data) + n * 16;
     read_kernel<<<blocks_for(n, kThreads, grid_limit(device)), kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
         static_cast<const uint4*>(data), n, tail, bytes - n * 16, sink);
     check(cudaGetLastError(), "stream_read");
+}
+
+int64_t workspace_bytes(const int64_t* shape, int ndim, int n_kept) {
+    int64_t n_out = 1, n_red = 1;
+    for (int d = 0; d < ndim; ++d) (d < n_kept ? n_out : n_red) *= shape[d];
+    if (n_out == 0 || n_red <= kSerialMax) return 0;
+    return static_cast<int64_t>(sizeof(double)) * n_out * tiles_of(n_red);
+}
+
+bool can_run(int device) {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || device < 0 || device >= count) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    try {
+        DeviceScope scope(device);
+        cudaFuncAttributes attributes;
+        const cudaError_t status = cudaFuncGetAttributes(&attributes, finish_kernel);
+        (void)cudaGetLastError();
+        return status == cudaSuccess;
+    } catch (const std::runtime_error&) {
+        return false;
+    }
 }
 
 int device_count() {

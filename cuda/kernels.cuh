@@ -1,8 +1,10 @@
 // The CUDA backend: the five passes of cpp/kernels.hpp on device memory. A Problem's
 // pointers are device pointers on `device`; kernels are queued on `stream` (a
 // cudaStream_t as an integer, 0 for the legacy default stream) and nothing waits for
-// them. Errors are thrown as std::runtime_error (std::invalid_argument for a problem
-// the GPU kernels do not take).
+// them. `workspace` is device memory of workspace_bytes(...) bytes (the caller's
+// allocator owns it, so that CuPy's or PyTorch's memory pools serve it); it may be null
+// where that is 0. Errors are thrown as std::runtime_error (std::invalid_argument for a
+// problem the GPU kernels do not take).
 #pragma once
 
 #include <cstdint>
@@ -16,11 +18,19 @@ namespace fastmse::cuda {
 // shapes and strides travel as kernel parameters.
 inline constexpr int kMaxDims = 8;
 
-void sum_squared_error(const Problem& problem, int device, std::uintptr_t stream);
-void scaled_difference(const Problem& problem, int device, std::uintptr_t stream);
-void sum_squared_error_and_scaled_difference(const Problem& problem, int device, std::uintptr_t stream);
-void squared_error(const Problem& problem, int device, std::uintptr_t stream);
-void sum_difference(const Problem& problem, int device, std::uintptr_t stream);
+void sum_squared_error(const Problem& problem, void* workspace, int device, std::uintptr_t stream);
+void scaled_difference(const Problem& problem, void* workspace, int device, std::uintptr_t stream);
+void sum_squared_error_and_scaled_difference(const Problem& problem, void* workspace, int device,
+                                             std::uintptr_t stream);
+void squared_error(const Problem& problem, void* workspace, int device, std::uintptr_t stream);
+void sum_difference(const Problem& problem, void* workspace, int device, std::uintptr_t stream);
+
+// Scratch a summing pass over `shape` (n_kept kept dimensions first) needs: the tile sums.
+int64_t workspace_bytes(const int64_t* shape, int ndim, int n_kept);
+
+// Whether this module has code that runs on `device` (its architecture compiled in, as
+// real code or PTX the driver can compile) and a driver new enough for its runtime.
+bool can_run(int device);
 
 // Reads `bytes` bytes of device memory once (the read-bandwidth ceiling of the GPU
 // benchmark), leaving a checksum in *sink (device memory, 8 bytes).
@@ -30,7 +40,7 @@ void stream_read(const void* data, int64_t bytes, uint64_t* sink, int device, st
 int device_count();
 // The CUDA runtime version this module was built with (e.g. 13000).
 int runtime_version();
-// The architectures compiled in, as CMake's list (e.g. "75-real;80-real;...").
+// The architectures compiled in, comma-separated (e.g. "75-real,80-real,...").
 std::string architectures();
 
 }  // namespace fastmse::cuda

@@ -218,6 +218,9 @@ def test_torch_cuda_tensors(gpu_backend):
     ours, grad = mse_and_grad(p.detach(), t)
     assert float(ours) == pytest.approx(loss.item(), rel=1e-6)
     np.testing.assert_allclose(cp.asnumpy(grad), p.grad.cpu().numpy(), rtol=1e-6)
+    out = torch.empty_like(t)  # a GPU `out` of another library is written in place
+    assert mse_grad(p.detach(), t, out=out) is out
+    np.testing.assert_allclose(out.cpu().numpy(), p.grad.cpu().numpy(), rtol=1e-6)
 
 
 def test_numba_device_arrays(gpu_backend):

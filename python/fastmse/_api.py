@@ -272,9 +272,11 @@ def _resolve_arrays(
         w = _compute_array(w, dtype if w.dtype == dtype else _FLOAT64)
         if device is None:
             lowest = np.fmin.reduce(w, axis=None) if w.size else 0  # fmin: a NaN cannot hide a -1
-        else:  # one wait for the device: the error has to be raised now
+        elif not signed_weights:  # one wait for the device: the error has to be raised now
             negative = w < 0
-            lowest = float(w[negative].min()) if not signed_weights and bool(negative.any()) else 0
+            lowest = float(w[negative].min()) if bool(negative.any()) else 0
+        else:
+            lowest = 0
         if lowest < 0 and not signed_weights:
             msg = f"weights must be non-negative; found {lowest}"
             raise ValueError(msg)
@@ -489,6 +491,9 @@ def partial_sums(
     """The float64 sums of a ``mse(..., reduction="sum")`` call and of its weights, with
     every check of :func:`mse`."""
     call = resolve(predictions, targets, weights, axis, "sum", signed_weights)
+    if call.device is not None:  # their callers add the sums up on the host, in NumPy
+        msg = "GPU arrays are not taken here yet (MSEAccumulator, Dask chunks, the crysx _cupy twins): use mse(...)"
+        raise TypeError(msg)
     xp = call.xp
     with call.on_device():
         if call.weights is None:
@@ -566,9 +571,10 @@ def _gradient(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[An
 
 def _gradient_here(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[Any, Any]:
     if out is None:
-        out = target = _empty_like(call)
+        out = view = target = _empty_like(call)
     else:
-        target = _writable_target(_check_out(out, call), call)
+        view = _check_out(out, call)  # `out` itself, or a CuPy view of a GPU array of another kind
+        target = _writable_target(view, call)
     loss = None
     if call.reduction == "none":
         if with_loss:  # first: the gradient may overwrite an input (out=predictions)
@@ -582,8 +588,8 @@ def _gradient_here(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tup
         _gradient_into(call, target, _scale(denominator, call.xp), sums)
         if sums is not None:
             loss = _finish(call, sums, denominator, keepdims)
-    if target is not out:
-        out[...] = target
+    if target is not view:
+        view[...] = target
     return loss, out
 
 

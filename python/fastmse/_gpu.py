@@ -134,20 +134,31 @@ class CudaBackend:
         if not core.build_info()["cuda"]:
             msg = "fastmse._core was built without the CUDA kernels"
             raise ImportError(msg)
+        if core.cuda_device_count() == 0:
+            msg = "the CUDA runtime in fastmse._core finds no device (a driver older than the runtime?)"
+            raise ImportError(msg)
         self._core = core
         self._cp = cupy()
         self._fallback: CupyBackend | None = None
+        self._runs_on: dict[int, bool] = {}  # device -> whether the compiled code runs there
 
     def _run(self, kernel: str, plan: Plan) -> None:
-        if len(plan.shape) > _CUDA_MAX_DIMS:  # dimensions that no merging could join
+        device = plan.arrays[0].device.id
+        if device not in self._runs_on:
+            self._runs_on[device] = bool(self._core.cuda_can_run(device))
+        # Dimensions that no merging could join, or a GPU this build has no code for.
+        if len(plan.shape) > _CUDA_MAX_DIMS or not self._runs_on[device]:
             if self._fallback is None:
                 self._fallback = CupyBackend()
             getattr(self._fallback, kernel)(plan)
             return
         operands = [None if a is None else (address(a), _DTYPE_CODES[a.dtype]) for a in plan.arrays]
-        device = plan.arrays[0].device.id
         stream = self._cp.cuda.get_current_stream().ptr
-        getattr(self._core, _CUDA_ENTRY[kernel])(plan.shape, plan.n_kept, operands, plan.strides, device, stream)
+        # Scratch for the tile sums, from CuPy's pool (released once the stream is past it).
+        size = self._core.cuda_workspace_bytes(plan.shape, plan.n_kept) if kernel.startswith("reduce") else 0
+        workspace = self._cp.empty(size, np.uint8) if size else None
+        entry = getattr(self._core, _CUDA_ENTRY[kernel])
+        entry(plan.shape, plan.n_kept, operands, plan.strides, 0 if workspace is None else address(workspace), device, stream)
 
     def reduce(self, plan: Plan) -> None:
         self._run("reduce", plan)
@@ -187,20 +198,22 @@ class CupyBackend:
 
     def __init__(self) -> None:
         cp = self._cp = cupy()
+        no_fma = {"options": ("--fmad=false",)}  # the CPU kernels' arithmetic: no contraction
         self._sum = cp.ReductionKernel(
             "T p, T t, W w", "float64 s", "((double)w * ((double)p - (double)t)) * ((double)p - (double)t)",
-            "a + b", "s = a", "0", "fastmse_sum_squared_error", reduce_type="double",
+            "a + b", "s = a", "0", "fastmse_sum_squared_error", reduce_type="double", **no_fma,
         )
         self._sum_difference = cp.ReductionKernel(
             "T p, T t, W w", "float64 s", "(double)w * ((double)p - (double)t)",
-            "a + b", "s = a", "0", "fastmse_sum_difference", reduce_type="double",
+            "a + b", "s = a", "0", "fastmse_sum_difference", reduce_type="double", **no_fma,
         )
         self._grad = cp.ElementwiseKernel(
             "T p, T t, W w, float64 scale", "T out",
-            _DIFFERENCE + " out = (T)(double)((scale * (double)w) * d);", "fastmse_scaled_difference",
+            _DIFFERENCE + " out = (T)(double)((scale * (double)w) * d);", "fastmse_scaled_difference", **no_fma,
         )
         self._squared = cp.ElementwiseKernel(
-            "T p, T t, W w", "T out", _DIFFERENCE + " out = (T)(double)(((double)w * d) * d);", "fastmse_squared_error",
+            "T p, T t, W w", "T out", _DIFFERENCE + " out = (T)(double)(((double)w * d) * d);",
+            "fastmse_squared_error", **no_fma,
         )
 
     def _views(self, plan: Plan) -> list[Any]:

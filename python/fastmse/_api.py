@@ -233,8 +233,8 @@ def resolve(
         raise ValueError(msg)
     host = type(predictions) is np.ndarray and type(targets) is np.ndarray and type(weights) in (np.ndarray, type(None))
     if not host and any(_gpu.is_gpu_array(v) for v in (predictions, targets, weights)):
-        named = [("predictions", predictions), ("targets", targets), ("weights", weights)]
-        (gp, gt, gw), device = _gpu.device_arrays(named)
+        operands: list[tuple[str, Any]] = [("predictions", predictions), ("targets", targets), ("weights", weights)]
+        (gp, gt, gw), device = _gpu.device_arrays(operands)
         with device:
             return _resolve_arrays(gp, gt, gw, predictions, targets, axis, reduction, signed_weights, device)
     p = _as_array(predictions, "predictions")
@@ -382,7 +382,7 @@ def _same_view(a: Any, b: Any) -> bool:
     return _address(a) == _address(b) and a.shape == b.shape and a.strides == b.strides
 
 
-def _writable_target(out: np.ndarray, call: Call) -> np.ndarray:
+def _writable_target(out: Any, call: Call) -> Any:
     """Where the kernel may write the gradient: `out`, or a scratch array if `out` overlaps
     an input in any way other than being exactly `predictions` or `targets`, overlaps
     itself (a zero stride) or is not aligned."""
@@ -437,7 +437,7 @@ def _elementwise_loss(call: Call) -> Any:
     return loss[()] if loss.ndim == 0 and call.device is None else loss
 
 
-def _sums(call: Call) -> np.ndarray:
+def _sums(call: Call) -> Any:
     """sum(w * (p - t) ** 2) over the call's axes, in float64, shaped `kept_shape`."""
     sums = call.xp.empty(call.kept_shape, _FLOAT64)
     p, t = call.predictions, call.targets
@@ -543,7 +543,7 @@ def gradient_with_denominator(
     axis: Axis,
     reduction: str,
     denominator: Any,
-) -> np.ndarray:
+) -> Any:
     """``mse_grad`` of a piece of a larger array: the mean's denominators (a float, or
     float64 per kept position) are given, since they are those of the whole."""
     call = resolve(predictions, targets, weights, axis, reduction)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ class Plan:
 
     shape: tuple[int, ...]
     n_kept: int
-    arrays: list[np.ndarray | None]
+    arrays: list[Any]  # NumPy arrays, or CuPy arrays for the GPU backends; None where absent
     strides: list[tuple[int, ...]]
 
     @property
@@ -64,10 +65,10 @@ def reduced_strides(array: np.ndarray, shape: Sequence[int], axes: Sequence[int]
 
 
 # Strides of absent operands are never read, so one list serves every flat plan.
-_FLAT_STRIDES = [(1,), (1,), (1,), (1,), (0,), (0,)]
+_FLAT_STRIDES: list[tuple[int, ...]] = [(1,), (1,), (1,), (1,), (0,), (0,)]
 
 
-def contiguous_plan(arrays: list[np.ndarray | None]) -> Plan:
+def contiguous_plan(arrays: list[Any]) -> Plan:
     """The plan :func:`make_plan` gives where predictions, targets and out (if any) are
     C-contiguous of one shape, without weights, summed over everything; built without
     the general search, which costs more than the kernel on small arrays."""

@@ -57,6 +57,15 @@ void read_int64s(py::handle sequence, int64_t* values, std::size_t count, const 
     }
 }
 
+// A problem's extents, read into `shape`; checks the dimension count and n_kept.
+std::size_t read_shape(py::handle shape_seq, int n_kept, int64_t* shape) {
+    const std::size_t ndim = static_cast<std::size_t>(py::len(shape_seq));
+    if (ndim > static_cast<std::size_t>(fastmse::kMaxDims) || n_kept < 0 || n_kept > static_cast<int>(ndim))
+        throw py::value_error("fastmse._core: malformed problem");
+    read_int64s(shape_seq, shape, ndim, "shape");
+    return ndim;
+}
+
 // What a Problem's pointers and strides live in while a call runs.
 struct ProblemStorage {
     int64_t shape[fastmse::kMaxDims];
@@ -76,12 +85,9 @@ struct OperandSource {
 template <typename Source>
 Problem read_problem(ProblemStorage& storage, py::handle shape_seq, int n_kept, py::handle items_seq,
                      py::handle strides_seq, Source&& source) {
-    const std::size_t ndim = static_cast<std::size_t>(py::len(shape_seq));
-    if (ndim > static_cast<std::size_t>(fastmse::kMaxDims) || n_kept < 0 ||
-        n_kept > static_cast<int>(ndim) || py::len(items_seq) != kOperandCount ||
-        py::len(strides_seq) != kOperandCount)
+    const std::size_t ndim = read_shape(shape_seq, n_kept, storage.shape);
+    if (py::len(items_seq) != kOperandCount || py::len(strides_seq) != kOperandCount)
         throw py::value_error("fastmse._core: malformed problem");
-    read_int64s(shape_seq, storage.shape, ndim, "shape");
 
     Problem problem;
     problem.ndim = static_cast<int>(ndim);
@@ -224,11 +230,8 @@ PYBIND11_MODULE(_core, m) {
     m.def(
         "cuda_workspace_bytes",
         [](py::handle shape_seq, int n_kept) {
-            const std::size_t ndim = static_cast<std::size_t>(py::len(shape_seq));
-            if (ndim > static_cast<std::size_t>(fastmse::kMaxDims) || n_kept < 0 || n_kept > static_cast<int>(ndim))
-                throw py::value_error("fastmse._core: malformed problem");
             int64_t shape[fastmse::kMaxDims];
-            read_int64s(shape_seq, shape, ndim, "shape");
+            const std::size_t ndim = read_shape(shape_seq, n_kept, shape);
             return fastmse::cuda::workspace_bytes(shape, static_cast<int>(ndim), n_kept);
         },
         py::arg("shape"), py::arg("n_kept"), "Device scratch bytes a summing GPU pass over `shape` needs.");

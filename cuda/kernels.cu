@@ -113,13 +113,12 @@ __device__ inline double visit(const Operands& a, const int64_t* off, double sca
     return apply<P, T>(d, weight_at<T>(a, off[kW]), scale, out);
 }
 
-// Position r of a flat problem (one summed dimension, unit strides).
+// Position r of a flat problem (one summed dimension, unit strides): every operand's
+// offset is r.
 template <Pass P, typename T>
 __device__ inline double visit_flat(const Operands& a, int64_t r, double scale) {
-    const double d = Scalar<T>::load(static_cast<const T*>(a.p)[r]) -
-                     Scalar<T>::load(static_cast<const T*>(a.t)[r]);
-    T* out = a.out ? static_cast<T*>(a.out) + r : nullptr;
-    return apply<P, T>(d, weight_at<T>(a, r), scale, out);
+    const int64_t off[kOut + 1] = {r, r, r, r};
+    return visit<P, T>(a, off, scale);
 }
 
 template <typename T>

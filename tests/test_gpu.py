@@ -3,6 +3,7 @@ reference. Marked `gpu`; skipped, with the reason, where CuPy or a device is mis
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from checks import assert_matches
 from fastmse import _backends, _gpu, mse, mse_and_grad, mse_grad
 from hypothesis import given
 from reference import exact_mean_squared_error, ulps
@@ -34,11 +36,12 @@ if DEVICES == 0:
 
 import cupy as cp
 
+CORE = importlib.import_module("fastmse._core")
+
 
 def _gpu_backends() -> list:
     params = [pytest.param("cupy", id="cupy")]
-    core = __import__("fastmse._core", fromlist=["build_info"])
-    built = core.build_info()["cuda"]
+    built = CORE.build_info()["cuda"]
     params.insert(0, pytest.param("cuda", id="cuda", marks=[] if built else [pytest.mark.skip(reason="built without CUDA")]))
     return params
 
@@ -47,7 +50,7 @@ def _gpu_backends() -> list:
 def gpu_backend(request, monkeypatch):
     """Sends GPU calls to one GPU backend."""
     if request.param == "cuda":
-        chosen = _gpu.CudaBackend(__import__("fastmse._core", fromlist=["build_info"]))
+        chosen = _gpu.CudaBackend(CORE)
     else:
         chosen = _gpu.CupyBackend()
     monkeypatch.setattr(_backends, "_gpu_backend", chosen)
@@ -66,20 +69,6 @@ def _to_device(value):
     return cp.lib.stride_tricks.as_strided(cp.asarray(span)[-low:], value.shape, value.strides)
 
 
-def _close(gpu_value, cpu_value, dtype):
-    """Within one ulp of the result dtype (float64: the SPEC's 1e-13 relative)."""
-    got = cp.asnumpy(gpu_value).astype(np.float64)
-    expected = np.asarray(cpu_value, dtype=np.float64)
-    assert got.shape == expected.shape
-    if np.dtype(dtype) == np.float64:
-        np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-300, equal_nan=True)
-    else:
-        spacing = np.spacing(np.abs(expected).astype(dtype)).astype(np.float64)
-        finite = np.isfinite(expected)
-        assert np.all(np.abs(got - expected)[finite] <= spacing[finite])
-        assert np.array_equal(np.isnan(got), np.isnan(expected))
-
-
 @given(case=calls(dtypes=(np.float16, np.float32, np.float64)))
 def test_every_call_matches_the_cpu_path(gpu_backend, case):
     predictions, targets, kwargs = case
@@ -95,8 +84,9 @@ def test_every_call_matches_the_cpu_path(gpu_backend, case):
     assert isinstance(gpu_grad, cp.ndarray)
     assert gpu_loss.dtype == np.asarray(loss).dtype
     assert gpu_grad.dtype == grad.dtype
-    _close(gpu_loss, loss, gpu_loss.dtype)
-    _close(gpu_grad, grad, gpu_grad.dtype)
+    # Within one ulp of the CPU path's result (float64: SPEC's 1e-13 relative).
+    assert_matches(cp.asnumpy(gpu_loss), loss, gpu_loss.dtype)
+    assert_matches(cp.asnumpy(gpu_grad), grad, gpu_grad.dtype)
     assert cp.array_equal(fused_loss, gpu_loss, equal_nan=True)
     assert cp.array_equal(fused_grad, gpu_grad, equal_nan=True)
 

@@ -38,10 +38,15 @@ def _as_array(value: Any, name: str) -> np.ndarray:
         except (TypeError, ValueError) as error:
             msg = f"{name} could not be converted to an array: {error}"
             raise TypeError(msg) from error
+    _require_real(array, name)
+    return array
+
+
+def _require_real(array: Any, name: str) -> None:
+    """TypeError unless `array` holds bool, integers or floats."""
     if array.dtype.kind not in "biuf":
         msg = f"{name} has dtype {array.dtype}; fastmse takes real numbers (bool, integer, float)"
         raise TypeError(msg)
-    return array
 
 
 def is_dask(*values: Any) -> bool:
@@ -256,11 +261,10 @@ def _resolve_arrays(
 ) -> Call:
     """resolve()'s general path, once the operands are arrays: NumPy ones, or CuPy ones on
     `device` (which is then current)."""
-    if device is not None:
+    if device is not None:  # host arrays were checked as _as_array made them
         for name, array in (("predictions", p), ("targets", t), ("weights", w)):
-            if array is not None and array.dtype.kind not in "biuf":
-                msg = f"{name} has dtype {array.dtype}; fastmse takes real numbers (bool, integer, float)"
-                raise TypeError(msg)
+            if array is not None:
+                _require_real(array, name)
     dtype = _result_dtype(p, t, predictions, targets)
     shape = _broadcast_shape(p, t, w)
     if reduction == "none" and axis is not None:
@@ -494,13 +498,11 @@ def partial_sums(
     if call.device is not None:  # their callers add the sums up on the host, in NumPy
         msg = "GPU arrays are not taken here yet (MSEAccumulator, Dask chunks, the crysx _cupy twins): use mse(...)"
         raise TypeError(msg)
-    xp = call.xp
-    with call.on_device():
-        if call.weights is None:
-            weight_sums = xp.full(call.kept_shape, float(call.count))
-        else:
-            weight_sums = xp.asarray(_denominators(call, warn=False), dtype=_FLOAT64)
-        return Partial(call.dtype, call.shape, call.axes, call.kept_shape, _sums(call), weight_sums)
+    if call.weights is None:
+        weight_sums = np.full(call.kept_shape, float(call.count))
+    else:
+        weight_sums = np.asarray(_denominators(call, warn=False), dtype=_FLOAT64)
+    return Partial(call.dtype, call.shape, call.axes, call.kept_shape, _sums(call), weight_sums)
 
 
 def finish_mean(sums: Any, weight_sums: Any, dtype: np.dtype, reduction: str) -> Any:

@@ -104,8 +104,9 @@ def _gpu_candidates(cp: Any, p: Any, t: Any, out: Any) -> list[Candidate]:
     n, nbytes = p.size, p.nbytes
     read, rw = 2 * nbytes, 3 * nbytes
     found: list[Candidate] = []
-    core = __import__("fastmse._core", fromlist=["build_info"])
-    if core.build_info()["cuda"]:
+    backend = _backends.gpu()
+    if backend.name == "cuda":  # the probe is one of the compiled kernels
+        core = backend._core  # type: ignore[attr-defined]
         sink = cp.zeros(1, cp.uint64)
 
         def read_both() -> None:

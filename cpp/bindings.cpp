@@ -246,6 +246,18 @@ PYBIND11_MODULE(_core, m) {
             return fastmse::stream_read(array.data(), static_cast<int64_t>(array.nbytes()), threads);
         },
         py::arg("array"), "Read a C-contiguous array once on all threads (bandwidth probe).");
+    m.def("isa", &fastmse::active_isa, "Instruction set of the kernel copy that runs: 'baseline' or 'avx2'.");
+    m.def(
+        "set_isa", [](const std::string& name) { return fastmse::set_isa(name.c_str()); }, py::arg("name"),
+        "Run the kernel copy for `name`; False (nothing changes) where it is not built or the CPU lacks it.");
+    m.def(
+        "runnable_isas",
+        [] {
+            py::list names;
+            for (const char* const* name = fastmse::runnable_isas(); *name != nullptr; ++name) names.append(*name);
+            return names;
+        },
+        "Instruction sets of the kernel copies this CPU runs, least capable first.");
     m.def("set_num_threads", &fastmse::set_num_threads, py::arg("n"));
     m.def("get_num_threads", &fastmse::get_num_threads);
     m.def("build_info", &build_info);

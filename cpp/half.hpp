@@ -10,6 +10,9 @@
 #include <cstring>
 
 namespace fastmse {
+// Internal linkage: cpp/kernels.cpp is compiled once per instruction set, and the linker
+// must not pick one copy's code for all.
+namespace {
 
 struct Half {
     uint16_t bits;
@@ -73,4 +76,5 @@ inline Half double_to_half(double value) {
     return float_to_half(f);
 }
 
+}  // namespace
 }  // namespace fastmse

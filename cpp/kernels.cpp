@@ -12,21 +12,32 @@
 //   * Task sums of one output are combined by the same cascade in task order.
 // Threads only decide who computes which task, so results are bitwise identical for
 // any thread count. The Numba backend (python/fastmse/_numba.py) mirrors this file.
-#include "kernels.hpp"
-
+//
+// This file is compiled once per instruction set (FASTMSE_ISA names the copy and its
+// namespace; see CMakeLists.txt), and cpp/dispatch.cpp picks one at run time. So all
+// code here has internal linkage, and nothing here instantiates library templates with
+// out-of-line code (std::vector): the linker keeps one copy of such code for the whole
+// module, and an AVX2 copy of it would then run on CPUs without AVX2.
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstdlib>
-#include <vector>
+#include <new>
 
 #include "half.hpp"
+#include "kernel_set.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
+#ifndef FASTMSE_ISA
+#define FASTMSE_ISA baseline
+#endif
+#define FASTMSE_STRINGIFY_(x) #x
+#define FASTMSE_STRINGIFY(x) FASTMSE_STRINGIFY_(x)
+
 namespace fastmse {
+namespace FASTMSE_ISA {
 namespace {
 
 template <typename T>
@@ -318,6 +329,23 @@ void for_each_range(int64_t n_tasks, bool parallel, int num_threads, Fn&& fn) {
     fn(int64_t{0}, n_tasks);
 }
 
+// Task sums of a call, zeroed.
+class Partials {
+   public:
+    void allocate(int64_t n) {
+        data_ = static_cast<double*>(std::calloc(static_cast<size_t>(n), sizeof(double)));
+        if (data_ == nullptr && n > 0) throw std::bad_alloc();
+    }
+    double& operator[](int64_t i) { return data_[i]; }
+    Partials() = default;
+    Partials(const Partials&) = delete;
+    Partials& operator=(const Partials&) = delete;
+    ~Partials() { std::free(data_); }
+
+   private:
+    double* data_ = nullptr;
+};
+
 // Which tasks there are and where their sums go; threads only pick tasks from it.
 struct Schedule {
     Layout layout;
@@ -325,7 +353,7 @@ struct Schedule {
     bool across_outputs;
     bool parallel;
     int num_threads;
-    std::vector<double> partials;  // task sums when an output spans several tasks
+    Partials partials;  // task sums when an output spans several tasks
 
     explicit Schedule(const Problem& problem) : layout(problem), num_threads(problem.num_threads) {
         const Layout& l = layout;
@@ -341,7 +369,7 @@ struct Schedule {
     // Stores one task's sum for output o (kept row-major index) and chunk c.
     void store(int64_t o, int64_t c, const int64_t* kept_offset, double value) {
         if (n_chunks > 1) {
-            partials[static_cast<size_t>(o * n_chunks + c)] = value;
+            partials[o * n_chunks + c] = value;
         } else if (layout.data[kLoss]) {
             static_cast<double*>(layout.data[kLoss])[kept_offset[kLoss]] = value;
         }
@@ -353,7 +381,7 @@ struct Schedule {
         for (int64_t o = 0; o < layout.n_out; ++o) {
             Cascade<1> cascade;
             for (int64_t c = 0; c < n_chunks; ++c)
-                cascade.push(&partials[static_cast<size_t>(o * n_chunks + c)], 1);
+                cascade.push(&partials[o * n_chunks + c], 1);
             if (o > 0) kept.seek(o);
             cascade.total(static_cast<double*>(layout.data[kLoss]) + kept.offset[kLoss], 1);
         }
@@ -500,7 +528,7 @@ void dispatch(const Problem& problem) {
         return;
     }
     if (kSums<P> && schedule.n_chunks > 1)
-        schedule.partials.assign(static_cast<size_t>(l.n_out * schedule.n_chunks), 0.0);
+        schedule.partials.allocate(l.n_out * schedule.n_chunks);
     const bool weighted = l.data[kW] != nullptr;
     const bool wide_weights = problem.weights_dtype == ScalarType::float64;
     auto typed = [&](auto zero) {
@@ -519,18 +547,6 @@ void dispatch(const Problem& problem) {
     }
     if constexpr (kSums<P>) schedule.finish();
 }
-
-std::atomic<int> g_num_threads{0};
-
-}  // namespace
-
-void sum_squared_error(const Problem& problem) { dispatch<Pass::sum>(problem); }
-void scaled_difference(const Problem& problem) { dispatch<Pass::grad>(problem); }
-void sum_squared_error_and_scaled_difference(const Problem& problem) {
-    dispatch<Pass::sum_and_grad>(problem);
-}
-void squared_error(const Problem& problem) { dispatch<Pass::elementwise>(problem); }
-void sum_difference(const Problem& problem) { dispatch<Pass::sum_difference>(problem); }
 
 uint64_t stream_read(const void* data, int64_t bytes, int num_threads) {
     // Prefetched like the kernels, so the ceiling is not lower than what they reach.
@@ -551,24 +567,17 @@ uint64_t stream_read(const void* data, int64_t bytes, int num_threads) {
     return total;
 }
 
-void set_num_threads(int n) { g_num_threads.store(n < 0 ? 0 : n); }
+}  // namespace
 
-int get_num_threads() {
-    const int fixed = g_num_threads.load();
-    if (fixed > 0) return fixed;
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
+extern const KernelSet kernels = {
+    FASTMSE_STRINGIFY(FASTMSE_ISA),
+    &dispatch<Pass::sum>,
+    &dispatch<Pass::grad>,
+    &dispatch<Pass::sum_and_grad>,
+    &dispatch<Pass::elementwise>,
+    &dispatch<Pass::sum_difference>,
+    &stream_read,
+};
 
-bool built_with_openmp() {
-#ifdef _OPENMP
-    return true;
-#else
-    return false;
-#endif
-}
-
+}  // namespace FASTMSE_ISA
 }  // namespace fastmse

@@ -57,6 +57,15 @@ void sum_difference(const Problem& problem);
 // bandwidth ceiling that benchmarks measure the kernels against.
 uint64_t stream_read(const void* data, int64_t bytes, int num_threads);
 
+// The passes above are compiled once per instruction set (cpp/kernels.cpp); every copy
+// gives bitwise the same results. The most capable copy the CPU runs is used unless
+// set_isa chooses another: "baseline" or, on x86-64, "avx2".
+const char* active_isa();
+// False (and nothing changes) when `name` is not built or the CPU cannot run it.
+bool set_isa(const char* name);
+// Names of the copies this CPU can run, in order of capability, nullptr-terminated.
+const char* const* runnable_isas();
+
 // Thread count for the next calls: n > 0 fixes it, n == 0 follows OpenMP
 // (OMP_NUM_THREADS, omp_set_num_threads, threadpoolctl).
 void set_num_threads(int n);

@@ -1,11 +1,13 @@
 """Bitwise the same results for every thread count, every run, every compiled backend,
-and from many Python threads at once."""
+every compiled copy of the C++ kernels (instruction sets), and from many Python threads
+at once."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -95,6 +97,70 @@ def test_cpp_and_numba_agree_bitwise(case):
             results.append((mse(predictions, targets, **kwargs), mse_grad(predictions, targets, **kwargs)))
     assert_same(results[0][0], results[1][0])
     assert_same(results[0][1], results[1][1])
+
+
+def _kernel_copies():
+    """The compiled module and the instruction sets its kernel copies run here."""
+    if "cpp" not in _backends.available():
+        pytest.skip("needs the compiled module")
+    from fastmse import _core
+
+    names = _core.runnable_isas()
+    if len(names) < 2:
+        pytest.skip(f"this build and CPU run one copy of the kernels only: {names}")
+    return _core, names
+
+
+def _results_per_copy(predictions, targets, kwargs):
+    core, names = _kernel_copies()
+    before = core.isa()
+    results = []
+    try:
+        with _backends.use("cpp"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # means over nothing are nan
+            for name in names:
+                assert core.set_isa(name)
+                results.append(_results(predictions, targets, kwargs))
+    finally:
+        core.set_isa(before)
+    return results
+
+
+def _assert_all_same(results):
+    first = results[0]
+    for other in results[1:]:
+        assert_same(other[0], first[0])
+        assert_same(other[1], first[1])
+        assert_same(other[2][0], first[2][0])
+        assert_same(other[2][1], first[2][1])
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_kernel_copies_agree_bitwise_on_large_layouts(name):
+    _assert_all_same(_results_per_copy(*CASES[name]))
+
+
+@given(case=calls(dtypes=(np.float16, np.float32, np.float64), max_side=9))
+def test_kernel_copies_agree_bitwise(case):
+    _assert_all_same(_results_per_copy(*case))
+
+
+def test_fastmse_isa_chooses_the_kernel_copy():
+    _, names = _kernel_copies()
+    code = "import fastmse._native, fastmse._core as c; fastmse.mse([1.0], [2.0]); print(c.isa())"
+    for name in names:
+        assert _threads_in_subprocess({"FASTMSE_ISA": name}, code) == name
+    env = {**os.environ, "FASTMSE_ISA": "no-such-isa"}
+    env.pop("FASTMSE_BACKEND", None)
+    result = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "FASTMSE_ISA='no-such-isa' ignored" in result.stderr
 
 
 def test_concurrent_calls_from_python_threads(backend):

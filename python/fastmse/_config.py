@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _backends
 from ._api import as_integer
+from ._native import NativeBackend
 
 
 def set_num_threads(n: int) -> None:
@@ -59,9 +60,11 @@ def config() -> dict[str, Any]:
         "numpy": np.__version__,
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
     }
-    build = getattr(_backends._loaded.get("cpp"), "build", None)
-    if build is not None:
+    native = _backends._loaded.get("cpp")
+    if isinstance(native, NativeBackend):
+        build = native.build
         info["compiler"] = build["compiler"]
+        info["kernels"] = f"{native.isa} (this CPU runs: {', '.join(native.runnable_isas)})"
         info["openmp"] = (
             f"yes (OpenMP {build['openmp_version']})" if build["openmp"] else "no (one thread)"
         )

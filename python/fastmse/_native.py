@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from types import ModuleType
 
 from ._plan import Plan
@@ -16,6 +18,26 @@ class NativeBackend:
         self._core = core
         self.build = core.build_info()
         self._sum_squared_error = core.sum_squared_error  # looked up once: small calls count
+        # The module holds its kernels once per instruction set and runs the most capable
+        # one the CPU has; FASTMSE_ISA=baseline (or avx2) picks one, for tests and timing.
+        requested = os.environ.get("FASTMSE_ISA", "").strip().lower()
+        if requested and not core.set_isa(requested):
+            warnings.warn(
+                f"FASTMSE_ISA={requested!r} ignored: this build and CPU run "
+                f"{', '.join(core.runnable_isas())}; using {core.isa()!r}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    @property
+    def isa(self) -> str:
+        """Instruction set of the kernel copy that runs."""
+        return str(self._core.isa())
+
+    @property
+    def runnable_isas(self) -> list[str]:
+        """Instruction sets of the kernel copies this CPU runs, least capable first."""
+        return list(self._core.runnable_isas())
 
     def reduce(self, plan: Plan) -> None:
         self._sum_squared_error(plan.shape, plan.n_kept, plan.arrays, plan.strides)

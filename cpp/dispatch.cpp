@@ -1,0 +1,112 @@
+// The entry points of cpp/kernels.hpp: each runs the compiled copy of the kernels chosen
+// for this CPU (cpp/kernel_set.hpp). Also the settings all copies share.
+#include <atomic>
+#include <cstddef>
+#include <cstring>
+#include <iterator>
+
+#include "kernel_set.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace fastmse {
+namespace {
+
+// Every copy built, least capable first.
+const KernelSet* const kBuilt[] = {
+    &baseline::kernels,
+#ifdef FASTMSE_HAVE_AVX2
+    &avx2::kernels,
+#endif
+};
+constexpr std::size_t kBuiltCount = std::size(kBuilt);
+
+bool cpu_runs(const KernelSet& set) {
+    if (std::strcmp(set.isa, "avx2") != 0) return true;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");  // the CPU's and the OS's (saved YMM state)
+#else
+    return false;
+#endif
+}
+
+const KernelSet* find(const char* name) {
+    for (const KernelSet* set : kBuilt)
+        if (std::strcmp(set->isa, name) == 0 && cpu_runs(*set)) return set;
+    return nullptr;
+}
+
+std::atomic<const KernelSet*>& active() {
+    static std::atomic<const KernelSet*> chosen{[] {
+        const KernelSet* best = kBuilt[0];
+        for (const KernelSet* set : kBuilt)
+            if (cpu_runs(*set)) best = set;
+        return best;
+    }()};
+    return chosen;
+}
+
+const KernelSet& kernels() { return *active().load(std::memory_order_relaxed); }
+
+std::atomic<int> g_num_threads{0};
+
+}  // namespace
+
+void sum_squared_error(const Problem& problem) { kernels().sum_squared_error(problem); }
+void scaled_difference(const Problem& problem) { kernels().scaled_difference(problem); }
+void sum_squared_error_and_scaled_difference(const Problem& problem) {
+    kernels().sum_squared_error_and_scaled_difference(problem);
+}
+void squared_error(const Problem& problem) { kernels().squared_error(problem); }
+void sum_difference(const Problem& problem) { kernels().sum_difference(problem); }
+
+uint64_t stream_read(const void* data, int64_t bytes, int num_threads) {
+    return kernels().stream_read(data, bytes, num_threads);
+}
+
+const char* active_isa() { return kernels().isa; }
+
+bool set_isa(const char* name) {
+    const KernelSet* set = find(name);
+    if (set == nullptr) return false;
+    active().store(set);
+    return true;
+}
+
+const char* const* runnable_isas() {
+    static const auto names = [] {
+        struct Names {
+            const char* list[kBuiltCount + 1] = {};
+        } result;
+        std::size_t count = 0;
+        for (const KernelSet* set : kBuilt)
+            if (cpu_runs(*set)) result.list[count++] = set->isa;
+        return result;
+    }();
+    return names.list;
+}
+
+void set_num_threads(int n) { g_num_threads.store(n < 0 ? 0 : n); }
+
+int get_num_threads() {
+    const int fixed = g_num_threads.load();
+    if (fixed > 0) return fixed;
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+bool built_with_openmp() {
+#ifdef _OPENMP
+    return true;
+#else
+    return false;
+#endif
+}
+
+}  // namespace fastmse

@@ -1,0 +1,28 @@
+// One compiled copy of the kernels: cpp/kernels.cpp is built once per instruction set,
+// each time inside its own namespace, and cpp/dispatch.cpp picks a copy at run time.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels.hpp"
+
+namespace fastmse {
+
+struct KernelSet {
+    const char* isa;
+    void (*sum_squared_error)(const Problem&);
+    void (*scaled_difference)(const Problem&);
+    void (*sum_squared_error_and_scaled_difference)(const Problem&);
+    void (*squared_error)(const Problem&);
+    void (*sum_difference)(const Problem&);
+    uint64_t (*stream_read)(const void* data, int64_t bytes, int num_threads);
+};
+
+namespace baseline {
+extern const KernelSet kernels;
+}
+namespace avx2 {
+extern const KernelSet kernels;  // built only where FASTMSE_HAVE_AVX2 is defined
+}
+
+}  // namespace fastmse

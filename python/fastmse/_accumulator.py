@@ -100,7 +100,7 @@ class MSEAccumulator:
             non-batch extents differ from the first batch's; `axis` without 0.
         """
         part = partial_sums(predictions, targets, weights, self.axis if self._ndim is None else self._axes)
-        if self._ndim is None:
+        if self._sums is None or self._weight_sums is None:  # the first batch
             if part.shape and 0 not in part.axes:
                 msg = f"axis must include 0, the axis batches are stacked along, not {self.axis!r}"
                 raise ValueError(msg)

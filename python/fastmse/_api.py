@@ -12,7 +12,7 @@ import operator
 import warnings
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -22,6 +22,30 @@ from ._plan import contiguous_plan, make_plan
 
 Reduction = Literal["mean", "sum", "none"]
 Axis = int | tuple[int, ...] | None
+Scalar = np.floating[Any]  # float16, float32 or float64, as the result dtype
+FloatArray = NDArray[np.floating[Any]]
+
+
+class DaskArray(Protocol):
+    """A Dask array, to type checkers: results from one are lazy Dask arrays."""
+
+    def __dask_graph__(self) -> object: ...
+
+
+class CudaArray(Protocol):
+    """An array in CUDA memory, to type checkers: CuPy arrays, Numba device arrays, PyTorch
+    tensors (CPU ones declare it too). Results from GPU arrays are CuPy arrays."""
+
+    @property
+    def __cuda_array_interface__(self) -> object: ...
+
+
+# The public functions' overloads tell GPU and Dask arrays from host ones: one among the
+# operands gives a result typed Any (a CuPy or a lazy Dask array). Those overloads come
+# first, as such arrays are ArrayLike too (they have __array__), and no NumPy array
+# matches them: a catch-all `object` overload would, and mypy answers Any where an
+# argument containing Any (NDArray[Any]) matches overloads that return different types.
+GpuOrDask = DaskArray | CudaArray
 
 REDUCTIONS = ("mean", "sum", "none")
 _FLOAT64 = np.dtype(np.float64)
@@ -198,9 +222,9 @@ class Call:
 
 
 def resolve(
-    predictions: ArrayLike,
-    targets: ArrayLike,
-    weights: ArrayLike | None,
+    predictions: object,
+    targets: object,
+    weights: object,
     axis: Axis,
     reduction: str,
     signed_weights: bool = False,
@@ -601,11 +625,64 @@ def _refuse_lazy_out(out: Any) -> None:
         raise TypeError(msg)
 
 
+# GPU or Dask arrays (predictions, targets or weights): a CuPy or a lazy Dask result.
+@overload
+def mse(
+    predictions: GpuOrDask,
+    targets: object,
+    *,
+    weights: object = None,
+    axis: Axis = None,
+    reduction: Reduction = "mean",
+    keepdims: bool = False,
+) -> Any: ...
+@overload
+def mse(
+    predictions: object,
+    targets: GpuOrDask,
+    *,
+    weights: object = None,
+    axis: Axis = None,
+    reduction: Reduction = "mean",
+    keepdims: bool = False,
+) -> Any: ...
+@overload
+def mse(
+    predictions: object,
+    targets: object,
+    *,
+    weights: GpuOrDask,
+    axis: Axis = None,
+    reduction: Reduction = "mean",
+    keepdims: bool = False,
+) -> Any: ...
+# NumPy (host) inputs reduced over every axis: a NumPy scalar.
+@overload
 def mse(
     predictions: ArrayLike,
     targets: ArrayLike,
     *,
     weights: ArrayLike | None = None,
+    axis: None = None,
+    reduction: Literal["mean", "sum"] = "mean",
+    keepdims: Literal[False] = False,
+) -> Scalar: ...
+# Otherwise an array; a scalar where no axis is left (axis=0 of 1-D arrays, 0-d arrays).
+@overload
+def mse(
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    axis: Axis = None,
+    reduction: Reduction = "mean",
+    keepdims: bool = False,
+) -> FloatArray | Scalar: ...
+def mse(
+    predictions: object,
+    targets: object,
+    *,
+    weights: object = None,
     axis: Axis = None,
     reduction: Reduction = "mean",
     keepdims: bool = False,
@@ -666,6 +743,39 @@ def mse(
     return _loss(call, keepdims)
 
 
+# GPU or Dask arrays: a CuPy array (`out` itself where given) or a lazy Dask array.
+@overload
+def mse_grad(
+    predictions: GpuOrDask,
+    targets: object,
+    *,
+    weights: object = None,
+    axis: Axis = None,
+    reduction: Reduction = "mean",
+    out: object = None,
+) -> Any: ...
+@overload
+def mse_grad(
+    predictions: object,
+    targets: GpuOrDask,
+    *,
+    weights: object = None,
+    axis: Axis = None,
+    reduction: Reduction = "mean",
+    out: object = None,
+) -> Any: ...
+@overload
+def mse_grad(
+    predictions: object,
+    targets: object,
+    *,
+    weights: GpuOrDask,
+    axis: Axis = None,
+    reduction: Reduction = "mean",
+    out: object = None,
+) -> Any: ...
+# NumPy (host) inputs: a NumPy array (`out` itself where given).
+@overload
 def mse_grad(
     predictions: ArrayLike,
     targets: ArrayLike,
@@ -674,7 +784,16 @@ def mse_grad(
     axis: Axis = None,
     reduction: Reduction = "mean",
     out: NDArray[Any] | None = None,
-) -> NDArray[Any]:
+) -> FloatArray: ...
+def mse_grad(
+    predictions: object,
+    targets: object,
+    *,
+    weights: object = None,
+    axis: Axis = None,
+    reduction: Reduction = "mean",
+    out: object = None,
+) -> Any:
     """Gradient of ``sum(mse(...))`` with respect to `predictions`.
 
     ``2 * w * (p - t) / sum(w)`` over the reduced axes for ``"mean"`` (so
@@ -719,6 +838,52 @@ def mse_grad(
     return _gradient(call, out, False, with_loss=False)[1]
 
 
+# The loss as mse returns it, the gradient as mse_grad does.
+@overload
+def mse_and_grad(
+    predictions: GpuOrDask,
+    targets: object,
+    *,
+    weights: object = None,
+    axis: Axis = None,
+    reduction: Reduction = "mean",
+    keepdims: bool = False,
+    out: object = None,
+) -> tuple[Any, Any]: ...
+@overload
+def mse_and_grad(
+    predictions: object,
+    targets: GpuOrDask,
+    *,
+    weights: object = None,
+    axis: Axis = None,
+    reduction: Reduction = "mean",
+    keepdims: bool = False,
+    out: object = None,
+) -> tuple[Any, Any]: ...
+@overload
+def mse_and_grad(
+    predictions: object,
+    targets: object,
+    *,
+    weights: GpuOrDask,
+    axis: Axis = None,
+    reduction: Reduction = "mean",
+    keepdims: bool = False,
+    out: object = None,
+) -> tuple[Any, Any]: ...
+@overload
+def mse_and_grad(
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    *,
+    weights: ArrayLike | None = None,
+    axis: None = None,
+    reduction: Literal["mean", "sum"] = "mean",
+    keepdims: Literal[False] = False,
+    out: NDArray[Any] | None = None,
+) -> tuple[Scalar, FloatArray]: ...
+@overload
 def mse_and_grad(
     predictions: ArrayLike,
     targets: ArrayLike,
@@ -728,7 +893,17 @@ def mse_and_grad(
     reduction: Reduction = "mean",
     keepdims: bool = False,
     out: NDArray[Any] | None = None,
-) -> tuple[Any, NDArray[Any]]:
+) -> tuple[FloatArray | Scalar, FloatArray]: ...
+def mse_and_grad(
+    predictions: object,
+    targets: object,
+    *,
+    weights: object = None,
+    axis: Axis = None,
+    reduction: Reduction = "mean",
+    keepdims: bool = False,
+    out: object = None,
+) -> tuple[Any, Any]:
     """Loss and gradient in one pass over memory.
 
     Returns exactly (bitwise) what ``mse(...)`` and ``mse_grad(...)`` return for the

@@ -7,14 +7,16 @@ alike; medians are reported. Speed claims are ratios measured here, never consta
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -36,20 +38,33 @@ class Candidate:
         return statistics.median(self.times)
 
 
-def _crysx_kernels(numba: Any) -> tuple[Callable, Callable]:
+def _peer(name: str) -> ModuleType | None:
+    """The module `name`, or None where it is not installed. Imported by name: type checkers
+    then skip PyTorch's stubs (some 25 s of mypy), for the few calls timed here."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+Batch = np.ndarray[tuple[int, int], np.dtype[np.floating[Any]]]  # (N, k) predictions or targets
+
+
+def _crysx_kernels() -> tuple[Callable[[Batch, Batch], float], Callable[[Batch, Batch], np.ndarray]]:
     """The crysx_nn loss kernels' algorithm (crysx_nn/loss.py): a parallel double loop
     into one float64 scalar over an (N, k) batch, and the NumPy-style gradient."""
+    from numba import njit, prange
 
-    @numba.njit(cache=True, fastmath=False, parallel=True)
-    def crysx_mse_loss(outi, out0):
+    @njit(cache=True, fastmath=False, parallel=True)
+    def crysx_mse_loss(outi: Batch, out0: Batch) -> float:
         loss = 0.0
-        for i in numba.prange(outi.shape[0]):
+        for i in prange(outi.shape[0]):
             for j in range(outi.shape[1]):
                 loss = loss + (outi[i, j] - out0[i, j]) ** 2
         return loss / outi.shape[1]
 
-    @numba.njit(cache=True, fastmath=True)
-    def crysx_mse_loss_grad(outi, out0):
+    @njit(cache=True, fastmath=True)
+    def crysx_mse_loss_grad(outi: Batch, out0: Batch) -> np.ndarray:
         return 2 * (outi - out0) / outi.shape[1]
 
     return crysx_mse_loss, crysx_mse_loss_grad
@@ -73,19 +88,18 @@ def _candidates(p: np.ndarray, t: np.ndarray, out: np.ndarray, columns: int) -> 
     ]
     try:
         import numba
+
+        from ._numba import max_threads
     except ImportError:
         pass
     else:
-        numba.set_num_threads(min(get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-        loss, grad = _crysx_kernels(numba)
+        numba.set_num_threads(min(get_num_threads(), max_threads()))
+        loss, grad = _crysx_kernels()
         p2, t2 = p.reshape(-1, columns), t.reshape(-1, columns)
         found.insert(3, Candidate("loss", "crysx_nn MSE_loss (Numba)", lambda: loss(p2, t2), read))
         found.insert(7, Candidate("gradient", "crysx_nn MSE_loss_grad (Numba)", lambda: grad(p2, t2), rw))
-    try:
-        import torch
-    except ImportError:
-        pass
-    else:
+    torch = _peer("torch")
+    if torch is not None:
         torch.set_num_threads(get_num_threads())
         tp, tt = torch.from_numpy(p), torch.from_numpy(t)
         found.append(Candidate("loss", "torch.nn.functional.mse_loss",
@@ -123,11 +137,8 @@ def _gpu_candidates(cp: Any, p: Any, t: Any, out: Any) -> list[Candidate]:
         Candidate("gradient", "2 * (p - t) / n", lambda: 2 * (p - t) / n, rw),
         Candidate("loss+gradient", "fastmse.mse_and_grad(p, t, out=o)", lambda: mse_and_grad(p, t, out=out), rw),
     ]
-    try:
-        import torch
-    except ImportError:
-        return found
-    if not torch.cuda.is_available():
+    torch = _peer("torch")
+    if torch is None or not torch.cuda.is_available():
         return found
     tp, tt = torch.as_tensor(p, device="cuda"), torch.as_tensor(t, device="cuda")  # same memory
     found.append(Candidate("loss", "torch.nn.functional.mse_loss", lambda: torch.nn.functional.mse_loss(tp, tt), read))
@@ -164,7 +175,9 @@ def _timer(device: str) -> Callable[[Callable[[], Any]], float]:
             return time.perf_counter() - start
 
         return wall
-    import cupy as cp
+    from ._gpu import cupy
+
+    cp = cupy()
 
     def events(run: Callable[[], Any]) -> float:
         start, end = cp.cuda.Event(), cp.cuda.Event()
@@ -172,14 +185,14 @@ def _timer(device: str) -> Callable[[Callable[[], Any]], float]:
         run()
         end.record()
         end.synchronize()
-        return cp.cuda.get_elapsed_time(start, end) / 1e3
+        return float(cp.cuda.get_elapsed_time(start, end)) / 1e3
 
     return events
 
 
 def _progress(total: int) -> Any:
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]
     except ImportError:
         return None
     return tqdm(total=total, desc="fastmse bench", unit="call", file=sys.stderr, leave=False)
@@ -188,7 +201,7 @@ def _progress(total: int) -> Any:
 def _exact_mean_squared_error(p: np.ndarray, t: np.ndarray) -> float:
     """mean((p - t)^2) correctly rounded: math.fsum over every squared difference (each
     exact in float64 for float32 inputs of like magnitude), streamed in chunks."""
-    def squares():
+    def squares() -> Iterator[float]:
         for start in range(0, p.size, 1 << 20):
             d = p[start : start + (1 << 20)].astype(np.float64) - t[start : start + (1 << 20)]
             yield from (d * d).tolist()
@@ -204,11 +217,8 @@ def _accuracy(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
         "fastmse.mse": abs(float(mse(p, t)) - exact) / spacing,
         "np.mean((p - t) ** 2)": abs(float(np.mean((p - t) ** 2)) - exact) / spacing,
     }
-    try:
-        import torch
-    except ImportError:
-        pass
-    else:
+    torch = _peer("torch")
+    if torch is not None:
         value = float(torch.nn.functional.mse_loss(torch.from_numpy(p), torch.from_numpy(t)))
         result["torch.nn.functional.mse_loss"] = abs(value - exact) / spacing
     return result
@@ -308,7 +318,7 @@ def report(figures: dict[str, Any]) -> str:
         "",
         f"{'operation':14s} {'implementation':42s} {'ms':>9s} {'GB/s':>7s} {'fastmse is':>12s}",
     ]
-    fastest = {}
+    fastest: dict[str, float] = {}
     for r in figures["results"]:
         if r["name"].startswith("fastmse."):
             fastest.setdefault(r["group"], r["median_s"])

@@ -74,8 +74,11 @@ def config() -> dict[str, Any]:
             else "not built"
         )
     numba_backend = _backends._loaded.get("numba")
-    if numba_backend is not None:
-        info["numba"] = numba_backend.version
+    if numba_backend is not None:  # so Numba and _numba import
+        from ._numba import NumbaBackend
+
+        if isinstance(numba_backend, NumbaBackend):
+            info["numba"] = numba_backend.version
     return info
 
 

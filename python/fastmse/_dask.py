@@ -7,9 +7,8 @@ Imported only when a Dask array is passed, so Dask stays an optional extra.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 
 from ._api import (
@@ -21,6 +20,11 @@ from ._api import (
     resolve,
 )
 from ._api import mse as in_memory_mse
+
+if TYPE_CHECKING:  # dask.array's functions are not annotated, and Dask is optional
+    da: Any
+else:
+    import dask.array as da
 
 _FLOAT64 = np.dtype(np.float64)
 
@@ -102,7 +106,9 @@ def _chunk_gradient(
     if exact:  # partial gradients that Dask sums later: kept in float64, rounded once at the end
         p, t = p.astype(_FLOAT64), t.astype(_FLOAT64)
         w = None if w is None else w.astype(_FLOAT64)
-    return gradient_with_denominator(p, t, w, None if reduction == "none" else axes, reduction, denominator)
+    axis = None if reduction == "none" else axes
+    gradient: np.ndarray = gradient_with_denominator(p, t, w, axis, reduction, denominator)  # NumPy chunks in
+    return gradient
 
 
 def mse_grad(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str) -> Any:

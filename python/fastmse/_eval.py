@@ -16,7 +16,7 @@ import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import numpy as np
 
@@ -76,7 +76,7 @@ class ArrayFile:
                 msg = "the file is shorter than its header says"
                 raise ValueError(msg)
             self._mapping = mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
-        self._array = np.ndarray(
+        self._array: np.ndarray | None = np.ndarray(
             self.shape, self.dtype, buffer=self._mapping, offset=offset, order="F" if self.fortran else "C"
         )
         self._offset = offset
@@ -121,6 +121,7 @@ class ArrayFile:
                 slab = np.frombuffer(data, self.dtype, count).reshape((stop - start, *row_shape))
                 yield slab if self.shape else slab.reshape(())
             else:
+                assert self._array is not None  # an .npy file, not closed
                 yield self._array[start:stop] if self.shape else self._array
                 self._release(start * row_bytes, stop * row_bytes)
 
@@ -154,7 +155,7 @@ def evaluate(
     *,
     weights: str | None = None,
     axis: tuple[int, ...] | None = None,
-    reduction: str = "mean",
+    reduction: Literal["mean", "sum"] = "mean",
     progress: bool = True,
 ) -> tuple[Any, dict[str, Any]]:
     """The loss of two array files, streamed; returns it and a description of the run."""
@@ -221,7 +222,7 @@ def _progress(total: int, wanted: bool) -> Any:
     if not wanted:
         return None
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]
     except ImportError:
         return None
     return tqdm(total=total, unit="rows", desc="fastmse eval", disable=None, file=sys.stderr)

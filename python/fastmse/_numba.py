@@ -8,13 +8,23 @@ Used when the compiled module is missing or ``FASTMSE_BACKEND=numba``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any, TypeAlias
 
 import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload, register_jitable
+from numpy.typing import NDArray
 
 from ._plan import Plan
+
+# The kernels' argument types, for type checkers (Numba infers its own from the values):
+# p, t, w and out are 1-D views of their storage (uint16 for float16); loss, scale and
+# partial sums are float64; shapes, strides, indices and offsets int64.
+Operand: TypeAlias = NDArray[Any]
+Float64s: TypeAlias = NDArray[np.float64]
+Int64s: TypeAlias = NDArray[np.int64]
 
 LANES = 8
 BLOCK = 2048
@@ -27,10 +37,11 @@ SUM, GRAD, SUM_AND_GRAD, ELEMENTWISE, SUM_DIFFERENCE = range(5)
 
 
 @register_jitable
-def half_to_double(bits):
+def half_to_double(bits: np.uint16) -> float:
     h = np.int64(bits)
     exponent = (h >> 10) & 0x1F
     mantissa = h & 0x3FF
+    value: float
     if exponent == 0:
         value = mantissa * 2.0**-24
     elif exponent == 31:
@@ -41,7 +52,7 @@ def half_to_double(bits):
 
 
 @register_jitable
-def double_to_half(value):
+def double_to_half(value: float) -> np.uint16:
     # Rounds a float64 to binary16 once, nearest even: the scaled values are exact in
     # float64 and np.rint rounds half to even (cpp/half.hpp gets there by round-to-odd).
     sign = 0x8000 if math.copysign(1.0, value) < 0 else 0
@@ -53,50 +64,64 @@ def double_to_half(value):
     if a < 2.0**-14:
         return np.uint16(sign | np.int64(np.rint(a * 2.0**24)))
     exponent = math.frexp(a)[1] - 1
-    significand = np.int64(np.rint(a * 2.0 ** (10 - exponent)))
+    significand: int | np.int64 = np.int64(np.rint(a * 2.0 ** (10 - exponent)))
     if significand == 2048:
         significand = 1024
         exponent += 1
     return np.uint16(sign | ((exponent + 15) << 10) | (significand - 1024))
 
 
-def load(array, i):  # pragma: no cover - replaced by the overload in compiled code
+def load(array: Operand, i: int) -> float:  # pragma: no cover - replaced by the overload in compiled code
     raise NotImplementedError
 
 
-def store(array, i, value):  # pragma: no cover - replaced by the overload in compiled code
+def store(array: Operand, i: int, value: float) -> None:  # pragma: no cover - replaced by the overload in compiled code
     raise NotImplementedError
+
+
+# @overload requires the typing function and its implementations to have one signature,
+# annotations included; Numba calls the first with Numba types and the others with values.
+OverloadArg: TypeAlias = Any
 
 
 @overload(load)
-def _load(array, i):
+def _load(array: OverloadArg, i: OverloadArg) -> Callable[[Operand, int], float]:
     if array.dtype == types.uint16:
-        return lambda array, i: half_to_double(array[i])
-    return lambda array, i: np.float64(array[i])
+
+        def load_half(array: OverloadArg, i: OverloadArg) -> float:
+            return half_to_double(array[i])
+
+        return load_half
+
+    def load_float(array: OverloadArg, i: OverloadArg) -> float:
+        return np.float64(array[i])
+
+    return load_float
 
 
 @overload(store)
-def _store(array, i, value):
+def _store(array: OverloadArg, i: OverloadArg, value: OverloadArg) -> Callable[[Operand, int, float], None]:
     if array.dtype == types.uint16:
 
-        def store_half(array, i, value):
+        def store_half(array: OverloadArg, i: OverloadArg, value: OverloadArg) -> None:
             array[i] = double_to_half(value)
 
         return store_half
 
-    def store_float(array, i, value):
+    def store_float(array: OverloadArg, i: OverloadArg, value: OverloadArg) -> None:
         array[i] = value
 
     return store_float
 
 
 @register_jitable
-def sums(kind):
+def sums(kind: int) -> bool:
     return kind == SUM or kind == SUM_AND_GRAD or kind == SUM_DIFFERENCE
 
 
 @register_jitable
-def element(kind, weighted, p, ip, t, it, w, iw, out, io, scale):
+def element(kind: int, weighted: bool, p: Operand, ip: int, t: Operand, it: int, w: Operand, iw: int,
+            out: Operand, io: int, scale: float) -> float:
     d = load(p, ip) - load(t, it)
     weight = load(w, iw) if weighted else 1.0
     if kind == ELEMENTWISE:
@@ -110,7 +135,8 @@ def element(kind, weighted, p, ip, t, it, w, iw, out, io, scale):
 
 
 @register_jitable
-def seek(shape, strides, first, end, linear, index, offset):
+def seek(shape: Int64s, strides: Int64s, first: int, end: int, linear: int, index: Int64s,
+         offset: Int64s) -> None:
     offset[:] = 0
     for d in range(end - 1, first - 1, -1):
         i = linear % shape[d]
@@ -121,7 +147,8 @@ def seek(shape, strides, first, end, linear, index, offset):
 
 
 @register_jitable
-def advance(shape, strides, first, end, n, index, offset):
+def advance(shape: Int64s, strides: Int64s, first: int, end: int, n: int, index: Int64s,
+            offset: Int64s) -> None:
     d = end - 1
     index[d] += n
     for k in range(6):
@@ -140,7 +167,7 @@ def advance(shape, strides, first, end, n, index, offset):
 
 
 @register_jitable
-def cascade_push(stack, state, values, width, scratch):
+def cascade_push(stack: Float64s, state: Int64s, values: Float64s, width: int, scratch: Float64s) -> None:
     for j in range(width):
         scratch[j] = values[j]
     state[1] += 1
@@ -156,7 +183,7 @@ def cascade_push(stack, state, values, width, scratch):
 
 
 @register_jitable
-def cascade_total(stack, state, result, width):
+def cascade_total(stack: Float64s, state: Int64s, result: Float64s, width: int) -> None:
     depth = state[0]
     for j in range(width):
         result[j] = 0.0
@@ -168,7 +195,8 @@ def cascade_total(stack, state, result, width):
 
 
 @register_jitable
-def store_sum(n_chunks, partials, loss, origin, o, c, loss_offset, value):
+def store_sum(n_chunks: int, partials: Float64s, loss: Float64s, origin: Int64s, o: int, c: int,
+              loss_offset: int, value: float) -> None:
     if n_chunks > 1:
         partials[o * n_chunks + c] = value
     else:
@@ -176,8 +204,10 @@ def store_sum(n_chunks, partials, loss, origin, o, c, loss_offset, value):
 
 
 @register_jitable
-def lane_tasks(begin, end, kind, weighted, has_scale, shape, n_kept, n_red, n_chunks,
-               strides, origin, p, t, w, out, loss, scale, partials):
+def lane_tasks(begin: int, end: int, kind: int, weighted: bool, has_scale: bool, shape: Int64s,
+               n_kept: int, n_red: int, n_chunks: int, strides: Int64s, origin: Int64s, p: Operand,
+               t: Operand, w: Operand, out: Operand, loss: Float64s, scale: Float64s,
+               partials: Float64s) -> None:
     ndim = shape.size
     last = ndim - 1
     kept_index = np.zeros(ndim, np.int64)
@@ -226,8 +256,10 @@ def lane_tasks(begin, end, kind, weighted, has_scale, shape, n_kept, n_red, n_ch
 
 
 @register_jitable
-def tile_tasks(begin, end, kind, weighted, has_scale, shape, n_kept, n_red, n_chunks,
-               strides, origin, p, t, w, out, loss, scale, partials):
+def tile_tasks(begin: int, end: int, kind: int, weighted: bool, has_scale: bool, shape: Int64s,
+               n_kept: int, n_red: int, n_chunks: int, strides: Int64s, origin: Int64s, p: Operand,
+               t: Operand, w: Operand, out: Operand, loss: Float64s, scale: Float64s,
+               partials: Float64s) -> None:
     ndim = shape.size
     j_dim = n_kept - 1
     extent = shape[j_dim]
@@ -284,8 +316,9 @@ def tile_tasks(begin, end, kind, weighted, has_scale, shape, n_kept, n_red, n_ch
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def run(kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out, loss, scale,
-        num_threads):
+def run(kind: int, weighted: bool, has_scale: bool, shape: Int64s, n_kept: int, strides: Int64s,
+        origin: Int64s, p: Operand, t: Operand, w: Operand, out: Operand, loss: Float64s,
+        scale: Float64s, num_threads: int) -> None:
     """Runs one pass over a plan (see cpp/kernels.cpp for the summation order)."""
     ndim = shape.size
     n_out = 1
@@ -359,13 +392,19 @@ def flat_view(array: np.ndarray) -> tuple[np.ndarray, int]:
     return flat, -low
 
 
+def max_threads() -> int:
+    """The size of Numba's thread pool, ``numba.config.NUMBA_NUM_THREADS`` (set from the
+    environment at run time, so not seen by type checkers)."""
+    return int(vars(numba.config)["NUMBA_NUM_THREADS"])
+
+
 class NumbaBackend:
     """Kernels compiled by Numba at first use (cached on disk)."""
 
     name = "numba"
 
     def __init__(self) -> None:
-        self.version = numba.__version__
+        self.version: str = numba.__version__
 
     def _run(self, kind: int, plan: Plan) -> None:
         ndim = len(plan.shape)
@@ -375,7 +414,7 @@ class NumbaBackend:
         strides = np.zeros((6, len(shape)), np.int64)
         origin = np.zeros(6, np.int64)
         storage = plan.arrays[0].dtype
-        flats = []
+        flats: list[Operand] = []
         for k, (array, s) in enumerate(zip(plan.arrays, plan.strides, strict=True)):
             if array is None:
                 flats.append(np.zeros(1, storage if k < 4 else np.float64))
@@ -384,8 +423,9 @@ class NumbaBackend:
             flat, origin[k] = flat_view(array)
             flats.append(flat)
         flats = [f.view(np.uint16) if f.dtype == np.float16 else f for f in flats]
+        p, t, w, out, loss, scale = flats
         run(kind, plan.arrays[2] is not None, plan.arrays[5] is not None,
-            np.asarray(shape, np.int64), plan.n_kept, strides, origin, *flats,
+            np.asarray(shape, np.int64), plan.n_kept, strides, origin, p, t, w, out, loss, scale,
             numba.get_num_threads())
 
     def reduce(self, plan: Plan) -> None:
@@ -407,4 +447,4 @@ class NumbaBackend:
         return numba.get_num_threads()
 
     def set_num_threads(self, n: int) -> None:
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(min(n, max_threads()))

@@ -11,11 +11,9 @@ import numpy as np
 from ._plan import Plan
 
 
-def _view(plan: Plan, k: int, ndim: int | None = None) -> np.ndarray | None:
-    """Operand k as an array over the plan's first `ndim` dimensions (default: all)."""
+def _view(plan: Plan, k: int, ndim: int | None = None) -> np.ndarray:
+    """Operand k (present) as an array over the plan's first `ndim` dimensions (default: all)."""
     array = plan.arrays[k]
-    if array is None:
-        return None
     ndim = len(plan.shape) if ndim is None else ndim
     strides = tuple(s * array.itemsize for s in plan.strides[k][:ndim])
     return np.lib.stride_tricks.as_strided(array, plan.shape[:ndim], strides)
@@ -32,8 +30,9 @@ class NumpyBackend:
 
     name = "numpy"
 
-    def _terms(self, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
-        p, t, w = (_view(plan, k) for k in range(3))
+    def _terms(self, plan: Plan) -> tuple[np.ndarray, np.ndarray | float]:
+        p, t = _view(plan, 0), _view(plan, 1)
+        w = None if plan.arrays[2] is None else _view(plan, 2)  # weights are optional
         d = p.astype(np.float64) - t.astype(np.float64)
         weight = w.astype(np.float64) if w is not None else 1.0
         return d, weight

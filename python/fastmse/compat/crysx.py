@@ -25,7 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 from .._api import mse_grad, partial_sums
 
 
-def _check(outi: Any, out0: Any) -> tuple[Any, Any]:
+def _check(outi: ArrayLike, out0: ArrayLike) -> tuple[NDArray[Any], NDArray[Any]]:
     outi, out0 = np.asarray(outi), np.asarray(out0)
     if outi.ndim != 2 or outi.shape != out0.shape:
         msg = f"predictions and targets must be (N, k) arrays of one shape, not {outi.shape} and {out0.shape}"

@@ -197,7 +197,7 @@ def mean_squared_error(
     if np.any(part.weight_sums == 0):
         msg = "Weights sum to zero, can't be normalized"
         raise ZeroDivisionError(msg)
-    output_errors = finish_mean(part.sums, part.weight_sums, dtype, "mean")
+    output_errors: NDArray[np.floating[Any]] = finish_mean(part.sums, part.weight_sums, dtype, "mean")  # per output
     if isinstance(multioutput, str) and multioutput == "raw_values":
         return output_errors
     return float(np.average(output_errors, weights=output_weights))

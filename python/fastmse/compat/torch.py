@@ -17,14 +17,19 @@ gives the loss and its gradient together.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .._api import _loss, mse, resolve
+from .._api import Reduction, _loss, mse, resolve
 
 _REDUCTIONS = ("none", "mean", "sum")
+
+
+def _is_reduction(reduction: str) -> TypeGuard[Reduction]:
+    """Whether `reduction` is one of PyTorch's (a check type checkers follow)."""
+    return reduction in _REDUCTIONS
 
 
 def _size(shape: tuple[int, ...]) -> str:
@@ -96,10 +101,10 @@ def mse_loss(
     if size_average is not None or reduce is not None:
         reduction = _legacy_reduction(size_average, reduce)
     if weight is None:
-        if reduction not in _REDUCTIONS:
+        if not _is_reduction(reduction):
             msg = f"{reduction} is not a valid value for reduction"
             raise ValueError(msg)
-        return mse(input, target, reduction=reduction)  # type: ignore[arg-type]
+        return mse(input, target, reduction=reduction)
     if np.shape(weight) != input_shape:
         msg = "Weights and input must have the same size."
         raise ValueError(msg)

@@ -78,6 +78,15 @@ struct OperandSource {
     ScalarType type;
 };
 
+std::size_t item_size(ScalarType type) {
+    switch (type) {
+        case ScalarType::float16: return 2;
+        case ScalarType::float32: return 4;
+        case ScalarType::float64: return 8;
+    }
+    return 1;
+}
+
 // shape: extents; items/strides: the six operands and their element strides (None and an
 // empty tuple where absent); source(k, item) gives an operand's address and type.
 // Checks the call's structure and dtypes; that shape and strides stay inside each
@@ -104,6 +113,10 @@ Problem read_problem(ProblemStorage& storage, py::handle shape_seq, int n_kept, 
             continue;
         }
         const OperandSource operand = source(k, item);
+        // Misaligned elements would be undefined behaviour in the kernels (and a fault on
+        // a GPU); the Python layer copies such arrays first, and this keeps it honest.
+        if (reinterpret_cast<std::uintptr_t>(operand.data) % item_size(operand.type) != 0)
+            throw py::value_error("fastmse._core: operand " + std::to_string(k) + " is not aligned to its element size");
         if (k == 0) problem.dtype = operand.type;
         if (k == 2) problem.weights_dtype = operand.type;
         const bool allowed = k < 4 ? operand.type == problem.dtype ||

@@ -21,7 +21,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <new>
 
 #include "half.hpp"
@@ -66,53 +65,6 @@ enum class Pass { sum, grad, sum_and_grad, elementwise, sum_difference };
 
 constexpr int64_t kPrefetchDistance = 1024;  // elements
 
-// Element reads and writes go through types of alignment 1: NumPy arrays need not be
-// aligned (a buffer at an odd offset, an array unpickled from a Dask worker), and
-// dereferencing a misaligned float* is undefined. GCC and Clang emit the same loads for
-// them (x86-64 and AArch64 load unaligned data at full speed) and still vectorize; a
-// memcpy did not vectorize as well (the sum pass took 17 ms instead of 13 on 2**25).
-#if defined(__GNUC__)
-template <typename T>
-struct Loose;
-template <>
-struct Loose<float> {
-    typedef float type __attribute__((aligned(1)));
-};
-template <>
-struct Loose<double> {
-    typedef double type __attribute__((aligned(1)));
-};
-template <>
-struct Loose<Half> {
-    typedef Half type __attribute__((aligned(1)));
-};
-
-static_assert(alignof(Loose<float>::type) == 1 && alignof(Loose<double>::type) == 1 &&
-              alignof(Loose<Half>::type) == 1);
-
-template <typename T>
-inline T read(const T* at) {
-    return *reinterpret_cast<const typename Loose<T>::type*>(at);
-}
-
-template <typename T>
-inline void put(T* at, T value) {
-    *reinterpret_cast<typename Loose<T>::type*>(at) = value;
-}
-#else
-template <typename T>
-inline T read(const T* at) {
-    T value;
-    std::memcpy(&value, at, sizeof value);
-    return value;
-}
-
-template <typename T>
-inline void put(T* at, T value) {
-    std::memcpy(at, &value, sizeof value);
-}
-#endif
-
 template <Pass P>
 inline constexpr bool kSums = P == Pass::sum || P == Pass::sum_and_grad || P == Pass::sum_difference;
 template <Pass P>
@@ -122,20 +74,20 @@ inline constexpr bool kWrites = P == Pass::grad || P == Pass::sum_and_grad || P 
 // d = p - t; loss term (w * d) * d; gradient term (scale * w) * d; difference term w * d.
 template <typename T>
 inline double difference(const T* p, const T* t) {
-    return Scalar<T>::load(read(p)) - Scalar<T>::load(read(t));
+    return Scalar<T>::load(*p) - Scalar<T>::load(*t);
 }
 
 template <bool Weighted, typename Wt>
 inline double weight_at(const Wt* w) {
-    if constexpr (Weighted) return Scalar<Wt>::load(read(w));
+    if constexpr (Weighted) return Scalar<Wt>::load(*w);
     return 1.0;
 }
 
 // Writes `out` where the pass does (elementwise loss or gradient).
 template <Pass P, typename T>
 inline void write(T* out, double scale, double weight, double d) {
-    if constexpr (P == Pass::elementwise) put(out, Scalar<T>::store(weight * d * d));
-    if constexpr (P == Pass::grad || P == Pass::sum_and_grad) put(out, Scalar<T>::store(scale * weight * d));
+    if constexpr (P == Pass::elementwise) *out = Scalar<T>::store(weight * d * d);
+    if constexpr (P == Pass::grad || P == Pass::sum_and_grad) *out = Scalar<T>::store(scale * weight * d);
 }
 
 // What a summing pass adds up at one position.

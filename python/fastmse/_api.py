@@ -114,7 +114,9 @@ def _compute_array(array: Any, dtype: np.dtype) -> Any:
     if array.dtype != dtype:
         return array.astype(dtype)
     if not _aligned(array) or (not array.flags.c_contiguous and any(s % dtype.itemsize for s in array.strides)):
-        return _namespace(array).ascontiguousarray(array)
+        # A copy, not ascontiguousarray: that returns a contiguous array as it is, aligned
+        # or not (arrays unpickled on Dask workers often are not).
+        return array.copy(order="C")
     return array
 
 

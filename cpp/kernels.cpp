@@ -151,7 +151,9 @@ struct Odometer {
 
     void seek(int64_t linear) {
         for (int64_t& o : offset) o = 0;
-        for (int d = end - 1; d >= first; --d) {
+        for (int d = end - 1; d >= first; --d) index[d] = 0;
+        // Position 0 takes no division: over an extent of 0 it is the only one there is.
+        for (int d = end - 1; d >= first && linear != 0; --d) {
             const int64_t i = linear % layout->shape[d];
             linear /= layout->shape[d];
             index[d] = i;

@@ -69,8 +69,13 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 
 def _check_result(function, result, predictions, targets, kwargs) -> None:
     """A result fastmse returned is the float64 reference's, rounded to its dtype."""
-    p = np.asarray(predictions, dtype=np.float64)  # raises for what fastmse should have refused
-    t = np.asarray(targets, dtype=np.float64)
+    dtype = np.asarray(result[0] if function is mse_and_grad else result).dtype
+    # The operands as they are computed with: in the result's dtype first (float32
+    # predictions make a Python float target float32, as in NumPy), then exactly in
+    # float64. Raises for what fastmse should have refused.
+    with np.errstate(over="ignore"):  # a Python float past float16's range is inf there too
+        p = np.asarray(predictions).astype(dtype).astype(np.float64)
+        t = np.asarray(targets).astype(dtype).astype(np.float64)
     w = kwargs.get("weights")
     w = None if w is None else np.asarray(w, dtype=np.float64)
     reduction, axis = kwargs.get("reduction", "mean"), kwargs.get("axis")

@@ -33,19 +33,28 @@ bool cpu_runs(const KernelSet& set) {
 #endif
 }
 
-const KernelSet* find(const char* name) {
-    for (const KernelSet* set : kBuilt)
-        if (std::strcmp(set->isa, name) == 0 && cpu_runs(*set)) return set;
-    return nullptr;
+// The copies this CPU runs, least capable first, and their names (nullptr-terminated).
+struct Runnable {
+    const KernelSet* sets[kBuiltCount] = {};
+    const char* names[kBuiltCount + 1] = {};
+    std::size_t count = 0;
+};
+
+const Runnable& runnable() {
+    static const Runnable found = [] {
+        Runnable r;
+        for (const KernelSet* set : kBuilt) {
+            if (!cpu_runs(*set)) continue;
+            r.sets[r.count] = set;
+            r.names[r.count++] = set->isa;
+        }
+        return r;
+    }();
+    return found;
 }
 
 std::atomic<const KernelSet*>& active() {
-    static std::atomic<const KernelSet*> chosen{[] {
-        const KernelSet* best = kBuilt[0];
-        for (const KernelSet* set : kBuilt)
-            if (cpu_runs(*set)) best = set;
-        return best;
-    }()};
+    static std::atomic<const KernelSet*> chosen{runnable().sets[runnable().count - 1]};
     return chosen;
 }
 
@@ -70,24 +79,17 @@ uint64_t stream_read(const void* data, int64_t bytes, int num_threads) {
 const char* active_isa() { return kernels().isa; }
 
 bool set_isa(const char* name) {
-    const KernelSet* set = find(name);
-    if (set == nullptr) return false;
-    active().store(set);
-    return true;
+    const Runnable& r = runnable();
+    for (std::size_t k = 0; k < r.count; ++k) {
+        if (std::strcmp(r.sets[k]->isa, name) == 0) {
+            active().store(r.sets[k]);
+            return true;
+        }
+    }
+    return false;
 }
 
-const char* const* runnable_isas() {
-    static const auto names = [] {
-        struct Names {
-            const char* list[kBuiltCount + 1] = {};
-        } result;
-        std::size_t count = 0;
-        for (const KernelSet* set : kBuilt)
-            if (cpu_runs(*set)) result.list[count++] = set->isa;
-        return result;
-    }();
-    return names.list;
-}
+const char* const* runnable_isas() { return runnable().names; }
 
 void set_num_threads(int n) { g_num_threads.store(n < 0 ? 0 : n); }
 

@@ -168,20 +168,52 @@ def test_unaligned_strides_are_handled(backend):
     assert mse(record["b"], np.zeros(10)) == pytest.approx(np.mean(np.arange(10.0) ** 2), rel=1e-15)
 
 
+def _unaligned_copy(array: np.ndarray) -> np.ndarray:
+    """`array`'s values in a buffer one byte off alignment (NumPy allows such arrays: a
+    buffer at an odd offset, or an array unpickled from a Dask worker)."""
+    buffer = bytearray(array.nbytes + 1)
+    moved = np.frombuffer(buffer, array.dtype, count=array.size, offset=1).reshape(array.shape)
+    moved[...] = array
+    assert not moved.flags.aligned
+    return moved
+
+
 def test_unaligned_buffers_are_handled(backend):
-    raw = np.zeros(8 * 100 + 1, np.uint8)
-    p = np.frombuffer(raw.data, dtype=np.float64, count=100, offset=1)
-    assert not p.flags.aligned
     expected = np.arange(100.0)
-    p_writable = raw[1:].view(np.float64)
-    p_writable[...] = expected
+    p = _unaligned_copy(expected)
     t = np.zeros(100)
     assert mse(p, t) == pytest.approx(np.mean(expected**2), rel=1e-15)
-    out_raw = np.zeros(8 * 100 + 1, np.uint8)
-    out = out_raw[1:].view(np.float64)
-    assert not out.flags.aligned
+    out = _unaligned_copy(np.zeros(100))
     mse_grad(p, t, reduction="sum", out=out)
     np.testing.assert_array_equal(out, 2 * expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_unaligned_arrays_give_the_aligned_results(backend, dtype):
+    # Under .ci/sanitize, UBSan reports any misaligned element access in the kernels.
+    rng = np.random.default_rng(11)
+    p = rng.standard_normal((70, 33)).astype(dtype)
+    t = rng.standard_normal((70, 33)).astype(dtype)
+    w = rng.uniform(0.5, 2.0, (70, 1))
+    row = rng.standard_normal(33).astype(dtype)
+    cases = [
+        lambda p, t, w, out: mse(p, t),
+        lambda p, t, w, out: mse(p, t, weights=w, axis=0),
+        lambda p, t, w, out: mse(p, t, reduction="none"),
+        lambda p, t, w, out: mse_grad(p, t, weights=w, out=out),
+        lambda p, t, w, out: mse_and_grad(p[:, ::2], t[:, ::2], axis=-1),
+        lambda p, t, w, out: mse_and_grad(p, t, out=out)[0],
+        lambda p, t, w, out: mse_grad(row, t, weights=w),  # broadcast predictions
+    ]
+    for case in cases:
+        expected = case(p, t, w, np.empty_like(p))
+        out = _unaligned_copy(np.zeros_like(p))
+        got = case(_unaligned_copy(p), _unaligned_copy(t), _unaligned_copy(w), out)
+        if isinstance(expected, tuple):
+            for a, b in zip(expected, got, strict=True):
+                np.testing.assert_array_equal(np.asarray(b), np.asarray(a), strict=True)
+        else:
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(expected), strict=True)
 
 
 def test_python_scalars_take_the_arrays_dtype(backend):

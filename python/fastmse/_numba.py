@@ -138,7 +138,11 @@ def element(kind: int, weighted: bool, p: Operand, ip: int, t: Operand, it: int,
 def seek(shape: Int64s, strides: Int64s, first: int, end: int, linear: int, index: Int64s,
          offset: Int64s) -> None:
     offset[:] = 0
+    index[first:end] = 0
+    # Position 0 takes no division: over an extent of 0 it is the only one there is.
     for d in range(end - 1, first - 1, -1):
+        if linear == 0:
+            break
         i = linear % shape[d]
         linear //= shape[d]
         index[d] = i

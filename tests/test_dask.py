@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from checks import assert_matches
-from fastmse import MSEAccumulator, mse, mse_and_grad, mse_grad
+from fastmse import MSEAccumulator, _backends, mse, mse_and_grad, mse_grad
 from hypothesis import given
 from hypothesis import strategies as st
 
 da = pytest.importorskip("dask.array", reason="dask is in the test extra; install fastmse[test]")
+import dask
 
 
 @st.composite
@@ -46,8 +47,42 @@ def test_dask_equals_in_memory(case, keepdims):
     gradient = mse_grad(lp, lt, weights=lw, **kwargs)
     assert isinstance(gradient, da.Array)
     assert_matches(gradient.compute(), mse_grad(p, t, weights=w, **kwargs).astype(np.float64), p.dtype)
-    both = mse_and_grad(lp, lt, weights=lw, keepdims=keepdims, **kwargs)
-    assert_matches(both[0].compute(), np.asarray(expected, np.float64), p.dtype)
+    loss, grad = dask.compute(*mse_and_grad(lp, lt, weights=lw, keepdims=keepdims, **kwargs))
+    assert_matches(loss, np.asarray(expected, np.float64), p.dtype)
+    assert_matches(grad, mse_grad(p, t, weights=w, **kwargs).astype(np.float64), p.dtype)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("axis", [None, 0, (0, 1)])
+def test_mse_and_grad_reads_each_chunk_once(monkeypatch, reduction, weighted, axis):
+    # Computed together, loss and gradient come from one fused kernel pass per chunk.
+    rng = np.random.default_rng(5)
+    p, t = rng.standard_normal((2, 30, 8))
+    w = rng.uniform(0.5, 1.5, (30, 8)) if weighted else None
+    lp, lt = da.from_array(p, chunks=(7, 3)), da.from_array(t, chunks=(7, 3))
+    lw = None if w is None else da.from_array(w, chunks=(7, 3))
+    backend = _backends.current()
+    passes = []
+    for name in ("reduce", "grad", "reduce_and_grad"):
+        monkeypatch.setattr(backend, name, _counted(getattr(backend, name), name, passes))
+    loss, grad = dask.compute(*mse_and_grad(lp, lt, weights=lw, axis=axis, reduction=reduction), scheduler="sync")
+    assert passes == ["reduce_and_grad"] * lp.npartitions
+    monkeypatch.undo()
+    expected_loss, expected_grad = mse_and_grad(p, t, weights=w, axis=axis, reduction=reduction)
+    if weighted:  # the weight sums are added in another order (Dask's tree): within 1 ulp
+        assert_matches(grad, expected_grad, np.float64)
+    else:  # the same arithmetic per element
+        np.testing.assert_array_equal(grad, expected_grad)
+    assert_matches(loss, np.asarray(expected_loss, np.float64), np.float64)
+
+
+def _counted(method, name, passes):
+    def run(plan):
+        passes.append(name)
+        return method(plan)
+
+    return run
 
 
 def test_dask_checks_eagerly():
@@ -95,5 +130,9 @@ def test_on_a_local_cluster_with_worker_processes(cluster_client):
         assert_matches(loss, np.asarray(mse(p, t, weights=w, axis=axis), np.float64), np.float32)
     gradient = cluster_client.compute(mse_grad(lp, lt, axis=1)).result()
     assert_matches(gradient, mse_grad(p, t, axis=1).astype(np.float64), np.float32)
+    loss, gradient = cluster_client.compute(list(mse_and_grad(lp, lt, weights=lw, axis=0)), sync=True)
+    expected_loss, expected_gradient = mse_and_grad(p, t, weights=w, axis=0)
+    assert_matches(loss, np.asarray(expected_loss, np.float64), np.float32)
+    assert_matches(gradient, expected_gradient.astype(np.float64), np.float32)
     workers = cluster_client.run(lambda: __import__("os").getpid())
     assert len(set(workers.values())) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 from checks import assert_matches
-from fastmse import _backends, _gpu, mse, mse_and_grad, mse_grad
+from fastmse import MSEAccumulator, _backends, _gpu, mse, mse_and_grad, mse_grad
 from hypothesis import given
 from reference import exact_mean_squared_error, ulps
 from strategies import calls
@@ -220,13 +221,70 @@ def test_numba_device_arrays(gpu_backend):
     assert float(mse(p, t)) == pytest.approx(float(np.mean(np.linspace(-1, 1, 100) ** 2)), rel=1e-15)
 
 
+@pytest.mark.parametrize("axis", [None, 0])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_accumulator_keeps_gpu_sums_on_the_device(gpu_backend, axis, weighted):
+    rng = np.random.default_rng(11)
+    p, t = rng.standard_normal((2, 500, 3)).astype(np.float32)
+    w = rng.uniform(0.5, 1.5, (500, 1)) if weighted else None
+    whole = MSEAccumulator(axis=axis)
+    halves = [MSEAccumulator(axis=axis), MSEAccumulator(axis=axis)]
+    for k, (start, stop) in enumerate([(0, 123), (123, 500)]):
+        batch = (cp.asarray(p[start:stop]), cp.asarray(t[start:stop]), None if w is None else cp.asarray(w[start:stop]))
+        whole.update(*batch)
+        halves[k].update(*batch)
+    merged = pickle.loads(pickle.dumps(halves[1])).merge(halves[0])
+    for accumulator in (whole, merged):
+        result = accumulator.result()
+        assert isinstance(result, cp.ndarray)
+        assert result.dtype == np.float32
+        assert_matches(cp.asnumpy(result), np.asarray(mse(p, t, weights=w, axis=axis), np.float64), np.float32)
+    host = MSEAccumulator(axis=axis)
+    host.update(p, t, w)
+    with pytest.raises(TypeError, match="does not copy"):
+        host.merge(whole)
+    with pytest.raises(TypeError, match="does not copy"):
+        whole.update(p, t, w)
+
+
+def test_crysx_cupy_twins_stay_on_the_device(gpu_backend):
+    crysx = importlib.import_module("fastmse.compat.crysx")
+    rng = np.random.default_rng(12)
+    p, t = rng.standard_normal((2, 300, 4)).astype(np.float32)
+    loss = crysx.MSE_loss_cupy(cp.asarray(p), cp.asarray(t))
+    assert isinstance(loss, cp.ndarray)
+    assert loss.shape == ()
+    assert loss.dtype == np.float32
+    assert float(loss) == float(crysx.MSE_loss_cupy(p, t))  # one rounding of the same float64 sum
+    grad = crysx.MSE_loss_grad_cupy(cp.asarray(p), cp.asarray(t))
+    assert isinstance(grad, cp.ndarray)
+    np.testing.assert_array_equal(cp.asnumpy(grad), crysx.MSE_loss_grad(p, t))
+
+
+def test_dask_with_cupy_chunks(gpu_backend):
+    da = pytest.importorskip("dask.array")
+    dask = pytest.importorskip("dask")
+    rng = np.random.default_rng(13)
+    p, t = rng.standard_normal((2, 400, 6)).astype(np.float32)
+    w = rng.uniform(0.5, 1.5, (400, 1))
+    lp, lt = (da.from_array(cp.asarray(a), chunks=(90, 4), asarray=False) for a in (p, t))
+    lw = da.from_array(cp.asarray(w), chunks=(150, 1), asarray=False)
+    for axis in (None, 0):
+        loss, grad = dask.compute(*mse_and_grad(lp, lt, weights=lw, axis=axis), scheduler="sync")
+        assert isinstance(loss, cp.ndarray)
+        assert isinstance(grad, cp.ndarray)
+        expected_loss, expected_grad = mse_and_grad(p, t, weights=w, axis=axis)
+        assert_matches(cp.asnumpy(loss), np.asarray(expected_loss, np.float64), np.float32)
+        assert_matches(cp.asnumpy(grad), expected_grad.astype(np.float64), np.float32)
+
+
 @pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer is not on PATH")
 @pytest.mark.parametrize("tool", ["memcheck", "racecheck", "initcheck", "synccheck"])
 def test_kernels_are_clean_under_compute_sanitizer(tool):
     script = textwrap.dedent(
         """
         import cupy as cp
-        from fastmse import _backends, _gpu, mse, mse_and_grad, mse_grad
+        from fastmse import MSEAccumulator, _backends, _gpu, mse, mse_and_grad, mse_grad
         import fastmse._core as core
         _backends._gpu_backend = _gpu.CudaBackend(core)
         for dtype in (cp.float16, cp.float32, cp.float64):

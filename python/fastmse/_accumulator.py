@@ -8,6 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ._api import REDUCTIONS, Axis, finish_mean, partial_sums
+from ._gpu import current_device_of
 
 
 class ExactSum:
@@ -17,9 +18,10 @@ class ExactSum:
 
     __slots__ = ("high", "low")
 
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        self.high = np.zeros(shape)
-        self.low = np.zeros(shape)
+    def __init__(self, like: Any) -> None:
+        """Zeros shaped like `like`, in its array module (NumPy, or CuPy on its device)."""
+        self.high = np.zeros_like(like)  # dispatches to CuPy for CuPy arrays
+        self.low = np.zeros_like(like)
 
     def add(self, values: np.ndarray, low: np.ndarray | None = None) -> None:
         with np.errstate(invalid="ignore", over="ignore"):
@@ -30,7 +32,7 @@ class ExactSum:
             self.high = total
             self.low = self.low + error if low is None else self.low + error + low
 
-    def value(self) -> np.ndarray:
+    def value(self) -> Any:
         with np.errstate(invalid="ignore"):
             total = self.high + self.low
         # inf or nan in high makes low nan: the sum is then high itself.
@@ -45,6 +47,11 @@ class MSEAccumulator:
     (each batch is summed by the kernels in float64; the batch sums are added exactly).
     Accumulators filled on different processes or workers combine with ``merge``, in any
     order. Picklable.
+
+    Batches of GPU arrays (CuPy, or any array :func:`fastmse.mse` takes as one) are summed
+    on their device, and the sums stay there: ``result()`` is then a 0-d (or kept-shape)
+    CuPy array, and nothing waits for the device until it is read. The batches of one
+    accumulator, and accumulators that merge, must all be on the host or all on one GPU.
 
     Parameters
     ----------
@@ -88,6 +95,7 @@ class MSEAccumulator:
         self._kept_shape: tuple[int, ...] | None = None
         self._sums: ExactSum | None = None
         self._weight_sums: ExactSum | None = None
+        self._place = "the host"  # or "GPU n": where the sums are kept
         self.batches = 0
 
     def update(self, predictions: ArrayLike, targets: ArrayLike, weights: ArrayLike | None = None) -> None:
@@ -100,20 +108,25 @@ class MSEAccumulator:
             non-batch extents differ from the first batch's; `axis` without 0.
         """
         part = partial_sums(predictions, targets, weights, self.axis if self._ndim is None else self._axes)
+        place = _place(part.sums)
         if self._sums is None or self._weight_sums is None:  # the first batch
             if part.shape and 0 not in part.axes:
                 msg = f"axis must include 0, the axis batches are stacked along, not {self.axis!r}"
                 raise ValueError(msg)
             self._ndim, self._axes, self._kept_shape = len(part.shape), part.axes, part.kept_shape
-            self._sums, self._weight_sums = ExactSum(part.kept_shape), ExactSum(part.kept_shape)
+            self._sums, self._weight_sums, self._place = ExactSum(part.sums), ExactSum(part.sums), place
         elif len(part.shape) != self._ndim or part.kept_shape != self._kept_shape:
             msg = (
                 f"this batch has shape {part.shape}; earlier batches had {self._ndim} dimensions "
                 f"and kept shape {self._kept_shape} after reducing axes {self._axes}"
             )
             raise ValueError(msg)
-        self._sums.add(part.sums)
-        self._weight_sums.add(part.weight_sums)
+        elif place != self._place:
+            msg = f"this batch is on {place}, earlier batches were on {self._place}: fastmse does not copy between them"
+            raise TypeError(msg)
+        with current_device_of(part.sums):
+            self._sums.add(part.sums)
+            self._weight_sums.add(part.weight_sums)
         self._dtype = part.dtype if self._dtype is None else np.promote_types(self._dtype, part.dtype)
         self.batches += 1
 
@@ -126,6 +139,8 @@ class MSEAccumulator:
             `other` is not an MSEAccumulator.
         ValueError
             `other` reduces differently or saw batches of another shape.
+        TypeError
+            `other` keeps its sums elsewhere (the host or another GPU).
         """
         if not isinstance(other, MSEAccumulator):
             msg = f"merge takes an MSEAccumulator, not {type(other).__name__}"
@@ -140,12 +155,17 @@ class MSEAccumulator:
             return self
         if self._sums is None or self._weight_sums is None:
             self._ndim, self._axes, self._kept_shape = other._ndim, other._axes, other._kept_shape
-            self._sums, self._weight_sums = ExactSum(other._sums.high.shape), ExactSum(other._sums.high.shape)
+            self._sums, self._weight_sums = ExactSum(other._sums.high), ExactSum(other._sums.high)
+            self._place = other._place
         elif (other._ndim, other._kept_shape) != (self._ndim, self._kept_shape):
             msg = f"cannot merge batches of kept shape {other._kept_shape} into {self._kept_shape}"
             raise ValueError(msg)
-        self._sums.add(other._sums.high, other._sums.low)
-        self._weight_sums.add(other._weight_sums.high, other._weight_sums.low)
+        elif other._place != self._place:
+            msg = f"cannot merge sums kept on {other._place} into sums kept on {self._place}: fastmse does not copy between them"
+            raise TypeError(msg)
+        with current_device_of(self._sums.high):
+            self._sums.add(other._sums.high, other._sums.low)
+            self._weight_sums.add(other._weight_sums.high, other._weight_sums.low)
         assert other._dtype is not None
         self._dtype = other._dtype if self._dtype is None else np.promote_types(self._dtype, other._dtype)
         self.batches += other.batches
@@ -153,7 +173,7 @@ class MSEAccumulator:
 
     def result(self) -> Any:
         """The loss of every batch so far: a NumPy scalar (``axis=None``) or an array of
-        the kept shape, in the result dtype of the batches.
+        the kept shape, in the result dtype of the batches (a CuPy array for GPU batches).
 
         With no batches: nan (``"mean"``, with a RuntimeWarning, as ``np.mean([])``) or
         0.0 (``"sum"``) for ``axis=None``; a ValueError otherwise (the shape is unknown).
@@ -163,10 +183,16 @@ class MSEAccumulator:
                 msg = "result() before any update: the shape of a per-axis result is not known yet"
                 raise ValueError(msg)
             return finish_mean(0.0, 0.0, np.dtype(np.float64), self.reduction)
-        return finish_mean(self._sums.value(), self._weight_sums.value(), self._dtype, self.reduction)
+        with current_device_of(self._sums.high):
+            return finish_mean(self._sums.value(), self._weight_sums.value(), self._dtype, self.reduction)
 
     def __repr__(self) -> str:
         return (
             f"MSEAccumulator(axis={self.axis!r}, reduction={self.reduction!r}; "
-            f"{self.batches} batches, dtype {self._dtype})"
+            f"{self.batches} batches, dtype {self._dtype}, on {self._place})"
         )
+
+
+def _place(sums: Any) -> str:
+    """Where `sums` are: "the host", or "GPU n" for a CuPy array."""
+    return "the host" if isinstance(sums, (np.ndarray, np.generic)) else f"GPU {sums.device.id}"

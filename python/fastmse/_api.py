@@ -336,7 +336,7 @@ def _denominators(call: Call, warn: bool = True) -> Any:
         xp = call.xp
         weights = xp.broadcast_to(call.weights, call.shape)
         denominator = xp.sum(weights, axis=call.axes, dtype=np.float64)
-        empty = bool(xp.any(denominator == 0))  # on a GPU, the one wait of a weighted mean
+        empty = warn and bool(xp.any(denominator == 0))  # on a GPU, the one wait of a weighted mean
     if empty and warn:
         what = "zero elements" if call.weights is None else "weights that sum to zero"
         warnings.warn(f"mean over {what}: the result is nan", RuntimeWarning, stacklevel=4)
@@ -500,14 +500,15 @@ def _loss(call: Call, keepdims: bool) -> Any:
 @dataclass(slots=True)
 class Partial:
     """The float64 sums behind a loss, before division and rounding: what batches,
-    chunks and workers add up to give the one-call result."""
+    chunks and workers add up to give the one-call result. The sums are NumPy arrays
+    for host inputs and CuPy arrays, on the inputs' device, for GPU inputs."""
 
     dtype: np.dtype  # the result dtype of the call
     shape: tuple[int, ...]  # the broadcast shape S
     axes: tuple[int, ...]  # the reduced axes, normalized
     kept_shape: tuple[int, ...]
-    sums: np.ndarray  # sum(w * (p - t) ** 2) per kept position, float64
-    weight_sums: np.ndarray  # sum(w) per kept position (the count without weights), float64
+    sums: Any  # sum(w * (p - t) ** 2) per kept position, float64
+    weight_sums: Any  # sum(w) per kept position (the count without weights), float64
 
 
 def partial_sums(
@@ -519,32 +520,32 @@ def partial_sums(
     signed_weights: bool = False,
 ) -> Partial:
     """The float64 sums of a ``mse(..., reduction="sum")`` call and of its weights, with
-    every check of :func:`mse`."""
+    every check of :func:`mse`; computed where the arrays are (no host synchronisation)."""
     call = resolve(predictions, targets, weights, axis, "sum", signed_weights)
-    if call.device is not None:  # their callers add the sums up on the host, in NumPy
-        msg = "GPU arrays are not taken here yet (MSEAccumulator, Dask chunks, the crysx _cupy twins): use mse(...)"
-        raise TypeError(msg)
-    if call.weights is None:
-        weight_sums = np.full(call.kept_shape, float(call.count))
-    else:
-        weight_sums = np.asarray(_denominators(call, warn=False), dtype=_FLOAT64)
-    return Partial(call.dtype, call.shape, call.axes, call.kept_shape, _sums(call), weight_sums)
+    with call.on_device():
+        if call.weights is None:
+            weight_sums = call.xp.full(call.kept_shape, float(call.count))
+        else:
+            weight_sums = call.xp.asarray(_denominators(call, warn=False), dtype=_FLOAT64)
+        return Partial(call.dtype, call.shape, call.axes, call.kept_shape, _sums(call), weight_sums)
 
 
 def finish_mean(sums: Any, weight_sums: Any, dtype: np.dtype, reduction: str) -> Any:
     """The loss from summed partials: divided for "mean" (nan with a RuntimeWarning where
-    the weights sum to zero, as :func:`mse` does), rounded once to `dtype`."""
-    sums = np.asarray(sums, dtype=_FLOAT64)
+    the weights sum to zero, as :func:`mse` does), rounded once to `dtype`. NumPy sums
+    give a NumPy scalar or array, CuPy sums a CuPy array."""
+    xp = np if isinstance(sums, (float, np.ndarray, np.generic)) else _gpu.cupy()
+    sums = xp.asarray(sums, dtype=_FLOAT64)
     if reduction == "mean":
-        weight_sums = np.asarray(weight_sums, dtype=_FLOAT64)
-        if np.any(weight_sums == 0):
+        weight_sums = xp.asarray(weight_sums, dtype=_FLOAT64)
+        if bool(xp.any(weight_sums == 0)):  # on a GPU, the one wait of a mean
             msg = "mean over zero elements or weights that sum to zero: the result is nan"
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
         with np.errstate(divide="ignore", invalid="ignore"):
             sums = sums / weight_sums
     with np.errstate(over="ignore"):
         result = sums.astype(dtype)
-    return result[()] if result.ndim == 0 else result
+    return result[()] if result.ndim == 0 and xp is np else result
 
 
 def _gradient_into(call: Call, target: np.ndarray, scale: np.ndarray, sums: np.ndarray | None) -> None:
@@ -571,9 +572,13 @@ def gradient_with_denominator(
     axis: Axis,
     reduction: str,
     denominator: Any,
+    *,
+    with_sums: bool = False,
 ) -> Any:
     """``mse_grad`` of a piece of a larger array: the mean's denominators (a float, or
-    float64 per kept position) are given, since they are those of the whole."""
+    float64 per kept position) are given, since they are those of the whole. With
+    `with_sums`, ``(gradient, sums)``: also the piece's float64 loss sums per kept
+    position, from the same pass over memory."""
     call = resolve(predictions, targets, weights, axis, reduction)
     with call.on_device():
         target = _empty_like(call)
@@ -581,8 +586,9 @@ def gradient_with_denominator(
             denominator = None
         elif not isinstance(denominator, (int, float)):
             denominator = call.xp.asarray(denominator).reshape(call.kept_shape)
-        _gradient_into(call, target, _scale(denominator, call.xp), None)
-        return target
+        sums = call.xp.empty(call.kept_shape, _FLOAT64) if with_sums else None
+        _gradient_into(call, target, _scale(denominator, call.xp), sums)
+        return (target, sums) if with_sums else target
 
 
 def _empty_like(call: Call) -> Any:

@@ -7,6 +7,7 @@ Imported only when a Dask array is passed, so Dask stays an optional extra.
 from __future__ import annotations
 
 import math
+import operator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,8 +24,10 @@ from ._api import mse as in_memory_mse
 
 if TYPE_CHECKING:  # dask.array's functions are not annotated, and Dask is optional
     da: Any
+    meta_from_array: Any
 else:
     import dask.array as da
+    from dask.array.utils import meta_from_array
 
 _FLOAT64 = np.dtype(np.float64)
 
@@ -38,18 +41,37 @@ def _prepare(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction
     return da.broadcast_arrays(*arrays), call
 
 
-def _chunk_sums(p: np.ndarray, t: np.ndarray, *rest: np.ndarray, axes: tuple[int, ...], weights: bool) -> np.ndarray:
+def _meta(like: Any, ndim: int, dtype: np.dtype) -> Any:
+    """An empty array of the chunks' kind (NumPy, or CuPy for CuPy chunks), for Dask."""
+    return meta_from_array(like, ndim=ndim, dtype=dtype)
+
+
+def _block(result: Any) -> Any:
+    """A kernel's result as a chunk: NumPy scalars become 0-d arrays."""
+    return np.asarray(result) if isinstance(result, np.generic) else result
+
+
+def _kept_as_one(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(1 if d in axes else n for d, n in enumerate(shape))
+
+
+def _reduced_chunks(chunks: tuple[tuple[int, ...], ...], axes: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """The chunks of per-chunk sums: one element per chunk along the reduced axes."""
+    return tuple((1,) * len(c) if d in axes else c for d, c in enumerate(chunks))
+
+
+def _chunk_sums(p: Any, t: Any, *rest: Any, axes: tuple[int, ...], weights: bool) -> Any:
     part = partial_sums(p, t, rest[0] if weights else None, axes)
-    keep = tuple(1 if d in axes else n for d, n in enumerate(part.shape))
+    keep = _kept_as_one(part.shape, axes)
     if weights:  # the weight sums ride along, stacked on a new leading axis
-        return np.stack([part.sums.reshape(keep), part.weight_sums.reshape(keep)])
+        return np.stack([part.sums.reshape(keep), part.weight_sums.reshape(keep)])  # CuPy's for CuPy sums
     return part.sums.reshape(keep)
 
 
 def _sums(arrays: list[Any], axes: tuple[int, ...]) -> tuple[Any, Any]:
     """Lazy float64 sums of w * e and of w, shaped with the reduced axes kept as 1."""
     weighted = len(arrays) == 3
-    chunks = tuple((1,) * len(c) if d in axes else c for d, c in enumerate(arrays[0].chunks))
+    chunks = _reduced_chunks(arrays[0].chunks, axes)
     if weighted:
         chunks = ((2,), *chunks)
     partials = da.map_blocks(
@@ -60,7 +82,7 @@ def _sums(arrays: list[Any], axes: tuple[int, ...]) -> tuple[Any, Any]:
         chunks=chunks,
         dtype=_FLOAT64,
         new_axis=[0] if weighted else None,
-        meta=np.empty((0,) * len(chunks), _FLOAT64),
+        meta=_meta(arrays[0], len(chunks), _FLOAT64),
     )
     if weighted:
         summed = partials.sum(axis=tuple(d + 1 for d in axes), keepdims=True)
@@ -69,37 +91,59 @@ def _sums(arrays: list[Any], axes: tuple[int, ...]) -> tuple[Any, Any]:
     return partials.sum(axis=axes, keepdims=True), count
 
 
-def _finish_block(sums: np.ndarray, weight_sums: Any, result_dtype: np.dtype, reduction: str) -> np.ndarray:
-    return np.asarray(finish_mean(sums, weight_sums, result_dtype, reduction))
+def _finish_block(sums: Any, weight_sums: Any, result_dtype: np.dtype, reduction: str) -> Any:
+    return _block(finish_mean(sums, weight_sums, result_dtype, reduction))
+
+
+def _loss(sums: Any, weight_sums: Any, call: Call, keepdims: bool) -> Any:
+    """The lazy loss from the lazy sums (shaped with the reduced axes kept as 1)."""
+    loss = da.map_blocks(
+        _finish_block,
+        sums,
+        weight_sums,
+        result_dtype=call.dtype,
+        reduction=call.reduction,
+        dtype=call.dtype,
+        meta=_meta(sums, sums.ndim, call.dtype),
+    )
+    return loss if keepdims else loss.squeeze(axis=call.axes)
 
 
 def mse(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, keepdims: bool) -> Any:
     arrays, call = _prepare(predictions, targets, weights, axis, reduction)
-    dtype, axes = call.dtype, call.axes
-    meta = np.empty((0,) * len(call.shape), dtype)
     if reduction == "none":
-        return da.map_blocks(_elementwise, *arrays, dtype=dtype, meta=meta)
-    sums, weight_sums = _sums(arrays, axes)
-    loss = da.map_blocks(
-        _finish_block, sums, weight_sums, result_dtype=dtype, reduction=reduction, dtype=dtype, meta=meta
-    )
-    return loss if keepdims else loss.squeeze(axis=axes)
+        return da.map_blocks(_elementwise, *arrays, dtype=call.dtype, meta=_meta(arrays[0], len(call.shape), call.dtype))
+    return _loss(*_sums(arrays, call.axes), call, keepdims)
 
 
-def _elementwise(p: np.ndarray, t: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-    return np.asarray(in_memory_mse(p, t, weights=w, reduction="none"))
+def _elementwise(p: Any, t: Any, w: Any = None) -> Any:
+    return _block(in_memory_mse(p, t, weights=w, reduction="none"))
+
+
+def _denominator(arrays: list[Any], call: Call) -> tuple[Any, list[Any]]:
+    """What the gradient divides by, and the Dask arrays it needs as extra operands:
+    nothing for "sum", the count for an unweighted mean, the lazy float64 weight sums of
+    the whole (reduced axes kept as 1) for a weighted one."""
+    if call.reduction != "mean":
+        return None, []
+    if len(arrays) == 2:
+        return float(math.prod(call.shape[d] for d in call.axes)), []
+    weight_sums = arrays[2].sum(axis=call.axes, keepdims=True, dtype=_FLOAT64)
+    return weight_sums, [weight_sums]
 
 
 def _chunk_gradient(
-    p: np.ndarray,
-    t: np.ndarray,
+    p: Any,
+    t: Any,
     *rest: Any,
     axes: tuple[int, ...],
     reduction: str,
     weights: bool,
-    exact: bool,
+    exact: bool = False,
+    with_sums: bool = False,
     denominator: Any = None,
-) -> np.ndarray:
+) -> Any:
+    """The gradient of one chunk; with `with_sums`, ``(gradient, loss sums)`` from one pass."""
     w = rest[0] if weights else None
     if len(rest) > int(weights):  # the weight sums of the whole, one block per chunk row
         denominator = rest[-1]
@@ -107,45 +151,64 @@ def _chunk_gradient(
         p, t = p.astype(_FLOAT64), t.astype(_FLOAT64)
         w = None if w is None else w.astype(_FLOAT64)
     axis = None if reduction == "none" else axes
-    gradient: np.ndarray = gradient_with_denominator(p, t, w, axis, reduction, denominator)  # NumPy chunks in
-    return gradient
+    result = gradient_with_denominator(p, t, w, axis, reduction, denominator, with_sums=with_sums)
+    if not with_sums:
+        return result
+    gradient, sums = result
+    return gradient, sums.reshape(_kept_as_one(gradient.shape, axes))
+
+
+def _gradient_blocks(arrays: list[Any], call: Call, denominator: Any, extra: list[Any], with_sums: bool) -> Any:
+    """The lazy gradient, chunked like the inputs (float64 where predictions is broadcast);
+    with `with_sums`, each block is a (gradient, loss sums) pair instead."""
+    spread = call.predictions_broadcast
+    chunk_dtype = _FLOAT64 if spread else call.dtype
+    return da.map_blocks(
+        _chunk_gradient,
+        *arrays,
+        *extra,
+        axes=call.axes,
+        reduction=call.reduction,
+        weights=len(arrays) == 3,
+        exact=spread,
+        with_sums=with_sums,
+        dtype=chunk_dtype,
+        meta=_meta(arrays[0], len(call.shape), chunk_dtype),
+        denominator=None if extra else denominator,
+    )
 
 
 def mse_grad(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str) -> Any:
     arrays, call = _prepare(predictions, targets, weights, axis, reduction)
-    shape, axes, dtype, spread = call.shape, call.axes, call.dtype, call.predictions_broadcast
-    extra: list[Any] = []
-    if reduction == "mean":
-        if weights is None:
-            denominator: Any = float(math.prod(shape[d] for d in axes))
-        else:
-            denominator = arrays[2].sum(axis=axes, keepdims=True, dtype=_FLOAT64)
-            extra = [denominator]
-    gradient = da.map_blocks(
-        _chunk_gradient,
-        *arrays,
-        *extra,
-        axes=axes,
-        reduction=reduction,
-        weights=weights is not None,
-        exact=spread,
-        dtype=_FLOAT64 if spread else dtype,
-        meta=np.empty((0,) * len(shape), _FLOAT64 if spread else dtype),
-        denominator=None if extra or reduction != "mean" else denominator,
-    )
-    if not spread:
+    gradient = _gradient_blocks(arrays, call, *_denominator(arrays, call), with_sums=False)
+    if not call.predictions_broadcast:
         return gradient
     # predictions was broadcast: the gradient is summed over the axes it was spread along
     along = call.spread_axes()[1]
-    return gradient.sum(axis=along, keepdims=True).reshape(call.predictions.shape).astype(dtype)
+    return gradient.sum(axis=along, keepdims=True).reshape(call.predictions.shape).astype(call.dtype)
 
 
 def mse_and_grad(
     predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, keepdims: bool
 ) -> tuple[Any, Any]:
-    # Lazy results: computed together (dask.compute(loss, grad)) the inputs are read per
-    # chunk by both tasks; a fused chunk task returning both is left for later.
-    return (
-        mse(predictions, targets, weights, axis, reduction, keepdims),
-        mse_grad(predictions, targets, weights, axis, reduction),
+    """Lazy loss and gradient whose chunk tasks are shared: computed together
+    (``dask.compute(loss, grad)``), each chunk of the inputs is read once, by one kernel
+    pass that writes the gradient and sums the loss."""
+    arrays, call = _prepare(predictions, targets, weights, axis, reduction)
+    if reduction == "none" or call.predictions_broadcast:
+        # An elementwise loss, or a gradient summed over broadcast axes: two graphs.
+        return (
+            mse(predictions, targets, weights, axis, reduction, keepdims),
+            mse_grad(predictions, targets, weights, axis, reduction),
+        )
+    denominator, extra = _denominator(arrays, call)
+    # Each block of `both` is a (gradient, sums) pair; only the two arrays below read it.
+    both = _gradient_blocks(arrays, call, denominator, extra, with_sums=True)
+    gradient = both.map_blocks(operator.itemgetter(0), dtype=call.dtype, meta=both._meta)
+    partials = both.map_blocks(
+        operator.itemgetter(1),
+        chunks=_reduced_chunks(both.chunks, call.axes),
+        dtype=_FLOAT64,
+        meta=_meta(both, both.ndim, _FLOAT64),
     )
+    return _loss(partials.sum(axis=call.axes, keepdims=True), denominator, call, keepdims), gradient

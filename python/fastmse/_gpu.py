@@ -120,6 +120,12 @@ def device_arrays(named: list[tuple[str, Any]]) -> tuple[list[Any], Any]:
     return arrays, device
 
 
+def current_device_of(array: Any) -> contextlib.AbstractContextManager[Any]:
+    """A context that makes the GPU holding `array` current (CuPy computes on the current
+    device); for a host array, one that does nothing."""
+    return contextlib.nullcontext() if isinstance(array, (np.ndarray, np.generic, float)) else array.device
+
+
 def address(array: Any) -> int:
     """The device address of `array`'s first element."""
     return int(array.data.ptr)

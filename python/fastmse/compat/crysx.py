@@ -8,7 +8,8 @@ Switch with one line::
 For (N, k) predictions ``outi`` and targets ``out0``: ``MSE_loss`` is
 ``sum((outi - out0) ** 2) / k`` (averaged over the k outputs, summed over the N samples)
 as a Python float, ``MSE_loss_grad`` is ``2 * (outi - out0) / k``. The ``_cupy`` twins
-return what ``cupy.sum(...) / k`` returns: a 0-d array of the input dtype.
+take CuPy arrays (or NumPy ones) and return what ``cupy.sum(...) / k`` returns: a 0-d
+array of the input dtype, on the inputs' device, computed there.
 
 Where crysx_nn's Numba kernels fail to compile (not 2-D, lists) or read out of bounds
 (shapes that differ), these raise ``ValueError``; float16 works here (Numba has no
@@ -23,20 +24,25 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .._api import mse_grad, partial_sums
+from .._gpu import current_device_of, is_gpu_array
 
 
-def _check(outi: ArrayLike, out0: ArrayLike) -> tuple[NDArray[Any], NDArray[Any]]:
-    outi, out0 = np.asarray(outi), np.asarray(out0)
-    if outi.ndim != 2 or outi.shape != out0.shape:
-        msg = f"predictions and targets must be (N, k) arrays of one shape, not {outi.shape} and {out0.shape}"
+def _check(outi: ArrayLike, out0: ArrayLike) -> tuple[Any, Any]:
+    """Both as arrays (GPU arrays as they are), checked to be (N, k) of one shape."""
+    p: Any = outi if is_gpu_array(outi) else np.asarray(outi)
+    t: Any = out0 if is_gpu_array(out0) else np.asarray(out0)
+    if p.ndim != 2 or p.shape != t.shape:
+        msg = f"predictions and targets must be (N, k) arrays of one shape, not {p.shape} and {t.shape}"
         raise ValueError(msg)
-    return outi, out0
+    return p, t
 
 
-def _sum_over_outputs(outi: ArrayLike, out0: ArrayLike) -> tuple[float, np.dtype]:
-    outi, out0 = _check(outi, out0)
-    part = partial_sums(outi, out0)
-    return float(part.sums) / outi.shape[1], part.dtype
+def _sum_over_outputs(outi: ArrayLike, out0: ArrayLike) -> tuple[Any, np.dtype]:
+    """The float64 ``sum((outi - out0) ** 2) / k``, where the arrays are, and the result dtype."""
+    p, t = _check(outi, out0)
+    part = partial_sums(p, t)
+    with current_device_of(part.sums):
+        return part.sums / p.shape[1], part.dtype
 
 
 def MSE_loss(outi: ArrayLike, out0: ArrayLike) -> float:
@@ -54,7 +60,7 @@ def MSE_loss(outi: ArrayLike, out0: ArrayLike) -> float:
     float
         The squared error summed over samples and averaged over the k outputs.
     """
-    return _sum_over_outputs(outi, out0)[0]
+    return float(_sum_over_outputs(outi, out0)[0])
 
 
 def MSE_loss_grad(outi: ArrayLike, out0: ArrayLike) -> NDArray[Any]:
@@ -69,19 +75,22 @@ def MSE_loss_grad(outi: ArrayLike, out0: ArrayLike) -> NDArray[Any]:
     -------
     ndarray, shape (N, k)
     """
-    return mse_grad(*_check(outi, out0), axis=-1)
+    gradient: NDArray[Any] = mse_grad(*_check(outi, out0), axis=-1)
+    return gradient
 
 
-def MSE_loss_cupy(outi: ArrayLike, out0: ArrayLike) -> Any:
+def MSE_loss_cupy(outi: Any, out0: Any) -> Any:
     """``sum((outi - out0) ** 2) / k`` as a 0-d array of the input dtype (what
-    ``cupy.sum(...) / k`` returns), rounded once from the float64 sum."""
+    ``cupy.sum(...) / k`` returns), rounded once from the float64 sum: a CuPy array on the
+    inputs' device for CuPy inputs (no host synchronisation), a NumPy one otherwise."""
     total, dtype = _sum_over_outputs(outi, out0)
-    with np.errstate(over="ignore"):
-        return np.asarray(total, dtype=dtype)
+    with np.errstate(over="ignore"), current_device_of(total):
+        return total.astype(dtype) if is_gpu_array(total) else np.asarray(total, dtype=dtype)
 
 
-def MSE_loss_grad_cupy(outi: ArrayLike, out0: ArrayLike) -> NDArray[Any]:
-    """``2 * (outi - out0) / k``, as :func:`MSE_loss_grad`."""
+def MSE_loss_grad_cupy(outi: Any, out0: Any) -> Any:
+    """``2 * (outi - out0) / k``, as :func:`MSE_loss_grad`: a CuPy array on the inputs'
+    device for CuPy inputs."""
     return MSE_loss_grad(outi, out0)
 
 

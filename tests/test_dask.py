@@ -47,7 +47,9 @@ def test_dask_equals_in_memory(case, keepdims):
     gradient = mse_grad(lp, lt, weights=lw, **kwargs)
     assert isinstance(gradient, da.Array)
     assert_matches(gradient.compute(), mse_grad(p, t, weights=w, **kwargs).astype(np.float64), p.dtype)
-    loss, grad = dask.compute(*mse_and_grad(lp, lt, weights=lw, keepdims=keepdims, **kwargs))
+    lazy_loss, lazy_grad = mse_and_grad(lp, lt, weights=lw, keepdims=keepdims, **kwargs)
+    assert_matches(lazy_loss.compute(), np.asarray(expected, np.float64), p.dtype)  # alone
+    loss, grad = dask.compute(lazy_loss, lazy_grad)
     assert_matches(loss, np.asarray(expected, np.float64), p.dtype)
     assert_matches(grad, mse_grad(p, t, weights=w, **kwargs).astype(np.float64), p.dtype)
 

@@ -224,19 +224,24 @@ def test_numba_device_arrays(gpu_backend):
 @pytest.mark.parametrize("axis", [None, 0])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_accumulator_keeps_gpu_sums_on_the_device(gpu_backend, axis, weighted):
+    device = DEVICES - 1  # not the current GPU where there are two
     rng = np.random.default_rng(11)
     p, t = rng.standard_normal((2, 500, 3)).astype(np.float32)
     w = rng.uniform(0.5, 1.5, (500, 1)) if weighted else None
     whole = MSEAccumulator(axis=axis)
     halves = [MSEAccumulator(axis=axis), MSEAccumulator(axis=axis)]
     for k, (start, stop) in enumerate([(0, 123), (123, 500)]):
-        batch = (cp.asarray(p[start:stop]), cp.asarray(t[start:stop]), None if w is None else cp.asarray(w[start:stop]))
+        with cp.cuda.Device(device):
+            batch = [None if a is None else cp.asarray(a[start:stop]) for a in (p, t, w)]
         whole.update(*batch)
         halves[k].update(*batch)
-    merged = pickle.loads(pickle.dumps(halves[1])).merge(halves[0])
+    with cp.cuda.Device(device):  # an unpickled CuPy array lands on the current GPU
+        second = pickle.loads(pickle.dumps(halves[1]))
+    merged = second.merge(halves[0])
     for accumulator in (whole, merged):
         result = accumulator.result()
         assert isinstance(result, cp.ndarray)
+        assert result.device.id == device
         assert result.dtype == np.float32
         assert_matches(cp.asnumpy(result), np.asarray(mse(p, t, weights=w, axis=axis), np.float64), np.float32)
     host = MSEAccumulator(axis=axis)
@@ -255,13 +260,15 @@ def test_crysx_cupy_twins_stay_on_the_device(gpu_backend):
     assert isinstance(loss, cp.ndarray)
     assert loss.shape == ()
     assert loss.dtype == np.float32
-    assert float(loss) == float(crysx.MSE_loss_cupy(p, t))  # one rounding of the same float64 sum
+    exact = np.sum((p.astype(np.float64) - t) ** 2) / 4
+    assert_matches(cp.asnumpy(loss), np.asarray(exact), np.float32)
     grad = crysx.MSE_loss_grad_cupy(cp.asarray(p), cp.asarray(t))
     assert isinstance(grad, cp.ndarray)
-    np.testing.assert_array_equal(cp.asnumpy(grad), crysx.MSE_loss_grad(p, t))
+    np.testing.assert_array_equal(cp.asnumpy(grad), crysx.MSE_loss_grad(p, t))  # 2 / 4: exact either way
 
 
-def test_dask_with_cupy_chunks(gpu_backend):
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_dask_with_cupy_chunks(gpu_backend, reduction):
     da = pytest.importorskip("dask.array")
     dask = pytest.importorskip("dask")
     rng = np.random.default_rng(13)
@@ -269,13 +276,20 @@ def test_dask_with_cupy_chunks(gpu_backend):
     w = rng.uniform(0.5, 1.5, (400, 1))
     lp, lt = (da.from_array(cp.asarray(a), chunks=(90, 4), asarray=False) for a in (p, t))
     lw = da.from_array(cp.asarray(w), chunks=(150, 1), asarray=False)
-    for axis in (None, 0):
-        loss, grad = dask.compute(*mse_and_grad(lp, lt, weights=lw, axis=axis), scheduler="sync")
-        assert isinstance(loss, cp.ndarray)
-        assert isinstance(grad, cp.ndarray)
-        expected_loss, expected_grad = mse_and_grad(p, t, weights=w, axis=axis)
-        assert_matches(cp.asnumpy(loss), np.asarray(expected_loss, np.float64), np.float32)
-        assert_matches(cp.asnumpy(grad), expected_grad.astype(np.float64), np.float32)
+    lp_spread = da.from_array(cp.asarray(p[:1]), chunks=(1, 4), asarray=False)  # broadcast predictions
+    for axis in [None] if reduction == "none" else [None, 0]:
+        for predictions, lazy_predictions in ((p, lp), (p[:1], lp_spread)):
+            for weights, lazy_weights in ((None, None), (w, lw)):
+                kwargs = {"axis": axis, "reduction": reduction}
+                lazy = mse_and_grad(lazy_predictions, lt, weights=lazy_weights, **kwargs)
+                loss_alone = mse(lazy_predictions, lt, weights=lazy_weights, **kwargs)
+                loss, grad, alone = dask.compute(*lazy, loss_alone, scheduler="sync")
+                for result in (loss, grad, alone):
+                    assert isinstance(result, cp.ndarray)
+                expected_loss, expected_grad = mse_and_grad(predictions, t, weights=weights, **kwargs)
+                for result in (loss, alone):
+                    assert_matches(cp.asnumpy(result), np.asarray(expected_loss, np.float64), np.float32)
+                assert_matches(cp.asnumpy(grad), expected_grad.astype(np.float64), np.float32)
 
 
 @pytest.mark.skipif(shutil.which("compute-sanitizer") is None, reason="compute-sanitizer is not on PATH")

@@ -19,7 +19,7 @@ class ExactSum:
     __slots__ = ("high", "low")
 
     def __init__(self, like: Any) -> None:
-        """Zeros shaped like `like`, in its array module (NumPy, or CuPy on its device)."""
+        """Zeros shaped like `like`, in its array module (CuPy's: on the current GPU)."""
         self.high = np.zeros_like(like)  # dispatches to CuPy for CuPy arrays
         self.low = np.zeros_like(like)
 
@@ -50,7 +50,8 @@ class MSEAccumulator:
 
     Batches of GPU arrays (CuPy, or any array :func:`fastmse.mse` takes as one) are summed
     on their device, and the sums stay there: ``result()`` is then a 0-d (or kept-shape)
-    CuPy array, and nothing waits for the device until it is read. The batches of one
+    CuPy array, read from the device only when it is used (a weighted batch waits for the
+    device once, to refuse negative weights, as :func:`fastmse.mse` does). The batches of one
     accumulator, and accumulators that merge, must all be on the host or all on one GPU.
 
     Parameters
@@ -95,7 +96,6 @@ class MSEAccumulator:
         self._kept_shape: tuple[int, ...] | None = None
         self._sums: ExactSum | None = None
         self._weight_sums: ExactSum | None = None
-        self._place = "the host"  # or "GPU n": where the sums are kept
         self.batches = 0
 
     def update(self, predictions: ArrayLike, targets: ArrayLike, weights: ArrayLike | None = None) -> None:
@@ -108,21 +108,24 @@ class MSEAccumulator:
             non-batch extents differ from the first batch's; `axis` without 0.
         """
         part = partial_sums(predictions, targets, weights, self.axis if self._ndim is None else self._axes)
-        place = _place(part.sums)
         if self._sums is None or self._weight_sums is None:  # the first batch
             if part.shape and 0 not in part.axes:
                 msg = f"axis must include 0, the axis batches are stacked along, not {self.axis!r}"
                 raise ValueError(msg)
             self._ndim, self._axes, self._kept_shape = len(part.shape), part.axes, part.kept_shape
-            self._sums, self._weight_sums, self._place = ExactSum(part.sums), ExactSum(part.sums), place
+            with current_device_of(part.sums):  # CuPy's zeros_like allocates on the current GPU
+                self._sums, self._weight_sums = ExactSum(part.sums), ExactSum(part.sums)
         elif len(part.shape) != self._ndim or part.kept_shape != self._kept_shape:
             msg = (
                 f"this batch has shape {part.shape}; earlier batches had {self._ndim} dimensions "
                 f"and kept shape {self._kept_shape} after reducing axes {self._axes}"
             )
             raise ValueError(msg)
-        elif place != self._place:
-            msg = f"this batch is on {place}, earlier batches were on {self._place}: fastmse does not copy between them"
+        elif _place(part.sums) != _place(self._sums.high):
+            msg = (
+                f"this batch is on {_place(part.sums)}, earlier batches were on {_place(self._sums.high)}: "
+                "fastmse does not copy between them"
+            )
             raise TypeError(msg)
         with current_device_of(part.sums):
             self._sums.add(part.sums)
@@ -155,13 +158,16 @@ class MSEAccumulator:
             return self
         if self._sums is None or self._weight_sums is None:
             self._ndim, self._axes, self._kept_shape = other._ndim, other._axes, other._kept_shape
-            self._sums, self._weight_sums = ExactSum(other._sums.high), ExactSum(other._sums.high)
-            self._place = other._place
+            with current_device_of(other._sums.high):
+                self._sums, self._weight_sums = ExactSum(other._sums.high), ExactSum(other._sums.high)
         elif (other._ndim, other._kept_shape) != (self._ndim, self._kept_shape):
             msg = f"cannot merge batches of kept shape {other._kept_shape} into {self._kept_shape}"
             raise ValueError(msg)
-        elif other._place != self._place:
-            msg = f"cannot merge sums kept on {other._place} into sums kept on {self._place}: fastmse does not copy between them"
+        elif _place(other._sums.high) != _place(self._sums.high):
+            msg = (
+                f"cannot merge sums kept on {_place(other._sums.high)} into sums kept on "
+                f"{_place(self._sums.high)}: fastmse does not copy between them"
+            )
             raise TypeError(msg)
         with current_device_of(self._sums.high):
             self._sums.add(other._sums.high, other._sums.low)
@@ -189,10 +195,12 @@ class MSEAccumulator:
     def __repr__(self) -> str:
         return (
             f"MSEAccumulator(axis={self.axis!r}, reduction={self.reduction!r}; "
-            f"{self.batches} batches, dtype {self._dtype}, on {self._place})"
+            f"{self.batches} batches, dtype {self._dtype}"
+            f"{'' if self._sums is None else ', on ' + _place(self._sums.high)})"
         )
 
 
 def _place(sums: Any) -> str:
-    """Where `sums` are: "the host", or "GPU n" for a CuPy array."""
+    """Where `sums` are: "the host", or "GPU n" for a CuPy array (found from the array each
+    time: an unpickled CuPy array lands on the GPU current when it is loaded)."""
     return "the host" if isinstance(sums, (np.ndarray, np.generic)) else f"GPU {sums.device.id}"

@@ -520,7 +520,8 @@ def partial_sums(
     signed_weights: bool = False,
 ) -> Partial:
     """The float64 sums of a ``mse(..., reduction="sum")`` call and of its weights, with
-    every check of :func:`mse`; computed where the arrays are (no host synchronisation)."""
+    every check of :func:`mse`; computed where the arrays are, and left there (GPU sums are
+    CuPy arrays; as in :func:`mse`, only weights make the host wait for the device)."""
     call = resolve(predictions, targets, weights, axis, "sum", signed_weights)
     with call.on_device():
         if call.weights is None:

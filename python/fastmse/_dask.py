@@ -21,6 +21,7 @@ from ._api import (
     resolve,
 )
 from ._api import mse as in_memory_mse
+from ._gpu import current_device_of
 
 if TYPE_CHECKING:  # dask.array's functions are not annotated, and Dask is optional
     da: Any
@@ -64,7 +65,8 @@ def _chunk_sums(p: Any, t: Any, *rest: Any, axes: tuple[int, ...], weights: bool
     part = partial_sums(p, t, rest[0] if weights else None, axes)
     keep = _kept_as_one(part.shape, axes)
     if weights:  # the weight sums ride along, stacked on a new leading axis
-        return np.stack([part.sums.reshape(keep), part.weight_sums.reshape(keep)])  # CuPy's for CuPy sums
+        with current_device_of(part.sums):  # np.stack gives CuPy's for CuPy sums, on the current GPU
+            return np.stack([part.sums.reshape(keep), part.weight_sums.reshape(keep)])
     return part.sums.reshape(keep)
 
 
@@ -77,6 +79,7 @@ def _sums(arrays: list[Any], axes: tuple[int, ...]) -> tuple[Any, Any]:
     partials = da.map_blocks(
         _chunk_sums,
         *arrays,
+        token="fastmse-sums",
         axes=axes,
         weights=weighted,
         chunks=chunks,
@@ -101,6 +104,7 @@ def _loss(sums: Any, weight_sums: Any, call: Call, keepdims: bool) -> Any:
         _finish_block,
         sums,
         weight_sums,
+        token="fastmse-loss",
         result_dtype=call.dtype,
         reduction=call.reduction,
         dtype=call.dtype,
@@ -167,6 +171,7 @@ def _gradient_blocks(arrays: list[Any], call: Call, denominator: Any, extra: lis
         _chunk_gradient,
         *arrays,
         *extra,
+        token="fastmse-gradient-and-sums" if with_sums else "fastmse-gradient",
         axes=call.axes,
         reduction=call.reduction,
         weights=len(arrays) == 3,
@@ -193,7 +198,8 @@ def mse_and_grad(
 ) -> tuple[Any, Any]:
     """Lazy loss and gradient whose chunk tasks are shared: computed together
     (``dask.compute(loss, grad)``), each chunk of the inputs is read once, by one kernel
-    pass that writes the gradient and sums the loss."""
+    pass that writes the gradient and sums the loss. (Computed apart, each runs that
+    pass: use :func:`mse` or :func:`mse_grad` for one of them alone.)"""
     arrays, call = _prepare(predictions, targets, weights, axis, reduction)
     if reduction == "none" or call.predictions_broadcast:
         # An elementwise loss, or a gradient summed over broadcast axes: two graphs.
@@ -204,9 +210,10 @@ def mse_and_grad(
     denominator, extra = _denominator(arrays, call)
     # Each block of `both` is a (gradient, sums) pair; only the two arrays below read it.
     both = _gradient_blocks(arrays, call, denominator, extra, with_sums=True)
-    gradient = both.map_blocks(operator.itemgetter(0), dtype=call.dtype, meta=both._meta)
+    gradient = both.map_blocks(operator.itemgetter(0), token="fastmse-gradient", dtype=call.dtype, meta=both._meta)
     partials = both.map_blocks(
         operator.itemgetter(1),
+        token="fastmse-sums",
         chunks=_reduced_chunks(both.chunks, call.axes),
         dtype=_FLOAT64,
         meta=_meta(both, both.ndim, _FLOAT64),

@@ -82,7 +82,7 @@ def MSE_loss_grad(outi: ArrayLike, out0: ArrayLike) -> NDArray[Any]:
 def MSE_loss_cupy(outi: Any, out0: Any) -> Any:
     """``sum((outi - out0) ** 2) / k`` as a 0-d array of the input dtype (what
     ``cupy.sum(...) / k`` returns), rounded once from the float64 sum: a CuPy array on the
-    inputs' device for CuPy inputs (no host synchronisation), a NumPy one otherwise."""
+    inputs' device for CuPy inputs (the host does not wait for it), a NumPy one otherwise."""
     total, dtype = _sum_over_outputs(outi, out0)
     with np.errstate(over="ignore"), current_device_of(total):
         return total.astype(dtype) if is_gpu_array(total) else np.asarray(total, dtype=dtype)

@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ._api import REDUCTIONS, Axis, finish_mean, partial_sums
-from ._gpu import current_device_of
+from ._gpu import current_device_of, is_gpu_array
 
 
 class ExactSum:
@@ -203,4 +203,4 @@ class MSEAccumulator:
 def _place(sums: Any) -> str:
     """Where `sums` are: "the host", or "GPU n" for a CuPy array (found from the array each
     time: an unpickled CuPy array lands on the GPU current when it is loaded)."""
-    return "the host" if isinstance(sums, (np.ndarray, np.generic)) else f"GPU {sums.device.id}"
+    return f"GPU {sums.device.id}" if is_gpu_array(sums) else "the host"

@@ -127,9 +127,9 @@ def _aligned(array: Any) -> bool:
     return _gpu.address(array) % array.itemsize == 0 and all(s % array.itemsize == 0 for s in array.strides)
 
 
-def _namespace(array: Any) -> ModuleType:
-    """NumPy for host arrays, CuPy for GPU ones."""
-    return np if isinstance(array, np.ndarray) else _gpu.cupy()
+def kept_as_one(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
+    """`shape` with the reduced `axes` kept as 1: the shape of a result with keepdims."""
+    return tuple(1 if d in axes else n for d, n in enumerate(shape))
 
 
 def as_integer(value: Any, message: str) -> int:
@@ -370,7 +370,7 @@ def _finish(call: Call, sums: np.ndarray, denominator: np.ndarray | float | None
         with np.errstate(divide="ignore", invalid="ignore"):
             sums = xp.divide(sums, denominator)
     if keepdims:
-        sums = xp.reshape(sums, tuple(1 if d in call.axes else n for d, n in enumerate(call.shape)))
+        sums = xp.reshape(sums, kept_as_one(call.shape, call.axes))
     with np.errstate(over="ignore"):
         result = xp.asarray(sums).astype(call.dtype)
     # NumPy gives a scalar for a full reduction, CuPy a 0-d array (never a host value).
@@ -441,7 +441,7 @@ def _broadcast_gradient(call: Call, scale: Any, out: Any) -> None:
     otherwise plain NumPy in float64 (O(n) temporaries)."""
     padded, spread = call.spread_axes()
     if scale.ndim:  # one factor per loss position: as an array broadcasting to the shape
-        scale = scale.reshape(tuple(1 if d in call.axes else n for d, n in enumerate(call.shape)))
+        scale = scale.reshape(kept_as_one(call.shape, call.axes))
     p, t, w, xp = call.predictions, call.targets, call.weights, call.xp
     if 0 in call.shape:  # a sum of no terms, whatever the (infinite) factor
         out[...] = 0
@@ -535,7 +535,7 @@ def finish_mean(sums: Any, weight_sums: Any, dtype: np.dtype, reduction: str) ->
     """The loss from summed partials: divided for "mean" (nan with a RuntimeWarning where
     the weights sum to zero, as :func:`mse` does), rounded once to `dtype`. NumPy sums
     give a NumPy scalar or array, CuPy sums a CuPy array."""
-    xp = np if isinstance(sums, (float, np.ndarray, np.generic)) else _gpu.cupy()
+    xp = _gpu.array_module(sums)
     sums = xp.asarray(sums, dtype=_FLOAT64)
     if reduction == "mean":
         weight_sums = xp.asarray(weight_sums, dtype=_FLOAT64)

@@ -17,6 +17,7 @@ from ._api import (
     Call,
     finish_mean,
     gradient_with_denominator,
+    kept_as_one,
     partial_sums,
     resolve,
 )
@@ -52,10 +53,6 @@ def _block(result: Any) -> Any:
     return np.asarray(result) if isinstance(result, np.generic) else result
 
 
-def _kept_as_one(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(1 if d in axes else n for d, n in enumerate(shape))
-
-
 def _reduced_chunks(chunks: tuple[tuple[int, ...], ...], axes: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
     """The chunks of per-chunk sums: one element per chunk along the reduced axes."""
     return tuple((1,) * len(c) if d in axes else c for d, c in enumerate(chunks))
@@ -63,7 +60,7 @@ def _reduced_chunks(chunks: tuple[tuple[int, ...], ...], axes: tuple[int, ...]) 
 
 def _chunk_sums(p: Any, t: Any, *rest: Any, axes: tuple[int, ...], weights: bool) -> Any:
     part = partial_sums(p, t, rest[0] if weights else None, axes)
-    keep = _kept_as_one(part.shape, axes)
+    keep = kept_as_one(part.shape, axes)
     if weights:  # the weight sums ride along, stacked on a new leading axis
         with current_device_of(part.sums):  # np.stack gives CuPy's for CuPy sums, on the current GPU
             return np.stack([part.sums.reshape(keep), part.weight_sums.reshape(keep)])
@@ -114,8 +111,11 @@ def _loss(sums: Any, weight_sums: Any, call: Call, keepdims: bool) -> Any:
 
 
 def mse(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, keepdims: bool) -> Any:
-    arrays, call = _prepare(predictions, targets, weights, axis, reduction)
-    if reduction == "none":
+    return _mse(*_prepare(predictions, targets, weights, axis, reduction), keepdims)
+
+
+def _mse(arrays: list[Any], call: Call, keepdims: bool) -> Any:
+    if call.reduction == "none":
         return da.map_blocks(_elementwise, *arrays, dtype=call.dtype, meta=_meta(arrays[0], len(call.shape), call.dtype))
     return _loss(*_sums(arrays, call.axes), call, keepdims)
 
@@ -159,7 +159,7 @@ def _chunk_gradient(
     if not with_sums:
         return result
     gradient, sums = result
-    return gradient, sums.reshape(_kept_as_one(gradient.shape, axes))
+    return gradient, sums.reshape(kept_as_one(gradient.shape, axes))
 
 
 def _gradient_blocks(arrays: list[Any], call: Call, denominator: Any, extra: list[Any], with_sums: bool) -> Any:
@@ -184,7 +184,10 @@ def _gradient_blocks(arrays: list[Any], call: Call, denominator: Any, extra: lis
 
 
 def mse_grad(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str) -> Any:
-    arrays, call = _prepare(predictions, targets, weights, axis, reduction)
+    return _mse_grad(*_prepare(predictions, targets, weights, axis, reduction))
+
+
+def _mse_grad(arrays: list[Any], call: Call) -> Any:
     gradient = _gradient_blocks(arrays, call, *_denominator(arrays, call), with_sums=False)
     if not call.predictions_broadcast:
         return gradient
@@ -203,10 +206,7 @@ def mse_and_grad(
     arrays, call = _prepare(predictions, targets, weights, axis, reduction)
     if reduction == "none" or call.predictions_broadcast:
         # An elementwise loss, or a gradient summed over broadcast axes: two graphs.
-        return (
-            mse(predictions, targets, weights, axis, reduction, keepdims),
-            mse_grad(predictions, targets, weights, axis, reduction),
-        )
+        return _mse(arrays, call, keepdims), _mse_grad(arrays, call)
     denominator, extra = _denominator(arrays, call)
     # Each block of `both` is a (gradient, sums) pair; only the two arrays below read it.
     both = _gradient_blocks(arrays, call, denominator, extra, with_sums=True)

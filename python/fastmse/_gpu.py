@@ -120,10 +120,15 @@ def device_arrays(named: list[tuple[str, Any]]) -> tuple[list[Any], Any]:
     return arrays, device
 
 
+def array_module(value: Any) -> ModuleType:
+    """NumPy for host values, CuPy for GPU arrays."""
+    return cupy() if is_gpu_array(value) else np
+
+
 def current_device_of(array: Any) -> contextlib.AbstractContextManager[Any]:
-    """A context that makes the GPU holding `array` current (CuPy computes on the current
-    device); for a host array, one that does nothing."""
-    return contextlib.nullcontext() if isinstance(array, (np.ndarray, np.generic, float)) else array.device
+    """A context that makes the GPU holding `array` (a CuPy array) current, as CuPy computes
+    on the current device; for a host value, one that does nothing."""
+    return array.device if is_gpu_array(array) else contextlib.nullcontext()
 
 
 def address(array: Any) -> int:

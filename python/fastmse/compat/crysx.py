@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .._api import mse_grad, partial_sums
-from .._gpu import current_device_of, is_gpu_array
+from .._gpu import array_module, current_device_of, is_gpu_array
 
 
 def _check(outi: ArrayLike, out0: ArrayLike) -> tuple[Any, Any]:
@@ -85,7 +85,7 @@ def MSE_loss_cupy(outi: Any, out0: Any) -> Any:
     inputs' device for CuPy inputs (the host does not wait for it), a NumPy one otherwise."""
     total, dtype = _sum_over_outputs(outi, out0)
     with np.errstate(over="ignore"), current_device_of(total):
-        return total.astype(dtype) if is_gpu_array(total) else np.asarray(total, dtype=dtype)
+        return array_module(total).asarray(total, dtype=dtype)
 
 
 def MSE_loss_grad_cupy(outi: Any, out0: Any) -> Any:

@@ -58,7 +58,9 @@ def main(elements: int = 1 << 28, workers: int = 2, repeat: int = 9) -> None:
             distributed.append(_seconds(lambda: fastmse.mse(p, t).compute()))
     local_s, dask_s = statistics.median(local), statistics.median(distributed)
     ratio = statistics.median(one / many for one, many in zip(local, distributed, strict=True))
-    print(f"{elements:,} float32 elements per input, {nbytes / 2**20:.0f} MiB read, chunks of {chunk:,}, {repeat} pairs")
+    print(
+        f"{elements:,} float32 elements per input, {nbytes / 2**20:.0f} MiB read, chunks of {chunk:,}, {repeat} pairs"
+    )
     print(f"one process, {workers} threads      {local_s * 1e3:8.2f} ms  {nbytes / local_s / 1e9:6.2f} GB/s (median)")
     print(f"dask, {workers} worker processes   {dask_s * 1e3:8.2f} ms  {nbytes / dask_s / 1e9:6.2f} GB/s (median)")
     print(f"dask throughput per core / one process's per core: {ratio:.2f} (median of pairs; target >= 0.70)")

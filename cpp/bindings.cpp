@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -24,18 +25,45 @@ using fastmse::Operand;
 using fastmse::Problem;
 using fastmse::ScalarType;
 
+// NumPy's type numbers of the three dtypes and the byte-order character of a swapped
+// one, found once at import (init_dtype_numbers): scalar_type_of runs on every call, and
+// comparing two integers costs nothing next to building dtypes there.
+struct DtypeNumbers {
+    int float16 = -1;
+    int float32 = -1;
+    int float64 = -1;
+    char swapped = '>';
+};
+DtypeNumbers g_dtype_numbers;
+
+void init_dtype_numbers() {
+    g_dtype_numbers.float16 = py::dtype("float16").num();
+    g_dtype_numbers.float32 = py::dtype::of<float>().num();
+    g_dtype_numbers.float64 = py::dtype::of<double>().num();
+    const bool little = py::module_::import("sys").attr("byteorder").cast<std::string>() == "little";
+    g_dtype_numbers.swapped = little ? '>' : '<';
+}
+
 ScalarType scalar_type_of(const py::array& array) {
-    // Reads the descriptor directly: this runs on every call, small ones included.
-    const auto* descr = py::detail::array_descriptor_proxy(py::detail::array_proxy(array.ptr())->descr);
-    if (descr->byteorder != '>') {
-        switch (descr->type_num) {
-            case py::detail::npy_api::NPY_FLOAT_: return ScalarType::float32;
-            case py::detail::npy_api::NPY_DOUBLE_: return ScalarType::float64;
-            case 23 /* NPY_HALF */: return ScalarType::float16;
-            default: break;
-        }
+    const py::dtype dtype = array.dtype();
+    if (dtype.byteorder() != g_dtype_numbers.swapped) {
+        const int num = dtype.num();
+        if (num == g_dtype_numbers.float32) return ScalarType::float32;
+        if (num == g_dtype_numbers.float64) return ScalarType::float64;
+        if (num == g_dtype_numbers.float16) return ScalarType::float16;
     }
-    throw py::type_error("fastmse._core: unsupported dtype " + std::string(py::str(array.dtype())));
+    throw py::type_error("fastmse._core: unsupported dtype " + std::string(py::str(dtype)));
+}
+
+// The codes of ScalarType, as fastmse._core.scalar_types gives them to Python.
+constexpr ScalarType kScalarTypes[] = {ScalarType::float16, ScalarType::float32, ScalarType::float64};
+const char* const kScalarTypeNames[] = {"float16", "float32", "float64"};
+
+ScalarType scalar_type_from_code(int code) {
+    for (const ScalarType type : kScalarTypes)
+        if (static_cast<int>(type) == code) return type;
+    throw py::value_error("fastmse._core: unknown dtype code " + std::to_string(code) +
+                          " (see fastmse._core.scalar_types)");
 }
 
 enum class Access { read, write };
@@ -43,7 +71,7 @@ enum class Access { read, write };
 constexpr std::size_t kOperandCount = 6;  // predictions, targets, weights, out, loss, scale
 
 // Integers of a tuple or list, read through the C API: this runs on every call, and
-// pybind11's generic casters cost more than a 1,000-element kernel.
+// pybind11's generic casters would show in small calls (`python -m fastmse bench`).
 void read_int64s(py::handle sequence, int64_t* values, std::size_t count, const char* what) {
     PyObject* fast = PySequence_Fast(sequence.ptr(), what);
     if (fast == nullptr) throw py::error_already_set();
@@ -154,7 +182,7 @@ void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle stride
 #ifdef FASTMSE_WITH_CUDA
 using DeviceKernel = void (*)(const Problem&, void*, int, std::uintptr_t);
 
-// A GPU pass: operands are (device pointer, dtype code) pairs, workspace a device pointer
+// A GPU pass: operands are (device pointer, scalar_types code) pairs, workspace a device pointer
 // to cuda_workspace_bytes(shape, n_kept) bytes (0 where that is 0); kernels are queued on
 // `stream` of `device`, and nothing waits for them.
 template <DeviceKernel K>
@@ -164,9 +192,7 @@ void run_device(py::handle shape, int n_kept, py::handle operands, py::handle st
     const Problem problem =
         read_problem(storage, shape, n_kept, operands, strides, [](std::size_t, const py::object& item) {
             const auto pair = item.cast<std::pair<std::uintptr_t, int>>();
-            if (pair.second < 0 || pair.second > 2)
-                throw py::value_error("fastmse._core: dtype code must be 0 (float16), 1 (float32) or 2 (float64)");
-            return OperandSource{reinterpret_cast<void*>(pair.first), static_cast<ScalarType>(pair.second)};
+            return OperandSource{reinterpret_cast<void*>(pair.first), scalar_type_from_code(pair.second)};
         });
     // std::invalid_argument and std::runtime_error reach Python as ValueError and RuntimeError.
     py::gil_scoped_release release;
@@ -209,25 +235,29 @@ py::dict build_info() {
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "fastmse's compiled kernels (private: use the fastmse package).";
+    init_dtype_numbers();
+    py::dict scalar_types;
+    for (std::size_t k = 0; k < std::size(kScalarTypes); ++k)
+        scalar_types[kScalarTypeNames[k]] = static_cast<int>(kScalarTypes[k]);
+    m.attr("scalar_types") = scalar_types;
     const char* signature_doc =
         "(shape, n_kept, arrays, strides): arrays and element strides of predictions, "
         "targets, weights, out, loss, scale; None where absent.";
-    m.def("sum_squared_error", &run_host<fastmse::sum_squared_error>, signature_doc);
-    m.def("scaled_difference", &run_host<fastmse::scaled_difference>, signature_doc);
-    m.def("sum_squared_error_and_scaled_difference",
-          &run_host<fastmse::sum_squared_error_and_scaled_difference>, signature_doc);
+    m.def("reduce", &run_host<fastmse::reduce>, signature_doc);
+    m.def("grad", &run_host<fastmse::grad>, signature_doc);
+    m.def("reduce_and_grad", &run_host<fastmse::reduce_and_grad>, signature_doc);
     m.def("squared_error", &run_host<fastmse::squared_error>, signature_doc);
-    m.def("sum_difference", &run_host<fastmse::sum_difference>, signature_doc);
+    m.def("reduce_difference", &run_host<fastmse::reduce_difference>, signature_doc);
 #ifdef FASTMSE_WITH_CUDA
     const char* device_doc =
-        "(shape, n_kept, operands, strides, workspace, device, stream): (device pointer, dtype code) or "
-        "None for predictions, targets, weights, out, loss, scale; queued on `stream` of `device`.";
-    m.def("cuda_sum_squared_error", &run_device<fastmse::cuda::sum_squared_error>, device_doc);
-    m.def("cuda_scaled_difference", &run_device<fastmse::cuda::scaled_difference>, device_doc);
-    m.def("cuda_sum_squared_error_and_scaled_difference",
-          &run_device<fastmse::cuda::sum_squared_error_and_scaled_difference>, device_doc);
+        "(shape, n_kept, operands, strides, workspace, device, stream): (device pointer, scalar_types code) "
+        "or None for predictions, targets, weights, out, loss, scale; queued on `stream` of `device`.";
+    m.def("cuda_reduce", &run_device<fastmse::cuda::reduce>, device_doc);
+    m.def("cuda_grad", &run_device<fastmse::cuda::grad>, device_doc);
+    m.def("cuda_reduce_and_grad", &run_device<fastmse::cuda::reduce_and_grad>, device_doc);
     m.def("cuda_squared_error", &run_device<fastmse::cuda::squared_error>, device_doc);
-    m.def("cuda_sum_difference", &run_device<fastmse::cuda::sum_difference>, device_doc);
+    m.def("cuda_reduce_difference", &run_device<fastmse::cuda::reduce_difference>, device_doc);
+    m.attr("cuda_max_dims") = fastmse::cuda::kMaxDims;
     m.def(
         "cuda_stream_read",
         [](std::uintptr_t data, int64_t bytes, std::uintptr_t sink, int device, std::uintptr_t stream) {
@@ -247,7 +277,7 @@ PYBIND11_MODULE(_core, m) {
             const std::size_t ndim = read_shape(shape_seq, n_kept, shape);
             return fastmse::cuda::workspace_bytes(shape, static_cast<int>(ndim), n_kept);
         },
-        py::arg("shape"), py::arg("n_kept"), "Device scratch bytes a summing GPU pass over `shape` needs.");
+        py::arg("shape"), py::arg("n_kept"), "Device scratch bytes a reducing GPU pass over `shape` needs.");
 #endif
     m.def(
         "stream_read",

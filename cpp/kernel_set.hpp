@@ -1,5 +1,5 @@
 // One compiled copy of the kernels: cpp/kernels.cpp is built once per instruction set,
-// each time inside its own namespace, and cpp/dispatch.cpp picks a copy at run time.
+// each time inside its own namespace, and cpp/isa.cpp picks a copy at run time.
 #pragma once
 
 #include <cstdint>
@@ -10,11 +10,11 @@ namespace fastmse {
 
 struct KernelSet {
     const char* isa;
-    void (*sum_squared_error)(const Problem&);
-    void (*scaled_difference)(const Problem&);
-    void (*sum_squared_error_and_scaled_difference)(const Problem&);
+    void (*reduce)(const Problem&);
+    void (*grad)(const Problem&);
+    void (*reduce_and_grad)(const Problem&);
     void (*squared_error)(const Problem&);
-    void (*sum_difference)(const Problem&);
+    void (*reduce_difference)(const Problem&);
     uint64_t (*stream_read)(const void* data, int64_t bytes, int num_threads);
 };
 

@@ -1,23 +1,25 @@
-// The reduction engine behind every CPU entry point.
+// The five passes on the CPU: reduce, grad, reduce_and_grad, squared_error and
+// reduce_difference (cpp/kernels.hpp).
 //
 // Summation order, fixed by the problem alone:
 //   * The summed positions of one output are cut into tasks of kChunk positions.
 //   * Inside a task, blocks are summed, then combined by a binary-counter cascade
-//     (pairwise summation without recursion).
+//     (pairwise summation without recursion; cpp/layout.hpp).
 //   * Lane mode (the fastest dimension is summed): a block is kBlock consecutive
 //     positions of one output, spread over kLanes float64 accumulators by position.
 //   * Across-output mode (the fastest dimension is kept): a block is kRowBlock summed
-//     positions for kTile neighbouring outputs, one accumulator each, so the inner loop
-//     runs along contiguous memory.
+//     positions for a group of kOutputsPerTask neighbouring outputs, one accumulator
+//     each, so the inner loop runs along contiguous memory.
 //   * Task sums of one output are combined by the same cascade in task order.
 // Threads only decide who computes which task, so results are bitwise identical for
 // any thread count. The Numba backend (python/fastmse/_numba.py) mirrors this file.
 //
 // This file is compiled once per instruction set (FASTMSE_ISA names the copy and its
-// namespace; see CMakeLists.txt), and cpp/dispatch.cpp picks one at run time. So all
-// code here has internal linkage, and nothing here instantiates library templates with
-// out-of-line code (std::vector): the linker keeps one copy of such code for the whole
-// module, and an AVX2 copy of it would then run on CPUs without AVX2.
+// namespace; see CMakeLists.txt), and cpp/isa.cpp picks one at run time. So all code
+// here and in the headers it includes has internal linkage, and nothing here
+// instantiates library templates with out-of-line code (std::vector): the linker keeps
+// one copy of such code for the whole module, and an AVX2 copy of it would then run on
+// CPUs without AVX2.
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -25,6 +27,7 @@
 
 #include "half.hpp"
 #include "kernel_set.hpp"
+#include "layout.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -61,14 +64,15 @@ struct Scalar<Half> {
     static Half store(double v) { return double_to_half(v); }
 };
 
-enum class Pass { sum, grad, sum_and_grad, elementwise, sum_difference };
+enum class Pass { reduce, grad, reduce_and_grad, squared_error, reduce_difference };
 
 constexpr int64_t kPrefetchDistance = 1024;  // elements
 
+// Whether pass P sums into loss, and whether it writes `out`.
 template <Pass P>
-inline constexpr bool kSums = P == Pass::sum || P == Pass::sum_and_grad || P == Pass::sum_difference;
+inline constexpr bool kReduces = P == Pass::reduce || P == Pass::reduce_and_grad || P == Pass::reduce_difference;
 template <Pass P>
-inline constexpr bool kWrites = P == Pass::grad || P == Pass::sum_and_grad || P == Pass::elementwise;
+inline constexpr bool kWrites = P == Pass::grad || P == Pass::reduce_and_grad || P == Pass::squared_error;
 
 // The arithmetic of one position, in the order the Numba kernels mirror:
 // d = p - t; loss term (w * d) * d; gradient term (scale * w) * d; difference term w * d.
@@ -83,17 +87,17 @@ inline double weight_at(const Wt* w) {
     return 1.0;
 }
 
-// Writes `out` where the pass does (elementwise loss or gradient).
+// Writes `out` where the pass does (squared error or gradient).
 template <Pass P, typename T>
 inline void write(T* out, double scale, double weight, double d) {
-    if constexpr (P == Pass::elementwise) *out = Scalar<T>::store(weight * d * d);
-    if constexpr (P == Pass::grad || P == Pass::sum_and_grad) *out = Scalar<T>::store(scale * weight * d);
+    if constexpr (P == Pass::squared_error) *out = Scalar<T>::store(weight * d * d);
+    if constexpr (P == Pass::grad || P == Pass::reduce_and_grad) *out = Scalar<T>::store(scale * weight * d);
 }
 
-// What a summing pass adds up at one position.
+// What a reducing pass adds up at one position.
 template <Pass P>
 inline double term(double weight, double d) {
-    if constexpr (P == Pass::sum_difference) return weight * d;
+    if constexpr (P == Pass::reduce_difference) return weight * d;
     return weight * d * d;
 }
 
@@ -106,135 +110,9 @@ inline double element(const T* p, const T* t, const Wt* w, T* out, double scale)
     return term<P>(weight, d);
 }
 
-enum OperandIndex { kP, kT, kW, kOut, kLoss, kScale, kOperands };
-
-// The problem with absent operands given zero strides, and a virtual summed dimension
-// of extent 1 when nothing is summed, so every output has at least one position.
-struct Layout {
-    int ndim = 0;
-    int n_kept = 0;
-    // Only [0, ndim] is filled: zeroing all kMaxDims rows cost a tenth of a small call.
-    int64_t shape[kMaxDims + 1];
-    int64_t strides[kOperands][kMaxDims + 1];
-    void* data[kOperands] = {};
-    int64_t n_out = 1;
-    int64_t n_red = 1;
-
-    explicit Layout(const Problem& problem) : ndim(problem.ndim), n_kept(problem.n_kept) {
-        const Operand* operands[kOperands] = {&problem.predictions, &problem.targets,
-                                              &problem.weights, &problem.out,
-                                              &problem.loss, &problem.scale};
-        for (int d = 0; d < ndim; ++d) shape[d] = problem.shape[d];
-        for (int k = 0; k < kOperands; ++k) {
-            data[k] = operands[k]->data;
-            for (int d = 0; d <= ndim; ++d)
-                strides[k][d] = data[k] != nullptr && d < ndim ? operands[k]->strides[d] : 0;
-        }
-        if (n_kept == ndim) shape[ndim++] = 1;
-        for (int d = 0; d < n_kept; ++d) n_out *= shape[d];
-        for (int d = n_kept; d < ndim; ++d) n_red *= shape[d];
-    }
-    int last() const { return ndim - 1; }
-};
-
-// Row-major position over dimensions [first, end) with every operand's offset there.
-struct Odometer {
-    const Layout* layout;
-    int first, end;
-    int64_t index[kMaxDims + 1];
-    int64_t offset[kOperands];
-
-    Odometer(const Layout& l, int first_dim, int end_dim)
-        : layout(&l), first(first_dim), end(end_dim) {
-        seek(0);
-    }
-
-    void seek(int64_t linear) {
-        for (int64_t& o : offset) o = 0;
-        for (int d = end - 1; d >= first; --d) index[d] = 0;
-        // Position 0 takes no division: over an extent of 0 it is the only one there is.
-        for (int d = end - 1; d >= first && linear != 0; --d) {
-            const int64_t i = linear % layout->shape[d];
-            linear /= layout->shape[d];
-            index[d] = i;
-            for (int k = 0; k < kOperands; ++k) offset[k] += i * layout->strides[k][d];
-        }
-    }
-
-    // Moves n positions along the last dimension, carrying into the ones before it.
-    void advance(int64_t n) {
-        const int d = end - 1;
-        index[d] += n;
-        for (int k = 0; k < kOperands; ++k) offset[k] += n * layout->strides[k][d];
-        if (index[d] < layout->shape[d]) return;
-        for (int c = d; c >= first && index[c] >= layout->shape[c]; --c) {
-            for (int k = 0; k < kOperands; ++k)
-                offset[k] -= index[c] * layout->strides[k][c];
-            index[c] = 0;
-            if (c == first) return;
-            ++index[c - 1];
-            for (int k = 0; k < kOperands; ++k) offset[k] += layout->strides[k][c - 1];
-        }
-    }
-};
-
-// Pairwise summation of a stream of values, combined in a fixed binary-counter order.
-template <int Width>
-struct Cascade {
-    static constexpr int kLevels = 64;
-    double stack[kLevels][Width];
-    int depth = 0;
-    int64_t count = 0;
-
-    void push(const double* values, int width) {
-        double v[Width];
-        for (int j = 0; j < width; ++j) v[j] = values[j];
-        ++count;
-        for (int64_t n = count; (n & 1) == 0; n >>= 1) {
-            --depth;
-            for (int j = 0; j < width; ++j) v[j] = stack[depth][j] + v[j];
-        }
-        for (int j = 0; j < width; ++j) stack[depth][j] = v[j];
-        ++depth;
-    }
-
-    void total(double* result, int width) const {
-        for (int j = 0; j < width; ++j) result[j] = 0.0;
-        if (depth == 0) return;
-        for (int j = 0; j < width; ++j) {
-            double s = stack[depth - 1][j];
-            for (int level = depth - 2; level >= 0; --level) s = stack[level][j] + s;
-            result[j] = s;
-        }
-    }
-};
-
-inline double combine_lanes(const double* acc) {
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
-// Weights are read in the data's type or in float64, never rounded to a narrower one.
-template <typename T, typename Wt>
-struct Cursor {
-    const T* p;
-    const T* t;
-    const Wt* w;
-    T* out;
-};
-
-template <typename T, typename Wt>
-Cursor<T, Wt> cursor_at(const Layout& l, const int64_t* base, const int64_t* offset) {
-    auto at = [&](int k) { return static_cast<T*>(l.data[k]) + base[k] + offset[k]; };
-    Cursor<T, Wt> c{at(kP), at(kT), nullptr, nullptr};
-    if (l.data[kW]) c.w = static_cast<const Wt*>(l.data[kW]) + base[kW] + offset[kW];
-    if (l.data[kOut]) c.out = at(kOut);
-    return c;
-}
-
-// Asks for the inputs kPrefetchDistance elements ahead. The hardware prefetcher alone
-// left a float32 sum at about 80% of a plain streaming read, and the one-thread
-// gradient at 0.7x np.subtract, on the machine where this was measured (EPYC); with
-// it, both run at the read's speed.
+// Asks for the inputs kPrefetchDistance elements ahead: the hardware prefetcher alone
+// leaves sums and the one-thread gradient short of a plain streaming read (compare the
+// "read" ceiling of `python -m fastmse bench`).
 inline void prefetch(const void* address) {
 #if defined(__GNUC__)
     __builtin_prefetch(address);
@@ -259,7 +137,7 @@ inline void prefetch_inputs(const T* p, const T* t) {
 
 // n consecutive positions along one dimension; position i goes to lane (lane + i) % kLanes.
 // The dimension goes on for `extent` positions from c: prefetches stop there, since one
-// past the end of a small array cost a page walk, half of a 16-element call on EPYC.
+// past the end of a small array may cost a page walk, which shows in small calls.
 template <Pass P, bool Weighted, bool Unit, typename T, typename Wt>
 inline void run_lanes(double* lanes, int64_t lane, Cursor<T, Wt> c, const int64_t* step, double scale,
                       int64_t n, int64_t extent) {
@@ -290,7 +168,7 @@ inline void run_lanes(double* lanes, int64_t lane, Cursor<T, Wt> c, const int64_
     };
     double d[kLanes], weight[kLanes];
     int64_t i = 0;
-    if constexpr (!kSums<P>) {
+    if constexpr (!kReduces<P>) {
         for (; i + kLanes <= n; i += kLanes) {
             load_lanes(i, d, weight);
             for (int64_t l = 0; l < kLanes; ++l) write<P>(out + (i + l) * so, scale, weight[l], d[l]);
@@ -390,6 +268,7 @@ struct Schedule {
     }
 };
 
+// Tasks of lane mode: one output over one chunk of its summed positions.
 template <Pass P, bool Weighted, typename T, typename Wt>
 void lane_tasks(Schedule& schedule, int64_t begin, int64_t end) {
     const Layout& l = schedule.layout;
@@ -428,16 +307,18 @@ void lane_tasks(Schedule& schedule, int64_t begin, int64_t end) {
         }
         double value;
         cascade.total(&value, 1);
-        if constexpr (kSums<P>) schedule.store(o, c, kept.offset, value);
+        if constexpr (kReduces<P>) schedule.store(o, c, kept.offset, value);
     }
 }
 
+// Tasks of across-output mode: a group of kOutputsPerTask neighbouring outputs along the
+// last kept dimension, over one chunk of their summed positions.
 template <Pass P, bool Weighted, typename T, typename Wt>
-void tile_tasks(Schedule& schedule, int64_t begin, int64_t end) {
+void across_output_tasks(Schedule& schedule, int64_t begin, int64_t end) {
     const Layout& l = schedule.layout;
     const int j_dim = l.n_kept - 1;
     const int64_t extent = l.shape[j_dim];
-    const int64_t n_tiles = (extent + kTile - 1) / kTile;
+    const int64_t n_groups = (extent + kOutputsPerTask - 1) / kOutputsPerTask;
     int64_t js[kOperands];
     for (int k = 0; k < kOperands; ++k) js[k] = l.strides[k][j_dim];
     const bool unit = js[kP] == 1 && js[kT] == 1 && (!Weighted || js[kW] == 1) &&
@@ -446,22 +327,22 @@ void tile_tasks(Schedule& schedule, int64_t begin, int64_t end) {
     Odometer summed(l, l.n_kept, l.ndim);
     for (int64_t task = begin; task < end; ++task) {
         const int64_t c = task % schedule.n_chunks;
-        const int64_t tile = (task / schedule.n_chunks) % n_tiles;
-        const int64_t outer_index = task / schedule.n_chunks / n_tiles;
+        const int64_t group = (task / schedule.n_chunks) % n_groups;
+        const int64_t outer_index = task / schedule.n_chunks / n_groups;
         outer.seek(outer_index);
-        const int64_t j0 = tile * kTile;
-        const int width = static_cast<int>(std::min(kTile, extent - j0));
+        const int64_t j0 = group * kOutputsPerTask;
+        const int width = static_cast<int>(std::min(kOutputsPerTask, extent - j0));
         int64_t base[kOperands];
         for (int k = 0; k < kOperands; ++k) base[k] = outer.offset[k] + j0 * js[k];
-        double scale[kTile] = {};
+        double scale[kOutputsPerTask] = {};
         if (l.data[kScale])
             for (int j = 0; j < width; ++j)
                 scale[j] = static_cast<const double*>(l.data[kScale])[base[kScale] + j * js[kScale]];
         const int64_t lo = c * kChunk, hi = std::min(lo + kChunk, l.n_red);
         summed.seek(lo);
-        Cascade<kTile> cascade;
+        Cascade<kOutputsPerTask> cascade;
         for (int64_t block = lo; block < hi; block += kRowBlock) {
-            double acc[kTile] = {};
+            double acc[kOutputsPerTask] = {};
             const int64_t block_end = std::min(block + kRowBlock, hi);
             for (int64_t pos = block; pos < block_end; ++pos) {
                 const Cursor<T, Wt> at = cursor_at<T, Wt>(l, base, summed.offset);
@@ -476,7 +357,7 @@ void tile_tasks(Schedule& schedule, int64_t begin, int64_t end) {
                         if constexpr (kWrites<P>) out = at.out + j * so;
                         const double v =
                             element<P, Weighted>(at.p + j * sp, at.t + j * st, w, out, scale[j]);
-                        if constexpr (kSums<P>) acc[j] += v;
+                        if constexpr (kReduces<P>) acc[j] += v;
                     }
                 };
                 if (unit)
@@ -485,10 +366,10 @@ void tile_tasks(Schedule& schedule, int64_t begin, int64_t end) {
                     visit(std::false_type{});
                 summed.advance(1);
             }
-            if constexpr (kSums<P>) cascade.push(acc, width);
+            if constexpr (kReduces<P>) cascade.push(acc, width);
         }
-        if constexpr (kSums<P>) {
-            double values[kTile];
+        if constexpr (kReduces<P>) {
+            double values[kOutputsPerTask];
             cascade.total(values, width);
             const int64_t o0 = outer_index * extent + j0;
             for (int j = 0; j < width; ++j) {
@@ -505,10 +386,10 @@ void execute(Schedule& schedule) {
     const Layout& l = schedule.layout;
     if (l.n_out == 0 || l.n_red == 0) return;
     if (schedule.across_outputs) {
-        const int64_t n_tiles = (l.shape[l.n_kept - 1] + kTile - 1) / kTile;
-        const int64_t n_tasks = l.n_out / l.shape[l.n_kept - 1] * n_tiles * schedule.n_chunks;
+        const int64_t n_groups = (l.shape[l.n_kept - 1] + kOutputsPerTask - 1) / kOutputsPerTask;
+        const int64_t n_tasks = l.n_out / l.shape[l.n_kept - 1] * n_groups * schedule.n_chunks;
         for_each_range(n_tasks, schedule.parallel, schedule.num_threads, [&](int64_t b, int64_t e) {
-            tile_tasks<P, Weighted, T, Wt>(schedule, b, e);
+            across_output_tasks<P, Weighted, T, Wt>(schedule, b, e);
         });
     } else {
         for_each_range(l.n_out * schedule.n_chunks, schedule.parallel, schedule.num_threads,
@@ -516,11 +397,12 @@ void execute(Schedule& schedule) {
     }
 }
 
+// Pass P over a problem: its schedule, then the loops for its element and weight types.
 template <Pass P>
-void dispatch(const Problem& problem) {
+void run_typed(const Problem& problem) {
     Schedule schedule(problem);
     const Layout& l = schedule.layout;
-    if (kSums<P> && l.data[kLoss] && l.n_red == 0) {
+    if (kReduces<P> && l.data[kLoss] && l.n_red == 0) {
         // Nothing to sum: every output is an empty sum.
         Odometer kept(l, 0, l.n_kept);
         for (int64_t o = 0; o < l.n_out; ++o) {
@@ -529,7 +411,7 @@ void dispatch(const Problem& problem) {
         }
         return;
     }
-    if (kSums<P> && schedule.n_chunks > 1)
+    if (kReduces<P> && schedule.n_chunks > 1)
         schedule.partials.allocate(l.n_out * schedule.n_chunks);
     const bool weighted = l.data[kW] != nullptr;
     const bool wide_weights = problem.weights_dtype == ScalarType::float64;
@@ -547,7 +429,15 @@ void dispatch(const Problem& problem) {
         case ScalarType::float32: typed(float{}); break;
         case ScalarType::float64: typed(double{}); break;
     }
-    if constexpr (kSums<P>) schedule.finish();
+    if constexpr (kReduces<P>) schedule.finish();
+}
+
+// One cache line of the bandwidth ceiling's read.
+inline uint64_t read_block(const uint64_t* block) {
+    prefetch(ahead(reinterpret_cast<const float*>(block)));  // as far ahead as float32 inputs
+    uint64_t total = 0;
+    for (int64_t l = 0; l < kLanes; ++l) total += block[l];
+    return total;
 }
 
 uint64_t stream_read(const void* data, int64_t bytes, int num_threads) {
@@ -557,12 +447,13 @@ uint64_t stream_read(const void* data, int64_t bytes, int num_threads) {
     const int64_t blocks = n / kLanes;
     uint64_t total = 0;
 #ifdef _OPENMP
+    if (num_threads > 1) {  // one thread never enters OpenMP: a forked child must not (cpp/isa.cpp)
 #pragma omp parallel for reduction(+ : total) num_threads(num_threads) schedule(static)
+        for (int64_t b = 0; b < blocks; ++b) total += read_block(words + b * kLanes);
+    } else
 #endif
-    for (int64_t b = 0; b < blocks; ++b) {
-        const uint64_t* block = words + b * kLanes;  // one cache line
-        prefetch(ahead(reinterpret_cast<const float*>(block)));  // as far ahead as float32 inputs
-        for (int64_t l = 0; l < kLanes; ++l) total += block[l];
+    {
+        for (int64_t b = 0; b < blocks; ++b) total += read_block(words + b * kLanes);
     }
     for (int64_t i = blocks * kLanes; i < n; ++i) total += words[i];
     (void)num_threads;
@@ -573,11 +464,11 @@ uint64_t stream_read(const void* data, int64_t bytes, int num_threads) {
 
 extern const KernelSet kernels = {
     FASTMSE_STRINGIFY(FASTMSE_ISA),
-    &dispatch<Pass::sum>,
-    &dispatch<Pass::grad>,
-    &dispatch<Pass::sum_and_grad>,
-    &dispatch<Pass::elementwise>,
-    &dispatch<Pass::sum_difference>,
+    &run_typed<Pass::reduce>,
+    &run_typed<Pass::grad>,
+    &run_typed<Pass::reduce_and_grad>,
+    &run_typed<Pass::squared_error>,
+    &run_typed<Pass::reduce_difference>,
     &stream_read,
 };
 

@@ -6,17 +6,20 @@
 
 namespace fastmse {
 
+// Element types; fastmse._core exports these codes as `scalar_types` (the GPU passes
+// take them with each device pointer).
 enum class ScalarType : int { float16 = 0, float32 = 1, float64 = 2 };
 
-// Fixed summation geometry. Results depend on these (and on the problem's shape and
-// strides) and on nothing else: not on the thread count, not on scheduling.
-inline constexpr int64_t kLanes = 8;             // float64 accumulators per block
-inline constexpr int64_t kBlock = 2048;          // elements per block, one output
-inline constexpr int64_t kRowBlock = 256;        // reduced positions per block, across outputs
-inline constexpr int64_t kTile = 64;             // outputs per task, across outputs
-inline constexpr int64_t kChunk = 1 << 15;       // reduced positions per task
-inline constexpr int64_t kParallelMin = 1 << 16; // elements below which one thread runs
-inline constexpr int kMaxDims = 64;
+// Fixed summation geometry of the CPU kernels (cpp/kernels.cpp; the GPU's is in
+// cuda/kernels.cu). Results depend on these (and on the problem's shape and strides) and
+// on nothing else: not on the thread count, not on scheduling.
+inline constexpr int64_t kLanes = 8;               // float64 accumulators of a lane-mode block
+inline constexpr int64_t kBlock = 2048;            // summed positions per lane-mode block (one output)
+inline constexpr int64_t kRowBlock = 256;          // summed positions per across-output block
+inline constexpr int64_t kOutputsPerTask = 64;     // neighbouring outputs of an across-output task
+inline constexpr int64_t kChunk = 1 << 15;         // summed positions per task, either mode
+inline constexpr int64_t kParallelMin = 1 << 16;   // positions below which one thread runs
+inline constexpr int kMaxDims = 64;                // dimensions of a Problem (NumPy's limit)
 
 // One array taking part in a call: its element at index (0, ..., 0) and its strides
 // over Problem::shape, in elements (zero along broadcast dimensions).
@@ -41,17 +44,18 @@ struct Problem {
     int num_threads = 1;
 };
 
-// loss = sum over the summed dimensions of w * (p - t)^2, in float64.
-void sum_squared_error(const Problem& problem);
-// out = scale * w * (p - t), computed in float64 and rounded once to `dtype`.
-void scaled_difference(const Problem& problem);
-// Both of the above in one pass over memory.
-void sum_squared_error_and_scaled_difference(const Problem& problem);
-// out = w * (p - t)^2, elementwise.
+// The five passes, named as in fastmse._backends.Kernels and fastmse._core.
+// reduce: loss = sum over the summed dimensions of w * (p - t)^2, in float64.
+void reduce(const Problem& problem);
+// grad: out = scale * w * (p - t), computed in float64 and rounded once to `dtype`.
+void grad(const Problem& problem);
+// reduce_and_grad: both of the above in one pass over memory.
+void reduce_and_grad(const Problem& problem);
+// squared_error: out = w * (p - t)^2, elementwise.
 void squared_error(const Problem& problem);
-// loss = sum over the summed dimensions of w * (p - t), in float64: the gradient where
-// predictions is broadcast along those dimensions, before its constant factor.
-void sum_difference(const Problem& problem);
+// reduce_difference: loss = sum over the summed dimensions of w * (p - t), in float64:
+// the gradient where predictions is broadcast along those dimensions, before its factor.
+void reduce_difference(const Problem& problem);
 
 // Reads `bytes` bytes once on all threads and returns a checksum: the streaming-read
 // bandwidth ceiling that benchmarks measure the kernels against.

@@ -1,12 +1,13 @@
-// The five passes on the GPU.
+// The five passes on the GPU: reduce, grad, reduce_and_grad, squared_error and
+// reduce_difference (cuda/kernels.cuh).
 //
 // Summation order, fixed by the problem alone (never by the device's size or the
 // grid), so a result is bitwise the same on every GPU and every run:
-//   * An output's summed positions are cut into tiles of kTile positions. Thread j of
-//     the tile's block adds, in this order, positions tile * kTile + s * kThreads * V +
-//     j * V + v for s = 0 .. kItems / V - 1 and v = 0 .. V - 1, where V = 16 bytes /
-//     the element size: one 16-byte load per step on contiguous aligned data, and the
-//     same positions one by one otherwise.
+//   * An output's summed positions are cut into tiles of kTilePositions positions.
+//     Thread j of the tile's block adds, in this order, positions
+//     tile * kTilePositions + s * kThreads * V + j * V + v for s = 0 .. kItems / V - 1
+//     and v = 0 .. V - 1, where V = 16 bytes / the element size: one 16-byte load per
+//     step on contiguous aligned data, and the same positions one by one otherwise.
 //   * The block's 256 partial sums are combined by a fixed shuffle tree (block_sum),
 //     and the tile sums of one output by a second kernel in the same way: a two-stage
 //     reduction with no atomics.
@@ -30,14 +31,15 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kItems = 16;                        // positions per thread per tile
-constexpr int64_t kTile = int64_t{kThreads} * kItems;
+constexpr int64_t kTilePositions = int64_t{kThreads} * kItems;  // summed positions per tile
 constexpr int64_t kSerialMax = 256;               // positions an output may have to be summed by one thread
 constexpr int kBlocksPerSm = 8;                   // grid-stride loops run on this many blocks per SM
 
-enum class Pass { sum, grad, sum_and_grad, elementwise, sum_difference };
+enum class Pass { reduce, grad, reduce_and_grad, squared_error, reduce_difference };
 
+// Whether pass P sums into loss (as in cpp/kernels.cpp).
 template <Pass P>
-constexpr bool kSums = P == Pass::sum || P == Pass::sum_and_grad || P == Pass::sum_difference;
+constexpr bool kReduces = P == Pass::reduce || P == Pass::reduce_and_grad || P == Pass::reduce_difference;
 
 enum OperandIndex { kP, kT, kW, kOut, kLoss, kScale, kOperands };
 
@@ -98,9 +100,9 @@ __device__ inline double weight_at(const Operands& a, int64_t offset) {
 // (scale * w) * d; difference term w * d, as in cpp/kernels.cpp.
 template <Pass P, typename T>
 __device__ inline double apply(double d, double weight, double scale, T* out) {
-    if constexpr (P == Pass::grad || P == Pass::sum_and_grad) *out = Scalar<T>::store(scale * weight * d);
-    if constexpr (P == Pass::elementwise) *out = Scalar<T>::store(weight * d * d);
-    if constexpr (P == Pass::sum_difference) return weight * d;
+    if constexpr (P == Pass::grad || P == Pass::reduce_and_grad) *out = Scalar<T>::store(scale * weight * d);
+    if constexpr (P == Pass::squared_error) *out = Scalar<T>::store(weight * d * d);
+    if constexpr (P == Pass::reduce_difference) return weight * d;
     return weight * d * d;
 }
 
@@ -149,7 +151,7 @@ __device__ inline double visit_pack(const Operands& a, int64_t r, double scale, 
         const double weight = a.w ? Scalar<T>::load(w.v[v]) : 1.0;
         acc += apply<P, T>(d, weight, scale, &out.v[v]);
     }
-    if constexpr (P == Pass::grad || P == Pass::sum_and_grad || P == Pass::elementwise) {
+    if constexpr (P == Pass::grad || P == Pass::reduce_and_grad || P == Pass::squared_error) {
         uint4 raw;
         memcpy(&raw, &out, sizeof raw);
         *reinterpret_cast<uint4*>(static_cast<T*>(a.out) + r) = raw;
@@ -199,7 +201,7 @@ __device__ inline double block_sum(double value) {
     return value;
 }
 
-// Elementwise passes (gradient, squared error) over all n_out * n_red positions.
+// Passes that do not reduce (grad, squared_error) over all n_out * n_red positions.
 template <Pass P, typename T, bool Flat>
 __global__ void __launch_bounds__(kThreads) map_kernel(Geometry g, Operands a) {
     const int64_t n = g.n_out * g.n_red;
@@ -224,8 +226,8 @@ __global__ void __launch_bounds__(kThreads) map_kernel(Geometry g, Operands a) {
     }
 }
 
-// Summing passes, stage one: the sum of each (output, tile) into partials, in the order
-// described at the top; the fused pass writes the gradient on the way.
+// Reducing passes, stage one: the sum of each (output, tile) into partials, in the order
+// described at the top; reduce_and_grad writes the gradient on the way.
 template <Pass P, typename T, bool Flat>
 __global__ void __launch_bounds__(kThreads) tile_kernel(Geometry g, Operands a, int64_t tiles, double* partials) {
     constexpr int V = kVector<T>;
@@ -237,7 +239,7 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(Geometry g, Operands a, 
         const double scale = scale_at(a, kept);
         double acc = 0.0;
         for (int s = 0; s < kItems / V; ++s) {
-            const int64_t r0 = tile * kTile + int64_t{s} * kThreads * V + int64_t{threadIdx.x} * V;
+            const int64_t r0 = tile * kTilePositions + int64_t{s} * kThreads * V + int64_t{threadIdx.x} * V;
             if (Flat && a.vector_aligned && r0 + V <= g.n_red) {
                 acc = visit_pack<P, T>(a, r0, scale, acc);
                 continue;
@@ -256,7 +258,7 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(Geometry g, Operands a, 
     }
 }
 
-// Summing passes, stage two: each output's tile sums, by a fixed tree, into loss.
+// Reducing passes, stage two: each output's tile sums, by a fixed tree, into loss.
 __global__ void __launch_bounds__(kThreads) finish_kernel(Geometry g, const double* partials, int64_t tiles, double* loss) {
     for (int64_t o = blockIdx.x; o < g.n_out; o += gridDim.x) {
         double acc = 0.0;
@@ -270,7 +272,7 @@ __global__ void __launch_bounds__(kThreads) finish_kernel(Geometry g, const doub
     }
 }
 
-// Summing passes over short outputs (at most kSerialMax positions, none included): one
+// Reducing passes over short outputs (at most kSerialMax positions, none included): one
 // thread per output, positions in order.
 template <Pass P, typename T>
 __global__ void __launch_bounds__(kThreads) serial_kernel(Geometry g, Operands a) {
@@ -383,13 +385,13 @@ Launch prepare(const Problem& problem) {
     return launch;
 }
 
-int64_t tiles_of(int64_t n_red) { return (n_red + kTile - 1) / kTile; }
+int64_t tiles_of(int64_t n_red) { return (n_red + kTilePositions - 1) / kTilePositions; }
 
 template <Pass P, typename T>
 void launch_typed(const Launch& launch, double* partials, int limit, cudaStream_t stream) {
     const Geometry& g = launch.g;
     const Operands& a = launch.a;
-    if constexpr (!kSums<P>) {
+    if constexpr (!kReduces<P>) {
         const unsigned blocks = blocks_for(g.n_out * g.n_red, int64_t{kThreads} * kVector<T>, limit);
         if (launch.flat)
             map_kernel<P, T, true><<<blocks, kThreads, 0, stream>>>(g, a);
@@ -399,7 +401,7 @@ void launch_typed(const Launch& launch, double* partials, int limit, cudaStream_
         serial_kernel<P, T><<<blocks_for(g.n_out, kThreads, limit), kThreads, 0, stream>>>(g, a);
     } else {
         const int64_t tiles = tiles_of(g.n_red);
-        if (partials == nullptr) throw std::invalid_argument("fastmse: a summing GPU pass needs its workspace");
+        if (partials == nullptr) throw std::invalid_argument("fastmse: a reducing GPU pass needs its workspace");
         const unsigned blocks = blocks_for(g.n_out * tiles, 1, limit);
         if (launch.flat)
             tile_kernel<P, T, true><<<blocks, kThreads, 0, stream>>>(g, a, tiles, partials);
@@ -414,7 +416,7 @@ void launch_typed(const Launch& launch, double* partials, int limit, cudaStream_
 template <Pass P>
 void run(const Problem& problem, void* workspace, int device, std::uintptr_t stream_handle) {
     const Launch launch = prepare(problem);
-    if (launch.g.n_out == 0 || (!kSums<P> && launch.g.n_red == 0)) return;
+    if (launch.g.n_out == 0 || (!kReduces<P> && launch.g.n_red == 0)) return;
     DeviceScope scope(device);
     (void)cudaGetLastError();  // an error older than this call is not this call's
     const int limit = grid_limit(device);
@@ -429,20 +431,20 @@ void run(const Problem& problem, void* workspace, int device, std::uintptr_t str
 
 }  // namespace
 
-void sum_squared_error(const Problem& problem, void* workspace, int device, std::uintptr_t stream) {
-    run<Pass::sum>(problem, workspace, device, stream);
+void reduce(const Problem& problem, void* workspace, int device, std::uintptr_t stream) {
+    run<Pass::reduce>(problem, workspace, device, stream);
 }
-void scaled_difference(const Problem& problem, void* workspace, int device, std::uintptr_t stream) {
+void grad(const Problem& problem, void* workspace, int device, std::uintptr_t stream) {
     run<Pass::grad>(problem, workspace, device, stream);
 }
-void sum_squared_error_and_scaled_difference(const Problem& problem, void* workspace, int device, std::uintptr_t stream) {
-    run<Pass::sum_and_grad>(problem, workspace, device, stream);
+void reduce_and_grad(const Problem& problem, void* workspace, int device, std::uintptr_t stream) {
+    run<Pass::reduce_and_grad>(problem, workspace, device, stream);
 }
 void squared_error(const Problem& problem, void* workspace, int device, std::uintptr_t stream) {
-    run<Pass::elementwise>(problem, workspace, device, stream);
+    run<Pass::squared_error>(problem, workspace, device, stream);
 }
-void sum_difference(const Problem& problem, void* workspace, int device, std::uintptr_t stream) {
-    run<Pass::sum_difference>(problem, workspace, device, stream);
+void reduce_difference(const Problem& problem, void* workspace, int device, std::uintptr_t stream) {
+    run<Pass::reduce_difference>(problem, workspace, device, stream);
 }
 
 void stream_read(const void* data, int64_t bytes, uint64_t* sink, int device, std::uintptr_t stream) {

@@ -14,18 +14,19 @@
 
 namespace fastmse::cuda {
 
-// Dimensions a problem may have here, after the Python layer merged what it could:
-// shapes and strides travel as kernel parameters.
+// Dimensions a problem may have here (fewer than fastmse::kMaxDims), after the Python
+// layer merged what it could: shapes and strides travel as kernel parameters.
+// fastmse._core exports it as cuda_max_dims.
 inline constexpr int kMaxDims = 8;
 
-void sum_squared_error(const Problem& problem, void* workspace, int device, std::uintptr_t stream);
-void scaled_difference(const Problem& problem, void* workspace, int device, std::uintptr_t stream);
-void sum_squared_error_and_scaled_difference(const Problem& problem, void* workspace, int device,
-                                             std::uintptr_t stream);
+// The five passes of cpp/kernels.hpp, same names and results.
+void reduce(const Problem& problem, void* workspace, int device, std::uintptr_t stream);
+void grad(const Problem& problem, void* workspace, int device, std::uintptr_t stream);
+void reduce_and_grad(const Problem& problem, void* workspace, int device, std::uintptr_t stream);
 void squared_error(const Problem& problem, void* workspace, int device, std::uintptr_t stream);
-void sum_difference(const Problem& problem, void* workspace, int device, std::uintptr_t stream);
+void reduce_difference(const Problem& problem, void* workspace, int device, std::uintptr_t stream);
 
-// Scratch a summing pass over `shape` (n_kept kept dimensions first) needs: the tile sums.
+// Scratch a reducing pass over `shape` (n_kept kept dimensions first) needs: the tile sums.
 int64_t workspace_bytes(const int64_t* shape, int ndim, int n_kept);
 
 // Whether this module has code that runs on `device` (its architecture compiled in, as

@@ -59,8 +59,7 @@ def _describe(figures: dict[str, Any]) -> dict[str, str]:
         "sizes_date": figures["date"],
         "sizes_machine": (
             f"{machine['system']}, {machine['cpu']}, {machine['cpus']}, {machine['threads']} threads, "
-            f"backend {machine['backend']}"
-            + (f" (kernels: {machine['kernels']})" if machine.get("kernels") else "")
+            f"backend {machine['backend']}" + (f" (kernels: {machine['kernels']})" if machine.get("kernels") else "")
         ),
         "sizes_versions": ", ".join(f"{name} {v}" for name, v in figures["versions"].items()),
     }

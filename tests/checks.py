@@ -1,4 +1,5 @@
-"""Comparisons with the oracle, with the tolerance SPEC.md promises per dtype."""
+"""Comparisons with the oracle, with the tolerance docs/semantics.rst (Types and precision)
+promises per dtype."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ def assert_matches(actual, expected, dtype, magnitude=None) -> None:
     nan = np.isnan(expected)
     assert np.array_equal(np.isnan(a), nan), (actual, expected)
     a, e = a[~nan], expected[~nan]
-    slack = 0.0 if magnitude is None else 1e-13 * np.broadcast_to(np.asarray(magnitude, np.float64), expected.shape)[~nan]
+    slack = (
+        0.0 if magnitude is None else 1e-13 * np.broadcast_to(np.asarray(magnitude, np.float64), expected.shape)[~nan]
+    )
     if dtype == np.float64:
         limit = 1e-13 * np.abs(e) + slack
     else:

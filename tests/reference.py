@@ -1,5 +1,6 @@
-"""The oracle every backend is tested against: SPEC.md's formulas in float64 NumPy,
-written for clarity, plus exactly rounded sums with math.fsum."""
+"""The oracle every backend is tested against: the formulas of docs/semantics.rst
+(Reductions) in float64 NumPy, written for clarity, plus exactly rounded sums with
+math.fsum."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def loss(predictions, targets, weights=None, axis=None, reduction="mean", keepdi
     """float64 loss (not rounded to the result dtype)."""
     p, t, w = _parts(predictions, targets, weights)
     d = p - t
-    e = (w * d) * d  # as SPEC's kernels associate it: a zero weight drops even a d**2 that overflows
+    e = (w * d) * d  # as docs/semantics.rst (Weights) has it: a zero weight drops even a d**2 that overflows
     if reduction == "none":
         return e
     total = np.sum(e, axis=axis, keepdims=keepdims)
@@ -49,9 +50,7 @@ def grad(predictions, targets, weights=None, axis=None, reduction="mean", absolu
         full = np.abs(full)
     shape = np.shape(predictions)
     lead = full.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + d for d, n in enumerate(shape) if n == 1 and full.shape[lead + d] != 1
-    )
+    axes = tuple(range(lead)) + tuple(lead + d for d, n in enumerate(shape) if n == 1 and full.shape[lead + d] != 1)
     return np.sum(full, axis=axes, keepdims=True).reshape(shape)
 
 

@@ -46,7 +46,7 @@ def test_batches_and_merges_equal_one_call(case, order):
     result = total.result()
     assert type(result) is type(one_call)
     assert_matches(result, one_call.astype(np.float64), p.dtype)
-    # and both within the SPEC's bound of the float64 reference
+    # and both within docs/semantics.rst's bound (Types and precision) of the float64 reference
     assert_matches(result, loss(p, t, weights, axis, reduction), p.dtype)
     assert total.batches == len(parts)
 
@@ -113,7 +113,9 @@ def test_nan_and_inf_propagate():
 
 def test_merge_order_is_irrelevant_bitwise_for_float32():
     rng = np.random.default_rng(11)
-    batches = [(rng.standard_normal(1000).astype(np.float32), rng.standard_normal(1000).astype(np.float32)) for _ in range(20)]
+    batches = [
+        (rng.standard_normal(1000).astype(np.float32), rng.standard_normal(1000).astype(np.float32)) for _ in range(20)
+    ]
     results = set()
     for seed in range(5):
         shuffled = batches[:]

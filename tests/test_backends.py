@@ -46,8 +46,7 @@ def test_missing_compiled_module_falls_back_to_numba():
 
 def test_without_compiled_module_or_numba_numpy_runs_with_one_warning():
     code = (
-        BLOCK.format("fastmse._core") + BLOCK.format("numba") +
-        "import warnings, numpy as np, fastmse\n"
+        BLOCK.format("fastmse._core") + BLOCK.format("numba") + "import warnings, numpy as np, fastmse\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
         "    fastmse.mse(np.ones(2), np.zeros(2)); fastmse.mse(np.ones(2), np.zeros(2))\n"

@@ -27,8 +27,13 @@ def test_bench_times_every_peer_and_writes_json(tmp_path):
     assert result.returncode == 0, result.stderr
     figures = json.loads(path.read_text())
     names = {r["name"] for r in figures["results"]}
-    assert {"fastmse.mse(p, t)", "np.mean((p - t) ** 2)", "read ceiling (stream both inputs once)",
-            "fastmse.mse_grad(p, t, out=o)", "fastmse.mse_and_grad(p, t, out=o)"} <= names
+    assert {
+        "fastmse.mse(p, t)",
+        "np.mean((p - t) ** 2)",
+        "read ceiling (stream both inputs once)",
+        "fastmse.mse_grad(p, t, out=o)",
+        "fastmse.mse_and_grad(p, t, out=o)",
+    } <= names
     assert all(r["median_s"] > 0 for r in figures["results"])
     assert figures["ulps"]["fastmse.mse"] <= 1.0
     assert "targets (ratios measured in this run):" in result.stdout

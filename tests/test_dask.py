@@ -121,6 +121,7 @@ def cluster_client():
         yield client
 
 
+@pytest.mark.slow
 def test_on_a_local_cluster_with_worker_processes(cluster_client):
     rng = np.random.default_rng(3)
     p = rng.standard_normal((4000, 6)).astype(np.float32)

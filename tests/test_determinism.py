@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -41,7 +42,11 @@ CASES = {
 
 
 def _results(predictions, targets, kwargs):
-    return mse(predictions, targets, **kwargs), mse_grad(predictions, targets, **kwargs), mse_and_grad(predictions, targets, **kwargs)
+    return (
+        mse(predictions, targets, **kwargs),
+        mse_grad(predictions, targets, **kwargs),
+        mse_and_grad(predictions, targets, **kwargs),
+    )
 
 
 @pytest.fixture
@@ -163,18 +168,35 @@ def test_fastmse_isa_chooses_the_kernel_copy():
     assert "FASTMSE_ISA='no-such-isa' ignored" in result.stderr
 
 
-def test_concurrent_calls_from_python_threads(backend):
-    cases = list(CASES.values())
-    expected = [_results(*case) for case in cases]
+def _flat(results):
+    loss, grad, (fused_loss, fused_grad) = results
+    return loss, grad, fused_loss, fused_grad
 
-    def work(i):
-        case = cases[i % len(cases)]
-        return i % len(cases), _results(*case)
+
+def test_concurrent_calls_from_python_threads(backend):
+    # The engine's layouts above, and small mixed calls: every dtype, weights, each axis,
+    # targets broadcast along axis 0.
+    cases = list(CASES.values())
+    mixed = np.random.default_rng(8)
+    for k, dtype in enumerate([np.float16, np.float32, np.float64] * 4):
+        shape = (int(mixed.integers(1, 300)), int(mixed.integers(1, 700)))
+        p = mixed.standard_normal(shape).astype(dtype)
+        t = mixed.standard_normal(shape[-1:]).astype(dtype)
+        w = mixed.uniform(0.5, 1.5, shape).astype(dtype) if k % 2 else None
+        cases.append((p, t, {"weights": w, "axis": (None, -1, 0)[k % 3]}))
+    expected = [_flat(_results(*case)) for case in cases]
+    start = threading.Barrier(8, timeout=60)
+
+    def work(seed):
+        order = np.random.default_rng(seed).permutation(len(cases) * 2) % len(cases)
+        start.wait()  # all eight threads call at once, each in its own order
+        for i in order:
+            for got, want in zip(_flat(_results(*cases[i])), expected[i], strict=True):
+                assert_same(got, want)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        for index, got in pool.map(work, range(64)):
-            assert_same(got[0], expected[index][0])
-            assert_same(got[1], expected[index][1])
+        for future in [pool.submit(work, seed) for seed in range(8)]:
+            future.result()  # re-raises a thread's failure here
 
 
 def _threads_in_subprocess(env_update: dict, code: str) -> str:

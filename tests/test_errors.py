@@ -1,5 +1,5 @@
-"""Every error of SPEC.md: the right type, a message naming the argument and the value,
-and nothing written to `out`."""
+"""Every error of docs/semantics.rst (Errors, and ``out``): the right type, a message
+naming the argument and the value, and nothing written to `out`."""
 
 from __future__ import annotations
 
@@ -20,8 +20,18 @@ def _out():
 
 BAD_CALLS = [
     # (kwargs, positional override, exception, message pattern)
-    ({}, (P, np.ones((2, 4))), ValueError, r"predictions and targets do not broadcast together: shapes \(3, 4\), \(2, 4\)"),
-    ({"weights": np.ones(5)}, None, ValueError, r"predictions, targets and weights do not broadcast together: shapes \(3, 4\), \(3, 4\), \(5,\)"),
+    (
+        {},
+        (P, np.ones((2, 4))),
+        ValueError,
+        r"predictions and targets do not broadcast together: shapes \(3, 4\), \(2, 4\)",
+    ),
+    (
+        {"weights": np.ones(5)},
+        None,
+        ValueError,
+        r"predictions, targets and weights do not broadcast together: shapes \(3, 4\), \(3, 4\), \(5,\)",
+    ),
     ({"reduction": "avg"}, None, ValueError, r"reduction must be 'mean', 'sum' or 'none', not 'avg'"),
     ({"reduction": None}, None, ValueError, r"reduction must be .* not None"),
     ({"reduction": "none", "axis": 0}, None, ValueError, r"axis must be None with reduction='none', not 0"),
@@ -59,7 +69,11 @@ def test_bad_arguments_raise_clearly_and_write_nothing(backend, kwargs, args, er
 @pytest.mark.parametrize(
     ("out", "error", "message"),
     [
-        (np.full((4, 3), 42.0), ValueError, r"out has shape \(4, 3\); the gradient has the shape of predictions, \(3, 4\)"),
+        (
+            np.full((4, 3), 42.0),
+            ValueError,
+            r"out has shape \(4, 3\); the gradient has the shape of predictions, \(3, 4\)",
+        ),
         (np.full((3, 4), 42.0, np.float32), TypeError, r"out has dtype float32; the gradient's dtype is float64"),
         ([[42.0] * 4] * 3, TypeError, r"out must be a NumPy array, not list"),
         (np.broadcast_to(np.float64(42.0), (3, 4)), ValueError, r"out is read-only"),

@@ -13,7 +13,9 @@ from fastmse import _eval, mse
 
 
 def _eval_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fastmse", "eval", *map(str, args)], capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "fastmse", "eval", *map(str, args)], capture_output=True, text=True, check=False
+    )
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import os
 import warnings
 
 import numpy as np
+import pytest
 import reference
 from checks import assert_matches
 from fastmse import mse, mse_and_grad, mse_grad
@@ -38,9 +39,7 @@ def numeric_arrays(draw):
 
 
 def refused_arrays():
-    return st.builds(
-        lambda dtype, n: np.zeros(n, dtype=dtype), st.sampled_from(REFUSED), st.integers(0, 3)
-    )
+    return st.builds(lambda dtype, n: np.zeros(n, dtype=dtype), st.sampled_from(REFUSED), st.integers(0, 3))
 
 
 GARBAGE = st.sampled_from([object(), "abc", b"x", {}, {1: 2}, complex(1, 2), [1, "a"], [[1], [1, 2]]])
@@ -97,6 +96,7 @@ def _check_result(function, result, predictions, targets, kwargs) -> None:
                 assert grad_value is kwargs["out"]
 
 
+@pytest.mark.slow
 @settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(
     function=st.sampled_from([mse, mse_grad, mse_and_grad]),

@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 from fastmse import _backends, mse, mse_and_grad, mse_grad
 
+# Every call here sums 2**31+ positions.
+pytestmark = pytest.mark.slow
+
 N = 2**31 + 77
 
 

@@ -15,7 +15,8 @@ from strategies import calls
 
 
 def _empty_mean(predictions, targets, kwargs) -> bool:
-    """Whether SPEC.md's 'mean over nothing' warning is due for this call."""
+    """Whether the 'mean over nothing' warning of docs/semantics.rst (Types and precision)
+    is due for this call."""
     if kwargs["reduction"] != "mean":
         return False
     shape = np.broadcast_shapes(predictions.shape, targets.shape)

@@ -8,16 +8,9 @@ kernels with float64 accumulation and results that do not depend on the thread c
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from ._accumulator import MSEAccumulator
 from ._api import mse, mse_and_grad, mse_grad
-from ._config import get_num_threads, set_num_threads, show_config
-
-try:
-    __version__ = version("fastmse")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
+from ._config import __version__, get_num_threads, set_num_threads, show_config
 
 __all__ = [
     "MSEAccumulator",

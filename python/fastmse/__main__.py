@@ -20,7 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("info", help="print the backend, build and thread count")
     bench = commands.add_parser("bench", help="time fastmse against NumPy, Numba, PyTorch and the memory ceiling")
     bench.add_argument("--size", type=_positive, default=None, help="elements per input (default 2**25; GPU 2**28)")
-    bench.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="NumPy arrays, or CuPy arrays on the GPU")
+    bench.add_argument(
+        "--device", choices=["cpu", "gpu"], default="cpu", help="NumPy arrays, or CuPy arrays on the GPU"
+    )
     bench.add_argument("--dtype", choices=["float32", "float64", "float16"], default="float32")
     bench.add_argument("--repeat", type=_positive, default=9, help="timed rounds (median reported)")
     bench.add_argument("--threads", type=_positive, default=None, help="threads (default: OpenMP's)")

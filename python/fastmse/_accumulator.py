@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._api import REDUCTIONS, Axis, finish_mean, partial_sums
+from ._compute import finish_mean, partial_sums
 from ._gpu import current_device_of, is_gpu_array
+from ._types import REDUCTIONS, Axis
 
 
 class ExactSum:

@@ -89,6 +89,11 @@ def load(name: str) -> Backend:
     return backend
 
 
+def loaded() -> dict[str, Backend]:
+    """The backends loaded so far, by name."""
+    return dict(_loaded)
+
+
 def available() -> list[str]:
     """Names of the backends that load on this machine."""
     names = []

@@ -76,8 +76,14 @@ def _candidates(p: np.ndarray, t: np.ndarray, out: np.ndarray, columns: int) -> 
     found: list[Candidate] = []
     if "cpp" in _backends.available():
         core = _backends.load("cpp")._core  # type: ignore[attr-defined]
-        found.append(Candidate("loss", "read ceiling (stream both inputs once)",
-                               lambda: (core.stream_read(p), core.stream_read(t)), read))
+        found.append(
+            Candidate(
+                "loss",
+                "read ceiling (stream both inputs once)",
+                lambda: (core.stream_read(p), core.stream_read(t)),
+                read,
+            )
+        )
     found += [
         Candidate("loss", "fastmse.mse(p, t)", lambda: mse(p, t), read),
         Candidate("loss", "np.mean((p - t) ** 2)", lambda: np.mean((p - t) ** 2), read),
@@ -102,8 +108,9 @@ def _candidates(p: np.ndarray, t: np.ndarray, out: np.ndarray, columns: int) -> 
     if torch is not None:
         torch.set_num_threads(get_num_threads())
         tp, tt = torch.from_numpy(p), torch.from_numpy(t)
-        found.append(Candidate("loss", "torch.nn.functional.mse_loss",
-                               lambda: torch.nn.functional.mse_loss(tp, tt), read))
+        found.append(
+            Candidate("loss", "torch.nn.functional.mse_loss", lambda: torch.nn.functional.mse_loss(tp, tt), read)
+        )
 
         def forward_backward() -> None:
             leaf = tp.detach().requires_grad_(True)
@@ -201,6 +208,7 @@ def _progress(total: int) -> Any:
 def _exact_mean_squared_error(p: np.ndarray, t: np.ndarray) -> float:
     """mean((p - t)^2) correctly rounded: math.fsum over every squared difference (each
     exact in float64 for float32 inputs of like magnitude), streamed in chunks."""
+
     def squares() -> Iterator[float]:
         for start in range(0, p.size, 1 << 20):
             d = p[start : start + (1 << 20)].astype(np.float64) - t[start : start + (1 << 20)]
@@ -224,8 +232,15 @@ def _accuracy(p: np.ndarray, t: np.ndarray) -> dict[str, float]:
     return result
 
 
-def run(size: int = 1 << 25, dtype: str = "float32", repeat: int = 9, threads: int | None = None,
-        columns: int = 16, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+def run(
+    size: int = 1 << 25,
+    dtype: str = "float32",
+    repeat: int = 9,
+    threads: int | None = None,
+    columns: int = 16,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """Time every candidate on `size` generated elements; returns the figures."""
     if threads is not None:
         set_num_threads(threads)
@@ -292,15 +307,35 @@ def targets(figures: dict[str, Any]) -> list[tuple[str, float, float, bool]]:
         if "copy ceiling (o[...] = p)" in gbps:
             value = gbps["fastmse.mse_grad(p, t, out=o)"] / gbps["copy ceiling (o[...] = p)"]
             checks.append(("mse_grad fraction of copy bandwidth (GB/s)", value, 0.85, value >= 0.85))
-        ratio("mse_and_grad speed-up over torch forward+backward", "torch mse_loss forward+backward", "fastmse.mse_and_grad(p, t, out=o)", 2.5)
-        ratio("mse speed-up over torch mse_loss (about 2x expected)", "torch.nn.functional.mse_loss", "fastmse.mse(p, t)", 1.8)
+        ratio(
+            "mse_and_grad speed-up over torch forward+backward",
+            "torch mse_loss forward+backward",
+            "fastmse.mse_and_grad(p, t, out=o)",
+            2.5,
+        )
+        ratio(
+            "mse speed-up over torch mse_loss (about 2x expected)",
+            "torch.nn.functional.mse_loss",
+            "fastmse.mse(p, t)",
+            1.8,
+        )
         ratio("mse speed-up over cp.mean((p - t) ** 2) (about 4x)", "cp.mean((p - t) ** 2)", "fastmse.mse(p, t)", 3.5)
         return checks
     ratio("mse speed-up over np.mean((p - t) ** 2)", "np.mean((p - t) ** 2)", "fastmse.mse(p, t)", 3.0)
     ratio("mse speed-up over crysx_nn's Numba kernel", "crysx_nn MSE_loss (Numba)", "fastmse.mse(p, t)", 1.3)
     ratio("mse fraction of the read ceiling", "read ceiling (stream both inputs once)", "fastmse.mse(p, t)", 0.85)
-    ratio("mse_grad(out) vs np.subtract(out) (time ratio)", "np.subtract(p, t, out=o)", "fastmse.mse_grad(p, t, out=o)", 1 / 1.10)
-    ratio("mse_and_grad vs mse_grad + 15% (time ratio)", "fastmse.mse_grad(p, t, out=o)", "fastmse.mse_and_grad(p, t, out=o)", 1 / 1.15)
+    ratio(
+        "mse_grad(out) vs np.subtract(out) (time ratio)",
+        "np.subtract(p, t, out=o)",
+        "fastmse.mse_grad(p, t, out=o)",
+        1 / 1.10,
+    )
+    ratio(
+        "mse_and_grad vs mse_grad + 15% (time ratio)",
+        "fastmse.mse_grad(p, t, out=o)",
+        "fastmse.mse_and_grad(p, t, out=o)",
+        1 / 1.15,
+    )
     for name, ulps in figures["ulps"].items():
         if name == "fastmse.mse":
             checks.append(("mse float32 error (ulp)", ulps, 1.0, ulps <= 1.0))
@@ -331,12 +366,15 @@ def report(figures: dict[str, Any]) -> str:
         lines += [f"  {name:40s} {ulps:8.3f}" for name, ulps in figures["ulps"].items()]
     lines += ["", "targets (ratios measured in this run):"]
     for what, value, goal, met in targets(figures):
-        lines.append(f"  {'met ' if met else 'MISS'} {what:52s} {value:7.3f} (goal {'<=' if 'ulp' in what else '>='} {goal:.3f})")
+        lines.append(
+            f"  {'met ' if met else 'MISS'} {what:52s} {value:7.3f} (goal {'<=' if 'ulp' in what else '>='} {goal:.3f})"
+        )
     return "\n".join(lines)
 
 
-def main(size: int | None, dtype: str, repeat: int, threads: int | None, json_path: str | None,
-         device: str = "cpu") -> int:
+def main(
+    size: int | None, dtype: str, repeat: int, threads: int | None, json_path: str | None, device: str = "cpu"
+) -> int:
     if size is None:
         size = 1 << 28 if device == "gpu" else 1 << 25
     if device == "gpu":

@@ -1,16 +1,22 @@
-"""Threads and build information."""
+"""Threads, the package version and build information."""
 
 from __future__ import annotations
 
 import os
 import platform
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
 
 from . import _backends
-from ._api import as_integer
 from ._native import NativeBackend
+from ._resolve import as_integer
+
+try:
+    __version__ = version("fastmse")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
 
 
 def set_num_threads(n: int) -> None:
@@ -37,7 +43,7 @@ def set_num_threads(n: int) -> None:
         msg = f"n must be at least 1, not {count}"
         raise ValueError(msg)
     _backends.current().set_num_threads(count)
-    for backend in _backends._loaded.values():
+    for backend in _backends.loaded().values():
         backend.set_num_threads(count)
 
 
@@ -48,8 +54,6 @@ def get_num_threads() -> int:
 
 def config() -> dict[str, Any]:
     """What :func:`show_config` prints, as a dictionary."""
-    from . import __version__
-
     backend = _backends.current()
     info: dict[str, Any] = {
         "fastmse": __version__,
@@ -60,20 +64,16 @@ def config() -> dict[str, Any]:
         "numpy": np.__version__,
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
     }
-    native = _backends._loaded.get("cpp")
+    native = _backends.loaded().get("cpp")
     if isinstance(native, NativeBackend):
         build = native.build
         info["compiler"] = build["compiler"]
         info["kernels"] = f"{native.isa} (this CPU runs: {', '.join(native.runnable_isas)})"
-        info["openmp"] = (
-            f"yes (OpenMP {build['openmp_version']})" if build["openmp"] else "no (one thread)"
-        )
+        info["openmp"] = f"yes (OpenMP {build['openmp_version']})" if build["openmp"] else "no (one thread)"
         info["cuda"] = (
-            f"{build['cuda_version']} for {', '.join(build['cuda_architectures'])}"
-            if build["cuda"]
-            else "not built"
+            f"{build['cuda_version']} for {', '.join(build['cuda_architectures'])}" if build["cuda"] else "not built"
         )
-    numba_backend = _backends._loaded.get("numba")
+    numba_backend = _backends.loaded().get("numba")
     if numba_backend is not None:  # so Numba and _numba import
         from ._numba import NumbaBackend
 

@@ -5,7 +5,7 @@ import numpy as np
 
 _Arrays: TypeAlias = Sequence[np.ndarray | None]
 _Strides: TypeAlias = Sequence[Sequence[int]]
-_DeviceOperands: TypeAlias = Sequence[tuple[int, int] | None]  # (device pointer, dtype code 0/1/2)
+_DeviceOperands: TypeAlias = Sequence[tuple[int, int] | None]  # (device pointer, a code of scalar_types)
 
 class _HostPass(Protocol):
     def __call__(self, shape: Sequence[int], n_kept: int, arrays: _Arrays, strides: _Strides, /) -> None: ...
@@ -23,11 +23,12 @@ class _DevicePass(Protocol):
         /,
     ) -> None: ...
 
-sum_squared_error: _HostPass
-scaled_difference: _HostPass
-sum_squared_error_and_scaled_difference: _HostPass
+reduce: _HostPass
+grad: _HostPass
+reduce_and_grad: _HostPass
 squared_error: _HostPass
-sum_difference: _HostPass
+reduce_difference: _HostPass
+scalar_types: dict[str, int]  # dtype name -> the code a GPU operand carries
 
 def isa() -> str: ...
 def set_isa(name: str) -> bool: ...
@@ -38,11 +39,12 @@ def build_info() -> dict[str, Any]: ...
 def stream_read(array: np.ndarray) -> int: ...
 
 # Present only in builds with the CUDA kernels (build_info()["cuda"]).
-cuda_sum_squared_error: _DevicePass
-cuda_scaled_difference: _DevicePass
-cuda_sum_squared_error_and_scaled_difference: _DevicePass
+cuda_reduce: _DevicePass
+cuda_grad: _DevicePass
+cuda_reduce_and_grad: _DevicePass
 cuda_squared_error: _DevicePass
-cuda_sum_difference: _DevicePass
+cuda_reduce_difference: _DevicePass
+cuda_max_dims: int
 
 def cuda_stream_read(data: int, bytes: int, sink: int, device: int, stream: int) -> None: ...
 def cuda_device_count() -> int: ...

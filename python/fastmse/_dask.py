@@ -12,17 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._api import (
-    Axis,
-    Call,
-    finish_mean,
-    gradient_with_denominator,
-    kept_as_one,
-    partial_sums,
-    resolve,
-)
-from ._api import mse as in_memory_mse
+from ._compute import finish_mean, gradient_with_denominator, loss, partial_sums
 from ._gpu import current_device_of
+from ._resolve import Call, kept_as_one, resolve
+from ._types import Axis
 
 if TYPE_CHECKING:  # dask.array's functions are not annotated, and Dask is optional
     da: Any
@@ -116,12 +109,14 @@ def mse(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str
 
 def _mse(arrays: list[Any], call: Call, keepdims: bool) -> Any:
     if call.reduction == "none":
-        return da.map_blocks(_elementwise, *arrays, dtype=call.dtype, meta=_meta(arrays[0], len(call.shape), call.dtype))
+        return da.map_blocks(
+            _elementwise, *arrays, dtype=call.dtype, meta=_meta(arrays[0], len(call.shape), call.dtype)
+        )
     return _loss(*_sums(arrays, call.axes), call, keepdims)
 
 
 def _elementwise(p: Any, t: Any, w: Any = None) -> Any:
-    return _block(in_memory_mse(p, t, weights=w, reduction="none"))
+    return _block(loss(resolve(p, t, w, None, "none"), keepdims=False))
 
 
 def _denominator(arrays: list[Any], call: Call) -> tuple[Any, list[Any]]:

@@ -21,7 +21,8 @@ from typing import IO, Any, Literal
 import numpy as np
 
 from ._accumulator import MSEAccumulator
-from ._api import mse, normalize_axes
+from ._compute import loss
+from ._resolve import normalize_axes, resolve
 
 SLAB_BYTES = 16 << 20  # per input: large enough to run at full bandwidth, small to keep RSS flat
 
@@ -35,7 +36,9 @@ class ArrayFile:
 
     def __init__(self, spec: str, name: str) -> None:
         self.name = name
-        path_text, _, member = spec.partition(":") if spec.count(":") == 1 and not Path(spec).exists() else (spec, "", "")
+        path_text, _, member = (
+            spec.partition(":") if spec.count(":") == 1 and not Path(spec).exists() else (spec, "", "")
+        )
         path = Path(path_text)
         if not path.is_file():
             msg = f"{name} file not found: {path_text}"
@@ -193,7 +196,7 @@ def evaluate(
                 if accumulate:
                     accumulator.update(slabs[0], slabs[1], w)
                 else:  # each slab's rows are results of their own
-                    pieces.append(np.atleast_1d(mse(slabs[0], slabs[1], weights=w, axis=axes, reduction=reduction)))
+                    pieces.append(np.atleast_1d(loss(resolve(slabs[0], slabs[1], w, axes, reduction), keepdims=False)))
                 if bar is not None:
                     bar.update(len(slabs[0]) if pred.shape else 1)
         except (ValueError, TypeError) as error:

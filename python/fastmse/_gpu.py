@@ -25,9 +25,8 @@ from ._plan import Plan
 # Host values that may join GPU arrays: they become 0-d device arrays (a few bytes).
 _SCALARS = (int, float, np.generic)
 _KDL_CUDA, _KDL_CUDA_MANAGED = 2, 13  # DLPack device types whose memory a CUDA kernel can read
-_DTYPE_CODES = {np.dtype(np.float16): 0, np.dtype(np.float32): 1, np.dtype(np.float64): 2}
-# The CUDA kernels take plans of at most this many dimensions (cuda/kernels.cuh).
-_CUDA_MAX_DIMS = 8
+# The five passes; fastmse._core names their CUDA entry points cuda_<pass>.
+_PASSES = ("reduce", "grad", "reduce_and_grad", "squared_error", "reduce_difference")
 
 
 def is_gpu_array(value: Any) -> bool:
@@ -95,7 +94,11 @@ def device_arrays(named: list[tuple[str, Any]]) -> tuple[list[Any], Any]:
     ValueError
         GPU arrays on different devices.
     """
-    host = [name for name, value in named if value is not None and not isinstance(value, _SCALARS) and not is_gpu_array(value)]
+    host = [
+        name
+        for name, value in named
+        if value is not None and not isinstance(value, _SCALARS) and not is_gpu_array(value)
+    ]
     if host:
         gpu = [name for name, value in named if value is not None and is_gpu_array(value)]
         msg = (
@@ -105,7 +108,9 @@ def device_arrays(named: list[tuple[str, Any]]) -> tuple[list[Any], Any]:
         )
         raise TypeError(msg)
     cp = cupy()
-    arrays: list[Any] = [None if value is None or isinstance(value, _SCALARS) else as_cupy(value, name) for name, value in named]
+    arrays: list[Any] = [
+        None if value is None or isinstance(value, _SCALARS) else as_cupy(value, name) for name, value in named
+    ]
     devices = {(name, array.device.id) for (name, _), array in zip(named, arrays, strict=True) if array is not None}
     ids = sorted({device for _, device in devices})
     if len(ids) > 1:
@@ -150,26 +155,37 @@ class CudaBackend:
             raise ImportError(msg)
         self._core = core
         self._cp = cupy()
+        # The kernels' dtype codes and dimension limit, as the module defines them.
+        self._dtype_codes = {np.dtype(name): code for name, code in core.scalar_types.items()}
+        self._max_dims = int(core.cuda_max_dims)
+        self._entries = {name: getattr(core, f"cuda_{name}") for name in _PASSES}
         self._fallback: CupyBackend | None = None
         self._runs_on: dict[int, bool] = {}  # device -> whether the compiled code runs there
 
     def _run(self, kernel: str, plan: Plan) -> None:
-        device = plan.arrays[0].device.id
+        device = plan.operands.predictions.device.id
         if device not in self._runs_on:
             self._runs_on[device] = bool(self._core.cuda_can_run(device))
         # Dimensions that no merging could join, or a GPU this build has no code for.
-        if len(plan.shape) > _CUDA_MAX_DIMS or not self._runs_on[device]:
+        if len(plan.shape) > self._max_dims or not self._runs_on[device]:
             if self._fallback is None:
                 self._fallback = CupyBackend()
             getattr(self._fallback, kernel)(plan)
             return
-        operands = [None if a is None else (address(a), _DTYPE_CODES[a.dtype]) for a in plan.arrays]
+        operands = [None if a is None else (address(a), self._dtype_codes[a.dtype]) for a in plan.operands]
         stream = self._cp.cuda.get_current_stream().ptr
         # Scratch for the tile sums, from CuPy's pool (released once the stream is past it).
         size = self._core.cuda_workspace_bytes(plan.shape, plan.n_kept) if kernel.startswith("reduce") else 0
         workspace = self._cp.empty(size, np.uint8) if size else None
-        entry = getattr(self._core, _CUDA_ENTRY[kernel])
-        entry(plan.shape, plan.n_kept, operands, plan.strides, 0 if workspace is None else address(workspace), device, stream)
+        self._entries[kernel](
+            plan.shape,
+            plan.n_kept,
+            operands,
+            plan.strides,
+            0 if workspace is None else address(workspace),
+            device,
+            stream,
+        )
 
     def reduce(self, plan: Plan) -> None:
         self._run("reduce", plan)
@@ -187,14 +203,6 @@ class CudaBackend:
         self._run("reduce_difference", plan)
 
 
-_CUDA_ENTRY = {
-    "reduce": "cuda_sum_squared_error",
-    "grad": "cuda_scaled_difference",
-    "reduce_and_grad": "cuda_sum_squared_error_and_scaled_difference",
-    "squared_error": "cuda_squared_error",
-    "reduce_difference": "cuda_sum_difference",
-}
-
 # The arithmetic of a position, as in the C++ and CUDA kernels: d = p - t in float64;
 # loss term (w * d) * d; gradient (scale * w) * d; difference term w * d.
 _DIFFERENCE = "const double d = (double)p - (double)t;"
@@ -210,21 +218,41 @@ class CupyBackend:
     def __init__(self) -> None:
         cp = self._cp = cupy()
         no_fma = {"options": ("--fmad=false",)}  # the CPU kernels' arithmetic: no contraction
-        self._sum = cp.ReductionKernel(
-            "T p, T t, W w", "float64 s", "((double)w * ((double)p - (double)t)) * ((double)p - (double)t)",
-            "a + b", "s = a", "0", "fastmse_sum_squared_error", reduce_type="double", **no_fma,
+        self._reduce_kernel = cp.ReductionKernel(
+            "T p, T t, W w",
+            "float64 s",
+            "((double)w * ((double)p - (double)t)) * ((double)p - (double)t)",
+            "a + b",
+            "s = a",
+            "0",
+            "fastmse_reduce",
+            reduce_type="double",
+            **no_fma,
         )
-        self._sum_difference = cp.ReductionKernel(
-            "T p, T t, W w", "float64 s", "(double)w * ((double)p - (double)t)",
-            "a + b", "s = a", "0", "fastmse_sum_difference", reduce_type="double", **no_fma,
+        self._reduce_difference_kernel = cp.ReductionKernel(
+            "T p, T t, W w",
+            "float64 s",
+            "(double)w * ((double)p - (double)t)",
+            "a + b",
+            "s = a",
+            "0",
+            "fastmse_reduce_difference",
+            reduce_type="double",
+            **no_fma,
         )
-        self._grad = cp.ElementwiseKernel(
-            "T p, T t, W w, float64 scale", "T out",
-            _DIFFERENCE + " out = (T)(double)((scale * (double)w) * d);", "fastmse_scaled_difference", **no_fma,
+        self._grad_kernel = cp.ElementwiseKernel(
+            "T p, T t, W w, float64 scale",
+            "T out",
+            _DIFFERENCE + " out = (T)(double)((scale * (double)w) * d);",
+            "fastmse_grad",
+            **no_fma,
         )
-        self._squared = cp.ElementwiseKernel(
-            "T p, T t, W w", "T out", _DIFFERENCE + " out = (T)(double)(((double)w * d) * d);",
-            "fastmse_squared_error", **no_fma,
+        self._squared_error_kernel = cp.ElementwiseKernel(
+            "T p, T t, W w",
+            "T out",
+            _DIFFERENCE + " out = (T)(double)(((double)w * d) * d);",
+            "fastmse_squared_error",
+            **no_fma,
         )
 
     def _views(self, plan: Plan) -> list[Any]:
@@ -232,14 +260,12 @@ class CupyBackend:
         loss and scale over the kept dimensions only. Absent weights are a float64 one."""
         as_strided = self._cp.lib.stride_tricks.as_strided
         views: list[Any] = []
-        for k, (array, strides) in enumerate(zip(plan.arrays, plan.strides, strict=True)):
+        for k, (array, strides) in enumerate(zip(plan.operands, plan.strides, strict=True)):
             if array is None:
                 views.append(self._cp.ones((), np.float64) if k == 2 else None)
                 continue
             dims = plan.n_kept if k >= 4 else len(plan.shape)
-            views.append(
-                as_strided(array, plan.shape[:dims], tuple(s * array.itemsize for s in strides[:dims]))
-            )
+            views.append(as_strided(array, plan.shape[:dims], tuple(s * array.itemsize for s in strides[:dims])))
         return views
 
     def _summed_axes(self, plan: Plan) -> tuple[int, ...]:
@@ -247,16 +273,16 @@ class CupyBackend:
 
     def reduce(self, plan: Plan) -> None:
         p, t, w, _, loss, _ = self._views(plan)
-        loss[...] = self._sum(p, t, w, axis=self._summed_axes(plan))
+        loss[...] = self._reduce_kernel(p, t, w, axis=self._summed_axes(plan))
 
     def reduce_difference(self, plan: Plan) -> None:
         p, t, w, _, loss, _ = self._views(plan)
-        loss[...] = self._sum_difference(p, t, w, axis=self._summed_axes(plan))
+        loss[...] = self._reduce_difference_kernel(p, t, w, axis=self._summed_axes(plan))
 
     def grad(self, plan: Plan) -> None:
         p, t, w, out, _, scale = self._views(plan)
         scale = scale.reshape(scale.shape + (1,) * (len(plan.shape) - plan.n_kept))
-        self._grad(p, t, w, scale, out)
+        self._grad_kernel(p, t, w, scale, out)
 
     def reduce_and_grad(self, plan: Plan) -> None:
         self.reduce(plan)  # first: the gradient may overwrite an input (out=predictions)
@@ -264,7 +290,7 @@ class CupyBackend:
 
     def squared_error(self, plan: Plan) -> None:
         p, t, w, out, _, _ = self._views(plan)
-        self._squared(p, t, w, out)
+        self._squared_error_kernel(p, t, w, out)
 
 
 def backend(core: ModuleType | None) -> CudaBackend | CupyBackend:

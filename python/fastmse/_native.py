@@ -17,7 +17,7 @@ class NativeBackend:
     def __init__(self, core: ModuleType) -> None:
         self._core = core
         self.build = core.build_info()
-        self._sum_squared_error = core.sum_squared_error  # looked up once: small calls count
+        self._reduce = core.reduce  # looked up once: small calls count
         # The module holds its kernels once per instruction set and runs the most capable
         # one the CPU has; FASTMSE_ISA=baseline (or avx2) picks one, for tests and timing.
         requested = os.environ.get("FASTMSE_ISA", "").strip().lower()
@@ -40,21 +40,19 @@ class NativeBackend:
         return list(self._core.runnable_isas())
 
     def reduce(self, plan: Plan) -> None:
-        self._sum_squared_error(plan.shape, plan.n_kept, plan.arrays, plan.strides)
+        self._reduce(plan.shape, plan.n_kept, plan.operands, plan.strides)
 
     def grad(self, plan: Plan) -> None:
-        self._core.scaled_difference(plan.shape, plan.n_kept, plan.arrays, plan.strides)
+        self._core.grad(plan.shape, plan.n_kept, plan.operands, plan.strides)
 
     def reduce_and_grad(self, plan: Plan) -> None:
-        self._core.sum_squared_error_and_scaled_difference(
-            plan.shape, plan.n_kept, plan.arrays, plan.strides
-        )
+        self._core.reduce_and_grad(plan.shape, plan.n_kept, plan.operands, plan.strides)
 
     def squared_error(self, plan: Plan) -> None:
-        self._core.squared_error(plan.shape, plan.n_kept, plan.arrays, plan.strides)
+        self._core.squared_error(plan.shape, plan.n_kept, plan.operands, plan.strides)
 
     def reduce_difference(self, plan: Plan) -> None:
-        self._core.sum_difference(plan.shape, plan.n_kept, plan.arrays, plan.strides)
+        self._core.reduce_difference(plan.shape, plan.n_kept, plan.operands, plan.strides)
 
     def get_num_threads(self) -> int:
         return int(self._core.get_num_threads())

@@ -8,6 +8,8 @@ Used when the compiled module is missing or ``FASTMSE_BACKEND=numba``.
 from __future__ import annotations
 
 import math
+import os
+import threading
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -19,6 +21,13 @@ from numpy.typing import NDArray
 
 from ._plan import Plan
 
+# Numba's OpenMP layer on GNU OpenMP terminates a child forked after a parallel call.
+# "forksafe" picks TBB, another OpenMP or the workqueue layer instead; a layer the user
+# chose (NUMBA_THREADING_LAYER or numba.config) is kept.
+_numba_config = vars(numba.config)  # set from the environment at run time: untyped
+if "NUMBA_THREADING_LAYER" not in os.environ and _numba_config["THREADING_LAYER"] == "default":
+    _numba_config["THREADING_LAYER"] = "forksafe"
+
 # The kernels' argument types, for type checkers (Numba infers its own from the values):
 # p, t, w and out are 1-D views of their storage (uint16 for float16); loss, scale and
 # partial sums are float64; shapes, strides, indices and offsets int64.
@@ -26,14 +35,17 @@ Operand: TypeAlias = NDArray[Any]
 Float64s: TypeAlias = NDArray[np.float64]
 Int64s: TypeAlias = NDArray[np.int64]
 
+# The summation geometry of cpp/kernels.hpp (kLanes, kBlock, ...) and Cascade::kLevels.
 LANES = 8
 BLOCK = 2048
 ROW_BLOCK = 256
-TILE = 64
+OUTPUTS_PER_TASK = 64
 CHUNK = 1 << 15
 PARALLEL_MIN = 1 << 16
+CASCADE_LEVELS = 64
 P, T, W, OUT, LOSS, SCALE = range(6)
-SUM, GRAD, SUM_AND_GRAD, ELEMENTWISE, SUM_DIFFERENCE = range(5)
+# The passes, in the order of cpp/kernels.cpp's Pass.
+REDUCE, GRAD, REDUCE_AND_GRAD, SQUARED_ERROR, REDUCE_DIFFERENCE = range(5)
 
 
 @register_jitable
@@ -57,18 +69,28 @@ def double_to_half(value: float) -> np.uint16:
     # float64 and np.rint rounds half to even (cpp/half.hpp gets there by round-to-odd).
     sign = 0x8000 if math.copysign(1.0, value) < 0 else 0
     a = abs(value)
+    # Typed locals: NumPy's stubs give Any for these conversions, which mypy --strict refuses.
+    bits: np.uint16
     if math.isnan(a):
-        return np.uint16(sign | 0x7E00)
-    if a >= 65520.0:
-        return np.uint16(sign | 0x7C00)
-    if a < 2.0**-14:
-        return np.uint16(sign | np.int64(np.rint(a * 2.0**24)))
+        bits = np.uint16(sign | 0x7E00)
+    elif a >= 65520.0:
+        bits = np.uint16(sign | 0x7C00)
+    elif a < 2.0**-14:
+        bits = np.uint16(sign | np.int64(np.rint(a * 2.0**24)))
+    else:
+        bits = _normal_half(sign, a)
+    return bits
+
+
+@register_jitable
+def _normal_half(sign: int, a: float) -> np.uint16:
     exponent = math.frexp(a)[1] - 1
     significand: int | np.int64 = np.int64(np.rint(a * 2.0 ** (10 - exponent)))
     if significand == 2048:
         significand = 1024
         exponent += 1
-    return np.uint16(sign | ((exponent + 15) << 10) | (significand - 1024))
+    bits: np.uint16 = np.uint16(sign | ((exponent + 15) << 10) | (significand - 1024))
+    return bits
 
 
 def load(array: Operand, i: int) -> float:  # pragma: no cover - replaced by the overload in compiled code
@@ -94,7 +116,8 @@ def _load(array: OverloadArg, i: OverloadArg) -> Callable[[Operand, int], float]
         return load_half
 
     def load_float(array: OverloadArg, i: OverloadArg) -> float:
-        return np.float64(array[i])
+        value: float = np.float64(array[i])
+        return value
 
     return load_float
 
@@ -115,28 +138,38 @@ def _store(array: OverloadArg, i: OverloadArg, value: OverloadArg) -> Callable[[
 
 
 @register_jitable
-def sums(kind: int) -> bool:
-    return kind == SUM or kind == SUM_AND_GRAD or kind == SUM_DIFFERENCE
+def reduces(kind: int) -> bool:
+    return kind == REDUCE or kind == REDUCE_AND_GRAD or kind == REDUCE_DIFFERENCE
 
 
 @register_jitable
-def element(kind: int, weighted: bool, p: Operand, ip: int, t: Operand, it: int, w: Operand, iw: int,
-            out: Operand, io: int, scale: float) -> float:
+def element(
+    kind: int,
+    weighted: bool,
+    p: Operand,
+    ip: int,
+    t: Operand,
+    it: int,
+    w: Operand,
+    iw: int,
+    out: Operand,
+    io: int,
+    scale: float,
+) -> float:
     d = load(p, ip) - load(t, it)
     weight = load(w, iw) if weighted else 1.0
-    if kind == ELEMENTWISE:
+    if kind == SQUARED_ERROR:
         store(out, io, weight * d * d)
         return 0.0
-    if kind == SUM_DIFFERENCE:
+    if kind == REDUCE_DIFFERENCE:
         return weight * d
-    if kind != SUM:
+    if kind != REDUCE:
         store(out, io, scale * weight * d)
     return weight * d * d
 
 
 @register_jitable
-def seek(shape: Int64s, strides: Int64s, first: int, end: int, linear: int, index: Int64s,
-         offset: Int64s) -> None:
+def seek(shape: Int64s, strides: Int64s, first: int, end: int, linear: int, index: Int64s, offset: Int64s) -> None:
     offset[:] = 0
     index[first:end] = 0
     # Position 0 takes no division: over an extent of 0 it is the only one there is.
@@ -151,8 +184,7 @@ def seek(shape: Int64s, strides: Int64s, first: int, end: int, linear: int, inde
 
 
 @register_jitable
-def advance(shape: Int64s, strides: Int64s, first: int, end: int, n: int, index: Int64s,
-            offset: Int64s) -> None:
+def advance(shape: Int64s, strides: Int64s, first: int, end: int, n: int, index: Int64s, offset: Int64s) -> None:
     d = end - 1
     index[d] += n
     for k in range(6):
@@ -199,19 +231,37 @@ def cascade_total(stack: Float64s, state: Int64s, result: Float64s, width: int) 
 
 
 @register_jitable
-def store_sum(n_chunks: int, partials: Float64s, loss: Float64s, origin: Int64s, o: int, c: int,
-              loss_offset: int, value: float) -> None:
+def store_sum(
+    n_chunks: int, partials: Float64s, loss: Float64s, origin: Int64s, o: int, c: int, loss_offset: int, value: float
+) -> None:
     if n_chunks > 1:
         partials[o * n_chunks + c] = value
     else:
         loss[origin[LOSS] + loss_offset] = value
 
 
+# Tasks of lane mode: one output over one chunk of its summed positions.
 @register_jitable
-def lane_tasks(begin: int, end: int, kind: int, weighted: bool, has_scale: bool, shape: Int64s,
-               n_kept: int, n_red: int, n_chunks: int, strides: Int64s, origin: Int64s, p: Operand,
-               t: Operand, w: Operand, out: Operand, loss: Float64s, scale: Float64s,
-               partials: Float64s) -> None:
+def lane_tasks(
+    begin: int,
+    end: int,
+    kind: int,
+    weighted: bool,
+    has_scale: bool,
+    shape: Int64s,
+    n_kept: int,
+    n_red: int,
+    n_chunks: int,
+    strides: Int64s,
+    origin: Int64s,
+    p: Operand,
+    t: Operand,
+    w: Operand,
+    out: Operand,
+    loss: Float64s,
+    scale: Float64s,
+    partials: Float64s,
+) -> None:
     ndim = shape.size
     last = ndim - 1
     kept_index = np.zeros(ndim, np.int64)
@@ -219,7 +269,7 @@ def lane_tasks(begin: int, end: int, kind: int, weighted: bool, has_scale: bool,
     summed_index = np.zeros(ndim, np.int64)
     summed_offset = np.zeros(6, np.int64)
     acc = np.zeros(LANES)
-    stack = np.zeros((64, 1))
+    stack = np.zeros((CASCADE_LEVELS, 1))
     state = np.zeros(2, np.int64)
     one = np.zeros(1)
     scratch = np.zeros(1)
@@ -246,47 +296,75 @@ def lane_tasks(begin: int, end: int, kind: int, weighted: bool, has_scale: bool,
                 iw = origin[W] + kept_offset[W] + summed_offset[W]
                 io = origin[OUT] + kept_offset[OUT] + summed_offset[OUT]
                 for i in range(n):
-                    v = element(kind, weighted, p, ip + i * strides[P, last],
-                                t, it + i * strides[T, last], w, iw + i * strides[W, last],
-                                out, io + i * strides[OUT, last], factor)
+                    v = element(
+                        kind,
+                        weighted,
+                        p,
+                        ip + i * strides[P, last],
+                        t,
+                        it + i * strides[T, last],
+                        w,
+                        iw + i * strides[W, last],
+                        out,
+                        io + i * strides[OUT, last],
+                        factor,
+                    )
                     acc[(pos - block + i) & (LANES - 1)] += v
                 pos += n
                 advance(shape, strides, n_kept, ndim, n, summed_index, summed_offset)
             one[0] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
             cascade_push(stack, state, one, 1, scratch)
         cascade_total(stack, state, one, 1)
-        if sums(kind):
+        if reduces(kind):
             store_sum(n_chunks, partials, loss, origin, o, c, kept_offset[LOSS], one[0])
 
 
+# Tasks of across-output mode: a group of OUTPUTS_PER_TASK neighbouring outputs along the
+# last kept dimension, over one chunk of their summed positions.
 @register_jitable
-def tile_tasks(begin: int, end: int, kind: int, weighted: bool, has_scale: bool, shape: Int64s,
-               n_kept: int, n_red: int, n_chunks: int, strides: Int64s, origin: Int64s, p: Operand,
-               t: Operand, w: Operand, out: Operand, loss: Float64s, scale: Float64s,
-               partials: Float64s) -> None:
+def across_output_tasks(
+    begin: int,
+    end: int,
+    kind: int,
+    weighted: bool,
+    has_scale: bool,
+    shape: Int64s,
+    n_kept: int,
+    n_red: int,
+    n_chunks: int,
+    strides: Int64s,
+    origin: Int64s,
+    p: Operand,
+    t: Operand,
+    w: Operand,
+    out: Operand,
+    loss: Float64s,
+    scale: Float64s,
+    partials: Float64s,
+) -> None:
     ndim = shape.size
     j_dim = n_kept - 1
     extent = shape[j_dim]
-    n_tiles = (extent + TILE - 1) // TILE
+    n_groups = (extent + OUTPUTS_PER_TASK - 1) // OUTPUTS_PER_TASK
     outer_index_arr = np.zeros(ndim, np.int64)
     outer_offset = np.zeros(6, np.int64)
     summed_index = np.zeros(ndim, np.int64)
     summed_offset = np.zeros(6, np.int64)
     base = np.zeros(6, np.int64)
-    factors = np.zeros(TILE)
-    acc = np.zeros(TILE)
-    values = np.zeros(TILE)
-    stack = np.zeros((64, TILE))
+    factors = np.zeros(OUTPUTS_PER_TASK)
+    acc = np.zeros(OUTPUTS_PER_TASK)
+    values = np.zeros(OUTPUTS_PER_TASK)
+    stack = np.zeros((CASCADE_LEVELS, OUTPUTS_PER_TASK))
     state = np.zeros(2, np.int64)
-    scratch = np.zeros(TILE)
-    summing = sums(kind)
+    scratch = np.zeros(OUTPUTS_PER_TASK)
+    reducing = reduces(kind)
     for task in range(begin, end):
         c = task % n_chunks
-        tile = (task // n_chunks) % n_tiles
-        outer = task // n_chunks // n_tiles
+        group = (task // n_chunks) % n_groups
+        outer = task // n_chunks // n_groups
         seek(shape, strides, 0, j_dim, outer, outer_index_arr, outer_offset)
-        j0 = tile * TILE
-        width = min(TILE, extent - j0)
+        j0 = group * OUTPUTS_PER_TASK
+        width = min(OUTPUTS_PER_TASK, extent - j0)
         for k in range(6):
             base[k] = outer_offset[k] + j0 * strides[k, j_dim]
         factors[:] = 0.0
@@ -305,24 +383,46 @@ def tile_tasks(begin: int, end: int, kind: int, weighted: bool, has_scale: bool,
                 iw = origin[W] + base[W] + summed_offset[W]
                 io = origin[OUT] + base[OUT] + summed_offset[OUT]
                 for j in range(width):
-                    acc[j] += element(kind, weighted, p, ip + j * strides[P, j_dim],
-                                      t, it + j * strides[T, j_dim], w, iw + j * strides[W, j_dim],
-                                      out, io + j * strides[OUT, j_dim], factors[j])
+                    acc[j] += element(
+                        kind,
+                        weighted,
+                        p,
+                        ip + j * strides[P, j_dim],
+                        t,
+                        it + j * strides[T, j_dim],
+                        w,
+                        iw + j * strides[W, j_dim],
+                        out,
+                        io + j * strides[OUT, j_dim],
+                        factors[j],
+                    )
                 advance(shape, strides, n_kept, ndim, 1, summed_index, summed_offset)
-            if summing:
+            if reducing:
                 cascade_push(stack, state, acc, width, scratch)
-        if summing:
+        if reducing:
             cascade_total(stack, state, values, width)
             o0 = outer * extent + j0
             for j in range(width):
-                store_sum(n_chunks, partials, loss, origin, o0 + j, c,
-                          base[LOSS] + j * strides[LOSS, j_dim], values[j])
+                store_sum(n_chunks, partials, loss, origin, o0 + j, c, base[LOSS] + j * strides[LOSS, j_dim], values[j])
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def run(kind: int, weighted: bool, has_scale: bool, shape: Int64s, n_kept: int, strides: Int64s,
-        origin: Int64s, p: Operand, t: Operand, w: Operand, out: Operand, loss: Float64s,
-        scale: Float64s, num_threads: int) -> None:
+def run(
+    kind: int,
+    weighted: bool,
+    has_scale: bool,
+    shape: Int64s,
+    n_kept: int,
+    strides: Int64s,
+    origin: Int64s,
+    p: Operand,
+    t: Operand,
+    w: Operand,
+    out: Operand,
+    loss: Float64s,
+    scale: Float64s,
+    num_threads: int,
+) -> None:
     """Runs one pass over a plan (see cpp/kernels.cpp for the summation order)."""
     ndim = shape.size
     n_out = 1
@@ -331,11 +431,11 @@ def run(kind: int, weighted: bool, has_scale: bool, shape: Int64s, n_kept: int, 
     n_red = 1
     for d in range(n_kept, ndim):
         n_red *= shape[d]
-    summing = sums(kind)
+    reducing = reduces(kind)
     if n_out == 0:
         return
     if n_red == 0:
-        if summing:
+        if reducing:
             index = np.zeros(ndim, np.int64)
             offset = np.zeros(6, np.int64)
             for o in range(n_out):
@@ -349,9 +449,9 @@ def run(kind: int, weighted: bool, has_scale: bool, shape: Int64s, n_kept: int, 
         cost_j = abs(strides[P, j]) + abs(strides[T, j])
         cost_r = abs(strides[P, r]) + abs(strides[T, r])
         across = shape[r] == 1 or cost_j < cost_r
-    partials = np.zeros(n_out * n_chunks if summing and n_chunks > 1 else 0)
+    partials = np.zeros(n_out * n_chunks if reducing and n_chunks > 1 else 0)
     if across:
-        n_tasks = n_out // shape[j] * ((shape[j] + TILE - 1) // TILE) * n_chunks
+        n_tasks = n_out // shape[j] * ((shape[j] + OUTPUTS_PER_TASK - 1) // OUTPUTS_PER_TASK) * n_chunks
     else:
         n_tasks = n_out * n_chunks
     n_ranges = min(num_threads, n_tasks) if n_out * n_red >= PARALLEL_MIN else 1
@@ -359,15 +459,51 @@ def run(kind: int, weighted: bool, has_scale: bool, shape: Int64s, n_kept: int, 
         begin = n_tasks * rank // n_ranges
         end = n_tasks * (rank + 1) // n_ranges
         if across:
-            tile_tasks(begin, end, kind, weighted, has_scale, shape, n_kept, n_red, n_chunks,
-                       strides, origin, p, t, w, out, loss, scale, partials)
+            across_output_tasks(
+                begin,
+                end,
+                kind,
+                weighted,
+                has_scale,
+                shape,
+                n_kept,
+                n_red,
+                n_chunks,
+                strides,
+                origin,
+                p,
+                t,
+                w,
+                out,
+                loss,
+                scale,
+                partials,
+            )
         else:
-            lane_tasks(begin, end, kind, weighted, has_scale, shape, n_kept, n_red, n_chunks,
-                       strides, origin, p, t, w, out, loss, scale, partials)
-    if summing and n_chunks > 1:
+            lane_tasks(
+                begin,
+                end,
+                kind,
+                weighted,
+                has_scale,
+                shape,
+                n_kept,
+                n_red,
+                n_chunks,
+                strides,
+                origin,
+                p,
+                t,
+                w,
+                out,
+                loss,
+                scale,
+                partials,
+            )
+    if reducing and n_chunks > 1:
         index = np.zeros(ndim, np.int64)
         offset = np.zeros(6, np.int64)
-        stack = np.zeros((64, 1))
+        stack = np.zeros((CASCADE_LEVELS, 1))
         state = np.zeros(2, np.int64)
         one = np.zeros(1)
         scratch = np.zeros(1)
@@ -390,8 +526,9 @@ def flat_view(array: np.ndarray) -> tuple[np.ndarray, int]:
     itemsize = array.itemsize
     low = sum(min(0, (n - 1) * s) for n, s in zip(array.shape, array.strides, strict=True)) // itemsize
     high = sum(max(0, (n - 1) * s) for n, s in zip(array.shape, array.strides, strict=True)) // itemsize
-    corner = array[tuple(slice(n - 1, n) if s < 0 else slice(0, 1)
-                         for n, s in zip(array.shape, array.strides, strict=True))]
+    corner = array[
+        tuple(slice(n - 1, n) if s < 0 else slice(0, 1) for n, s in zip(array.shape, array.strides, strict=True))
+    ]
     flat = np.lib.stride_tricks.as_strided(corner.reshape(-1), (high - low + 1,), (itemsize,))
     return flat, -low
 
@@ -399,7 +536,7 @@ def flat_view(array: np.ndarray) -> tuple[np.ndarray, int]:
 def max_threads() -> int:
     """The size of Numba's thread pool, ``numba.config.NUMBA_NUM_THREADS`` (set from the
     environment at run time, so not seen by type checkers)."""
-    return int(vars(numba.config)["NUMBA_NUM_THREADS"])
+    return int(_numba_config["NUMBA_NUM_THREADS"])
 
 
 class NumbaBackend:
@@ -409,6 +546,10 @@ class NumbaBackend:
 
     def __init__(self) -> None:
         self.version: str = numba.__version__
+        # The workqueue layer aborts on launches from two threads at once: calls take
+        # turns until Numba reports a layer that allows them (known after the first).
+        self._turns = threading.Lock()
+        self._concurrent = False
 
     def _run(self, kind: int, plan: Plan) -> None:
         ndim = len(plan.shape)
@@ -417,9 +558,9 @@ class NumbaBackend:
             shape.append(1)
         strides = np.zeros((6, len(shape)), np.int64)
         origin = np.zeros(6, np.int64)
-        storage = plan.arrays[0].dtype
+        storage = plan.operands.predictions.dtype
         flats: list[Operand] = []
-        for k, (array, s) in enumerate(zip(plan.arrays, plan.strides, strict=True)):
+        for k, (array, s) in enumerate(zip(plan.operands, plan.strides, strict=True)):
             if array is None:
                 flats.append(np.zeros(1, storage if k < 4 else np.float64))
                 continue
@@ -428,24 +569,43 @@ class NumbaBackend:
             flats.append(flat)
         flats = [f.view(np.uint16) if f.dtype == np.float16 else f for f in flats]
         p, t, w, out, loss, scale = flats
-        run(kind, plan.arrays[2] is not None, plan.arrays[5] is not None,
-            np.asarray(shape, np.int64), plan.n_kept, strides, origin, p, t, w, out, loss, scale,
-            numba.get_num_threads())
+        arguments = (
+            kind,
+            plan.operands.weights is not None,
+            plan.operands.scale is not None,
+            np.asarray(shape, np.int64),
+            plan.n_kept,
+            strides,
+            origin,
+            p,
+            t,
+            w,
+            out,
+            loss,
+            scale,
+            numba.get_num_threads(),
+        )
+        if self._concurrent:
+            run(*arguments)
+            return
+        with self._turns:
+            run(*arguments)
+            self._concurrent = vars(numba)["threading_layer"]() != "workqueue"  # untyped
 
     def reduce(self, plan: Plan) -> None:
-        self._run(SUM, plan)
+        self._run(REDUCE, plan)
 
     def grad(self, plan: Plan) -> None:
         self._run(GRAD, plan)
 
     def reduce_and_grad(self, plan: Plan) -> None:
-        self._run(SUM_AND_GRAD, plan)
+        self._run(REDUCE_AND_GRAD, plan)
 
     def squared_error(self, plan: Plan) -> None:
-        self._run(ELEMENTWISE, plan)
+        self._run(SQUARED_ERROR, plan)
 
     def reduce_difference(self, plan: Plan) -> None:
-        self._run(SUM_DIFFERENCE, plan)
+        self._run(REDUCE_DIFFERENCE, plan)
 
     def get_num_threads(self) -> int:
         return numba.get_num_threads()

@@ -13,7 +13,7 @@ from ._plan import Plan
 
 def _view(plan: Plan, k: int, ndim: int | None = None) -> np.ndarray:
     """Operand k (present) as an array over the plan's first `ndim` dimensions (default: all)."""
-    array = plan.arrays[k]
+    array = plan.operands[k]
     ndim = len(plan.shape) if ndim is None else ndim
     strides = tuple(s * array.itemsize for s in plan.strides[k][:ndim])
     return np.lib.stride_tricks.as_strided(array, plan.shape[:ndim], strides)
@@ -32,7 +32,7 @@ class NumpyBackend:
 
     def _terms(self, plan: Plan) -> tuple[np.ndarray, np.ndarray | float]:
         p, t = _view(plan, 0), _view(plan, 1)
-        w = None if plan.arrays[2] is None else _view(plan, 2)  # weights are optional
+        w = None if plan.operands.weights is None else _view(plan, 2)  # weights are optional
         d = p.astype(np.float64) - t.astype(np.float64)
         weight = w.astype(np.float64) if w is not None else 1.0
         return d, weight

@@ -10,13 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-#: Operand order shared with the kernels (cpp/kernels.hpp).
-OPERANDS = ("predictions", "targets", "weights", "out", "loss", "scale")
 NO_STRIDES: tuple[int, ...] = ()
+
+
+class Operands(NamedTuple):
+    """The six arrays of a pass, in the order the kernels read them (``Problem`` in
+    cpp/kernels.hpp): NumPy arrays, or CuPy arrays for the GPU backends; None where
+    absent. predictions, targets and weights broadcast to the call's shape; out is the
+    elementwise result; loss (float64 sums) and scale (float64 gradient factors) hold one
+    value per kept position."""
+
+    predictions: Any
+    targets: Any
+    weights: Any = None
+    out: Any = None
+    loss: Any = None
+    scale: Any = None
 
 
 @dataclass(slots=True)
@@ -29,17 +42,17 @@ class Plan:
         Extents; ``shape[:n_kept]`` index the reduced result, the rest are summed.
     n_kept : int
         Number of leading kept dimensions.
-    arrays : list
-        ``predictions, targets, weights, out, loss, scale``: NumPy arrays or None.
-        The element at index ``(0, ..., 0)`` of the plan is each array's first element.
-    strides : list of tuple of int
-        Element strides of each array over ``shape``; never read where the array is absent.
+    operands : Operands
+        The arrays; the element at index ``(0, ..., 0)`` of the plan is each one's first.
+    strides : sequence of tuple of int
+        Element strides of each operand over ``shape``, in :class:`Operands` order; never
+        read where the operand is absent.
     """
 
     shape: tuple[int, ...]
     n_kept: int
-    arrays: list[Any]  # NumPy arrays, or CuPy arrays for the GPU backends; None where absent
-    strides: list[tuple[int, ...]]
+    operands: Operands
+    strides: Sequence[tuple[int, ...]]
 
     @property
     def size(self) -> int:
@@ -65,20 +78,20 @@ def reduced_strides(array: np.ndarray, shape: Sequence[int], axes: Sequence[int]
 
 
 # Strides of absent operands are never read, so one list serves every flat plan.
-_FLAT_STRIDES: list[tuple[int, ...]] = [(1,), (1,), (1,), (1,), (0,), (0,)]
+_FLAT_STRIDES: tuple[tuple[int, ...], ...] = ((1,), (1,), (1,), (1,), (0,), (0,))
 
 
-def contiguous_plan(arrays: list[Any]) -> Plan:
+def contiguous_plan(operands: Operands) -> Plan:
     """The plan :func:`make_plan` gives where predictions, targets and out (if any) are
     C-contiguous of one shape, without weights, summed over everything; built without
     the general search, which costs more than the kernel on small arrays."""
-    return Plan((arrays[0].size,), 0, arrays, _FLAT_STRIDES)
+    return Plan((operands.predictions.size,), 0, operands, _FLAT_STRIDES)
 
 
 def make_plan(
     shape: Sequence[int],
     axes: Sequence[int],
-    arrays: Sequence[np.ndarray | None],
+    operands: Operands,
 ) -> Plan:
     """Plan a problem of broadcast `shape` summed over `axes`.
 
@@ -88,14 +101,13 @@ def make_plan(
         The broadcast shape of predictions, targets and weights.
     axes : sequence of int
         Normalised axes summed over.
-    arrays : sequence
-        The six operands in :data:`OPERANDS` order. ``loss`` and ``scale`` hold one value
-        per kept position (shape without `axes`, or broadcastable to it); the others
-        broadcast to `shape`.
+    operands : Operands
+        ``loss`` and ``scale`` hold one value per kept position (shape without `axes`, or
+        broadcastable to it); the others broadcast to `shape`.
     """
     ndim = len(shape)
     strides: list[list[int] | None] = []
-    for k, array in enumerate(arrays):
+    for k, array in enumerate(operands):
         if array is None:
             strides.append(None)
         elif k >= 4:
@@ -130,7 +142,5 @@ def make_plan(
     kept_groups = merge(kept)
     groups = kept_groups + merge(summed)
     plan_shape = tuple(extent for extent, _ in groups)
-    plan_strides = [
-        tuple(s[dims[-1]] for _, dims in groups) if s is not None else NO_STRIDES for s in strides
-    ]
-    return Plan(plan_shape, len(kept_groups), list(arrays), plan_strides)
+    plan_strides = [tuple(s[dims[-1]] for _, dims in groups) if s is not None else NO_STRIDES for s in strides]
+    return Plan(plan_shape, len(kept_groups), operands, plan_strides)

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .._api import mse_grad, partial_sums
+from .._compute import gradient, partial_sums
 from .._gpu import array_module, current_device_of, is_gpu_array
+from .._resolve import resolve
 
 
 def _check(outi: ArrayLike, out0: ArrayLike) -> tuple[Any, Any]:
@@ -75,8 +76,9 @@ def MSE_loss_grad(outi: ArrayLike, out0: ArrayLike) -> NDArray[Any]:
     -------
     ndarray, shape (N, k)
     """
-    gradient: NDArray[Any] = mse_grad(*_check(outi, out0), axis=-1)
-    return gradient
+    call = resolve(*_check(outi, out0), None, -1, "mean")
+    result: NDArray[Any] = gradient(call, None, keepdims=False, with_loss=False)[1]
+    return result
 
 
 def MSE_loss_cupy(outi: Any, out0: Any) -> Any:

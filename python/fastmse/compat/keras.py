@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .._api import mse
+from .._compute import loss
+from .._resolve import resolve
 
 _FLOATX = np.dtype(np.float32)
 
@@ -77,8 +78,8 @@ def mean_squared_error(y_true: ArrayLike, y_pred: ArrayLike) -> NDArray[np.float
     truth, predicted = _same_rank(truth, predicted)
     if predicted.ndim == 0 and truth.ndim == 0:  # a mean over the last axis of a scalar: itself
         predicted, truth = predicted[None], truth[None]
-    loss = np.asarray(mse(predicted, truth, axis=-1))
-    return loss if predicted.dtype.kind == "f" else loss.astype(_FLOATX)
+    losses = np.asarray(loss(resolve(predicted, truth, None, -1, "mean"), keepdims=False))
+    return losses if predicted.dtype.kind == "f" else losses.astype(_FLOATX)
 
 
 __all__ = ["mean_squared_error"]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .._api import finish_mean, partial_sums
+from .._compute import finish_mean, partial_sums
 
 _MULTIOUTPUT = ("raw_values", "uniform_average")
 
@@ -148,8 +148,10 @@ def mean_squared_error(
             f"Got {sample_weight!r} instead."
         )
         raise InvalidParameterError(msg)
-    if isinstance(multioutput, str) and multioutput not in _MULTIOUTPUT or not (
-        isinstance(multioutput, str) or _is_array_like(multioutput)
+    if (
+        isinstance(multioutput, str)
+        and multioutput not in _MULTIOUTPUT
+        or not (isinstance(multioutput, str) or _is_array_like(multioutput))
     ):
         msg = (
             "The 'multioutput' parameter of mean_squared_error must be a str among "
@@ -191,9 +193,7 @@ def mean_squared_error(
             msg = f"There must be equally many custom weights ({output_weights.shape[0]}) as outputs ({outputs})."
             raise ValueError(msg)
 
-    part = partial_sums(
-        predicted, truth, None if weights is None else weights[:, None], axis=0, signed_weights=True
-    )
+    part = partial_sums(predicted, truth, None if weights is None else weights[:, None], axis=0, signed_weights=True)
     if np.any(part.weight_sums == 0):
         msg = "Weights sum to zero, can't be normalized"
         raise ZeroDivisionError(msg)

@@ -22,7 +22,9 @@ from typing import Any, TypeGuard
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .._api import Reduction, _loss, mse, resolve
+from .._compute import loss
+from .._resolve import resolve
+from .._types import Reduction
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -104,7 +106,7 @@ def mse_loss(
         if not _is_reduction(reduction):
             msg = f"{reduction} is not a valid value for reduction"
             raise ValueError(msg)
-        return mse(input, target, reduction=reduction)
+        return loss(resolve(input, target, None, None, reduction), keepdims=False)
     if np.shape(weight) != input_shape:
         msg = "Weights and input must have the same size."
         raise ValueError(msg)
@@ -116,8 +118,10 @@ def mse_loss(
     if weight.dtype.kind == "f" and weight.dtype.itemsize > call.dtype.itemsize:
         # PyTorch multiplies by the weights in their dtype: float64 weights give float64 losses.
         wider = weight.dtype
-        call = resolve(np.asarray(input, wider), np.asarray(target, wider), weight, None, reduction, signed_weights=True)
-    return _loss(call, keepdims=False)
+        call = resolve(
+            np.asarray(input, wider), np.asarray(target, wider), weight, None, reduction, signed_weights=True
+        )
+    return loss(call, keepdims=False)
 
 
 __all__ = ["mse_loss"]

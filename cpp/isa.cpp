@@ -1,5 +1,6 @@
-// The entry points of cpp/kernels.hpp: each runs the compiled copy of the kernels chosen
-// for this CPU (cpp/kernel_set.hpp). Also the settings all copies share.
+// Choice of instruction set: the entry points of cpp/kernels.hpp, each running the
+// compiled copy of the kernels chosen for this CPU (cpp/kernel_set.hpp), and the
+// settings all copies share.
 #include <atomic>
 #include <cstddef>
 #include <cstring>
@@ -9,6 +10,10 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
 #endif
 
 namespace fastmse {
@@ -62,15 +67,24 @@ const KernelSet& kernels() { return *active().load(std::memory_order_relaxed); }
 
 std::atomic<int> g_num_threads{0};
 
+// A forked child holds only the thread that called fork(): an OpenMP team the parent
+// started is gone, and GNU OpenMP would wait for it forever at the next parallel region.
+// So a forked child runs the kernels on one thread, never entering OpenMP (as PyTorch's
+// DataLoader workers do); spawn and forkserver children start clean and use every core.
+std::atomic<bool> g_forked{false};
+
+#if defined(__unix__) || defined(__APPLE__)
+void mark_forked() { g_forked.store(true, std::memory_order_relaxed); }
+const int g_fork_handler = pthread_atfork(nullptr, nullptr, mark_forked);
+#endif
+
 }  // namespace
 
-void sum_squared_error(const Problem& problem) { kernels().sum_squared_error(problem); }
-void scaled_difference(const Problem& problem) { kernels().scaled_difference(problem); }
-void sum_squared_error_and_scaled_difference(const Problem& problem) {
-    kernels().sum_squared_error_and_scaled_difference(problem);
-}
+void reduce(const Problem& problem) { kernels().reduce(problem); }
+void grad(const Problem& problem) { kernels().grad(problem); }
+void reduce_and_grad(const Problem& problem) { kernels().reduce_and_grad(problem); }
 void squared_error(const Problem& problem) { kernels().squared_error(problem); }
-void sum_difference(const Problem& problem) { kernels().sum_difference(problem); }
+void reduce_difference(const Problem& problem) { kernels().reduce_difference(problem); }
 
 uint64_t stream_read(const void* data, int64_t bytes, int num_threads) {
     return kernels().stream_read(data, bytes, num_threads);
@@ -94,6 +108,7 @@ const char* const* runnable_isas() { return runnable().names; }
 void set_num_threads(int n) { g_num_threads.store(n < 0 ? 0 : n); }
 
 int get_num_threads() {
+    if (g_forked.load(std::memory_order_relaxed)) return 1;
     const int fixed = g_num_threads.load();
     if (fixed > 0) return fixed;
 #ifdef _OPENMP

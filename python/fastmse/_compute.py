@@ -1,0 +1,329 @@
+"""The compute engine: a resolved :class:`~fastmse._resolve.Call` -> a plan
+(:mod:`fastmse._plan`) -> the backend's passes (:mod:`fastmse._backends`), and the
+loss finished from the float64 sums (divided, shaped, rounded once).
+
+Also the pieces that batches, chunks and workers combine: :func:`partial_sums`,
+:func:`finish_mean` and :func:`gradient_with_denominator`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from . import _backends, _gpu
+from ._plan import Operands, contiguous_plan, make_plan
+from ._resolve import Call, aligned, dense, kept_as_one, resolve
+from ._types import Axis
+
+_FLOAT64 = np.dtype(np.float64)
+
+
+def _denominators(call: Call, warn: bool = True) -> Any:
+    """What "mean" divides by: the count, or the weight sums per kept position; with
+    `warn`, a RuntimeWarning where one is zero (the mean is nan there)."""
+    if call.weights is None:
+        denominator: np.ndarray | float = float(call.count)
+        # Warn only where a nan is returned: not for a result with no elements at all.
+        empty = call.count == 0 and 0 not in call.kept_shape
+    else:
+        xp = call.xp
+        weights = xp.broadcast_to(call.weights, call.shape)
+        denominator = xp.sum(weights, axis=call.axes, dtype=np.float64)
+        empty = warn and bool(xp.any(denominator == 0))  # on a GPU, the one wait of a weighted mean
+    if empty and warn:
+        what = "zero elements" if call.weights is None else "weights that sum to zero"
+        warnings.warn(f"mean over {what}: the result is nan", RuntimeWarning, stacklevel=4)
+    return denominator
+
+
+def _scale(denominator: Any, xp: ModuleType = np) -> Any:
+    """The gradient factor 2 / denominator, one float64 per kept position (or one for all),
+    as an `xp` array (the GPU kernels read it from device memory)."""
+    if denominator is None or isinstance(denominator, float):
+        value = 2.0 if denominator is None else 2.0 / denominator if denominator else math.inf
+        return np.array(value) if xp is np else xp.full((), value)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return xp.asarray(xp.divide(2.0, denominator), dtype=np.float64)
+
+
+def _finish(call: Call, sums: np.ndarray, denominator: np.ndarray | float | None, keepdims: bool) -> Any:
+    """The loss from the float64 sums: divided for "mean", shaped, rounded once. A loss
+    beyond the dtype's range is inf, silently, as in the kernels."""
+    if type(denominator) is float and not keepdims and not call.kept_shape and call.device is None:
+        total = float(sums) / denominator if denominator else math.nan
+        if abs(total) < 6.0e4 or call.dtype is _FLOAT64:  # cannot overflow: skip errstate's cost
+            return call.dtype.type(total)
+        with np.errstate(over="ignore"):
+            return call.dtype.type(total)
+    if sums.ndim == 0 and not keepdims and denominator is None and call.device is None:
+        with np.errstate(over="ignore"):
+            return call.dtype.type(float(sums))
+    xp = call.xp
+    if denominator is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sums = xp.divide(sums, denominator)
+    if keepdims:
+        sums = xp.reshape(sums, kept_as_one(call.shape, call.axes))
+    with np.errstate(over="ignore"):
+        result = xp.asarray(sums).astype(call.dtype)
+    # NumPy gives a scalar for a full reduction, CuPy a 0-d array (never a host value).
+    return result[()] if result.ndim == 0 and call.device is None else result
+
+
+def _check_out(out: Any, call: Call) -> Any:
+    shape = call.predictions.shape
+    if call.device is not None:
+        if not _gpu.is_gpu_array(out):
+            msg = f"out must be a GPU array like the inputs, not {type(out).__name__}"
+            raise TypeError(msg)
+        out = _gpu.as_cupy(out, "out")
+        if out.device.id != call.device.id:
+            msg = f"out is on GPU {out.device.id}; the inputs are on GPU {call.device.id}"
+            raise ValueError(msg)
+    elif not isinstance(out, np.ndarray):
+        msg = f"out must be a NumPy array, not {type(out).__name__}"
+        raise TypeError(msg)
+    if out.shape != shape:
+        msg = f"out has shape {out.shape}; the gradient has the shape of predictions, {shape}"
+        raise ValueError(msg)
+    if out.dtype != call.dtype:
+        msg = f"out has dtype {out.dtype}; the gradient's dtype is {call.dtype}"
+        raise TypeError(msg)
+    if call.device is None and not out.flags.writeable:
+        msg = "out is read-only"
+        raise ValueError(msg)
+    return out
+
+
+def _address(array: Any) -> int:
+    if isinstance(array, np.ndarray):
+        return int(array.__array_interface__["data"][0])
+    return _gpu.address(array)
+
+
+def _same_view(a: Any, b: Any) -> bool:
+    return _address(a) == _address(b) and a.shape == b.shape and a.strides == b.strides
+
+
+def _writable_target(out: Any, call: Call) -> Any:
+    """Where the kernel may write the gradient: `out`, or a scratch array if `out` overlaps
+    an input in any way other than being exactly `predictions` or `targets`, overlaps
+    itself (a zero stride) or is not aligned."""
+    xp = call.xp
+    if (
+        not aligned(out)
+        or any(s % out.itemsize for s in out.strides)
+        or any(s == 0 and n > 1 for s, n in zip(out.strides, out.shape, strict=True))
+    ):
+        return xp.empty(out.shape, out.dtype)
+    for name in ("predictions", "targets", "weights"):
+        source = getattr(call, name)
+        if source is None or not xp.may_share_memory(out, source):
+            continue
+        if name != "weights" and _same_view(out, source) and source.shape == call.predictions.shape:
+            continue
+        return xp.empty(out.shape, out.dtype)
+    return out
+
+
+def _broadcast_gradient(call: Call, scale: Any, out: Any) -> None:
+    """The gradient where predictions is broadcast: summed over the axes it is broadcast
+    along, as autograd does. Where the factor 2 / denominator is constant along those
+    axes (always, but for a weighted mean over an axis along which predictions is also
+    broadcast), the kernels sum w * (p - t) there and the factor is applied after;
+    otherwise plain NumPy in float64 (O(n) temporaries)."""
+    padded, spread = call.spread_axes()
+    if scale.ndim:  # one factor per loss position: as an array broadcasting to the shape
+        scale = scale.reshape(kept_as_one(call.shape, call.axes))
+    p, t, w, xp = call.predictions, call.targets, call.weights, call.xp
+    if 0 in call.shape:  # a sum of no terms, whatever the (infinite) factor
+        out[...] = 0
+        return
+    if scale.ndim == 0 or all(scale.shape[d] == 1 for d in spread):
+        sums = xp.empty(tuple(n for d, n in enumerate(call.shape) if d not in spread), _FLOAT64)
+        _backend(call).reduce_difference(make_plan(call.shape, spread, call.operands(loss=sums)))
+        with np.errstate(invalid="ignore"):  # inf * 0 where weights sum to zero: nan, as termwise
+            gradient = scale * sums.reshape(padded)  # scale has extent 1 along `spread`
+    else:
+        with np.errstate(all="ignore"):
+            d = p.astype(np.float64) - t.astype(np.float64)
+            full = xp.broadcast_to(scale * d if w is None else scale * w.astype(np.float64) * d, call.shape)
+            gradient = xp.sum(full, axis=spread, keepdims=True)
+    with np.errstate(over="ignore"):
+        out[...] = gradient.reshape(call.predictions.shape)
+
+
+def _elementwise_loss(call: Call) -> Any:
+    errors = call.xp.empty(call.shape, call.dtype)
+    _backend(call).squared_error(make_plan(call.shape, call.axes, call.operands(out=errors)))
+    return errors[()] if errors.ndim == 0 and call.device is None else errors
+
+
+def _sums(call: Call) -> Any:
+    """sum(w * (p - t) ** 2) over the call's axes, in float64, shaped `kept_shape`."""
+    sums = call.xp.empty(call.kept_shape, _FLOAT64)
+    if call.flat:
+        plan = contiguous_plan(Operands(call.predictions, call.targets, loss=sums))
+    else:
+        plan = make_plan(call.shape, call.axes, call.operands(loss=sums))
+    _backend(call).reduce(plan)
+    return sums
+
+
+def _backend(call: Call) -> _backends.Kernels:
+    """The backend that runs `call`: the current CPU one, or the GPU one."""
+    return _backends.current() if call.device is None else _backends.gpu()
+
+
+def loss(call: Call, keepdims: bool) -> Any:
+    """The loss of `call`, as :func:`fastmse.mse` returns it."""
+    if call.flat and call.reduction == "mean" and not keepdims and call.count and call.device is None:
+        # The common small call, inlined: here Python overhead is most of the cost.
+        sums = np.empty((), _FLOAT64)
+        _backends.current().reduce(contiguous_plan(Operands(call.predictions, call.targets, loss=sums)))
+        return _finish(call, sums, float(call.count), keepdims)
+    with call.on_device():
+        if call.reduction == "none":
+            return _elementwise_loss(call)
+        denominator = _denominators(call) if call.reduction == "mean" else None
+        return _finish(call, _sums(call), denominator, keepdims)
+
+
+@dataclass(slots=True)
+class Partial:
+    """The float64 sums behind a loss, before division and rounding: what batches,
+    chunks and workers add up to give the one-call result. The sums are NumPy arrays
+    for host inputs and CuPy arrays, on the inputs' device, for GPU inputs."""
+
+    dtype: np.dtype  # the result dtype of the call
+    shape: tuple[int, ...]  # the broadcast shape S
+    axes: tuple[int, ...]  # the reduced axes, normalized
+    kept_shape: tuple[int, ...]
+    sums: Any  # sum(w * (p - t) ** 2) per kept position, float64
+    weight_sums: Any  # sum(w) per kept position (the count without weights), float64
+
+
+def partial_sums(
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    weights: ArrayLike | None = None,
+    axis: Axis = None,
+    *,
+    signed_weights: bool = False,
+) -> Partial:
+    """The float64 sums of a ``mse(..., reduction="sum")`` call and of its weights, with
+    every check of :func:`mse`; computed where the arrays are, and left there (GPU sums are
+    CuPy arrays; as in :func:`mse`, only weights make the host wait for the device)."""
+    call = resolve(predictions, targets, weights, axis, "sum", signed_weights)
+    with call.on_device():
+        if call.weights is None:
+            weight_sums = call.xp.full(call.kept_shape, float(call.count))
+        else:
+            weight_sums = call.xp.asarray(_denominators(call, warn=False), dtype=_FLOAT64)
+        return Partial(call.dtype, call.shape, call.axes, call.kept_shape, _sums(call), weight_sums)
+
+
+def finish_mean(sums: Any, weight_sums: Any, dtype: np.dtype, reduction: str) -> Any:
+    """The loss from summed partials: divided for "mean" (nan with a RuntimeWarning where
+    the weights sum to zero, as :func:`mse` does), rounded once to `dtype`. NumPy sums
+    give a NumPy scalar or array, CuPy sums a CuPy array."""
+    xp = _gpu.array_module(sums)
+    sums = xp.asarray(sums, dtype=_FLOAT64)
+    if reduction == "mean":
+        weight_sums = xp.asarray(weight_sums, dtype=_FLOAT64)
+        if bool(xp.any(weight_sums == 0)):  # on a GPU, the one wait of a mean
+            msg = "mean over zero elements or weights that sum to zero: the result is nan"
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sums = sums / weight_sums
+    with np.errstate(over="ignore"):
+        result = sums.astype(dtype)
+    return result[()] if result.ndim == 0 and xp is np else result
+
+
+def _gradient_into(call: Call, target: np.ndarray, scale: np.ndarray, sums: np.ndarray | None) -> None:
+    """Writes the gradient into `target`, and the loss sums into `sums` in the same pass."""
+    if call.predictions_broadcast:
+        if sums is not None:  # first: the gradient may overwrite an input (out=predictions)
+            plan = make_plan(call.shape, call.axes, call.operands(loss=sums))
+            _backend(call).reduce(plan)
+        _broadcast_gradient(call, scale, target)
+        return
+    operands = call.operands(out=target, loss=sums, scale=scale)
+    if call.flat and dense(target) and scale.ndim == 0:
+        plan = contiguous_plan(operands)
+    else:
+        plan = make_plan(call.shape, call.axes, operands)
+    backend = _backend(call)
+    (backend.grad if sums is None else backend.reduce_and_grad)(plan)
+
+
+def gradient_with_denominator(
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    weights: ArrayLike | None,
+    axis: Axis,
+    reduction: str,
+    denominator: Any,
+    *,
+    with_sums: bool = False,
+) -> Any:
+    """``mse_grad`` of a piece of a larger array: the mean's denominators (a float, or
+    float64 per kept position) are given, since they are those of the whole. With
+    `with_sums`, ``(gradient, sums)``: also the piece's float64 loss sums per kept
+    position, from the same pass over memory."""
+    call = resolve(predictions, targets, weights, axis, reduction)
+    with call.on_device():
+        target = _empty_like(call)
+        if reduction != "mean":
+            denominator = None
+        elif not isinstance(denominator, (int, float)):
+            denominator = call.xp.asarray(denominator).reshape(call.kept_shape)
+        sums = call.xp.empty(call.kept_shape, _FLOAT64) if with_sums else None
+        _gradient_into(call, target, _scale(denominator, call.xp), sums)
+        return (target, sums) if with_sums else target
+
+
+def _empty_like(call: Call) -> Any:
+    """An array for the gradient, laid out like predictions (as NumPy's ufuncs do)."""
+    if call.device is None:
+        return np.empty_like(call.predictions, subok=False)
+    return call.xp.empty_like(call.predictions)
+
+
+def gradient(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[Any, Any]:
+    """``(loss, gradient)`` of `call`, the gradient written to `out` (checked here) where
+    given; the loss is None unless `with_loss`, then computed in the same pass."""
+    with call.on_device():
+        return _gradient_here(call, out, keepdims, with_loss)
+
+
+def _gradient_here(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[Any, Any]:
+    if out is None:
+        out = view = target = _empty_like(call)
+    else:
+        view = _check_out(out, call)  # `out` itself, or a CuPy view of a GPU array of another kind
+        target = _writable_target(view, call)
+    result = None
+    if call.reduction == "none":
+        if with_loss:  # first: the gradient may overwrite an input (out=predictions)
+            result = _elementwise_loss(call)
+        _gradient_into(call, target, _scale(None, call.xp), None)
+    else:
+        # Without the loss, a zero denominator gives nan only where weights sum to zero.
+        warn = with_loss or (call.weights is not None and call.predictions.size > 0)
+        denominator = _denominators(call, warn) if call.reduction == "mean" else None
+        sums = call.xp.empty(call.kept_shape, _FLOAT64) if with_loss else None
+        _gradient_into(call, target, _scale(denominator, call.xp), sums)
+        if sums is not None:
+            result = _finish(call, sums, denominator, keepdims)
+    if target is not view:
+        view[...] = target
+    return result, out

@@ -231,6 +231,7 @@ struct Schedule {
     Layout layout;
     int64_t n_chunks;
     bool across_outputs;
+    bool short_rows;  // lane mode, each output one block along one dimension
     bool parallel;
     int num_threads;
     Partials partials;  // task sums when an output spans several tasks
@@ -242,7 +243,9 @@ struct Schedule {
         const auto cost = [&](int d) {
             return std::llabs(l.strides[kP][d]) + std::llabs(l.strides[kT][d]);
         };
-        across_outputs = l.n_kept > 0 && l.shape[j] > 1 && (l.shape[r] == 1 || cost(j) < cost(r));
+        // An output of one position sums to 0 + its term in either mode; rows walk it faster.
+        across_outputs = l.n_kept > 0 && l.shape[j] > 1 && l.n_red > 1 && (l.shape[r] == 1 || cost(j) < cost(r));
+        short_rows = !across_outputs && l.ndim - l.n_kept == 1 && l.n_red <= kBlock;
         parallel = l.n_out * l.n_red >= kParallelMin;
     }
 
@@ -311,6 +314,95 @@ void lane_tasks(Schedule& schedule, int64_t begin, int64_t end) {
     }
 }
 
+// Short rows: lane mode where each output's summed positions lie along one dimension
+// and fit in one block (at most kBlock), as in a loss per sample. The sum of a row is
+// then its one block, combine_lanes of its lanes, exactly what lane_tasks gives; here
+// a task is a range of outputs, walked along the last kept dimension without seeking,
+// so that rows of a few positions cost what their positions cost.
+// A contiguous row of K positions (weights: stride sw, 0 or 1), unrolled: the lanes and
+// their combination are those of run_lanes over the row.
+template <Pass P, bool Weighted, int K, typename T, typename Wt>
+inline double fixed_row(const T* p, const T* t, const Wt* w, int64_t sw, T* out, double scale) {
+    double acc[kLanes] = {};
+    for (int i = 0; i < K; ++i) {
+        const double d = difference(p + i, t + i);
+        const double weight = weight_at<Weighted>(w + (Weighted ? i * sw : 0));
+        if constexpr (kWrites<P>) write<P>(out + i, scale, weight, d);
+        if constexpr (kReduces<P>) acc[i & (kLanes - 1)] += term<P>(weight, d);
+    }
+    return combine_lanes(acc);
+}
+
+// `run` outputs from the odometer's position along the last kept dimension.
+template <Pass P, bool Weighted, bool Unit, int K, typename T, typename Wt>
+void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int64_t* step) {
+    const Layout& l = schedule.layout;
+    const int64_t n = K > 0 ? K : l.n_red;
+    int64_t js[kOperands] = {};
+    if (l.n_kept > 0)
+        for (int k = 0; k < kOperands; ++k) js[k] = l.strides[k][l.n_kept - 1];
+    static constexpr int64_t kNoBase[kOperands] = {};
+    const Cursor<T, Wt> first = cursor_at<T, Wt>(l, kNoBase, kept.offset);
+    const double* scale = l.data[kScale] ? static_cast<const double*>(l.data[kScale]) + kept.offset[kScale] : nullptr;
+    double* loss = l.data[kLoss] ? static_cast<double*>(l.data[kLoss]) + kept.offset[kLoss] : nullptr;
+    for (int64_t r = 0; r < run; ++r) {
+        const T* p = first.p + r * js[kP];
+        const T* t = first.t + r * js[kT];
+        const Wt* w = Weighted ? first.w + r * js[kW] : nullptr;
+        T* out = kWrites<P> ? first.out + r * js[kOut] : nullptr;
+        const double factor = scale ? scale[r * js[kScale]] : 0.0;
+        double value;
+        if constexpr (K > 0) {
+            value = fixed_row<P, Weighted, K>(p, t, w, step[kW], out, factor);
+        } else {
+            double acc[kLanes] = {};
+            run_lanes<P, Weighted, Unit>(acc, 0, Cursor<T, Wt>{p, t, w, out}, step, factor, n, n);
+            value = combine_lanes(acc);
+        }
+        if constexpr (kReduces<P>)
+            if (loss) loss[r * js[kLoss]] = value;
+    }
+}
+
+// Rows of up to kFixedRow positions get a loop unrolled for their length.
+inline constexpr int kFixedRow = 16;
+
+template <Pass P, bool Weighted, typename T, typename Wt, int K = 1>
+void fixed_row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int64_t* step) {
+    if constexpr (K <= kFixedRow) {
+        if (schedule.layout.n_red == K)
+            row_range<P, Weighted, true, K, T, Wt>(schedule, kept, run, step);
+        else
+            fixed_row_range<P, Weighted, T, Wt, K + 1>(schedule, kept, run, step);
+    }
+}
+
+template <Pass P, bool Weighted, typename T, typename Wt>
+void row_tasks(Schedule& schedule, int64_t begin, int64_t end) {
+    const Layout& l = schedule.layout;
+    const int last = l.last(), j_dim = l.n_kept - 1;
+    int64_t step[kOperands];
+    for (int k = 0; k < kOperands; ++k) step[k] = l.strides[k][last];
+    const bool unit = l.n_red == 1 || (step[kP] == 1 && step[kT] == 1 && (!kWrites<P> || step[kOut] == 1));
+    // Weights along the row may also be constant (one per sample): the unrolled rows take both.
+    const bool fixed = unit && l.n_red <= kFixedRow && (l.n_red == 1 || !Weighted || step[kW] == 0 || step[kW] == 1);
+    const bool unit_weights = !Weighted || step[kW] == 1;
+    Odometer kept(l, 0, l.n_kept);
+    kept.seek(begin);
+    for (int64_t o = begin; o < end;) {
+        // Outputs left along the last kept dimension before the odometer carries.
+        const int64_t run = j_dim >= 0 ? std::min(end - o, l.shape[j_dim] - kept.index[j_dim]) : end - o;
+        if (fixed)
+            fixed_row_range<P, Weighted, T, Wt>(schedule, kept, run, step);
+        else if (unit && unit_weights)
+            row_range<P, Weighted, true, 0, T, Wt>(schedule, kept, run, step);
+        else
+            row_range<P, Weighted, false, 0, T, Wt>(schedule, kept, run, step);
+        o += run;
+        if (j_dim >= 0 && o < end) kept.advance(run);
+    }
+}
+
 // Tasks of across-output mode: a group of kOutputsPerTask neighbouring outputs along the
 // last kept dimension, over one chunk of their summed positions.
 template <Pass P, bool Weighted, typename T, typename Wt>
@@ -325,6 +417,8 @@ void across_output_tasks(Schedule& schedule, int64_t begin, int64_t end) {
                       (!kWrites<P> || js[kOut] == 1);
     Odometer outer(l, 0, j_dim);
     Odometer summed(l, l.n_kept, l.ndim);
+    int64_t rs[kOperands];
+    for (int k = 0; k < kOperands; ++k) rs[k] = l.strides[k][l.last()];
     for (int64_t task = begin; task < end; ++task) {
         const int64_t c = task % schedule.n_chunks;
         const int64_t group = (task / schedule.n_chunks) % n_groups;
@@ -340,12 +434,17 @@ void across_output_tasks(Schedule& schedule, int64_t begin, int64_t end) {
                 scale[j] = static_cast<const double*>(l.data[kScale])[base[kScale] + j * js[kScale]];
         const int64_t lo = c * kChunk, hi = std::min(lo + kChunk, l.n_red);
         summed.seek(lo);
+        // One summed dimension (after merging, the common case): positions are a pointer
+        // step apart, so the odometer is not needed.
+        const bool single = l.ndim - l.n_kept == 1;
+        int64_t along[kOperands];
+        for (int k = 0; k < kOperands; ++k) along[k] = single ? lo * rs[k] : 0;
         Cascade<kOutputsPerTask> cascade;
         for (int64_t block = lo; block < hi; block += kRowBlock) {
             double acc[kOutputsPerTask] = {};
             const int64_t block_end = std::min(block + kRowBlock, hi);
             for (int64_t pos = block; pos < block_end; ++pos) {
-                const Cursor<T, Wt> at = cursor_at<T, Wt>(l, base, summed.offset);
+                const Cursor<T, Wt> at = cursor_at<T, Wt>(l, base, single ? along : summed.offset);
                 auto visit = [&](auto unit_tag) {
                     constexpr bool kUnit = decltype(unit_tag)::value;
                     const int64_t sp = kUnit ? 1 : js[kP], st = kUnit ? 1 : js[kT];
@@ -364,7 +463,10 @@ void across_output_tasks(Schedule& schedule, int64_t begin, int64_t end) {
                     visit(std::true_type{});
                 else
                     visit(std::false_type{});
-                summed.advance(1);
+                if (single)
+                    for (int k = 0; k < kOperands; ++k) along[k] += rs[k];
+                else
+                    summed.advance(1);
             }
             if constexpr (kReduces<P>) cascade.push(acc, width);
         }
@@ -390,6 +492,13 @@ void execute(Schedule& schedule) {
         const int64_t n_tasks = l.n_out / l.shape[l.n_kept - 1] * n_groups * schedule.n_chunks;
         for_each_range(n_tasks, schedule.parallel, schedule.num_threads, [&](int64_t b, int64_t e) {
             across_output_tasks<P, Weighted, T, Wt>(schedule, b, e);
+        });
+    } else if (schedule.short_rows) {
+        // Tasks of about kChunk positions, whatever the row length.
+        const int64_t rows = std::max<int64_t>(1, kChunk / l.n_red);
+        const int64_t n_tasks = (l.n_out + rows - 1) / rows;
+        for_each_range(n_tasks, schedule.parallel, schedule.num_threads, [&](int64_t b, int64_t e) {
+            row_tasks<P, Weighted, T, Wt>(schedule, b * rows, std::min(e * rows, l.n_out));
         });
     } else {
         for_each_range(l.n_out * schedule.n_chunks, schedule.parallel, schedule.num_threads,

@@ -38,6 +38,27 @@ CASES = {
     "strided": (MATRIX[::2, ::3], MATRIX[1::2, ::3], {"axis": (0, 1)}),
     "broadcast": (MATRIX, MATRIX[7], {"reduction": "sum"}),
     "tall": (rng.standard_normal((200_000, 3)), np.zeros(3), {"axis": 0}),
+    # Short rows: a loss per sample over k outputs, unrolled for k <= 16 and not beyond,
+    # with weights per sample (constant along the row) or per position, strided rows,
+    # and outputs of one position (which either mode sums to 0 + the term).
+    **{
+        f"short rows k={k}": (Q[:, :k].copy(), Q[::-1, :k].copy(), {"axis": -1})
+        for Q in [rng.standard_normal((70_000, 17)).astype(np.float32)]
+        for k in (1, 3, 8, 10, 16, 17)
+    },
+    "short rows weighted per sample": (
+        MATRIX[:, :10].copy(),
+        MATRIX[:, 10:20].copy(),
+        {"axis": -1, "weights": rng.uniform(size=(1500, 1)).astype(np.float32)},
+    ),
+    "short rows float64 weights": (
+        MATRIX[:, :10].copy(),
+        MATRIX[:, 10:20].copy(),
+        {"axis": -1, "weights": rng.uniform(size=(1500, 10))},
+    ),
+    "short strided rows": (MATRIX[:, :20:2], MATRIX[:, 1:21:2], {"axis": -1}),
+    "one position per output": (MATRIX, MATRIX[::-1].copy(), {"axis": (), "reduction": "sum"}),
+    "elementwise": (MATRIX, MATRIX[::-1].copy(), {"reduction": "none"}),
 }
 
 

@@ -66,6 +66,16 @@ def _finish(call: Call, sums: np.ndarray, denominator: np.ndarray | float | None
         with np.errstate(over="ignore"):
             return call.dtype.type(float(sums))
     xp = call.xp
+    if call.device is None and sums.ndim:
+        # One pass, no float64 temporary: the quotient is computed in float64 and rounded
+        # once into the result, as astype would.
+        result = np.empty(kept_as_one(call.shape, call.axes) if keepdims else sums.shape, call.dtype)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if denominator is None:
+                np.copyto(result, sums.reshape(result.shape), casting="unsafe")
+            else:
+                np.divide(sums.reshape(result.shape), _shaped(denominator, result.shape), out=result, casting="unsafe")
+        return result
     if denominator is not None:
         with np.errstate(divide="ignore", invalid="ignore"):
             sums = xp.divide(sums, denominator)
@@ -75,6 +85,11 @@ def _finish(call: Call, sums: np.ndarray, denominator: np.ndarray | float | None
         result = xp.asarray(sums).astype(call.dtype)
     # NumPy gives a scalar for a full reduction, CuPy a 0-d array (never a host value).
     return result[()] if result.ndim == 0 and call.device is None else result
+
+
+def _shaped(denominator: Any, shape: tuple[int, ...]) -> Any:
+    """A float denominator as it is, an array of them shaped like the result."""
+    return denominator if isinstance(denominator, float) else np.reshape(denominator, shape)
 
 
 def _check_out(out: Any, call: Call) -> Any:

@@ -54,3 +54,24 @@ def test_gpu_bench_without_a_gpu_says_why():
     assert result.returncode == 2
     assert "fastmse bench --device gpu: fastmse computes GPU arrays with CuPy, which is not installed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bench_shapes_reports_every_family():
+    result = _fastmse("bench", "--shapes", "--size", "65536", "--repeat", "1")
+    assert result.returncode == 0, result.stderr
+    for family in (
+        "flat 2**16",
+        "(65536, 1) axis=-1",
+        "(6553, 10) axis=-1",
+        "(4096, 16) axis=0",
+        "weights per sample",
+        "(256, 10) axis=-1",
+        "float64",
+    ):
+        assert family in result.stdout, family
+    rows = [line for line in result.stdout.splitlines() if line.split(" ")[0].startswith(("(", "flat"))]
+    # Every family times all three calls.
+    assert rows
+    assert len(rows) % 3 == 0
+    for call in ("mse ", "mse_grad(out=)", "mse_and_grad(out=)"):
+        assert sum(call in line for line in rows) == len(rows) // 3

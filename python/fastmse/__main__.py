@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--repeat", type=_positive, default=9, help="timed rounds (median reported)")
     bench.add_argument("--threads", type=_positive, default=None, help="threads (default: OpenMP's)")
     bench.add_argument("--json", dest="json_path", default=None, help="also write the figures to this file")
+    bench.add_argument(
+        "--shapes", action="store_true", help="the shape families of training loops (size: elements per shape)"
+    )
     evaluate = commands.add_parser(
         "eval", help="the loss of two .npy/.npz arrays, streamed from disk in bounded memory"
     )
@@ -47,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         from . import _eval
 
         return _eval.main(args)
+    if args.shapes:
+        from . import _bench_shapes
+
+        print(_bench_shapes.run(args.size or 1 << 22, args.repeat, args.threads))
+        return 0
     from . import _bench
 
     return _bench.main(args.size, args.dtype, args.repeat, args.threads, args.json_path, args.device)

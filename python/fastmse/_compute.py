@@ -34,13 +34,28 @@ def _denominators(call: Call, warn: bool = True) -> Any:
         empty = call.count == 0 and 0 not in call.kept_shape
     else:
         xp = call.xp
-        weights = xp.broadcast_to(call.weights, call.shape)
-        denominator = xp.sum(weights, axis=call.axes, dtype=np.float64)
+        denominator = _weight_sums(call.weights, call, xp)
         empty = warn and bool(xp.any(denominator == 0))  # on a GPU, the one wait of a weighted mean
     if empty and warn:
         what = "zero elements" if call.weights is None else "weights that sum to zero"
         warnings.warn(f"mean over {what}: the result is nan", RuntimeWarning, stacklevel=4)
     return denominator
+
+
+def _weight_sums(weights: Any, call: Call, xp: ModuleType) -> Any:
+    """sum(w) over the reduced axes, in float64, shaped `kept_shape`. Summed only where the
+    weights vary: along a reduced axis that broadcasts them (weights per sample with a
+    loss per sample) each weight counts that axis's extent times, so the sum is
+    multiplied by it instead of reading the copies."""
+    padded = (1,) * (len(call.shape) - weights.ndim) + weights.shape
+    varying = tuple(d for d in call.axes if padded[d] != 1)
+    copies = math.prod(call.shape[d] for d in call.axes if padded[d] == 1)
+    sums = xp.sum(xp.reshape(weights, padded), axis=varying, dtype=np.float64, keepdims=True)
+    if copies != 1:
+        sums = sums * float(copies) if copies else xp.zeros_like(sums)
+    # As the weights broadcast over the kept axes, without the reduced ones.
+    kept = xp.reshape(xp.broadcast_to(sums, kept_as_one(call.shape, call.axes)), call.kept_shape).copy()
+    return kept[()] if xp is np else kept  # a NumPy scalar where nothing is kept, as np.sum gives
 
 
 def _scale(denominator: Any, xp: ModuleType = np) -> Any:

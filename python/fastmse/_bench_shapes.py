@@ -1,0 +1,158 @@
+"""``python -m fastmse bench --shapes``: the shapes training and evaluation loops use, side
+by side in one run: a loss per sample over k outputs, per-column losses, weights per
+sample, small batches, flat arrays of every size, float64. For each, the per-call time
+and GB/s of ``mse``, ``mse_grad(out=)`` and ``mse_and_grad(out=)``, the fastest of the
+NumPy and PyTorch expressions doing the same job, and the fraction of the flat sum's
+GB/s measured in the same run."""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import mse, mse_and_grad, mse_grad
+from ._config import get_num_threads, set_num_threads
+
+Run = Callable[[], Any]
+
+
+@dataclass
+class Shape:
+    """One call shape: predictions' shape, the axis, and weights' shape (or none)."""
+
+    label: str
+    shape: tuple[int, ...]
+    axis: int | None = None
+    weights: tuple[int, ...] | None = None
+    dtype: str = "float32"
+    times: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _families(elements: int) -> list[Shape]:
+    top = elements.bit_length() - 1
+    rows = [Shape(f"({elements // k}, {k}) axis=-1", (elements // k, k), -1) for k in (1, 10, 16, 100, 1000)]
+    return [
+        *(Shape(f"flat 2**{e}", (1 << e,)) for e in sorted({10, 16, 20, top}) if e <= top),
+        *rows,
+        Shape(f"({elements // 16}, 16) axis=0", (elements // 16, 16), 0),
+        Shape(f"({elements // 3}, 3) axis=0", (elements // 3, 3), 0),
+        Shape(f"({elements // 10}, 10) weights per sample", (elements // 10, 10), None, (elements // 10, 1)),
+        Shape(f"({elements // 10}, 10) axis=-1 weights per sample", (elements // 10, 10), -1, (elements // 10, 1)),
+        Shape("(256, 10) axis=-1", (256, 10), -1),
+        Shape(f"({elements // 10}, 10) axis=-1 float64", (elements // 10, 10), -1, dtype="float64"),
+    ]
+
+
+def _calls(case: Shape, rng: np.random.Generator, torch: Any) -> dict[str, tuple[Run, int]]:
+    """name -> (call, bytes it must move at least)."""
+    p = rng.standard_normal(case.shape, dtype=np.float32).astype(case.dtype)
+    t = rng.standard_normal(case.shape, dtype=np.float32).astype(case.dtype)
+    w = None if case.weights is None else rng.random(case.weights, dtype=np.float32).astype(case.dtype)
+    out = np.empty_like(p)
+    axis, read, write = case.axis, 2 * p.nbytes, p.nbytes
+    count = p.size if axis is None else p.shape[axis]
+    calls: dict[str, tuple[Run, int]] = {
+        "mse": (lambda: mse(p, t, weights=w, axis=axis), read),
+        "mse_grad(out=)": (lambda: mse_grad(p, t, weights=w, axis=axis, out=out), read + write),
+        "mse_and_grad(out=)": (lambda: mse_and_grad(p, t, weights=w, axis=axis, out=out), read + write),
+    }
+    if w is None:
+        calls["numpy loss"] = (lambda: np.mean((p - t) ** 2, axis=axis), read)
+        calls["numpy grad"] = (lambda: np.multiply(p - t, 2 / count, out=out), read + write)
+    else:
+        total = np.sum(np.broadcast_to(w, p.shape), axis=axis, keepdims=True)
+        calls["numpy loss"] = (lambda: np.sum(w * (p - t) ** 2, axis=axis) / total.squeeze(), read)
+        calls["numpy grad"] = (lambda: np.multiply(2 * w * (p - t), 1 / total, out=out), read + write)
+    if torch is not None:
+        tp, tt = torch.from_numpy(p), torch.from_numpy(t)
+        tw = None if w is None else torch.from_numpy(w)
+        dims = () if axis is None else (axis,)
+        if tw is None:
+            calls["torch loss"] = (lambda: ((tp - tt) ** 2).mean(dim=dims), read)
+        else:
+            tw_sum = tw.expand_as(tp).sum(dim=dims)
+            calls["torch loss"] = (lambda: (tw * (tp - tt) ** 2).sum(dim=dims) / tw_sum, read)
+    return calls
+
+
+def _read_ceiling(elements: int) -> Run | None:
+    try:
+        core = importlib.import_module("fastmse._core")
+    except ImportError:
+        return None
+    a = np.ones(elements, np.float32)
+    b = np.ones(elements, np.float32)
+    return lambda: (core.stream_read(a), core.stream_read(b))
+
+
+def run(elements: int = 1 << 22, repeat: int = 7, threads: int | None = None, seed: int = 0) -> str:
+    """Times every shape family; returns the table."""
+    if threads is not None:
+        set_num_threads(threads)
+    try:
+        torch: Any = importlib.import_module("torch")
+        torch.set_num_threads(get_num_threads())
+    except ImportError:
+        torch = None
+    rng = np.random.default_rng(seed)
+    families = _families(elements)
+    plans = [(case, _calls(case, rng, torch)) for case in families]
+    ceiling = _read_ceiling(elements)
+    ceiling_times: list[float] = []
+    # Calls shorter than a timer's resolution are repeated: `number` calls per sample.
+    number = {(case.label, name): 1 for case, calls in plans for name in calls}
+    for round_ in range(repeat + 1):  # round-robin; the first round warms up (page faults, JIT)
+        if ceiling is not None:
+            ceiling_times.append(_seconds(ceiling, 1))
+        for case, calls in plans:
+            for name, (call, _) in calls.items():
+                seconds = _seconds(call, number[case.label, name])
+                if round_ == 0:
+                    number[case.label, name] = max(1, int(2e-3 / max(seconds, 1e-9)))
+                case.times.setdefault(name, []).append(seconds)
+    title = f"fastmse bench --shapes: {get_num_threads()} threads, median of {repeat}"
+    lines = [title + "; GB/s counts each input read once and the gradient written once"]
+    if ceiling is not None:
+        ceiling_s = statistics.median(ceiling_times[1:])
+        lines.append(
+            f"read ceiling: {2 * 4 * elements / ceiling_s / 1e9:.1f} GB/s (2 x 2**{elements.bit_length() - 1} float32)"
+        )
+    flat = next(case for case, _ in plans if case.shape == (elements,))
+    flat_gbps = 2 * flat.shape[0] * 4 / statistics.median(flat.times["mse"][1:]) / 1e9
+    header = (
+        f"{'shape':44s} {'call':20s} {'fastmse ms':>11s} {'GB/s':>6s} {'of flat':>8s} {'peer ms':>9s} {'speed-up':>9s}"
+    )
+    lines += ["", header]
+    for case, calls in plans:
+        median = {name: statistics.median(times[1:]) for name, times in case.times.items()}
+        peers = {
+            "mse": [median.get("numpy loss"), median.get("torch loss")],
+            "mse_grad(out=)": [median.get("numpy grad")],
+            "mse_and_grad(out=)": [None if "numpy loss" not in median else median["numpy loss"] + median["numpy grad"]],
+        }
+        for name in ("mse", "mse_grad(out=)", "mse_and_grad(out=)"):
+            seconds, moved = median[name], calls[name][1]
+            gbps = moved / seconds / 1e9
+            fastest = min((s for s in peers[name] if s is not None), default=None)
+            of_flat = f"{gbps / flat_gbps:.2f}"
+            speed_up = f"{fastest / seconds:.2f}x" if fastest else ""
+            peer = f"{fastest * 1e3:.3f}" if fastest else ""
+            lines.append(
+                f"{case.label:44s} {name:20s} {seconds * 1e3:11.3f} {gbps:6.1f} {of_flat:>8s} {peer:>9s} {speed_up:>9s}"
+            )
+    lines += ["", "peer: the fastest of NumPy's and PyTorch's expressions (loss+grad: NumPy's two)"]
+    return "\n".join(lines)
+
+
+def _seconds(call: Run, number: int) -> float:
+    """Seconds per call, over `number` calls."""
+    start = time.perf_counter()
+    for _ in range(number):
+        call()
+    return (time.perf_counter() - start) / number

@@ -8,6 +8,7 @@ element strides over that shape (zero along broadcast dimensions).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -105,6 +106,9 @@ def make_plan(
         ``loss`` and ``scale`` hold one value per kept position (shape without `axes`, or
         broadcastable to it); the others broadcast to `shape`.
     """
+    dense = _dense_plan(shape, axes, operands)
+    if dense is not None:
+        return dense
     ndim = len(shape)
     strides: list[list[int] | None] = []
     for k, array in enumerate(operands):
@@ -144,3 +148,41 @@ def make_plan(
     plan_shape = tuple(extent for extent, _ in groups)
     plan_strides = [tuple(s[dims[-1]] for _, dims in groups) if s is not None else NO_STRIDES for s in strides]
     return Plan(plan_shape, len(kept_groups), operands, plan_strides)
+
+
+def _dense_plan(shape: Sequence[int], axes: Sequence[int], operands: Operands) -> Plan | None:
+    """The plan :func:`make_plan` gives for C-contiguous operands of one shape, without
+    weights, summed over a leading or a trailing run of axes (a loss per sample, per
+    column): built without the general search, which costs more than a small kernel.
+    None where the call is not of that kind."""
+    p, t, w, out, loss, scale = operands
+    if w is not None or not shape or p.shape != tuple(shape) or t.shape != p.shape or 0 in p.shape:
+        return None
+    if not (p.flags.c_contiguous and t.flags.c_contiguous) or (
+        out is not None and not (out.shape == p.shape and out.flags.c_contiguous)
+    ):
+        return None
+    ndim, n_axes = len(shape), len(axes)
+    leading = tuple(axes) == tuple(range(n_axes))
+    if not leading and tuple(axes) != tuple(range(ndim - n_axes, ndim)):
+        return None
+    kept_dims = range(n_axes, ndim) if leading else range(ndim - n_axes)
+    kept = math.prod(shape[d] for d in kept_dims)
+    for reduced in (loss, scale):  # one float64 per kept position, in C order, or one for all
+        if reduced is not None and reduced.ndim and (reduced.size != kept or not reduced.flags.c_contiguous):
+            return None
+    summed = math.prod(shape) // kept
+    # Extents of 1 leave the plan; what is left merges into one kept and one summed dimension.
+    plan_shape = (kept,) * (kept > 1) + (summed,) * (summed > 1)
+    n_kept = int(kept > 1)
+    inputs = ((1, kept) if leading else (summed, 1))[1 - n_kept :][: len(plan_shape)]
+    per_output = (1, 0)[1 - n_kept :][: len(plan_shape)]
+    strides = [
+        inputs,
+        inputs,
+        NO_STRIDES,
+        inputs if out is not None else NO_STRIDES,
+        per_output if loss is not None else NO_STRIDES,
+        NO_STRIDES if scale is None else per_output if scale.ndim else (0,) * len(plan_shape),
+    ]
+    return Plan(plan_shape, n_kept, operands, strides)

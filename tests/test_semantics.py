@@ -133,3 +133,22 @@ def test_empty_and_nonfinite(backend):
     assert np.isnan(mse(np.array([np.inf]), np.array([np.inf])))
     grad = mse_grad(np.array([1.0, np.nan, np.inf]), np.zeros(3), reduction="sum")
     np.testing.assert_array_equal(grad, [2.0, np.nan, np.inf])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_a_loss_per_position_is_the_squared_error(backend, dtype, reduction, keepdims):
+    """Outputs of one position ((N, 1) with axis=-1) skip the float64 sums: the result is
+    still the reference rounded once, and bitwise what mse_and_grad returns."""
+    rng = np.random.default_rng(5)
+    p = rng.standard_normal((300, 1)).astype(dtype)
+    t = rng.standard_normal((300, 1)).astype(dtype)
+    p[:4, 0], t[:4, 0] = [np.inf, -0.0, 120.0, np.nan], [np.inf, 0.0, -120.0, 1.0]
+    with np.errstate(invalid="ignore", over="ignore"):
+        loss = mse(p, t, axis=-1, reduction=reduction, keepdims=keepdims)
+        fused, _ = mse_and_grad(p, t, axis=-1, reduction=reduction, keepdims=keepdims)
+        expected = (p.astype(np.float64) - t.astype(np.float64)) ** 2
+    assert loss.shape == ((300, 1) if keepdims else (300,))
+    assert_matches(loss, expected.reshape(loss.shape), dtype)
+    assert_same(loss, fused)

@@ -222,6 +222,12 @@ def loss(call: Call, keepdims: bool) -> Any:
     with call.on_device():
         if call.reduction == "none":
             return _elementwise_loss(call)
+        if call.count == 1 and call.weights is None and call.kept_shape:
+            # A loss per position ((N, 1) with axis=-1): its sum is 0 + (p - t)^2 and its
+            # mean that divided by 1, the squared error itself (never -0): one pass, in
+            # the result dtype, instead of float64 sums and a division over as many.
+            errors = _elementwise_loss(call)
+            return errors.reshape(kept_as_one(call.shape, call.axes) if keepdims else call.kept_shape)
         denominator = _denominators(call) if call.reduction == "mean" else None
         return _finish(call, _sums(call), denominator, keepdims)
 

@@ -403,6 +403,31 @@ void row_tasks(Schedule& schedule, int64_t begin, int64_t end) {
     }
 }
 
+// `count` summed positions from `first`, of `width` neighbouring outputs, where the
+// summed positions lie along one dimension: each position adds its terms to acc[j] in
+// order, as across_output_tasks does, walking pointers instead of an odometer.
+template <Pass P, bool Weighted, bool Unit, typename T, typename Wt>
+inline void across_block(const Layout& l, const int64_t* base, const int64_t* js, const int64_t* rs, int64_t first,
+                         int64_t count, int width, const double* scale, double* acc) {
+    const T* p = static_cast<const T*>(l.data[kP]) + base[kP] + first * rs[kP];
+    const T* t = static_cast<const T*>(l.data[kT]) + base[kT] + first * rs[kT];
+    const Wt* w = Weighted ? static_cast<const Wt*>(l.data[kW]) + base[kW] + first * rs[kW] : nullptr;
+    T* out = kWrites<P> ? static_cast<T*>(l.data[kOut]) + base[kOut] + first * rs[kOut] : nullptr;
+    const int64_t sp = Unit ? 1 : js[kP], st = Unit ? 1 : js[kT];
+    const int64_t sw = Unit ? 1 : js[kW], so = Unit ? 1 : js[kOut];
+    for (int64_t i = 0; i < count; ++i) {
+        for (int j = 0; j < width; ++j) {
+            const double v = element<P, Weighted>(p + j * sp, t + j * st, Weighted ? w + j * sw : nullptr,
+                                                  kWrites<P> ? out + j * so : nullptr, scale[j]);
+            if constexpr (kReduces<P>) acc[j] += v;
+        }
+        p += rs[kP];
+        t += rs[kT];
+        if constexpr (Weighted) w += rs[kW];
+        if constexpr (kWrites<P>) out += rs[kOut];
+    }
+}
+
 // Tasks of across-output mode: a group of kOutputsPerTask neighbouring outputs along the
 // last kept dimension, over one chunk of their summed positions.
 template <Pass P, bool Weighted, typename T, typename Wt>
@@ -434,17 +459,20 @@ void across_output_tasks(Schedule& schedule, int64_t begin, int64_t end) {
                 scale[j] = static_cast<const double*>(l.data[kScale])[base[kScale] + j * js[kScale]];
         const int64_t lo = c * kChunk, hi = std::min(lo + kChunk, l.n_red);
         summed.seek(lo);
-        // One summed dimension (after merging, the common case): positions are a pointer
-        // step apart, so the odometer is not needed.
+        // One summed dimension (after merging, the common case).
         const bool single = l.ndim - l.n_kept == 1;
-        int64_t along[kOperands];
-        for (int k = 0; k < kOperands; ++k) along[k] = single ? lo * rs[k] : 0;
         Cascade<kOutputsPerTask> cascade;
         for (int64_t block = lo; block < hi; block += kRowBlock) {
             double acc[kOutputsPerTask] = {};
             const int64_t block_end = std::min(block + kRowBlock, hi);
-            for (int64_t pos = block; pos < block_end; ++pos) {
-                const Cursor<T, Wt> at = cursor_at<T, Wt>(l, base, single ? along : summed.offset);
+            if (single) {  // positions a pointer step apart: no odometer, no cursor per position
+                if (unit)
+                    across_block<P, Weighted, true, T, Wt>(l, base, js, rs, block, block_end - block, width, scale, acc);
+                else
+                    across_block<P, Weighted, false, T, Wt>(l, base, js, rs, block, block_end - block, width, scale, acc);
+            }
+            for (int64_t pos = single ? block_end : block; pos < block_end; ++pos) {
+                const Cursor<T, Wt> at = cursor_at<T, Wt>(l, base, summed.offset);
                 auto visit = [&](auto unit_tag) {
                     constexpr bool kUnit = decltype(unit_tag)::value;
                     const int64_t sp = kUnit ? 1 : js[kP], st = kUnit ? 1 : js[kT];
@@ -463,10 +491,7 @@ void across_output_tasks(Schedule& schedule, int64_t begin, int64_t end) {
                     visit(std::true_type{});
                 else
                     visit(std::false_type{});
-                if (single)
-                    for (int k = 0; k < kOperands; ++k) along[k] += rs[k];
-                else
-                    summed.advance(1);
+                summed.advance(1);
             }
             if constexpr (kReduces<P>) cascade.push(acc, width);
         }

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _backends, _gpu
-from ._plan import Operands, contiguous_plan, make_plan
+from ._plan import Operands, Plan, contiguous_plan, make_plan
 from ._resolve import Call, aligned, dense, kept_as_one, resolve
 from ._types import Axis
 
@@ -203,8 +203,32 @@ def _sums(call: Call) -> Any:
         plan = contiguous_plan(Operands(call.predictions, call.targets, loss=sums))
     else:
         plan = make_plan(call.shape, call.axes, call.operands(loss=sums))
-    _backend(call).reduce(plan)
+    _reduce(_backend(call), plan, fused=False)
     return sums
+
+
+# The longest rows the kernels sum as short rows (kBlock of cpp/kernels.hpp).
+_SHORT_ROW = 2048
+
+
+def _reduce(backend: _backends.Kernels, plan: Plan, fused: bool) -> None:
+    """``reduce`` (``reduce_and_grad`` if `fused`) over `plan`. A sum over everything whose
+    operands do not merge into one dimension (weights per sample, a target per column)
+    is taken in two stages on the CPU: each short row along the innermost dimension,
+    then the row sums in one flat pass; in one stage the kernels would walk one long
+    output across every row boundary."""
+    run = backend.reduce_and_grad if fused else backend.reduce
+    loss = plan.operands.loss
+    if plan.n_kept or len(plan.shape) < 2 or plan.shape[-1] > _SHORT_ROW or type(loss) is not np.ndarray:
+        run(plan)
+        return
+    rows = np.empty(plan.shape[:-1], _FLOAT64)
+    row_strides = (*(s // _FLOAT64.itemsize for s in rows.strides), 0)
+    strides = [*plan.strides[:4], row_strides, plan.strides[5]]
+    run(Plan(plan.shape, len(plan.shape) - 1, plan.operands._replace(loss=rows), strides))
+    flat = rows.reshape(-1)
+    total = Operands(flat, np.zeros((), _FLOAT64), loss=loss)
+    backend.reduce_difference(Plan((flat.size,), 0, total, ((1,), (0,), (), (), (0,), ())))
 
 
 def _backend(call: Call) -> _backends.Kernels:
@@ -288,8 +312,7 @@ def _gradient_into(call: Call, target: np.ndarray, scale: np.ndarray, sums: np.n
     """Writes the gradient into `target`, and the loss sums into `sums` in the same pass."""
     if call.predictions_broadcast:
         if sums is not None:  # first: the gradient may overwrite an input (out=predictions)
-            plan = make_plan(call.shape, call.axes, call.operands(loss=sums))
-            _backend(call).reduce(plan)
+            _reduce(_backend(call), make_plan(call.shape, call.axes, call.operands(loss=sums)), fused=False)
         _broadcast_gradient(call, scale, target)
         return
     operands = call.operands(out=target, loss=sums, scale=scale)
@@ -297,8 +320,10 @@ def _gradient_into(call: Call, target: np.ndarray, scale: np.ndarray, sums: np.n
         plan = contiguous_plan(operands)
     else:
         plan = make_plan(call.shape, call.axes, operands)
-    backend = _backend(call)
-    (backend.grad if sums is None else backend.reduce_and_grad)(plan)
+    if sums is None:
+        _backend(call).grad(plan)
+    else:
+        _reduce(_backend(call), plan, fused=True)
 
 
 def gradient_with_denominator(

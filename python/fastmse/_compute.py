@@ -19,7 +19,7 @@ from numpy.typing import ArrayLike
 
 from . import _backends, _gpu
 from ._plan import Operands, Plan, contiguous_plan, make_plan
-from ._resolve import Call, aligned, dense, kept_as_one, resolve
+from ._resolve import Call, aligned, dense, is_dense, kept_as_one, resolve
 from ._types import Axis
 
 _FLOAT64 = np.dtype(np.float64)
@@ -147,17 +147,19 @@ def _writable_target(out: Any, call: Call) -> Any:
     an input in any way other than being exactly `predictions` or `targets`, overlaps
     itself (a zero stride) or is not aligned."""
     xp = call.xp
-    if (
+    # A C-contiguous aligned NumPy array (the common `out`) has neither odd nor zero
+    # strides: only the overlap is left to check.
+    dense_host = type(out) is np.ndarray and is_dense(out.flags)
+    if not dense_host and (
         not aligned(out)
         or any(s % out.itemsize for s in out.strides)
         or any(s == 0 and n > 1 for s, n in zip(out.strides, out.shape, strict=True))
     ):
         return xp.empty(out.shape, out.dtype)
-    for name in ("predictions", "targets", "weights"):
-        source = getattr(call, name)
+    for source, exact_allowed in ((call.predictions, True), (call.targets, True), (call.weights, False)):
         if source is None or not xp.may_share_memory(out, source):
             continue
-        if name != "weights" and _same_view(out, source) and source.shape == call.predictions.shape:
+        if exact_allowed and _same_view(out, source) and source.shape == call.predictions.shape:
             continue
         return xp.empty(out.shape, out.dtype)
     return out

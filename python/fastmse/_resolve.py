@@ -150,15 +150,15 @@ def _broadcast_shape(p: np.ndarray, t: np.ndarray, w: np.ndarray | None) -> tupl
     return tuple(result)
 
 
-def _is_dense(flags: Any) -> bool:
+def is_dense(flags: Any) -> bool:
     """C-contiguous and aligned (NumPy flags): the layout of a one-dimension flat plan."""
     return bool(flags.c_contiguous and flags.aligned)
 
 
 def dense(array: Any) -> bool:
-    """:func:`_is_dense` for a host or GPU array."""
+    """:func:`is_dense` for a host or GPU array."""
     if isinstance(array, np.ndarray):
-        return _is_dense(array.flags)
+        return is_dense(array.flags)
     return bool(array.flags.c_contiguous) and aligned(array)
 
 
@@ -223,8 +223,8 @@ def resolve(
         and predictions.shape == targets.shape
         and type(reduction) is str
         and reduction in REDUCTIONS
-        and _is_dense(predictions.flags)
-        and _is_dense(targets.flags)
+        and is_dense(predictions.flags)
+        and is_dense(targets.flags)
     ):
         # The most common call, where Python overhead is most of the cost for small
         # arrays: the same Call as below, without the general checks it already passes.

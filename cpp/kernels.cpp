@@ -12,7 +12,9 @@
 //     each, so the inner loop runs along contiguous memory.
 //   * Task sums of one output are combined by the same cascade in task order.
 // Threads only decide who computes which task, so results are bitwise identical for
-// any thread count. The Numba backend (python/fastmse/_numba.py) mirrors this file.
+// any thread count. The Numba backend (python/fastmse/_numba.py) mirrors this file; the
+// short-row tasks and across_block here are faster walks of the same order, so Numba's
+// general walk gives the same bits without them.
 //
 // This file is compiled once per instruction set (FASTMSE_ISA names the copy and its
 // namespace; see CMakeLists.txt), and cpp/isa.cpp picks one at run time. So all code

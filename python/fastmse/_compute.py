@@ -238,6 +238,19 @@ def _backend(call: Call) -> _backends.Kernels:
     return _backends.current() if call.device is None else _backends.gpu()
 
 
+def _loss_per_position(call: Call) -> bool:
+    """Whether each output has one position and no weight ((N, 1) with axis=-1): its sum
+    is 0 + (p - t)^2 and its mean that divided by 1, the squared error itself (never -0)."""
+    return call.count == 1 and call.weights is None and bool(call.kept_shape)
+
+
+def _squared_errors(call: Call, keepdims: bool) -> Any:
+    """The loss of a call of :func:`_loss_per_position`: one squared-error pass in the
+    result dtype, instead of float64 sums and a division over as many."""
+    errors = _elementwise_loss(call)
+    return errors.reshape(kept_as_one(call.shape, call.axes) if keepdims else call.kept_shape)
+
+
 def loss(call: Call, keepdims: bool) -> Any:
     """The loss of `call`, as :func:`fastmse.mse` returns it."""
     if call.flat and call.reduction == "mean" and not keepdims and call.count and call.device is None:
@@ -248,12 +261,8 @@ def loss(call: Call, keepdims: bool) -> Any:
     with call.on_device():
         if call.reduction == "none":
             return _elementwise_loss(call)
-        if call.count == 1 and call.weights is None and call.kept_shape:
-            # A loss per position ((N, 1) with axis=-1): its sum is 0 + (p - t)^2 and its
-            # mean that divided by 1, the squared error itself (never -0): one pass, in
-            # the result dtype, instead of float64 sums and a division over as many.
-            errors = _elementwise_loss(call)
-            return errors.reshape(kept_as_one(call.shape, call.axes) if keepdims else call.kept_shape)
+        if _loss_per_position(call):
+            return _squared_errors(call, keepdims)
         denominator = _denominators(call) if call.reduction == "mean" else None
         return _finish(call, _sums(call), denominator, keepdims)
 
@@ -383,10 +392,14 @@ def _gradient_here(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tup
         # Without the loss, a zero denominator gives nan only where weights sum to zero.
         warn = with_loss or (call.weights is not None and call.predictions.size > 0)
         denominator = _denominators(call, warn) if call.reduction == "mean" else None
-        sums = call.xp.empty(call.kept_shape, _FLOAT64) if with_loss else None
-        _gradient_into(call, target, _scale(denominator, call.xp), sums)
-        if sums is not None:
-            result = _finish(call, sums, denominator, keepdims)
+        if with_loss and _loss_per_position(call):
+            result = _squared_errors(call, keepdims)  # first: the gradient may overwrite an input
+            _gradient_into(call, target, _scale(denominator, call.xp), None)
+        else:
+            sums = call.xp.empty(call.kept_shape, _FLOAT64) if with_loss else None
+            _gradient_into(call, target, _scale(denominator, call.xp), sums)
+            if sums is not None:
+                result = _finish(call, sums, denominator, keepdims)
     if target is not view:
         view[...] = target
     return result, out

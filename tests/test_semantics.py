@@ -152,3 +152,28 @@ def test_a_loss_per_position_is_the_squared_error(backend, dtype, reduction, kee
     assert loss.shape == ((300, 1) if keepdims else (300,))
     assert_matches(loss, expected.reshape(loss.shape), dtype)
     assert_same(loss, fused)
+
+
+@pytest.mark.parametrize("weights", [None, "per sample", "per column"], ids=["plain", "w per sample", "w per column"])
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "predictions"])
+def test_fused_loss_ignores_the_layout_of_out(backend, weights, layout):
+    """mse_and_grad's loss is bitwise mse's whatever `out` looks like in memory: an `out`
+    that keeps dimensions apart must not change how the loss is summed. The same holds for
+    an input that is a strided view of the same values."""
+    rng = np.random.default_rng(11)
+    p, t = rng.standard_normal((57, 9)), rng.standard_normal((57, 9))
+    w = {None: None, "per sample": rng.random((57, 1)), "per column": rng.random(9)}[weights]
+    expected = mse(p, t, weights=w)
+    out = {
+        "C": np.empty((57, 9)),
+        "F": np.empty((9, 57)).T,
+        "strided": np.empty((57, 18))[:, ::2],
+        "predictions": p.copy(),
+    }[layout]
+    predictions = out if layout == "predictions" else p
+    loss, grad = mse_and_grad(predictions, t, weights=w, out=out)
+    assert_same(loss, expected)
+    assert grad is out
+    wide = np.zeros((57, 18))
+    wide[:, ::2] = t
+    assert_same(mse(p, wide[:, ::2], weights=w), expected)

@@ -213,15 +213,23 @@ def _sums(call: Call) -> Any:
 _SHORT_ROW = 2048
 
 
+def _two_stage(plan: Plan) -> bool:
+    """Whether `plan` is summed in two stages (see :func:`_reduce`): a sum over everything
+    of short rows that do not merge because an input broadcasts (a zero stride), as
+    weights per sample or a target per column do. Read from the inputs' strides alone,
+    so that an `out` of any layout leaves the loss as it is."""
+    if plan.n_kept or len(plan.shape) < 2 or plan.shape[-1] > _SHORT_ROW or type(plan.operands.loss) is not np.ndarray:
+        return False
+    return any(0 in strides for strides in plan.strides[:3])
+
+
 def _reduce(backend: _backends.Kernels, plan: Plan, fused: bool) -> None:
-    """``reduce`` (``reduce_and_grad`` if `fused`) over `plan`. A sum over everything whose
-    operands do not merge into one dimension (weights per sample, a target per column)
-    is taken in two stages on the CPU: each short row along the innermost dimension,
-    then the row sums in one flat pass; in one stage the kernels would walk one long
-    output across every row boundary."""
+    """``reduce`` (``reduce_and_grad`` if `fused`) over `plan`. Where :func:`_two_stage`
+    says so, on the CPU: each short row along the innermost dimension, then the row sums
+    in one flat pass; in one stage the kernels would walk one long output across every
+    row boundary."""
     run = backend.reduce_and_grad if fused else backend.reduce
-    loss = plan.operands.loss
-    if plan.n_kept or len(plan.shape) < 2 or plan.shape[-1] > _SHORT_ROW or type(loss) is not np.ndarray:
+    if not _two_stage(plan):
         run(plan)
         return
     rows = np.empty(plan.shape[:-1], _FLOAT64)
@@ -229,7 +237,7 @@ def _reduce(backend: _backends.Kernels, plan: Plan, fused: bool) -> None:
     strides = [*plan.strides[:4], row_strides, plan.strides[5]]
     run(Plan(plan.shape, len(plan.shape) - 1, plan.operands._replace(loss=rows), strides))
     flat = rows.reshape(-1)
-    total = Operands(flat, np.zeros((), _FLOAT64), loss=loss)
+    total = Operands(flat, np.zeros((), _FLOAT64), loss=plan.operands.loss)
     backend.reduce_difference(Plan((flat.size,), 0, total, ((1,), (0,), (), (), (0,), ())))
 
 
@@ -331,10 +339,21 @@ def _gradient_into(call: Call, target: np.ndarray, scale: np.ndarray, sums: np.n
         plan = contiguous_plan(operands)
     else:
         plan = make_plan(call.shape, call.axes, operands)
+    backend = _backend(call)
     if sums is None:
-        _backend(call).grad(plan)
-    else:
-        _reduce(_backend(call), plan, fused=True)
+        backend.grad(plan)
+        return
+    # The loss is summed as mse sums it, from the inputs' plan: `out` may keep apart
+    # dimensions that the inputs merge (a 1-D plan merged everything, out included).
+    split = plan.n_kept == 0 and len(plan.shape) > 1
+    loss_plan = make_plan(call.shape, call.axes, call.operands(loss=sums)) if split else plan
+    if not _two_stage(loss_plan):
+        backend.reduce_and_grad(plan)  # one stage: the lane walk's order is the positions'
+    elif loss_plan.shape == plan.shape:
+        _reduce(backend, plan, fused=True)
+    else:  # the loss first: out may be predictions
+        _reduce(backend, loss_plan, fused=False)
+        backend.grad(plan)
 
 
 def gradient_with_denominator(

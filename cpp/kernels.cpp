@@ -316,11 +316,6 @@ void lane_tasks(Schedule& schedule, int64_t begin, int64_t end) {
     }
 }
 
-// Short rows: lane mode where each output's summed positions lie along one dimension
-// and fit in one block (at most kBlock), as in a loss per sample. The sum of a row is
-// then its one block, combine_lanes of its lanes, exactly what lane_tasks gives; here
-// a task is a range of outputs, walked along the last kept dimension without seeking,
-// so that rows of a few positions cost what their positions cost.
 // A contiguous row of K positions (weights: stride sw, 0 or 1), unrolled: the lanes and
 // their combination are those of run_lanes over the row.
 template <Pass P, bool Weighted, int K, typename T, typename Wt>
@@ -379,6 +374,11 @@ void fixed_row_range(Schedule& schedule, const Odometer& kept, int64_t run, cons
     }
 }
 
+// Short rows: lane mode where each output's summed positions lie along one dimension
+// and fit in one block (at most kBlock), as in a loss per sample. The sum of a row is
+// then its one block, combine_lanes of its lanes, exactly what lane_tasks gives; here
+// a task is a range of outputs, walked along the last kept dimension without seeking,
+// so that rows of a few positions cost what their positions cost.
 template <Pass P, bool Weighted, typename T, typename Wt>
 void row_tasks(Schedule& schedule, int64_t begin, int64_t end) {
     const Layout& l = schedule.layout;
@@ -405,16 +405,15 @@ void row_tasks(Schedule& schedule, int64_t begin, int64_t end) {
     }
 }
 
-// `count` summed positions from `first`, of `width` neighbouring outputs, where the
-// summed positions lie along one dimension: each position adds its terms to acc[j] in
-// order, as across_output_tasks does, walking pointers instead of an odometer.
+// `count` summed positions, `rs` apart, from `offset` past `base`, of `width` neighbouring
+// outputs: each position adds its terms to acc[j] in order, as across_output_tasks needs.
 template <Pass P, bool Weighted, bool Unit, typename T, typename Wt>
-inline void across_block(const Layout& l, const int64_t* base, const int64_t* js, const int64_t* rs, int64_t first,
-                         int64_t count, int width, const double* scale, double* acc) {
-    const T* p = static_cast<const T*>(l.data[kP]) + base[kP] + first * rs[kP];
-    const T* t = static_cast<const T*>(l.data[kT]) + base[kT] + first * rs[kT];
-    const Wt* w = Weighted ? static_cast<const Wt*>(l.data[kW]) + base[kW] + first * rs[kW] : nullptr;
-    T* out = kWrites<P> ? static_cast<T*>(l.data[kOut]) + base[kOut] + first * rs[kOut] : nullptr;
+inline void across_block(const Layout& l, const int64_t* base, const int64_t* offset, const int64_t* js,
+                         const int64_t* rs, int64_t count, int width, const double* scale, double* acc) {
+    const T* p = static_cast<const T*>(l.data[kP]) + base[kP] + offset[kP];
+    const T* t = static_cast<const T*>(l.data[kT]) + base[kT] + offset[kT];
+    const Wt* w = Weighted ? static_cast<const Wt*>(l.data[kW]) + base[kW] + offset[kW] : nullptr;
+    T* out = kWrites<P> ? static_cast<T*>(l.data[kOut]) + base[kOut] + offset[kOut] : nullptr;
     const int64_t sp = Unit ? 1 : js[kP], st = Unit ? 1 : js[kT];
     const int64_t sw = Unit ? 1 : js[kW], so = Unit ? 1 : js[kOut];
     for (int64_t i = 0; i < count; ++i) {
@@ -467,33 +466,18 @@ void across_output_tasks(Schedule& schedule, int64_t begin, int64_t end) {
         for (int64_t block = lo; block < hi; block += kRowBlock) {
             double acc[kOutputsPerTask] = {};
             const int64_t block_end = std::min(block + kRowBlock, hi);
-            if (single) {  // positions a pointer step apart: no odometer, no cursor per position
+            auto sweep = [&](const int64_t* offset, int64_t count) {
                 if (unit)
-                    across_block<P, Weighted, true, T, Wt>(l, base, js, rs, block, block_end - block, width, scale, acc);
+                    across_block<P, Weighted, true, T, Wt>(l, base, offset, js, rs, count, width, scale, acc);
                 else
-                    across_block<P, Weighted, false, T, Wt>(l, base, js, rs, block, block_end - block, width, scale, acc);
-            }
-            for (int64_t pos = single ? block_end : block; pos < block_end; ++pos) {
-                const Cursor<T, Wt> at = cursor_at<T, Wt>(l, base, summed.offset);
-                auto visit = [&](auto unit_tag) {
-                    constexpr bool kUnit = decltype(unit_tag)::value;
-                    const int64_t sp = kUnit ? 1 : js[kP], st = kUnit ? 1 : js[kT];
-                    const int64_t sw = kUnit ? 1 : js[kW], so = kUnit ? 1 : js[kOut];
-                    for (int j = 0; j < width; ++j) {
-                        const Wt* w = nullptr;
-                        T* out = nullptr;
-                        if constexpr (Weighted) w = at.w + j * sw;
-                        if constexpr (kWrites<P>) out = at.out + j * so;
-                        const double v =
-                            element<P, Weighted>(at.p + j * sp, at.t + j * st, w, out, scale[j]);
-                        if constexpr (kReduces<P>) acc[j] += v;
-                    }
-                };
-                if (unit)
-                    visit(std::true_type{});
-                else
-                    visit(std::false_type{});
-                summed.advance(1);
+                    across_block<P, Weighted, false, T, Wt>(l, base, offset, js, rs, count, width, scale, acc);
+            };
+            if (single) {  // positions a pointer step apart: the whole block in one sweep
+                int64_t offset[kOperands];
+                for (int k = 0; k < kOperands; ++k) offset[k] = block * rs[k];
+                sweep(offset, block_end - block);
+            } else {
+                for (int64_t pos = block; pos < block_end; ++pos, summed.advance(1)) sweep(summed.offset, 1);
             }
             if constexpr (kReduces<P>) cascade.push(acc, width);
         }

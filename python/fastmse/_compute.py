@@ -198,14 +198,18 @@ def _elementwise_loss(call: Call) -> Any:
     return errors[()] if errors.ndim == 0 and call.device is None else errors
 
 
+def _loss_plan(call: Call, sums: Any) -> Plan:
+    """The plan over which mse sums the loss of `call` into `sums`: that of the inputs
+    alone, whatever `out` a fused pass writes."""
+    if call.flat:
+        return contiguous_plan(Operands(call.predictions, call.targets, loss=sums))
+    return make_plan(call.shape, call.axes, call.operands(loss=sums))
+
+
 def _sums(call: Call) -> Any:
     """sum(w * (p - t) ** 2) over the call's axes, in float64, shaped `kept_shape`."""
     sums = call.xp.empty(call.kept_shape, _FLOAT64)
-    if call.flat:
-        plan = contiguous_plan(Operands(call.predictions, call.targets, loss=sums))
-    else:
-        plan = make_plan(call.shape, call.axes, call.operands(loss=sums))
-    _reduce(_backend(call), plan, fused=False)
+    _reduce(_backend(call), _loss_plan(call, sums), fused=False)
     return sums
 
 
@@ -331,7 +335,7 @@ def _gradient_into(call: Call, target: np.ndarray, scale: np.ndarray, sums: np.n
     """Writes the gradient into `target`, and the loss sums into `sums` in the same pass."""
     if call.predictions_broadcast:
         if sums is not None:  # first: the gradient may overwrite an input (out=predictions)
-            _reduce(_backend(call), make_plan(call.shape, call.axes, call.operands(loss=sums)), fused=False)
+            _reduce(_backend(call), _loss_plan(call, sums), fused=False)
         _broadcast_gradient(call, scale, target)
         return
     operands = call.operands(out=target, loss=sums, scale=scale)
@@ -346,7 +350,7 @@ def _gradient_into(call: Call, target: np.ndarray, scale: np.ndarray, sums: np.n
     # The loss is summed as mse sums it, from the inputs' plan: `out` may keep apart
     # dimensions that the inputs merge (a 1-D plan merged everything, out included).
     split = plan.n_kept == 0 and len(plan.shape) > 1
-    loss_plan = make_plan(call.shape, call.axes, call.operands(loss=sums)) if split else plan
+    loss_plan = _loss_plan(call, sums) if split else plan
     if not _two_stage(loss_plan):
         backend.reduce_and_grad(plan)  # one stage: the lane walk's order is the positions'
     elif loss_plan.shape == plan.shape:

@@ -75,3 +75,11 @@ def test_bench_shapes_reports_every_family():
     assert len(rows) % 3 == 0
     for call in ("mse ", "mse_grad(out=)", "mse_and_grad(out=)"):
         assert sum(call in line for line in rows) == len(rows) // 3
+
+
+@pytest.mark.parametrize("option", [["--device", "gpu"], ["--dtype", "float64"], ["--json", "figures.json"]])
+def test_bench_shapes_refuses_options_it_does_not_take(option):
+    result = _fastmse("bench", "--shapes", *option)
+    assert result.returncode == 2
+    assert "--shapes" in result.stderr
+    assert option[1] in result.stderr

@@ -51,6 +51,17 @@ def main(argv: list[str] | None = None) -> int:
 
         return _eval.main(args)
     if args.shapes:
+        refused = [
+            f"{name} {value}"
+            for name, value, default in (
+                ("--device", args.device, "cpu"),
+                ("--dtype", args.dtype, "float32"),
+                ("--json", args.json_path, None),
+            )
+            if value != default
+        ]
+        if refused:
+            parser.error(f"--shapes times its own shapes on the CPU and prints them; it takes no {', '.join(refused)}")
         from . import _bench_shapes
 
         print(_bench_shapes.run(args.size or 1 << 22, args.repeat, args.threads))

@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "kernels.hpp"
 
@@ -17,7 +18,21 @@
 #include "kernels.cuh"
 #endif
 
+// The same file builds fastmse._core and, with FASTMSE_CUDA_HOST_MODEL, the test-only
+// fastmse._cuda_host: the CUDA entry points of cuda/kernels.cu compiled for the host
+// (cuda/host_model.hpp), with nothing of the CPU kernels.
+#ifdef FASTMSE_CUDA_HOST_MODEL
+#define FASTMSE_MODULE _cuda_host
+#else
+#define FASTMSE_MODULE _core
+#endif
+
 namespace py = pybind11;
+
+#ifdef FASTMSE_CUDA_HOST_MODEL
+// tests/host_model_faults.cpp: kernels that break CUDA's rules, and one that keeps them.
+std::vector<double> run_host_model_case(const std::string& name, int blocks);
+#endif
 
 namespace {
 
@@ -160,6 +175,7 @@ Problem read_problem(ProblemStorage& storage, py::handle shape_seq, int n_kept, 
     return problem;
 }
 
+#ifndef FASTMSE_CUDA_HOST_MODEL
 using Kernel = void (*)(const Problem&);
 
 // A CPU pass on NumPy arrays, with the GIL released.
@@ -178,6 +194,7 @@ void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle stride
     py::gil_scoped_release release;
     K(problem);
 }
+#endif
 
 #ifdef FASTMSE_WITH_CUDA
 using DeviceKernel = void (*)(const Problem&, void*, int, std::uintptr_t);
@@ -203,10 +220,11 @@ void run_device(py::handle shape, int n_kept, py::handle operands, py::handle st
 py::dict build_info() {
     py::dict info;
     info["compiler"] = FASTMSE_COMPILER;
-    info["openmp"] = fastmse::built_with_openmp();
 #ifdef _OPENMP
+    info["openmp"] = true;
     info["openmp_version"] = _OPENMP;
 #else
+    info["openmp"] = false;
     info["openmp_version"] = py::none();
 #endif
 #ifdef FASTMSE_WITH_CUDA
@@ -231,15 +249,8 @@ py::dict build_info() {
     return info;
 }
 
-}  // namespace
-
-PYBIND11_MODULE(_core, m) {
-    m.doc() = "fastmse's compiled kernels (private: use the fastmse package).";
-    init_dtype_numbers();
-    py::dict scalar_types;
-    for (std::size_t k = 0; k < std::size(kScalarTypes); ++k)
-        scalar_types[kScalarTypeNames[k]] = static_cast<int>(kScalarTypes[k]);
-    m.attr("scalar_types") = scalar_types;
+#ifndef FASTMSE_CUDA_HOST_MODEL
+void bind_cpu(py::module_& m) {
     const char* signature_doc =
         "(shape, n_kept, arrays, strides): arrays and element strides of predictions, "
         "targets, weights, out, loss, scale; None where absent.";
@@ -248,37 +259,6 @@ PYBIND11_MODULE(_core, m) {
     m.def("reduce_and_grad", &run_host<fastmse::reduce_and_grad>, signature_doc);
     m.def("squared_error", &run_host<fastmse::squared_error>, signature_doc);
     m.def("reduce_difference", &run_host<fastmse::reduce_difference>, signature_doc);
-#ifdef FASTMSE_WITH_CUDA
-    const char* device_doc =
-        "(shape, n_kept, operands, strides, workspace, device, stream): (device pointer, scalar_types code) "
-        "or None for predictions, targets, weights, out, loss, scale; queued on `stream` of `device`.";
-    m.def("cuda_reduce", &run_device<fastmse::cuda::reduce>, device_doc);
-    m.def("cuda_grad", &run_device<fastmse::cuda::grad>, device_doc);
-    m.def("cuda_reduce_and_grad", &run_device<fastmse::cuda::reduce_and_grad>, device_doc);
-    m.def("cuda_squared_error", &run_device<fastmse::cuda::squared_error>, device_doc);
-    m.def("cuda_reduce_difference", &run_device<fastmse::cuda::reduce_difference>, device_doc);
-    m.attr("cuda_max_dims") = fastmse::cuda::kMaxDims;
-    m.def(
-        "cuda_stream_read",
-        [](std::uintptr_t data, int64_t bytes, std::uintptr_t sink, int device, std::uintptr_t stream) {
-            py::gil_scoped_release release;
-            fastmse::cuda::stream_read(reinterpret_cast<const void*>(data), bytes,
-                                       reinterpret_cast<uint64_t*>(sink), device, stream);
-        },
-        py::arg("data"), py::arg("bytes"), py::arg("sink"), py::arg("device"), py::arg("stream"),
-        "Read `bytes` of device memory once (the GPU bandwidth probe); sink: 8 bytes of device memory.");
-    m.def("cuda_device_count", &fastmse::cuda::device_count);
-    m.def("cuda_can_run", &fastmse::cuda::can_run, py::arg("device"),
-          "Whether the compiled kernels run on `device` (architecture and driver).");
-    m.def(
-        "cuda_workspace_bytes",
-        [](py::handle shape_seq, int n_kept) {
-            int64_t shape[fastmse::kMaxDims];
-            const std::size_t ndim = read_shape(shape_seq, n_kept, shape);
-            return fastmse::cuda::workspace_bytes(shape, static_cast<int>(ndim), n_kept);
-        },
-        py::arg("shape"), py::arg("n_kept"), "Device scratch bytes a reducing GPU pass over `shape` needs.");
-#endif
     m.def(
         "stream_read",
         [](const py::array& array) {
@@ -303,5 +283,72 @@ PYBIND11_MODULE(_core, m) {
         "Instruction sets of the kernel copies this CPU runs, least capable first.");
     m.def("set_num_threads", &fastmse::set_num_threads, py::arg("n"));
     m.def("get_num_threads", &fastmse::get_num_threads);
+}
+#endif
+
+#ifdef FASTMSE_WITH_CUDA
+void bind_cuda(py::module_& m) {
+    const char* device_doc =
+        "(shape, n_kept, operands, strides, workspace, device, stream): (device pointer, scalar_types code) "
+        "or None for predictions, targets, weights, out, loss, scale; queued on `stream` of `device`.";
+    m.def("cuda_reduce", &run_device<fastmse::cuda::reduce>, device_doc);
+    m.def("cuda_grad", &run_device<fastmse::cuda::grad>, device_doc);
+    m.def("cuda_reduce_and_grad", &run_device<fastmse::cuda::reduce_and_grad>, device_doc);
+    m.def("cuda_squared_error", &run_device<fastmse::cuda::squared_error>, device_doc);
+    m.def("cuda_reduce_difference", &run_device<fastmse::cuda::reduce_difference>, device_doc);
+    m.attr("cuda_max_dims") = fastmse::cuda::kMaxDims;
+    m.def(
+        "cuda_stream_read",
+        [](std::uintptr_t data, int64_t bytes, std::uintptr_t sink, int device, std::uintptr_t stream) {
+            py::gil_scoped_release release;
+            fastmse::cuda::stream_read(reinterpret_cast<const void*>(data), bytes,
+                                       reinterpret_cast<uint64_t*>(sink), device, stream);
+        },
+        py::arg("data"), py::arg("bytes"), py::arg("sink"), py::arg("device"), py::arg("stream"),
+        "Read `bytes` of device memory once (the GPU bandwidth probe); sink: 8 bytes of device memory.");
+    m.def("cuda_device_count", &fastmse::cuda::device_count);
+    m.def("cuda_driver_version", &fastmse::cuda::driver_version,
+          "The CUDA version the driver supports (e.g. 12080), 0 where there is no driver.");
+    m.def("cuda_can_run", &fastmse::cuda::can_run, py::arg("device"),
+          "Whether the compiled kernels run on `device` (architecture and driver).");
+    m.def(
+        "cuda_workspace_bytes",
+        [](py::handle shape_seq, int n_kept) {
+            int64_t shape[fastmse::kMaxDims];
+            const std::size_t ndim = read_shape(shape_seq, n_kept, shape);
+            return fastmse::cuda::workspace_bytes(shape, static_cast<int>(ndim), n_kept);
+        },
+        py::arg("shape"), py::arg("n_kept"), "Device scratch bytes a reducing GPU pass over `shape` needs.");
+}
+#endif
+
+#ifdef FASTMSE_CUDA_HOST_MODEL
+void bind_host_model(py::module_& m) {
+    m.def("set_multiprocessor_count", &fastmse::host_model::set_multiprocessor_count, py::arg("count"),
+          "The emulated device's multiprocessor count (the kernels' grid sizes follow it).");
+    m.def("multiprocessor_count", &fastmse::host_model::multiprocessor_count);
+    m.def("run_host_model_case", &run_host_model_case, py::arg("name"), py::arg("blocks"),
+          "Runs one kernel of tests/host_model_faults.cpp; RuntimeError where the host model refuses it.");
+}
+#endif
+
+}  // namespace
+
+PYBIND11_MODULE(FASTMSE_MODULE, m) {
+    m.doc() = "fastmse's compiled kernels (private: use the fastmse package).";
+    init_dtype_numbers();
+    py::dict scalar_types;
+    for (std::size_t k = 0; k < std::size(kScalarTypes); ++k)
+        scalar_types[kScalarTypeNames[k]] = static_cast<int>(kScalarTypes[k]);
+    m.attr("scalar_types") = scalar_types;
+#ifndef FASTMSE_CUDA_HOST_MODEL
+    bind_cpu(m);
+#endif
+#ifdef FASTMSE_WITH_CUDA
+    bind_cuda(m);
+#endif
+#ifdef FASTMSE_CUDA_HOST_MODEL
+    bind_host_model(m);
+#endif
     m.def("build_info", &build_info);
 }

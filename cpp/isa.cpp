@@ -118,12 +118,4 @@ int get_num_threads() {
 #endif
 }
 
-bool built_with_openmp() {
-#ifdef _OPENMP
-    return true;
-#else
-    return false;
-#endif
-}
-
 }  // namespace fastmse

@@ -30,6 +30,7 @@
 #include "half.hpp"
 #include "kernel_set.hpp"
 #include "layout.hpp"
+#include "position.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -42,23 +43,7 @@
 #define FASTMSE_STRINGIFY(x) FASTMSE_STRINGIFY_(x)
 
 namespace fastmse {
-namespace FASTMSE_ISA {
 namespace {
-
-template <typename T>
-struct Scalar;
-
-template <>
-struct Scalar<float> {
-    static double load(float x) { return x; }
-    static float store(double v) { return static_cast<float>(v); }
-};
-
-template <>
-struct Scalar<double> {
-    static double load(double x) { return x; }
-    static double store(double v) { return v; }
-};
 
 template <>
 struct Scalar<Half> {
@@ -66,18 +51,14 @@ struct Scalar<Half> {
     static Half store(double v) { return double_to_half(v); }
 };
 
-enum class Pass { reduce, grad, reduce_and_grad, squared_error, reduce_difference };
+}  // namespace
+
+namespace FASTMSE_ISA {
+namespace {
 
 constexpr int64_t kPrefetchDistance = 1024;  // elements
 
-// Whether pass P sums into loss, and whether it writes `out`.
-template <Pass P>
-inline constexpr bool kReduces = P == Pass::reduce || P == Pass::reduce_and_grad || P == Pass::reduce_difference;
-template <Pass P>
-inline constexpr bool kWrites = P == Pass::grad || P == Pass::reduce_and_grad || P == Pass::squared_error;
-
-// The arithmetic of one position, in the order the Numba kernels mirror:
-// d = p - t; loss term (w * d) * d; gradient term (scale * w) * d; difference term w * d.
+// The loads of one position; its arithmetic is cpp/position.hpp's.
 template <typename T>
 inline double difference(const T* p, const T* t) {
     return Scalar<T>::load(*p) - Scalar<T>::load(*t);
@@ -89,27 +70,12 @@ inline double weight_at(const Wt* w) {
     return 1.0;
 }
 
-// Writes `out` where the pass does (squared error or gradient).
-template <Pass P, typename T>
-inline void write(T* out, double scale, double weight, double d) {
-    if constexpr (P == Pass::squared_error) *out = Scalar<T>::store(weight * d * d);
-    if constexpr (P == Pass::grad || P == Pass::reduce_and_grad) *out = Scalar<T>::store(scale * weight * d);
-}
-
-// What a reducing pass adds up at one position.
-template <Pass P>
-inline double term(double weight, double d) {
-    if constexpr (P == Pass::reduce_difference) return weight * d;
-    return weight * d * d;
-}
-
 // One position: writes `out` where the pass does and returns its share of the sum.
 template <Pass P, bool Weighted, typename T, typename Wt>
 inline double element(const T* p, const T* t, const Wt* w, T* out, double scale) {
     const double d = difference(p, t);
     const double weight = weight_at<Weighted>(w);
-    write<P>(out, scale, weight, d);
-    return term<P>(weight, d);
+    return apply<P>(d, weight, scale, out);
 }
 
 // Asks for the inputs kPrefetchDistance elements ahead: the hardware prefetcher alone

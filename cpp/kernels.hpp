@@ -74,6 +74,5 @@ const char* const* runnable_isas();
 // (OMP_NUM_THREADS, omp_set_num_threads, threadpoolctl).
 void set_num_threads(int n);
 int get_num_threads();
-bool built_with_openmp();
 
 }  // namespace fastmse

@@ -15,17 +15,37 @@
 // Sums are float64 whatever the data's dtype; the arithmetic of a position is the CPU
 // kernels' (cpp/kernels.cpp), in the same order, and nvcc is told not to contract it
 // into FMAs (CMakeLists.txt), so results stay within rounding of the CPU's.
+//
+// Compiled by nvcc for GPUs, and by the host C++ compiler against cuda/host_model.hpp
+// (CUDA's execution model on the CPU) into the test-only module fastmse._cuda_host: the
+// same source, run in CI where there is no GPU.
+#ifdef __CUDACC__
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#else
+#include "host_model.hpp"
+#endif
 
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 
+#include "../cpp/position.hpp"
 #include "kernels.cuh"
 
-namespace fastmse::cuda {
+namespace fastmse {
+namespace {
+
+template <>
+struct Scalar<__half> {
+    __device__ static double load(__half x) { return __half2float(x); }
+    __device__ static __half store(double v) { return __double2half(v); }  // rounded once
+};
+
+}  // namespace
+
+namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
@@ -34,12 +54,6 @@ constexpr int kItems = 16;                        // positions per thread per ti
 constexpr int64_t kTilePositions = int64_t{kThreads} * kItems;  // summed positions per tile
 constexpr int64_t kSerialMax = 256;               // positions an output may have to be summed by one thread
 constexpr int kBlocksPerSm = 8;                   // grid-stride loops run on this many blocks per SM
-
-enum class Pass { reduce, grad, reduce_and_grad, squared_error, reduce_difference };
-
-// Whether pass P sums into loss (as in cpp/kernels.cpp).
-template <Pass P>
-constexpr bool kReduces = P == Pass::reduce || P == Pass::reduce_and_grad || P == Pass::reduce_difference;
 
 enum OperandIndex { kP, kT, kW, kOut, kLoss, kScale, kOperands };
 
@@ -65,27 +79,6 @@ struct Operands {
 };
 
 template <typename T>
-struct Scalar;
-
-template <>
-struct Scalar<float> {
-    __device__ static double load(float x) { return x; }
-    __device__ static float store(double v) { return __double2float_rn(v); }
-};
-
-template <>
-struct Scalar<double> {
-    __device__ static double load(double x) { return x; }
-    __device__ static double store(double v) { return v; }
-};
-
-template <>
-struct Scalar<__half> {
-    __device__ static double load(__half x) { return __half2float(x); }
-    __device__ static __half store(double v) { return __double2half(v); }  // rounded once
-};
-
-template <typename T>
 constexpr int kVector = 16 / static_cast<int>(sizeof(T));
 
 template <typename T>
@@ -93,17 +86,6 @@ __device__ inline double weight_at(const Operands& a, int64_t offset) {
     if (a.w == nullptr) return 1.0;
     if (a.wide_weights) return static_cast<const double*>(a.w)[offset];
     return Scalar<T>::load(static_cast<const T*>(a.w)[offset]);
-}
-
-// One position, given its difference and weight: writes `out` where the pass does and
-// returns its share of the sum. d = p - t; loss term (w * d) * d; gradient term
-// (scale * w) * d; difference term w * d, as in cpp/kernels.cpp.
-template <Pass P, typename T>
-__device__ inline double apply(double d, double weight, double scale, T* out) {
-    if constexpr (P == Pass::grad || P == Pass::reduce_and_grad) *out = Scalar<T>::store(scale * weight * d);
-    if constexpr (P == Pass::squared_error) *out = Scalar<T>::store(weight * d * d);
-    if constexpr (P == Pass::reduce_difference) return weight * d;
-    return weight * d * d;
 }
 
 // Position at element offsets `off` (strided problems).
@@ -385,6 +367,17 @@ Launch prepare(const Problem& problem) {
     return launch;
 }
 
+// Every launch goes through here: <<<>>> under nvcc, the host model's launcher otherwise,
+// so that the kernels keep one source.
+template <auto Kernel, typename... Args>
+void launch_kernel(unsigned blocks, cudaStream_t stream, const Args&... args) {
+#ifdef __CUDACC__
+    Kernel<<<blocks, kThreads, 0, stream>>>(args...);
+#else
+    host_model::launch<Kernel>(blocks, kThreads, stream, args...);
+#endif
+}
+
 int64_t tiles_of(int64_t n_red) { return (n_red + kTilePositions - 1) / kTilePositions; }
 
 template <Pass P, typename T>
@@ -394,21 +387,21 @@ void launch_typed(const Launch& launch, double* partials, int limit, cudaStream_
     if constexpr (!kReduces<P>) {
         const unsigned blocks = blocks_for(g.n_out * g.n_red, int64_t{kThreads} * kVector<T>, limit);
         if (launch.flat)
-            map_kernel<P, T, true><<<blocks, kThreads, 0, stream>>>(g, a);
+            launch_kernel<map_kernel<P, T, true>>(blocks, stream, g, a);
         else
-            map_kernel<P, T, false><<<blocks, kThreads, 0, stream>>>(g, a);
+            launch_kernel<map_kernel<P, T, false>>(blocks, stream, g, a);
     } else if (g.n_red <= kSerialMax) {
-        serial_kernel<P, T><<<blocks_for(g.n_out, kThreads, limit), kThreads, 0, stream>>>(g, a);
+        launch_kernel<serial_kernel<P, T>>(blocks_for(g.n_out, kThreads, limit), stream, g, a);
     } else {
         const int64_t tiles = tiles_of(g.n_red);
         if (partials == nullptr) throw std::invalid_argument("fastmse: a reducing GPU pass needs its workspace");
         const unsigned blocks = blocks_for(g.n_out * tiles, 1, limit);
         if (launch.flat)
-            tile_kernel<P, T, true><<<blocks, kThreads, 0, stream>>>(g, a, tiles, partials);
+            launch_kernel<tile_kernel<P, T, true>>(blocks, stream, g, a, tiles, partials);
         else
-            tile_kernel<P, T, false><<<blocks, kThreads, 0, stream>>>(g, a, tiles, partials);
+            launch_kernel<tile_kernel<P, T, false>>(blocks, stream, g, a, tiles, partials);
         check(cudaGetLastError(), "a kernel launch");
-        if (a.loss) finish_kernel<<<blocks_for(g.n_out, 1, limit), kThreads, 0, stream>>>(g, partials, tiles, a.loss);
+        if (a.loss) launch_kernel<finish_kernel>(blocks_for(g.n_out, 1, limit), stream, g, static_cast<const double*>(partials), tiles, a.loss);
     }
     check(cudaGetLastError(), "a kernel launch");
 }
@@ -453,8 +446,8 @@ void stream_read(const void* data, int64_t bytes, uint64_t* sink, int device, st
     (void)cudaGetLastError();
     const int64_t n = bytes / 16;
     const auto* tail = static_cast<const unsigned char*>(data) + n * 16;
-    read_kernel<<<blocks_for(n, kThreads, grid_limit(device)), kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
-        static_cast<const uint4*>(data), n, tail, bytes - n * 16, sink);
+    launch_kernel<read_kernel>(blocks_for(n, kThreads, grid_limit(device)), reinterpret_cast<cudaStream_t>(stream),
+                        static_cast<const uint4*>(data), n, tail, bytes - n * 16, sink);
     check(cudaGetLastError(), "stream_read");
 }
 
@@ -491,8 +484,18 @@ int device_count() {
     return count;
 }
 
+int driver_version() {
+    int version = 0;
+    if (cudaDriverGetVersion(&version) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return version;
+}
+
 int runtime_version() { return CUDART_VERSION; }
 
 std::string architectures() { return FASTMSE_CUDA_ARCHITECTURES; }
 
-}  // namespace fastmse::cuda
+}  // namespace cuda
+}  // namespace fastmse

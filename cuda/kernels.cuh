@@ -39,9 +39,19 @@ void stream_read(const void* data, int64_t bytes, uint64_t* sink, int device, st
 
 // 0 where there is no driver or no device (never throws).
 int device_count();
+// The CUDA version the installed driver supports (e.g. 12080); 0 where there is none.
+int driver_version();
 // The CUDA runtime version this module was built with (e.g. 13000).
 int runtime_version();
 // The architectures compiled in, comma-separated (e.g. "75-real,80-real,...").
 std::string architectures();
 
 }  // namespace fastmse::cuda
+
+#ifdef FASTMSE_CUDA_HOST_MODEL
+// The test-only build's emulated device (cuda/host_model.hpp).
+namespace fastmse::host_model {
+void set_multiprocessor_count(int count);
+int multiprocessor_count();
+}  // namespace fastmse::host_model
+#endif

@@ -3,7 +3,11 @@ promises per dtype."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import pytest
+from fastmse import mse_grad
 
 
 def assert_matches(actual, expected, dtype, magnitude=None) -> None:
@@ -36,3 +40,28 @@ def assert_same(first, second) -> None:
     assert type(first) is type(second), (type(first), type(second))
     assert np.asarray(first).dtype == np.asarray(second).dtype
     np.testing.assert_array_equal(first, second, strict=True)
+
+
+def empty_mean(predictions, targets, kwargs) -> bool:
+    """Whether the 'mean over nothing' warning of docs/semantics.rst (Types and precision)
+    is due for this call."""
+    if kwargs["reduction"] != "mean":
+        return False
+    shape = np.broadcast_shapes(np.shape(predictions), np.shape(targets))
+    weights = kwargs.get("weights")
+    w = np.ones(shape) if weights is None else np.broadcast_to(np.asarray(weights), shape)
+    return bool(np.any(np.sum(w, axis=kwargs.get("axis")) == 0))
+
+
+def call(function, predictions, targets, kwargs, host=None):
+    """function(predictions, targets, **kwargs), expecting the 'mean over' warning exactly
+    where it is due and no other warning. `host`: the (predictions, targets, kwargs) of NumPy
+    arrays that GPU arrays copy, to decide that from."""
+    p, t, k = (predictions, targets, kwargs) if host is None else host
+    nan_expected = empty_mean(p, t, k) and (function is not mse_grad or ("weights" in k and np.size(p) > 0))
+    if nan_expected:
+        with pytest.warns(RuntimeWarning, match="mean over"):
+            return function(predictions, targets, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return function(predictions, targets, **kwargs)

@@ -2,46 +2,21 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import reference
-from checks import assert_matches, assert_same
+from checks import assert_matches, assert_same, call
 from fastmse import mse, mse_and_grad, mse_grad
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import calls
 
 
-def _empty_mean(predictions, targets, kwargs) -> bool:
-    """Whether the 'mean over nothing' warning of docs/semantics.rst (Types and precision)
-    is due for this call."""
-    if kwargs["reduction"] != "mean":
-        return False
-    shape = np.broadcast_shapes(predictions.shape, targets.shape)
-    weights = kwargs.get("weights")
-    w = np.ones(shape) if weights is None else np.broadcast_to(weights, shape)
-    return bool(np.any(np.sum(w, axis=kwargs.get("axis")) == 0))
-
-
-def _call(function, predictions, targets, kwargs):
-    nan_expected = _empty_mean(predictions, targets, kwargs) and (
-        function is not mse_grad or ("weights" in kwargs and np.size(predictions) > 0)
-    )
-    if nan_expected:
-        with pytest.warns(RuntimeWarning, match="mean over"):
-            return function(predictions, targets, **kwargs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return function(predictions, targets, **kwargs)
-
-
 @given(case=calls(), keepdims=st.booleans())
 def test_loss_matches_reference(backend, case, keepdims):
     predictions, targets, kwargs = case
     dtype = reference.result_dtype(predictions, targets)
-    result = _call(mse, predictions, targets, {**kwargs, "keepdims": keepdims})
+    result = call(mse, predictions, targets, {**kwargs, "keepdims": keepdims})
     expected = reference.loss(predictions, targets, keepdims=keepdims and kwargs["reduction"] != "none", **kwargs)
     assert_matches(result, expected, dtype)
     if np.ndim(expected) == 0:
@@ -54,7 +29,7 @@ def test_loss_matches_reference(backend, case, keepdims):
 def test_gradient_matches_reference(backend, case):
     predictions, targets, kwargs = case
     dtype = reference.result_dtype(predictions, targets)
-    result = _call(mse_grad, predictions, targets, kwargs)
+    result = call(mse_grad, predictions, targets, kwargs)
     expected = reference.grad(predictions, targets, **kwargs)
     magnitude = reference.grad(predictions, targets, absolute=True, **kwargs)
     assert isinstance(result, np.ndarray)
@@ -64,9 +39,9 @@ def test_gradient_matches_reference(backend, case):
 @given(case=calls(), keepdims=st.booleans())
 def test_fused_equals_separate_calls(backend, case, keepdims):
     predictions, targets, kwargs = case
-    loss, grad = _call(mse_and_grad, predictions, targets, {**kwargs, "keepdims": keepdims})
-    assert_same(loss, _call(mse, predictions, targets, {**kwargs, "keepdims": keepdims}))
-    assert_same(grad, _call(mse_grad, predictions, targets, kwargs))
+    loss, grad = call(mse_and_grad, predictions, targets, {**kwargs, "keepdims": keepdims})
+    assert_same(loss, call(mse, predictions, targets, {**kwargs, "keepdims": keepdims}))
+    assert_same(grad, call(mse_grad, predictions, targets, kwargs))
 
 
 @given(case=calls(allow_empty=False))
@@ -74,9 +49,9 @@ def test_out_receives_the_gradient(backend, case):
     predictions, targets, kwargs = case
     dtype = reference.result_dtype(predictions, targets)
     out = np.full(np.shape(predictions), 7, dtype)[..., ::-1] if np.ndim(predictions) else np.full((), 7, dtype)
-    returned = _call(lambda p, t, **k: mse_grad(p, t, out=out, **k), predictions, targets, kwargs)
+    returned = call(lambda p, t, **k: mse_grad(p, t, out=out, **k), predictions, targets, kwargs)
     assert returned is out
-    assert_same(out, _call(mse_grad, predictions, targets, kwargs))
+    assert_same(out, call(mse_grad, predictions, targets, kwargs))
 
 
 def test_numpy_expressions_agree(backend):

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backends
+from . import _backends, _gpu
 from ._native import NativeBackend
 from ._resolve import as_integer
 
@@ -73,6 +73,9 @@ def config() -> dict[str, Any]:
         info["cuda"] = (
             f"{build['cuda_version']} for {', '.join(build['cuda_architectures'])}" if build["cuda"] else "not built"
         )
+        if build["cuda"]:
+            reason = _gpu.unusable_reason(native.core)
+            info["cuda devices"] = str(native.core.cuda_device_count()) if reason is None else f"none usable: {reason}"
     numba_backend = _backends.loaded().get("numba")
     if numba_backend is not None:  # so Numba and _numba import
         from ._numba import NumbaBackend

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -141,20 +141,71 @@ def address(array: Any) -> int:
     return int(array.data.ptr)
 
 
+class DeviceMemory(Protocol):
+    """Where :class:`CudaBackend`'s operands live: the device of an array, its address,
+    the stream to queue on and scratch memory. :class:`CupyMemory` for GPU arrays; the
+    tests give host memory to the same backend for the host-executed kernels
+    (fastmse._cuda_host)."""
+
+    def device(self, array: Any) -> int: ...
+    def address(self, array: Any) -> int: ...
+    def stream(self) -> int: ...
+    def scratch(self, nbytes: int) -> Any: ...
+
+
+class CupyMemory:
+    """CuPy arrays: their device and address, CuPy's current stream, CuPy's memory pool."""
+
+    def __init__(self) -> None:
+        self._cp = cupy()
+
+    def device(self, array: Any) -> int:
+        return int(array.device.id)
+
+    def address(self, array: Any) -> int:
+        return address(array)
+
+    def stream(self) -> int:
+        return int(self._cp.cuda.get_current_stream().ptr)
+
+    def scratch(self, nbytes: int) -> Any:
+        # Released to the pool once the stream is past it.
+        return self._cp.empty(nbytes, np.uint8)
+
+
+def unusable_reason(core: ModuleType) -> str | None:
+    """Why the CUDA kernels of `core` cannot run here (None where they can): not built,
+    no driver, a driver older than the CUDA runtime they were built with, or no device."""
+    build = core.build_info()
+    if not build["cuda"]:
+        return "fastmse._core was built without the CUDA kernels"
+    if core.cuda_device_count() > 0:
+        return None
+    driver = int(core.cuda_driver_version())
+    if driver == 0:
+        return "no NVIDIA driver was found"
+    built = build["cuda_version"]
+    have = f"{driver // 1000}.{driver % 1000 // 10}"
+    if [int(part) for part in have.split(".")] < [int(part) for part in built.split(".")]:
+        return (
+            f"the NVIDIA driver supports CUDA {have}, older than the CUDA {built} runtime fastmse's "
+            "kernels were built with: update the driver, or build fastmse with an older toolkit"
+        )
+    return "the CUDA runtime finds no device"
+
+
 class CudaBackend:
-    """The hand-written CUDA kernels of fastmse._core, queued on the current CuPy stream."""
+    """The hand-written CUDA kernels of `core` (fastmse._core), queued on `memory`'s
+    stream (CuPy's current one by default)."""
 
     name = "cuda"
 
-    def __init__(self, core: ModuleType) -> None:
-        if not core.build_info()["cuda"]:
-            msg = "fastmse._core was built without the CUDA kernels"
-            raise ImportError(msg)
-        if core.cuda_device_count() == 0:
-            msg = "the CUDA runtime in fastmse._core finds no device (a driver older than the runtime?)"
-            raise ImportError(msg)
+    def __init__(self, core: ModuleType, memory: DeviceMemory | None = None) -> None:
+        reason = unusable_reason(core)
+        if reason is not None:
+            raise ImportError(reason)
         self._core = core
-        self._cp = cupy()
+        self._memory: DeviceMemory = CupyMemory() if memory is None else memory
         # The kernels' dtype codes and dimension limit, as the module defines them.
         self._dtype_codes = {np.dtype(name): code for name, code in core.scalar_types.items()}
         self._max_dims = int(core.cuda_max_dims)
@@ -163,7 +214,8 @@ class CudaBackend:
         self._runs_on: dict[int, bool] = {}  # device -> whether the compiled code runs there
 
     def _run(self, kernel: str, plan: Plan) -> None:
-        device = plan.operands.predictions.device.id
+        memory = self._memory
+        device = memory.device(plan.operands.predictions)
         if device not in self._runs_on:
             self._runs_on[device] = bool(self._core.cuda_can_run(device))
         # Dimensions that no merging could join, or a GPU this build has no code for.
@@ -172,19 +224,18 @@ class CudaBackend:
                 self._fallback = CupyBackend()
             getattr(self._fallback, kernel)(plan)
             return
-        operands = [None if a is None else (address(a), self._dtype_codes[a.dtype]) for a in plan.operands]
-        stream = self._cp.cuda.get_current_stream().ptr
-        # Scratch for the tile sums, from CuPy's pool (released once the stream is past it).
+        operands = [None if a is None else (memory.address(a), self._dtype_codes[a.dtype]) for a in plan.operands]
+        # Scratch for the tile sums.
         size = self._core.cuda_workspace_bytes(plan.shape, plan.n_kept) if kernel.startswith("reduce") else 0
-        workspace = self._cp.empty(size, np.uint8) if size else None
+        workspace = memory.scratch(size) if size else None
         self._entries[kernel](
             plan.shape,
             plan.n_kept,
             operands,
             plan.strides,
-            0 if workspace is None else address(workspace),
+            0 if workspace is None else memory.address(workspace),
             device,
-            stream,
+            memory.stream(),
         )
 
     def reduce(self, plan: Plan) -> None:

@@ -16,6 +16,7 @@ class NativeBackend:
 
     def __init__(self, core: ModuleType) -> None:
         self._core = core
+        self.core = core  # the module, for what reports on the build (show_config)
         self.build = core.build_info()
         self._reduce = core.reduce  # looked up once: small calls count
         # The module holds its kernels once per instruction set and runs the most capable

@@ -327,6 +327,9 @@ void bind_host_model(py::module_& m) {
     m.def("set_multiprocessor_count", &fastmse::host_model::set_multiprocessor_count, py::arg("count"),
           "The emulated device's multiprocessor count (the kernels' grid sizes follow it).");
     m.def("multiprocessor_count", &fastmse::host_model::multiprocessor_count);
+    m.def("set_reverse_order", &fastmse::host_model::set_reverse_order, py::arg("reverse"),
+          "Run a block's threads in reverse index order (a missing barrier then changes results).");
+    m.def("reverse_order", &fastmse::host_model::reverse_order);
     m.def("run_host_model_case", &run_host_model_case, py::arg("name"), py::arg("blocks"),
           "Runs one kernel of tests/host_model_faults.cpp; RuntimeError where the host model refuses it.");
 }

@@ -19,8 +19,10 @@
 #endif
 
 // Switching between fibers: a few instructions on x86-64 Linux (the kernels switch at every
-// barrier and shuffle, millions of times in a test run), ucontext elsewhere.
-#if defined(__x86_64__) && defined(__linux__)
+// barrier and shuffle, millions of times in a test run), ucontext elsewhere and where
+// shadow stacks (CET) are on, which glibc's swapcontext keeps and this switch would not
+// (CMakeLists.txt builds this file without them where the compiler allows).
+#if defined(__x86_64__) && defined(__linux__) && !defined(__ILP32__) && !(defined(__CET__) && (__CET__ & 2))
 #define FASTMSE_HOST_MODEL_ASM_SWITCH 1
 // Saves the callee-saved registers on the current stack and its pointer in *save, then
 // continues on the stack `load` with the registers saved there.
@@ -127,8 +129,10 @@ struct Fiber {
     Context context;
     dim3 index;
     State state = State::ready;
-    int line = 0;           // source line of the barrier or shuffle it waits at
+    const char* file = "";  // source file and line of the barrier or shuffle it waits at
+    int line = 0;
     unsigned exchanges = 0;  // shuffles done: which of the warp's two slot sets is next
+    bool ran = false;
     void* fake_stack = nullptr;  // AddressSanitizer's, while switched out
 };
 
@@ -142,6 +146,7 @@ struct Executor {
     const Body* body = nullptr;
     dim3 block_index, block_dim, grid_dim;
     std::string failure;  // why a fiber stopped (State::failed)
+    bool cancelling = false;  // a refused block's fibers are resumed only to leave
     const void* scheduler_stack = nullptr;  // AddressSanitizer: the OS thread's stack
     std::size_t scheduler_stack_size = 0;
 };
@@ -149,12 +154,14 @@ struct Executor {
 thread_local Executor executor;
 thread_local cudaError_t launch_error = cudaSuccess;
 std::atomic<int> multiprocessors{4};
+std::atomic<bool> reverse{false};
 
-[[noreturn]] void fiber_main(Fiber* fiber);
+[[noreturn]] void fiber_main(Fiber* fiber) noexcept;
 
 // From the scheduler into `fiber`, until it waits or leaves.
 void resume(Executor& e, Fiber& fiber) {
     e.current = &fiber;
+    fiber.ran = true;
 #ifdef FASTMSE_HOST_MODEL_ASAN
     void* fake_stack = nullptr;
     const std::size_t index = static_cast<std::size_t>(&fiber - e.fibers.data());
@@ -168,10 +175,11 @@ void resume(Executor& e, Fiber& fiber) {
 }
 
 // From the running fiber back to the scheduler, in `state`.
-void suspend(State state, int line) {
+void suspend(State state, const char* file, int line) {
     Executor& e = executor;
     Fiber& fiber = *e.current;
     fiber.state = state;
+    fiber.file = file;
     fiber.line = line;
 #ifdef FASTMSE_HOST_MODEL_ASAN
     __sanitizer_start_switch_fiber(state == State::left ? nullptr : &fiber.fake_stack, e.scheduler_stack,
@@ -181,6 +189,8 @@ void suspend(State state, int line) {
 #ifdef FASTMSE_HOST_MODEL_ASAN
     __sanitizer_finish_switch_fiber(fiber.fake_stack, &e.scheduler_stack, &e.scheduler_stack_size);
 #endif
+    // Leaving for good releases what the fiber holds (AddressSanitizer's fake stack).
+    if (e.cancelling) suspend(State::left, "", 0);
 }
 
 #ifndef FASTMSE_HOST_MODEL_ASM_SWITCH
@@ -217,23 +227,28 @@ void start(Fiber& fiber, const Stack& stack) {
 #endif
 }
 
-[[noreturn]] void fiber_main(Fiber* fiber) {
+[[noreturn]] void fiber_main(Fiber* fiber) noexcept {
     Executor& e = executor;
 #ifdef FASTMSE_HOST_MODEL_ASAN
     __sanitizer_finish_switch_fiber(nullptr, &e.scheduler_stack, &e.scheduler_stack_size);
 #endif
     e.body->run();
-    suspend(State::left, 0);
+    suspend(State::left, "", 0);
     (void)fiber;
     std::abort();  // a fiber that left is never resumed
 }
 
-// "threads 0-31: waiting at __syncthreads (line 180); threads 32-255: left the kernel"
+std::string site(const char* file, int line) {
+    const std::string path = file;
+    return path.substr(path.find_last_of("/\\") + 1) + ":" + std::to_string(line);
+}
+
+// "threads 0-31: waiting at __syncthreads (kernels.cu:180); threads 32-255: left the kernel"
 std::string describe(const Executor& e, std::size_t n) {
     auto what = [](const Fiber& f) {
         switch (f.state) {
-            case State::at_block_barrier: return "waiting at __syncthreads (line " + std::to_string(f.line) + ")";
-            case State::at_warp_barrier: return "waiting at __shfl_down_sync (line " + std::to_string(f.line) + ")";
+            case State::at_block_barrier: return "waiting at __syncthreads (" + site(f.file, f.line) + ")";
+            case State::at_warp_barrier: return "waiting at __shfl_down_sync (" + site(f.file, f.line) + ")";
             case State::left: return std::string("left the kernel");
             default: return std::string("running");
         }
@@ -250,19 +265,11 @@ std::string describe(const Executor& e, std::size_t n) {
     return text;
 }
 
-// Lets every warp whose 32 threads wait at the same shuffle go on; whether any did.
-bool release_warps(Executor& e, std::size_t n) {
-    bool released = false;
-    for (std::size_t w = 0; w < n / kWarpSize; ++w) {
-        Fiber* lanes = &e.fibers[w * kWarpSize];
-        const bool all = std::all_of(lanes, lanes + kWarpSize, [&](const Fiber& f) {
-            return f.state == State::at_warp_barrier && f.line == lanes[0].line;
-        });
-        if (!all) continue;
-        for (std::size_t l = 0; l < kWarpSize; ++l) lanes[l].state = State::ready;
-        released = true;
-    }
-    return released;
+// Whether the 32 threads of the warp at `lanes` all wait at one shuffle.
+bool warp_at_shuffle(const Fiber* lanes) {
+    return std::all_of(lanes, lanes + kWarpSize, [&](const Fiber& f) {
+        return f.state == State::at_warp_barrier && f.line == lanes[0].line && f.file == lanes[0].file;
+    });
 }
 
 void run_block(Executor& e, const std::string& kernel) {
@@ -280,23 +287,39 @@ void run_block(Executor& e, const std::string& kernel) {
         start(fiber, e.stacks[i]);
     }
     auto fail = [&](const std::string& why) {
-        throw std::runtime_error("fastmse host model: kernel " + kernel + ", block " + std::to_string(e.block_index.x) +
-                                 " of " + std::to_string(e.grid_dim.x) + ": " + why);
+        const std::string message = "fastmse host model: kernel " + kernel + ", block " +
+                                    std::to_string(e.block_index.x) + " of " + std::to_string(e.grid_dim.x) + ": " + why;
+        e.cancelling = true;
+        for (std::size_t i = 0; i < n; ++i)
+            if (e.fibers[i].ran && e.fibers[i].state != State::left) resume(e, e.fibers[i]);
+        e.cancelling = false;
+        throw std::runtime_error(message);
     };
+    // Each warp runs as far as it can (through its shuffles) before the next starts, so
+    // that warps run ahead of one another as on a GPU; in reverse order the last first.
+    const bool backwards = reverse;
+    const std::size_t warps = n / kWarpSize;
     for (;;) {
-        for (std::size_t i = 0; i < n; ++i) {
-            if (e.fibers[i].state != State::ready) continue;
-            resume(e, e.fibers[i]);
-            if (e.fibers[i].state == State::failed) fail("thread " + std::to_string(i) + " " + e.failure);
+        for (std::size_t k = 0; k < warps; ++k) {
+            Fiber* lanes = &e.fibers[(backwards ? warps - 1 - k : k) * kWarpSize];
+            for (;;) {
+                for (std::size_t l = 0; l < kWarpSize; ++l) {
+                    Fiber& fiber = lanes[backwards ? kWarpSize - 1 - l : l];
+                    if (fiber.state != State::ready) continue;
+                    resume(e, fiber);
+                    if (fiber.state == State::failed) fail("thread " + std::to_string(fiber.index.x) + " " + e.failure);
+                }
+                if (!warp_at_shuffle(lanes)) break;
+                for (std::size_t l = 0; l < kWarpSize; ++l) lanes[l].state = State::ready;
+            }
         }
-        if (release_warps(e, n)) continue;
         const auto first = e.fibers.begin(), last = first + static_cast<std::ptrdiff_t>(n);
         if (std::all_of(first, last, [](const Fiber& f) { return f.state == State::left; })) return;
         const bool barrier = std::all_of(first, last, [&](const Fiber& f) {
-            return f.state == State::at_block_barrier && f.line == first->line;
+            return f.state == State::at_block_barrier && f.line == first->line && f.file == first->file;
         });
         if (!barrier)
-            fail("the block cannot go on (on a GPU: a hang or corrupted memory): " + describe(e, n));
+            fail("the block cannot go on (undefined in CUDA: a hang or wrong results on a GPU): " + describe(e, n));
         for (auto f = first; f != last; ++f) f->state = State::ready;
     }
 }
@@ -309,6 +332,9 @@ void set_multiprocessor_count(int count) {
 }
 int multiprocessor_count() { return multiprocessors; }
 
+void set_reverse_order(bool value) { reverse = value; }
+bool reverse_order() { return reverse; }
+
 cudaError_t& last_error() { return launch_error; }
 
 const dim3& thread_index() { return executor.current->index; }
@@ -316,21 +342,21 @@ const dim3& block_index() { return executor.block_index; }
 const dim3& block_dim() { return executor.block_dim; }
 const dim3& grid_dim() { return executor.grid_dim; }
 
-void sync_block(int line) { suspend(State::at_block_barrier, line); }
+void sync_block(const char* file, int line) { suspend(State::at_block_barrier, file, line); }
 
-uint64_t exchange_down(unsigned mask, uint64_t value, unsigned delta, int line) {
+uint64_t exchange_down(unsigned mask, uint64_t value, unsigned delta, const char* file, int line) {
     Executor& e = executor;
     Fiber& fiber = *e.current;
-    if (mask != 0xffffffffu) {
-        e.failure = "shuffles with mask " + std::to_string(mask) + " (line " + std::to_string(line) +
-                    "): the host model takes whole warps only";
-        suspend(State::failed, line);
+    if (mask != 0xffffffffu || delta >= kWarpSize) {
+        e.failure = "shuffles with mask " + std::to_string(mask) + " and delta " + std::to_string(delta) + " (" +
+                    site(file, line) + "): the host model takes whole warps and deltas below 32 only";
+        suspend(State::failed, file, line);
     }
     const unsigned lane = fiber.index.x % kWarpSize, warp = fiber.index.x / kWarpSize;
     uint64_t* slots = &e.slots[(warp * 2 + fiber.exchanges % 2) * kWarpSize];
     slots[lane] = value;
     ++fiber.exchanges;
-    suspend(State::at_warp_barrier, line);
+    suspend(State::at_warp_barrier, file, line);
     // The other set fills with the next shuffle's values, which no thread can write before
     // every thread has arrived there, that is, has read this one.
     return lane + delta < kWarpSize ? slots[lane + delta] : value;
@@ -340,7 +366,9 @@ void run_grid(const std::string& kernel, dim3 grid, dim3 block, const Body& body
     const int64_t blocks = grid.x;
     int64_t failed_block = blocks;
     std::string failure;
+    std::atomic<bool> failed{false};
     auto run = [&](int64_t b) {
+        if (failed) return;  // refused already: the first refusal is reported
         Executor& e = executor;
         e.body = &body;
         e.block_index = dim3(static_cast<unsigned>(b));
@@ -353,6 +381,7 @@ void run_grid(const std::string& kernel, dim3 grid, dim3 block, const Body& body
 #pragma omp critical(fastmse_host_model_failure)
 #endif
             if (b < failed_block) failed_block = b, failure = error.what();
+            failed = true;
         }
     };
 #ifdef _OPENMP

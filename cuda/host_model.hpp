@@ -9,12 +9,14 @@
 //   __shared__ variables (thread_local statics) are the block's own while it runs.
 // * A block that cannot go on (a thread left the kernel, or waits at another barrier,
 //   while others wait at one; a warp whose threads do not all reach a shuffle) is an
-//   error that names the kernel, the block and what each thread was doing: on a GPU it
-//   hangs or corrupts memory.
+//   error that names the kernel, the block and what each thread was doing: undefined in
+//   CUDA, a hang or wrong results on a GPU. A block's threads run in index order or, as
+//   tests choose, in reverse, so that a missing barrier changes results.
 // * The device: one, with a multiprocessor count that tests set (grid sizes follow it).
 //   Launches run to completion before they return; streams are accepted and ignored.
 // * Memory is host memory: 16-byte uint4 loads are aligned (UBSan checks it), and
-//   AddressSanitizer sees every access, as compute-sanitizer's memcheck would.
+//   AddressSanitizer sees every access to global memory, as compute-sanitizer's memcheck
+//   would; not to __shared__ variables (thread_local, which it does not guard).
 #pragma once
 
 #if defined(__CUDACC__)
@@ -46,8 +48,9 @@
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __shared__ static thread_local
-#define __syncthreads() ::fastmse::host_model::sync_block(__LINE__)
-#define __shfl_down_sync(mask, value, delta) ::fastmse::host_model::shuffle_down(mask, value, delta, __LINE__)
+#define __syncthreads() ::fastmse::host_model::sync_block(__FILE__, __LINE__)
+#define __shfl_down_sync(mask, value, delta) \
+    ::fastmse::host_model::shuffle_down(mask, value, delta, __FILE__, __LINE__)
 #define threadIdx (::fastmse::host_model::thread_index())
 #define blockIdx (::fastmse::host_model::block_index())
 #define blockDim (::fastmse::host_model::block_dim())
@@ -59,16 +62,22 @@ struct dim3 {
     constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 
+// may_alias: the kernels read and write other types' memory through it, as CUDA allows.
+#if defined(__GNUC__)
+struct __attribute__((may_alias, aligned(16))) uint4 {
+#else
 struct alignas(16) uint4 {
+#endif
     unsigned x, y, z, w;
 };
 
 struct __half {
     uint16_t bits;
 };
-inline float __half2float(__half h) { return fastmse::half_to_float(fastmse::Half{h.bits}); }
-inline __half __double2half(double v) { return __half{fastmse::double_to_half(v).bits}; }
-inline float __double2float_rn(double v) { return static_cast<float>(v); }
+// Internal linkage, as the cpp/half.hpp functions they call.
+static inline float __half2float(__half h) { return fastmse::half_to_float(fastmse::Half{h.bits}); }
+static inline __half __double2half(double v) { return __half{fastmse::double_to_half(v).bits}; }
+static inline float __double2float_rn(double v) { return static_cast<float>(v); }
 
 // The runtime calls cuda/kernels.cu makes.
 struct CUstream_st;
@@ -89,6 +98,9 @@ namespace fastmse::host_model {
 // The emulated device's multiprocessor count (the grid sizes follow it).
 void set_multiprocessor_count(int count);
 int multiprocessor_count();
+// Whether a block's threads run in reverse index order (each until it waits or leaves).
+void set_reverse_order(bool reverse);
+bool reverse_order();
 
 // The last launch error, as cudaGetLastError returns (and clears) it.
 cudaError_t& last_error();
@@ -98,17 +110,17 @@ const dim3& block_index();
 const dim3& block_dim();
 const dim3& grid_dim();
 
-void sync_block(int line);
+void sync_block(const char* file, int line);
 // One exchange among the warp's 32 threads: every thread leaves `value` in its slot, waits
 // until the whole warp has, and takes the slot of lane + delta (its own past lane 31).
-uint64_t exchange_down(unsigned mask, uint64_t value, unsigned delta, int line);
+uint64_t exchange_down(unsigned mask, uint64_t value, unsigned delta, const char* file, int line);
 
 template <typename T>
-T shuffle_down(unsigned mask, T value, unsigned delta, int line) {
+T shuffle_down(unsigned mask, T value, unsigned delta, const char* file, int line) {
     static_assert(sizeof(T) <= sizeof(uint64_t), "shuffles move at most 8 bytes");
     uint64_t bits = 0;
     std::memcpy(&bits, &value, sizeof value);
-    bits = exchange_down(mask, bits, delta, line);
+    bits = exchange_down(mask, bits, delta, file, line);
     std::memcpy(&value, &bits, sizeof value);
     return value;
 }
@@ -149,11 +161,13 @@ class Call final : public Body {
 // Kernel<<<grid, block, 0, stream>>>(args...), run before it returns.
 template <auto Kernel, typename... Args>
 void launch(dim3 grid, dim3 block, cudaStream_t, const Args&... args) {
-    if (grid.x == 0 || block.x == 0 || block.x > 1024 || grid.y * grid.z != 1 || block.y * block.z != 1 ||
-        block.x % 32 != 0) {
+    if (grid.x == 0 || block.x == 0 || block.x > 1024) {
         last_error() = cudaErrorInvalidConfiguration;
         return;
     }
+    if (grid.y * grid.z != 1 || block.y * block.z != 1 || block.x % 32 != 0)
+        throw std::invalid_argument("fastmse host model: " + kernel_name<Kernel>() +
+                                    " launched with more than one dimension or a partial warp, which it does not take");
     run_grid(kernel_name<Kernel>(), grid, block, Call<decltype(Kernel), Args...>(Kernel, args...));
 }
 

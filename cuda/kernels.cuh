@@ -53,5 +53,7 @@ std::string architectures();
 namespace fastmse::host_model {
 void set_multiprocessor_count(int count);
 int multiprocessor_count();
+void set_reverse_order(bool reverse);
+bool reverse_order();
 }  // namespace fastmse::host_model
 #endif

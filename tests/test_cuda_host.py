@@ -117,16 +117,19 @@ def _bits(result: Any) -> list[tuple[str, tuple[int, ...], bytes]]:
 
 
 def on_every_device(compute: Callable[[], Any]) -> Any:
-    """compute() on emulated devices of each of SM_COUNTS multiprocessors; the results are
-    bitwise the same. Returns the first."""
+    """compute() on emulated devices of each of SM_COUNTS multiprocessors, every other one
+    (the first: a block does many tiles there) running a block's warps in reverse order, so
+    that a missing barrier would show; the results are bitwise the same. Returns the first."""
     default = HOST.multiprocessor_count()
     results = []
     try:
-        for count in SM_COUNTS:
+        for k, count in enumerate(SM_COUNTS):
             HOST.set_multiprocessor_count(count)
+            HOST.set_reverse_order(k % 2 == 0)
             results.append(compute())
     finally:
         HOST.set_multiprocessor_count(default)
+        HOST.set_reverse_order(False)
     for count, other in zip(SM_COUNTS[1:], results[1:], strict=True):
         assert _bits(other) == _bits(results[0]), f"{count} multiprocessors changed the bits of {SM_COUNTS[0]}'s"
     return results[0]
@@ -300,13 +303,20 @@ def test_the_host_model_keeps_cudas_rules():
     """A block sum by warp shuffles, shared memory and a barrier gives each block's sum;
     kernels that break the rules are refused, naming the kernel and what each thread did."""
     blocks = 5
-    sums = HOST.run_host_model_case("block_sum", blocks)
-    assert sums == [float(sum(range(b * 256, (b + 1) * 256))) for b in range(blocks)]
+    for reverse in (False, True):
+        HOST.set_reverse_order(reverse)
+        try:
+            sums = HOST.run_host_model_case("block_sum", blocks)
+        finally:
+            HOST.set_reverse_order(False)
+        assert sums == [float(sum(range(b * 256, (b + 1) * 256))) for b in range(blocks)]
     refusals = {
-        "leaves_before_a_barrier": r"threads 0-127: waiting at __syncthreads \(line \d+\); threads 128-255: left",
-        "waits_at_two_barriers": r"threads 0-31: waiting at __syncthreads \(line (\d+)\); "
-        r"threads 32-63: waiting at __syncthreads \(line (?!\1)\d+\)",
-        "leaves_during_a_shuffle": r"threads 0-4: waiting at __shfl_down_sync \(line \d+\); thread 5: left",
+        "leaves_before_a_barrier": r"threads 0-127: waiting at __syncthreads \(host_model_faults.cpp:\d+\); "
+        r"threads 128-255: left",
+        "waits_at_two_barriers": r"threads 0-31: waiting at __syncthreads \(host_model_faults.cpp:(\d+)\); "
+        r"threads 32-63: waiting at __syncthreads \(host_model_faults.cpp:(?!\1)\d+\)",
+        "leaves_during_a_shuffle": r"threads 0-4: waiting at __shfl_down_sync \(host_model_faults.cpp:\d+\); "
+        r"thread 5: left",
     }
     for name, what in refusals.items():
         with pytest.raises(RuntimeError, match=rf"kernel .*{name}, block 0 of {blocks}: .*{what}"):

@@ -1,4 +1,5 @@
-"""Numba kernels: a mirror of cpp/kernels.cpp.
+"""Numba kernels: a mirror of cpp/kernels.cpp and of the per-position arithmetic of
+cpp/position.hpp (which the CUDA kernels share).
 
 Same summation geometry, same order of floating-point operations, same float16
 rounding, so a plan gives bitwise the same results here as in the compiled module.
@@ -142,6 +143,28 @@ def reduces(kind: int) -> bool:
     return kind == REDUCE or kind == REDUCE_AND_GRAD or kind == REDUCE_DIFFERENCE
 
 
+# The arithmetic of one position: cpp/position.hpp's write, term and apply.
+@register_jitable
+def write(kind: int, out: Operand, io: int, scale: float, weight: float, d: float) -> None:
+    if kind == SQUARED_ERROR:
+        store(out, io, weight * d * d)
+    elif kind == GRAD or kind == REDUCE_AND_GRAD:
+        store(out, io, scale * weight * d)
+
+
+@register_jitable
+def term(kind: int, weight: float, d: float) -> float:
+    if kind == REDUCE_DIFFERENCE:
+        return weight * d
+    return weight * d * d
+
+
+@register_jitable
+def apply(kind: int, d: float, weight: float, scale: float, out: Operand, io: int) -> float:
+    write(kind, out, io, scale, weight, d)
+    return term(kind, weight, d)
+
+
 @register_jitable
 def element(
     kind: int,
@@ -158,14 +181,7 @@ def element(
 ) -> float:
     d = load(p, ip) - load(t, it)
     weight = load(w, iw) if weighted else 1.0
-    if kind == SQUARED_ERROR:
-        store(out, io, weight * d * d)
-        return 0.0
-    if kind == REDUCE_DIFFERENCE:
-        return weight * d
-    if kind != REDUCE:
-        store(out, io, scale * weight * d)
-    return weight * d * d
+    return apply(kind, d, weight, scale, out, io)
 
 
 @register_jitable

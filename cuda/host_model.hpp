@@ -206,6 +206,13 @@ inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attribute, 
     *value = fastmse::host_model::multiprocessor_count();
     return cudaSuccess;
 }
+// As a multiprocessor of 2048 threads, whatever the kernel's registers.
+template <typename Kernel>
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, Kernel, int block_size, std::size_t) {
+    if (block_size <= 0) return cudaErrorInvalidValue;
+    *blocks = 2048 / block_size;
+    return cudaSuccess;
+}
 template <typename Kernel>
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attributes, Kernel) {
     *attributes = cudaFuncAttributes{};

@@ -7,7 +7,8 @@
 //     Thread j of the tile's block adds, in this order, positions
 //     tile * kTilePositions + s * kThreads * V + j * V + v for s = 0 .. kItems / V - 1
 //     and v = 0 .. V - 1, where V = 16 bytes / the element size: one 16-byte load per
-//     step on contiguous aligned data, and the same positions one by one otherwise.
+//     step on contiguous aligned data (a thread issues all of a full tile's loads before
+//     its first addition), and the same positions one by one otherwise.
 //   * The block's 256 partial sums are combined by a fixed shuffle tree (block_sum),
 //     and the tile sums of one output by a second kernel in the same way: a two-stage
 //     reduction with no atomics.
@@ -27,6 +28,7 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -53,7 +55,6 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kItems = 16;                        // positions per thread per tile
 constexpr int64_t kTilePositions = int64_t{kThreads} * kItems;  // summed positions per tile
 constexpr int64_t kSerialMax = 256;               // positions an output may have to be summed by one thread
-constexpr int kBlocksPerSm = 8;                   // grid-stride loops run on this many blocks per SM
 
 enum OperandIndex { kP, kT, kW, kOut, kLoss, kScale, kOperands };
 
@@ -75,7 +76,7 @@ struct Operands {
     double* loss;
     const double* scale;
     bool wide_weights;    // weights in float64, not in the data's dtype
-    bool vector_aligned;  // flat, and p, t, w, out 16-byte aligned (weights not wide)
+    bool vector_aligned;  // flat, and p, t, w, out 16-byte aligned
 };
 
 template <typename T>
@@ -105,39 +106,79 @@ __device__ inline double visit_flat(const Operands& a, int64_t r, double scale) 
     return visit<P, T>(a, off, scale);
 }
 
-template <typename T>
+// V elements of E (E is T, or float64 weights of float32/float16 data, V = kVector<T>),
+// read and written with 16-byte loads and stores: one, or more for a wider E.
+template <typename E, int V>
 struct Pack {
-    T v[kVector<T>];
+    E v[V];
 };
 
-template <typename T>
-__device__ inline Pack<T> load_pack(const void* base, int64_t r) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const T*>(base) + r);
-    Pack<T> pack;
-    memcpy(&pack, &raw, sizeof raw);
+template <typename E, int V>
+__device__ inline Pack<E, V> load_pack(const void* base, int64_t r) {
+    constexpr int kLoads = static_cast<int>(sizeof(E)) * V / 16;
+    const uint4* from = reinterpret_cast<const uint4*>(static_cast<const E*>(base) + r);
+    uint4 raw[kLoads];
+#pragma unroll
+    for (int k = 0; k < kLoads; ++k) raw[k] = from[k];
+    Pack<E, V> pack;
+    memcpy(&pack, raw, sizeof raw);
     return pack;
 }
 
-// Positions r .. r + V - 1 of a flat, aligned problem with one 16-byte load per operand;
-// adds their terms to acc in order.
-template <Pass P, typename T>
-__device__ inline double visit_pack(const Operands& a, int64_t r, double scale, double acc) {
-    constexpr int V = kVector<T>;
-    const Pack<T> p = load_pack<T>(a.p, r), t = load_pack<T>(a.t, r);
-    Pack<T> w{};
-    if (a.w) w = load_pack<T>(a.w, r);
-    Pack<T> out;
+// One step of a thread on a flat, aligned problem: positions r .. r + V - 1 of each operand.
+template <typename T, typename Wt>
+struct Step {
+    static constexpr int V = kVector<T>;
+    Pack<T, V> p, t;
+    Pack<Wt, V> w;
+};
+
+template <typename T, typename Wt>
+__device__ inline Step<T, Wt> load_step(const Operands& a, int64_t r) {
+    Step<T, Wt> step;
+    step.p = load_pack<T, Step<T, Wt>::V>(a.p, r);
+    step.t = load_pack<T, Step<T, Wt>::V>(a.t, r);
+    if (a.w) step.w = load_pack<Wt, Step<T, Wt>::V>(a.w, r);
+    return step;
+}
+
+// Adds the terms of a loaded step to acc in order, and stores its `out` values.
+template <Pass P, typename T, typename Wt>
+__device__ inline double add_step(const Operands& a, const Step<T, Wt>& step, int64_t r, double scale, double acc) {
+    constexpr int V = Step<T, Wt>::V;
+    Pack<T, V> out;
 #pragma unroll
     for (int v = 0; v < V; ++v) {
-        const double d = Scalar<T>::load(p.v[v]) - Scalar<T>::load(t.v[v]);
-        const double weight = a.w ? Scalar<T>::load(w.v[v]) : 1.0;
+        const double d = Scalar<T>::load(step.p.v[v]) - Scalar<T>::load(step.t.v[v]);
+        const double weight = a.w ? Scalar<Wt>::load(step.w.v[v]) : 1.0;
         acc += apply<P, T>(d, weight, scale, &out.v[v]);
     }
-    if constexpr (P == Pass::grad || P == Pass::reduce_and_grad || P == Pass::squared_error) {
+    if constexpr (kWrites<P>) {
         uint4 raw;
         memcpy(&raw, &out, sizeof raw);
         *reinterpret_cast<uint4*>(static_cast<T*>(a.out) + r) = raw;
     }
+    return acc;
+}
+
+// Positions r .. r + V - 1 of a flat, aligned problem; adds their terms to acc in order.
+template <Pass P, typename T, typename Wt>
+__device__ inline double visit_pack(const Operands& a, int64_t r, double scale, double acc) {
+    return add_step<P, T, Wt>(a, load_step<T, Wt>(a, r), r, scale, acc);
+}
+
+// A thread's share of a full tile of a flat, aligned problem (from `start`, kThreads * V
+// apart): all its loads first, so that they are in flight together, then the terms in
+// the order described at the top.
+template <Pass P, typename T, typename Wt>
+__device__ inline double visit_tile(const Operands& a, int64_t start, double scale) {
+    constexpr int V = kVector<T>, kSteps = kItems / V;
+    Step<T, Wt> steps[kSteps];
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s) steps[s] = load_step<T, Wt>(a, start + int64_t{s} * kThreads * V);
+    double acc = 0.0;
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s) acc = add_step<P, T, Wt>(a, steps[s], start + int64_t{s} * kThreads * V, scale, acc);
     return acc;
 }
 
@@ -194,7 +235,12 @@ __global__ void __launch_bounds__(kThreads) map_kernel(Geometry g, Operands a) {
         int64_t done = 0;
         if (a.vector_aligned) {
             constexpr int V = kVector<T>;
-            for (int64_t i = first; i < n / V; i += stride) visit_pack<P, T>(a, i * V, scale, 0.0);
+            for (int64_t i = first; i < n / V; i += stride) {
+                if (a.wide_weights)
+                    visit_pack<P, T, double>(a, i * V, scale, 0.0);
+                else
+                    visit_pack<P, T, T>(a, i * V, scale, 0.0);
+            }
             done = n / V * V;
         }
         for (int64_t r = done + first; r < n; r += stride) visit_flat<P, T>(a, r, scale);
@@ -220,18 +266,25 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(Geometry g, Operands a, 
         kept_offsets(g, o, kept);
         const double scale = scale_at(a, kept);
         double acc = 0.0;
-        for (int s = 0; s < kItems / V; ++s) {
-            const int64_t r0 = tile * kTilePositions + int64_t{s} * kThreads * V + int64_t{threadIdx.x} * V;
-            if (Flat && a.vector_aligned && r0 + V <= g.n_red) {
-                acc = visit_pack<P, T>(a, r0, scale, acc);
-                continue;
-            }
-            for (int v = 0; v < V && r0 + v < g.n_red; ++v) {
-                if constexpr (Flat) {
-                    acc += visit_flat<P, T>(a, r0 + v, scale);
-                } else {
-                    summed_offsets(g, kept, r0 + v, off);
-                    acc += visit<P, T>(a, off, scale);
+        const int64_t start = tile * kTilePositions + int64_t{threadIdx.x} * V;
+        const bool vector = Flat && a.vector_aligned;
+        if (vector && (tile + 1) * kTilePositions <= g.n_red) {
+            acc = a.wide_weights ? visit_tile<P, T, double>(a, start, scale) : visit_tile<P, T, T>(a, start, scale);
+        } else {
+            for (int s = 0; s < kItems / V; ++s) {
+                const int64_t r0 = start + int64_t{s} * kThreads * V;
+                if (vector && r0 + V <= g.n_red) {
+                    acc = a.wide_weights ? visit_pack<P, T, double>(a, r0, scale, acc)
+                                         : visit_pack<P, T, T>(a, r0, scale, acc);
+                    continue;
+                }
+                for (int v = 0; v < V && r0 + v < g.n_red; ++v) {
+                    if constexpr (Flat) {
+                        acc += visit_flat<P, T>(a, r0 + v, scale);
+                    } else {
+                        summed_offsets(g, kept, r0 + v, off);
+                        acc += visit<P, T>(a, off, scale);
+                    }
                 }
             }
         }
@@ -313,15 +366,40 @@ class DeviceScope {
     int previous_ = 0;
 };
 
-int grid_limit(int device) {
-    int sms = 0;
-    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
-    return std::max(1, sms) * kBlocksPerSm;
+// Where one call's launches go: a device, its multiprocessor count and a stream.
+struct Target {
+    int device;
+    int multiprocessors;
+    cudaStream_t stream;
+};
+
+Target target_of(int device, std::uintptr_t stream) {
+    int multiprocessors = 0;
+    check(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+    return Target{device, std::max(1, multiprocessors), reinterpret_cast<cudaStream_t>(stream)};
 }
 
-unsigned blocks_for(int64_t work, int64_t per_block, int limit) {
-    return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((work + per_block - 1) / per_block, limit)));
+constexpr int kCachedDevices = 64;
+
+// Blocks of Kernel that one multiprocessor of `device` runs at once (the occupancy
+// calculator's answer for kThreads threads, which depends on the kernel's registers),
+// asked once per kernel and device.
+template <auto Kernel>
+int resident_blocks(int device) {
+    static std::atomic<int> known[kCachedDevices];  // 0: not asked yet
+    const bool cached = device >= 0 && device < kCachedDevices;
+    int blocks = cached ? known[device].load(std::memory_order_relaxed) : 0;
+    if (blocks == 0) {
+        check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, Kernel, kThreads, 0),
+              "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+        blocks = std::max(1, blocks);
+        if (cached) known[device].store(blocks, std::memory_order_relaxed);
+    }
+    return blocks;
 }
+
+// Blocks for `work` items, `per_block` per block.
+int64_t blocks_for(int64_t work, int64_t per_block) { return (work + per_block - 1) / per_block; }
 
 bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
@@ -362,63 +440,65 @@ Launch prepare(const Problem& problem) {
     for (int k : {kP, kT, kW, kOut})
         if (operands[k]->data != nullptr && g.ndim == 1 && g.strides[k][0] != 1) unit = false;
     launch.flat = g.n_kept == 0 && g.ndim <= 1 && unit;
-    a.vector_aligned = launch.flat && !a.wide_weights && aligned16(a.p) && aligned16(a.t) &&
-                       aligned16(a.w) && aligned16(a.out);
+    a.vector_aligned = launch.flat && aligned16(a.p) && aligned16(a.t) && aligned16(a.w) && aligned16(a.out);
     return launch;
 }
 
 // Every launch goes through here: <<<>>> under nvcc, the host model's launcher otherwise,
-// so that the kernels keep one source.
+// so that the kernels keep one source. The grid: as many blocks as have work, at most what
+// the device runs at once (grid-stride loops do the rest in whole waves); the summation
+// order never depends on it.
 template <auto Kernel, typename... Args>
-void launch_kernel(unsigned blocks, cudaStream_t stream, const Args&... args) {
+void launch_kernel(int64_t work_blocks, const Target& target, const Args&... args) {
+    const int64_t resident = int64_t{resident_blocks<Kernel>(target.device)} * target.multiprocessors;
+    const auto blocks = static_cast<unsigned>(std::max<int64_t>(1, std::min(work_blocks, resident)));
 #ifdef __CUDACC__
-    Kernel<<<blocks, kThreads, 0, stream>>>(args...);
+    Kernel<<<blocks, kThreads, 0, target.stream>>>(args...);
 #else
-    host_model::launch<Kernel>(blocks, kThreads, stream, args...);
+    host_model::launch<Kernel>(blocks, kThreads, target.stream, args...);
 #endif
 }
 
 int64_t tiles_of(int64_t n_red) { return (n_red + kTilePositions - 1) / kTilePositions; }
 
 template <Pass P, typename T>
-void launch_typed(const Launch& launch, double* partials, int limit, cudaStream_t stream) {
+void launch_typed(const Launch& launch, double* partials, const Target& target) {
     const Geometry& g = launch.g;
     const Operands& a = launch.a;
     if constexpr (!kReduces<P>) {
-        const unsigned blocks = blocks_for(g.n_out * g.n_red, int64_t{kThreads} * kVector<T>, limit);
+        const int64_t blocks = blocks_for(g.n_out * g.n_red, int64_t{kThreads} * kVector<T>);
         if (launch.flat)
-            launch_kernel<map_kernel<P, T, true>>(blocks, stream, g, a);
+            launch_kernel<map_kernel<P, T, true>>(blocks, target, g, a);
         else
-            launch_kernel<map_kernel<P, T, false>>(blocks, stream, g, a);
+            launch_kernel<map_kernel<P, T, false>>(blocks, target, g, a);
     } else if (g.n_red <= kSerialMax) {
-        launch_kernel<serial_kernel<P, T>>(blocks_for(g.n_out, kThreads, limit), stream, g, a);
+        launch_kernel<serial_kernel<P, T>>(blocks_for(g.n_out, kThreads), target, g, a);
     } else {
         const int64_t tiles = tiles_of(g.n_red);
         if (partials == nullptr) throw std::invalid_argument("fastmse: a reducing GPU pass needs its workspace");
-        const unsigned blocks = blocks_for(g.n_out * tiles, 1, limit);
         if (launch.flat)
-            launch_kernel<tile_kernel<P, T, true>>(blocks, stream, g, a, tiles, partials);
+            launch_kernel<tile_kernel<P, T, true>>(g.n_out * tiles, target, g, a, tiles, partials);
         else
-            launch_kernel<tile_kernel<P, T, false>>(blocks, stream, g, a, tiles, partials);
+            launch_kernel<tile_kernel<P, T, false>>(g.n_out * tiles, target, g, a, tiles, partials);
         check(cudaGetLastError(), "a kernel launch");
-        if (a.loss) launch_kernel<finish_kernel>(blocks_for(g.n_out, 1, limit), stream, g, static_cast<const double*>(partials), tiles, a.loss);
+        if (a.loss)
+            launch_kernel<finish_kernel>(g.n_out, target, g, static_cast<const double*>(partials), tiles, a.loss);
     }
     check(cudaGetLastError(), "a kernel launch");
 }
 
 template <Pass P>
-void run(const Problem& problem, void* workspace, int device, std::uintptr_t stream_handle) {
+void run(const Problem& problem, void* workspace, int device, std::uintptr_t stream) {
     const Launch launch = prepare(problem);
     if (launch.g.n_out == 0 || (!kReduces<P> && launch.g.n_red == 0)) return;
     DeviceScope scope(device);
     (void)cudaGetLastError();  // an error older than this call is not this call's
-    const int limit = grid_limit(device);
-    const auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
+    const Target target = target_of(device, stream);
     auto* partials = static_cast<double*>(workspace);
     switch (problem.dtype) {
-        case ScalarType::float16: launch_typed<P, __half>(launch, partials, limit, stream); break;
-        case ScalarType::float32: launch_typed<P, float>(launch, partials, limit, stream); break;
-        case ScalarType::float64: launch_typed<P, double>(launch, partials, limit, stream); break;
+        case ScalarType::float16: launch_typed<P, __half>(launch, partials, target); break;
+        case ScalarType::float32: launch_typed<P, float>(launch, partials, target); break;
+        case ScalarType::float64: launch_typed<P, double>(launch, partials, target); break;
     }
 }
 
@@ -446,8 +526,8 @@ void stream_read(const void* data, int64_t bytes, uint64_t* sink, int device, st
     (void)cudaGetLastError();
     const int64_t n = bytes / 16;
     const auto* tail = static_cast<const unsigned char*>(data) + n * 16;
-    launch_kernel<read_kernel>(blocks_for(n, kThreads, grid_limit(device)), reinterpret_cast<cudaStream_t>(stream),
-                        static_cast<const uint4*>(data), n, tail, bytes - n * 16, sink);
+    launch_kernel<read_kernel>(blocks_for(n, kThreads), target_of(device, stream), static_cast<const uint4*>(data), n,
+                               tail, bytes - n * 16, sink);
     check(cudaGetLastError(), "stream_read");
 }
 

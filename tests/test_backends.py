@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import fastmse
 import pytest
-from fastmse import _backends
+from fastmse import _backends, _gpu
 
 
 def _run(code: str, **env_update: str) -> subprocess.CompletedProcess:
@@ -87,3 +88,25 @@ def test_config_reports_build_and_threads():
     else:
         assert config["cuda"] == "not built"
     assert fastmse.__version__ != "0+unknown"
+
+
+def _cuda_core(cuda: bool = True, built: str = "13.0", devices: int = 0, driver: int = 0) -> SimpleNamespace:
+    """A stand-in for fastmse._core's CUDA queries."""
+    return SimpleNamespace(
+        build_info=lambda: {"cuda": cuda, "cuda_version": built},
+        cuda_device_count=lambda: devices,
+        cuda_driver_version=lambda: driver,
+    )
+
+
+def test_why_the_cuda_kernels_cannot_run():
+    assert _gpu.unusable_reason(_cuda_core(devices=1, driver=13000)) is None
+    assert "built without the CUDA kernels" in str(_gpu.unusable_reason(_cuda_core(cuda=False)))
+    assert _gpu.unusable_reason(_cuda_core()) == "no NVIDIA driver was found"
+    old_driver = str(_gpu.unusable_reason(_cuda_core(driver=12080)))
+    assert "supports CUDA 12.8, older than the CUDA 13.0 runtime" in old_driver
+    assert "580.65.06 or later" in old_driver
+    assert _gpu.unusable_reason(_cuda_core(built="12.8", driver=12080)) == "the CUDA runtime finds no device"
+    assert _gpu.minimum_driver("12.8") == "525.60.13"
+    with pytest.raises(ImportError, match="no NVIDIA driver"):
+        _gpu.CudaBackend(_cuda_core())

@@ -71,7 +71,10 @@ def config() -> dict[str, Any]:
         info["kernels"] = f"{native.isa} (this CPU runs: {', '.join(native.runnable_isas)})"
         info["openmp"] = f"yes (OpenMP {build['openmp_version']})" if build["openmp"] else "no (one thread)"
         info["cuda"] = (
-            f"{build['cuda_version']} for {', '.join(build['cuda_architectures'])}" if build["cuda"] else "not built"
+            f"{build['cuda_version']} for {', '.join(build['cuda_architectures'])}"
+            f" (needs NVIDIA driver {_gpu.minimum_driver(build['cuda_version'])} or later)"
+            if build["cuda"]
+            else "not built"
         )
         if build["cuda"]:
             reason = _gpu.unusable_reason(native.core)

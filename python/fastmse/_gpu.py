@@ -173,6 +173,17 @@ class CupyMemory:
         return self._cp.empty(nbytes, np.uint8)
 
 
+# The oldest Linux driver each CUDA major version's runtime runs on (NVIDIA's CUDA
+# compatibility table): the static runtime in fastmse._core needs at least this.
+_MINIMUM_DRIVERS = {12: "525.60.13", 13: "580.65.06"}
+
+
+def minimum_driver(cuda_version: str) -> str:
+    """The oldest NVIDIA driver (Linux) that runs kernels built with CUDA `cuda_version`."""
+    major = int(cuda_version.split(".")[0])
+    return _MINIMUM_DRIVERS.get(major, f"one for CUDA {major}")
+
+
 def unusable_reason(core: ModuleType) -> str | None:
     """Why the CUDA kernels of `core` cannot run here (None where they can): not built,
     no driver, a driver older than the CUDA runtime they were built with, or no device."""
@@ -189,7 +200,8 @@ def unusable_reason(core: ModuleType) -> str | None:
     if [int(part) for part in have.split(".")] < [int(part) for part in built.split(".")]:
         return (
             f"the NVIDIA driver supports CUDA {have}, older than the CUDA {built} runtime fastmse's "
-            "kernels were built with: update the driver, or build fastmse with an older toolkit"
+            f"kernels were built with (they need driver {minimum_driver(built)} or later): update the "
+            "driver, or build fastmse with an older CUDA toolkit"
         )
     return "the CUDA runtime finds no device"
 

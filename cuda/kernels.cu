@@ -11,8 +11,9 @@
 //     its first addition), and the same positions one by one otherwise.
 //   * The block's 256 partial sums are combined by a fixed shuffle tree (block_sum),
 //     and the tile sums of one output by a second kernel in the same way: a two-stage
-//     reduction with no atomics.
-//   * An output of at most kSerialMax positions is summed by one thread, in order.
+//     reduction with no atomics. An output of one tile is finished by the first.
+//   * An output of at most kRowMax positions is summed by a group of lanes of a warp
+//     (row_kernel), each lane in order, then the lanes by a fixed shuffle tree.
 // Sums are float64 whatever the data's dtype; the arithmetic of a position is the CPU
 // kernels' (cpp/kernels.cpp), in the same order, and nvcc is told not to contract it
 // into FMAs (CMakeLists.txt), so results stay within rounding of the CPU's.
@@ -54,7 +55,7 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kItems = 16;                        // positions per thread per tile
 constexpr int64_t kTilePositions = int64_t{kThreads} * kItems;  // summed positions per tile
-constexpr int64_t kSerialMax = 256;               // positions an output may have to be summed by one thread
+constexpr int64_t kRowMax = 1024;                 // positions an output may have to be summed by a warp
 
 enum OperandIndex { kP, kT, kW, kOut, kLoss, kScale, kOperands };
 
@@ -202,6 +203,16 @@ __device__ inline void summed_offsets(const Geometry& g, const int64_t* base, in
     }
 }
 
+// `base` plus the element offsets of summed position r: a product where one dimension is
+// summed (after merging, the common case), the general walk otherwise.
+__device__ inline void position_offsets(const Geometry& g, const int64_t* base, int64_t r, int64_t* off) {
+    if (g.ndim - g.n_kept == 1) {
+        for (int k = 0; k < kW + 2; ++k) off[k] = base[k] + r * g.strides[k][g.ndim - 1];
+        return;
+    }
+    summed_offsets(g, base, r, off);
+}
+
 __device__ inline double scale_at(const Operands& a, const int64_t* kept) {
     return a.scale ? a.scale[kept[kScale]] : 0.0;
 }
@@ -245,11 +256,22 @@ __global__ void __launch_bounds__(kThreads) map_kernel(Geometry g, Operands a) {
         }
         for (int64_t r = done + first; r < n; r += stride) visit_flat<P, T>(a, r, scale);
     } else {
+        // V neighbouring positions per thread: one division for them, not two per position.
+        constexpr int V = kVector<T>;
         int64_t kept[kOperands], off[kOperands];
-        for (int64_t i = first; i < n; i += stride) {
-            kept_offsets(g, i / g.n_red, kept);
-            summed_offsets(g, kept, i % g.n_red, off);
-            visit<P, T>(a, off, scale_at(a, kept));
+        for (int64_t i = first * V; i < n; i += stride * V) {
+            int64_t o = i / g.n_red, r = i % g.n_red;
+            kept_offsets(g, o, kept);
+            double scale = scale_at(a, kept);
+            for (int v = 0; v < V && i + v < n; ++v, ++r) {
+                if (r == g.n_red) {
+                    r = 0;
+                    kept_offsets(g, ++o, kept);
+                    scale = scale_at(a, kept);
+                }
+                position_offsets(g, kept, r, off);
+                visit<P, T>(a, off, scale);
+            }
         }
     }
 }
@@ -282,14 +304,20 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(Geometry g, Operands a, 
                     if constexpr (Flat) {
                         acc += visit_flat<P, T>(a, r0 + v, scale);
                     } else {
-                        summed_offsets(g, kept, r0 + v, off);
+                        position_offsets(g, kept, r0 + v, off);
                         acc += visit<P, T>(a, off, scale);
                     }
                 }
             }
         }
         const double total = block_sum(acc);
-        if (threadIdx.x == 0) partials[u] = total;
+        // An output of one tile is finished here; several go through finish_kernel.
+        if (threadIdx.x == 0) {
+            if (tiles > 1)
+                partials[u] = total;
+            else if (a.loss)
+                a.loss[kept[kLoss]] = total;
+        }
     }
 }
 
@@ -307,22 +335,39 @@ __global__ void __launch_bounds__(kThreads) finish_kernel(Geometry g, const doub
     }
 }
 
-// Reducing passes over short outputs (at most kSerialMax positions, none included): one
-// thread per output, positions in order.
+// Reducing passes over short outputs (at most kRowMax positions, none included): each
+// output is summed by a group of `group` lanes of a warp (the smallest power of two of at
+// least its positions, at most 32), lane l of the group adding positions l, l + group, ...
+// in order, so that neighbouring lanes read neighbouring elements; then the group's sums by
+// a fixed shuffle tree into its first lane. Every lane of a warp takes part in the shuffles.
 template <Pass P, typename T>
-__global__ void __launch_bounds__(kThreads) serial_kernel(Geometry g, Operands a) {
-    const int64_t stride = int64_t{gridDim.x} * blockDim.x;
-    for (int64_t o = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; o < g.n_out; o += stride) {
-        int64_t kept[kOperands], off[kOperands];
-        kept_offsets(g, o, kept);
-        const double scale = scale_at(a, kept);
+__global__ void __launch_bounds__(kThreads) row_kernel(Geometry g, Operands a, int group) {
+    const int lane = static_cast<int>(threadIdx.x & 31), member = lane % group;
+    const int64_t rows_per_warp = 32 / group, rows_per_block = int64_t{kWarps} * rows_per_warp;
+    const int64_t row_in_block = int64_t{threadIdx.x >> 5} * rows_per_warp + lane / group;
+    for (int64_t first = int64_t{blockIdx.x} * rows_per_block; first < g.n_out;
+         first += int64_t{gridDim.x} * rows_per_block) {
+        const int64_t o = first + row_in_block;
+        int64_t kept[kOperands] = {}, off[kOperands];
         double acc = 0.0;
-        for (int64_t r = 0; r < g.n_red; ++r) {
-            summed_offsets(g, kept, r, off);
-            acc += visit<P, T>(a, off, scale);
+        if (o < g.n_out) {
+            kept_offsets(g, o, kept);
+            const double scale = scale_at(a, kept);
+            for (int64_t r = member; r < g.n_red; r += group) {
+                position_offsets(g, kept, r, off);
+                acc += visit<P, T>(a, off, scale);
+            }
         }
-        if (a.loss) a.loss[kept[kLoss]] = acc;
+        for (int offset = group / 2; offset > 0; offset >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, offset);
+        if (o < g.n_out && member == 0 && a.loss) a.loss[kept[kLoss]] = acc;
     }
+}
+
+// The lanes row_kernel gives an output of n positions.
+int row_group(int64_t n) {
+    int group = 1;
+    while (group < 32 && group < n) group *= 2;
+    return group;
 }
 
 __global__ void __launch_bounds__(kThreads) read_kernel(const uint4* data, int64_t n, const unsigned char* tail,
@@ -471,17 +516,19 @@ void launch_typed(const Launch& launch, double* partials, const Target& target) 
             launch_kernel<map_kernel<P, T, true>>(blocks, target, g, a);
         else
             launch_kernel<map_kernel<P, T, false>>(blocks, target, g, a);
-    } else if (g.n_red <= kSerialMax) {
-        launch_kernel<serial_kernel<P, T>>(blocks_for(g.n_out, kThreads), target, g, a);
+    } else if (g.n_red <= kRowMax) {
+        const int group = row_group(g.n_red);
+        launch_kernel<row_kernel<P, T>>(blocks_for(g.n_out, int64_t{kWarps} * (32 / group)), target, g, a, group);
     } else {
         const int64_t tiles = tiles_of(g.n_red);
-        if (partials == nullptr) throw std::invalid_argument("fastmse: a reducing GPU pass needs its workspace");
+        if (partials == nullptr && tiles > 1)
+            throw std::invalid_argument("fastmse: a reducing GPU pass needs its workspace");
         if (launch.flat)
             launch_kernel<tile_kernel<P, T, true>>(g.n_out * tiles, target, g, a, tiles, partials);
         else
             launch_kernel<tile_kernel<P, T, false>>(g.n_out * tiles, target, g, a, tiles, partials);
         check(cudaGetLastError(), "a kernel launch");
-        if (a.loss)
+        if (a.loss && tiles > 1)
             launch_kernel<finish_kernel>(g.n_out, target, g, static_cast<const double*>(partials), tiles, a.loss);
     }
     check(cudaGetLastError(), "a kernel launch");
@@ -534,7 +581,7 @@ void stream_read(const void* data, int64_t bytes, uint64_t* sink, int device, st
 int64_t workspace_bytes(const int64_t* shape, int ndim, int n_kept) {
     int64_t n_out = 1, n_red = 1;
     for (int d = 0; d < ndim; ++d) (d < n_kept ? n_out : n_red) *= shape[d];
-    if (n_out == 0 || n_red <= kSerialMax) return 0;
+    if (n_out == 0 || n_red <= kRowMax || tiles_of(n_red) == 1) return 0;
     return static_cast<int64_t>(sizeof(double)) * n_out * tiles_of(n_red);
 }
 

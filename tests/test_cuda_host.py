@@ -44,7 +44,7 @@ SM_COUNTS = (1, 3, 8, 132)
 DTYPES = (np.float16, np.float32, np.float64)
 GUARD = 64  # bytes on either side of every workspace, which the kernels must not touch
 SENTINEL = 0xA5
-TILE = 4096  # positions per tile (kTilePositions in cuda/kernels.cu); outputs of <= 256 are serial
+TILE = 4096  # positions per tile (kTilePositions in cuda/kernels.cu); outputs of <= 1024 go to row_kernel
 
 
 class HostMemory:
@@ -165,11 +165,17 @@ def _layout(name: str, dtype: type, rng: np.random.Generator) -> tuple[np.ndarra
         return values(2 * n)[::2], values(n), {}
     if name == "broadcast targets":
         return values(60, 70), values(1, 70), {}
-    if name == "kept first, serial":
+    if name == "rows of 3":
+        return values(300, 3), values(300, 3), {"axis": -1}
+    if name == "rows of 100":
         return values(50, 100), values(50, 100), {"axis": -1}
+    if name == "rows of 1000":
+        return values(20, 1000), values(20, 1000), {"axis": -1}
+    if name == "kept first, one tile":
+        return values(4, 3000), values(4, 3000), {"axis": -1}
     if name == "kept first, tiled":
         return values(3, 2 * TILE + 3), values(3, 2 * TILE + 3), {"axis": -1}
-    if name == "kept last, serial":
+    if name == "kept last, short":
         return values(200, 7), values(200, 7), {"axis": 0}
     if name == "kept last, tiled":
         return values(TILE + 9, 5), values(TILE + 9, 5), {"axis": 0}
@@ -185,9 +191,12 @@ LAYOUTS = (
     "flat, misaligned by one element",
     "strided",
     "broadcast targets",
-    "kept first, serial",
+    "rows of 3",
+    "rows of 100",
+    "rows of 1000",
+    "kept first, one tile",
     "kept first, tiled",
-    "kept last, serial",
+    "kept last, short",
     "kept last, tiled",
     "float64 weights",
     "weights per sample",

@@ -200,7 +200,7 @@ void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle stride
 using DeviceKernel = void (*)(const Problem&, void*, int, std::uintptr_t);
 
 // A GPU pass: operands are (device pointer, scalar_types code) pairs, workspace a device pointer
-// to cuda_workspace_bytes(shape, n_kept) bytes (0 where that is 0); kernels are queued on
+// to cuda_workspace_bytes(shape, n_kept, strides) bytes (0 where that is 0); kernels are queued on
 // `stream` of `device`, and nothing waits for them.
 template <DeviceKernel K>
 void run_device(py::handle shape, int n_kept, py::handle operands, py::handle strides, std::uintptr_t workspace,
@@ -313,12 +313,16 @@ void bind_cuda(py::module_& m) {
           "Whether the compiled kernels run on `device` (architecture and driver).");
     m.def(
         "cuda_workspace_bytes",
-        [](py::handle shape_seq, int n_kept) {
-            int64_t shape[fastmse::kMaxDims];
+        [](py::handle shape_seq, int n_kept, py::handle strides_seq) {
+            int64_t shape[fastmse::kMaxDims], strides[2][fastmse::kMaxDims];
             const std::size_t ndim = read_shape(shape_seq, n_kept, shape);
-            return fastmse::cuda::workspace_bytes(shape, static_cast<int>(ndim), n_kept);
+            if (py::len(strides_seq) != kOperandCount) throw py::value_error("fastmse._core: malformed problem");
+            const py::sequence strides_of = py::reinterpret_borrow<py::sequence>(strides_seq);
+            for (std::size_t k = 0; k < 2; ++k) read_int64s(strides_of[k], strides[k], ndim, "strides");
+            return fastmse::cuda::workspace_bytes(shape, static_cast<int>(ndim), n_kept, strides[0], strides[1]);
         },
-        py::arg("shape"), py::arg("n_kept"), "Device scratch bytes a reducing GPU pass over `shape` needs.");
+        py::arg("shape"), py::arg("n_kept"), py::arg("strides"),
+        "Device scratch bytes a reducing GPU pass over `shape` with these element strides needs.");
 }
 #endif
 

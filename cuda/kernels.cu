@@ -33,6 +33,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "../cpp/position.hpp"
 #include "kernels.cuh"
@@ -56,6 +57,8 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kItems = 16;                        // positions per thread per tile
 constexpr int64_t kTilePositions = int64_t{kThreads} * kItems;  // summed positions per tile
 constexpr int64_t kRowMax = 1024;                 // positions an output may have to be summed by a warp
+constexpr int kColumnRows = 16;                   // summed positions per warp per column chunk
+constexpr int64_t kColumnChunk = int64_t{kWarps} * kColumnRows;  // summed positions per column chunk
 
 enum OperandIndex { kP, kT, kW, kOut, kLoss, kScale, kOperands };
 
@@ -147,12 +150,15 @@ __device__ inline Step<T, Wt> load_step(const Operands& a, int64_t r) {
 template <Pass P, typename T, typename Wt>
 __device__ inline double add_step(const Operands& a, const Step<T, Wt>& step, int64_t r, double scale, double acc) {
     constexpr int V = Step<T, Wt>::V;
-    Pack<T, V> out;
+    Pack<T, V> out;  // only where the pass writes: an unused array's address would keep it in memory
 #pragma unroll
     for (int v = 0; v < V; ++v) {
         const double d = Scalar<T>::load(step.p.v[v]) - Scalar<T>::load(step.t.v[v]);
         const double weight = a.w ? Scalar<Wt>::load(step.w.v[v]) : 1.0;
-        acc += apply<P, T>(d, weight, scale, &out.v[v]);
+        if constexpr (kWrites<P>)
+            acc += apply<P, T>(d, weight, scale, &out.v[v]);
+        else
+            acc += term<P>(weight, d);
     }
     if constexpr (kWrites<P>) {
         uint4 raw;
@@ -170,17 +176,30 @@ __device__ inline double visit_pack(const Operands& a, int64_t r, double scale, 
 
 // A thread's share of a full tile of a flat, aligned problem (from `start`, kThreads * V
 // apart): all its loads first, so that they are in flight together, then the terms in
-// the order described at the top.
+// the order described at the top. The steps are a pack expansion, not a loop, so that
+// they stay in registers (a loop left one instantiation's array in local memory).
+template <Pass P, typename T, typename Wt, int... S>
+__device__ inline double visit_steps(const Operands& a, int64_t start, double scale, std::integer_sequence<int, S...>) {
+    constexpr int64_t kApart = int64_t{kThreads} * kVector<T>;
+    const Step<T, Wt> steps[] = {load_step<T, Wt>(a, start + S * kApart)...};
+    double acc = 0.0;
+    ((acc = add_step<P, T, Wt>(a, steps[S], start + S * kApart, scale, acc)), ...);
+    return acc;
+}
+
 template <Pass P, typename T, typename Wt>
 __device__ inline double visit_tile(const Operands& a, int64_t start, double scale) {
-    constexpr int V = kVector<T>, kSteps = kItems / V;
-    Step<T, Wt> steps[kSteps];
-#pragma unroll
-    for (int s = 0; s < kSteps; ++s) steps[s] = load_step<T, Wt>(a, start + int64_t{s} * kThreads * V);
-    double acc = 0.0;
-#pragma unroll
-    for (int s = 0; s < kSteps; ++s) acc = add_step<P, T, Wt>(a, steps[s], start + int64_t{s} * kThreads * V, scale, acc);
-    return acc;
+    constexpr int kSteps = kItems / kVector<T>;
+    // float64 weights of float16 data (64 bytes a step) are loaded a step at a time:
+    // all at once, ptxas spilled them.
+    if constexpr (sizeof(Wt) * kVector<T> > 32) {
+        double acc = 0.0;
+        for (int s = 0; s < kSteps; ++s)
+            acc = visit_pack<P, T, Wt>(a, start + int64_t{s} * kThreads * kVector<T>, scale, acc);
+        return acc;
+    } else {
+        return visit_steps<P, T, Wt>(a, start, scale, std::make_integer_sequence<int, kSteps>{});
+    }
 }
 
 // Element offsets of kept position o (dimensions [0, n_kept)).
@@ -370,6 +389,52 @@ int row_group(int64_t n) {
     return group;
 }
 
+// Reducing passes where neighbouring outputs lie closer in memory than an output's
+// positions (a sum over axis 0 of a C-ordered batch): lane l of every warp takes output
+// j0 + l of 32 neighbouring ones along the last kept dimension, so that a warp reads
+// neighbouring elements, and the summed positions are cut into chunks of kColumnChunk;
+// warp w adds positions chunk * kColumnChunk + w * kColumnRows + i, i = 0 .. kColumnRows - 1,
+// in order, and the 8 warps' sums of an output are combined by a fixed pairwise tree. An
+// output of one chunk is finished here; several go through finish_kernel.
+template <Pass P, typename T>
+__global__ void __launch_bounds__(kThreads) column_kernel(Geometry g, Operands a, int64_t chunks, double* partials) {
+    __shared__ double warp_sums[kWarps][32];
+    const int lane = static_cast<int>(threadIdx.x & 31), warp = static_cast<int>(threadIdx.x >> 5);
+    const int64_t extent = g.shape[g.n_kept - 1], groups = (extent + 31) / 32;
+    const int64_t units = g.n_out / extent * groups * chunks;
+    for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+        const int64_t chunk = u % chunks, group = u / chunks % groups, outer = u / chunks / groups;
+        const int64_t j = group * 32 + lane, o = outer * extent + j;
+        int64_t kept[kOperands] = {}, off[kOperands];
+        double acc = 0.0;
+        if (j < extent) {
+            kept_offsets(g, o, kept);
+            const double scale = scale_at(a, kept);
+            const int64_t first = chunk * kColumnChunk + int64_t{warp} * kColumnRows;
+            for (int i = 0; i < kColumnRows && first + i < g.n_red; ++i) {
+                position_offsets(g, kept, first + i, off);
+                acc += visit<P, T>(a, off, scale);
+            }
+        }
+        warp_sums[warp][lane] = acc;
+        __syncthreads();
+        if (warp == 0 && j < extent) {
+            double sums[kWarps];
+#pragma unroll
+            for (int w = 0; w < kWarps; ++w) sums[w] = warp_sums[w][lane];
+#pragma unroll
+            for (int width = kWarps / 2; width > 0; width /= 2)
+#pragma unroll
+                for (int w = 0; w < width; ++w) sums[w] = sums[2 * w] + sums[2 * w + 1];
+            if (chunks > 1)
+                partials[o * chunks + chunk] = sums[0];
+            else if (a.loss)
+                a.loss[kept[kLoss]] = sums[0];
+        }
+        __syncthreads();  // warp_sums is reused by the block's next unit
+    }
+}
+
 __global__ void __launch_bounds__(kThreads) read_kernel(const uint4* data, int64_t n, const unsigned char* tail,
                                                         int64_t tail_bytes, uint64_t* sink) {
     uint64_t acc = 0;
@@ -506,6 +571,29 @@ void launch_kernel(int64_t work_blocks, const Target& target, const Args&... arg
 
 int64_t tiles_of(int64_t n_red) { return (n_red + kTilePositions - 1) / kTilePositions; }
 
+// How a reducing pass walks its outputs, and how many partial sums each output has (1:
+// written to loss directly; more: combined by finish_kernel). As the CPU's across-output
+// mode: by columns where the last kept dimension is cheaper to step along than the last
+// summed one, for predictions and targets together.
+enum class Walk { rows, tiles, columns };
+
+struct Reduction {
+    Walk walk;
+    int64_t parts;
+};
+
+Reduction reduction_of(const Geometry& g) {
+    const int j = g.n_kept - 1, r = g.ndim - 1;
+    auto cost = [&](int d) {
+        return (g.strides[kP][d] < 0 ? -g.strides[kP][d] : g.strides[kP][d]) +
+               (g.strides[kT][d] < 0 ? -g.strides[kT][d] : g.strides[kT][d]);
+    };
+    if (g.n_kept > 0 && g.shape[j] > 1 && g.n_red > 1 && cost(j) < cost(r))
+        return {Walk::columns, blocks_for(g.n_red, kColumnChunk)};
+    if (g.n_red <= kRowMax) return {Walk::rows, 1};
+    return {Walk::tiles, tiles_of(g.n_red)};
+}
+
 template <Pass P, typename T>
 void launch_typed(const Launch& launch, double* partials, const Target& target) {
     const Geometry& g = launch.g;
@@ -516,20 +604,26 @@ void launch_typed(const Launch& launch, double* partials, const Target& target) 
             launch_kernel<map_kernel<P, T, true>>(blocks, target, g, a);
         else
             launch_kernel<map_kernel<P, T, false>>(blocks, target, g, a);
-    } else if (g.n_red <= kRowMax) {
-        const int group = row_group(g.n_red);
-        launch_kernel<row_kernel<P, T>>(blocks_for(g.n_out, int64_t{kWarps} * (32 / group)), target, g, a, group);
     } else {
-        const int64_t tiles = tiles_of(g.n_red);
-        if (partials == nullptr && tiles > 1)
+        const Reduction reduction = reduction_of(g);
+        if (reduction.parts > 1 && partials == nullptr)
             throw std::invalid_argument("fastmse: a reducing GPU pass needs its workspace");
-        if (launch.flat)
-            launch_kernel<tile_kernel<P, T, true>>(g.n_out * tiles, target, g, a, tiles, partials);
-        else
-            launch_kernel<tile_kernel<P, T, false>>(g.n_out * tiles, target, g, a, tiles, partials);
+        if (reduction.walk == Walk::rows) {
+            const int group = row_group(g.n_red);
+            launch_kernel<row_kernel<P, T>>(blocks_for(g.n_out, int64_t{kWarps} * (32 / group)), target, g, a, group);
+        } else if (reduction.walk == Walk::columns) {
+            const int64_t extent = g.shape[g.n_kept - 1];
+            launch_kernel<column_kernel<P, T>>(g.n_out / extent * blocks_for(extent, 32) * reduction.parts, target, g,
+                                               a, reduction.parts, partials);
+        } else if (launch.flat) {
+            launch_kernel<tile_kernel<P, T, true>>(g.n_out * reduction.parts, target, g, a, reduction.parts, partials);
+        } else {
+            launch_kernel<tile_kernel<P, T, false>>(g.n_out * reduction.parts, target, g, a, reduction.parts, partials);
+        }
         check(cudaGetLastError(), "a kernel launch");
-        if (a.loss && tiles > 1)
-            launch_kernel<finish_kernel>(g.n_out, target, g, static_cast<const double*>(partials), tiles, a.loss);
+        if (a.loss && reduction.parts > 1)
+            launch_kernel<finish_kernel>(g.n_out, target, g, static_cast<const double*>(partials), reduction.parts,
+                                         a.loss);
     }
     check(cudaGetLastError(), "a kernel launch");
 }
@@ -578,11 +672,23 @@ void stream_read(const void* data, int64_t bytes, uint64_t* sink, int device, st
     check(cudaGetLastError(), "stream_read");
 }
 
-int64_t workspace_bytes(const int64_t* shape, int ndim, int n_kept) {
-    int64_t n_out = 1, n_red = 1;
-    for (int d = 0; d < ndim; ++d) (d < n_kept ? n_out : n_red) *= shape[d];
-    if (n_out == 0 || n_red <= kRowMax || tiles_of(n_red) == 1) return 0;
-    return static_cast<int64_t>(sizeof(double)) * n_out * tiles_of(n_red);
+int64_t workspace_bytes(const int64_t* shape, int ndim, int n_kept, const int64_t* predictions_strides,
+                        const int64_t* targets_strides) {
+    if (ndim > kMaxDims) return 0;  // the CuPy kernels take such a problem
+    Geometry g{};
+    g.ndim = ndim;
+    g.n_kept = n_kept;
+    g.n_out = 1;
+    g.n_red = 1;
+    for (int d = 0; d < ndim; ++d) {
+        g.shape[d] = shape[d];
+        (d < n_kept ? g.n_out : g.n_red) *= shape[d];
+        g.strides[kP][d] = predictions_strides[d];
+        g.strides[kT][d] = targets_strides[d];
+    }
+    const Reduction reduction = reduction_of(g);
+    if (g.n_out == 0 || reduction.parts <= 1) return 0;
+    return static_cast<int64_t>(sizeof(double)) * g.n_out * reduction.parts;
 }
 
 bool can_run(int device) {

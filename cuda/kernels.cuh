@@ -26,8 +26,10 @@ void reduce_and_grad(const Problem& problem, void* workspace, int device, std::u
 void squared_error(const Problem& problem, void* workspace, int device, std::uintptr_t stream);
 void reduce_difference(const Problem& problem, void* workspace, int device, std::uintptr_t stream);
 
-// Scratch a reducing pass over `shape` (n_kept kept dimensions first) needs: the tile sums.
-int64_t workspace_bytes(const int64_t* shape, int ndim, int n_kept);
+// Scratch a reducing pass over `shape` (n_kept kept dimensions first), with these element
+// strides of predictions and targets, needs: the partial sums of its outputs.
+int64_t workspace_bytes(const int64_t* shape, int ndim, int n_kept, const int64_t* predictions_strides,
+                        const int64_t* targets_strides);
 
 // Whether this module has code that runs on `device` (its architecture compiled in, as
 // real code or PTX the driver can compile) and a driver new enough for its runtime.

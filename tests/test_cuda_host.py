@@ -179,6 +179,10 @@ def _layout(name: str, dtype: type, rng: np.random.Generator) -> tuple[np.ndarra
         return values(200, 7), values(200, 7), {"axis": 0}
     if name == "kept last, tiled":
         return values(TILE + 9, 5), values(TILE + 9, 5), {"axis": 0}
+    if name == "kept last, 70 columns":
+        return values(300, 70), values(300, 70), {"axis": 0}
+    if name == "kept outer and last":
+        return values(3, 500, 40), values(3, 500, 40), {"axis": 1}
     if name == "float64 weights":
         return values(n), values(n), {"weights": rng.uniform(0.5, 2.0, n)}
     if name == "weights per sample":
@@ -198,6 +202,8 @@ LAYOUTS = (
     "kept first, tiled",
     "kept last, short",
     "kept last, tiled",
+    "kept last, 70 columns",
+    "kept outer and last",
     "float64 weights",
     "weights per sample",
 )
@@ -233,7 +239,7 @@ def test_every_pass_dtype_and_layout(host_kernels, name, dtype, layout):
     if name == "reduce_difference":  # predictions broadcast along what is summed
         full = np.broadcast_shapes(p.shape, t.shape)
         t = t if t.shape == full else rng.standard_normal(full).astype(dtype)
-        p = p[..., :1] if kwargs.get("axis") == -1 else p[:1]
+        p = p[..., :1] if kwargs.get("axis") == -1 else p[:, :1] if kwargs.get("axis") == 1 else p[:1]
     result = on_every_device(lambda: _run_pass(name, p, t, kwargs))
     assert name in host_kernels.ran, host_kernels.ran
     with _backends.use("cpp"):

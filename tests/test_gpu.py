@@ -219,6 +219,26 @@ def test_torch_cuda_tensors(gpu_backend):
     np.testing.assert_allclose(out.cpu().numpy(), p.grad.cpu().numpy(), rtol=1e-6)
 
 
+def test_torch_tensors_are_computed_on_torchs_current_stream(gpu_backend):
+    """Inside torch.cuda.stream(s), the inputs are written on s behind a kernel that spins
+    for tens of milliseconds: fastmse's kernels must queue behind them on s (PyTorch's
+    __cuda_array_interface__ names no stream), and its results be there for s's next work."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("this PyTorch has no CUDA")
+    stream = torch.cuda.Stream()
+    n = 1 << 20
+    with torch.cuda.stream(stream):
+        torch.cuda._sleep(50_000_000)  # about 30 ms of spinning on s: other streams overtake it
+        p = torch.full((n,), 3.0, device="cuda")
+        t = torch.ones(n, device="cuda")
+        loss, grad = mse_and_grad(p, t, reduction="sum")
+        doubled = torch.as_tensor(grad, device="cuda") * 2  # PyTorch's next work on s
+    stream.synchronize()
+    assert float(loss) == 4.0 * n
+    assert bool((doubled == 8.0).all())
+
+
 def test_numba_device_arrays(gpu_backend):
     cuda = pytest.importorskip("numba.cuda")
     p = cuda.to_device(np.linspace(-1, 1, 100))

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -81,11 +83,12 @@ def as_cupy(value: Any, name: str) -> Any:
         raise TypeError(msg) from error
 
 
-def device_arrays(named: list[tuple[str, Any]]) -> tuple[list[Any], Any]:
+def device_arrays(named: list[tuple[str, Any]]) -> tuple[list[Any], Any, Any]:
     """The operands of a call with at least one GPU array, as CuPy arrays on one device.
 
     `named` holds (argument name, value) pairs; None values stay None, Python and NumPy
-    scalars become 0-d arrays on the device. Returns the arrays and the CuPy Device.
+    scalars become 0-d arrays on the device. Returns the arrays, the CuPy Device and the
+    producer's stream (:func:`producer_stream`; None where none is known).
 
     Raises
     ------
@@ -118,11 +121,41 @@ def device_arrays(named: list[tuple[str, Any]]) -> tuple[list[Any], Any]:
         msg = f"the arrays of one call must be on one GPU: {listed}"
         raise ValueError(msg)
     device = cp.cuda.Device(ids[0])
-    with device:
+    stream = producer_stream([value for _, value in named], device.id)
+    with placed(device, stream):
         for k, (_, value) in enumerate(named):
             if isinstance(value, _SCALARS):
                 arrays[k] = cp.asarray(value)
-    return arrays, device
+    return arrays, device, stream
+
+
+def producer_stream(values: list[Any], device_id: int) -> Any:
+    """The stream that the producer of `values` queues its work on, as a CuPy stream, where
+    one is known: PyTorch's current stream on the device for its tensors (PyTorch's
+    ``__cuda_array_interface__`` names none), the ``stream`` of a version 3
+    ``__cuda_array_interface__``. None otherwise: fastmse then runs on CuPy's current
+    stream, and work queued on another stream must be finished, or ordered, by the caller."""
+    cp = cupy()
+    for value in values:
+        if value is None or isinstance(value, cp.ndarray):
+            continue
+        if type(value).__module__.split(".")[0] == "torch":
+            torch = sys.modules["torch"]
+            return cp.cuda.ExternalStream(int(torch.cuda.current_stream(device_id).cuda_stream), device_id)
+        interface: Any = None
+        with contextlib.suppress(Exception):  # a producer that cannot say names no stream
+            interface = getattr(value, "__cuda_array_interface__", None)
+        stream = interface.get("stream") if isinstance(interface, dict) else None
+        if stream:  # 1 and 2: the legacy and per-thread default streams, as CUDA numbers them
+            return cp.cuda.ExternalStream(int(stream), device_id)
+    return None
+
+
+@contextlib.contextmanager
+def placed(device: Any, stream: Any) -> Iterator[None]:
+    """Makes `device` (a CuPy Device) current and, where given, `stream` (a CuPy stream)."""
+    with device, stream if stream is not None else contextlib.nullcontext():
+        yield
 
 
 def array_module(value: Any) -> ModuleType:
@@ -237,8 +270,10 @@ class CudaBackend:
             getattr(self._fallback, kernel)(plan)
             return
         operands = [None if a is None else (memory.address(a), self._dtype_codes[a.dtype]) for a in plan.operands]
-        # Scratch for the tile sums.
-        size = self._core.cuda_workspace_bytes(plan.shape, plan.n_kept) if kernel.startswith("reduce") else 0
+        # Scratch for the outputs' partial sums.
+        size = (
+            self._core.cuda_workspace_bytes(plan.shape, plan.n_kept, plan.strides) if kernel.startswith("reduce") else 0
+        )
         workspace = memory.scratch(size) if size else None
         self._entries[kernel](
             plan.shape,

@@ -178,6 +178,7 @@ class Call:
     flat: bool  # all summed, one shape, C-contiguous, no weights: one dense dimension
     predictions_broadcast: bool  # targets or weights give predictions' values to several positions
     device: Any = None  # the CuPy Device holding the arrays; None for NumPy ones
+    stream: Any = None  # the producer's CuPy stream, where known: the kernels queue there
 
     @property
     def xp(self) -> ModuleType:
@@ -185,9 +186,9 @@ class Call:
         return np if self.device is None else _gpu.cupy()
 
     def on_device(self) -> contextlib.AbstractContextManager[Any]:
-        """Makes the call's GPU current (allocations and kernels go there); for host arrays
-        it does nothing."""
-        return _HOST if self.device is None else self.device
+        """Makes the call's GPU and its producer's stream current (allocations and kernels
+        go there); for host arrays it does nothing."""
+        return _HOST if self.device is None else _gpu.placed(self.device, self.stream)
 
     def operands(self, out: Any = None, loss: Any = None, scale: Any = None) -> Operands:
         """The call's inputs with the given outputs, as a pass takes them."""
@@ -242,9 +243,11 @@ def resolve(
     host = type(predictions) is np.ndarray and type(targets) is np.ndarray and type(weights) in (np.ndarray, type(None))
     if not host and any(_gpu.is_gpu_array(v) for v in (predictions, targets, weights)):
         operands: list[tuple[str, Any]] = [("predictions", predictions), ("targets", targets), ("weights", weights)]
-        (gp, gt, gw), device = _gpu.device_arrays(operands)
-        with device:
-            return _resolve_arrays(gp, gt, gw, predictions, targets, axis, reduction, signed_weights, device)
+        (gp, gt, gw), device, stream = _gpu.device_arrays(operands)
+        with _gpu.placed(device, stream):
+            call = _resolve_arrays(gp, gt, gw, predictions, targets, axis, reduction, signed_weights, device)
+        call.stream = stream
+        return call
     p = _as_array(predictions, "predictions")
     t = _as_array(targets, "targets")
     w = None if weights is None else _as_array(weights, "weights")

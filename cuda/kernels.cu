@@ -396,8 +396,10 @@ int row_group(int64_t n) {
 // warp w adds positions chunk * kColumnChunk + w * kColumnRows + i, i = 0 .. kColumnRows - 1,
 // in order, and the 8 warps' sums of an output are combined by a fixed pairwise tree. An
 // output of one chunk is finished here; several go through finish_kernel.
+// (Its launch bounds name one block per multiprocessor at least: with the thread count
+// alone, ptxas held reduce_and_grad to 64 registers and spilled.)
 template <Pass P, typename T>
-__global__ void __launch_bounds__(kThreads) column_kernel(Geometry g, Operands a, int64_t chunks, double* partials) {
+__global__ void __launch_bounds__(kThreads, 1) column_kernel(Geometry g, Operands a, int64_t chunks, double* partials) {
     __shared__ double warp_sums[kWarps][32];
     const int lane = static_cast<int>(threadIdx.x & 31), warp = static_cast<int>(threadIdx.x >> 5);
     const int64_t extent = g.shape[g.n_kept - 1], groups = (extent + 31) / 32;

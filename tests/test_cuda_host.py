@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -68,6 +69,12 @@ class HostMemory:
         area = np.full(nbytes + 2 * GUARD, SENTINEL, np.uint8)
         self.areas.append(area)
         return area[GUARD : GUARD + nbytes]
+
+    def mark(self) -> float:
+        return time.perf_counter()  # the host model's launches end before they return
+
+    def seconds(self, start: float, end: float) -> float:
+        return end - start
 
     def check_workspaces(self) -> None:
         sentinel_word = np.frombuffer(bytes([SENTINEL]) * 8, np.uint64)[0]
@@ -348,3 +355,14 @@ def test_an_out_of_bounds_read_is_caught():
     )
     assert result.returncode != 0
     assert "heap-buffer-overflow" in result.stderr
+
+
+def test_the_launches_are_timed_apart_from_python(host_kernels):
+    """timing_launches brackets each call's launches, and only them, with marks on the
+    stream (what `bench --device gpu` reports as kernel time beside the whole call)."""
+    p, t = np.ones((3, 2 * TILE + 1), np.float32), np.zeros((3, 2 * TILE + 1), np.float32)
+    with host_kernels.backend.timing_launches() as seconds:
+        mse(p, t, axis=-1)  # tile and finish kernels: one entry call
+        mse_and_grad(p, t)
+    assert len(seconds) == 2
+    assert all(s > 0 for s in seconds)

@@ -24,13 +24,16 @@ import numpy as np
 from . import _backends, mse, mse_and_grad, mse_grad
 from ._config import get_num_threads, set_num_threads
 
+Timer = Callable[[Callable[[], Any]], float]
+
 
 @dataclass
 class Candidate:
-    group: str  # "loss", "gradient" or "loss+gradient"
+    group: str  # "loss", "gradient", "loss+gradient" or "shapes"
     name: str
     run: Callable[[], Any]
     bytes_moved: int
+    timer: Timer | None = None  # how one run is timed, where not as the others
     times: list[float] = field(default_factory=list)
 
     @property
@@ -144,6 +147,14 @@ def _gpu_candidates(cp: Any, p: Any, t: Any, out: Any) -> list[Candidate]:
         Candidate("gradient", "2 * (p - t) / n", lambda: 2 * (p - t) / n, rw),
         Candidate("loss+gradient", "fastmse.mse_and_grad(p, t, out=o)", lambda: mse_and_grad(p, t, out=out), rw),
     ]
+    if backend.name == "cuda":  # the kernels alone, beside each whole call
+        kernels = _kernel_timer(backend)
+        found += [
+            Candidate(c.group, f"{c.name} (kernels)", c.run, c.bytes_moved, kernels)
+            for c in found
+            if c.name.startswith("fastmse.")
+        ]
+        found += _gpu_shapes(cp, kernels)
     torch = _peer("torch")
     if torch is None or not torch.cuda.is_available():
         return found
@@ -155,6 +166,52 @@ def _gpu_candidates(cp: Any, p: Any, t: Any, out: Any) -> list[Candidate]:
         torch.nn.functional.mse_loss(leaf, tt).backward()
 
     found.append(Candidate("loss+gradient", "torch mse_loss forward+backward", forward_backward, rw))
+    return found
+
+
+def _kernel_timer(backend: Any) -> Timer:
+    """Seconds of device time the kernels of one run take (CUDA events around the launches,
+    not around the Python before them)."""
+
+    def kernels(run: Callable[[], Any]) -> float:
+        with backend.timing_launches() as seconds:
+            run()
+        return float(sum(seconds))
+
+    return kernels
+
+
+# The shapes training and evaluation pass: (name, predictions' shape, targets' shape,
+# weights' shape or None, axis).
+GPU_SHAPES: list[tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...] | None, int | None]] = [
+    ("mse(p, t, axis=-1), (2**22, 64)", (1 << 22, 64), (1 << 22, 64), None, -1),
+    ("mse(p, t, axis=-1), (2**24, 16)", (1 << 24, 16), (1 << 24, 16), None, -1),
+    ("mse(p, t, axis=0), (2**20, 256)", (1 << 20, 256), (1 << 20, 256), None, 0),
+    ("mse(p, t, weights=w), (2**22, 64), w (2**22, 1)", (1 << 22, 64), (1 << 22, 64), (1 << 22, 1), None),
+    ("mse(p, t), (2**22, 64), t (64,)", (1 << 22, 64), (64,), None, None),
+    ("mse(p, t, axis=-1), (256, 10)", (256, 10), (256, 10), None, -1),
+]
+
+
+def _gpu_shapes(cp: Any, kernels: Timer) -> list[Candidate]:
+    """fastmse.mse on GPU_SHAPES (float32), whole call and kernels, and one empty kernel
+    launch (what the smallest shape is measured against)."""
+    found: list[Candidate] = []
+    for name, p_shape, t_shape, w_shape, axis in GPU_SHAPES:
+        p = cp.random.standard_normal(p_shape, dtype=cp.float32)
+        t = cp.random.standard_normal(t_shape, dtype=cp.float32)
+        w = None if w_shape is None else cp.random.uniform(0.5, 1.5, w_shape, dtype=cp.float32)
+        moved = p.nbytes + t.nbytes + (0 if w is None else w.nbytes)
+
+        def call(p: Any = p, t: Any = t, w: Any = w, axis: int | None = axis) -> Any:
+            return mse(p, t, weights=w, axis=axis)
+
+        found += [
+            Candidate("shapes", name, call, moved),
+            Candidate("shapes", f"{name} (kernels)", call, moved, kernels),
+        ]
+    empty = cp.RawKernel('extern "C" __global__ void fastmse_empty() {}', "fastmse_empty")
+    found.append(Candidate("shapes", "one empty kernel launch", lambda: empty((1,), (1,), ()), 0))
     return found
 
 
@@ -269,7 +326,7 @@ def run(
             bar.update()
     for _ in range(repeat):
         for candidate in candidates:
-            candidate.times.append(timed(candidate.run))
+            candidate.times.append((candidate.timer or timed)(candidate.run))
             if bar is not None:
                 bar.update()
     if bar is not None:
@@ -320,6 +377,20 @@ def targets(figures: dict[str, Any]) -> list[tuple[str, float, float, bool]]:
             1.8,
         )
         ratio("mse speed-up over cp.mean((p - t) ** 2)", "cp.mean((p - t) ** 2)", "fastmse.mse(p, t)", 3.5)
+        kernel_time = time_of.get("fastmse.mse(p, t) (kernels)")
+        if kernel_time is not None and figures["size"] == 1 << 28 and figures["dtype"] == "float32":
+            value = 0.50e-3 / kernel_time
+            checks.append(("mse kernels within 0.50 ms on 2**28 float32 (ratio)", value, 1.0, value >= 1.0))
+        ceiling = gbps.get("read ceiling (stream both inputs once)")
+        for shape, *_ in GPU_SHAPES:
+            measured = f"{shape} (kernels)"
+            if measured not in time_of:
+                continue
+            if shape.endswith("(256, 10)"):  # a small batch: against one launch, not bandwidth
+                ratio(f"{shape}: 2 x empty launch / kernels", "one empty kernel launch", measured, 0.5)
+            elif ceiling:
+                value = gbps[measured] / ceiling
+                checks.append((f"{shape}: kernels' fraction of the read ceiling", value, 0.8, value >= 0.8))
         return checks
     ratio("mse speed-up over np.mean((p - t) ** 2)", "np.mean((p - t) ** 2)", "fastmse.mse(p, t)", 3.0)
     ratio("mse speed-up over crysx_nn's Numba kernel", "crysx_nn MSE_loss (Numba)", "fastmse.mse(p, t)", 1.3)

@@ -184,6 +184,8 @@ class DeviceMemory(Protocol):
     def address(self, array: Any) -> int: ...
     def stream(self) -> int: ...
     def scratch(self, nbytes: int) -> Any: ...
+    def mark(self) -> Any: ...
+    def seconds(self, start: Any, end: Any) -> float: ...
 
 
 class CupyMemory:
@@ -204,6 +206,17 @@ class CupyMemory:
     def scratch(self, nbytes: int) -> Any:
         # Released to the pool once the stream is past it.
         return self._cp.empty(nbytes, np.uint8)
+
+    def mark(self) -> Any:
+        """An event recorded on the current stream now."""
+        event = self._cp.cuda.Event()
+        event.record()
+        return event
+
+    def seconds(self, start: Any, end: Any) -> float:
+        """Device time between two marks (waits for the second)."""
+        end.synchronize()
+        return float(self._cp.cuda.get_elapsed_time(start, end)) / 1e3
 
 
 # The oldest Linux driver each CUDA major version's runtime runs on (NVIDIA's CUDA
@@ -257,6 +270,21 @@ class CudaBackend:
         self._entries = {name: getattr(core, f"cuda_{name}") for name in _PASSES}
         self._fallback: CupyBackend | None = None
         self._runs_on: dict[int, bool] = {}  # device -> whether the compiled code runs there
+        self._marks: list[tuple[Any, Any]] | None = None  # around each launch, while timing_launches
+
+    @contextlib.contextmanager
+    def timing_launches(self) -> Iterator[list[float]]:
+        """Times the kernels on the device, not the Python before them: within the block,
+        each call's launches are bracketed by marks on the stream (CUDA events); the list
+        yielded receives the seconds of each call's launches as the block ends."""
+        marks: list[tuple[Any, Any]] = []
+        seconds: list[float] = []
+        self._marks = marks
+        try:
+            yield seconds
+        finally:
+            self._marks = None
+            seconds.extend(self._memory.seconds(start, end) for start, end in marks)
 
     def _run(self, kernel: str, plan: Plan) -> None:
         memory = self._memory
@@ -275,6 +303,8 @@ class CudaBackend:
             self._core.cuda_workspace_bytes(plan.shape, plan.n_kept, plan.strides) if kernel.startswith("reduce") else 0
         )
         workspace = memory.scratch(size) if size else None
+        marks = self._marks
+        start = None if marks is None else memory.mark()
         self._entries[kernel](
             plan.shape,
             plan.n_kept,
@@ -284,6 +314,8 @@ class CudaBackend:
             device,
             memory.stream(),
         )
+        if marks is not None:
+            marks.append((start, memory.mark()))
 
     def reduce(self, plan: Plan) -> None:
         self._run("reduce", plan)

@@ -63,6 +63,64 @@ constexpr int64_t kColumnChunk = int64_t{kWarps} * kColumnRows;  // summed posit
 enum OperandIndex { kP, kT, kW, kOut, kLoss, kScale, kOperands };
 
 // Shape and element strides (zero where broadcast or absent), by value in the launch.
+// Division of indices by a fixed extent without a division instruction (a 64-bit one is
+// tens of instructions on a GPU): a multiply-high by a magic number and shifts, chosen on
+// the host once per launch (Granlund and Montgomery, as libdivide's unsigned 64-bit case).
+struct Divisor {
+    uint64_t magic;  // 0: a power of two, a shift alone
+    int shift;
+    bool add;  // the magic number has 65 bits: add back and halve
+};
+
+__host__ __device__ inline uint64_t multiply_high(uint64_t a, uint64_t b) {
+#if defined(__CUDA_ARCH__)
+    return __umul64hi(a, b);
+#elif defined(__SIZEOF_INT128__)
+    return static_cast<uint64_t>((static_cast<unsigned __int128>(a) * b) >> 64);
+#else
+    const uint64_t a_low = a & 0xffffffffu, a_high = a >> 32, b_low = b & 0xffffffffu, b_high = b >> 32;
+    const uint64_t low_low = a_low * b_low, high_low = a_high * b_low, low_high = a_low * b_high;
+    const uint64_t middle = (low_low >> 32) + (high_low & 0xffffffffu) + low_high;
+    return a_high * b_high + (high_low >> 32) + (middle >> 32);
+#endif
+}
+
+__device__ inline uint64_t divide(uint64_t n, const Divisor& d) {
+    if (d.magic == 0) return n >> d.shift;
+    const uint64_t q = multiply_high(d.magic, n);
+    return d.add ? (((n - q) >> 1) + q) >> d.shift : q >> d.shift;
+}
+
+// floor(high * 2**64 / d) and its remainder, for high < d, by long division.
+inline uint64_t divide_wide(uint64_t high, uint64_t d, uint64_t* remainder) {
+    uint64_t quotient = 0, r = high;
+    for (int bit = 63; bit >= 0; --bit) {
+        const bool carry = (r >> 63) != 0;
+        r <<= 1;
+        quotient <<= 1;
+        if (carry || r >= d) {
+            r -= d;
+            quotient |= 1;
+        }
+    }
+    *remainder = r;
+    return quotient;
+}
+
+inline Divisor divisor_of(int64_t extent) {
+    const uint64_t d = extent > 1 ? static_cast<uint64_t>(extent) : 1;
+    int log2 = 0;
+    while ((d >> log2) > 1) ++log2;
+    if ((d & (d - 1)) == 0) return Divisor{0, log2, false};
+    uint64_t remainder = 0;
+    uint64_t magic = divide_wide(uint64_t{1} << log2, d, &remainder);
+    if (d - remainder < (uint64_t{1} << log2)) return Divisor{magic + 1, log2, false};
+    magic += magic;
+    const uint64_t twice = remainder + remainder;
+    if (twice >= d || twice < remainder) magic += 1;
+    return Divisor{magic + 1, log2, true};
+}
+
 struct Geometry {
     int ndim;
     int n_kept;
@@ -70,7 +128,16 @@ struct Geometry {
     int64_t n_red;  // summed positions per kept one
     int64_t shape[kMaxDims];
     int64_t strides[kOperands][kMaxDims];
+    Divisor extents[kMaxDims];  // by shape[d]
+    Divisor by_n_red;
 };
+
+// `index` divided by the extent `d`: quotient and remainder.
+__device__ inline int64_t split(int64_t index, int64_t extent, const Divisor& d, int64_t* remainder) {
+    const auto quotient = static_cast<int64_t>(divide(static_cast<uint64_t>(index), d));
+    *remainder = index - quotient * extent;
+    return quotient;
+}
 
 struct Operands {
     const void* p;
@@ -206,8 +273,8 @@ __device__ inline double visit_tile(const Operands& a, int64_t start, double sca
 __device__ inline void kept_offsets(const Geometry& g, int64_t o, int64_t* off) {
     for (int k = 0; k < kOperands; ++k) off[k] = 0;
     for (int d = g.n_kept - 1; d >= 0; --d) {
-        const int64_t i = o % g.shape[d];
-        o /= g.shape[d];
+        int64_t i;
+        o = split(o, g.shape[d], g.extents[d], &i);
         for (int k = 0; k < kOperands; ++k) off[k] += i * g.strides[k][d];
     }
 }
@@ -216,8 +283,8 @@ __device__ inline void kept_offsets(const Geometry& g, int64_t o, int64_t* off) 
 __device__ inline void summed_offsets(const Geometry& g, const int64_t* base, int64_t r, int64_t* off) {
     for (int k = 0; k < kW + 2; ++k) off[k] = base[k];  // p, t, w, out
     for (int d = g.ndim - 1; d >= g.n_kept; --d) {
-        const int64_t i = r % g.shape[d];
-        r /= g.shape[d];
+        int64_t i;
+        r = split(r, g.shape[d], g.extents[d], &i);
         for (int k = 0; k < kW + 2; ++k) off[k] += i * g.strides[k][d];
     }
 }
@@ -279,7 +346,8 @@ __global__ void __launch_bounds__(kThreads) map_kernel(Geometry g, Operands a) {
         constexpr int V = kVector<T>;
         int64_t kept[kOperands], off[kOperands];
         for (int64_t i = first * V; i < n; i += stride * V) {
-            int64_t o = i / g.n_red, r = i % g.n_red;
+            int64_t r;
+            int64_t o = split(i, g.n_red, g.by_n_red, &r);
             kept_offsets(g, o, kept);
             double scale = scale_at(a, kept);
             for (int v = 0; v < V && i + v < n; ++v, ++r) {
@@ -319,11 +387,21 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(Geometry g, Operands a, 
                                          : visit_pack<P, T, T>(a, r0, scale, acc);
                     continue;
                 }
+                // V neighbouring positions: the first found, the others a stride further
+                // along the innermost dimension (found again where it wraps).
+                const int last = g.ndim - 1;
+                int64_t inner = -1;
                 for (int v = 0; v < V && r0 + v < g.n_red; ++v) {
                     if constexpr (Flat) {
                         acc += visit_flat<P, T>(a, r0 + v, scale);
                     } else {
-                        position_offsets(g, kept, r0 + v, off);
+                        if (inner < 0 || inner + 1 == g.shape[last]) {
+                            position_offsets(g, kept, r0 + v, off);
+                            split(r0 + v, g.shape[last], g.extents[last], &inner);
+                        } else {
+                            ++inner;
+                            for (int k = 0; k < kW + 2; ++k) off[k] += g.strides[k][last];
+                        }
                         acc += visit<P, T>(a, off, scale);
                     }
                 }
@@ -535,10 +613,12 @@ Launch prepare(const Problem& problem) {
                                           &problem.out, &problem.loss, &problem.scale};
     for (int d = 0; d < g.ndim; ++d) {
         g.shape[d] = problem.shape[d];
+        g.extents[d] = divisor_of(problem.shape[d]);
         (d < g.n_kept ? g.n_out : g.n_red) *= problem.shape[d];
         for (int k = 0; k < kOperands; ++k)
             g.strides[k][d] = operands[k]->data != nullptr ? operands[k]->strides[d] : 0;
     }
+    g.by_n_red = divisor_of(g.n_red);
     Operands& a = launch.a;
     a.p = problem.predictions.data;
     a.t = problem.targets.data;

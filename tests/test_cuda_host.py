@@ -190,6 +190,8 @@ def _layout(name: str, dtype: type, rng: np.random.Generator) -> tuple[np.ndarra
         return values(300, 70), values(300, 70), {"axis": 0}
     if name == "kept outer and last":
         return values(3, 500, 40), values(3, 500, 40), {"axis": 1}
+    if name == "two summed dimensions":  # targets broadcast: the summed dimensions do not merge
+        return values(7, 33, 45), values(33, 1), {"axis": (1, 2)}
     if name == "float64 weights":
         return values(n), values(n), {"weights": rng.uniform(0.5, 2.0, n)}
     if name == "weights per sample":
@@ -211,6 +213,7 @@ LAYOUTS = (
     "kept last, tiled",
     "kept last, 70 columns",
     "kept outer and last",
+    "two summed dimensions",
     "float64 weights",
     "weights per sample",
 )

@@ -131,12 +131,13 @@ std::size_t item_size(ScalarType type) {
 }
 
 // shape: extents; items/strides: the six operands and their element strides (None and an
-// empty tuple where absent); source(k, item) gives an operand's address and type.
+// empty tuple where absent); source(k, item) gives an operand's address and type;
+// inputs_anywhere: predictions, targets and weights may sit at any address (the CPU's).
 // Checks the call's structure and dtypes; that shape and strides stay inside each
 // buffer is the Python layer's job (fastmse._plan), not checked here.
 template <typename Source>
 Problem read_problem(ProblemStorage& storage, py::handle shape_seq, int n_kept, py::handle items_seq,
-                     py::handle strides_seq, Source&& source) {
+                     py::handle strides_seq, bool inputs_anywhere, Source&& source) {
     const std::size_t ndim = read_shape(shape_seq, n_kept, storage.shape);
     if (py::len(items_seq) != kOperandCount || py::len(strides_seq) != kOperandCount)
         throw py::value_error("fastmse._core: malformed problem");
@@ -156,9 +157,11 @@ Problem read_problem(ProblemStorage& storage, py::handle shape_seq, int n_kept, 
             continue;
         }
         const OperandSource operand = source(k, item);
-        // Misaligned elements would be undefined behaviour in the kernels (and a fault on
-        // a GPU); the Python layer copies such arrays first, and this keeps it honest.
-        if (reinterpret_cast<std::uintptr_t>(operand.data) % item_size(operand.type) != 0)
+        // The CPU kernels read inputs at any address; outputs, and everything on a GPU (a
+        // fault there), must be aligned to their element size: the Python layer copies or
+        // writes through scratch where they are not, and this keeps it honest.
+        const bool may_be_misaligned = inputs_anywhere && k < 3;
+        if (!may_be_misaligned && reinterpret_cast<std::uintptr_t>(operand.data) % item_size(operand.type) != 0)
             throw py::value_error("fastmse._core: operand " + std::to_string(k) + " is not aligned to its element size");
         if (k == 0) problem.dtype = operand.type;
         if (k == 2) problem.weights_dtype = operand.type;
@@ -182,7 +185,7 @@ using Kernel = void (*)(const Problem&);
 template <Kernel K>
 void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle strides) {
     ProblemStorage storage;
-    Problem problem = read_problem(storage, shape, n_kept, arrays, strides, [](std::size_t k, const py::object& item) {
+    Problem problem = read_problem(storage, shape, n_kept, arrays, strides, true, [](std::size_t k, const py::object& item) {
         if (!py::isinstance<py::array>(item))
             throw py::type_error("fastmse._core: operands must be NumPy arrays or None");
         auto array = py::reinterpret_borrow<py::array>(item);
@@ -207,7 +210,7 @@ void run_device(py::handle shape, int n_kept, py::handle operands, py::handle st
                 int device, std::uintptr_t stream) {
     ProblemStorage storage;
     const Problem problem =
-        read_problem(storage, shape, n_kept, operands, strides, [](std::size_t, const py::object& item) {
+        read_problem(storage, shape, n_kept, operands, strides, false, [](std::size_t, const py::object& item) {
             const auto pair = item.cast<std::pair<std::uintptr_t, int>>();
             return OperandSource{reinterpret_cast<void*>(pair.first), scalar_type_from_code(pair.second)};
         });

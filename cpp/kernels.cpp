@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
 #include "half.hpp"
@@ -58,15 +59,51 @@ namespace {
 
 constexpr int64_t kPrefetchDistance = 1024;  // elements
 
+// An input element as float64. Inputs are read where they are, aligned to their element
+// size or not (arrays that Dask or pickle moved between processes often are not), through
+// a type of alignment 1: the same loads where the compiler allows it (a memcpy, which is
+// what MSVC gets, kept GCC from vectorizing the lanes).
+#if defined(__GNUC__)
+typedef float unaligned_float __attribute__((aligned(1)));
+typedef double unaligned_double __attribute__((aligned(1)));
+typedef Half unaligned_half __attribute__((aligned(1)));
+template <typename T>
+struct Unaligned;
+template <>
+struct Unaligned<float> {
+    using type = unaligned_float;
+};
+template <>
+struct Unaligned<double> {
+    using type = unaligned_double;
+};
+template <>
+struct Unaligned<Half> {
+    using type = unaligned_half;
+};
+
+template <typename T>
+inline double load(const T* at) {
+    return Scalar<T>::load(*reinterpret_cast<const typename Unaligned<T>::type*>(at));
+}
+#else
+template <typename T>
+inline double load(const T* at) {
+    T value;
+    std::memcpy(&value, at, sizeof value);
+    return Scalar<T>::load(value);
+}
+#endif
+
 // The loads of one position; its arithmetic is cpp/position.hpp's.
 template <typename T>
 inline double difference(const T* p, const T* t) {
-    return Scalar<T>::load(*p) - Scalar<T>::load(*t);
+    return load(p) - load(t);
 }
 
 template <bool Weighted, typename Wt>
 inline double weight_at(const Wt* w) {
-    if constexpr (Weighted) return Scalar<Wt>::load(*w);
+    if constexpr (Weighted) return load(w);
     return 1.0;
 }
 

@@ -82,13 +82,14 @@ def _result_dtype(predictions: np.ndarray, targets: np.ndarray, p_given: Any, t_
 
 
 def _compute_array(array: Any, dtype: np.dtype) -> Any:
-    """`array` in the native `dtype`, aligned, with strides the kernels can count in
-    elements (a copy only where one of these does not hold)."""
+    """`array` in the native `dtype`, with strides the kernels can count in elements, and
+    aligned to its element size on a GPU (a copy only where one of these does not hold).
+    The CPU backends read host arrays where they are, aligned or not: arrays unpickled on
+    Dask workers often are not."""
     if array.dtype != dtype:
         return array.astype(dtype)
-    if not aligned(array) or (not array.flags.c_contiguous and any(s % dtype.itemsize for s in array.strides)):
-        # A copy, not ascontiguousarray: that returns a contiguous array as it is, aligned
-        # or not (arrays unpickled on Dask workers often are not).
+    odd_strides = not array.flags.c_contiguous and any(s % dtype.itemsize for s in array.strides)
+    if odd_strides or (not isinstance(array, np.ndarray) and not aligned(array)):
         return array.copy(order="C")
     return array
 

@@ -10,10 +10,15 @@
 //     step on contiguous aligned data (a thread issues all of a full tile's loads before
 //     its first addition), and the same positions one by one otherwise.
 //   * The block's 256 partial sums are combined by a fixed shuffle tree (block_sum),
-//     and the tile sums of one output by a second kernel in the same way: a two-stage
-//     reduction with no atomics. An output of one tile is finished by the first.
+//     and the tile sums of one output by a second kernel (finish_kernel: the same tree,
+//     or a warp's where there are at most 32): a two-stage reduction with no atomics. An
+//     output of one tile is finished by the first.
 //   * An output of at most kRowMax positions is summed by a group of lanes of a warp
 //     (row_kernel), each lane in order, then the lanes by a fixed shuffle tree.
+//   * Where neighbouring outputs are closer in memory than an output's positions, by
+//     columns (column_kernel): chunks of kColumnChunk positions, each warp's kColumnRows
+//     in order, the warps by a fixed pairwise tree, the chunks by finish_kernel.
+// reduction_of chooses among these from the shape and the inputs' strides alone.
 // Sums are float64 whatever the data's dtype; the arithmetic of a position is the CPU
 // kernels' (cpp/kernels.cpp), in the same order, and nvcc is told not to contract it
 // into FMAs (CMakeLists.txt), so results stay within rounding of the CPU's.
@@ -57,6 +62,7 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kItems = 16;                        // positions per thread per tile
 constexpr int64_t kTilePositions = int64_t{kThreads} * kItems;  // summed positions per tile
 constexpr int64_t kRowMax = 1024;                 // positions an output may have to be summed by a warp
+constexpr int kRowsAtOnce = 4;                    // outputs a lane group of row_kernel sums side by side
 constexpr int kColumnRows = 16;                   // summed positions per warp per column chunk
 constexpr int64_t kColumnChunk = int64_t{kWarps} * kColumnRows;  // summed positions per column chunk
 
@@ -160,13 +166,33 @@ __device__ inline double weight_at(const Operands& a, int64_t offset) {
     return Scalar<T>::load(static_cast<const T*>(a.w)[offset]);
 }
 
-// Position at element offsets `off` (strided problems).
-template <Pass P, typename T>
-__device__ inline double visit(const Operands& a, const int64_t* off, double scale) {
+// The inputs of the position at element offsets `off` (strided problems), read: its
+// difference and weight, and where its `out` value goes. Loading several positions before
+// adding any (load, then add) keeps their loads in flight together.
+struct Loaded {
+    double d;
+    double weight;
+    int64_t out_at;
+};
+
+template <typename T>
+__device__ inline Loaded load_position(const Operands& a, const int64_t* off) {
     const double d = Scalar<T>::load(static_cast<const T*>(a.p)[off[kP]]) -
                      Scalar<T>::load(static_cast<const T*>(a.t)[off[kT]]);
-    T* out = a.out ? static_cast<T*>(a.out) + off[kOut] : nullptr;
-    return apply<P, T>(d, weight_at<T>(a, off[kW]), scale, out);
+    return Loaded{d, weight_at<T>(a, off[kW]), off[kOut]};
+}
+
+template <Pass P, typename T>
+__device__ inline double add_position(const Operands& a, const Loaded& x, double scale) {
+    T* out = a.out ? static_cast<T*>(a.out) + x.out_at : nullptr;
+    return apply<P, T>(x.d, x.weight, scale, out);
+}
+
+// The position at element offsets `off`: writes `out` where the pass does and returns its
+// share of the sum.
+template <Pass P, typename T>
+__device__ inline double visit(const Operands& a, const int64_t* off, double scale) {
+    return add_position<P, T>(a, load_position<T>(a, off), scale);
 }
 
 // Position r of a flat problem (one summed dimension, unit strides): every operand's
@@ -175,6 +201,10 @@ template <Pass P, typename T>
 __device__ inline double visit_flat(const Operands& a, int64_t r, double scale) {
     const int64_t off[kOut + 1] = {r, r, r, r};
     return visit<P, T>(a, off, scale);
+}
+
+__host__ __device__ inline bool aligned16(const void* p) {
+    return p == nullptr || reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
 }
 
 // V elements of E (E is T, or float64 weights of float32/float16 data, V = kVector<T>),
@@ -376,15 +406,27 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(Geometry g, Operands a, 
         const double scale = scale_at(a, kept);
         double acc = 0.0;
         const int64_t start = tile * kTilePositions + int64_t{threadIdx.x} * V;
-        const bool vector = Flat && a.vector_aligned;
+        // Flat: each output's positions are contiguous; its operands, from its first one,
+        // are read as a flat problem (16-byte loads where they are aligned).
+        Operands row = a;
+        if constexpr (Flat) {
+            row.p = static_cast<const T*>(a.p) + kept[kP];
+            row.t = static_cast<const T*>(a.t) + kept[kT];
+            if (a.w)
+                row.w = a.wide_weights ? static_cast<const void*>(static_cast<const double*>(a.w) + kept[kW])
+                                       : static_cast<const void*>(static_cast<const T*>(a.w) + kept[kW]);
+            if (a.out) row.out = static_cast<T*>(a.out) + kept[kOut];
+            row.vector_aligned = aligned16(row.p) && aligned16(row.t) && aligned16(row.w) && aligned16(row.out);
+        }
+        const bool vector = Flat && row.vector_aligned;
         if (vector && (tile + 1) * kTilePositions <= g.n_red) {
-            acc = a.wide_weights ? visit_tile<P, T, double>(a, start, scale) : visit_tile<P, T, T>(a, start, scale);
+            acc = a.wide_weights ? visit_tile<P, T, double>(row, start, scale) : visit_tile<P, T, T>(row, start, scale);
         } else {
             for (int s = 0; s < kItems / V; ++s) {
                 const int64_t r0 = start + int64_t{s} * kThreads * V;
                 if (vector && r0 + V <= g.n_red) {
-                    acc = a.wide_weights ? visit_pack<P, T, double>(a, r0, scale, acc)
-                                         : visit_pack<P, T, T>(a, r0, scale, acc);
+                    acc = a.wide_weights ? visit_pack<P, T, double>(row, r0, scale, acc)
+                                         : visit_pack<P, T, T>(row, r0, scale, acc);
                     continue;
                 }
                 // V neighbouring positions: the first found, the others a stride further
@@ -393,7 +435,7 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(Geometry g, Operands a, 
                 int64_t inner = -1;
                 for (int v = 0; v < V && r0 + v < g.n_red; ++v) {
                     if constexpr (Flat) {
-                        acc += visit_flat<P, T>(a, r0 + v, scale);
+                        acc += visit_flat<P, T>(row, r0 + v, scale);
                     } else {
                         if (inner < 0 || inner + 1 == g.shape[last]) {
                             position_offsets(g, kept, r0 + v, off);
@@ -418,8 +460,25 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(Geometry g, Operands a, 
     }
 }
 
-// Reducing passes, stage two: each output's tile sums, by a fixed tree, into loss.
+// Reducing passes, stage two: each output's partial sums, by a fixed tree, into loss; a
+// block per output, or, where an output has at most 32 (few tiles or column chunks), a
+// warp per output, lane l taking partial l.
 __global__ void __launch_bounds__(kThreads) finish_kernel(Geometry g, const double* partials, int64_t tiles, double* loss) {
+    if (tiles <= 32) {
+        const int lane = static_cast<int>(threadIdx.x & 31);
+        const int64_t warps = int64_t{gridDim.x} * kWarps;
+        for (int64_t first = int64_t{blockIdx.x} * kWarps; first < g.n_out; first += warps) {
+            const int64_t o = first + (threadIdx.x >> 5);
+            double acc = o < g.n_out && lane < tiles ? partials[o * tiles + lane] : 0.0;
+            for (int offset = 16; offset > 0; offset >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, offset);
+            if (o < g.n_out && lane == 0) {
+                int64_t kept[kOperands];
+                kept_offsets(g, o, kept);
+                loss[kept[kLoss]] = acc;
+            }
+        }
+        return;
+    }
     for (int64_t o = blockIdx.x; o < g.n_out; o += gridDim.x) {
         double acc = 0.0;
         for (int64_t k = threadIdx.x; k < tiles; k += kThreads) acc += partials[o * tiles + k];
@@ -436,27 +495,47 @@ __global__ void __launch_bounds__(kThreads) finish_kernel(Geometry g, const doub
 // output is summed by a group of `group` lanes of a warp (the smallest power of two of at
 // least its positions, at most 32), lane l of the group adding positions l, l + group, ...
 // in order, so that neighbouring lanes read neighbouring elements; then the group's sums by
-// a fixed shuffle tree into its first lane. Every lane of a warp takes part in the shuffles.
+// a fixed shuffle tree into its first lane. A group takes kRowsAtOnce outputs at once,
+// their loads side by side, so that a thread has several in flight. Every lane of a warp
+// takes part in the shuffles.
 template <Pass P, typename T>
 __global__ void __launch_bounds__(kThreads) row_kernel(Geometry g, Operands a, int group) {
     const int lane = static_cast<int>(threadIdx.x & 31), member = lane % group;
     const int64_t rows_per_warp = 32 / group, rows_per_block = int64_t{kWarps} * rows_per_warp;
     const int64_t row_in_block = int64_t{threadIdx.x >> 5} * rows_per_warp + lane / group;
-    for (int64_t first = int64_t{blockIdx.x} * rows_per_block; first < g.n_out;
-         first += int64_t{gridDim.x} * rows_per_block) {
-        const int64_t o = first + row_in_block;
-        int64_t kept[kOperands] = {}, off[kOperands];
-        double acc = 0.0;
-        if (o < g.n_out) {
-            kept_offsets(g, o, kept);
-            const double scale = scale_at(a, kept);
-            for (int64_t r = member; r < g.n_red; r += group) {
-                position_offsets(g, kept, r, off);
-                acc += visit<P, T>(a, off, scale);
-            }
+    const int64_t rows_per_step = rows_per_block * kRowsAtOnce;
+    for (int64_t first = int64_t{blockIdx.x} * rows_per_step; first < g.n_out;
+         first += int64_t{gridDim.x} * rows_per_step) {
+        int64_t kept[kRowsAtOnce][kOperands];
+        double scale[kRowsAtOnce], acc[kRowsAtOnce];
+        bool valid[kRowsAtOnce];
+#pragma unroll
+        for (int k = 0; k < kRowsAtOnce; ++k) {
+            const int64_t o = first + k * rows_per_block + row_in_block;
+            valid[k] = o < g.n_out;
+            acc[k] = 0.0;
+            if (valid[k]) kept_offsets(g, o, kept[k]);
+            scale[k] = valid[k] ? scale_at(a, kept[k]) : 0.0;
         }
-        for (int offset = group / 2; offset > 0; offset >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, offset);
-        if (o < g.n_out && member == 0 && a.loss) a.loss[kept[kLoss]] = acc;
+        for (int64_t r = member; r < g.n_red; r += group) {
+            Loaded loaded[kRowsAtOnce];
+#pragma unroll
+            for (int k = 0; k < kRowsAtOnce; ++k) {
+                if (!valid[k]) continue;
+                int64_t off[kOperands];
+                position_offsets(g, kept[k], r, off);
+                loaded[k] = load_position<T>(a, off);
+            }
+#pragma unroll
+            for (int k = 0; k < kRowsAtOnce; ++k)
+                if (valid[k]) acc[k] += add_position<P, T>(a, loaded[k], scale[k]);
+        }
+#pragma unroll
+        for (int k = 0; k < kRowsAtOnce; ++k) {
+            for (int offset = group / 2; offset > 0; offset >>= 1)
+                acc[k] += __shfl_down_sync(0xffffffffu, acc[k], offset);
+            if (valid[k] && member == 0 && a.loss) a.loss[kept[k][kLoss]] = acc[k];
+        }
     }
 }
 
@@ -475,7 +554,7 @@ int row_group(int64_t n) {
 // in order, and the 8 warps' sums of an output are combined by a fixed pairwise tree. An
 // output of one chunk is finished here; several go through finish_kernel.
 // (Its launch bounds name one block per multiprocessor at least: with the thread count
-// alone, ptxas held reduce_and_grad to 64 registers and spilled.)
+// alone, ptxas spilled reduce_and_grad's registers, nvcc 13 for sm_90.)
 template <Pass P, typename T>
 __global__ void __launch_bounds__(kThreads, 1) column_kernel(Geometry g, Operands a, int64_t chunks, double* partials) {
     __shared__ double warp_sums[kWarps][32];
@@ -491,10 +570,17 @@ __global__ void __launch_bounds__(kThreads, 1) column_kernel(Geometry g, Operand
             kept_offsets(g, o, kept);
             const double scale = scale_at(a, kept);
             const int64_t first = chunk * kColumnChunk + int64_t{warp} * kColumnRows;
-            for (int i = 0; i < kColumnRows && first + i < g.n_red; ++i) {
+            // The rows' loads first, in flight together, then their terms in order.
+            Loaded loaded[kColumnRows];
+#pragma unroll
+            for (int i = 0; i < kColumnRows; ++i) {
+                if (first + i >= g.n_red) continue;
                 position_offsets(g, kept, first + i, off);
-                acc += visit<P, T>(a, off, scale);
+                loaded[i] = load_position<T>(a, off);
             }
+#pragma unroll
+            for (int i = 0; i < kColumnRows; ++i)
+                if (first + i < g.n_red) acc += add_position<P, T>(a, loaded[i], scale);
         }
         warp_sums[warp][lane] = acc;
         __syncthreads();
@@ -591,12 +677,12 @@ int resident_blocks(int device) {
 // Blocks for `work` items, `per_block` per block.
 int64_t blocks_for(int64_t work, int64_t per_block) { return (work + per_block - 1) / per_block; }
 
-bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 struct Launch {
     Geometry g{};
     Operands a{};
-    bool flat = false;
+    bool flat = false;             // one contiguous dimension, all of it summed or mapped
+    bool contiguous_rows = false;  // each output's positions contiguous (one summed dimension, unit strides)
 };
 
 Launch prepare(const Problem& problem) {
@@ -633,6 +719,10 @@ Launch prepare(const Problem& problem) {
         if (operands[k]->data != nullptr && g.ndim == 1 && g.strides[k][0] != 1) unit = false;
     launch.flat = g.n_kept == 0 && g.ndim <= 1 && unit;
     a.vector_aligned = launch.flat && aligned16(a.p) && aligned16(a.t) && aligned16(a.w) && aligned16(a.out);
+    launch.contiguous_rows = g.ndim - g.n_kept <= 1;
+    for (int k : {kP, kT, kW, kOut})
+        if (operands[k]->data != nullptr && g.ndim > g.n_kept && g.strides[k][g.ndim - 1] != 1)
+            launch.contiguous_rows = false;
     return launch;
 }
 
@@ -692,20 +782,23 @@ void launch_typed(const Launch& launch, double* partials, const Target& target) 
             throw std::invalid_argument("fastmse: a reducing GPU pass needs its workspace");
         if (reduction.walk == Walk::rows) {
             const int group = row_group(g.n_red);
-            launch_kernel<row_kernel<P, T>>(blocks_for(g.n_out, int64_t{kWarps} * (32 / group)), target, g, a, group);
+            launch_kernel<row_kernel<P, T>>(blocks_for(g.n_out, int64_t{kWarps} * (32 / group) * kRowsAtOnce), target, g,
+                                        a, group);
         } else if (reduction.walk == Walk::columns) {
             const int64_t extent = g.shape[g.n_kept - 1];
             launch_kernel<column_kernel<P, T>>(g.n_out / extent * blocks_for(extent, 32) * reduction.parts, target, g,
                                                a, reduction.parts, partials);
-        } else if (launch.flat) {
+        } else if (launch.contiguous_rows) {
             launch_kernel<tile_kernel<P, T, true>>(g.n_out * reduction.parts, target, g, a, reduction.parts, partials);
         } else {
             launch_kernel<tile_kernel<P, T, false>>(g.n_out * reduction.parts, target, g, a, reduction.parts, partials);
         }
         check(cudaGetLastError(), "a kernel launch");
-        if (a.loss && reduction.parts > 1)
-            launch_kernel<finish_kernel>(g.n_out, target, g, static_cast<const double*>(partials), reduction.parts,
+        if (a.loss && reduction.parts > 1) {
+            const int64_t blocks = reduction.parts <= 32 ? blocks_for(g.n_out, kWarps) : g.n_out;
+            launch_kernel<finish_kernel>(blocks, target, g, static_cast<const double*>(partials), reduction.parts,
                                          a.loss);
+        }
     }
     check(cudaGetLastError(), "a kernel launch");
 }

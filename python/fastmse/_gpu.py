@@ -204,7 +204,7 @@ class CupyMemory:
         return int(self._cp.cuda.get_current_stream().ptr)
 
     def scratch(self, nbytes: int) -> Any:
-        # Released to the pool once the stream is past it.
+        # Back in CuPy's pool when freed, safely: the pool orders reuse by stream.
         return self._cp.empty(nbytes, np.uint8)
 
     def mark(self) -> Any:

@@ -1,4 +1,4 @@
-"""PyTorch's ``torch.nn.functional.mse_loss``, computed by fastmse on NumPy arrays.
+"""PyTorch's ``torch.nn.functional.mse_loss`` and ``torch.nn.MSELoss``, computed by fastmse.
 
 Switch with one line::
 
@@ -8,22 +8,31 @@ Switch with one line::
 Same arguments and defaults: ``reduction`` ``"mean"``, ``"sum"`` or ``"none"``, the
 deprecated ``size_average``/``reduce`` pair, and ``weight`` (the shape of `input`;
 ``"mean"`` is then ``sum(weight * e) / sum(weight)``, negative weights allowed as in
-PyTorch). Targets of another shape broadcast, with PyTorch's ``UserWarning``. Results
-are NumPy scalars (``"mean"``, ``"sum"``) or arrays in the inputs' result dtype; PyTorch
-returns tensors. For tensors and autograd use PyTorch itself; :func:`fastmse.mse_and_grad`
-gives the loss and its gradient together.
+PyTorch). Targets of another shape broadcast, with PyTorch's ``UserWarning``.
+
+Tensors in, tensors out, on their device (CPU tensors are read without a copy; CUDA
+tensors run on PyTorch's current stream), with gradients through autograd: the loss is
+the custom operator ``torch.ops.fastmse.mse_loss`` (``torch.library``, with a fake
+implementation, so ``torch.compile(fullgraph=True)`` keeps it in one graph). Where
+`input` requires grad and the loss is reduced, the forward runs the fused pass
+(``torch.ops.fastmse.mse_loss_and_grad``) and the backward only scales that gradient;
+``create_graph=True``, targets or weights that require grad, and ``reduction="none"``
+take PyTorch's expressions in the backward. float16, float32 and float64 tensors.
+
+NumPy arrays (and anything else ``np.asarray`` takes) in give NumPy scalars or arrays out.
 """
 
 from __future__ import annotations
 
+import importlib
 import warnings
+from types import SimpleNamespace
 from typing import Any, TypeGuard
 
 import numpy as np
-from numpy.typing import ArrayLike
 
-from .._compute import loss
-from .._resolve import resolve
+from .._compute import gradient, loss
+from .._resolve import Call, resolve
 from .._types import Reduction
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -50,39 +59,51 @@ def _legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
     return reduction
 
 
+def _is_tensor(value: Any) -> bool:
+    return _OPS is not None and isinstance(value, _OPS.torch.Tensor) or type(value).__module__.startswith("torch")
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    return tuple(value.shape) if _is_tensor(value) else tuple(np.shape(value))
+
+
 def mse_loss(
-    input: ArrayLike,
-    target: ArrayLike,
+    input: Any,
+    target: Any,
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "mean",
-    weight: ArrayLike | None = None,
+    weight: Any = None,
 ) -> Any:
     """Element-wise mean squared error, optionally weighted, as PyTorch computes it.
 
     Parameters
     ----------
-    input : array_like
+    input : torch.Tensor or array_like
         Predicted values.
-    target : array_like
+    target : torch.Tensor or array_like
         Ground truth values; broadcast to `input` (with a ``UserWarning`` when the
         shapes differ, as in PyTorch).
     size_average, reduce : bool, optional
         Deprecated; they override `reduction` (with PyTorch's warning).
     reduction : {"mean", "sum", "none"}, optional
         As in PyTorch. Default ``"mean"``.
-    weight : array_like, optional
+    weight : torch.Tensor or array_like, optional
         Weights of the shape of `input`.
 
     Returns
     -------
-    numpy scalar or ndarray
+    torch.Tensor, numpy scalar or ndarray
+        A tensor (0-d where reduced) where `input` or `target` is one, on its device and
+        in the autograd graph; otherwise NumPy's types.
 
     Raises
     ------
     ValueError
         An unknown `reduction`, a `weight` of another shape than `input`, shapes that do
         not broadcast.
+    TypeError
+        Tensors of a dtype fastmse does not compute (bfloat16, integers).
 
     Examples
     --------
@@ -91,7 +112,7 @@ def mse_loss(
     >>> mse_loss(np.array([1.0, 2.0]), np.array([0.0, 0.0]))
     np.float64(2.5)
     """
-    input_shape, target_shape = np.shape(input), np.shape(target)
+    input_shape, target_shape = _shape(input), _shape(target)
     if input_shape != target_shape:
         warnings.warn(
             f"Using a target size ({_size(target_shape)}) that is different to the input size "
@@ -102,26 +123,182 @@ def mse_loss(
         )
     if size_average is not None or reduce is not None:
         reduction = _legacy_reduction(size_average, reduce)
-    if weight is None:
-        if not _is_reduction(reduction):
-            msg = f"{reduction} is not a valid value for reduction"
+    if weight is not None:
+        if _shape(weight) != input_shape:
+            msg = "Weights and input must have the same size."
             raise ValueError(msg)
-        return loss(resolve(input, target, None, None, reduction), keepdims=False)
-    if np.shape(weight) != input_shape:
-        msg = "Weights and input must have the same size."
+        if reduction not in _REDUCTIONS:
+            msg = f"Invalid reduction mode: {reduction}. Expected one of 'none', 'mean', 'sum'."
+            raise ValueError(msg)
+    elif not _is_reduction(reduction):
+        msg = f"{reduction} is not a valid value for reduction"
         raise ValueError(msg)
-    if reduction not in _REDUCTIONS:
-        msg = f"Invalid reduction mode: {reduction}. Expected one of 'none', 'mean', 'sum'."
-        raise ValueError(msg)
-    weight = np.asarray(weight)
+    if _is_tensor(input) or _is_tensor(target):
+        return _tensor_loss(input, target, weight, reduction)
+    return loss(_call(input, target, weight, reduction), keepdims=False)
+
+
+def _call(input: Any, target: Any, weight: Any, reduction: str) -> Call:
+    """The fastmse call PyTorch's loss is: weights may be negative, and float64 weights
+    make a float64 loss (PyTorch multiplies by them in their dtype)."""
+    if weight is None:
+        return resolve(input, target, None, None, reduction)
+    weight = weight if hasattr(weight, "__cuda_array_interface__") else np.asarray(weight)
     call = resolve(input, target, weight, None, reduction, signed_weights=True)
     if weight.dtype.kind == "f" and weight.dtype.itemsize > call.dtype.itemsize:
-        # PyTorch multiplies by the weights in their dtype: float64 weights give float64 losses.
         wider = weight.dtype
-        call = resolve(
-            np.asarray(input, wider), np.asarray(target, wider), weight, None, reduction, signed_weights=True
-        )
-    return loss(call, keepdims=False)
+        call = resolve(input.astype(wider), target.astype(wider), weight, None, reduction, signed_weights=True)
+    return call
 
 
-__all__ = ["mse_loss"]
+# Tensors: the loss as torch.library operators, registered when the first tensor arrives.
+_REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
+_OPS: SimpleNamespace | None = None
+
+
+def _tensor_loss(input: Any, target: Any, weight: Any, reduction: str) -> Any:
+    ops = _operators()
+    code = _REDUCTION_CODES[reduction]
+    if reduction != "none" and ops.torch.is_grad_enabled() and input.requires_grad:
+        return ops.mse_loss_and_grad(input, target, weight, code)[0]
+    return ops.mse_loss(input, target, weight, code)
+
+
+def _operands(input: Any, target: Any, weight: Any) -> tuple[Any, Any, Any]:
+    """The tensors as arrays fastmse computes, without a copy: NumPy views of CPU tensors;
+    CUDA tensors as they are (fastmse reads them, on PyTorch's current stream)."""
+    torch = importlib.import_module("torch")
+    for name, tensor in (("input", input), ("target", target), ("weight", weight)):
+        if tensor is not None and tensor.dtype not in (torch.float16, torch.float32, torch.float64):
+            msg = f"{name} is a {tensor.dtype} tensor; fastmse computes float16, float32 and float64 ones"
+            raise TypeError(msg)
+    arrays = tuple(None if t is None else t.detach() for t in (input, target, weight))
+    if input.is_cuda:
+        return arrays[0], arrays[1], arrays[2]
+    p, t, w = (None if a is None else a.numpy() for a in arrays)
+    return p, t, w
+
+
+def _as_tensor(value: Any, like: Any) -> Any:
+    torch = importlib.import_module("torch")
+    if like.is_cuda:
+        return torch.from_dlpack(value)
+    return torch.from_numpy(np.array(value, copy=False, ndmin=0) if np.ndim(value) else np.asarray(value))
+
+
+def _forward(input: Any, target: Any, weight: Any, code: int, with_gradient: bool) -> tuple[Any, Any]:
+    reduction = next(name for name, c in _REDUCTION_CODES.items() if c == code)
+    call = _call(*_operands(input, target, weight), reduction)
+    if with_gradient:
+        value, grad = gradient(call, None, False, with_loss=True)
+        return _as_tensor(value, input), _as_tensor(grad, input)
+    return _as_tensor(loss(call, keepdims=False), input), None
+
+
+def _result_shape(input: Any, target: Any, code: int) -> tuple[int, ...]:
+    torch = importlib.import_module("torch")
+    return tuple(torch.broadcast_shapes(input.shape, target.shape)) if code == 0 else ()
+
+
+def _result_dtype(input: Any, target: Any, weight: Any) -> Any:
+    torch = importlib.import_module("torch")
+    dtype = torch.promote_types(input.dtype, target.dtype)
+    return dtype if weight is None else torch.promote_types(dtype, weight.dtype)
+
+
+def _backward(ctx: Any, grad_loss: Any, *_: Any) -> tuple[Any, Any, Any, None]:
+    """Gradients of the loss: the fused pass's, scaled by grad_loss, where that is all that
+    is asked; PyTorch's expressions otherwise (they are differentiable again)."""
+    torch = importlib.import_module("torch")
+    input, target, weight, fused = ctx.saved_tensors
+    wants_input, wants_target, wants_weight = ctx.needs_input_grad[:3]
+    if fused is not None and not torch.is_grad_enabled() and not wants_target and not wants_weight:
+        return fused * grad_loss, None, None, None
+    difference = input - target
+    factor = 2 * difference * grad_loss if weight is None else 2 * weight * difference * grad_loss
+    if ctx.reduction == _REDUCTION_CODES["mean"]:
+        total = difference.numel() if weight is None else weight.sum()
+        factor = factor / total
+    grad_input = factor.sum_to_size(input.shape) if wants_input else None
+    grad_target = (-factor).sum_to_size(target.shape) if wants_target else None
+    grad_weight = None
+    if wants_weight:
+        squares = difference * difference
+        if ctx.reduction == _REDUCTION_CODES["mean"]:
+            mean = (weight * squares).sum() / weight.sum()
+            grad_weight = grad_loss * (squares - mean) / weight.sum()
+        else:
+            grad_weight = grad_loss * squares
+        grad_weight = grad_weight.sum_to_size(weight.shape)
+    return grad_input, grad_target, grad_weight, None
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    input, target, weight, code = inputs
+    ctx.reduction = code
+    fused = output[1] if isinstance(output, tuple) else None
+    ctx.save_for_backward(input, target, weight, fused)
+
+
+def _operators() -> SimpleNamespace:
+    """torch.ops.fastmse.mse_loss and mse_loss_and_grad, registered on first use."""
+    global _OPS
+    if _OPS is not None:
+        return _OPS
+    torch = importlib.import_module("torch")
+    arguments = "(Tensor input, Tensor target, Tensor? weight, int reduction)"
+
+    def loss_impl(input: Any, target: Any, weight: Any, reduction: int) -> Any:
+        return _forward(input, target, weight, reduction, with_gradient=False)[0]
+
+    def loss_fake(input: Any, target: Any, weight: Any, reduction: int) -> Any:
+        shape = _result_shape(input, target, reduction)
+        return input.new_empty(shape, dtype=_result_dtype(input, target, weight))
+
+    def loss_and_grad_impl(input: Any, target: Any, weight: Any, reduction: int) -> tuple[Any, Any]:
+        return _forward(input, target, weight, reduction, with_gradient=True)
+
+    def loss_and_grad_fake(input: Any, target: Any, weight: Any, reduction: int) -> tuple[Any, Any]:
+        dtype = _result_dtype(input, target, weight)
+        return input.new_empty((), dtype=dtype), input.new_empty(input.shape, dtype=dtype)
+
+    custom_op = torch.library.custom_op
+    loss_op = custom_op("fastmse::mse_loss", mutates_args=(), schema=f"{arguments} -> Tensor")(loss_impl)
+    loss_and_grad_op = custom_op(
+        "fastmse::mse_loss_and_grad", mutates_args=(), schema=f"{arguments} -> (Tensor, Tensor)"
+    )(loss_and_grad_impl)
+    loss_op.register_fake(loss_fake)
+    loss_and_grad_op.register_fake(loss_and_grad_fake)
+    loss_op.register_autograd(_backward, setup_context=_setup_context)
+    loss_and_grad_op.register_autograd(_backward, setup_context=_setup_context)
+    _OPS = SimpleNamespace(
+        torch=torch, mse_loss=torch.ops.fastmse.mse_loss, mse_loss_and_grad=torch.ops.fastmse.mse_loss_and_grad
+    )
+    return _OPS
+
+
+def __getattr__(name: str) -> Any:
+    """``MSELoss``, defined when first asked for (it derives from ``torch.nn.Module``)."""
+    if name != "MSELoss":
+        raise AttributeError(name)
+    torch = importlib.import_module("torch")
+
+    class MSELoss(torch.nn.Module):  # type: ignore[misc,name-defined]
+        """``torch.nn.MSELoss`` computed by :func:`mse_loss`: the same arguments."""
+
+        def __init__(
+            self, size_average: bool | None = None, reduce: bool | None = None, reduction: str = "mean"
+        ) -> None:
+            super().__init__()
+            if size_average is not None or reduce is not None:
+                reduction = _legacy_reduction(size_average, reduce)
+            self.reduction = reduction
+
+        def forward(self, input: Any, target: Any) -> Any:
+            return mse_loss(input, target, reduction=self.reduction)
+
+    globals()["MSELoss"] = MSELoss
+    return MSELoss
+
+
+__all__ = ["MSELoss", "mse_loss"]  # noqa: F822 - MSELoss comes from __getattr__

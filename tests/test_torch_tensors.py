@@ -1,0 +1,176 @@
+"""fastmse.compat.torch on PyTorch tensors: the values and gradients of
+torch.nn.functional.mse_loss and its autograd on the same inputs, gradcheck, opcheck of
+the torch.library operators, torch.compile(fullgraph=True), and a training loop."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from fastmse.compat.torch import MSELoss, mse_loss
+
+F = torch.nn.functional
+REDUCTIONS = ("mean", "sum", "none")
+# Within float rounding of PyTorch's own loss: the summation orders differ.
+TOLERANCE = {torch.float16: 2e-3, torch.float32: 2e-6, torch.float64: 1e-13}
+
+
+def _pair(shape, dtype, seed, target_shape=None):
+    generator = torch.Generator().manual_seed(seed)
+    p = torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype)
+    t = torch.randn(target_shape or shape, generator=generator, dtype=torch.float64).to(dtype)
+    return p, t
+
+
+def _close(ours, theirs, dtype):
+    assert ours.dtype == theirs.dtype, (ours.dtype, theirs.dtype)
+    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
+    torch.testing.assert_close(ours, theirs, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+
+
+def _loss_and_grads(function, p, t, w, reduction, grad_output):
+    leaves = [x.detach().clone().requires_grad_(True) if x is not None else None for x in (p, t, w)]
+    kwargs = {"reduction": reduction} if leaves[2] is None else {"reduction": reduction, "weight": leaves[2]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the broadcast warning: tested on its own
+        value = function(leaves[0], leaves[1], **kwargs)
+    grads = torch.autograd.grad(value, [x for x in leaves if x is not None], grad_output)
+    return value, grads
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize(
+    "layout", ["same shape", "broadcast targets", "weighted", "transposed", "broadcast predictions"]
+)
+def test_values_and_gradients_match_pytorch(dtype, reduction, layout):
+    shape, target_shape = (64, 10), None
+    if layout == "broadcast targets":
+        target_shape = (1, 10)
+    p, t = _pair(shape, dtype, 1, target_shape)
+    if layout == "broadcast predictions":
+        p, t = t[:1] if t.shape[0] > 1 else p[:1], p
+    if layout == "transposed":
+        p, t = p.t(), t.t()  # non-contiguous
+    w = None
+    if layout == "weighted":
+        w = torch.rand(p.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(dtype) + 0.5
+    full = torch.broadcast_shapes(p.shape, t.shape)
+    grad_output = torch.ones(()) if reduction != "none" else torch.randn(full, dtype=torch.float64)
+    grad_output = grad_output.to(dtype)
+    ours, our_grads = _loss_and_grads(mse_loss, p, t, w, reduction, grad_output)
+    theirs, their_grads = _loss_and_grads(F.mse_loss, p, t, w, reduction, grad_output)
+    assert isinstance(ours, torch.Tensor)
+    _close(ours, theirs, dtype)
+    for mine, pytorchs in zip(our_grads, their_grads, strict=True):
+        _close(mine, pytorchs, dtype)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_gradcheck_in_float64(reduction, weighted):
+    p, t = _pair((5, 3), torch.float64, 3)
+    inputs = [p.requires_grad_(True), t.requires_grad_(True)]
+    if weighted:
+        inputs.append((torch.rand(5, 3, dtype=torch.float64) + 0.5).requires_grad_(True))
+
+    def loss(*args):
+        return mse_loss(args[0], args[1], reduction=reduction, weight=args[2] if weighted else None)
+
+    assert torch.autograd.gradcheck(loss, inputs)
+    assert torch.autograd.gradgradcheck(loss, inputs)
+
+
+def test_double_backward_matches_pytorch():
+    p, t = _pair((8, 4), torch.float64, 4)
+    results = []
+    for function in (mse_loss, F.mse_loss):
+        leaf = p.clone().requires_grad_(True)
+        (first,) = torch.autograd.grad(function(leaf, t), leaf, create_graph=True)
+        (second,) = torch.autograd.grad((first * first).sum(), leaf)
+        results.append((first.detach(), second))
+    torch.testing.assert_close(results[0], results[1])
+
+
+def test_the_fused_pass_runs_where_input_requires_grad():
+    p, t = _pair((32, 8), torch.float32, 5)
+    leaf = p.clone().requires_grad_(True)
+    assert "mse_loss_and_grad" in type(mse_loss(leaf, t).grad_fn).__name__
+    assert "mse_loss_and_grad" not in type(mse_loss(leaf, t, reduction="none").grad_fn).__name__
+    assert mse_loss(p, t).grad_fn is None  # nothing requires grad: the loss alone
+    with torch.no_grad():
+        assert mse_loss(leaf, t).grad_fn is None
+
+
+@pytest.mark.parametrize(
+    ("operator", "reduction"),
+    [("mse_loss", r) for r in REDUCTIONS] + [("mse_loss_and_grad", r) for r in ("mean", "sum")],
+)
+def test_opcheck(operator, reduction):
+    mse_loss(torch.zeros(1), torch.zeros(1))  # registers the operators
+    code = {"none": 0, "mean": 1, "sum": 2}[reduction]
+    p, t = _pair((6, 5), torch.float32, 6)
+    w = torch.rand(6, 5) + 0.5
+    op = getattr(torch.ops.fastmse, operator)
+    for args in ((p.requires_grad_(True), t, None, code), (p, t.requires_grad_(True), w, code)):
+        torch.library.opcheck(op, args)
+
+
+def test_torch_compile_fullgraph():
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    x, y = _pair((40, 6), torch.float32, 7)[0], torch.randn(40, 3)
+
+    def step(x, y):
+        return mse_loss(model(x), y)
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    eager = step(x, y)
+    value = compiled(x, y)
+    torch.testing.assert_close(value, eager)
+    eager_grads = torch.autograd.grad(eager, list(model.parameters()))
+    compiled_grads = torch.autograd.grad(compiled(x, y), list(model.parameters()))
+    torch.testing.assert_close(compiled_grads, eager_grads)
+
+
+def test_a_training_loop_learns_what_pytorchs_loss_teaches():
+    """20 steps of SGD on a small MLP: the parameters match those trained with PyTorch's
+    loss within float rounding."""
+    generator = torch.Generator().manual_seed(8)
+    x = torch.randn(128, 5, generator=generator)
+    y = torch.randn(128, 2, generator=generator)
+    trained = []
+    for loss_function in (MSELoss(), torch.nn.MSELoss()):
+        torch.manual_seed(9)
+        model = torch.nn.Sequential(torch.nn.Linear(5, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        for _ in range(20):
+            optimizer.zero_grad()
+            loss_function(model(x), y).backward()
+            optimizer.step()
+        trained.append([p.detach() for p in model.parameters()])
+    torch.testing.assert_close(trained[0], trained[1], rtol=1e-5, atol=1e-6)
+
+
+def test_pytorchs_arguments_and_warnings():
+    p, t = _pair((4, 3), torch.float32, 10)
+    with pytest.warns(UserWarning, match=r"target size \(torch.Size\(\[1, 3\]\)\) that is different"):
+        mse_loss(p, t[:1])
+    with pytest.warns(UserWarning, match="reduction='sum'"):
+        legacy = mse_loss(p, t, size_average=False)
+    torch.testing.assert_close(legacy, F.mse_loss(p, t, reduction="sum"))
+    with pytest.raises(ValueError, match="Weights and input must have the same size"):
+        mse_loss(p, t, weight=torch.ones(3))
+    with pytest.raises(ValueError, match="is not a valid value for reduction"):
+        mse_loss(p, t, reduction="max")
+    with pytest.raises(TypeError, match="input is a torch.bfloat16 tensor"):
+        mse_loss(p.bfloat16(), t.bfloat16())
+
+
+def test_numpy_in_gives_numpy_out():
+    value = mse_loss(np.array([1.0, 2.0]), np.array([0.0, 0.0]))
+    assert isinstance(value, np.float64)
+    assert value == 2.5

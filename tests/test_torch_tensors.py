@@ -98,8 +98,8 @@ def test_double_backward_matches_pytorch():
 def test_the_fused_pass_runs_where_input_requires_grad():
     p, t = _pair((32, 8), torch.float32, 5)
     leaf = p.clone().requires_grad_(True)
-    assert "mse_loss_and_grad" in type(mse_loss(leaf, t).grad_fn).__name__
-    assert "mse_loss_and_grad" not in type(mse_loss(leaf, t, reduction="none").grad_fn).__name__
+    assert type(mse_loss(leaf, t).grad_fn).__name__ == "FusedLossBackward"
+    assert type(mse_loss(leaf, t, reduction="none").grad_fn).__name__ == "LossBackward"
     assert mse_loss(p, t).grad_fn is None  # nothing requires grad: the loss alone
     with torch.no_grad():
         assert mse_loss(leaf, t).grad_fn is None
@@ -174,3 +174,19 @@ def test_numpy_in_gives_numpy_out():
     value = mse_loss(np.array([1.0, 2.0]), np.array([0.0, 0.0]))
     assert isinstance(value, np.float64)
     assert value == 2.5
+
+
+def test_a_second_backward_through_the_same_graph():
+    """The first backward scales the fused gradient in place; a second one (retain_graph)
+    must not see it scaled twice."""
+    p, t = _pair((16, 4), torch.float64, 11)
+    leaf = p.clone().requires_grad_(True)
+    value = mse_loss(leaf, t)
+    value.backward(retain_graph=True)
+    first = leaf.grad.clone()
+    leaf.grad = None
+    (3 * value).backward()
+    torch.testing.assert_close(leaf.grad, 3 * first)
+    reference = p.clone().requires_grad_(True)
+    F.mse_loss(reference, t).backward()
+    torch.testing.assert_close(first, reference.grad)

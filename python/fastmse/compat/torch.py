@@ -13,11 +13,13 @@ PyTorch). Targets of another shape broadcast, with PyTorch's ``UserWarning``.
 Tensors in, tensors out, on their device (CPU tensors are read without a copy; CUDA
 tensors run on PyTorch's current stream), with gradients through autograd: the loss is
 the custom operator ``torch.ops.fastmse.mse_loss`` (``torch.library``, with a fake
-implementation, so ``torch.compile(fullgraph=True)`` keeps it in one graph). Where
-`input` requires grad and the loss is reduced, the forward runs the fused pass
-(``torch.ops.fastmse.mse_loss_and_grad``) and the backward only scales that gradient;
-``create_graph=True``, targets or weights that require grad, and ``reduction="none"``
-take PyTorch's expressions in the backward. float16, float32 and float64 tensors.
+implementation, so ``torch.compile(fullgraph=True)`` keeps it in one graph; eagerly the
+same functions run as a ``torch.autograd.Function``, without the operator's dispatch).
+Where `input` requires grad and the loss is reduced, the forward runs the fused pass
+(``torch.ops.fastmse.mse_loss_and_grad``, whose second output, the gradient, carries no
+gradient) and the backward only scales that gradient; ``create_graph=True``, targets or
+weights that require grad, and ``reduction="none"`` take PyTorch's expressions in the
+backward. float16, float32 and float64 tensors.
 
 NumPy arrays (and anything else ``np.asarray`` takes) in give NumPy scalars or arrays out.
 """
@@ -158,10 +160,21 @@ _OPS: SimpleNamespace | None = None
 
 def _tensor_loss(input: Any, target: Any, weight: Any, reduction: str) -> Any:
     ops = _operators()
+    torch = ops.torch
     code = _REDUCTION_CODES[reduction]
-    if reduction != "none" and ops.torch.is_grad_enabled() and input.requires_grad:
-        return ops.mse_loss_and_grad(input, target, weight, code)[0]
-    return ops.mse_loss(input, target, weight, code)
+    fused = reduction != "none" and torch.is_grad_enabled() and input.requires_grad
+    if torch.compiler.is_compiling():  # the operators: one node each in the graph
+        return (
+            ops.mse_loss_and_grad(input, target, weight, code)[0]
+            if fused
+            else ops.mse_loss(input, target, weight, code)
+        )
+    # Eagerly, the same functions without the operators' dispatch (tens of microseconds a call).
+    if fused:
+        return ops.Fused.apply(input, target, weight, code)
+    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (input, target, weight)):
+        return ops.Loss.apply(input, target, weight, code)
+    return _forward(input, target, weight, code, with_gradient=False)[0]
 
 
 def _operands(input: Any, target: Any, weight: Any) -> tuple[Any, Any, Any]:
@@ -208,12 +221,17 @@ def _result_dtype(input: Any, target: Any, weight: Any) -> Any:
 
 def _backward(ctx: Any, grad_loss: Any, *_: Any) -> tuple[Any, Any, Any, None]:
     """Gradients of the loss: the fused pass's, scaled by grad_loss, where that is all that
-    is asked; PyTorch's expressions otherwise (they are differentiable again)."""
+    is asked; PyTorch's expressions otherwise (they are differentiable again). Eagerly, the
+    fused gradient is scaled in place, once (nothing else holds it): a second backward
+    through the same graph (retain_graph=True) takes PyTorch's expressions."""
     torch = importlib.import_module("torch")
-    input, target, weight, fused = ctx.saved_tensors
+    input, target, weight = ctx.saved_tensors
     wants_input, wants_target, wants_weight = ctx.needs_input_grad[:3]
+    fused, ctx.fused = ctx.fused, None
+    if grad_loss is None:  # the loss took no part in what is differentiated
+        return None, None, None, None
     if fused is not None and not torch.is_grad_enabled() and not wants_target and not wants_weight:
-        return fused * grad_loss, None, None, None
+        return (fused * grad_loss if ctx.traced else fused.mul_(grad_loss)), None, None, None
     difference = input - target
     factor = 2 * difference * grad_loss if weight is None else 2 * weight * difference * grad_loss
     if ctx.reduction == _REDUCTION_CODES["mean"]:
@@ -234,10 +252,17 @@ def _backward(ctx: Any, grad_loss: Any, *_: Any) -> tuple[Any, Any, Any, None]:
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    torch = importlib.import_module("torch")
     input, target, weight, code = inputs
     ctx.reduction = code
-    fused = output[1] if isinstance(output, tuple) else None
-    ctx.save_for_backward(input, target, weight, fused)
+    ctx.traced = torch.compiler.is_compiling()
+    # The fused gradient, the operator's second output, which its wrapper never returns
+    # and which carries no gradient of its own.
+    ctx.fused = output[1] if isinstance(output, tuple) else None
+    if ctx.fused is not None:
+        ctx.mark_non_differentiable(ctx.fused)
+    ctx.set_materialize_grads(False)  # no zeros for that second output's gradient
+    ctx.save_for_backward(input, target, weight)
 
 
 def _operators() -> SimpleNamespace:
@@ -271,8 +296,24 @@ def _operators() -> SimpleNamespace:
     loss_and_grad_op.register_fake(loss_and_grad_fake)
     loss_op.register_autograd(_backward, setup_context=_setup_context)
     loss_and_grad_op.register_autograd(_backward, setup_context=_setup_context)
+
+    def function(with_gradient: bool) -> Any:
+        """The operator's forward and backward as a torch.autograd.Function."""
+
+        def forward(ctx: Any, input: Any, target: Any, weight: Any, reduction: int) -> Any:
+            output = _forward(input, target, weight, reduction, with_gradient)
+            _setup_context(ctx, (input, target, weight, reduction), output if with_gradient else output[0])
+            return output[0]
+
+        methods = {"forward": staticmethod(forward), "backward": staticmethod(_backward)}
+        return type("FusedLoss" if with_gradient else "Loss", (torch.autograd.Function,), methods)
+
     _OPS = SimpleNamespace(
-        torch=torch, mse_loss=torch.ops.fastmse.mse_loss, mse_loss_and_grad=torch.ops.fastmse.mse_loss_and_grad
+        torch=torch,
+        mse_loss=torch.ops.fastmse.mse_loss,
+        mse_loss_and_grad=torch.ops.fastmse.mse_loss_and_grad,
+        Loss=function(with_gradient=False),
+        Fused=function(with_gradient=True),
     )
     return _OPS
 

@@ -196,7 +196,7 @@ def _as_tensor(value: Any, like: Any) -> Any:
     torch = importlib.import_module("torch")
     if like.is_cuda:
         return torch.from_dlpack(value)
-    return torch.from_numpy(np.array(value, copy=False, ndmin=0) if np.ndim(value) else np.asarray(value))
+    return torch.from_numpy(np.asarray(value))
 
 
 def _forward(input: Any, target: Any, weight: Any, code: int, with_gradient: bool) -> tuple[Any, Any]:

@@ -190,3 +190,14 @@ def test_a_second_backward_through_the_same_graph():
     reference = p.clone().requires_grad_(True)
     F.mse_loss(reference, t).backward()
     torch.testing.assert_close(first, reference.grad)
+
+
+def test_float64_weights_make_a_float64_loss_as_in_pytorch():
+    """The dtype of PyTorch's result; its value within float32 rounding (PyTorch squares
+    the float32 difference in float32 first, fastmse in float64)."""
+    p, t = _pair((10, 3), torch.float32, 12)
+    w = torch.rand(10, 3, dtype=torch.float64) + 0.5
+    for reduction in REDUCTIONS:
+        ours, theirs = mse_loss(p, t, reduction=reduction, weight=w), F.mse_loss(p, t, reduction=reduction, weight=w)
+        assert ours.dtype == theirs.dtype == torch.float64
+        torch.testing.assert_close(ours, theirs, rtol=TOLERANCE[torch.float32], atol=TOLERANCE[torch.float32])

@@ -201,6 +201,9 @@ def _as_tensor(value: Any, like: Any) -> Any:
 
 def _forward(input: Any, target: Any, weight: Any, code: int, with_gradient: bool) -> tuple[Any, Any]:
     reduction = next(name for name, c in _REDUCTION_CODES.items() if c == code)
+    # PyTorch's result dtype, weights included (a copy only where it differs).
+    dtype = _result_dtype(input, target, weight)
+    input, target = input.to(dtype), target.to(dtype)
     call = _call(*_operands(input, target, weight), reduction)
     if with_gradient:
         value, grad = gradient(call, None, False, with_loss=True)

@@ -82,7 +82,17 @@ def test_config_reports_build_and_threads():
     assert config["compiler"]
     build = _backends.load("cpp").build
     if build["cuda"]:  # as built here: nvcc present (AUTO) or not
-        assert config["cuda"] == f"{build['cuda_version']} for {', '.join(build['cuda_architectures'])}"
+        minimum = _gpu.minimum_driver(build["cuda_version"])
+        assert config["cuda"] == (
+            f"{build['cuda_version']} for {', '.join(build['cuda_architectures'])}"
+            f" (needs NVIDIA driver {minimum} or later)"
+        )
+        assert minimum[0].isdigit()  # a CUDA major version fastmse knows
+        # No device on a CI machine: the reason is given, not an error.
+        reason = _gpu.unusable_reason(_backends.load("cpp").core)
+        assert config["cuda devices"] == (
+            str(fastmse._core.cuda_device_count()) if reason is None else f"none usable: {reason}"
+        )
         assert build["cuda_architectures"]
         assert all(a.split("-")[0].isdigit() for a in build["cuda_architectures"])
     else:

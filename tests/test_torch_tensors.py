@@ -4,6 +4,7 @@ the torch.library operators, torch.compile(fullgraph=True), and a training loop.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -25,48 +26,66 @@ def _pair(shape, dtype, seed, target_shape=None):
     return p, t
 
 
-def _close(ours, theirs, dtype):
+def _close(ours, theirs, dtype, summed=1):
+    """Within rounding of PyTorch's result; `summed`: how many terms PyTorch's autograd adds
+    in the dtype for each value (a broadcast input's gradient), each adding its rounding."""
     assert ours.dtype == theirs.dtype, (ours.dtype, theirs.dtype)
     assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
-    torch.testing.assert_close(ours, theirs, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+    tolerance = TOLERANCE[dtype] * summed
+    torch.testing.assert_close(ours, theirs, rtol=tolerance, atol=tolerance)
 
 
-def _loss_and_grads(function, p, t, w, reduction, grad_output):
-    leaves = [x.detach().clone().requires_grad_(True) if x is not None else None for x in (p, t, w)]
+def _loss_and_grads(function, p, t, w, reduction, grad_output, requiring=("input", "target", "weight")):
+    """The loss and the gradients of those of input, target and weight named in `requiring`
+    (input alone: the fused backward; more: PyTorch's expressions)."""
+    leaves = [
+        None if x is None else x.detach().clone().requires_grad_(name in requiring)
+        for name, x in (("input", p), ("target", t), ("weight", w))
+    ]
     kwargs = {"reduction": reduction} if leaves[2] is None else {"reduction": reduction, "weight": leaves[2]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the broadcast warning: tested on its own
         value = function(leaves[0], leaves[1], **kwargs)
-    grads = torch.autograd.grad(value, [x for x in leaves if x is not None], grad_output)
+    grads = torch.autograd.grad(value, [x for x in leaves if x is not None and x.requires_grad], grad_output)
     return value, grads
 
 
+@pytest.mark.parametrize("requiring", [("input",), ("input", "target", "weight")], ids=["fused", "all"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize(
-    "layout", ["same shape", "broadcast targets", "weighted", "transposed", "broadcast predictions"]
+    "layout",
+    [
+        "same shape",
+        "broadcast targets",
+        "weighted",
+        "transposed",
+        "broadcast predictions",
+        "weighted, broadcast predictions",
+    ],
 )
-def test_values_and_gradients_match_pytorch(dtype, reduction, layout):
+def test_values_and_gradients_match_pytorch(dtype, reduction, layout, requiring):
     shape, target_shape = (64, 10), None
     if layout == "broadcast targets":
         target_shape = (1, 10)
     p, t = _pair(shape, dtype, 1, target_shape)
-    if layout == "broadcast predictions":
-        p, t = t[:1] if t.shape[0] > 1 else p[:1], p
+    if layout.endswith("broadcast predictions"):
+        p = p[:1]  # (1, 10) against (64, 10)
     if layout == "transposed":
         p, t = p.t(), t.t()  # non-contiguous
     w = None
-    if layout == "weighted":
+    if layout.startswith("weighted"):
         w = torch.rand(p.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(dtype) + 0.5
     full = torch.broadcast_shapes(p.shape, t.shape)
-    grad_output = torch.ones(()) if reduction != "none" else torch.randn(full, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(3)
+    grad_output = torch.ones(()) if reduction != "none" else torch.randn(full, generator=generator, dtype=torch.float64)
     grad_output = grad_output.to(dtype)
-    ours, our_grads = _loss_and_grads(mse_loss, p, t, w, reduction, grad_output)
-    theirs, their_grads = _loss_and_grads(F.mse_loss, p, t, w, reduction, grad_output)
+    ours, our_grads = _loss_and_grads(mse_loss, p, t, w, reduction, grad_output, requiring)
+    theirs, their_grads = _loss_and_grads(F.mse_loss, p, t, w, reduction, grad_output, requiring)
     assert isinstance(ours, torch.Tensor)
     _close(ours, theirs, dtype)
     for mine, pytorchs in zip(our_grads, their_grads, strict=True):
-        _close(mine, pytorchs, dtype)
+        _close(mine, pytorchs, dtype, summed=math.prod(full) // mine.numel())
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -115,8 +134,16 @@ def test_opcheck(operator, reduction):
     p, t = _pair((6, 5), torch.float32, 6)
     w = torch.rand(6, 5) + 0.5
     op = getattr(torch.ops.fastmse, operator)
-    for args in ((p.requires_grad_(True), t, None, code), (p, t.requires_grad_(True), w, code)):
-        torch.library.opcheck(op, args)
+    cases = [  # (input, target, weight, which require grad)
+        (p, t, None, "input"),
+        (p.t(), t.t(), None, "input"),  # non-contiguous: the fake's strides must be the real ones'
+        (p, t, w, "target"),
+        (p[:1], t, w[:1], "input"),
+    ]
+    for input, target, weight, requiring in cases:
+        input, target = input.clone(), target.clone()
+        (input if requiring == "input" else target).requires_grad_(True)
+        torch.library.opcheck(op, (input, target, weight, code))
 
 
 def test_torch_compile_fullgraph():

@@ -11,7 +11,9 @@ deprecated ``size_average``/``reduce`` pair, and ``weight`` (the shape of `input
 PyTorch). Targets of another shape broadcast, with PyTorch's ``UserWarning``.
 
 Tensors in, tensors out, on their device (CPU tensors are read without a copy; CUDA
-tensors run on PyTorch's current stream), with gradients through autograd: the loss is
+tensors run on PyTorch's current stream), with gradients through autograd (not through
+``torch.func`` transforms yet). Where PyTorch is installed, importing this module imports
+it and registers the operators. The loss is
 the custom operator ``torch.ops.fastmse.mse_loss`` (``torch.library``, with a fake
 implementation, so ``torch.compile(fullgraph=True)`` keeps it in one graph; eagerly the
 same functions run as a ``torch.autograd.Function``, without the operator's dispatch).
@@ -62,11 +64,19 @@ def _legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
 
 
 def _is_tensor(value: Any) -> bool:
-    return _OPS is not None and isinstance(value, _OPS.torch.Tensor) or type(value).__module__.startswith("torch")
+    return _torch is not None and isinstance(value, _torch.Tensor)
 
 
 def _shape(value: Any) -> tuple[int, ...]:
     return tuple(value.shape) if _is_tensor(value) else tuple(np.shape(value))
+
+
+def _mean_over_own_weights(input_shape: Any, target_shape: Any, weight: Any, reduction: str) -> bool:
+    """Whether PyTorch's weighted mean differs from fastmse's: it divides by the sum of the
+    weights over their own shape (input's), also where targets broadcast input further."""
+    if weight is None or reduction != "mean":
+        return False
+    return tuple(np.broadcast_shapes(tuple(input_shape), tuple(target_shape))) != tuple(input_shape)
 
 
 def mse_loss(
@@ -137,6 +147,9 @@ def mse_loss(
         raise ValueError(msg)
     if _is_tensor(input) or _is_tensor(target):
         return _tensor_loss(input, target, weight, reduction)
+    if _mean_over_own_weights(input_shape, target_shape, weight, reduction):
+        value = loss(_call(input, target, weight, "sum"), keepdims=False)
+        return value / np.asarray(weight).sum(dtype=np.result_type(value))
     return loss(_call(input, target, weight, reduction), keepdims=False)
 
 
@@ -145,25 +158,26 @@ def _call(input: Any, target: Any, weight: Any, reduction: str) -> Call:
     make a float64 loss (PyTorch multiplies by them in their dtype)."""
     if weight is None:
         return resolve(input, target, None, None, reduction)
-    weight = weight if hasattr(weight, "__cuda_array_interface__") else np.asarray(weight)
+    if not isinstance(weight, np.ndarray) and not _is_tensor(weight):
+        weight = np.asarray(weight)
     call = resolve(input, target, weight, None, reduction, signed_weights=True)
-    if weight.dtype.kind == "f" and weight.dtype.itemsize > call.dtype.itemsize:
+    if isinstance(weight, np.ndarray) and weight.dtype.kind == "f" and weight.dtype.itemsize > call.dtype.itemsize:
         wider = weight.dtype
         call = resolve(input.astype(wider), target.astype(wider), weight, None, reduction, signed_weights=True)
     return call
 
 
-# Tensors: the loss as torch.library operators, registered when the first tensor arrives.
+# Tensors: the loss as torch.library operators, registered as this module is imported
+# (where PyTorch is installed), so that a first call inside torch.compile finds them.
 _REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
-_OPS: SimpleNamespace | None = None
+_MEAN = _REDUCTION_CODES["mean"]
 
 
 def _tensor_loss(input: Any, target: Any, weight: Any, reduction: str) -> Any:
-    ops = _operators()
-    torch = ops.torch
+    ops = _OPS
     code = _REDUCTION_CODES[reduction]
-    fused = reduction != "none" and torch.is_grad_enabled() and input.requires_grad
-    if torch.compiler.is_compiling():  # the operators: one node each in the graph
+    fused = reduction != "none" and _torch.is_grad_enabled() and input.requires_grad
+    if _torch.compiler.is_compiling():  # the operators: one node each in the graph
         return (
             ops.mse_loss_and_grad(input, target, weight, code)[0]
             if fused
@@ -172,7 +186,7 @@ def _tensor_loss(input: Any, target: Any, weight: Any, reduction: str) -> Any:
     # Eagerly, the same functions without the operators' dispatch (tens of microseconds a call).
     if fused:
         return ops.Fused.apply(input, target, weight, code)
-    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (input, target, weight)):
+    if _torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (input, target, weight)):
         return ops.Loss.apply(input, target, weight, code)
     return _forward(input, target, weight, code, with_gradient=False)[0]
 
@@ -180,9 +194,8 @@ def _tensor_loss(input: Any, target: Any, weight: Any, reduction: str) -> Any:
 def _operands(input: Any, target: Any, weight: Any) -> tuple[Any, Any, Any]:
     """The tensors as arrays fastmse computes, without a copy: NumPy views of CPU tensors;
     CUDA tensors as they are (fastmse reads them, on PyTorch's current stream)."""
-    torch = importlib.import_module("torch")
-    for name, tensor in (("input", input), ("target", target), ("weight", weight)):
-        if tensor is not None and tensor.dtype not in (torch.float16, torch.float32, torch.float64):
+    for name, tensor in (("input", input), ("target", target)):
+        if tensor.dtype not in (_torch.float16, _torch.float32, _torch.float64):
             msg = f"{name} is a {tensor.dtype} tensor; fastmse computes float16, float32 and float64 ones"
             raise TypeError(msg)
     arrays = tuple(None if t is None else t.detach() for t in (input, target, weight))
@@ -193,51 +206,57 @@ def _operands(input: Any, target: Any, weight: Any) -> tuple[Any, Any, Any]:
 
 
 def _as_tensor(value: Any, like: Any) -> Any:
-    torch = importlib.import_module("torch")
     if like.is_cuda:
-        return torch.from_dlpack(value)
-    return torch.from_numpy(np.asarray(value))
+        return _torch.from_dlpack(value)
+    return _torch.from_numpy(np.asarray(value))
 
 
 def _forward(input: Any, target: Any, weight: Any, code: int, with_gradient: bool) -> tuple[Any, Any]:
+    """The loss, and the gradient with respect to input where asked (C-contiguous)."""
     reduction = next(name for name, c in _REDUCTION_CODES.items() if c == code)
-    # PyTorch's result dtype, weights included (a copy only where it differs).
+    # PyTorch's result dtype, weights included (a copy only where one differs).
     dtype = _result_dtype(input, target, weight)
     input, target = input.to(dtype), target.to(dtype)
-    call = _call(*_operands(input, target, weight), reduction)
+    weight = None if weight is None else weight.to(dtype)
+    spread = _mean_over_own_weights(input.shape, target.shape, weight, reduction)
+    call = _call(*_operands(input, target, weight), "sum" if spread else reduction)
     if with_gradient:
         value, grad = gradient(call, None, False, with_loss=True)
-        return _as_tensor(value, input), _as_tensor(grad, input)
-    return _as_tensor(loss(call, keepdims=False), input), None
+        value, grad = _as_tensor(value, input), _as_tensor(grad, input).contiguous()
+    else:
+        value, grad = _as_tensor(loss(call, keepdims=False), input), None
+    if spread:
+        total = weight.sum()
+        value = value / total
+        grad = None if grad is None else grad / total
+    return value, grad
 
 
 def _result_shape(input: Any, target: Any, code: int) -> tuple[int, ...]:
-    torch = importlib.import_module("torch")
-    return tuple(torch.broadcast_shapes(input.shape, target.shape)) if code == 0 else ()
+    return tuple(_torch.broadcast_shapes(input.shape, target.shape)) if code == 0 else ()
 
 
 def _result_dtype(input: Any, target: Any, weight: Any) -> Any:
-    torch = importlib.import_module("torch")
-    dtype = torch.promote_types(input.dtype, target.dtype)
-    return dtype if weight is None else torch.promote_types(dtype, weight.dtype)
+    dtype = _torch.promote_types(input.dtype, target.dtype)
+    return dtype if weight is None else _torch.promote_types(dtype, weight.dtype)
 
 
 def _backward(ctx: Any, grad_loss: Any, *_: Any) -> tuple[Any, Any, Any, None]:
     """Gradients of the loss: the fused pass's, scaled by grad_loss, where that is all that
-    is asked; PyTorch's expressions otherwise (they are differentiable again). Eagerly, the
-    fused gradient is scaled in place, once (nothing else holds it): a second backward
-    through the same graph (retain_graph=True) takes PyTorch's expressions."""
-    torch = importlib.import_module("torch")
+    is asked; PyTorch's expressions otherwise (they are differentiable again). In an eager
+    call through the wrapper, which holds the fused gradient alone, it is scaled in place,
+    once: a second backward through the same graph takes PyTorch's expressions."""
     input, target, weight = ctx.saved_tensors
     wants_input, wants_target, wants_weight = ctx.needs_input_grad[:3]
     fused, ctx.fused = ctx.fused, None
     if grad_loss is None:  # the loss took no part in what is differentiated
         return None, None, None, None
-    if fused is not None and not torch.is_grad_enabled() and not wants_target and not wants_weight:
-        return (fused * grad_loss if ctx.traced else fused.mul_(grad_loss)), None, None, None
+    if fused is not None and not _torch.is_grad_enabled() and not wants_target and not wants_weight:
+        return (fused.mul_(grad_loss) if ctx.owns_fused else fused * grad_loss), None, None, None
     difference = input - target
     factor = 2 * difference * grad_loss if weight is None else 2 * weight * difference * grad_loss
-    if ctx.reduction == _REDUCTION_CODES["mean"]:
+    total = None
+    if ctx.reduction == _MEAN:
         total = difference.numel() if weight is None else weight.sum()
         factor = factor / total
     grad_input = factor.sum_to_size(input.shape) if wants_input else None
@@ -245,22 +264,19 @@ def _backward(ctx: Any, grad_loss: Any, *_: Any) -> tuple[Any, Any, Any, None]:
     grad_weight = None
     if wants_weight:
         squares = difference * difference
-        if ctx.reduction == _REDUCTION_CODES["mean"]:
-            mean = (weight * squares).sum() / weight.sum()
-            grad_weight = grad_loss * (squares - mean) / weight.sum()
+        if total is not None:  # d/dw of sum(w * squares) / sum(w), w over its own shape
+            mean = (weight * squares).sum() / total
+            grad_weight = (grad_loss * squares / total).sum_to_size(weight.shape) - grad_loss * mean / total
         else:
-            grad_weight = grad_loss * squares
-        grad_weight = grad_weight.sum_to_size(weight.shape)
+            grad_weight = (grad_loss * squares).sum_to_size(weight.shape)
     return grad_input, grad_target, grad_weight, None
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-    torch = importlib.import_module("torch")
     input, target, weight, code = inputs
     ctx.reduction = code
-    ctx.traced = torch.compiler.is_compiling()
-    # The fused gradient, the operator's second output, which its wrapper never returns
-    # and which carries no gradient of its own.
+    ctx.owns_fused = False  # the operators' callers may hold their second output
+    # The fused gradient, the operator's second output, which carries no gradient of its own.
     ctx.fused = output[1] if isinstance(output, tuple) else None
     if ctx.fused is not None:
         ctx.mark_non_differentiable(ctx.fused)
@@ -268,12 +284,8 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     ctx.save_for_backward(input, target, weight)
 
 
-def _operators() -> SimpleNamespace:
-    """torch.ops.fastmse.mse_loss and mse_loss_and_grad, registered on first use."""
-    global _OPS
-    if _OPS is not None:
-        return _OPS
-    torch = importlib.import_module("torch")
+def _operators(torch: Any) -> SimpleNamespace:
+    """torch.ops.fastmse.mse_loss and mse_loss_and_grad, and the same as autograd Functions."""
     arguments = "(Tensor input, Tensor target, Tensor? weight, int reduction)"
 
     def loss_impl(input: Any, target: Any, weight: Any, reduction: int) -> Any:
@@ -306,28 +318,29 @@ def _operators() -> SimpleNamespace:
         def forward(ctx: Any, input: Any, target: Any, weight: Any, reduction: int) -> Any:
             output = _forward(input, target, weight, reduction, with_gradient)
             _setup_context(ctx, (input, target, weight, reduction), output if with_gradient else output[0])
+            ctx.owns_fused = True  # the wrapper returns the loss alone
             return output[0]
 
         methods = {"forward": staticmethod(forward), "backward": staticmethod(_backward)}
         return type("FusedLoss" if with_gradient else "Loss", (torch.autograd.Function,), methods)
 
-    _OPS = SimpleNamespace(
-        torch=torch,
+    return SimpleNamespace(
         mse_loss=torch.ops.fastmse.mse_loss,
         mse_loss_and_grad=torch.ops.fastmse.mse_loss_and_grad,
         Loss=function(with_gradient=False),
         Fused=function(with_gradient=True),
     )
-    return _OPS
 
 
-def __getattr__(name: str) -> Any:
-    """``MSELoss``, defined when first asked for (it derives from ``torch.nn.Module``)."""
-    if name != "MSELoss":
-        raise AttributeError(name)
-    torch = importlib.import_module("torch")
+try:
+    _torch: Any = importlib.import_module("torch")
+except ImportError:  # NumPy arrays only
+    _torch = None
+_OPS: Any = None if _torch is None else _operators(_torch)
 
-    class MSELoss(torch.nn.Module):  # type: ignore[misc,name-defined]
+if _torch is not None:
+
+    class MSELoss(_torch.nn.Module):  # type: ignore[misc]
         """``torch.nn.MSELoss`` computed by :func:`mse_loss`: the same arguments."""
 
         def __init__(
@@ -341,8 +354,5 @@ def __getattr__(name: str) -> Any:
         def forward(self, input: Any, target: Any) -> Any:
             return mse_loss(input, target, reduction=self.reduction)
 
-    globals()["MSELoss"] = MSELoss
-    return MSELoss
 
-
-__all__ = ["MSELoss", "mse_loss"]  # noqa: F822 - MSELoss comes from __getattr__
+__all__ = ["MSELoss", "mse_loss"]

@@ -10,8 +10,8 @@ from typing import Any, Literal, overload
 
 from numpy.typing import ArrayLike, NDArray
 
-from . import _compute
-from ._resolve import DaskInputError, resolve
+from . import _compute, _masked
+from ._resolve import DaskInputError, MaskedInputError, resolve
 from ._types import Axis, FloatArray, GpuOrDask, Reduction, Scalar
 
 
@@ -136,6 +136,8 @@ def mse(
         from . import _dask
 
         return _dask.mse(predictions, targets, weights, axis, reduction, keepdims)
+    except MaskedInputError:
+        return _masked.mse(predictions, targets, weights, axis, reduction, keepdims)
     return _compute.loss(call, keepdims)
 
 
@@ -231,6 +233,8 @@ def mse_grad(
 
         _refuse_lazy_out(out)
         return _dask.mse_grad(predictions, targets, weights, axis, reduction)
+    except MaskedInputError:
+        return _masked.mse_grad(predictions, targets, weights, axis, reduction, out)
     return _compute.gradient(call, out, False, with_loss=False)[1]
 
 
@@ -327,5 +331,7 @@ def mse_and_grad(
 
         _refuse_lazy_out(out)
         return _dask.mse_and_grad(predictions, targets, weights, axis, reduction, keepdims)
+    except MaskedInputError:
+        return _masked.mse_and_grad(predictions, targets, weights, axis, reduction, keepdims, out)
     loss, grad = _compute.gradient(call, out, keepdims, with_loss=True)
     return loss, grad

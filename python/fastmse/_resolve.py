@@ -29,6 +29,11 @@ _HOST = contextlib.nullcontext()
 def _as_array(value: Any, name: str) -> np.ndarray:
     if type(value) is np.ndarray:
         array = value
+    elif isinstance(value, np.ndarray) and type(value).__array_ufunc__ is not np.ndarray.__array_ufunc__:
+        # A subclass whose arithmetic means something else (units, masks): its data alone
+        # would be a different computation. Plain containers (np.memmap) are read.
+        msg = f"{name} is a {type(value).__module__}.{type(value).__name__}, which fastmse cannot read as plain numbers"
+        raise TypeError(msg)
     else:
         try:
             array = np.asarray(value)
@@ -55,6 +60,12 @@ class DaskInputError(TypeError):
     """A Dask array reached a function that computes in memory. Raised by :func:`resolve`
     (off the NumPy fast path, so NumPy calls pay nothing for the check); ``mse``,
     ``mse_grad`` and ``mse_and_grad`` catch it and build the lazy Dask result instead."""
+
+
+class MaskedInputError(TypeError):
+    """A NumPy masked array reached :func:`resolve`, which would read its masked positions
+    as data. ``mse``, ``mse_grad`` and ``mse_and_grad`` catch it and compute with the mask
+    (fastmse._masked)."""
 
 
 def _weak(value: Any, array: Any) -> Any:
@@ -249,6 +260,12 @@ def resolve(
             call = _resolve_arrays(gp, gt, gw, predictions, targets, axis, reduction, signed_weights, device)
         call.stream = stream
         return call
+    if not host:
+        named = (("predictions", predictions), ("targets", targets), ("weights", weights))
+        masked = [name for name, value in named if isinstance(value, np.ma.MaskedArray)]
+        if masked:
+            msg = f"{', '.join(masked)}: masked arrays are taken by fastmse.mse, mse_grad and mse_and_grad"
+            raise MaskedInputError(msg)
     p = _as_array(predictions, "predictions")
     t = _as_array(targets, "targets")
     w = None if weights is None else _as_array(weights, "weights")

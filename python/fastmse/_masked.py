@@ -1,0 +1,92 @@
+"""NumPy masked arrays: ``mse(p, t, ...)`` follows ``np.ma.mean((p - t) ** 2, axis)``.
+
+A position masked in predictions, targets or weights takes no part: it weighs 0 in the
+weighted sums the kernels compute (its data is never read into a result). An output
+whose positions are all masked is masked (``np.ma.masked`` where everything is reduced);
+``reduction="none"`` gives a masked array with the combined mask. The gradient is an
+ndarray, zero at masked positions.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from . import _compute
+from ._resolve import normalize_axes, resolve
+from ._types import Axis
+
+
+def is_masked(*values: Any) -> bool:
+    return any(isinstance(v, np.ma.MaskedArray) for v in values)
+
+
+def _unmasked(predictions: Any, targets: Any, weights: Any) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """The data of the operands, the weights with 0 at masked positions (float64 or the
+    weights' float dtype, over the broadcast shape) and the combined mask."""
+    values = [v for v in (predictions, targets, weights) if v is not None]
+    shape = np.broadcast_shapes(*(np.shape(v) for v in values))
+    mask = np.zeros(shape, bool)
+    for value in values:
+        if isinstance(value, np.ma.MaskedArray):
+            mask |= np.broadcast_to(np.ma.getmaskarray(value), shape)
+    data = [None if v is None else np.ma.getdata(v) for v in (predictions, targets, weights)]
+    w = data[2]
+    dtype = w.dtype if w is not None and w.dtype.kind == "f" else np.dtype(np.float64)
+    present = np.logical_not(mask).astype(dtype)
+    weighted = present if w is None else np.where(mask, 0, np.broadcast_to(w, shape)).astype(dtype)
+    return data[0], data[1], weighted, mask
+
+
+def _counts(mask: np.ndarray, axis: Axis, reduction: str, keepdims: bool) -> Any:
+    """The unmasked positions of each output."""
+    axes = normalize_axes(axis, mask.ndim)
+    return np.sum(~mask, axis=axes, keepdims=keepdims)
+
+
+def _masked_result(value: Any, empty: Any) -> Any:
+    if np.ndim(value) == 0:
+        return np.ma.masked if bool(empty) else value
+    return np.ma.masked_array(value, mask=np.asarray(empty))
+
+
+def mse(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, keepdims: bool) -> Any:
+    """fastmse.mse on masked operands."""
+    p, t, w, mask = _unmasked(predictions, targets, weights)
+    if weights is not None:
+        resolve(p, t, np.ma.getdata(weights), axis, reduction)  # the checks on the caller's weights
+    call = resolve(p, t, w, axis, reduction)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-masked mean: masked, not nan
+        value = _compute.loss(call, keepdims)
+    if reduction == "none":
+        return np.ma.masked_array(value, mask=mask)
+    return _masked_result(value, _counts(mask, axis, reduction, keepdims) == 0)
+
+
+def mse_grad(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, out: Any) -> Any:
+    """fastmse.mse_grad on masked operands: zero at masked positions."""
+    return mse_and_grad(predictions, targets, weights, axis, reduction, False, out)[1]
+
+
+def mse_and_grad(
+    predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, keepdims: bool, out: Any
+) -> tuple[Any, Any]:
+    """fastmse.mse_and_grad on masked operands."""
+    p, t, w, mask = _unmasked(predictions, targets, weights)
+    if weights is not None:
+        resolve(p, t, np.ma.getdata(weights), axis, reduction)
+    call = resolve(p, t, w, axis, reduction)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        value, grad = _compute.gradient(call, out, keepdims, with_loss=True)
+    spread = np.broadcast_to(mask, np.shape(grad)) if np.shape(grad) == mask.shape else None
+    if spread is not None:
+        grad[spread] = 0  # all-masked outputs: 0, not 0/0
+    else:  # predictions broadcast: a value counts where any of its positions is unmasked
+        grad[np.isnan(grad)] = 0
+    if reduction == "none":
+        return np.ma.masked_array(value, mask=mask), grad
+    return _masked_result(value, _counts(mask, axis, reduction, keepdims) == 0), grad

@@ -79,6 +79,17 @@ def test_the_gradient_is_zero_at_masked_positions(backend, axis):
     assert np.ma.allequal(loss, mse(mp, t, weights=w, axis=axis))
 
 
+def test_what_is_masked_may_be_nan(backend):
+    """Masked positions often hold no number: they are not read into any result."""
+    p = np.ma.masked_invalid(np.array([[1.0, np.nan], [np.inf, 2.0]]))
+    t = np.zeros((2, 2))
+    assert mse(p, t) == np.ma.mean((p - t) ** 2) == 2.5
+    np.testing.assert_array_equal(mse(p, t, axis=-1), np.ma.mean((p - t) ** 2, axis=-1))
+    np.testing.assert_array_equal(mse_grad(p, t), [[1.0, 0.0], [0.0, 2.0]])  # 2 (p - t) / 2 where unmasked
+    w = np.ma.masked_array([1.0, 2.0], [False, True])
+    assert mse(np.array([1.0, np.nan]), np.zeros(2), weights=w) == 1.0
+
+
 def test_everything_masked_is_masked(backend):
     assert mse(np.ma.masked_all((3,)), np.zeros(3)) is np.ma.masked
     assert np.all(mse_grad(np.ma.masked_all((3,)), np.zeros(3)) == 0)

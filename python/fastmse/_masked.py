@@ -19,28 +19,32 @@ from ._resolve import normalize_axes, resolve
 from ._types import Axis
 
 
-def is_masked(*values: Any) -> bool:
-    return any(isinstance(v, np.ma.MaskedArray) for v in values)
-
-
 def _unmasked(predictions: Any, targets: Any, weights: Any) -> tuple[Any, Any, np.ndarray, np.ndarray]:
-    """The data of the operands, the weights with 0 at masked positions (float64 or the
-    weights' float dtype, over the broadcast shape) and the combined mask."""
+    """The operands' data with 0 at masked positions (what is masked is often not a
+    number, and 0 times it would still be one), the weights with 0 there too (float64 or
+    the weights' float dtype, over the broadcast shape) and the combined mask."""
     values = [v for v in (predictions, targets, weights) if v is not None]
     shape = np.broadcast_shapes(*(np.shape(v) for v in values))
     mask = np.zeros(shape, bool)
     for value in values:
         if isinstance(value, np.ma.MaskedArray):
             mask |= np.broadcast_to(np.ma.getmaskarray(value), shape)
-    data = [None if v is None else np.ma.getdata(v) for v in (predictions, targets, weights)]
-    w = data[2]
+    p: Any = np.ma.getdata(predictions)
+    t: Any = np.ma.getdata(targets)
+    w: Any = None if weights is None else np.ma.getdata(weights)
+    if np.shape(predictions) == shape:  # p - t is 0 wherever anything is masked
+        p = np.where(mask, 0, p)
+        t = np.where(mask, 0, np.broadcast_to(t, shape))
+    else:  # predictions broadcast: each value serves unmasked positions too; fill its own
+        p = np.ma.filled(predictions, 0) if isinstance(predictions, np.ma.MaskedArray) else p
+        t = np.ma.filled(targets, 0) if isinstance(targets, np.ma.MaskedArray) else t
     dtype = w.dtype if w is not None and w.dtype.kind == "f" else np.dtype(np.float64)
     present = np.logical_not(mask).astype(dtype)
     weighted = present if w is None else np.where(mask, 0, np.broadcast_to(w, shape)).astype(dtype)
-    return data[0], data[1], weighted, mask
+    return p, t, weighted, mask
 
 
-def _counts(mask: np.ndarray, axis: Axis, reduction: str, keepdims: bool) -> Any:
+def _counts(mask: np.ndarray, axis: Axis, keepdims: bool) -> Any:
     """The unmasked positions of each output."""
     axes = normalize_axes(axis, mask.ndim)
     return np.sum(~mask, axis=axes, keepdims=keepdims)
@@ -63,7 +67,7 @@ def mse(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str
         value = _compute.loss(call, keepdims)
     if reduction == "none":
         return np.ma.masked_array(value, mask=mask)
-    return _masked_result(value, _counts(mask, axis, reduction, keepdims) == 0)
+    return _masked_result(value, _counts(mask, axis, keepdims) == 0)
 
 
 def mse_grad(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, out: Any) -> Any:
@@ -82,11 +86,10 @@ def mse_and_grad(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         value, grad = _compute.gradient(call, out, keepdims, with_loss=True)
-    spread = np.broadcast_to(mask, np.shape(grad)) if np.shape(grad) == mask.shape else None
-    if spread is not None:
-        grad[spread] = 0  # all-masked outputs: 0, not 0/0
-    else:  # predictions broadcast: a value counts where any of its positions is unmasked
+    if np.shape(grad) == mask.shape:
+        grad[mask] = 0  # all-masked outputs: 0, not 0/0
+    else:  # predictions broadcast: a value with no unmasked position left is 0/0 there
         grad[np.isnan(grad)] = 0
     if reduction == "none":
         return np.ma.masked_array(value, mask=mask), grad
-    return _masked_result(value, _counts(mask, axis, reduction, keepdims) == 0), grad
+    return _masked_result(value, _counts(mask, axis, keepdims) == 0), grad

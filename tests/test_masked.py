@@ -110,3 +110,14 @@ def test_subclasses_that_change_arithmetic_are_refused_and_memmaps_read(tmp_path
     mapped = np.load(path, mmap_mode="r")
     assert type(mapped) is np.memmap
     assert mse(mapped, np.zeros(4)) == np.mean(np.arange(4.0) ** 2)
+
+
+def test_errors_name_the_arguments_as_for_plain_arrays():
+    with pytest.raises(
+        ValueError, match=r"predictions and targets do not broadcast together: shapes \(3, 4\), \(2, 4\)"
+    ):
+        mse(np.ma.masked_array(np.ones((3, 4)), False), np.ones((2, 4)))
+    out = np.full(3, 7.0)
+    with pytest.raises(ValueError, match="weights must be non-negative; found -1"):
+        mse_grad(np.ma.masked_array(np.ones(3), [1, 0, 0]), np.zeros(3), weights=np.array([1.0, -1.0, 1.0]), out=out)
+    assert np.all(out == 7.0)

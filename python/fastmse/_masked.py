@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import _compute
-from ._resolve import normalize_axes, resolve
+from ._resolve import Call, normalize_axes, resolve
 from ._types import Axis
 
 
@@ -44,13 +44,27 @@ def _unmasked(predictions: Any, targets: Any, weights: Any) -> tuple[Any, Any, n
     return p, t, weighted, mask
 
 
-def _counts(mask: np.ndarray, axis: Axis, keepdims: bool) -> Any:
-    """The unmasked positions of each output."""
-    axes = normalize_axes(axis, mask.ndim)
-    return np.sum(~mask, axis=axes, keepdims=keepdims)
+def _masked_call(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str) -> tuple[Call, np.ndarray]:
+    """The call on the unmasked data, and the combined mask. The caller's arguments are
+    checked first, as given (errors name them and their values; negative weights are
+    refused even where masked)."""
+    resolve(
+        np.ma.getdata(predictions),
+        np.ma.getdata(targets),
+        None if weights is None else np.ma.getdata(weights),
+        axis,
+        reduction,
+    )
+    p, t, w, mask = _unmasked(predictions, targets, weights)
+    return resolve(p, t, w, axis, reduction), mask
 
 
-def _masked_result(value: Any, empty: Any) -> Any:
+def _masked_result(value: Any, mask: np.ndarray, axis: Axis, reduction: str, keepdims: bool) -> Any:
+    """The loss with np.ma's mask: the combined one for "none"; otherwise masked where an
+    output has no unmasked position (np.ma.masked where everything is reduced)."""
+    if reduction == "none":
+        return np.ma.masked_array(value, mask=mask)
+    empty = np.sum(~mask, axis=normalize_axes(axis, mask.ndim), keepdims=keepdims) == 0
     if np.ndim(value) == 0:
         return np.ma.masked if bool(empty) else value
     return np.ma.masked_array(value, mask=np.asarray(empty))
@@ -58,16 +72,11 @@ def _masked_result(value: Any, empty: Any) -> Any:
 
 def mse(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, keepdims: bool) -> Any:
     """fastmse.mse on masked operands."""
-    p, t, w, mask = _unmasked(predictions, targets, weights)
-    if weights is not None:
-        resolve(p, t, np.ma.getdata(weights), axis, reduction)  # the checks on the caller's weights
-    call = resolve(p, t, w, axis, reduction)
+    call, mask = _masked_call(predictions, targets, weights, axis, reduction)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-masked mean: masked, not nan
         value = _compute.loss(call, keepdims)
-    if reduction == "none":
-        return np.ma.masked_array(value, mask=mask)
-    return _masked_result(value, _counts(mask, axis, keepdims) == 0)
+    return _masked_result(value, mask, axis, reduction, keepdims)
 
 
 def mse_grad(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, out: Any) -> Any:
@@ -79,10 +88,7 @@ def mse_and_grad(
     predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, keepdims: bool, out: Any
 ) -> tuple[Any, Any]:
     """fastmse.mse_and_grad on masked operands."""
-    p, t, w, mask = _unmasked(predictions, targets, weights)
-    if weights is not None:
-        resolve(p, t, np.ma.getdata(weights), axis, reduction)
-    call = resolve(p, t, w, axis, reduction)
+    call, mask = _masked_call(predictions, targets, weights, axis, reduction)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         value, grad = _compute.gradient(call, out, keepdims, with_loss=True)
@@ -90,6 +96,4 @@ def mse_and_grad(
         grad[mask] = 0  # all-masked outputs: 0, not 0/0
     else:  # predictions broadcast: a value with no unmasked position left is 0/0 there
         grad[np.isnan(grad)] = 0
-    if reduction == "none":
-        return np.ma.masked_array(value, mask=mask), grad
-    return _masked_result(value, _counts(mask, axis, keepdims) == 0), grad
+    return _masked_result(value, mask, axis, reduction, keepdims), grad

@@ -685,26 +685,35 @@ struct Launch {
     bool contiguous_rows = false;  // each output's positions contiguous (one summed dimension, unit strides)
 };
 
+// The geometry of a problem of at most kMaxDims dimensions: `strides[k]` are operand k's
+// element strides, nullptr where it is absent (zeros then).
+Geometry geometry_of(const int64_t* shape, int ndim, int n_kept, const int64_t* const* strides) {
+    Geometry g{};
+    g.ndim = ndim;
+    g.n_kept = n_kept;
+    g.n_out = 1;
+    g.n_red = 1;
+    for (int d = 0; d < ndim; ++d) {
+        g.shape[d] = shape[d];
+        g.extents[d] = divisor_of(shape[d]);
+        (d < n_kept ? g.n_out : g.n_red) *= shape[d];
+        for (int k = 0; k < kOperands; ++k) g.strides[k][d] = strides[k] != nullptr ? strides[k][d] : 0;
+    }
+    g.by_n_red = divisor_of(g.n_red);
+    return g;
+}
+
 Launch prepare(const Problem& problem) {
     if (problem.ndim > kMaxDims)
         throw std::invalid_argument("fastmse: the GPU kernels take at most " + std::to_string(kMaxDims) +
                                     " dimensions after merging, not " + std::to_string(problem.ndim));
     Launch launch;
-    Geometry& g = launch.g;
-    g.ndim = problem.ndim;
-    g.n_kept = problem.n_kept;
-    g.n_out = 1;
-    g.n_red = 1;
     const Operand* operands[kOperands] = {&problem.predictions, &problem.targets, &problem.weights,
                                           &problem.out, &problem.loss, &problem.scale};
-    for (int d = 0; d < g.ndim; ++d) {
-        g.shape[d] = problem.shape[d];
-        g.extents[d] = divisor_of(problem.shape[d]);
-        (d < g.n_kept ? g.n_out : g.n_red) *= problem.shape[d];
-        for (int k = 0; k < kOperands; ++k)
-            g.strides[k][d] = operands[k]->data != nullptr ? operands[k]->strides[d] : 0;
-    }
-    g.by_n_red = divisor_of(g.n_red);
+    const int64_t* strides[kOperands];
+    for (int k = 0; k < kOperands; ++k) strides[k] = operands[k]->data != nullptr ? operands[k]->strides : nullptr;
+    launch.g = geometry_of(problem.shape, problem.ndim, problem.n_kept, strides);
+    const Geometry& g = launch.g;
     Operands& a = launch.a;
     a.p = problem.predictions.data;
     a.t = problem.targets.data;
@@ -850,17 +859,9 @@ void stream_read(const void* data, int64_t bytes, uint64_t* sink, int device, st
 int64_t workspace_bytes(const int64_t* shape, int ndim, int n_kept, const int64_t* predictions_strides,
                         const int64_t* targets_strides) {
     if (ndim > kMaxDims) return 0;  // the CuPy kernels take such a problem
-    Geometry g{};
-    g.ndim = ndim;
-    g.n_kept = n_kept;
-    g.n_out = 1;
-    g.n_red = 1;
-    for (int d = 0; d < ndim; ++d) {
-        g.shape[d] = shape[d];
-        (d < n_kept ? g.n_out : g.n_red) *= shape[d];
-        g.strides[kP][d] = predictions_strides[d];
-        g.strides[kT][d] = targets_strides[d];
-    }
+    // reduction_of reads predictions' and targets' strides only.
+    const int64_t* strides[kOperands] = {predictions_strides, targets_strides, nullptr, nullptr, nullptr, nullptr};
+    const Geometry g = geometry_of(shape, ndim, n_kept, strides);
     const Reduction reduction = reduction_of(g);
     if (g.n_out == 0 || reduction.parts <= 1) return 0;
     return static_cast<int64_t>(sizeof(double)) * g.n_out * reduction.parts;

@@ -39,7 +39,7 @@ from .._compute import gradient, loss
 from .._resolve import Call, resolve
 from .._types import Reduction
 
-_REDUCTIONS = ("none", "mean", "sum")
+_REDUCTIONS = ("none", "mean", "sum")  # in the order of PyTorch's reduction codes (0, 1, 2)
 
 
 def _is_reduction(reduction: str) -> TypeGuard[Reduction]:
@@ -169,13 +169,12 @@ def _call(input: Any, target: Any, weight: Any, reduction: str) -> Call:
 
 # Tensors: the loss as torch.library operators, registered as this module is imported
 # (where PyTorch is installed), so that a first call inside torch.compile finds them.
-_REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}
-_MEAN = _REDUCTION_CODES["mean"]
+_MEAN = _REDUCTIONS.index("mean")
 
 
 def _tensor_loss(input: Any, target: Any, weight: Any, reduction: str) -> Any:
     ops = _OPS
-    code = _REDUCTION_CODES[reduction]
+    code = _REDUCTIONS.index(reduction)
     fused = reduction != "none" and _torch.is_grad_enabled() and input.requires_grad
     if _torch.compiler.is_compiling():  # the operators: one node each in the graph
         return (
@@ -213,7 +212,7 @@ def _as_tensor(value: Any, like: Any) -> Any:
 
 def _forward(input: Any, target: Any, weight: Any, code: int, with_gradient: bool) -> tuple[Any, Any]:
     """The loss, and the gradient with respect to input where asked (C-contiguous)."""
-    reduction = next(name for name, c in _REDUCTION_CODES.items() if c == code)
+    reduction = _REDUCTIONS[code]
     # PyTorch's result dtype, weights included (a copy only where one differs).
     dtype = _result_dtype(input, target, weight)
     input, target = input.to(dtype), target.to(dtype)

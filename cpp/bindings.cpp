@@ -40,13 +40,16 @@ using fastmse::Operand;
 using fastmse::Problem;
 using fastmse::ScalarType;
 
-// NumPy's type numbers of the three dtypes and the byte-order character of a swapped
-// one, found once at import (init_dtype_numbers): scalar_type_of runs on every call, and
-// comparing two integers costs nothing next to building dtypes there.
+// NumPy's type numbers of the dtypes and the byte-order character of a swapped one,
+// found once at import (init_dtype_numbers): scalar_type_of runs on every call, and
+// comparing two integers costs nothing next to building dtypes there. bfloat16 is
+// ml_dtypes' user dtype, whose number is known once ml_dtypes is imported: it is looked
+// up when an array of an unknown dtype arrives, and kept.
 struct DtypeNumbers {
     int float16 = -1;
     int float32 = -1;
     int float64 = -1;
+    int bfloat16 = -1;
     char swapped = '>';
 };
 DtypeNumbers g_dtype_numbers;
@@ -59,6 +62,14 @@ void init_dtype_numbers() {
     g_dtype_numbers.swapped = little ? '>' : '<';
 }
 
+// ml_dtypes.bfloat16's type number where ml_dtypes has been imported (by whoever made
+// the array), else -1; ml_dtypes is never imported here.
+int bfloat16_number() {
+    const py::dict modules = py::module_::import("sys").attr("modules");
+    if (!modules.contains("ml_dtypes")) return -1;
+    return py::dtype::from_args(modules["ml_dtypes"].attr("bfloat16")).num();
+}
+
 ScalarType scalar_type_of(const py::array& array) {
     const py::dtype dtype = array.dtype();
     if (dtype.byteorder() != g_dtype_numbers.swapped) {
@@ -66,13 +77,16 @@ ScalarType scalar_type_of(const py::array& array) {
         if (num == g_dtype_numbers.float32) return ScalarType::float32;
         if (num == g_dtype_numbers.float64) return ScalarType::float64;
         if (num == g_dtype_numbers.float16) return ScalarType::float16;
+        if (g_dtype_numbers.bfloat16 < 0) g_dtype_numbers.bfloat16 = bfloat16_number();
+        if (num == g_dtype_numbers.bfloat16) return ScalarType::bfloat16;
     }
     throw py::type_error("fastmse._core: unsupported dtype " + std::string(py::str(dtype)));
 }
 
-// The codes of ScalarType, as fastmse._core.scalar_types gives them to Python.
-constexpr ScalarType kScalarTypes[] = {ScalarType::float16, ScalarType::float32, ScalarType::float64};
-const char* const kScalarTypeNames[] = {"float16", "float32", "float64"};
+// The codes of ScalarType, as fastmse._core.scalar_types gives them to Python (by dtype name).
+constexpr ScalarType kScalarTypes[] = {ScalarType::float16, ScalarType::float32, ScalarType::float64,
+                                       ScalarType::bfloat16};
+const char* const kScalarTypeNames[] = {"float16", "float32", "float64", "bfloat16"};
 
 ScalarType scalar_type_from_code(int code) {
     for (const ScalarType type : kScalarTypes)
@@ -124,6 +138,7 @@ struct OperandSource {
 std::size_t item_size(ScalarType type) {
     switch (type) {
         case ScalarType::float16: return 2;
+        case ScalarType::bfloat16: return 2;
         case ScalarType::float32: return 4;
         case ScalarType::float64: return 8;
     }

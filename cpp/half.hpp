@@ -1,8 +1,9 @@
-// IEEE binary16 conversions without compiler or CPU support for _Float16, so the same
-// wheel runs on every x86-64 and aarch64 CPU and builds with MSVC. half_to_float is
-// exact (NaNs become the quiet NaN of their sign, as in the Numba kernels);
-// float_to_half and double_to_half round to nearest even, once. The bit-level parts
-// follow Maratyszcza's FP16 library and need IEEE float semantics (never -ffast-math).
+// The 16-bit floats, IEEE binary16 and bfloat16, converted without compiler or CPU
+// support for _Float16 or __bf16, so the same wheel runs on every x86-64 and aarch64 CPU
+// and builds with MSVC. half_to_float and bfloat16_to_float are exact (NaNs become the
+// quiet NaN of their sign, as in the Numba kernels); the conversions to 16 bits round
+// to nearest even, once. The binary16 bit-level parts follow Maratyszcza's FP16 library
+// and need IEEE float semantics (never -ffast-math).
 #pragma once
 
 #include <cstdint>
@@ -63,17 +64,48 @@ inline Half float_to_half(float f) {
     return Half{static_cast<uint16_t>((sign >> 16) | (is_nan ? 0x7E00u : nonsign))};
 }
 
-// float64 -> binary16 with one rounding: first to float32 rounding to odd (truncate, and
-// set the last bit if anything was cut off), which keeps enough information for the
-// second rounding, to nearest even at 11 bits, to equal a direct one (24 >= 11 + 2).
-inline Half double_to_half(double value) {
+// float64 -> float32 rounding to odd (truncate, and set the last bit if anything was cut
+// off): it keeps enough information for a second rounding, to nearest even at 11 bits
+// (binary16) or 8 bits (bfloat16), to equal a direct one (24 >= 11 + 2).
+inline float double_to_float_odd(double value) {
     float f = static_cast<float>(value);
     if (static_cast<double>(f) != value && std::isfinite(f)) {
         uint32_t bits = float_to_bits(f);
         if (std::fabs(static_cast<double>(f)) > std::fabs(value)) --bits;  // toward zero
         f = bits_to_float(bits | 1u);
     }
-    return float_to_half(f);
+    return f;
+}
+
+// float64 -> binary16 with one rounding.
+inline Half double_to_half(double value) {
+    return float_to_half(double_to_float_odd(value));
+}
+
+// bfloat16: the upper half of a float32.
+struct BFloat16 {
+    uint16_t bits;
+};
+
+inline float bfloat16_to_float(BFloat16 b) {
+    if ((b.bits & 0x7F80u) == 0x7F80u && (b.bits & 0x007Fu) != 0)
+        return bits_to_float((static_cast<uint32_t>(b.bits & 0x8000u) << 16) | 0x7FC00000u);
+    return bits_to_float(static_cast<uint32_t>(b.bits) << 16);
+}
+
+inline BFloat16 float_to_bfloat16(float f) {
+    const uint32_t w = float_to_bits(f);
+    if ((w & 0x7FFFFFFFu) > 0x7F800000u)  // the quiet NaN of its sign, as binary16's
+        return BFloat16{static_cast<uint16_t>(((w >> 16) & 0x8000u) | 0x7FC0u)};
+    // Adding just under half a unit of the kept part, plus its last bit, rounds to
+    // nearest even; a carry into the exponent is the right result, up to infinity.
+    const uint32_t rounded = w + 0x7FFFu + ((w >> 16) & 1u);
+    return BFloat16{static_cast<uint16_t>(rounded >> 16)};
+}
+
+// float64 -> bfloat16 with one rounding.
+inline BFloat16 double_to_bfloat16(double value) {
+    return float_to_bfloat16(double_to_float_odd(value));
 }
 
 }  // namespace

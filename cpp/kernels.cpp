@@ -52,6 +52,12 @@ struct Scalar<Half> {
     static Half store(double v) { return double_to_half(v); }
 };
 
+template <>
+struct Scalar<BFloat16> {
+    static double load(BFloat16 x) { return bfloat16_to_float(x); }
+    static BFloat16 store(double v) { return double_to_bfloat16(v); }
+};
+
 }  // namespace
 
 namespace FASTMSE_ISA {
@@ -67,6 +73,7 @@ constexpr int64_t kPrefetchDistance = 1024;  // elements
 typedef float unaligned_float __attribute__((aligned(1)));
 typedef double unaligned_double __attribute__((aligned(1)));
 typedef Half unaligned_half __attribute__((aligned(1)));
+typedef BFloat16 unaligned_bfloat16 __attribute__((aligned(1)));
 template <typename T>
 struct Unaligned;
 template <>
@@ -80,6 +87,10 @@ struct Unaligned<double> {
 template <>
 struct Unaligned<Half> {
     using type = unaligned_half;
+};
+template <>
+struct Unaligned<BFloat16> {
+    using type = unaligned_bfloat16;
 };
 
 template <typename T>
@@ -551,6 +562,7 @@ void run_typed(const Problem& problem) {
         case ScalarType::float16: typed(Half{}); break;
         case ScalarType::float32: typed(float{}); break;
         case ScalarType::float64: typed(double{}); break;
+        case ScalarType::bfloat16: typed(BFloat16{}); break;
     }
     if constexpr (kReduces<P>) schedule.finish();
 }

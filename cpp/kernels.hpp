@@ -8,7 +8,7 @@ namespace fastmse {
 
 // Element types; fastmse._core exports these codes as `scalar_types` (the GPU passes
 // take them with each device pointer).
-enum class ScalarType : int { float16 = 0, float32 = 1, float64 = 2 };
+enum class ScalarType : int { float16 = 0, float32 = 1, float64 = 2, bfloat16 = 3 };
 
 // Fixed summation geometry of the CPU kernels (cpp/kernels.cpp; the GPU's is in
 // cuda/kernels.cu). Results depend on these (and on the problem's shape and strides) and

@@ -24,8 +24,8 @@ template <Pass P>
 inline constexpr bool kWrites = P == Pass::grad || P == Pass::reduce_and_grad || P == Pass::squared_error;
 
 // An element as float64, and a float64 value stored as an element (rounded once). The
-// binary16 type differs by backend (fastmse::Half on the CPU, __half on the GPU), and
-// each backend specializes this for its own.
+// 16-bit types differ by backend (fastmse::Half and BFloat16 on the CPU, __half and
+// __nv_bfloat16 on the GPU), and each backend specializes this for its own.
 template <typename T>
 struct Scalar {
     FASTMSE_HOST_DEVICE static double load(T x) { return x; }

@@ -77,6 +77,13 @@ struct __half {
 // Internal linkage, as the cpp/half.hpp functions they call.
 static inline float __half2float(__half h) { return fastmse::half_to_float(fastmse::Half{h.bits}); }
 static inline __half __double2half(double v) { return __half{fastmse::double_to_half(v).bits}; }
+struct __nv_bfloat16 {
+    uint16_t bits;
+};
+static inline float __bfloat162float(__nv_bfloat16 b) {
+    return fastmse::bfloat16_to_float(fastmse::BFloat16{b.bits});
+}
+static inline __nv_bfloat16 __double2bfloat16(double v) { return __nv_bfloat16{fastmse::double_to_bfloat16(v).bits}; }
 static inline float __double2float_rn(double v) { return static_cast<float>(v); }
 
 // The runtime calls cuda/kernels.cu makes.

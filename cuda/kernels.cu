@@ -27,6 +27,7 @@
 // (CUDA's execution model on the CPU) into the test-only module fastmse._cuda_host: the
 // same source, run in CI where there is no GPU.
 #ifdef __CUDACC__
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #else
@@ -50,6 +51,12 @@ template <>
 struct Scalar<__half> {
     __device__ static double load(__half x) { return __half2float(x); }
     __device__ static __half store(double v) { return __double2half(v); }  // rounded once
+};
+
+template <>
+struct Scalar<__nv_bfloat16> {
+    __device__ static double load(__nv_bfloat16 x) { return __bfloat162float(x); }
+    __device__ static __nv_bfloat16 store(double v) { return __double2bfloat16(v); }  // rounded once
 };
 
 }  // namespace
@@ -824,6 +831,7 @@ void run(const Problem& problem, void* workspace, int device, std::uintptr_t str
         case ScalarType::float16: launch_typed<P, __half>(launch, partials, target); break;
         case ScalarType::float32: launch_typed<P, float>(launch, partials, target); break;
         case ScalarType::float64: launch_typed<P, double>(launch, partials, target); break;
+        case ScalarType::bfloat16: launch_typed<P, __nv_bfloat16>(launch, partials, target); break;
     }
 }
 

@@ -21,6 +21,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import pytest
 import reference
@@ -42,7 +43,7 @@ except ImportError:
 
 PASSES = ("reduce", "grad", "reduce_and_grad", "squared_error", "reduce_difference")
 SM_COUNTS = (1, 3, 8, 132)
-DTYPES = (np.float16, np.float32, np.float64)
+DTYPES = (np.float16, ml_dtypes.bfloat16, np.float32, np.float64)
 GUARD = 64  # bytes on either side of every workspace, which the kernels must not touch
 SENTINEL = 0xA5
 TILE = 4096  # positions per tile (kTilePositions in cuda/kernels.cu); outputs of <= 1024 go to row_kernel

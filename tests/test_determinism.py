@@ -11,6 +11,7 @@ import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
+import ml_dtypes
 import numpy as np
 import pytest
 from checks import assert_same
@@ -24,6 +25,8 @@ from fastmse import (
 )
 from hypothesis import given
 from strategies import calls
+
+FLOATS = (np.float16, ml_dtypes.bfloat16, np.float32, np.float64)
 
 # Layouts that reach each path of the engine: lanes over one long output, lanes over
 # many outputs, tiles across outputs, several chunks per output, strided and broadcast.
@@ -113,7 +116,7 @@ def test_cpp_and_numba_agree_bitwise_on_large_layouts(name):
             assert_same(a, b)
 
 
-@given(case=calls(dtypes=(np.float16, np.float32, np.float64), max_side=9))
+@given(case=calls(dtypes=FLOATS, max_side=9))
 def test_cpp_and_numba_agree_bitwise(case):
     predictions, targets, kwargs = case
     kwargs = {**kwargs, "reduction": "sum" if kwargs["reduction"] == "mean" else kwargs["reduction"]}
@@ -166,7 +169,7 @@ def test_kernel_copies_agree_bitwise_on_large_layouts(name):
     _assert_all_same(_results_per_copy(*CASES[name]))
 
 
-@given(case=calls(dtypes=(np.float16, np.float32, np.float64), max_side=9))
+@given(case=calls(dtypes=FLOATS, max_side=9))
 def test_kernel_copies_agree_bitwise(case):
     _assert_all_same(_results_per_copy(*case))
 
@@ -199,7 +202,7 @@ def test_concurrent_calls_from_python_threads(backend):
     # targets broadcast along axis 0.
     cases = list(CASES.values())
     mixed = np.random.default_rng(8)
-    for k, dtype in enumerate([np.float16, np.float32, np.float64] * 4):
+    for k, dtype in enumerate(FLOATS * 3):
         shape = (int(mixed.integers(1, 300)), int(mixed.integers(1, 700)))
         p = mixed.standard_normal(shape).astype(dtype)
         t = mixed.standard_normal(shape[-1:]).astype(dtype)
@@ -246,11 +249,15 @@ def test_threadpoolctl_limits_are_honoured():
     assert (inside, outside) == ("1", "4")
 
 
-def test_float16_nan_payloads_do_not_split_the_backends():
-    names = _compiled()
-    payloads = np.array([0x7D55, 0xFE01, 0x3C00, 0x7C00], np.uint16).view(np.float16)
+@pytest.mark.parametrize(
+    ("dtype", "payloads"),
+    [(np.float16, [0x7D55, 0xFE01, 0x3C00]), (ml_dtypes.bfloat16, [0x7F85, 0xFFA1, 0x3F80])],
+    ids=["float16", "bfloat16"],
+)
+def test_16_bit_nan_payloads_do_not_split_the_backends(dtype, payloads):
+    values = np.array(payloads, np.uint16).view(dtype)
     bits = []
-    for backend in names:
+    for backend in _compiled():
         with _backends.use(backend):
-            bits.append(mse(payloads[:3], np.zeros(3, np.float16), reduction="none").view(np.uint16))
+            bits.append(mse(values, np.zeros(3, dtype), reduction="none").view(np.uint16))
     np.testing.assert_array_equal(bits[0], bits[1])

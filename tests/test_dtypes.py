@@ -1,16 +1,44 @@
-"""Result dtypes, precision promises, float16 rounding, dtypes that are refused."""
+"""Result dtypes, precision promises, float16 and bfloat16 rounding, dtypes that are
+refused."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
+import ml_dtypes  # in the test extra: bfloat16 arrays
 import numpy as np
 import pytest
 import reference
 from checks import assert_matches
 from fastmse import mse, mse_and_grad, mse_grad
 
-FLOATS = [np.float16, np.float32, np.float64]
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+FLOATS = [np.float16, np.float32, np.float64, BFLOAT16]
+SIXTEEN_BITS = [np.dtype(np.float16), BFLOAT16]
+# Doubles whose rounding to each 16-bit type is a trap: just past a tie (rounded twice,
+# through float32, they would fall back onto the tie and go to even), the largest finite
+# value's neighbourhood, ties in the subnormal range.
+HARD_DOUBLES = {
+    np.dtype(np.float16): [1 + 2.0**-11 + 2.0**-40, 2.0**-25 + 2.0**-60, 65519.99, 32760.000001, 3 * 2.0**-25],
+    BFLOAT16: [
+        1 + 2.0**-8 + 2.0**-40,
+        2.0**-134 + 2.0**-160,
+        255.5 * 2.0**120 * (1 - 2.0**-40),
+        3 * 2.0**-134,
+        1 + 2.0**-8,
+        (1 + 2.0**-7) * (1 + 2.0**-8),
+    ],
+}
+# How far each 16-bit type reaches: random doubles are drawn below `top` and from
+# 2**low to 2**high.
+RANGES = {np.dtype(np.float16): (40000.0, -30, 16), BFLOAT16: (1e38, -140, 126)}
+
+
+def every_value(dtype: np.dtype) -> np.ndarray:
+    """All 65536 values of a 16-bit float type, infinities and NaNs included."""
+    return np.arange(1 << 16, dtype=np.uint16).view(dtype)
 
 
 @pytest.mark.parametrize(
@@ -28,6 +56,11 @@ FLOATS = [np.float16, np.float32, np.float64]
         ("i1", "f8"),
         (">f4", ">f4"),
         (">f8", "<f4"),
+        (BFLOAT16, BFLOAT16),
+        (BFLOAT16, "f4"),
+        ("f2", BFLOAT16),
+        ("i1", BFLOAT16),
+        (BFLOAT16, "f8"),
     ],
 )
 def test_result_dtype_follows_numpy(backend, left, right):
@@ -81,48 +114,59 @@ def test_float16_rounds_once_from_float64(backend, dtype):
         assert_matches(mse(p, t, axis=axis), reference.loss(p, t, axis=axis), np.dtype(dtype))
 
 
-def test_float16_results_are_rounded_once(backend):
-    # docs/semantics.rst (Types and precision): float16 results are computed in float64
-    # and rounded once to binary16 (NumPy's float64 -> float16 cast is the oracle); every
-    # binary16 input is checked here against one target value.
-    everything = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
-    finite = everything[np.isfinite(everything)]
-    target = np.float16(0.3)
+@pytest.mark.parametrize("dtype", SIXTEEN_BITS, ids=str)
+def test_16_bit_results_are_rounded_once(backend, dtype):
+    # docs/semantics.rst (Types and precision): float16 and bfloat16 results are computed
+    # in float64 and rounded once (NumPy's and ml_dtypes' float64 casts, which round
+    # once, are the oracle); every finite input is checked here against one target value.
+    values = every_value(dtype)
+    finite = values[np.isfinite(values)]
+    target = np.array(0.3).astype(dtype)
     grad = mse_grad(finite, np.full_like(finite, target), reduction="sum")
     loss = mse(finite, np.full_like(finite, target), reduction="none")
-    difference = finite.astype(np.float64) - np.float64(target)
-    with np.errstate(over="ignore"):  # large values overflow binary16 to inf, as they should
-        np.testing.assert_array_equal(grad, (2.0 * difference).astype(np.float16))
-        np.testing.assert_array_equal(loss, (difference * difference).astype(np.float16))
+    difference = finite.astype(np.float64) - target.astype(np.float64)
+    with np.errstate(over="ignore"):  # large values overflow to inf, as they should
+        np.testing.assert_array_equal(grad, (2.0 * difference).astype(dtype), strict=True)
+        np.testing.assert_array_equal(loss, (difference * difference).astype(dtype), strict=True)
 
 
-def test_float16_rounding_of_arbitrary_doubles(backend):
+@pytest.mark.parametrize("dtype", SIXTEEN_BITS, ids=str)
+def test_16_bit_rounding_of_arbitrary_doubles(backend, dtype):
     # float64 weights make the gradient 2 * w, any double: one rounding, never two.
     rng = np.random.default_rng(11)
-    w = np.concatenate(
-        [
-            rng.uniform(0, 40000, 100_000),
-            np.exp2(rng.uniform(-30, 16, 100_000)),
-            [1 + 2.0**-11 + 2.0**-40, 2.0**-25 + 2.0**-60, 65519.99, 32760.000001],
-        ]
-    )
-    ones = np.ones(w.size, np.float16)
+    top, low, high = RANGES[dtype]
+    w = np.concatenate([rng.uniform(0, top, 100_000), np.exp2(rng.uniform(low, high, 100_000)), HARD_DOUBLES[dtype]])
+    ones = np.ones(w.size, dtype)
     grad = mse_grad(ones, np.zeros_like(ones), weights=w, reduction="sum")
     loss = mse(ones, np.zeros_like(ones), weights=w, reduction="none")
     with np.errstate(over="ignore"):
-        np.testing.assert_array_equal(grad, (2.0 * w).astype(np.float16))
-        np.testing.assert_array_equal(loss, w.astype(np.float16))
+        np.testing.assert_array_equal(grad, (2.0 * w).astype(dtype), strict=True)
+        np.testing.assert_array_equal(loss, w.astype(dtype), strict=True)
     one = slice(-4, -3)
-    assert mse(ones[one], np.zeros(1, np.float16), weights=w[one], reduction="sum") == loss[one][0]
+    assert mse(ones[one], np.zeros(1, dtype), weights=w[one], reduction="sum") == loss[one][0]
 
 
-def test_float16_values_are_read_exactly(backend):
-    everything = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
-    values = everything[np.isfinite(everything)]
-    sums = mse(values[:, None], np.zeros((1, 1), np.float16), axis=1, reduction="sum")
-    squares = values.astype(np.float64) ** 2
-    with np.errstate(over="ignore"):
-        np.testing.assert_array_equal(sums, squares.astype(np.float16))
+@pytest.mark.parametrize("dtype", SIXTEEN_BITS, ids=str)
+def test_16_bit_values_are_read_exactly(backend, dtype):
+    values = every_value(dtype)
+    sums = mse(values[:, None], np.zeros((1, 1), dtype), axis=1, reduction="sum")
+    with np.errstate(over="ignore", invalid="ignore"):  # NaNs and infinities are read too
+        squares = values.astype(np.float64) ** 2
+        np.testing.assert_array_equal(sums, squares.astype(dtype), strict=True)
+
+
+def test_bfloat16_needs_no_import_of_ml_dtypes():
+    # ml_dtypes is an optional extra: fastmse imports it nowhere, and computes bfloat16
+    # arrays that whoever made them brought.
+    script = (
+        "import sys, numpy as np, fastmse\n"
+        "assert fastmse.mse(np.ones(3), np.zeros(3)) == 1.0\n"
+        "assert 'ml_dtypes' not in sys.modules\n"
+        "import ml_dtypes\n"
+        "p = np.ones(3, ml_dtypes.bfloat16)\n"
+        "assert fastmse.mse(p, p * 0).dtype == p.dtype\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
 
 
 @pytest.mark.parametrize(
@@ -155,14 +199,15 @@ def test_longdouble_is_refused(backend):
         mse(np.zeros(2, np.longdouble), np.zeros(2))
 
 
-@pytest.mark.parametrize("weights_dtype", [np.float16, np.float32, np.float64, np.int64, np.bool_])
-def test_weights_keep_their_precision(backend, weights_dtype):
+@pytest.mark.parametrize("dtype", SIXTEEN_BITS, ids=str)
+@pytest.mark.parametrize("weights_dtype", [np.float16, BFLOAT16, np.float32, np.float64, np.int64, np.bool_])
+def test_weights_keep_their_precision(backend, dtype, weights_dtype):
     rng = np.random.default_rng(4)
-    p = rng.standard_normal(300).astype(np.float16)
-    t = rng.standard_normal(300).astype(np.float16)
+    p = rng.standard_normal(300).astype(dtype)
+    t = rng.standard_normal(300).astype(dtype)
     w = (rng.uniform(0.5, 3, 300) * 1000).astype(weights_dtype)
-    assert_matches(mse(p, t, weights=w), reference.loss(p, t, weights=w), np.dtype(np.float16))
-    assert_matches(mse_grad(p, t, weights=w), reference.grad(p, t, weights=w), np.dtype(np.float16))
+    assert_matches(mse(p, t, weights=w), reference.loss(p, t, weights=w), dtype)
+    assert_matches(mse_grad(p, t, weights=w), reference.grad(p, t, weights=w), dtype)
 
 
 def test_read_only_and_memory_mapped_inputs(backend, tmp_path):
@@ -205,7 +250,7 @@ def test_unaligned_buffers_are_handled(backend):
     np.testing.assert_array_equal(out, 2 * expected)
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
 def test_unaligned_arrays_give_the_aligned_results(backend, dtype):
     # Under .ci/sanitize, UBSan reports any misaligned element access in the kernels.
     rng = np.random.default_rng(11)

@@ -16,7 +16,8 @@ from fastmse.compat.torch import MSELoss, mse_loss
 F = torch.nn.functional
 REDUCTIONS = ("mean", "sum", "none")
 # Within float rounding of PyTorch's own loss: the summation orders differ.
-TOLERANCE = {torch.float16: 2e-3, torch.float32: 2e-6, torch.float64: 1e-13}
+TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 2e-2, torch.float32: 2e-6, torch.float64: 1e-13}
+DTYPES = list(TOLERANCE)
 
 
 def _pair(shape, dtype, seed, target_shape=None):
@@ -51,7 +52,7 @@ def _loss_and_grads(function, p, t, w, reduction, grad_output, requiring=("input
 
 
 @pytest.mark.parametrize("requiring", [("input",), ("input", "target", "weight")], ids=["fused", "all"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize(
     "layout",
@@ -193,8 +194,28 @@ def test_pytorchs_arguments_and_warnings():
         mse_loss(p, t, weight=torch.ones(3))
     with pytest.raises(ValueError, match="is not a valid value for reduction"):
         mse_loss(p, t, reduction="max")
-    with pytest.raises(TypeError, match="input is a torch.bfloat16 tensor"):
-        mse_loss(p.bfloat16(), t.bfloat16())
+    with pytest.raises(TypeError, match="input is a torch.int64 tensor"):
+        mse_loss(p.long(), t.long())
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_bfloat16_is_rounded_once_from_float64(reduction):
+    # PyTorch rounds its bfloat16 loss more than once; fastmse's is the float64 value
+    # rounded once (ml_dtypes' cast, which rounds once, is the oracle), gradient too.
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is in the test extra")
+    p, t = _pair((300, 7), torch.bfloat16, 12)
+    leaf = p.clone().requires_grad_(True)
+    value = mse_loss(leaf, t, reduction=reduction)
+    value.backward(torch.ones_like(value))
+    assert value.dtype == leaf.grad.dtype == torch.bfloat16
+    p64, t64 = p.double().numpy(), t.double().numpy()
+    d = p64 - t64
+    count = d.size if reduction == "mean" else 1
+    expected = d * d if reduction == "none" else np.sum(d * d) / count
+    bits = torch.from_numpy(np.asarray(expected).astype(ml_dtypes.bfloat16).view(np.int16)).view(torch.bfloat16)
+    assert torch.equal(value.detach(), bits)
+    grad = (2 * d / count).astype(ml_dtypes.bfloat16).view(np.int16)
+    assert torch.equal(leaf.grad, torch.from_numpy(grad).view(torch.bfloat16))
 
 
 def test_numpy_in_gives_numpy_out():

@@ -265,7 +265,7 @@ class CudaBackend:
         self._core = core
         self._memory: DeviceMemory = CupyMemory() if memory is None else memory
         # The kernels' dtype codes and dimension limit, as the module defines them.
-        self._dtype_codes = {np.dtype(name): code for name, code in core.scalar_types.items()}
+        self._dtype_codes: dict[str, int] = dict(core.scalar_types)  # by dtype name (bfloat16 needs ml_dtypes)
         self._max_dims = int(core.cuda_max_dims)
         self._entries = {name: getattr(core, f"cuda_{name}") for name in _PASSES}
         self._fallback: CupyBackend | None = None
@@ -297,7 +297,7 @@ class CudaBackend:
                 self._fallback = CupyBackend()
             getattr(self._fallback, kernel)(plan)
             return
-        operands = [None if a is None else (memory.address(a), self._dtype_codes[a.dtype]) for a in plan.operands]
+        operands = [None if a is None else (memory.address(a), self._dtype_codes[a.dtype.name]) for a in plan.operands]
         # Scratch for the outputs' partial sums.
         size = (
             self._core.cuda_workspace_bytes(plan.shape, plan.n_kept, plan.strides) if kernel.startswith("reduce") else 0

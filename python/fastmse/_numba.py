@@ -1,8 +1,8 @@
 """Numba kernels: a mirror of cpp/kernels.cpp and of the per-position arithmetic of
 cpp/position.hpp (which the CUDA kernels share).
 
-Same summation geometry, same order of floating-point operations, same float16
-rounding, so a plan gives bitwise the same results here as in the compiled module.
+Same summation geometry, same order of floating-point operations, same float16 and
+bfloat16 rounding, so a plan gives bitwise the same results here as in the compiled module.
 Used when the compiled module is missing or ``FASTMSE_BACKEND=numba``.
 """
 
@@ -30,7 +30,8 @@ if "NUMBA_THREADING_LAYER" not in os.environ and _numba_config["THREADING_LAYER"
     _numba_config["THREADING_LAYER"] = "forksafe"
 
 # The kernels' argument types, for type checkers (Numba infers its own from the values):
-# p, t, w and out are 1-D views of their storage (uint16 for float16); loss, scale and
+# p, t, w and out are 1-D views of their storage (uint16 for float16, int16 for bfloat16:
+# Numba knows neither, and the storage type tells the two apart); loss, scale and
 # partial sums are float64; shapes, strides, indices and offsets int64.
 Operand: TypeAlias = NDArray[Any]
 Float64s: TypeAlias = NDArray[np.float64]
@@ -94,6 +95,44 @@ def _normal_half(sign: int, a: float) -> np.uint16:
     return bits
 
 
+@register_jitable
+def bfloat16_to_double(bits: np.int16) -> float:
+    b = np.int64(bits) & 0xFFFF
+    exponent = (b >> 7) & 0xFF
+    mantissa = b & 0x7F
+    value: float
+    if exponent == 0:
+        value = mantissa * 2.0**-133
+    elif exponent == 255:
+        value = math.inf if mantissa == 0 else math.nan
+    else:
+        value = (128 + mantissa) * 2.0 ** (exponent - 134)
+    return -value if b & 0x8000 else value
+
+
+@register_jitable
+def double_to_bfloat16(value: float) -> np.int16:
+    # As double_to_half: exact scaling, then np.rint's round half to even, once.
+    sign = 0x8000 if math.copysign(1.0, value) < 0 else 0
+    a = abs(value)
+    bits: int | np.int64
+    if math.isnan(a):
+        bits = sign | 0x7FC0
+    elif a >= 255.5 * 2.0**120:  # half a unit above the largest finite value, and beyond
+        bits = sign | 0x7F80
+    elif a < 2.0**-126:
+        bits = sign | np.int64(np.rint(a * 2.0**133))
+    else:
+        exponent = math.frexp(a)[1] - 1
+        significand: int | np.int64 = np.int64(np.rint(a * 2.0 ** (7 - exponent)))
+        if significand == 256:
+            significand = 128
+            exponent += 1
+        bits = sign | ((exponent + 127) << 7) | (significand - 128)
+    stored: np.int16 = np.int16(np.int64(bits) - (np.int64(bits) & 0x8000) * 2)  # the int16 of those bits
+    return stored
+
+
 def load(array: Operand, i: int) -> float:  # pragma: no cover - replaced by the overload in compiled code
     raise NotImplementedError
 
@@ -116,6 +155,13 @@ def _load(array: OverloadArg, i: OverloadArg) -> Callable[[Operand, int], float]
 
         return load_half
 
+    if array.dtype == types.int16:
+
+        def load_bfloat16(array: OverloadArg, i: OverloadArg) -> float:
+            return bfloat16_to_double(array[i])
+
+        return load_bfloat16
+
     def load_float(array: OverloadArg, i: OverloadArg) -> float:
         value: float = np.float64(array[i])
         return value
@@ -131,6 +177,13 @@ def _store(array: OverloadArg, i: OverloadArg, value: OverloadArg) -> Callable[[
             array[i] = double_to_half(value)
 
         return store_half
+
+    if array.dtype == types.int16:
+
+        def store_bfloat16(array: OverloadArg, i: OverloadArg, value: OverloadArg) -> None:
+            array[i] = double_to_bfloat16(value)
+
+        return store_bfloat16
 
     def store_float(array: OverloadArg, i: OverloadArg, value: OverloadArg) -> None:
         array[i] = value
@@ -533,6 +586,15 @@ def run(
             loss[origin[LOSS] + offset[LOSS]] = one[0]
 
 
+def _storage_view(flat: np.ndarray) -> np.ndarray:
+    """`flat` as the kernels read it: the 16-bit floats as their bits (see Operand)."""
+    if flat.dtype == np.float16:
+        return flat.view(np.uint16)
+    if flat.dtype.name == "bfloat16":
+        return flat.view(np.int16)
+    return flat
+
+
 def flat_view(array: np.ndarray) -> tuple[np.ndarray, int]:
     """A 1-D view over the memory `array` spans, and the index of its first element there."""
     if array.size == 0:
@@ -583,7 +645,7 @@ class NumbaBackend:
             strides[k, :ndim] = s
             flat, origin[k] = flat_view(array)
             flats.append(flat)
-        flats = [f.view(np.uint16) if f.dtype == np.float16 else f for f in flats]
+        flats = [_storage_view(f) for f in flats]
         p, t, w, out, loss, scale = flats
         arguments = (
             kind,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import operator
+import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -44,9 +45,18 @@ def _as_array(value: Any, name: str) -> np.ndarray:
     return array
 
 
+def is_bfloat16(dtype: np.dtype) -> bool:
+    """Whether `dtype` is ml_dtypes' bfloat16 (checked without importing ml_dtypes: an
+    array of it can only exist once ml_dtypes is imported)."""
+    if dtype.kind != "V" or dtype.itemsize != 2:
+        return False
+    ml_dtypes = sys.modules.get("ml_dtypes")
+    return ml_dtypes is not None and dtype == ml_dtypes.bfloat16
+
+
 def _require_real(array: Any, name: str) -> None:
     """TypeError unless `array` holds bool, integers or floats."""
-    if array.dtype.kind not in "biuf":
+    if array.dtype.kind not in "biuf" and not is_bfloat16(array.dtype):
         msg = f"{name} has dtype {array.dtype}; fastmse takes real numbers (bool, integer, float)"
         raise TypeError(msg)
 
@@ -83,10 +93,12 @@ def _result_dtype(predictions: np.ndarray, targets: np.ndarray, p_given: Any, t_
         dtype = np.result_type(_weak(p_given, predictions), _weak(t_given, targets))
     if dtype.kind in "biu":
         return _FLOAT64
+    if is_bfloat16(dtype):
+        return dtype
     if dtype.kind != "f" or dtype.itemsize not in (2, 4, 8):
         msg = (
             f"predictions and targets give dtype {dtype}, which fastmse does not compute in; "
-            "use float16, float32 or float64"
+            "use float16, bfloat16, float32 or float64"
         )
         raise TypeError(msg)
     return dtype if dtype.isnative else dtype.newbyteorder("=")

@@ -21,7 +21,8 @@ Where `input` requires grad and the loss is reduced, the forward runs the fused 
 (``torch.ops.fastmse.mse_loss_and_grad``, whose second output, the gradient, carries no
 gradient) and the backward only scales that gradient; ``create_graph=True``, targets or
 weights that require grad, and ``reduction="none"`` take PyTorch's expressions in the
-backward. float16, float32 and float64 tensors.
+backward. float16, bfloat16, float32 and float64 tensors (bfloat16 on the CPU, read as
+``ml_dtypes.bfloat16`` arrays: the optional extra ``fastmse[bfloat16]``).
 
 NumPy arrays (and anything else ``np.asarray`` takes) in give NumPy scalars or arrays out.
 """
@@ -115,7 +116,8 @@ def mse_loss(
         An unknown `reduction`, a `weight` of another shape than `input`, shapes that do
         not broadcast.
     TypeError
-        Tensors of a dtype fastmse does not compute (bfloat16, integers).
+        Tensors of a dtype fastmse does not compute (integers, bfloat16 on CUDA), or
+        bfloat16 tensors where ml_dtypes is not installed.
 
     Examples
     --------
@@ -190,24 +192,52 @@ def _tensor_loss(input: Any, target: Any, weight: Any, reduction: str) -> Any:
     return _forward(input, target, weight, code, with_gradient=False)[0]
 
 
+_FLOATS = ("float16", "bfloat16", "float32", "float64")  # the tensor dtypes computed
+
+
 def _operands(input: Any, target: Any, weight: Any) -> tuple[Any, Any, Any]:
-    """The tensors as arrays fastmse computes, without a copy: NumPy views of CPU tensors;
-    CUDA tensors as they are (fastmse reads them, on PyTorch's current stream)."""
+    """The tensors as arrays fastmse computes, without a copy: NumPy views of CPU tensors
+    (bfloat16 ones as ml_dtypes arrays); CUDA tensors as they are (fastmse reads them, on
+    PyTorch's current stream)."""
     for name, tensor in (("input", input), ("target", target)):
-        if tensor.dtype not in (_torch.float16, _torch.float32, _torch.float64):
-            msg = f"{name} is a {tensor.dtype} tensor; fastmse computes float16, float32 and float64 ones"
+        if str(tensor.dtype).removeprefix("torch.") not in _FLOATS:
+            msg = f"{name} is a {tensor.dtype} tensor; fastmse computes float16, bfloat16, float32 and float64 ones"
             raise TypeError(msg)
     arrays = tuple(None if t is None else t.detach() for t in (input, target, weight))
     if input.is_cuda:
+        if any(a is not None and a.dtype == _torch.bfloat16 for a in arrays):
+            msg = "bfloat16 CUDA tensors are not computed yet (CuPy, fastmse's GPU path, has no bfloat16 arrays)"
+            raise TypeError(msg)
         return arrays[0], arrays[1], arrays[2]
-    p, t, w = (None if a is None else a.numpy() for a in arrays)
+    p, t, w = (None if a is None else _host_array(a) for a in arrays)
     return p, t, w
+
+
+def _host_array(tensor: Any) -> np.ndarray:
+    """A CPU tensor's NumPy view; bfloat16 through its bits, as ml_dtypes' bfloat16."""
+    if tensor.dtype != _torch.bfloat16:
+        return tensor.numpy()  # type: ignore[no-any-return]
+    return tensor.view(_torch.int16).numpy().view(_bfloat16())  # type: ignore[no-any-return]
+
+
+def _bfloat16() -> np.dtype:
+    """ml_dtypes' bfloat16, imported only when a bfloat16 tensor arrives."""
+    try:
+        ml_dtypes = importlib.import_module("ml_dtypes")
+    except ImportError:
+        msg = "bfloat16 tensors need the ml_dtypes package: pip install 'fastmse[bfloat16]'"
+        raise TypeError(msg) from None
+    dtype: np.dtype = np.dtype(ml_dtypes.bfloat16)
+    return dtype
 
 
 def _as_tensor(value: Any, like: Any) -> Any:
     if like.is_cuda:
         return _torch.from_dlpack(value)
-    return _torch.from_numpy(np.asarray(value))
+    array = np.asarray(value)
+    if array.dtype.kind == "V":  # bfloat16 (the only such dtype fastmse returns): through its bits
+        return _torch.from_numpy(array.view(np.int16)).view(_torch.bfloat16)
+    return _torch.from_numpy(array)
 
 
 def _forward(input: Any, target: Any, weight: Any, code: int, with_gradient: bool) -> tuple[Any, Any]:

@@ -17,6 +17,7 @@ LAYERS: list[set[str]] = [
     {"_backends"},  # which backend runs
     {"_resolve"},  # arguments checked into a Call
     {"_compute"},  # a Call -> plan -> backend; the loss finished
+    {"compat._tensors"},  # PyTorch tensors as arrays and back, for the compat modules
     {"_config", "_dask", "_masked", "_accumulator", "compat.crysx", "compat.keras", "compat.sklearn", "compat.torch"},
     {"_eval", "compat"},  # files through the accumulator; the compat package's docstring
     {"_api"},  # the public functions

@@ -10,5 +10,7 @@ Change the import line, keep the call::
 Each module keeps the original's argument names, defaults, result types and dtypes and
 its errors for bad input, and computes with fastmse's kernels (float64 accumulation, so
 the results are as exact as the result dtype allows, or more exact than the original).
-None of them imports the package it stands in for.
+Importing them imports nothing of the packages they stand in for, but PyTorch where it
+is installed (``compat.torch`` registers its operators then); Keras is imported by the
+first use of ``compat.keras.MeanSquaredError``, a ``keras.losses.Loss``.
 """

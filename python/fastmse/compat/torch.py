@@ -39,6 +39,7 @@ import numpy as np
 from .._compute import gradient, loss
 from .._resolve import Call, resolve
 from .._types import Reduction
+from ._tensors import as_tensor, operands
 
 _REDUCTIONS = ("none", "mean", "sum")  # in the order of PyTorch's reduction codes (0, 1, 2)
 
@@ -192,54 +193,6 @@ def _tensor_loss(input: Any, target: Any, weight: Any, reduction: str) -> Any:
     return _forward(input, target, weight, code, with_gradient=False)[0]
 
 
-_FLOATS = ("float16", "bfloat16", "float32", "float64")  # the tensor dtypes computed
-
-
-def _operands(input: Any, target: Any, weight: Any) -> tuple[Any, Any, Any]:
-    """The tensors as arrays fastmse computes, without a copy: NumPy views of CPU tensors
-    (bfloat16 ones as ml_dtypes arrays); CUDA tensors as they are (fastmse reads them, on
-    PyTorch's current stream)."""
-    for name, tensor in (("input", input), ("target", target)):
-        if str(tensor.dtype).removeprefix("torch.") not in _FLOATS:
-            msg = f"{name} is a {tensor.dtype} tensor; fastmse computes float16, bfloat16, float32 and float64 ones"
-            raise TypeError(msg)
-    arrays = tuple(None if t is None else t.detach() for t in (input, target, weight))
-    if input.is_cuda:
-        if any(a is not None and a.dtype == _torch.bfloat16 for a in arrays):
-            msg = "bfloat16 CUDA tensors are not computed yet (CuPy, fastmse's GPU path, has no bfloat16 arrays)"
-            raise TypeError(msg)
-        return arrays[0], arrays[1], arrays[2]
-    p, t, w = (None if a is None else _host_array(a) for a in arrays)
-    return p, t, w
-
-
-def _host_array(tensor: Any) -> np.ndarray:
-    """A CPU tensor's NumPy view; bfloat16 through its bits, as ml_dtypes' bfloat16."""
-    if tensor.dtype != _torch.bfloat16:
-        return tensor.numpy()  # type: ignore[no-any-return]
-    return tensor.view(_torch.int16).numpy().view(_bfloat16())  # type: ignore[no-any-return]
-
-
-def _bfloat16() -> np.dtype:
-    """ml_dtypes' bfloat16, imported only when a bfloat16 tensor arrives."""
-    try:
-        ml_dtypes = importlib.import_module("ml_dtypes")
-    except ImportError:
-        msg = "bfloat16 tensors need the ml_dtypes package: pip install 'fastmse[bfloat16]'"
-        raise TypeError(msg) from None
-    dtype: np.dtype = np.dtype(ml_dtypes.bfloat16)
-    return dtype
-
-
-def _as_tensor(value: Any, like: Any) -> Any:
-    if like.is_cuda:
-        return _torch.from_dlpack(value)
-    array = np.asarray(value)
-    if array.dtype.kind == "V":  # bfloat16 (the only such dtype fastmse returns): through its bits
-        return _torch.from_numpy(array.view(np.int16)).view(_torch.bfloat16)
-    return _torch.from_numpy(array)
-
-
 def _forward(input: Any, target: Any, weight: Any, code: int, with_gradient: bool) -> tuple[Any, Any]:
     """The loss, and the gradient with respect to input where asked (C-contiguous)."""
     reduction = _REDUCTIONS[code]
@@ -248,12 +201,12 @@ def _forward(input: Any, target: Any, weight: Any, code: int, with_gradient: boo
     input, target = input.to(dtype), target.to(dtype)
     weight = None if weight is None else weight.to(dtype)
     spread = _mean_over_own_weights(input.shape, target.shape, weight, reduction)
-    call = _call(*_operands(input, target, weight), "sum" if spread else reduction)
+    call = _call(*operands(input, target, weight), "sum" if spread else reduction)
     if with_gradient:
         value, grad = gradient(call, None, False, with_loss=True)
-        value, grad = _as_tensor(value, input), _as_tensor(grad, input).contiguous()
+        value, grad = as_tensor(value, input), as_tensor(grad, input).contiguous()
     else:
-        value, grad = _as_tensor(loss(call, keepdims=False), input), None
+        value, grad = as_tensor(loss(call, keepdims=False), input), None
     if spread:
         total = weight.sum()
         value = value / total

@@ -1,0 +1,69 @@
+"""PyTorch tensors as the arrays fastmse computes, and results back as tensors: shared by
+:mod:`fastmse.compat.torch` and :mod:`fastmse.compat.keras` (Keras's PyTorch backend).
+
+Called only with tensors, so PyTorch is already imported; this module imports nothing of
+it at its own import.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import numpy as np
+
+FLOATS = ("float16", "bfloat16", "float32", "float64")  # the tensor dtypes computed
+
+
+def _torch() -> Any:
+    return sys.modules["torch"]
+
+
+def operands(input: Any, target: Any, weight: Any) -> tuple[Any, Any, Any]:
+    """The tensors (`weight` may be None) as arrays fastmse computes, without a copy:
+    NumPy views of CPU tensors (bfloat16 ones as ml_dtypes arrays); CUDA tensors as they
+    are (fastmse reads them, on PyTorch's current stream). TypeError for other dtypes."""
+    torch = _torch()
+    for name, tensor in (("input", input), ("target", target)):
+        if str(tensor.dtype).removeprefix("torch.") not in FLOATS:
+            msg = f"{name} is a {tensor.dtype} tensor; fastmse computes float16, bfloat16, float32 and float64 ones"
+            raise TypeError(msg)
+    arrays = tuple(None if t is None else t.detach() for t in (input, target, weight))
+    if input.is_cuda:
+        if any(a is not None and a.dtype == torch.bfloat16 for a in arrays):
+            msg = "bfloat16 CUDA tensors are not computed yet (CuPy, fastmse's GPU path, has no bfloat16 arrays)"
+            raise TypeError(msg)
+        return arrays[0], arrays[1], arrays[2]
+    p, t, w = (None if a is None else _host_array(a) for a in arrays)
+    return p, t, w
+
+
+def _host_array(tensor: Any) -> np.ndarray:
+    """A CPU tensor's NumPy view; bfloat16 through its bits, as ml_dtypes' bfloat16."""
+    torch = _torch()
+    if tensor.dtype != torch.bfloat16:
+        return tensor.numpy()  # type: ignore[no-any-return]
+    return tensor.view(torch.int16).numpy().view(_bfloat16())  # type: ignore[no-any-return]
+
+
+def _bfloat16() -> np.dtype:
+    """ml_dtypes' bfloat16, imported only when a bfloat16 tensor arrives."""
+    try:
+        ml_dtypes = importlib.import_module("ml_dtypes")
+    except ImportError:
+        msg = "bfloat16 tensors need the ml_dtypes package: pip install 'fastmse[bfloat16]'"
+        raise TypeError(msg) from None
+    dtype: np.dtype = np.dtype(ml_dtypes.bfloat16)
+    return dtype
+
+
+def as_tensor(value: Any, like: Any) -> Any:
+    """A result of fastmse (NumPy, or a GPU array) as a tensor on `like`'s device, without a copy."""
+    torch = _torch()
+    if like.is_cuda:
+        return torch.from_dlpack(value)
+    array = np.asarray(value)
+    if array.dtype.kind == "V":  # bfloat16 (the only such dtype fastmse returns): through its bits
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)

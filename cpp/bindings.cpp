@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "half.hpp"
 #include "kernels.hpp"
 
 #ifdef FASTMSE_WITH_CUDA
@@ -214,6 +215,277 @@ void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle stride
 }
 #endif
 
+#ifndef FASTMSE_CUDA_HOST_MODEL
+// The common small call, whole in C++: fastmse.mse, mse_grad and mse_and_grad on NumPy
+// arrays of one float dtype and shape, C-contiguous and aligned, without weights, summed
+// over everything or over a leading or trailing run of axes, with or without a dense
+// `out`. Python's general path (fastmse._resolve, _plan, _compute) costs microseconds
+// before a kernel that takes less on small arrays; this builds the very Problem that
+// path builds for such a call (fastmse._plan._dense_plan and contiguous_plan), runs the
+// same kernel and rounds the result as fastmse._compute._finish does, so results are
+// bitwise the same. Anything else, bad arguments included, gets NotImplemented: the
+// general path then computes it or raises the error that names the argument.
+enum class Job { mse = 0, mse_grad = 1, mse_and_grad = 2 };
+enum class Reduction { mean, sum, none };
+
+constexpr int64_t kReleaseGilMin = int64_t{1} << 15;  // positions; below, the GIL costs more than the kernel
+
+// NumPy's PyArray_Scalar (slot 60 of its C API table, the same in NumPy 1 and 2): a
+// result over everything becomes a NumPy scalar without a Python-level constructor call.
+using ArrayScalarFunction = PyObject* (*)(void* data, PyObject* descr, PyObject* base);
+ArrayScalarFunction g_array_scalar = nullptr;
+
+void init_array_scalar() {
+    const py::object api = py::detail::import_numpy_core_submodule("multiarray").attr("_ARRAY_API");
+    void** table = static_cast<void**>(PyCapsule_GetPointer(api.ptr(), nullptr));
+    if (table == nullptr) throw py::error_already_set();
+    g_array_scalar = reinterpret_cast<ArrayScalarFunction>(table[60]);
+}
+
+// The float16/32/64 type of a plain NumPy array fit for the small path, else nothing.
+bool small_path_type(const py::detail::PyArray_Proxy* array, ScalarType& type) {
+    const auto* descr = py::detail::array_descriptor_proxy(array->descr);
+    if (descr->byteorder == g_dtype_numbers.swapped) return false;
+    const int num = descr->type_num;
+    if (num == g_dtype_numbers.float32) type = ScalarType::float32;
+    else if (num == g_dtype_numbers.float64) type = ScalarType::float64;
+    else if (num == g_dtype_numbers.float16) type = ScalarType::float16;
+    else return false;
+    return true;
+}
+
+bool plain_array(py::handle value) {
+    return Py_TYPE(value.ptr()) == py::detail::npy_api::get().PyArray_Type_;
+}
+
+constexpr int kDense = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+
+bool dense_flags(const py::detail::PyArray_Proxy* array, int more = 0) {
+    return (array->flags & (kDense | more)) == (kDense | more);
+}
+
+// The reduced axes as a bit set (normalized, no repeats), or false where `axis` is
+// anything but None, an int or a tuple of ints in range (the general path says what).
+bool read_axes(py::handle axis, int ndim, uint64_t& axes) {
+    if (axis.is_none()) {
+        axes = ndim == 64 ? ~uint64_t{0} : (uint64_t{1} << ndim) - 1;
+        return true;
+    }
+    auto add = [&](PyObject* item) {
+        if (!PyLong_CheckExact(item)) return false;
+        const long d = PyLong_AsLong(item);
+        if (d == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return false;
+        }
+        if (d < -ndim || d >= ndim) return false;
+        const uint64_t bit = uint64_t{1} << (d < 0 ? d + ndim : d);
+        if (axes & bit) return false;
+        axes |= bit;
+        return true;
+    };
+    axes = 0;
+    if (PyTuple_CheckExact(axis.ptr())) {
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(axis.ptr()); ++k)
+            if (!add(PyTuple_GET_ITEM(axis.ptr(), k))) return false;
+        return true;
+    }
+    return add(axis.ptr());
+}
+
+bool read_reduction(py::handle value, Reduction& reduction) {
+    if (!PyUnicode_CheckExact(value.ptr())) return false;
+    if (PyUnicode_CompareWithASCIIString(value.ptr(), "mean") == 0) reduction = Reduction::mean;
+    else if (PyUnicode_CompareWithASCIIString(value.ptr(), "sum") == 0) reduction = Reduction::sum;
+    else if (PyUnicode_CompareWithASCIIString(value.ptr(), "none") == 0) reduction = Reduction::none;
+    else return false;
+    return true;
+}
+
+// A float64 value rounded once to `type` and stored at data[i], as NumPy's casts round it.
+void store_rounded(void* data, int64_t i, ScalarType type, double value) {
+    switch (type) {
+        case ScalarType::float16: static_cast<fastmse::Half*>(data)[i] = fastmse::double_to_half(value); break;
+        case ScalarType::float32: static_cast<float*>(data)[i] = static_cast<float>(value); break;
+        default: static_cast<double*>(data)[i] = value; break;
+    }
+}
+
+// `value` rounded once to `type`, as a NumPy scalar of `descr` (that type's dtype).
+py::object scalar_of(ScalarType type, PyObject* descr, double value) {
+    alignas(8) unsigned char element[8];
+    store_rounded(element, 0, type, value);
+    return py::reinterpret_steal<py::object>(g_array_scalar(element, descr, nullptr));
+}
+
+bool overlaps(const py::detail::PyArray_Proxy* a, const py::detail::PyArray_Proxy* b, int64_t bytes) {
+    return a->data < b->data + bytes && b->data < a->data + bytes;
+}
+
+py::object small_call(Job job, py::handle predictions, py::handle targets, py::handle axis, py::handle reduction_arg,
+                      py::handle keepdims_arg, py::handle out_arg) {
+    const py::object not_here = py::reinterpret_borrow<py::object>(Py_NotImplemented);
+    if (!plain_array(predictions) || !plain_array(targets)) return not_here;
+    const auto* p = py::detail::array_proxy(predictions.ptr());
+    const auto* t = py::detail::array_proxy(targets.ptr());
+    ScalarType type, target_type;
+    if (!small_path_type(p, type) || !small_path_type(t, target_type) || type != target_type) return not_here;
+    if (!dense_flags(p) || !dense_flags(t) || p->nd != t->nd || p->nd == 0) return not_here;
+    const int ndim = p->nd;
+    int64_t size = 1;
+    for (int d = 0; d < ndim; ++d) {
+        if (p->dimensions[d] != t->dimensions[d]) return not_here;
+        size *= p->dimensions[d];
+    }
+    Reduction reduction;
+    uint64_t axes;
+    if (size == 0 || !read_reduction(reduction_arg, reduction) || !read_axes(axis, ndim, axes)) return not_here;
+    if (keepdims_arg.ptr() != Py_True && keepdims_arg.ptr() != Py_False) return not_here;
+    const bool keepdims = keepdims_arg.ptr() == Py_True;
+    if (reduction == Reduction::none && (!axis.is_none() || job == Job::mse_and_grad)) return not_here;
+
+    // A leading or trailing run of summed axes: one kept and one summed dimension.
+    const int n_axes = __builtin_popcountll(axes);
+    const uint64_t leading_run = n_axes == 64 ? ~uint64_t{0} : (uint64_t{1} << n_axes) - 1;
+    const bool leading = axes == leading_run;
+    if (!leading && axes != leading_run << (ndim - n_axes)) return not_here;
+    int64_t kept = 1;
+    for (int d = 0; d < ndim; ++d)
+        if (!(axes >> d & 1)) kept *= p->dimensions[d];
+    const int64_t count = size / kept;
+    const bool reduces = reduction != Reduction::none;
+    // One position per output (fastmse._compute._loss_per_position): squared errors there.
+    if (reduces && count == 1 && n_axes != ndim) return not_here;
+
+    const int64_t bytes = size * static_cast<int64_t>(item_size(type));
+    const auto dtype = py::reinterpret_borrow<py::dtype>(p->descr);
+    py::object out_object;
+    if (job != Job::mse) {
+        if (out_arg.is_none()) {
+            out_object = py::array(dtype, std::vector<py::ssize_t>(p->dimensions, p->dimensions + ndim));
+        } else {
+            if (!plain_array(out_arg)) return not_here;
+            const auto* o = py::detail::array_proxy(out_arg.ptr());
+            ScalarType out_type;
+            if (!small_path_type(o, out_type) || out_type != type || o->nd != ndim ||
+                !dense_flags(o, py::detail::npy_api::NPY_ARRAY_WRITEABLE_))
+                return not_here;
+            for (int d = 0; d < ndim; ++d)
+                if (o->dimensions[d] != p->dimensions[d]) return not_here;
+            // `out` may be predictions or targets exactly, and overlap nothing else.
+            for (const auto* input : {p, t})
+                if (o->data != input->data && overlaps(o, input, bytes)) return not_here;
+            out_object = py::reinterpret_borrow<py::object>(out_arg);
+        }
+    }
+
+    // The plan of fastmse._plan for this call: (kept, count) or (count,), in elements.
+    const bool split = kept > 1 && reduces;
+    int64_t shape[2], inputs[2], per_output[2] = {1, 0}, zeros[2] = {0, 0};
+    const int plan_ndim = split ? 2 : 1;
+    if (split) {
+        shape[0] = kept;
+        shape[1] = count;
+        inputs[0] = leading ? 1 : count;
+        inputs[1] = leading ? kept : 1;
+    } else {
+        shape[0] = size;
+        inputs[0] = 1;
+        per_output[0] = 0;
+    }
+    Problem problem;
+    problem.dtype = type;
+    problem.ndim = plan_ndim;
+    problem.n_kept = split ? 1 : 0;
+    problem.shape = shape;
+    problem.predictions = {p->data, inputs};
+    problem.targets = {t->data, inputs};
+    problem.num_threads = fastmse::get_num_threads();
+    double scalar_sum = 0.0;
+    std::vector<double> sums;
+    if (job != Job::mse_grad && reduces) {
+        if (split) sums.resize(static_cast<std::size_t>(kept));
+        problem.loss = {split ? sums.data() : &scalar_sum, per_output};
+    }
+    double scale = 2.0;
+    if (reduction == Reduction::mean) scale = 2.0 / static_cast<double>(count);
+    py::object errors;
+    if (job != Job::mse) {
+        problem.out = {py::detail::array_proxy(out_object.ptr())->data, inputs};
+        problem.scale = {&scale, zeros};
+    } else if (!reduces) {  // mse with "none": the squared errors
+        errors = py::array(dtype, std::vector<py::ssize_t>(p->dimensions, p->dimensions + ndim));
+        problem.out = {py::detail::array_proxy(errors.ptr())->data, inputs};
+    }
+    void (*kernel)(const Problem&) = job == Job::mse      ? (reduces ? &fastmse::reduce : &fastmse::squared_error)
+                                     : job == Job::mse_grad ? &fastmse::grad
+                                                            : &fastmse::reduce_and_grad;
+    if (size >= kReleaseGilMin) {
+        py::gil_scoped_release release;
+        kernel(problem);
+    } else {
+        kernel(problem);
+    }
+    if (job == Job::mse_grad) return out_object;
+    if (!reduces) return errors;
+
+    // The loss, as fastmse._compute._finish makes it from the float64 sums.
+    const double denominator = reduction == Reduction::mean ? static_cast<double>(count) : 1.0;
+    py::object loss;
+    if (n_axes == ndim && !keepdims) {
+        loss = scalar_of(type, p->descr, reduction == Reduction::mean ? scalar_sum / denominator : scalar_sum);
+        if (!loss) throw py::error_already_set();
+    } else {
+        std::vector<py::ssize_t> result_shape;
+        for (int d = 0; d < ndim; ++d) {
+            const bool summed = axes >> d & 1;
+            if (!summed) result_shape.push_back(p->dimensions[d]);
+            else if (keepdims) result_shape.push_back(1);
+        }
+        py::array result(dtype, result_shape);
+        void* data = result.mutable_data();
+        if (split) {
+            for (int64_t i = 0; i < kept; ++i)
+                store_rounded(data, i, type, reduction == Reduction::mean ? sums[i] / denominator : sums[i]);
+        } else {
+            store_rounded(data, 0, type, reduction == Reduction::mean ? scalar_sum / denominator : scalar_sum);
+        }
+        loss = std::move(result);
+    }
+    if (job == Job::mse) return loss;
+    return py::make_tuple(loss, out_object);
+}
+
+// small_call as a METH_FASTCALL function: pybind11's argument dispatch would cost a
+// third of a small call.
+PyObject* small_call_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 7 || !PyLong_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "small_call(job, predictions, targets, axis, reduction, keepdims, out)");
+        return nullptr;
+    }
+    const long job = PyLong_AsLong(args[0]);
+    if (job < 0 || job > 2) {
+        PyErr_SetString(PyExc_ValueError, "small_call: job is 0 (mse), 1 (mse_grad) or 2 (mse_and_grad)");
+        return nullptr;
+    }
+    try {
+        return small_call(static_cast<Job>(job), args[1], args[2], args[3], args[4], args[5], args[6]).release().ptr();
+    } catch (py::error_already_set& error) {
+        error.restore();
+    } catch (const std::bad_alloc&) {
+        PyErr_NoMemory();
+    } catch (const std::exception& error) {
+        PyErr_SetString(PyExc_RuntimeError, error.what());
+    }
+    return nullptr;
+}
+
+PyMethodDef g_small_call_def = {
+    "small_call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&small_call_entry)), METH_FASTCALL,
+    "small_call(job, predictions, targets, axis, reduction, keepdims, out): job 0 mse, 1 mse_grad, 2 "
+    "mse_and_grad on the common small call, whole in C++; NotImplemented for any other call."};
+#endif
+
 #ifdef FASTMSE_WITH_CUDA
 using DeviceKernel = void (*)(const Problem&, void*, int, std::uintptr_t);
 
@@ -272,6 +544,8 @@ void bind_cpu(py::module_& m) {
     const char* signature_doc =
         "(shape, n_kept, arrays, strides): arrays and element strides of predictions, "
         "targets, weights, out, loss, scale; None where absent.";
+    init_array_scalar();
+    m.add_object("small_call", py::reinterpret_steal<py::object>(PyCFunction_NewEx(&g_small_call_def, nullptr, m.attr("__name__").ptr())));
     m.def("reduce", &run_host<fastmse::reduce>, signature_doc);
     m.def("grad", &run_host<fastmse::grad>, signature_doc);
     m.def("reduce_and_grad", &run_host<fastmse::reduce_and_grad>, signature_doc);

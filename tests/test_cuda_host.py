@@ -92,6 +92,8 @@ class Recorder:
 
     name = "cuda"
 
+    small_call = None  # every call through the passes
+
     def __init__(self, backend: Any) -> None:
         self.backend = backend
         self.ran: list[str] = []
@@ -115,6 +117,7 @@ def host_kernels(monkeypatch):
     memory = HostMemory()
     recorder = Recorder(_gpu.CudaBackend(HOST, memory))
     monkeypatch.setattr(_backends, "_current", recorder)
+    monkeypatch.setattr(_backends, "small_call", recorder.small_call)
     yield recorder
     memory.check_workspaces()
 

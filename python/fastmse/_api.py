@@ -10,9 +10,12 @@ from typing import Any, Literal, overload
 
 from numpy.typing import ArrayLike, NDArray
 
-from . import _compute, _masked
+from . import _backends, _compute, _masked
 from ._resolve import DaskInputError, MaskedInputError, resolve
 from ._types import Axis, FloatArray, GpuOrDask, Reduction, Scalar
+
+# The jobs of a backend's small_call (the compiled module's fast path for common calls).
+_MSE, _MSE_GRAD, _MSE_AND_GRAD = range(3)
 
 
 def _refuse_lazy_out(out: Any) -> None:
@@ -130,6 +133,11 @@ def mse(
     >>> mse(np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32), axis=-1)
     array([1., 1.], dtype=float32)
     """
+    small_call = _backends.small_call
+    if small_call is not None and weights is None:
+        result = small_call(_MSE, predictions, targets, axis, reduction, keepdims, None)
+        if result is not NotImplemented:
+            return result
     try:
         call = resolve(predictions, targets, weights, axis, reduction)
     except DaskInputError:
@@ -226,6 +234,11 @@ def mse_grad(
     >>> mse_grad(np.array([[1.0, 3.0]]), np.array([[0.0, 0.0]]), axis=-1)
     array([[1., 3.]])
     """
+    small_call = _backends.small_call
+    if small_call is not None and weights is None:
+        result = small_call(_MSE_GRAD, predictions, targets, axis, reduction, False, out)
+        if result is not NotImplemented:
+            return result
     try:
         call = resolve(predictions, targets, weights, axis, reduction)
     except DaskInputError:
@@ -324,6 +337,11 @@ def mse_and_grad(
     >>> float(loss), grad
     (5.0, array([1., 3.]))
     """
+    small_call = _backends.small_call
+    if small_call is not None and weights is None:
+        both: tuple[Any, Any] = small_call(_MSE_AND_GRAD, predictions, targets, axis, reduction, keepdims, out)
+        if both is not NotImplemented:
+            return both
     try:
         call = resolve(predictions, targets, weights, axis, reduction)
     except DaskInputError:

@@ -14,8 +14,8 @@ import contextlib
 import importlib
 import os
 import warnings
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from ._plan import Plan
 
@@ -35,7 +35,10 @@ class Kernels(Protocol):
 
 
 class Backend(Kernels, Protocol):
-    """A CPU backend: the passes and a thread count."""
+    """A CPU backend: the passes and a thread count, and optionally a whole common call
+    in one step (``small_call``: see :data:`small_call`)."""
+
+    small_call: Callable[..., Any] | None
 
     def get_num_threads(self) -> int: ...
     def set_num_threads(self, n: int) -> None: ...
@@ -45,6 +48,11 @@ _loaded: dict[str, Backend] = {}
 _gpu_backend: Kernels | None = None
 _failures: dict[str, str] = {}
 _current: Backend | None = None
+# The current backend's small_call, where it has one: (job, predictions, targets, axis,
+# reduction, keepdims, out) -> the result of mse (job 0), mse_grad (1) or mse_and_grad
+# (2) for the common small call, bitwise what the general path gives, or NotImplemented
+# for any other call. None until a backend is chosen (the first call takes the general path).
+small_call: Callable[..., Any] | None = None
 
 
 def load(name: str) -> Backend:
@@ -122,22 +130,25 @@ def _choose() -> Backend:
 
 def current() -> Backend:
     """The backend that runs the next call."""
-    global _current
+    global _current, small_call
     if _current is None:
         _current = _choose()
+        small_call = _current.small_call
     return _current
 
 
 @contextlib.contextmanager
 def use(name: str) -> Iterator[Backend]:
     """Run the calls inside the ``with`` block on backend `name`."""
-    global _current
+    global _current, small_call
     previous = _current
     _current = load(name)
+    small_call = _current.small_call
     try:
         yield _current
     finally:
         _current = previous
+        small_call = None if previous is None else previous.small_call
 
 
 def gpu() -> Kernels:

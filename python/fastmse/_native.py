@@ -19,6 +19,7 @@ class NativeBackend:
         self.core = core  # the module, for what reports on the build (show_config)
         self.build = core.build_info()
         self._reduce = core.reduce  # looked up once: small calls count
+        self.small_call = core.small_call
         # The module holds its kernels once per instruction set and runs the most capable
         # one the CPU has; FASTMSE_ISA=baseline (or avx2) picks one, for tests and timing.
         requested = os.environ.get("FASTMSE_ISA", "").strip().lower()

@@ -621,6 +621,7 @@ class NumbaBackend:
     """Kernels compiled by Numba at first use (cached on disk)."""
 
     name = "numba"
+    small_call: Callable[..., Any] | None = None  # every call takes the general path
 
     def __init__(self) -> None:
         self.version: str = numba.__version__

@@ -6,6 +6,9 @@ other backends to rounding, not bitwise) and O(n) float64 temporaries.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from ._plan import Plan
@@ -29,6 +32,7 @@ class NumpyBackend:
     kernels, they give inf and nan silently (no floating-point warnings)."""
 
     name = "numpy"
+    small_call: Callable[..., Any] | None = None  # every call takes the general path
 
     def _terms(self, plan: Plan) -> tuple[np.ndarray, np.ndarray | float]:
         p, t = _view(plan, 0), _view(plan, 1)

@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <iterator>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -302,19 +304,31 @@ bool read_reduction(py::handle value, Reduction& reduction) {
     return true;
 }
 
-// A float64 value rounded once to `type` and stored at data[i], as NumPy's casts round it.
-void store_rounded(void* data, int64_t i, ScalarType type, double value) {
+// sums[i] / denominator for i < n, rounded once to `type` into `result`, as NumPy's
+// divide into an array of `type` rounds it (the division itself, never a reciprocal).
+template <typename T>
+void store_quotients(T* __restrict result, const double* __restrict sums, int64_t n, double denominator) {
+    for (int64_t i = 0; i < n; ++i) {
+        const double quotient = denominator == 1.0 ? sums[i] : sums[i] / denominator;  // x / 1 is x
+        if constexpr (std::is_same_v<T, fastmse::Half>)
+            result[i] = fastmse::double_to_half(quotient);
+        else
+            result[i] = static_cast<T>(quotient);
+    }
+}
+
+void store_rounded(void* result, ScalarType type, const double* sums, int64_t n, double denominator) {
     switch (type) {
-        case ScalarType::float16: static_cast<fastmse::Half*>(data)[i] = fastmse::double_to_half(value); break;
-        case ScalarType::float32: static_cast<float*>(data)[i] = static_cast<float>(value); break;
-        default: static_cast<double*>(data)[i] = value; break;
+        case ScalarType::float16: store_quotients(static_cast<fastmse::Half*>(result), sums, n, denominator); break;
+        case ScalarType::float32: store_quotients(static_cast<float*>(result), sums, n, denominator); break;
+        default: store_quotients(static_cast<double*>(result), sums, n, denominator); break;
     }
 }
 
 // `value` rounded once to `type`, as a NumPy scalar of `descr` (that type's dtype).
 py::object scalar_of(ScalarType type, PyObject* descr, double value) {
     alignas(8) unsigned char element[8];
-    store_rounded(element, 0, type, value);
+    store_rounded(element, type, &value, 1, 1.0);
     return py::reinterpret_steal<py::object>(g_array_scalar(element, descr, nullptr));
 }
 
@@ -402,10 +416,10 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     problem.targets = {t->data, inputs};
     problem.num_threads = fastmse::get_num_threads();
     double scalar_sum = 0.0;
-    std::vector<double> sums;
+    std::unique_ptr<double[]> sums;  // the kernel writes every one
     if (job != Job::mse_grad && reduces) {
-        if (split) sums.resize(static_cast<std::size_t>(kept));
-        problem.loss = {split ? sums.data() : &scalar_sum, per_output};
+        if (split) sums.reset(new double[static_cast<std::size_t>(kept)]);
+        problem.loss = {split ? sums.get() : &scalar_sum, per_output};
     }
     double scale = 2.0;
     if (reduction == Reduction::mean) scale = 2.0 / static_cast<double>(count);
@@ -433,7 +447,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     const double denominator = reduction == Reduction::mean ? static_cast<double>(count) : 1.0;
     py::object loss;
     if (n_axes == ndim && !keepdims) {
-        loss = scalar_of(type, p->descr, reduction == Reduction::mean ? scalar_sum / denominator : scalar_sum);
+        loss = scalar_of(type, p->descr, scalar_sum / denominator);
         if (!loss) throw py::error_already_set();
     } else {
         std::vector<py::ssize_t> result_shape;
@@ -443,13 +457,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
             else if (keepdims) result_shape.push_back(1);
         }
         py::array result(dtype, result_shape);
-        void* data = result.mutable_data();
-        if (split) {
-            for (int64_t i = 0; i < kept; ++i)
-                store_rounded(data, i, type, reduction == Reduction::mean ? sums[i] / denominator : sums[i]);
-        } else {
-            store_rounded(data, 0, type, reduction == Reduction::mean ? scalar_sum / denominator : scalar_sum);
-        }
+        store_rounded(result.mutable_data(), type, split ? sums.get() : &scalar_sum, split ? kept : 1, denominator);
         loss = std::move(result);
     }
     if (job == Job::mse) return loss;

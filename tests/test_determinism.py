@@ -101,6 +101,31 @@ def _compiled():
     return names
 
 
+@pytest.mark.parametrize("width", [1, 2, 3, 7, 8, 9, 10, 16, 17])
+def test_short_rows_agree_bitwise(width):
+    # Rows of up to 16 positions are summed several at a time in the C++ kernels (each
+    # SIMD lane a row); Numba sums them one by one, in the order each row must keep.
+    # float64 results: a float32 rounding would hide a change of summation order.
+    rng = np.random.default_rng(width)
+    p = rng.standard_normal((4 * 37 + 3, width))
+    t = rng.standard_normal((4 * 37 + 3, width))
+    calls = [
+        lambda: mse(p, t, axis=-1),
+        lambda: mse(p, t, axis=-1, weights=rng_weights[: len(p), None]),
+        lambda: mse(p, t, axis=-1, weights=rng_weights[: p.size].reshape(p.shape)),
+        lambda: mse_grad(p[:, :1], t, axis=-1),  # predictions broadcast along the rows
+        lambda: mse(p.astype(np.float32), t.astype(np.float32), axis=-1, reduction="sum"),
+    ]
+    rng_weights = rng.uniform(0.0, 2.0, p.size) * (rng.random(p.size) > 0.1)  # zeros among them
+    results = []
+    for backend in _compiled():
+        with _backends.use(backend), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a weighted mean over weights that sum to zero
+            results.append([call() for call in calls])
+    for a, b in zip(*results, strict=True):
+        assert_same(a, b)
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_cpp_and_numba_agree_bitwise_on_large_layouts(name):
     predictions, targets, kwargs = CASES[name]

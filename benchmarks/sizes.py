@@ -1,4 +1,5 @@
-"""Loss throughput against array size: fastmse.mse and its peers, float32.
+"""Loss throughput against array size: fastmse.mse and its peers, float32, flat and for
+every shape family of ``python -m fastmse bench --shapes``.
 
     python benchmarks/sizes.py [--repeat R] [--output benchmarks/sizes.json]
 
@@ -8,7 +9,10 @@ kernel and torch.nn.functional.mse_loss where installed, and the streaming read 
 inputs as the ceiling), round-robin, and writes the medians to a JSON file that the
 documentation plots (docs/conf.py). At small sizes a measurement is a loop of calls on
 the same arrays, so the inputs sit in cache: per-call overhead and cache bandwidth, not
-memory bandwidth, set the figures there.
+memory bandwidth, set the figures there. The shape families (a loss per sample over k
+outputs, per-column losses, weights per sample, float64) are timed by
+``fastmse._bench_shapes.measure`` at each size from 2**12 to 2**24 positions: mse,
+mse_grad(out=) and the NumPy and PyTorch expressions doing the same job.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ from typing import Any
 
 import fastmse
 import numpy as np
-from fastmse import _bench
+from fastmse import _bench, _bench_shapes
 from fastmse._config import config
 
 SIZES = [1 << k for k in (10, 12, 14, 16, 18, 20, 22, 24, 25)]
+FAMILY_SIZES = [1 << k for k in (12, 14, 16, 18, 20, 22, 24)]
+FAMILY_CALLS = ("mse", "mse_grad(out=)", "numpy loss", "numpy grad", "torch loss")
 CEILING = "read ceiling (stream both inputs once)"
 MIN_SECONDS = 2e-3  # the least time one measurement (a loop of calls) takes
 
@@ -120,11 +126,34 @@ def measure(size: int, repeat: int, seed: int = 0) -> dict[str, tuple[float, flo
     return {c.name: (statistics.median(c.times), c.bytes_moved / statistics.median(c.times) / 1e9) for c in candidates}
 
 
+def measure_families(repeat: int) -> dict[str, dict[str, list[list[float]]]]:
+    """family -> call -> [size, median seconds, GB/s] rows, for every shape family of
+    ``bench --shapes`` whose size follows the total (not the fixed (256, 10) batch)."""
+    families: dict[str, dict[str, list[list[float]]]] = {}
+    for size in FAMILY_SIZES:
+        measured = _bench_shapes.measure(size, repeat)
+        for case, calls in measured.cases:
+            positions = int(np.prod(case.shape))  # (N, k) families: the largest N * k up to size
+            if case.family == case.label or (case.family == "flat" and positions != size):
+                continue  # a fixed batch, or a flat array of another size
+            for name in FAMILY_CALLS:
+                if name in calls:
+                    seconds = measured.median(case, name)
+                    gbps = calls[name][1] / seconds / 1e9
+                    families.setdefault(case.family, {}).setdefault(name, []).append([positions, seconds, gbps])
+                    print(f"{size:>10,d}  {case.family:36s} {name:16s} {seconds * 1e6:12.2f} us {gbps:8.2f} GB/s")
+    return families
+
+
 def write(figures: dict[str, Any], path: str) -> None:
     """JSON, indented, with each (size, seconds, GB/s) row on one line."""
     rows = {name: [json.dumps(row) for row in table] for name, table in figures["results"].items()}
-    text = json.dumps({**figures, "results": rows}, indent=1)
-    for table in rows.values():
+    family_rows = {
+        family: {name: [json.dumps(row) for row in table] for name, table in calls.items()}
+        for family, calls in figures["families"].items()
+    }
+    text = json.dumps({**figures, "results": rows, "families": family_rows}, indent=1)
+    for table in [*rows.values(), *(t for calls in family_rows.values() for t in calls.values())]:
         for row in table:
             text = text.replace(json.dumps(row), row, 1)
     with open(path, "w") as handle:
@@ -143,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, (seconds, gbps) in measure(size, args.repeat).items():
             results.setdefault(name, []).append([size, seconds, gbps])
             print(f"{size:>10,d}  {name:42s} {seconds * 1e6:12.2f} us {gbps:8.2f} GB/s", flush=True)
+    families = measure_families(max(3, args.repeat // 2))
     cpu_after = _cpu_seconds()
     others = None  # CPU time other processes took while this ran: nonzero means a busy machine
     if cpu_before is not None and cpu_after is not None:
@@ -172,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "ceiling": CEILING,
         "columns": ["size", "seconds", "gbps"],
         "results": results,
+        "families": families,
         "wall_seconds": round(time.perf_counter() - began, 1),
     }
     write(figures, args.output)

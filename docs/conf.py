@@ -18,6 +18,7 @@ DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 SIZES_JSON = ROOT / "benchmarks" / "sizes.json"
 SIZES_PNG = DOCS / "_generated" / "sizes.png"
+SHAPES_PNG = DOCS / "_generated" / "shapes.png"
 
 project = "fastmse"
 author = "the fastmse contributors"
@@ -112,6 +113,61 @@ def render_sizes_plot(app: Any) -> None:
     plt.close(figure)
 
 
+# The shape families' lines: (call in sizes.json, label, style).
+_FAMILY_LINES = [
+    ("mse", "fastmse.mse", {"color": "C0", "linewidth": 1.8}),
+    ("numpy loss", "NumPy expression", {"color": "C1", "linestyle": "--"}),
+    ("torch loss", "PyTorch expression", {"color": "C2", "linestyle": ":"}),
+]
+
+
+def render_shapes_plot(app: Any) -> None:
+    """GB/s of the loss against positions, one panel per shape family, from the families
+    of benchmarks/sizes.json; the flat array's fastmse line is repeated in grey in each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = _sizes()
+    families = figures.get("families", {})
+    if not families:
+        return
+    size_at, gbps_at = figures["columns"].index("size"), figures["columns"].index("gbps")
+    columns = 4
+    rows = (len(families) + columns - 1) // columns
+    figure, panels = plt.subplots(
+        rows, columns, figsize=(12, 2.6 * rows), dpi=110, sharex=True, sharey=True, layout="constrained"
+    )
+    flat = families.get("flat", {}).get("mse", [])
+    for panel, (family, calls) in zip(panels.flat, families.items(), strict=False):
+        if family != "flat" and flat:
+            panel.plot(
+                [r[size_at] for r in flat],
+                [r[gbps_at] for r in flat],
+                color="0.75",
+                linewidth=3,
+                label="fastmse.mse, flat",
+            )
+        for call, label, style in _FAMILY_LINES:
+            if call in calls:
+                panel.plot([r[size_at] for r in calls[call]], [r[gbps_at] for r in calls[call]], label=label, **style)
+        panel.set_title(family, fontsize=9)
+        panel.set_xscale("log", base=2)
+        panel.set_yscale("log")
+        panel.grid(True, alpha=0.3)
+    for panel in list(panels.flat)[len(families) :]:
+        panel.axis("off")
+    with_reference = [p for p in panels.flat if p.get_title() != "flat" and p.lines]
+    handles, labels = (with_reference or list(panels.flat))[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=9)
+    figure.supylabel("GB/s (both inputs / seconds per call) against positions per input", fontsize=9)
+    SHAPES_PNG.parent.mkdir(exist_ok=True)
+    figure.savefig(SHAPES_PNG)
+    plt.close(figure)
+
+
 def setup(app: Any) -> dict[str, Any]:
     app.connect("builder-inited", render_sizes_plot)
+    app.connect("builder-inited", render_shapes_plot)
     return {"parallel_read_safe": True}

@@ -27,6 +27,7 @@ class Shape:
     """One call shape: predictions' shape, the axis, and weights' shape (or none)."""
 
     label: str
+    family: str  # the label with N for the number of rows: the same kind of call at any size
     shape: tuple[int, ...]
     axis: int | None = None
     weights: tuple[int, ...] | None = None
@@ -34,18 +35,22 @@ class Shape:
     times: dict[str, list[float]] = field(default_factory=dict)
 
 
+def _rows(elements: int, k: int, family: str, **kwargs: Any) -> Shape:
+    """A family of (N, k) calls at `elements` positions: its label names N."""
+    return Shape(family.replace("N", str(elements // k), 1), family, (elements // k, k), **kwargs)
+
+
 def _families(elements: int) -> list[Shape]:
     top = elements.bit_length() - 1
-    rows = [Shape(f"({elements // k}, {k}) axis=-1", (elements // k, k), -1) for k in (1, 10, 16, 100, 1000)]
     return [
-        *(Shape(f"flat 2**{e}", (1 << e,)) for e in sorted({10, 16, 20, top}) if e <= top),
-        *rows,
-        Shape(f"({elements // 16}, 16) axis=0", (elements // 16, 16), 0),
-        Shape(f"({elements // 3}, 3) axis=0", (elements // 3, 3), 0),
-        Shape(f"({elements // 10}, 10) weights per sample", (elements // 10, 10), None, (elements // 10, 1)),
-        Shape(f"({elements // 10}, 10) axis=-1 weights per sample", (elements // 10, 10), -1, (elements // 10, 1)),
-        Shape("(256, 10) axis=-1", (256, 10), -1),
-        Shape(f"({elements // 10}, 10) axis=-1 float64", (elements // 10, 10), -1, dtype="float64"),
+        *(Shape(f"flat 2**{e}", "flat", (1 << e,)) for e in sorted({10, 16, 20, top}) if e <= top),
+        *(_rows(elements, k, f"(N, {k}) axis=-1", axis=-1) for k in (1, 10, 16, 100, 1000)),
+        _rows(elements, 16, "(N, 16) axis=0", axis=0),
+        _rows(elements, 3, "(N, 3) axis=0", axis=0),
+        _rows(elements, 10, "(N, 10) weights per sample", weights=(elements // 10, 1)),
+        _rows(elements, 10, "(N, 10) axis=-1 weights per sample", axis=-1, weights=(elements // 10, 1)),
+        Shape("(256, 10) axis=-1", "(256, 10) axis=-1", (256, 10), -1),
+        _rows(elements, 10, "(N, 10) axis=-1 float64", axis=-1, dtype="float64"),
     ]
 
 
@@ -91,8 +96,23 @@ def _read_ceiling(elements: int) -> Run | None:
     return lambda: (core.stream_read(a), core.stream_read(b))
 
 
-def run(elements: int = 1 << 22, repeat: int = 7, threads: int | None = None, seed: int = 0) -> str:
-    """Times every shape family; returns the table."""
+@dataclass
+class Measured:
+    """One run of every shape family: each case with its calls (their bytes) and times."""
+
+    elements: int
+    threads: int
+    repeat: int
+    cases: list[tuple[Shape, dict[str, tuple[Run, int]]]]
+    ceiling_seconds: float | None  # reading both inputs of the flat case once
+
+    def median(self, case: Shape, name: str) -> float:
+        """Median seconds per call, the warm-up round left out."""
+        return statistics.median(case.times[name][1:])
+
+
+def measure(elements: int = 1 << 22, repeat: int = 7, threads: int | None = None, seed: int = 0) -> Measured:
+    """Times every shape family at `elements` positions, round-robin."""
     if threads is not None:
         set_num_threads(threads)
     try:
@@ -101,8 +121,7 @@ def run(elements: int = 1 << 22, repeat: int = 7, threads: int | None = None, se
     except ImportError:
         torch = None
     rng = np.random.default_rng(seed)
-    families = _families(elements)
-    plans = [(case, _calls(case, rng, torch)) for case in families]
+    plans = [(case, _calls(case, rng, torch)) for case in _families(elements)]
     ceiling = _read_ceiling(elements)
     ceiling_times: list[float] = []
     # Calls shorter than a timer's resolution are repeated: `number` calls per sample.
@@ -116,21 +135,26 @@ def run(elements: int = 1 << 22, repeat: int = 7, threads: int | None = None, se
                 if round_ == 0:
                     number[case.label, name] = max(1, int(2e-3 / max(seconds, 1e-9)))
                 case.times.setdefault(name, []).append(seconds)
-    title = f"fastmse bench --shapes: {get_num_threads()} threads, median of {repeat}"
+    ceiling_s = statistics.median(ceiling_times[1:]) if ceiling_times else None
+    return Measured(elements, get_num_threads(), repeat, plans, ceiling_s)
+
+
+def run(elements: int = 1 << 22, repeat: int = 7, threads: int | None = None, seed: int = 0) -> str:
+    """Times every shape family; returns the table."""
+    measured = measure(elements, repeat, threads, seed)
+    title = f"fastmse bench --shapes: {measured.threads} threads, median of {repeat}"
     lines = [title + "; GB/s counts each input read once and the gradient written once"]
-    if ceiling is not None:
-        ceiling_s = statistics.median(ceiling_times[1:])
-        lines.append(
-            f"read ceiling: {2 * 4 * elements / ceiling_s / 1e9:.1f} GB/s (2 x 2**{elements.bit_length() - 1} float32)"
-        )
-    flat = next(case for case, _ in plans if case.shape == (elements,))
-    flat_gbps = 2 * flat.shape[0] * 4 / statistics.median(flat.times["mse"][1:]) / 1e9
+    if measured.ceiling_seconds is not None:
+        gbps = 2 * 4 * elements / measured.ceiling_seconds / 1e9
+        lines.append(f"read ceiling: {gbps:.1f} GB/s (2 x 2**{elements.bit_length() - 1} float32)")
+    flat = next(case for case, _ in measured.cases if case.shape == (elements,))
+    flat_gbps = 2 * flat.shape[0] * 4 / measured.median(flat, "mse") / 1e9
     header = (
         f"{'shape':44s} {'call':20s} {'fastmse ms':>11s} {'GB/s':>6s} {'of flat':>8s} {'peer ms':>9s} {'speed-up':>9s}"
     )
     lines += ["", header]
-    for case, calls in plans:
-        median = {name: statistics.median(times[1:]) for name, times in case.times.items()}
+    for case, calls in measured.cases:
+        median = {name: measured.median(case, name) for name in case.times}
         peers = {
             "mse": [median.get("numpy loss"), median.get("torch loss")],
             "mse_grad(out=)": [median.get("numpy grad")],

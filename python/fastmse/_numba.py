@@ -51,18 +51,23 @@ REDUCE, GRAD, REDUCE_AND_GRAD, SQUARED_ERROR, REDUCE_DIFFERENCE = range(5)
 
 
 @register_jitable
-def half_to_double(bits: np.uint16) -> float:
-    h = np.int64(bits)
-    exponent = (h >> 10) & 0x1F
-    mantissa = h & 0x3FF
+def _sixteen_bits_to_double(bits: int, mantissa_bits: int, exponent_max: int, bias: int) -> float:
+    """The value of a 16-bit float (sign, exponent, mantissa; IEEE layout) as float64."""
+    exponent = (bits >> mantissa_bits) & exponent_max
+    mantissa = bits & ((1 << mantissa_bits) - 1)
     value: float
     if exponent == 0:
-        value = mantissa * 2.0**-24
-    elif exponent == 31:
+        value = mantissa * 2.0 ** (1 - bias - mantissa_bits)
+    elif exponent == exponent_max:
         value = math.inf if mantissa == 0 else math.nan  # NaN payloads are not kept (nor in C++)
     else:
-        value = (1024 + mantissa) * 2.0 ** (exponent - 25)
-    return -value if h & 0x8000 else value
+        value = ((1 << mantissa_bits) + mantissa) * 2.0 ** (exponent - bias - mantissa_bits)
+    return -value if bits & 0x8000 else value
+
+
+@register_jitable
+def half_to_double(bits: np.uint16) -> float:
+    return _sixteen_bits_to_double(np.int64(bits), 10, 31, 15)
 
 
 @register_jitable
@@ -97,17 +102,7 @@ def _normal_half(sign: int, a: float) -> np.uint16:
 
 @register_jitable
 def bfloat16_to_double(bits: np.int16) -> float:
-    b = np.int64(bits) & 0xFFFF
-    exponent = (b >> 7) & 0xFF
-    mantissa = b & 0x7F
-    value: float
-    if exponent == 0:
-        value = mantissa * 2.0**-133
-    elif exponent == 255:
-        value = math.inf if mantissa == 0 else math.nan
-    else:
-        value = (128 + mantissa) * 2.0 ** (exponent - 134)
-    return -value if b & 0x8000 else value
+    return _sixteen_bits_to_double(np.int64(bits) & 0xFFFF, 7, 255, 127)
 
 
 @register_jitable

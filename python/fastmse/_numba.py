@@ -470,6 +470,54 @@ def across_output_tasks(
                 store_sum(n_chunks, partials, loss, origin, o0 + j, c, base[LOSS] + j * strides[LOSS, j_dim], values[j])
 
 
+# Tasks [begin, end) of either mode; `arguments` are run's, from kind to scale.
+@register_jitable
+def tasks(begin: int, end: int, across: bool, arguments: Any, partials: Float64s) -> None:
+    kind, weighted, has_scale, shape, n_kept, n_red, n_chunks, strides, origin, p, t, w, out, loss, scale = arguments
+    if across:
+        across_output_tasks(
+            begin,
+            end,
+            kind,
+            weighted,
+            has_scale,
+            shape,
+            n_kept,
+            n_red,
+            n_chunks,
+            strides,
+            origin,
+            p,
+            t,
+            w,
+            out,
+            loss,
+            scale,
+            partials,
+        )
+    else:
+        lane_tasks(
+            begin,
+            end,
+            kind,
+            weighted,
+            has_scale,
+            shape,
+            n_kept,
+            n_red,
+            n_chunks,
+            strides,
+            origin,
+            p,
+            t,
+            w,
+            out,
+            loss,
+            scale,
+            partials,
+        )
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def run(
     kind: int,
@@ -519,51 +567,12 @@ def run(
     else:
         n_tasks = n_out * n_chunks
     n_ranges = min(num_threads, n_tasks) if n_out * n_red >= PARALLEL_MIN else 1
-    for rank in prange(n_ranges):
-        begin = n_tasks * rank // n_ranges
-        end = n_tasks * (rank + 1) // n_ranges
-        if across:
-            across_output_tasks(
-                begin,
-                end,
-                kind,
-                weighted,
-                has_scale,
-                shape,
-                n_kept,
-                n_red,
-                n_chunks,
-                strides,
-                origin,
-                p,
-                t,
-                w,
-                out,
-                loss,
-                scale,
-                partials,
-            )
-        else:
-            lane_tasks(
-                begin,
-                end,
-                kind,
-                weighted,
-                has_scale,
-                shape,
-                n_kept,
-                n_red,
-                n_chunks,
-                strides,
-                origin,
-                p,
-                t,
-                w,
-                out,
-                loss,
-                scale,
-                partials,
-            )
+    arguments = (kind, weighted, has_scale, shape, n_kept, n_red, n_chunks, strides, origin, p, t, w, out, loss, scale)
+    if n_ranges == 1:  # one thread: no parallel region is entered (its start costs more than small calls)
+        tasks(0, n_tasks, across, arguments, partials)
+    else:
+        for rank in prange(n_ranges):
+            tasks(n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges, across, arguments, partials)
     if reducing and n_chunks > 1:
         index = np.zeros(ndim, np.int64)
         offset = np.zeros(6, np.int64)
@@ -583,9 +592,10 @@ def run(
 
 def _storage_view(flat: np.ndarray) -> np.ndarray:
     """`flat` as the kernels read it: the 16-bit floats as their bits (see Operand)."""
-    if flat.dtype == np.float16:
+    kind = flat.dtype.kind
+    if kind == "f" and flat.itemsize == 2:
         return flat.view(np.uint16)
-    if flat.dtype.name == "bfloat16":
+    if kind == "V":  # bfloat16, the one such dtype that reaches the kernels
         return flat.view(np.int16)
     return flat
 

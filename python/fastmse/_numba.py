@@ -470,8 +470,10 @@ def across_output_tasks(
                 store_sum(n_chunks, partials, loss, origin, o0 + j, c, base[LOSS] + j * strides[LOSS, j_dim], values[j])
 
 
-# Tasks [begin, end) of either mode; `arguments` are run's, from kind to scale.
-@register_jitable
+# Tasks [begin, end) of either mode; `arguments` are run's, from kind to scale. A
+# function of its own, compiled without parallel=True: there Numba would turn every array
+# expression of the tasks (acc[:] = 0.0, np.zeros) into a parallel region of its own.
+@njit(cache=True, nogil=True)
 def tasks(begin: int, end: int, across: bool, arguments: Any, partials: Float64s) -> None:
     kind, weighted, has_scale, shape, n_kept, n_red, n_chunks, strides, origin, p, t, w, out, loss, scale = arguments
     if across:
@@ -519,6 +521,13 @@ def tasks(begin: int, end: int, across: bool, arguments: Any, partials: Float64s
 
 
 @njit(parallel=True, cache=True, nogil=True)
+def parallel_tasks(n_ranges: int, n_tasks: int, across: bool, arguments: Any, partials: Float64s) -> None:
+    """The tasks cut into n_ranges contiguous ranges, one per thread."""
+    for rank in prange(n_ranges):
+        tasks(n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges, across, arguments, partials)
+
+
+@njit(cache=True, nogil=True)
 def run(
     kind: int,
     weighted: bool,
@@ -571,8 +580,7 @@ def run(
     if n_ranges == 1:  # one thread: no parallel region is entered (its start costs more than small calls)
         tasks(0, n_tasks, across, arguments, partials)
     else:
-        for rank in prange(n_ranges):
-            tasks(n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges, across, arguments, partials)
+        parallel_tasks(n_ranges, n_tasks, across, arguments, partials)
     if reducing and n_chunks > 1:
         index = np.zeros(ndim, np.int64)
         offset = np.zeros(6, np.int64)

@@ -359,7 +359,8 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     if (reduction == Reduction::none && (!axis.is_none() || job == Job::mse_and_grad)) return not_here;
 
     // A leading or trailing run of summed axes: one kept and one summed dimension.
-    const int n_axes = __builtin_popcountll(axes);
+    int n_axes = 0;  // a loop, not a compiler's popcount builtin: MSVC builds this too
+    for (uint64_t bits = axes; bits != 0; bits &= bits - 1) ++n_axes;
     const uint64_t leading_run = n_axes == 64 ? ~uint64_t{0} : (uint64_t{1} << n_axes) - 1;
     const bool leading = axes == leading_run;
     if (!leading && axes != leading_run << (ndim - n_axes)) return not_here;

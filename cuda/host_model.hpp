@@ -76,14 +76,21 @@ struct __half {
 };
 // Internal linkage, as the cpp/half.hpp functions they call.
 static inline float __half2float(__half h) { return fastmse::half_to_float(fastmse::Half{h.bits}); }
-static inline __half __double2half(double v) { return __half{fastmse::double_to_half(v).bits}; }
+// As CUDA's conversions: rounded once, and every NaN 0x7FFF (the kernels store their own NaN).
+static inline __half __double2half(double v) {
+    return __half{v != v ? uint16_t{0x7FFF} : fastmse::double_to_half(v).bits};
+}
+static inline __half __ushort_as_half(unsigned short bits) { return __half{bits}; }
 struct __nv_bfloat16 {
     uint16_t bits;
 };
 static inline float __bfloat162float(__nv_bfloat16 b) {
     return fastmse::bfloat16_to_float(fastmse::BFloat16{b.bits});
 }
-static inline __nv_bfloat16 __double2bfloat16(double v) { return __nv_bfloat16{fastmse::double_to_bfloat16(v).bits}; }
+static inline __nv_bfloat16 __double2bfloat16(double v) {
+    return __nv_bfloat16{v != v ? uint16_t{0x7FFF} : fastmse::double_to_bfloat16(v).bits};
+}
+static inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short bits) { return __nv_bfloat16{bits}; }
 static inline float __double2float_rn(double v) { return static_cast<float>(v); }
 
 // The runtime calls cuda/kernels.cu makes.

@@ -47,16 +47,24 @@
 namespace fastmse {
 namespace {
 
+// Stored values are rounded once. A NaN is stored as the CPU kernels store it, the quiet
+// NaN of its sign (CUDA's conversions give 0x7FFF for every NaN).
 template <>
 struct Scalar<__half> {
     __device__ static double load(__half x) { return __half2float(x); }
-    __device__ static __half store(double v) { return __double2half(v); }  // rounded once
+    __device__ static __half store(double v) {
+        if (v != v) return __ushort_as_half(copysign(1.0, v) < 0.0 ? 0xFE00 : 0x7E00);
+        return __double2half(v);
+    }
 };
 
 template <>
 struct Scalar<__nv_bfloat16> {
     __device__ static double load(__nv_bfloat16 x) { return __bfloat162float(x); }
-    __device__ static __nv_bfloat16 store(double v) { return __double2bfloat16(v); }  // rounded once
+    __device__ static __nv_bfloat16 store(double v) {
+        if (v != v) return __ushort_as_bfloat16(copysign(1.0, v) < 0.0 ? 0xFFC0 : 0x7FC0);
+        return __double2bfloat16(v);
+    }
 };
 
 }  // namespace

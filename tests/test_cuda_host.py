@@ -285,6 +285,22 @@ def test_out_may_be_the_predictions(host_kernels, dtype, fused):
         assert_matches(result[0], reference.loss(p, t, axis=-1), np.dtype(dtype))
 
 
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16], ids=["float16", "bfloat16"])
+def test_16_bit_nans_are_stored_as_on_the_cpu(host_kernels, dtype):
+    # CUDA's own conversions store every NaN as 0x7FFF; the kernels store the CPU's bits.
+    p = np.array([np.nan, -np.nan, 1.0, np.inf, -np.inf]).astype(dtype)
+    t = np.array([0.0, 0.0, np.nan, np.inf, 1.0]).astype(dtype)
+
+    def compute() -> Any:
+        return mse(p, t, reduction="none"), mse_grad(p, t, reduction="sum")
+
+    results = on_every_device(compute)
+    with _backends.use("cpp"):
+        cpu = compute()
+    for got, expected in zip(results, cpu, strict=True):
+        assert got.view(np.uint16).tolist() == expected.view(np.uint16).tolist()
+
+
 @given(case=calls(dtypes=DTYPES))
 def test_any_call_matches_the_reference(host_kernels, case):
     predictions, targets, kwargs = case

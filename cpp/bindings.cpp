@@ -7,10 +7,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <iterator>
-#include <memory>
 #include <stdexcept>
 #include <string>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -183,12 +181,13 @@ Problem read_problem(ProblemStorage& storage, py::handle shape_seq, int n_kept, 
             throw py::value_error("fastmse._core: operand " + std::to_string(k) + " is not aligned to its element size");
         if (k == 0) problem.dtype = operand.type;
         if (k == 2) problem.weights_dtype = operand.type;
-        const bool allowed = k < 4 ? operand.type == problem.dtype ||
-                                         (k == 2 && operand.type == ScalarType::float64)
-                                   : operand.type == ScalarType::float64;
+        if (k == 4) problem.loss_dtype = operand.type;
+        const bool either = k == 2 || k == 4;  // weights and loss: the data's dtype or float64
+        const bool allowed = k == 5 ? operand.type == ScalarType::float64
+                                    : operand.type == problem.dtype || (either && operand.type == ScalarType::float64);
         if (!allowed)
-            throw py::type_error(k < 4 ? "fastmse._core: operands must share one dtype (weights: or float64)"
-                                       : "fastmse._core: loss and scale must be float64");
+            throw py::type_error(k == 5 ? "fastmse._core: scale must be float64"
+                                        : "fastmse._core: operands must share one dtype (weights, loss: or float64)");
         read_int64s(strides_of[k], storage.strides[k], ndim, "strides");
         operands[k]->data = operand.data;
         operands[k]->strides = storage.strides[k];
@@ -201,7 +200,7 @@ using Kernel = void (*)(const Problem&);
 
 // A CPU pass on NumPy arrays, with the GIL released.
 template <Kernel K>
-void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle strides) {
+void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle strides, double loss_divisor) {
     ProblemStorage storage;
     Problem problem = read_problem(storage, shape, n_kept, arrays, strides, true, [](std::size_t k, const py::object& item) {
         if (!py::isinstance<py::array>(item))
@@ -211,6 +210,7 @@ void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle stride
         void* data = writes ? array.mutable_data() : const_cast<void*>(array.data());
         return OperandSource{data, scalar_type_of(array)};
     });
+    problem.loss_divisor = loss_divisor;
     problem.num_threads = fastmse::get_num_threads();
     py::gil_scoped_release release;
     K(problem);
@@ -304,31 +304,14 @@ bool read_reduction(py::handle value, Reduction& reduction) {
     return true;
 }
 
-// sums[i] / denominator for i < n, rounded once to `type` into `result`, as NumPy's
-// divide into an array of `type` rounds it (the division itself, never a reciprocal).
-template <typename T>
-void store_quotients(T* __restrict result, const double* __restrict sums, int64_t n, double denominator) {
-    for (int64_t i = 0; i < n; ++i) {
-        const double quotient = denominator == 1.0 ? sums[i] : sums[i] / denominator;  // x / 1 is x
-        if constexpr (std::is_same_v<T, fastmse::Half>)
-            result[i] = fastmse::double_to_half(quotient);
-        else
-            result[i] = static_cast<T>(quotient);
-    }
-}
-
-void store_rounded(void* result, ScalarType type, const double* sums, int64_t n, double denominator) {
-    switch (type) {
-        case ScalarType::float16: store_quotients(static_cast<fastmse::Half*>(result), sums, n, denominator); break;
-        case ScalarType::float32: store_quotients(static_cast<float*>(result), sums, n, denominator); break;
-        default: store_quotients(static_cast<double*>(result), sums, n, denominator); break;
-    }
-}
-
 // `value` rounded once to `type`, as a NumPy scalar of `descr` (that type's dtype).
 py::object scalar_of(ScalarType type, PyObject* descr, double value) {
     alignas(8) unsigned char element[8];
-    store_rounded(element, type, &value, 1, 1.0);
+    switch (type) {
+        case ScalarType::float16: *reinterpret_cast<fastmse::Half*>(element) = fastmse::double_to_half(value); break;
+        case ScalarType::float32: *reinterpret_cast<float*>(element) = static_cast<float>(value); break;
+        default: *reinterpret_cast<double*>(element) = value; break;
+    }
     return py::reinterpret_steal<py::object>(g_array_scalar(element, descr, nullptr));
 }
 
@@ -416,11 +399,27 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     problem.predictions = {p->data, inputs};
     problem.targets = {t->data, inputs};
     problem.num_threads = fastmse::get_num_threads();
+    // The loss: a scalar from the float64 sum, as fastmse._compute._finish makes it, or an
+    // array that the kernel finishes (divided, rounded once), as fastmse._compute.loss asks.
+    const double denominator = reduction == Reduction::mean ? static_cast<double>(count) : 1.0;
+    const bool scalar_loss = n_axes == ndim && !keepdims;
     double scalar_sum = 0.0;
-    std::unique_ptr<double[]> sums;  // the kernel writes every one
+    py::object loss;
     if (job != Job::mse_grad && reduces) {
-        if (split) sums.reset(new double[static_cast<std::size_t>(kept)]);
-        problem.loss = {split ? sums.get() : &scalar_sum, per_output};
+        if (scalar_loss) {
+            problem.loss = {&scalar_sum, per_output};
+        } else {
+            std::vector<py::ssize_t> loss_shape;
+            for (int d = 0; d < ndim; ++d) {
+                const bool summed = axes >> d & 1;
+                if (!summed) loss_shape.push_back(p->dimensions[d]);
+                else if (keepdims) loss_shape.push_back(1);
+            }
+            loss = py::array(dtype, loss_shape);
+            problem.loss = {py::detail::array_proxy(loss.ptr())->data, per_output};
+            problem.loss_dtype = type;
+            problem.loss_divisor = denominator;
+        }
     }
     double scale = 2.0;
     if (reduction == Reduction::mean) scale = 2.0 / static_cast<double>(count);
@@ -444,22 +443,9 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     if (job == Job::mse_grad) return out_object;
     if (!reduces) return errors;
 
-    // The loss, as fastmse._compute._finish makes it from the float64 sums.
-    const double denominator = reduction == Reduction::mean ? static_cast<double>(count) : 1.0;
-    py::object loss;
-    if (n_axes == ndim && !keepdims) {
+    if (scalar_loss) {
         loss = scalar_of(type, p->descr, scalar_sum / denominator);
         if (!loss) throw py::error_already_set();
-    } else {
-        std::vector<py::ssize_t> result_shape;
-        for (int d = 0; d < ndim; ++d) {
-            const bool summed = axes >> d & 1;
-            if (!summed) result_shape.push_back(p->dimensions[d]);
-            else if (keepdims) result_shape.push_back(1);
-        }
-        py::array result(dtype, result_shape);
-        store_rounded(result.mutable_data(), type, split ? sums.get() : &scalar_sum, split ? kept : 1, denominator);
-        loss = std::move(result);
     }
     if (job == Job::mse) return loss;
     return py::make_tuple(loss, out_object);
@@ -502,14 +488,15 @@ using DeviceKernel = void (*)(const Problem&, void*, int, std::uintptr_t);
 // to cuda_workspace_bytes(shape, n_kept, strides) bytes (0 where that is 0); kernels are queued on
 // `stream` of `device`, and nothing waits for them.
 template <DeviceKernel K>
-void run_device(py::handle shape, int n_kept, py::handle operands, py::handle strides, std::uintptr_t workspace,
-                int device, std::uintptr_t stream) {
+void run_device(py::handle shape, int n_kept, py::handle operands, py::handle strides, double loss_divisor,
+                std::uintptr_t workspace, int device, std::uintptr_t stream) {
     ProblemStorage storage;
-    const Problem problem =
+    Problem problem =
         read_problem(storage, shape, n_kept, operands, strides, false, [](std::size_t, const py::object& item) {
             const auto pair = item.cast<std::pair<std::uintptr_t, int>>();
             return OperandSource{reinterpret_cast<void*>(pair.first), scalar_type_from_code(pair.second)};
         });
+    problem.loss_divisor = loss_divisor;
     // std::invalid_argument and std::runtime_error reach Python as ValueError and RuntimeError.
     py::gil_scoped_release release;
     K(problem, reinterpret_cast<void*>(workspace), device, stream);
@@ -551,8 +538,8 @@ py::dict build_info() {
 #ifndef FASTMSE_CUDA_HOST_MODEL
 void bind_cpu(py::module_& m) {
     const char* signature_doc =
-        "(shape, n_kept, arrays, strides): arrays and element strides of predictions, "
-        "targets, weights, out, loss, scale; None where absent.";
+        "(shape, n_kept, arrays, strides, loss_divisor): arrays and element strides of predictions, "
+        "targets, weights, out, loss, scale (None where absent), and what each loss sum is divided by.";
     init_array_scalar();
     m.add_object("small_call", py::reinterpret_steal<py::object>(PyCFunction_NewEx(&g_small_call_def, nullptr, m.attr("__name__").ptr())));
     m.def("reduce", &run_host<fastmse::reduce>, signature_doc);
@@ -590,8 +577,9 @@ void bind_cpu(py::module_& m) {
 #ifdef FASTMSE_WITH_CUDA
 void bind_cuda(py::module_& m) {
     const char* device_doc =
-        "(shape, n_kept, operands, strides, workspace, device, stream): (device pointer, scalar_types code) "
-        "or None for predictions, targets, weights, out, loss, scale; queued on `stream` of `device`.";
+        "(shape, n_kept, operands, strides, loss_divisor, workspace, device, stream): (device pointer, "
+        "scalar_types code) or None for predictions, targets, weights, out, loss, scale; queued on `stream` "
+        "of `device`.";
     m.def("cuda_reduce", &run_device<fastmse::cuda::reduce>, device_doc);
     m.def("cuda_grad", &run_device<fastmse::cuda::grad>, device_doc);
     m.def("cuda_reduce_and_grad", &run_device<fastmse::cuda::reduce_and_grad>, device_doc);

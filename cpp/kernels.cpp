@@ -242,9 +242,47 @@ class Partials {
     double* data_ = nullptr;
 };
 
+// Where outputs' sums go: Problem::loss, each sum divided and rounded once to its dtype.
+class LossStore {
+   public:
+    explicit LossStore(const Problem& problem)
+        : data_(problem.loss.data), type_(problem.loss_dtype), divisor_(problem.loss_divisor) {}
+
+    // The loss at element offset `at`, from its sum.
+    void put(int64_t at, double sum) const { put_rows(at, 1, &sum, 1); }
+
+    // The losses of n outputs `stride` apart from `at`, from their sums (overwritten): many
+    // short rows at once take one dtype switch and vector divisions.
+    void put_rows(int64_t at, int64_t stride, double* sums, int64_t n) const {
+        if (divisor_ != 1.0)  // 1: sums for a caller to combine
+            for (int64_t i = 0; i < n; ++i) sums[i] /= divisor_;
+        switch (type_) {
+            case ScalarType::float16: store(static_cast<Half*>(data_) + at, stride, sums, n); break;
+            case ScalarType::float32: store(static_cast<float*>(data_) + at, stride, sums, n); break;
+            case ScalarType::float64: store(static_cast<double*>(data_) + at, stride, sums, n); break;
+            case ScalarType::bfloat16: store(static_cast<BFloat16*>(data_) + at, stride, sums, n); break;
+        }
+    }
+
+   private:
+    template <typename L>
+    static void store(L* loss, int64_t stride, const double* values, int64_t n) {
+        if (stride == 1) {
+            for (int64_t i = 0; i < n; ++i) loss[i] = Scalar<L>::store(values[i]);
+        } else {
+            for (int64_t i = 0; i < n; ++i) loss[i * stride] = Scalar<L>::store(values[i]);
+        }
+    }
+
+    void* data_;
+    ScalarType type_;
+    double divisor_;
+};
+
 // Which tasks there are and where their sums go; threads only pick tasks from it.
 struct Schedule {
     Layout layout;
+    LossStore loss;
     int64_t n_chunks;
     bool across_outputs;
     bool short_rows;  // lane mode, each output one block along one dimension
@@ -252,7 +290,7 @@ struct Schedule {
     int num_threads;
     Partials partials;  // task sums when an output spans several tasks
 
-    explicit Schedule(const Problem& problem) : layout(problem), num_threads(problem.num_threads) {
+    explicit Schedule(const Problem& problem) : layout(problem), loss(problem), num_threads(problem.num_threads) {
         const Layout& l = layout;
         n_chunks = std::max<int64_t>(1, (l.n_red + kChunk - 1) / kChunk);
         const int j = l.n_kept - 1, r = l.last();
@@ -270,7 +308,7 @@ struct Schedule {
         if (n_chunks > 1) {
             partials[o * n_chunks + c] = value;
         } else if (layout.data[kLoss]) {
-            static_cast<double*>(layout.data[kLoss])[kept_offset[kLoss]] = value;
+            loss.put(kept_offset[kLoss], value);
         }
     }
 
@@ -282,7 +320,9 @@ struct Schedule {
             for (int64_t c = 0; c < n_chunks; ++c)
                 cascade.push(&partials[o * n_chunks + c], 1);
             if (o > 0) kept.seek(o);
-            cascade.total(static_cast<double*>(layout.data[kLoss]) + kept.offset[kLoss], 1);
+            double value;
+            cascade.total(&value, 1);
+            loss.put(kept.offset[kLoss], value);
         }
     }
 };
@@ -378,6 +418,9 @@ inline void fixed_row_group(const T* p, const T* t, const Wt* w, int64_t sw, int
 }
 #endif
 
+// Rows whose sums are stored together (LossStore::put_rows).
+inline constexpr int64_t kRowBatch = 64;
+
 // `run` outputs from the odometer's position along the last kept dimension.
 template <Pass P, bool Weighted, bool Unit, int K, typename T, typename Wt>
 void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int64_t* step) {
@@ -389,37 +432,41 @@ void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int6
     static constexpr int64_t kNoBase[kOperands] = {};
     const Cursor<T, Wt> first = cursor_at<T, Wt>(l, kNoBase, kept.offset);
     const double* scale = l.data[kScale] ? static_cast<const double*>(l.data[kScale]) + kept.offset[kScale] : nullptr;
-    double* loss = l.data[kLoss] ? static_cast<double*>(l.data[kLoss]) + kept.offset[kLoss] : nullptr;
-    int64_t r = 0;
+    const bool has_loss = l.data[kLoss] != nullptr;
+    double sums[kRowBatch];
+    for (int64_t r0 = 0; r0 < run; r0 += kRowBatch) {
+        const int64_t rows = std::min(kRowBatch, run - r0);
+        int64_t i = 0;
 #if defined(__GNUC__)
-    // Rows one after another in memory (a C-contiguous batch), for a sum: kRowGroup at a time.
-    if constexpr (K > 0 && !kWrites<P>) {
-        if (loss && js[kP] == K && js[kT] == K) {
-            for (; r + kRowGroup <= run; r += kRowGroup) {
-                double value[kRowGroup];
-                fixed_row_group<P, Weighted, K>(first.p + r * K, first.t + r * K,
-                                                Weighted ? first.w + r * js[kW] : nullptr, step[kW], js[kW], value);
-                for (int g = 0; g < kRowGroup; ++g) loss[(r + g) * js[kLoss]] = value[g];
+        // Rows one after another in memory (a C-contiguous batch), for a sum: kRowGroup at a time.
+        if constexpr (K > 0 && !kWrites<P>) {
+            if (has_loss && js[kP] == K && js[kT] == K) {
+                for (; i + kRowGroup <= rows; i += kRowGroup) {
+                    const int64_t r = r0 + i;
+                    fixed_row_group<P, Weighted, K>(first.p + r * K, first.t + r * K,
+                                                    Weighted ? first.w + r * js[kW] : nullptr, step[kW], js[kW],
+                                                    sums + i);
+                }
             }
         }
-    }
 #endif
-    for (; r < run; ++r) {
-        const T* p = first.p + r * js[kP];
-        const T* t = first.t + r * js[kT];
-        const Wt* w = Weighted ? first.w + r * js[kW] : nullptr;
-        T* out = kWrites<P> ? first.out + r * js[kOut] : nullptr;
-        const double factor = scale ? scale[r * js[kScale]] : 0.0;
-        double value;
-        if constexpr (K > 0) {
-            value = fixed_row<P, Weighted, K>(p, t, w, step[kW], out, factor);
-        } else {
-            double acc[kLanes] = {};
-            run_lanes<P, Weighted, Unit>(acc, 0, Cursor<T, Wt>{p, t, w, out}, step, factor, n, n);
-            value = combine_lanes(acc);
+        for (; i < rows; ++i) {
+            const int64_t r = r0 + i;
+            const T* p = first.p + r * js[kP];
+            const T* t = first.t + r * js[kT];
+            const Wt* w = Weighted ? first.w + r * js[kW] : nullptr;
+            T* out = kWrites<P> ? first.out + r * js[kOut] : nullptr;
+            const double factor = scale ? scale[r * js[kScale]] : 0.0;
+            if constexpr (K > 0) {
+                sums[i] = fixed_row<P, Weighted, K>(p, t, w, step[kW], out, factor);
+            } else {
+                double acc[kLanes] = {};
+                run_lanes<P, Weighted, Unit>(acc, 0, Cursor<T, Wt>{p, t, w, out}, step, factor, n, n);
+                sums[i] = combine_lanes(acc);
+            }
         }
         if constexpr (kReduces<P>)
-            if (loss) loss[r * js[kLoss]] = value;
+            if (has_loss) schedule.loss.put_rows(kept.offset[kLoss] + r0 * js[kLoss], js[kLoss], sums, rows);
     }
 }
 
@@ -589,7 +636,7 @@ void run_typed(const Problem& problem) {
         Odometer kept(l, 0, l.n_kept);
         for (int64_t o = 0; o < l.n_out; ++o) {
             kept.seek(o);
-            static_cast<double*>(l.data[kLoss])[kept.offset[kLoss]] = 0.0;
+            schedule.loss.put(kept.offset[kLoss], 0.0);
         }
         return;
     }

@@ -30,22 +30,30 @@ struct Operand {
 
 // A call's data. Dimensions [0, n_kept) index the reduced result; [n_kept, ndim) are
 // summed over. predictions, targets and out hold `dtype`; weights hold `dtype` or
-// float64; loss and scale hold float64 and have zero strides over the summed dimensions.
+// float64; loss holds `loss_dtype` (float64 or `dtype`) and scale float64, both with zero
+// strides over the summed dimensions.
 struct Problem {
     ScalarType dtype = ScalarType::float64;
     ScalarType weights_dtype = ScalarType::float64;
+    ScalarType loss_dtype = ScalarType::float64;
     int ndim = 0;
     int n_kept = 0;
     const int64_t* shape = nullptr;
     Operand predictions, targets, weights;
     Operand out;    // elementwise result: gradient or squared error
-    Operand loss;   // float64 sums, one per kept position
+    // One per kept position: its float64 sum divided by loss_divisor, rounded once to
+    // loss_dtype. A loss in float64 with divisor 1 is the exact sum, for callers that
+    // combine sums; in `dtype` with the count as divisor it is the finished mean, with
+    // no float64 array and no second pass over one.
+    Operand loss;
+    double loss_divisor = 1.0;
     Operand scale;  // float64 gradient factor, one per kept position
     int num_threads = 1;
 };
 
 // The five passes, named as in fastmse._backends.Kernels and fastmse._core.
-// reduce: loss = sum over the summed dimensions of w * (p - t)^2, in float64.
+// reduce: loss = sum over the summed dimensions of w * (p - t)^2, in float64 (then
+// divided and rounded as Problem::loss says).
 void reduce(const Problem& problem);
 // grad: out = scale * w * (p - t), computed in float64 and rounded once to `dtype`.
 void grad(const Problem& problem);

@@ -165,14 +165,26 @@ struct Operands {
     const void* t;
     const void* w;
     void* out;
-    double* loss;
+    void* loss;           // Problem::loss: float64, or the data's dtype where loss_in_data_type
+    double loss_divisor;  // what each sum is divided by before it is stored
     const double* scale;
+    bool loss_in_data_type;
     bool wide_weights;    // weights in float64, not in the data's dtype
     bool vector_aligned;  // flat, and p, t, w, out 16-byte aligned
 };
 
 template <typename T>
 constexpr int kVector = 16 / static_cast<int>(sizeof(T));
+
+// An output's loss from its sum: divided, rounded once to its dtype (Problem::loss).
+template <typename T>
+__device__ inline void store_loss(const Operands& a, int64_t at, double sum) {
+    const double value = a.loss_divisor == 1.0 ? sum : sum / a.loss_divisor;  // sums for a caller to combine
+    if (a.loss_in_data_type)
+        static_cast<T*>(a.loss)[at] = Scalar<T>::store(value);
+    else
+        static_cast<double*>(a.loss)[at] = value;
+}
 
 template <typename T>
 __device__ inline double weight_at(const Operands& a, int64_t offset) {
@@ -470,7 +482,7 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(Geometry g, Operands a, 
             if (tiles > 1)
                 partials[u] = total;
             else if (a.loss)
-                a.loss[kept[kLoss]] = total;
+                store_loss<T>(a, kept[kLoss], total);
         }
     }
 }
@@ -478,7 +490,8 @@ __global__ void __launch_bounds__(kThreads) tile_kernel(Geometry g, Operands a, 
 // Reducing passes, stage two: each output's partial sums, by a fixed tree, into loss; a
 // block per output, or, where an output has at most 32 (few tiles or column chunks), a
 // warp per output, lane l taking partial l.
-__global__ void __launch_bounds__(kThreads) finish_kernel(Geometry g, const double* partials, int64_t tiles, double* loss) {
+template <typename T>
+__global__ void __launch_bounds__(kThreads) finish_kernel(Geometry g, const double* partials, int64_t tiles, Operands a) {
     if (tiles <= 32) {
         const int lane = static_cast<int>(threadIdx.x & 31);
         const int64_t warps = int64_t{gridDim.x} * kWarps;
@@ -489,7 +502,7 @@ __global__ void __launch_bounds__(kThreads) finish_kernel(Geometry g, const doub
             if (o < g.n_out && lane == 0) {
                 int64_t kept[kOperands];
                 kept_offsets(g, o, kept);
-                loss[kept[kLoss]] = acc;
+                store_loss<T>(a, kept[kLoss], acc);
             }
         }
         return;
@@ -501,7 +514,7 @@ __global__ void __launch_bounds__(kThreads) finish_kernel(Geometry g, const doub
         if (threadIdx.x == 0) {
             int64_t kept[kOperands];
             kept_offsets(g, o, kept);
-            loss[kept[kLoss]] = total;
+            store_loss<T>(a, kept[kLoss], total);
         }
     }
 }
@@ -549,7 +562,7 @@ __global__ void __launch_bounds__(kThreads) row_kernel(Geometry g, Operands a, i
         for (int k = 0; k < kRowsAtOnce; ++k) {
             for (int offset = group / 2; offset > 0; offset >>= 1)
                 acc[k] += __shfl_down_sync(0xffffffffu, acc[k], offset);
-            if (valid[k] && member == 0 && a.loss) a.loss[kept[k][kLoss]] = acc[k];
+            if (valid[k] && member == 0 && a.loss) store_loss<T>(a, kept[k][kLoss], acc[k]);
         }
     }
 }
@@ -610,7 +623,7 @@ __global__ void __launch_bounds__(kThreads, 1) column_kernel(Geometry g, Operand
             if (chunks > 1)
                 partials[o * chunks + chunk] = sums[0];
             else if (a.loss)
-                a.loss[kept[kLoss]] = sums[0];
+                store_loss<T>(a, kept[kLoss], sums[0]);
         }
         __syncthreads();  // warp_sums is reused by the block's next unit
     }
@@ -734,7 +747,9 @@ Launch prepare(const Problem& problem) {
     a.t = problem.targets.data;
     a.w = problem.weights.data;
     a.out = problem.out.data;
-    a.loss = static_cast<double*>(problem.loss.data);
+    a.loss = problem.loss.data;
+    a.loss_divisor = problem.loss_divisor;
+    a.loss_in_data_type = problem.loss_dtype == problem.dtype;
     a.scale = static_cast<const double*>(problem.scale.data);
     a.wide_weights = a.w != nullptr && problem.weights_dtype == ScalarType::float64 &&
                      problem.dtype != ScalarType::float64;
@@ -820,8 +835,8 @@ void launch_typed(const Launch& launch, double* partials, const Target& target) 
         check(cudaGetLastError(), "a kernel launch");
         if (a.loss && reduction.parts > 1) {
             const int64_t blocks = reduction.parts <= 32 ? blocks_for(g.n_out, kWarps) : g.n_out;
-            launch_kernel<finish_kernel>(blocks, target, g, static_cast<const double*>(partials), reduction.parts,
-                                         a.loss);
+            launch_kernel<finish_kernel<T>>(blocks, target, g, static_cast<const double*>(partials), reduction.parts,
+                                            a);
         }
     }
     check(cudaGetLastError(), "a kernel launch");
@@ -892,7 +907,7 @@ bool can_run(int device) {
     try {
         DeviceScope scope(device);
         cudaFuncAttributes attributes;
-        const cudaError_t status = cudaFuncGetAttributes(&attributes, finish_kernel);
+        const cudaError_t status = cudaFuncGetAttributes(&attributes, finish_kernel<float>);
         (void)cudaGetLastError();
         return status == cudaSuccess;
     } catch (const std::runtime_error&) {

@@ -65,3 +65,53 @@ def call(function, predictions, targets, kwargs, host=None):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         return function(predictions, targets, **kwargs)
+
+
+# Layouts each walk of the kernels takes, for assert_finishes_loss: (shape, summed axes).
+FINISHED_LOSS_LAYOUTS = (
+    ((5, 3), (1,)),  # short rows, fewer than a group of four
+    ((37, 10), (1,)),  # short rows in groups of four, and a tail
+    ((6, 2100), (1,)),  # rows longer than a block
+    ((3, 70000), (1,)),  # rows of several tasks (CPU) or tiles (GPU): sums finished after combining
+    ((300, 7), (0,)),  # columns: summed across outputs
+    ((4, 6, 5), (0, 2)),  # several summed axes
+    ((4, 0), (1,)),  # empty sums
+)
+
+
+def _reducing_pass(backend, name, p, t, axes, loss, divisor):
+    """Runs pass `name` of `backend` over p and t summed over `axes` into `loss`."""
+    from fastmse._plan import Operands, make_plan
+
+    out = np.empty_like(p) if name == "reduce_and_grad" else None
+    scale = None if out is None else np.array(2.0)
+    getattr(backend, name)(make_plan(p.shape, axes, Operands(p, t, out=out, loss=loss, scale=scale), divisor))
+    return loss
+
+
+def assert_finishes_loss(backend, dtype) -> None:
+    """A backend's reducing passes store each output's float64 sum divided by the plan's
+    loss_divisor and rounded once to the loss array's dtype (float64 or the data's): bit
+    for bit the sums the same backend gives with a divisor of 1, divided in float64 and
+    cast by NumPy."""
+    rng = np.random.default_rng(11)
+    for shape, axes in FINISHED_LOSS_LAYOUTS:
+        p = rng.standard_normal(shape).astype(dtype)
+        t = rng.standard_normal(shape).astype(dtype)
+        kept = tuple(n for d, n in enumerate(shape) if d not in axes)
+        for name in ("reduce", "reduce_and_grad", "reduce_difference"):
+            sums = _reducing_pass(backend, name, p, t, axes, np.empty(kept, np.float64), 1.0)
+            for divisor in (3.0, 1.0, 0.0):
+                for loss_dtype in (np.dtype(np.float64), np.dtype(dtype)):
+                    with np.errstate(all="ignore"):
+                        expected = (sums / divisor).astype(loss_dtype)
+                    loss = _reducing_pass(backend, name, p, t, axes, np.full(kept, 7, loss_dtype), divisor)
+                    assert loss.tobytes() == expected.tobytes(), (
+                        shape,
+                        axes,
+                        name,
+                        divisor,
+                        loss_dtype,
+                        loss,
+                        expected,
+                    )

@@ -8,7 +8,10 @@ import sys
 from types import SimpleNamespace
 
 import fastmse
+import ml_dtypes
+import numpy as np
 import pytest
+from checks import assert_finishes_loss
 from fastmse import _backends, _gpu
 
 
@@ -120,3 +123,11 @@ def test_why_the_cuda_kernels_cannot_run():
     assert _gpu.minimum_driver("12.8") == "525.60.13"
     with pytest.raises(ImportError, match="no NVIDIA driver"):
         _gpu.CudaBackend(_cuda_core())
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.float32, np.float64])
+@pytest.mark.parametrize("name", _backends.NAMES)
+def test_every_backend_finishes_the_loss_it_is_asked_to(name, dtype):
+    if name == "numba":
+        pytest.importorskip("numba")
+    assert_finishes_loss(_backends.load(name), dtype)

@@ -25,7 +25,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import reference
-from checks import assert_matches, call, empty_mean
+from checks import assert_finishes_loss, assert_matches, call, empty_mean
 from fastmse import _backends, _gpu, mse, mse_and_grad, mse_grad
 from fastmse._plan import Operands, Plan
 from hypothesis import given
@@ -389,3 +389,10 @@ def test_the_launches_are_timed_apart_from_python(host_kernels):
         mse_and_grad(p, t)
     assert len(seconds) == 2
     assert all(s > 0 for s in seconds)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernels_finish_the_loss_they_are_asked_to(dtype):
+    memory = HostMemory()
+    assert_finishes_loss(_gpu.CudaBackend(HOST, memory), dtype)
+    memory.check_workspaces()

@@ -175,7 +175,10 @@ def run(elements: int = 1 << 22, repeat: int = 7, threads: int | None = None, se
 
 
 def _seconds(call: Run, number: int) -> float:
-    """Seconds per call, over `number` calls."""
+    """Seconds per call, over `number` calls after one untimed call: otherwise a call pays
+    for the one before it, whose thread pool (OpenMP's, PyTorch's, OpenBLAS's) may still
+    hold the cores, spinning, or be asleep where this call's own needs waking."""
+    call()
     start = time.perf_counter()
     for _ in range(number):
         call()

@@ -198,12 +198,12 @@ def _elementwise_loss(call: Call) -> Any:
     return errors[()] if errors.ndim == 0 and call.device is None else errors
 
 
-def _loss_plan(call: Call, sums: Any) -> Plan:
+def _loss_plan(call: Call, sums: Any, loss_divisor: float = 1.0) -> Plan:
     """The plan over which mse sums the loss of `call` into `sums`: that of the inputs
     alone, whatever `out` a fused pass writes."""
     if call.flat:
-        return contiguous_plan(Operands(call.predictions, call.targets, loss=sums))
-    return make_plan(call.shape, call.axes, call.operands(loss=sums))
+        return contiguous_plan(Operands(call.predictions, call.targets, loss=sums), loss_divisor)
+    return make_plan(call.shape, call.axes, call.operands(loss=sums), loss_divisor)
 
 
 def _sums(call: Call) -> Any:
@@ -242,7 +242,7 @@ def _reduce(backend: _backends.Kernels, plan: Plan, fused: bool) -> None:
     run(Plan(plan.shape, len(plan.shape) - 1, plan.operands._replace(loss=rows), strides))
     flat = rows.reshape(-1)
     total = Operands(flat, np.zeros((), _FLOAT64), loss=plan.operands.loss)
-    backend.reduce_difference(Plan((flat.size,), 0, total, ((1,), (0,), (), (), (0,), ())))
+    backend.reduce_difference(Plan((flat.size,), 0, total, ((1,), (0,), (), (), (0,), ()), plan.loss_divisor))
 
 
 def _backend(call: Call) -> _backends.Kernels:
@@ -263,6 +263,22 @@ def _squared_errors(call: Call, keepdims: bool) -> Any:
     return errors.reshape(kept_as_one(call.shape, call.axes) if keepdims else call.kept_shape)
 
 
+def _loss_divisor(call: Call, denominator: Any) -> float | None:
+    """What the kernels divide each sum by to finish the loss themselves (see
+    :attr:`fastmse._plan.Plan.loss_divisor`), or None where :func:`_finish` does it from
+    float64 sums: a scalar result, or a weighted mean (a denominator per output)."""
+    if not call.kept_shape:
+        return None
+    if denominator is None:
+        return 1.0
+    return denominator if isinstance(denominator, float) else None
+
+
+def _kept_result(call: Call, result: Any, keepdims: bool) -> Any:
+    """A loss array shaped `kept_shape`, as mse returns it."""
+    return result.reshape(kept_as_one(call.shape, call.axes)) if keepdims else result
+
+
 def loss(call: Call, keepdims: bool) -> Any:
     """The loss of `call`, as :func:`fastmse.mse` returns it."""
     if call.flat and call.reduction == "mean" and not keepdims and call.count and call.device is None:
@@ -276,7 +292,12 @@ def loss(call: Call, keepdims: bool) -> Any:
         if _loss_per_position(call):
             return _squared_errors(call, keepdims)
         denominator = _denominators(call) if call.reduction == "mean" else None
-        return _finish(call, _sums(call), denominator, keepdims)
+        divisor = _loss_divisor(call, denominator)
+        if divisor is None:
+            return _finish(call, _sums(call), denominator, keepdims)
+        result = call.xp.empty(call.kept_shape, call.dtype)
+        _reduce(_backend(call), _loss_plan(call, result, divisor), fused=False)
+        return _kept_result(call, result, keepdims)
 
 
 @dataclass(slots=True)
@@ -331,18 +352,21 @@ def finish_mean(sums: Any, weight_sums: Any, dtype: np.dtype, reduction: str) ->
     return result[()] if result.ndim == 0 and xp is np else result
 
 
-def _gradient_into(call: Call, target: np.ndarray, scale: np.ndarray, sums: np.ndarray | None) -> None:
-    """Writes the gradient into `target`, and the loss sums into `sums` in the same pass."""
+def _gradient_into(
+    call: Call, target: np.ndarray, scale: np.ndarray, sums: np.ndarray | None, loss_divisor: float = 1.0
+) -> None:
+    """Writes the gradient into `target`, and the loss into `sums` in the same pass (each
+    sum divided by `loss_divisor` and rounded to the dtype of `sums`)."""
     if call.predictions_broadcast:
         if sums is not None:  # first: the gradient may overwrite an input (out=predictions)
-            _reduce(_backend(call), _loss_plan(call, sums), fused=False)
+            _reduce(_backend(call), _loss_plan(call, sums, loss_divisor), fused=False)
         _broadcast_gradient(call, scale, target)
         return
     operands = call.operands(out=target, loss=sums, scale=scale)
     if call.flat and dense(target) and scale.ndim == 0:
-        plan = contiguous_plan(operands)
+        plan = contiguous_plan(operands, loss_divisor)
     else:
-        plan = make_plan(call.shape, call.axes, operands)
+        plan = make_plan(call.shape, call.axes, operands, loss_divisor)
     backend = _backend(call)
     if sums is None:
         backend.grad(plan)
@@ -350,7 +374,7 @@ def _gradient_into(call: Call, target: np.ndarray, scale: np.ndarray, sums: np.n
     # The loss is summed as mse sums it, from the inputs' plan: `out` may keep apart
     # dimensions that the inputs merge (a 1-D plan merged everything, out included).
     split = plan.n_kept == 0 and len(plan.shape) > 1
-    loss_plan = _loss_plan(call, sums) if split else plan
+    loss_plan = _loss_plan(call, sums, loss_divisor) if split else plan
     if not _two_stage(loss_plan):
         backend.reduce_and_grad(plan)  # one stage: the lane walk's order is the positions'
     elif loss_plan.shape == plan.shape:
@@ -418,11 +442,16 @@ def _gradient_here(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tup
         if with_loss and _loss_per_position(call):
             result = _squared_errors(call, keepdims)  # first: the gradient may overwrite an input
             _gradient_into(call, target, _scale(denominator, call.xp), None)
+        elif not with_loss:
+            _gradient_into(call, target, _scale(denominator, call.xp), None)
+        elif (divisor := _loss_divisor(call, denominator)) is not None:  # the kernels finish the loss
+            result = call.xp.empty(call.kept_shape, call.dtype)
+            _gradient_into(call, target, _scale(denominator, call.xp), result, divisor)
+            result = _kept_result(call, result, keepdims)
         else:
-            sums = call.xp.empty(call.kept_shape, _FLOAT64) if with_loss else None
+            sums = call.xp.empty(call.kept_shape, _FLOAT64)
             _gradient_into(call, target, _scale(denominator, call.xp), sums)
-            if sums is not None:
-                result = _finish(call, sums, denominator, keepdims)
+            result = _finish(call, sums, denominator, keepdims)
     if target is not view:
         view[...] = target
     return result, out

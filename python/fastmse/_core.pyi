@@ -8,7 +8,9 @@ _Strides: TypeAlias = Sequence[Sequence[int]]
 _DeviceOperands: TypeAlias = Sequence[tuple[int, int] | None]  # (device pointer, a code of scalar_types)
 
 class _HostPass(Protocol):
-    def __call__(self, shape: Sequence[int], n_kept: int, arrays: _Arrays, strides: _Strides, /) -> None: ...
+    def __call__(
+        self, shape: Sequence[int], n_kept: int, arrays: _Arrays, strides: _Strides, loss_divisor: float, /
+    ) -> None: ...
 
 class _DevicePass(Protocol):
     def __call__(
@@ -17,6 +19,7 @@ class _DevicePass(Protocol):
         n_kept: int,
         operands: _DeviceOperands,
         strides: _Strides,
+        loss_divisor: float,
         workspace: int,
         device: int,
         stream: int,

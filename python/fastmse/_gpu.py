@@ -310,6 +310,7 @@ class CudaBackend:
             plan.n_kept,
             operands,
             plan.strides,
+            plan.loss_divisor,
             0 if workspace is None else memory.address(workspace),
             device,
             memory.stream(),
@@ -403,11 +404,16 @@ class CupyBackend:
 
     def reduce(self, plan: Plan) -> None:
         p, t, w, _, loss, _ = self._views(plan)
-        loss[...] = self._reduce_kernel(p, t, w, axis=self._summed_axes(plan))
+        self._store_loss(plan, loss, self._reduce_kernel(p, t, w, axis=self._summed_axes(plan)))
 
     def reduce_difference(self, plan: Plan) -> None:
         p, t, w, _, loss, _ = self._views(plan)
-        loss[...] = self._reduce_difference_kernel(p, t, w, axis=self._summed_axes(plan))
+        self._store_loss(plan, loss, self._reduce_difference_kernel(p, t, w, axis=self._summed_axes(plan)))
+
+    @staticmethod
+    def _store_loss(plan: Plan, loss: Any, sums: Any) -> None:
+        # Divided in float64, then rounded once to the loss's dtype by the assignment.
+        loss[...] = sums if plan.loss_divisor == 1.0 else sums / plan.loss_divisor
 
     def grad(self, plan: Plan) -> None:
         p, t, w, out, _, scale = self._views(plan)

@@ -42,19 +42,19 @@ class NativeBackend:
         return list(self._core.runnable_isas())
 
     def reduce(self, plan: Plan) -> None:
-        self._reduce(plan.shape, plan.n_kept, plan.operands, plan.strides)
+        self._reduce(plan.shape, plan.n_kept, plan.operands, plan.strides, plan.loss_divisor)
 
     def grad(self, plan: Plan) -> None:
-        self._core.grad(plan.shape, plan.n_kept, plan.operands, plan.strides)
+        self._core.grad(plan.shape, plan.n_kept, plan.operands, plan.strides, plan.loss_divisor)
 
     def reduce_and_grad(self, plan: Plan) -> None:
-        self._core.reduce_and_grad(plan.shape, plan.n_kept, plan.operands, plan.strides)
+        self._core.reduce_and_grad(plan.shape, plan.n_kept, plan.operands, plan.strides, plan.loss_divisor)
 
     def squared_error(self, plan: Plan) -> None:
-        self._core.squared_error(plan.shape, plan.n_kept, plan.operands, plan.strides)
+        self._core.squared_error(plan.shape, plan.n_kept, plan.operands, plan.strides, plan.loss_divisor)
 
     def reduce_difference(self, plan: Plan) -> None:
-        self._core.reduce_difference(plan.shape, plan.n_kept, plan.operands, plan.strides)
+        self._core.reduce_difference(plan.shape, plan.n_kept, plan.operands, plan.strides, plan.loss_divisor)
 
     def get_num_threads(self) -> int:
         return int(self._core.get_num_threads())

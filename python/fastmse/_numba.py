@@ -8,6 +8,7 @@ Used when the compiled module is missing or ``FASTMSE_BACKEND=numba``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
@@ -644,6 +645,17 @@ class NumbaBackend:
         self._concurrent = False
 
     def _run(self, kind: int, plan: Plan) -> None:
+        loss = plan.operands.loss
+        if loss is not None and (loss.dtype != np.float64 or plan.loss_divisor != 1.0):
+            # These kernels store float64 sums: the loss is finished from them here.
+            sums = np.empty_like(loss, dtype=np.float64)
+            if sums.strides != tuple(s // loss.itemsize * 8 for s in loss.strides):
+                msg = "a loss to finish must be a contiguous array"
+                raise ValueError(msg)
+            self._run(kind, dataclasses.replace(plan, operands=plan.operands._replace(loss=sums), loss_divisor=1.0))
+            with np.errstate(all="ignore"):
+                np.divide(sums, plan.loss_divisor, out=loss, casting="unsafe")
+            return
         ndim = len(plan.shape)
         shape = list(plan.shape)
         if plan.n_kept == ndim:

@@ -43,7 +43,9 @@ class NumpyBackend:
 
     def _store_sums(self, plan: Plan, values: np.ndarray) -> None:
         summed = tuple(range(plan.n_kept, len(plan.shape)))
-        _view(plan, 4, plan.n_kept)[...] = np.sum(values, axis=summed)
+        sums = np.sum(values, axis=summed)
+        # Divided in float64, then rounded once to the loss's dtype by the assignment.
+        _view(plan, 4, plan.n_kept)[...] = sums if plan.loss_divisor == 1.0 else sums / plan.loss_divisor
 
     def _store_grad(self, plan: Plan, d: np.ndarray, weight: np.ndarray | float) -> None:
         out = _view(plan, 3)

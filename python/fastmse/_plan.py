@@ -22,8 +22,8 @@ class Operands(NamedTuple):
     """The six arrays of a pass, in the order the kernels read them (``Problem`` in
     cpp/kernels.hpp): NumPy arrays, or CuPy arrays for the GPU backends; None where
     absent. predictions, targets and weights broadcast to the call's shape; out is the
-    elementwise result; loss (float64 sums) and scale (float64 gradient factors) hold one
-    value per kept position."""
+    elementwise result; loss (see :attr:`Plan.loss_divisor`) and scale (float64 gradient
+    factors) hold one value per kept position."""
 
     predictions: Any
     targets: Any
@@ -48,12 +48,18 @@ class Plan:
     strides : sequence of tuple of int
         Element strides of each operand over ``shape``, in :class:`Operands` order; never
         read where the operand is absent.
+    loss_divisor : float
+        What the reducing passes divide each output's float64 sum by before storing it
+        in ``loss``, rounded once to the loss's dtype: float64 with a divisor of 1 gives
+        the exact sums (for callers that combine them), the result dtype with the count
+        gives the finished mean, without a float64 array and a second pass over it.
     """
 
     shape: tuple[int, ...]
     n_kept: int
     operands: Operands
     strides: Sequence[tuple[int, ...]]
+    loss_divisor: float = 1.0
 
     @property
     def size(self) -> int:
@@ -82,17 +88,18 @@ def reduced_strides(array: np.ndarray, shape: Sequence[int], axes: Sequence[int]
 _FLAT_STRIDES: tuple[tuple[int, ...], ...] = ((1,), (1,), (1,), (1,), (0,), (0,))
 
 
-def contiguous_plan(operands: Operands) -> Plan:
+def contiguous_plan(operands: Operands, loss_divisor: float = 1.0) -> Plan:
     """The plan :func:`make_plan` gives where predictions, targets and out (if any) are
     C-contiguous of one shape, without weights, summed over everything; built without
     the general search, which costs more than the kernel on small arrays."""
-    return Plan((operands.predictions.size,), 0, operands, _FLAT_STRIDES)
+    return Plan((operands.predictions.size,), 0, operands, _FLAT_STRIDES, loss_divisor)
 
 
 def make_plan(
     shape: Sequence[int],
     axes: Sequence[int],
     operands: Operands,
+    loss_divisor: float = 1.0,
 ) -> Plan:
     """Plan a problem of broadcast `shape` summed over `axes`.
 
@@ -105,9 +112,12 @@ def make_plan(
     operands : Operands
         ``loss`` and ``scale`` hold one value per kept position (shape without `axes`, or
         broadcastable to it); the others broadcast to `shape`.
+    loss_divisor : float
+        See :attr:`Plan.loss_divisor`.
     """
     dense = _dense_plan(shape, axes, operands)
     if dense is not None:
+        dense.loss_divisor = loss_divisor
         return dense
     ndim = len(shape)
     strides: list[list[int] | None] = []
@@ -147,7 +157,7 @@ def make_plan(
     groups = kept_groups + merge(summed)
     plan_shape = tuple(extent for extent, _ in groups)
     plan_strides = [tuple(s[dims[-1]] for _, dims in groups) if s is not None else NO_STRIDES for s in strides]
-    return Plan(plan_shape, len(kept_groups), operands, plan_strides)
+    return Plan(plan_shape, len(kept_groups), operands, plan_strides, loss_divisor)
 
 
 def _dense_plan(shape: Sequence[int], axes: Sequence[int], operands: Operands) -> Plan | None:

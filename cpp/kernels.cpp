@@ -629,7 +629,12 @@ void execute(Schedule& schedule) {
 // Pass P over a problem: its schedule, then the loops for its element and weight types.
 template <Pass P>
 void run_typed(const Problem& problem) {
-    Schedule schedule(problem);
+    // An elementwise pass sums nothing, so the order of its walk is free: every row along
+    // the last dimension is taken as an output, and short rows (a target or weight per
+    // sample broadcast along them) go many to a task, as a loss per sample does.
+    Problem walked = problem;
+    if constexpr (!kReduces<P>) walked.n_kept = std::max(problem.n_kept, problem.ndim - 1);
+    Schedule schedule(walked);
     const Layout& l = schedule.layout;
     if (kReduces<P> && l.data[kLoss] && l.n_red == 0) {
         // Nothing to sum: every output is an empty sum.

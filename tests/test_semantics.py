@@ -190,3 +190,25 @@ def test_misaligned_inputs_are_read_in_place(backend, dtype):
     finally:
         tracemalloc.stop()
     assert peak < p.nbytes // 4, peak
+
+
+@pytest.mark.parametrize(
+    ("shape", "weights_shape", "axis"),
+    [
+        ((7, 1), (7, 1), -1),  # an output per position, its own weight: the plan keeps one dimension
+        ((1, 7), (1, 7), 0),
+        ((6, 5), (6, 1), None),  # a weight per sample broadcast along short rows
+        ((6, 5), (5,), None),  # a weight per column
+        ((3, 4, 5), (3, 1, 5), 1),
+    ],
+)
+def test_elementwise_passes_scale_each_position_by_its_own_output(backend, shape, weights_shape, axis):
+    """The gradient's factor 2 / sum(w) belongs to the position's output, however the
+    kernels walk an elementwise pass (rows along the last dimension, whatever is summed)."""
+    rng = np.random.default_rng(5)
+    p, t = rng.standard_normal(shape), rng.standard_normal(shape)
+    w = rng.uniform(0.5, 2.0, weights_shape)
+    expected = reference.grad(p, t, w, axis=axis)
+    magnitude = reference.grad(p, t, w, axis=axis, absolute=True)
+    assert_matches(mse_grad(p, t, weights=w, axis=axis), expected, np.dtype(np.float64), magnitude=magnitude)
+    assert_matches(mse_and_grad(p, t, weights=w, axis=axis)[1], expected, np.dtype(np.float64), magnitude=magnitude)

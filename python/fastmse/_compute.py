@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -274,8 +275,18 @@ def _loss_divisor(call: Call, denominator: Any) -> float | None:
     return denominator if isinstance(denominator, float) else None
 
 
-def _kept_result(call: Call, result: Any, keepdims: bool) -> Any:
-    """A loss array shaped `kept_shape`, as mse returns it."""
+def _loss_from(call: Call, denominator: Any, keepdims: bool, run: Callable[[Any, float], None]) -> Any:
+    """The loss as mse returns it, from `run(loss, loss_divisor)`, a reducing pass into
+    `loss`: the result array itself, finished by the kernels, where one divisor serves
+    every output (see :func:`_loss_divisor`); otherwise float64 sums that :func:`_finish`
+    divides and rounds."""
+    divisor = _loss_divisor(call, denominator)
+    if divisor is None:
+        sums = call.xp.empty(call.kept_shape, _FLOAT64)
+        run(sums, 1.0)
+        return _finish(call, sums, denominator, keepdims)
+    result = call.xp.empty(call.kept_shape, call.dtype)
+    run(result, divisor)
     return result.reshape(kept_as_one(call.shape, call.axes)) if keepdims else result
 
 
@@ -292,12 +303,13 @@ def loss(call: Call, keepdims: bool) -> Any:
         if _loss_per_position(call):
             return _squared_errors(call, keepdims)
         denominator = _denominators(call) if call.reduction == "mean" else None
-        divisor = _loss_divisor(call, denominator)
-        if divisor is None:
-            return _finish(call, _sums(call), denominator, keepdims)
-        result = call.xp.empty(call.kept_shape, call.dtype)
-        _reduce(_backend(call), _loss_plan(call, result, divisor), fused=False)
-        return _kept_result(call, result, keepdims)
+        backend = _backend(call)
+        return _loss_from(
+            call,
+            denominator,
+            keepdims,
+            lambda loss, divisor: _reduce(backend, _loss_plan(call, loss, divisor), fused=False),
+        )
 
 
 @dataclass(slots=True)
@@ -439,19 +451,15 @@ def _gradient_here(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tup
         # Without the loss, a zero denominator gives nan only where weights sum to zero.
         warn = with_loss or (call.weights is not None and call.predictions.size > 0)
         denominator = _denominators(call, warn) if call.reduction == "mean" else None
-        if with_loss and _loss_per_position(call):
-            result = _squared_errors(call, keepdims)  # first: the gradient may overwrite an input
-            _gradient_into(call, target, _scale(denominator, call.xp), None)
-        elif not with_loss:
-            _gradient_into(call, target, _scale(denominator, call.xp), None)
-        elif (divisor := _loss_divisor(call, denominator)) is not None:  # the kernels finish the loss
-            result = call.xp.empty(call.kept_shape, call.dtype)
-            _gradient_into(call, target, _scale(denominator, call.xp), result, divisor)
-            result = _kept_result(call, result, keepdims)
+        scale = _scale(denominator, call.xp)
+        if with_loss and not _loss_per_position(call):  # the loss in the gradient's pass
+            result = _loss_from(
+                call, denominator, keepdims, lambda loss, divisor: _gradient_into(call, target, scale, loss, divisor)
+            )
         else:
-            sums = call.xp.empty(call.kept_shape, _FLOAT64)
-            _gradient_into(call, target, _scale(denominator, call.xp), sums)
-            result = _finish(call, sums, denominator, keepdims)
+            if with_loss:  # first: the gradient may overwrite an input
+                result = _squared_errors(call, keepdims)
+            _gradient_into(call, target, scale, None)
     if target is not view:
         view[...] = target
     return result, out

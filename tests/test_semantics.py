@@ -212,3 +212,17 @@ def test_elementwise_passes_scale_each_position_by_its_own_output(backend, shape
     magnitude = reference.grad(p, t, w, axis=axis, absolute=True)
     assert_matches(mse_grad(p, t, weights=w, axis=axis), expected, np.dtype(np.float64), magnitude=magnitude)
     assert_matches(mse_and_grad(p, t, weights=w, axis=axis)[1], expected, np.dtype(np.float64), magnitude=magnitude)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_broadcast_inputs_with_outputs_of_size_one(backend, dtype, keepdims):
+    """A target per column summed over every dimension but some of length 1: the plan keeps
+    no dimension, yet the loss is an array in the data's dtype, not float64 sums."""
+    rng = np.random.default_rng(6)
+    p = rng.standard_normal((3, 4, 1, 1)).astype(dtype)
+    t = rng.standard_normal((1, 4, 1, 1)).astype(dtype)
+    expected = reference.loss(p, t, axis=(0, 1), keepdims=keepdims)
+    for loss in (mse(p, t, axis=(0, 1), keepdims=keepdims), mse_and_grad(p, t, axis=(0, 1), keepdims=keepdims)[0]):
+        assert loss.shape == expected.shape
+        assert_matches(loss, expected, np.dtype(dtype))

@@ -223,7 +223,10 @@ def _two_stage(plan: Plan) -> bool:
     of short rows that do not merge because an input broadcasts (a zero stride), as
     weights per sample or a target per column do. Read from the inputs' strides alone,
     so that an `out` of any layout leaves the loss as it is."""
-    if plan.n_kept or len(plan.shape) < 2 or plan.shape[-1] > _SHORT_ROW or type(plan.operands.loss) is not np.ndarray:
+    loss = plan.operands.loss
+    if plan.n_kept or len(plan.shape) < 2 or plan.shape[-1] > _SHORT_ROW or type(loss) is not np.ndarray:
+        return False
+    if loss.dtype != _FLOAT64:  # the row sums' pass stores float64 or their own dtype
         return False
     return any(0 in strides for strides in plan.strides[:3])
 

@@ -377,8 +377,9 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         }
     }
 
-    // The plan of fastmse._plan for this call: (kept, count) or (count,), in elements.
-    const bool split = kept > 1 && reduces;
+    // The plan of fastmse._plan for this call: (kept, count) or (size,), in elements. The
+    // gradient alone sums nothing and has one factor: any axis is one flat walk.
+    const bool split = kept > 1 && reduces && job != Job::mse_grad;
     int64_t shape[2], inputs[2], per_output[2] = {1, 0}, zeros[2] = {0, 0};
     const int plan_ndim = split ? 2 : 1;
     if (split) {

@@ -463,11 +463,14 @@ inline double fixed_row(const T* p, const T* t, const Wt* w, int64_t sw, T* out,
 inline constexpr int kRowGroup = 4;
 typedef double RowGroup __attribute__((vector_size(kRowGroup * sizeof(double))));
 
-template <Pass P, bool Weighted, int K, typename T, typename Wt>
+// A weight per row (OneWeight: along the row the weights' stride is 0) is loaded once.
+template <Pass P, bool Weighted, bool OneWeight, int K, typename T, typename Wt>
 inline void fixed_row_group(const T* p, const T* t, const Wt* w, int64_t sw, int64_t jw, double* value) {
     static_assert(!kWrites<P> && kRowGroup == 4);
     RowGroup acc[kLanes];
     for (int l = 0; l < kLanes; ++l) acc[l] = RowGroup{0.0, 0.0, 0.0, 0.0};
+    RowGroup row_weight = {};
+    if constexpr (OneWeight) row_weight = RowGroup{load(w), load(w + jw), load(w + 2 * jw), load(w + 3 * jw)};
 #if !defined(__clang__)
 #pragma GCC unroll 16
 #endif
@@ -477,7 +480,8 @@ inline void fixed_row_group(const T* p, const T* t, const Wt* w, int64_t sw, int
         const RowGroup d = ps - ts;
         if constexpr (Weighted) {
             const Wt* wi = w + i * sw;
-            const RowGroup weight = {load(wi), load(wi + jw), load(wi + 2 * jw), load(wi + 3 * jw)};
+            const RowGroup weight =
+                OneWeight ? row_weight : RowGroup{load(wi), load(wi + jw), load(wi + 2 * jw), load(wi + 3 * jw)};
             acc[i & (kLanes - 1)] += P == Pass::reduce_difference ? weight * d : (weight * d) * d;
         } else {
             acc[i & (kLanes - 1)] += P == Pass::reduce_difference ? d : d * d;
@@ -511,12 +515,17 @@ void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int6
         // Rows one after another in memory (a C-contiguous batch), for a sum: kRowGroup at a time.
         if constexpr (K > 0 && !kWrites<P>) {
             if (has_loss && js[kP] == K && js[kT] == K) {
-                for (; i + kRowGroup <= rows; i += kRowGroup) {
-                    const int64_t r = r0 + i;
-                    fixed_row_group<P, Weighted, K>(first.p + r * K, first.t + r * K,
-                                                    Weighted ? first.w + r * js[kW] : nullptr, step[kW], js[kW],
-                                                    sums + i);
-                }
+                const auto groups = [&](auto one_weight) {
+                    for (; i + kRowGroup <= rows; i += kRowGroup) {
+                        const int64_t r = r0 + i;
+                        fixed_row_group<P, Weighted, decltype(one_weight)::value, K>(
+                            first.p + r * K, first.t + r * K, Weighted ? first.w + r * js[kW] : nullptr, step[kW],
+                            js[kW], sums + i);
+                    }
+                };
+                if constexpr (Weighted)
+                    if (step[kW] == 0) groups(std::true_type{});
+                groups(std::false_type{});  // the rest, or all
             }
         }
 #endif

@@ -36,7 +36,7 @@ def _denominators(call: Call, warn: bool = True) -> Any:
     else:
         xp = call.xp
         denominator = _weight_sums(call.weights, call, xp)
-        empty = warn and bool(xp.any(denominator == 0))  # on a GPU, the one wait of a weighted mean
+        empty = warn and not bool(xp.all(denominator))  # on a GPU, the one wait of a weighted mean
     if empty and warn:
         what = "zero elements" if call.weights is None else "weights that sum to zero"
         warnings.warn(f"mean over {what}: the result is nan", RuntimeWarning, stacklevel=4)
@@ -51,11 +51,17 @@ def _weight_sums(weights: Any, call: Call, xp: ModuleType) -> Any:
     padded = (1,) * (len(call.shape) - weights.ndim) + weights.shape
     varying = tuple(d for d in call.axes if padded[d] != 1)
     copies = math.prod(call.shape[d] for d in call.axes if padded[d] == 1)
-    sums = xp.sum(xp.reshape(weights, padded), axis=varying, dtype=np.float64, keepdims=True)
-    if copies != 1:
-        sums = sums * float(copies) if copies else xp.zeros_like(sums)
-    # As the weights broadcast over the kept axes, without the reduced ones.
-    kept = xp.reshape(xp.broadcast_to(sums, kept_as_one(call.shape, call.axes)), call.kept_shape).copy()
+    weights = xp.reshape(weights, padded)
+    if not varying and copies:  # one pass, where the sum would copy and then multiply
+        sums = xp.multiply(weights, float(copies), dtype=np.float64)
+    else:
+        sums = xp.sum(weights, axis=varying, dtype=np.float64, keepdims=True)
+        if copies != 1:
+            sums = sums * float(copies) if copies else xp.zeros_like(sums)
+    # As the weights broadcast over the kept axes, without the reduced ones; a new array
+    # of that shape already is one.
+    kept_one = kept_as_one(call.shape, call.axes)
+    kept = xp.reshape(sums if sums.shape == kept_one else xp.broadcast_to(sums, kept_one).copy(), call.kept_shape)
     return kept[()] if xp is np else kept  # a NumPy scalar where nothing is kept, as np.sum gives
 
 
@@ -193,9 +199,19 @@ def _broadcast_gradient(call: Call, scale: Any, out: Any) -> None:
         out[...] = gradient.reshape(call.predictions.shape)
 
 
+def _elementwise_plan(call: Call, operands: Operands) -> Plan:
+    """The plan of a pass that sums nothing (grad, squared_error), whose order is free:
+    where one gradient factor serves every position, all dimensions are walked as summed
+    ones, ordered and merged by memory distance, so that any contiguous layout is one flat
+    walk (axis=0 of a C-ordered batch, a loss per position)."""
+    scale = operands.scale
+    everywhere = scale is None or scale.ndim == 0
+    return make_plan(call.shape, tuple(range(len(call.shape))) if everywhere else call.axes, operands)
+
+
 def _elementwise_loss(call: Call) -> Any:
     errors = call.xp.empty(call.shape, call.dtype)
-    _backend(call).squared_error(make_plan(call.shape, call.axes, call.operands(out=errors)))
+    _backend(call).squared_error(_elementwise_plan(call, call.operands(out=errors)))
     return errors[()] if errors.ndim == 0 and call.device is None else errors
 
 
@@ -378,11 +394,14 @@ def _gradient_into(
         _broadcast_gradient(call, scale, target)
         return
     operands = call.operands(out=target, loss=sums, scale=scale)
+    backend = _backend(call)
     if call.flat and dense(target) and scale.ndim == 0:
         plan = contiguous_plan(operands, loss_divisor)
+    elif sums is None:
+        backend.grad(_elementwise_plan(call, operands))
+        return
     else:
         plan = make_plan(call.shape, call.axes, operands, loss_divisor)
-    backend = _backend(call)
     if sums is None:
         backend.grad(plan)
         return

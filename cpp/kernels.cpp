@@ -152,6 +152,10 @@ inline void prefetch_inputs(const T* p, const T* t) {
     prefetch(ahead(t));
 }
 
+// The element types of the loops specialized beyond the general ones.
+template <typename T>
+inline constexpr bool kPackable = std::is_same_v<T, float> || std::is_same_v<T, double>;
+
 #if defined(__GNUC__)
 // The lanes' body written in vector types where the data is float32 or float64 and
 // contiguous: GCC's vectorizer alone split the fused pass between vector and scalar code,
@@ -169,8 +173,6 @@ struct Packed {  // kVectorWidth elements of T at any address
     typedef T type __attribute__((vector_size(kVectorWidth * sizeof(T)), aligned(1), __may_alias__));
 };
 
-template <typename T>
-inline constexpr bool kPackable = std::is_same_v<T, float> || std::is_same_v<T, double>;
 
 template <typename T>
 inline Lanes load_packed(const T* at) {
@@ -595,9 +597,19 @@ void row_tasks(Schedule& schedule, int64_t begin, int64_t end) {
 
 // `count` summed positions, `rs` apart, from `offset` past `base`, of `width` neighbouring
 // outputs: each position adds its terms to acc[j] in order, as across_output_tasks needs.
-template <Pass P, bool Weighted, bool Unit, typename T, typename Wt>
+// Width > 0 fixes the width at compile time (then equal to `width`), so that the
+// accumulators of a few outputs (a loss per column of a narrow batch) live in registers.
+template <Pass P, bool Weighted, bool Unit, typename T, typename Wt, int Width = 0>
 inline void across_block(const Layout& l, const int64_t* base, const int64_t* offset, const int64_t* js,
                          const int64_t* rs, int64_t count, int width, const double* scale, double* acc) {
+    if constexpr (Width > 0) {
+        double fixed[Width];
+        for (int j = 0; j < Width; ++j) fixed[j] = acc[j];
+        across_block<P, Weighted, Unit, T, Wt, -Width>(l, base, offset, js, rs, count, Width, scale, fixed);
+        for (int j = 0; j < Width; ++j) acc[j] = fixed[j];
+        return;
+    }
+    if constexpr (Width < 0) width = -Width;
     const T* p = static_cast<const T*>(l.data[kP]) + base[kP] + offset[kP];
     const T* t = static_cast<const T*>(l.data[kT]) + base[kT] + offset[kT];
     const Wt* w = Weighted ? static_cast<const Wt*>(l.data[kW]) + base[kW] + offset[kW] : nullptr;
@@ -614,6 +626,21 @@ inline void across_block(const Layout& l, const int64_t* base, const int64_t* of
         t += rs[kT];
         if constexpr (Weighted) w += rs[kW];
         if constexpr (kWrites<P>) out += rs[kOut];
+    }
+}
+
+// Groups of up to kNarrow outputs (the last of a batch's columns, or all of a narrow
+// one) take across_block with their width fixed.
+inline constexpr int kNarrow = 4;
+
+template <Pass P, bool Weighted, typename T, typename Wt>
+inline void narrow_block(const Layout& l, const int64_t* base, const int64_t* offset, const int64_t* js,
+                         const int64_t* rs, int64_t count, int width, const double* scale, double* acc) {
+    switch (width) {
+        case 1: across_block<P, Weighted, true, T, Wt, 1>(l, base, offset, js, rs, count, 1, scale, acc); break;
+        case 2: across_block<P, Weighted, true, T, Wt, 2>(l, base, offset, js, rs, count, 2, scale, acc); break;
+        case 3: across_block<P, Weighted, true, T, Wt, 3>(l, base, offset, js, rs, count, 3, scale, acc); break;
+        default: across_block<P, Weighted, true, T, Wt, 4>(l, base, offset, js, rs, count, 4, scale, acc); break;
     }
 }
 
@@ -655,6 +682,12 @@ void across_output_tasks(Schedule& schedule, int64_t begin, int64_t end) {
             double acc[kOutputsPerTask] = {};
             const int64_t block_end = std::min(block + kRowBlock, hi);
             auto sweep = [&](const int64_t* offset, int64_t count) {
+                if constexpr (kPackable<T>) {
+                    if (unit && width <= kNarrow) {
+                        narrow_block<P, Weighted, T, Wt>(l, base, offset, js, rs, count, width, scale, acc);
+                        return;
+                    }
+                }
                 if (unit)
                     across_block<P, Weighted, true, T, Wt>(l, base, offset, js, rs, count, width, scale, acc);
                 else

@@ -37,6 +37,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__GNUC__) && defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #ifndef FASTMSE_ISA
 #define FASTMSE_ISA baseline
@@ -176,11 +179,21 @@ struct Packed {  // kVectorWidth elements of T at any address
 
 template <typename T>
 inline Lanes load_packed(const T* at) {
+#if defined(__AVX__)
+    // GCC 12 lowers the generic float conversion to two halves and an insert.
+    if constexpr (std::is_same_v<T, float>) return reinterpret_cast<Lanes>(_mm256_cvtps_pd(_mm_loadu_ps(at)));
+#endif
     return __builtin_convertvector(*reinterpret_cast<const typename Packed<T>::type*>(at), Lanes);
 }
 
 template <typename T>
 inline void store_packed(T* at, Lanes value) {
+#if defined(__AVX__)
+    if constexpr (std::is_same_v<T, float>) {
+        _mm_storeu_ps(at, _mm256_cvtpd_ps(reinterpret_cast<__m256d>(value)));
+        return;
+    }
+#endif
     *reinterpret_cast<typename Packed<T>::type*>(at) = __builtin_convertvector(value, typename Packed<T>::type);
 }
 

@@ -197,14 +197,16 @@ inline void store_packed(T* at, Lanes value) {
     *reinterpret_cast<typename Packed<T>::type*>(at) = __builtin_convertvector(value, typename Packed<T>::type);
 }
 
-// Positions [i, i + kLanes * k) for the largest whole k, lane l taking i + l + kLanes * j;
+// Positions [i, i + kLanes * k) for the largest whole k, lane l taking i + l + kLanes * j
+// (acc: the lanes of a reducing pass, unread otherwise);
 // returns where it stopped.
 template <Pass P, bool Weighted, typename T, typename Wt>
 inline int64_t run_packed(double* acc, const T* p, const T* t, const Wt* w, T* out, double scale, int64_t i,
                           int64_t n, int64_t extent) {
     constexpr int64_t kParts = kLanes / kVectorWidth;
-    Lanes sum[kParts];
-    for (int64_t k = 0; k < kParts; ++k) std::memcpy(&sum[k], acc + k * kVectorWidth, sizeof(Lanes));
+    Lanes sum[kParts] = {};
+    if constexpr (kReduces<P>)
+        for (int64_t k = 0; k < kParts; ++k) std::memcpy(&sum[k], acc + k * kVectorWidth, sizeof(Lanes));
     for (; i + kLanes <= n; i += kLanes) {
         if (i + kPrefetchDistance < extent) prefetch_inputs(p + i, t + i);
         Lanes d[kParts], weight[kParts];
@@ -226,7 +228,8 @@ inline int64_t run_packed(double* acc, const T* p, const T* t, const Wt* w, T* o
             if constexpr (P == Pass::reduce || P == Pass::reduce_and_grad) sum[k] += wd * d[k];
         }
     }
-    for (int64_t k = 0; k < kParts; ++k) std::memcpy(acc + k * kVectorWidth, &sum[k], sizeof(Lanes));
+    if constexpr (kReduces<P>)
+        for (int64_t k = 0; k < kParts; ++k) std::memcpy(acc + k * kVectorWidth, &sum[k], sizeof(Lanes));
     return i;
 }
 #endif
@@ -541,6 +544,24 @@ void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int6
                 if constexpr (Weighted)
                     if (step[kW] == 0) groups(std::true_type{});
                 groups(std::false_type{});  // the rest, or all
+            }
+        }
+        // The fused pass on the same rows, unweighted, with one factor for all of them (a
+        // mean per row): their sums as above, and the gradient of their positions, side by
+        // side in memory, as one run (its values do not depend on the walk). The sums are
+        // read first: `out` may be predictions.
+        if constexpr (K > 0 && P == Pass::reduce_and_grad && !Weighted && kPackable<T>) {
+            if (has_loss && js[kP] == K && js[kT] == K && js[kOut] == K && js[kScale] == 0) {
+                const double factor = scale ? *scale : 0.0;
+                constexpr int64_t kGroup = kRowGroup * K;
+                for (; i + kRowGroup <= rows; i += kRowGroup) {
+                    const int64_t at = (r0 + i) * K;
+                    const T *p = first.p + at, *t = first.t + at;
+                    T* out = first.out + at;
+                    fixed_row_group<Pass::reduce, false, false, K>(p, t, first.w, 0, 0, sums + i);
+                    int64_t j = run_packed<Pass::grad, false>(nullptr, p, t, first.w, out, factor, 0, kGroup, 0);
+                    for (; j < kGroup; ++j) write<Pass::grad>(out + j, factor, 1.0, difference(p + j, t + j));
+                }
             }
         }
 #endif

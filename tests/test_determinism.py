@@ -101,6 +101,12 @@ def _compiled():
     return names
 
 
+def _fused_in_place(predictions, targets):
+    """mse_and_grad with out=predictions: the gradient overwrites what its loss reads."""
+    loss, _ = mse_and_grad(predictions, targets, axis=-1, out=predictions)
+    return loss, predictions
+
+
 @pytest.mark.parametrize("width", [1, 2, 3, 7, 8, 9, 10, 16, 17])
 def test_short_rows_agree_bitwise(width):
     # Rows of up to 16 positions are summed several at a time in the C++ kernels (each
@@ -115,6 +121,13 @@ def test_short_rows_agree_bitwise(width):
         lambda: mse(p, t, axis=-1, weights=rng_weights[: p.size].reshape(p.shape)),
         lambda: mse_grad(p[:, :1], t, axis=-1),  # predictions broadcast along the rows
         lambda: mse(p.astype(np.float32), t.astype(np.float32), axis=-1, reduction="sum"),
+        # The fused pass: C++ sums four rows at a time and writes their gradient as one run.
+        lambda: mse_and_grad(p, t, axis=-1),
+        lambda: mse_and_grad(p.astype(np.float32), t.astype(np.float32), axis=-1),
+        lambda: _fused_in_place(p.copy(), t),
+        # Columns: C++ fixes the width of up to four neighbouring outputs.
+        lambda: mse(p, t, axis=0),
+        lambda: mse_and_grad(p, t, axis=0),
     ]
     rng_weights = rng.uniform(0.0, 2.0, p.size) * (rng.random(p.size) > 0.1)  # zeros among them
     results = []
@@ -123,7 +136,8 @@ def test_short_rows_agree_bitwise(width):
             warnings.simplefilter("ignore")  # a weighted mean over weights that sum to zero
             results.append([call() for call in calls])
     for a, b in zip(*results, strict=True):
-        assert_same(a, b)
+        for x, y in zip(*(r if isinstance(r, tuple) else (r,) for r in (a, b)), strict=True):
+            assert_same(x, y)
 
 
 @pytest.mark.parametrize("name", list(CASES))

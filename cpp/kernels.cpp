@@ -221,8 +221,9 @@ inline int64_t run_packed(double* acc, const T* p, const T* t, const Wt* w, T* o
             const Lanes wd = Weighted ? weight[k] * d[k] : d[k];
             if constexpr (P == Pass::squared_error) store_packed(out + i + k * kVectorWidth, wd * d[k]);
             if constexpr (P == Pass::grad || P == Pass::reduce_and_grad) {
-                const Lanes factor = Weighted ? scale * weight[k] : Lanes{} + scale;
-                store_packed(out + i + k * kVectorWidth, factor * d[k]);
+                // scale * d, not (0 + scale) * d: a factor of -0 keeps its sign.
+                const Lanes gradient = Weighted ? (scale * weight[k]) * d[k] : scale * d[k];
+                store_packed(out + i + k * kVectorWidth, gradient);
             }
             if constexpr (P == Pass::reduce_difference) sum[k] += wd;
             if constexpr (P == Pass::reduce || P == Pass::reduce_and_grad) sum[k] += wd * d[k];

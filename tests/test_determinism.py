@@ -4,6 +4,7 @@ at once."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from fastmse import (
     mse_grad,
     set_num_threads,
 )
+from fastmse._compute import gradient_with_denominator
 from hypothesis import given
 from strategies import calls
 
@@ -107,7 +109,7 @@ def _fused_in_place(predictions, targets):
     return loss, predictions
 
 
-@pytest.mark.parametrize("width", [1, 2, 3, 7, 8, 9, 10, 16, 17])
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 7, 8, 9, 10, 16, 17, 67])
 def test_short_rows_agree_bitwise(width):
     # Rows of up to 16 positions are summed several at a time in the C++ kernels (each
     # SIMD lane a row); Numba sums them one by one, in the order each row must keep.
@@ -300,3 +302,20 @@ def test_16_bit_nan_payloads_do_not_split_the_backends(dtype, payloads):
         with _backends.use(backend):
             bits.append(mse(values, np.zeros(3, dtype), reduction="none").view(np.uint16))
     np.testing.assert_array_equal(bits[0], bits[1])
+
+
+@pytest.mark.parametrize("shape", [(35,), (7, 5), (300, 17)])
+def test_a_negative_zero_factor_keeps_its_sign(shape):
+    # A mean over a piece of a larger array takes the whole's denominator (Dask's chunks):
+    # -inf there makes the factor -0, and each gradient element a zero of the sign of
+    # -(p - t), on every path of the kernels: whole sets of lanes, their tails, short rows.
+    rng = np.random.default_rng(len(shape))
+    p, t = rng.standard_normal(shape), rng.standard_normal(shape)
+    results = []
+    for backend in _compiled():
+        with _backends.use(backend):
+            gradient, sums = gradient_with_denominator(p, t, None, -1, "mean", -math.inf, with_sums=True)
+            results.append((gradient, sums))
+    assert_same(*(gradient for gradient, _ in results))
+    assert_same(*(sums for _, sums in results))
+    np.testing.assert_array_equal(np.signbit(results[0][0]), p > t)

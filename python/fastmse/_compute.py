@@ -239,10 +239,7 @@ def _two_stage(plan: Plan) -> bool:
     of short rows that do not merge because an input broadcasts (a zero stride), as
     weights per sample or a target per column do. Read from the inputs' strides alone,
     so that an `out` of any layout leaves the loss as it is."""
-    loss = plan.operands.loss
-    if plan.n_kept or len(plan.shape) < 2 or plan.shape[-1] > _SHORT_ROW or type(loss) is not np.ndarray:
-        return False
-    if loss.dtype != _FLOAT64:  # the row sums' pass stores float64 or their own dtype
+    if plan.n_kept or len(plan.shape) < 2 or plan.shape[-1] > _SHORT_ROW or type(plan.operands.loss) is not np.ndarray:
         return False
     return any(0 in strides for strides in plan.strides[:3])
 
@@ -261,8 +258,16 @@ def _reduce(backend: _backends.Kernels, plan: Plan, fused: bool) -> None:
     strides = [*plan.strides[:4], row_strides, plan.strides[5]]
     run(Plan(plan.shape, len(plan.shape) - 1, plan.operands._replace(loss=rows), strides))
     flat = rows.reshape(-1)
-    total = Operands(flat, np.zeros((), _FLOAT64), loss=plan.operands.loss)
-    backend.reduce_difference(Plan((flat.size,), 0, total, ((1,), (0,), (), (), (0,), ()), plan.loss_divisor))
+    loss = plan.operands.loss
+    # The row sums' pass stores float64 (or their own dtype): a loss in another dtype is
+    # finished here as the kernels would, the float64 quotient rounded once.
+    total = loss if loss.dtype == _FLOAT64 else np.empty((), _FLOAT64)
+    divisor = plan.loss_divisor if total is loss else 1.0
+    operands = Operands(flat, np.zeros((), _FLOAT64), loss=total)
+    backend.reduce_difference(Plan((flat.size,), 0, operands, ((1,), (0,), (), (), (0,), ()), divisor))
+    if total is not loss:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            loss[...] = total / plan.loss_divisor
 
 
 def _backend(call: Call) -> _backends.Kernels:

@@ -176,7 +176,6 @@ struct Packed {  // kVectorWidth elements of T at any address
     typedef T type __attribute__((vector_size(kVectorWidth * sizeof(T)), aligned(1), __may_alias__));
 };
 
-
 template <typename T>
 inline Lanes load_packed(const T* at) {
 #if defined(__AVX__)
@@ -542,9 +541,10 @@ void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int6
                             js[kW], sums + i);
                     }
                 };
-                if constexpr (Weighted)
-                    if (step[kW] == 0) groups(std::true_type{});
-                groups(std::false_type{});  // the rest, or all
+                if (Weighted && step[kW] == 0)
+                    groups(std::bool_constant<Weighted>{});  // true: one weight per row
+                else
+                    groups(std::false_type{});
             }
         }
         // The fused pass on the same rows, unweighted, with one factor for all of them (a

@@ -400,16 +400,11 @@ def _gradient_into(
         return
     operands = call.operands(out=target, loss=sums, scale=scale)
     backend = _backend(call)
-    if call.flat and dense(target) and scale.ndim == 0:
-        plan = contiguous_plan(operands, loss_divisor)
-    elif sums is None:
-        backend.grad(_elementwise_plan(call, operands))
-        return
-    else:
-        plan = make_plan(call.shape, call.axes, operands, loss_divisor)
+    flat = call.flat and dense(target) and scale.ndim == 0
     if sums is None:
-        backend.grad(plan)
+        backend.grad(contiguous_plan(operands) if flat else _elementwise_plan(call, operands))
         return
+    plan = contiguous_plan(operands, loss_divisor) if flat else make_plan(call.shape, call.axes, operands, loss_divisor)
     # The loss is summed as mse sums it, from the inputs' plan: `out` may keep apart
     # dimensions that the inputs merge (a 1-D plan merged everything, out included).
     split = plan.n_kept == 0 and len(plan.shape) > 1

@@ -97,8 +97,10 @@ struct Unaligned<BFloat16> {
     using type = unaligned_bfloat16;
 };
 
+// UBSan's alignment check does not see the typedef's alignment of 1 (its reports here
+// are of the in-place reads that this exists for); the rest of UBSan still applies.
 template <typename T>
-inline double load(const T* at) {
+__attribute__((no_sanitize("alignment"))) inline double load(const T* at) {
     return Scalar<T>::load(*reinterpret_cast<const typename Unaligned<T>::type*>(at));
 }
 #else
@@ -508,6 +510,22 @@ inline void fixed_row_group(const T* p, const T* t, const Wt* w, int64_t sw, int
     const RowGroup sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     for (int g = 0; g < kRowGroup; ++g) value[g] = sum[g];
 }
+
+// The gradient of kRowGroup contiguous rows of K positions, row g's scaled by factor[g]:
+// packed across row boundaries, each lane taking its row's factor.
+template <int K, typename T>
+inline void gradient_row_group(const T* p, const T* t, T* out, const double* factor) {
+    constexpr int kGroup = kRowGroup * K;
+    static_assert(kGroup % kVectorWidth == 0);
+#if !defined(__clang__)
+#pragma GCC unroll 64
+#endif
+    for (int e = 0; e < kGroup; e += kVectorWidth) {
+        Lanes scale;
+        for (int j = 0; j < kVectorWidth; ++j) scale[j] = factor[(e + j) / K];
+        store_packed(out + e, scale * (load_packed(p + e) - load_packed(t + e)));
+    }
+}
 #endif
 
 // Rows whose sums are stored together (LossStore::put_rows).
@@ -547,21 +565,24 @@ void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int6
                     groups(std::false_type{});
             }
         }
-        // The fused pass on the same rows, unweighted, with one factor for all of them (a
-        // mean per row): their sums as above, and the gradient of their positions, side by
-        // side in memory, as one run (its values do not depend on the walk). The sums are
-        // read first: `out` may be predictions.
-        if constexpr (K > 0 && P == Pass::reduce_and_grad && !Weighted && kPackable<T>) {
-            if (has_loss && js[kP] == K && js[kT] == K && js[kOut] == K && js[kScale] == 0) {
-                const double factor = scale ? *scale : 0.0;
-                constexpr int64_t kGroup = kRowGroup * K;
+        // The gradient passes on the same rows, with the weights one per row or none: the
+        // sums as above where the pass has them, then the gradient of the group's positions,
+        // side by side in memory, as one run (its values do not depend on the walk). The
+        // sums are read first: `out` may be predictions.
+        if constexpr (K > 0 && (P == Pass::grad || P == Pass::reduce_and_grad) && kPackable<T> &&
+                      (!Weighted || kPackable<Wt>)) {
+            const bool one_weight = !Weighted || step[kW] == 0;
+            if ((has_loss || !kReduces<P>) && one_weight && js[kP] == K && js[kT] == K && js[kOut] == K) {
                 for (; i + kRowGroup <= rows; i += kRowGroup) {
-                    const int64_t at = (r0 + i) * K;
-                    const T *p = first.p + at, *t = first.t + at;
-                    T* out = first.out + at;
-                    fixed_row_group<Pass::reduce, false, false, K>(p, t, first.w, 0, 0, sums + i);
-                    int64_t j = run_packed<Pass::grad, false>(nullptr, p, t, first.w, out, factor, 0, kGroup, 0);
-                    for (; j < kGroup; ++j) write<Pass::grad>(out + j, factor, 1.0, difference(p + j, t + j));
+                    const int64_t r = r0 + i, at = r * K;
+                    const Wt* w = Weighted ? first.w + r * js[kW] : nullptr;
+                    if constexpr (kReduces<P>)
+                        fixed_row_group<Pass::reduce, Weighted, Weighted, K>(first.p + at, first.t + at, w, 0, js[kW],
+                                                                            sums + i);
+                    double factor[kRowGroup];  // (scale * weight) of each row, as write() has it
+                    for (int g = 0; g < kRowGroup; ++g)
+                        factor[g] = (scale ? scale[(r + g) * js[kScale]] : 0.0) * (Weighted ? load(w + g * js[kW]) : 1.0);
+                    gradient_row_group<K>(first.p + at, first.t + at, first.out + at, factor);
                 }
             }
         }

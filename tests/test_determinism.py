@@ -127,6 +127,12 @@ def test_short_rows_agree_bitwise(width):
         lambda: mse_and_grad(p, t, axis=-1),
         lambda: mse_and_grad(p.astype(np.float32), t.astype(np.float32), axis=-1),
         lambda: _fused_in_place(p.copy(), t),
+        # Weights per row: four rows' gradient as one run, each row with its own factor.
+        lambda: mse_grad(p, t, axis=-1, weights=rng_weights[: len(p), None]),
+        lambda: mse_and_grad(p, t, axis=-1, weights=rng_weights[: len(p), None]),
+        lambda: mse_and_grad(p, t, weights=rng_weights[: len(p), None]),
+        lambda: mse_and_grad(p.astype(np.float32), t.astype(np.float32), weights=rng_weights[: len(p), None]),
+        lambda: mse_grad(p.astype(np.float32), t.astype(np.float32), weights=rng_weights[: len(p), None] + 1),
         # Columns: C++ fixes the width of up to four neighbouring outputs.
         lambda: mse(p, t, axis=0),
         lambda: mse_and_grad(p, t, axis=0),

@@ -139,3 +139,16 @@ def test_on_a_local_cluster_with_worker_processes(cluster_client):
     assert_matches(gradient, expected_gradient.astype(np.float64), np.float32)
     workers = cluster_client.run(lambda: __import__("os").getpid())
     assert len(set(workers.values())) == 2
+
+
+@given(chunked_calls(), st.sampled_from([np.float16, np.float32, np.float64]))
+def test_dask_loss_in_the_dtype_asked_for(case, dtype):
+    (p, t, w), (lp, lt, lw), kwargs = case
+    expected = mse(p, t, weights=w, dtype=dtype, **kwargs)
+    lazy = mse(lp, lt, weights=lw, dtype=dtype, **kwargs)
+    assert lazy.dtype == np.dtype(dtype)
+    assert_matches(lazy.compute(), np.asarray(expected, np.float64), np.dtype(dtype))
+    lazy_loss, lazy_grad = mse_and_grad(lp, lt, weights=lw, dtype=dtype, **kwargs)
+    assert lazy_loss.dtype == np.dtype(dtype)
+    assert lazy_grad.dtype == p.dtype
+    assert_matches(lazy_loss.compute(), np.asarray(expected, np.float64), np.dtype(dtype))

@@ -11,8 +11,11 @@ import ml_dtypes  # in the test extra: bfloat16 arrays
 import numpy as np
 import pytest
 import reference
-from checks import assert_matches
+from checks import assert_matches, assert_same, call
 from fastmse import mse, mse_and_grad, mse_grad
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import calls
 
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 FLOATS = [np.float16, np.float32, np.float64, BFLOAT16]
@@ -144,6 +147,55 @@ def test_16_bit_rounding_of_arbitrary_doubles(backend, dtype):
         np.testing.assert_array_equal(loss, w.astype(dtype), strict=True)
     one = slice(-4, -3)
     assert mse(ones[one], np.zeros(1, dtype), weights=w[one], reduction="sum") == loss[one][0]
+
+
+@given(case=calls(dtypes=(np.float16, np.float32, np.float64, BFLOAT16)), dtype=st.sampled_from(FLOATS))
+def test_loss_in_the_dtype_asked_for(backend, case, dtype):
+    # dtype=: the float64 sums rounded once to the caller's dtype, whatever the inputs'
+    # (a float32 loss of bfloat16 inputs, a float64 one of float32 inputs); the fused
+    # call gives the same loss, and the gradient it would give without dtype=.
+    predictions, targets, kwargs = case
+    dtype = np.dtype(dtype)
+    result = call(mse, predictions, targets, {**kwargs, "dtype": dtype})
+    assert_matches(result, reference.loss(predictions, targets, **kwargs), dtype)
+    assert isinstance(result, np.ndarray if np.ndim(result) else np.generic)
+    loss, grad = call(mse_and_grad, predictions, targets, {**kwargs, "dtype": dtype})
+    assert_same(loss, result)
+    assert_same(grad, call(mse_grad, predictions, targets, kwargs))
+
+
+@pytest.mark.parametrize("dtype", SIXTEEN_BITS, ids=str)
+def test_a_loss_asked_for_in_16_bits_is_rounded_once(backend, dtype):
+    # float64 weights make a sum any double; asked for in a 16-bit dtype, it is rounded
+    # once from float64, never through the inputs' float32.
+    w = np.array(HARD_DOUBLES[dtype])
+    ones = np.ones(w.size, np.float32)
+    expected = w.astype(dtype)
+    for i in range(w.size):
+        given = mse(ones[i : i + 1], np.zeros(1, np.float32), weights=w[i : i + 1], reduction="sum", dtype=dtype)
+        assert_same(given, expected[i])
+    zeros = np.zeros((w.size, 1), np.float32)
+    per_position = mse(ones[:, None], zeros, weights=w[:, None], axis=-1, reduction="sum", dtype=dtype)
+    assert_same(per_position, expected)
+    assert_same(mse(ones, np.zeros_like(ones), weights=w, reduction="none", dtype=dtype), expected)
+
+
+@pytest.mark.parametrize("bad", ["int32", np.complex64, "not a dtype", object, np.bool_])
+def test_a_dtype_that_is_not_a_float_is_refused(bad):
+    p = np.ones(3, np.float32)
+    with pytest.raises(TypeError, match="dtype must be float16, bfloat16, float32 or float64"):
+        mse(p, p, dtype=bad)
+    with pytest.raises(TypeError, match="dtype must be"):
+        mse_and_grad(p, p, dtype=bad)
+
+
+def test_the_inputs_dtype_asked_for_changes_nothing(backend):
+    rng = np.random.default_rng(5)
+    p, t = rng.standard_normal((2, 37, 10), dtype=np.float32)
+    w = rng.uniform(0.1, 2.0, (37, 1))
+    for kwargs in ({}, {"axis": -1}, {"axis": 0, "weights": w}, {"reduction": "none"}, {"reduction": "sum"}):
+        assert_same(mse(p, t, dtype=np.float32, **kwargs), mse(p, t, **kwargs))
+        assert_same(mse(p, t, dtype="bfloat16", **kwargs), mse(p, t, dtype=BFLOAT16, **kwargs))
 
 
 @pytest.mark.parametrize("dtype", SIXTEEN_BITS, ids=str)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, overload
 
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _backends, _compute, _masked
 from ._resolve import DaskInputError, MaskedInputError, resolve
@@ -34,6 +34,7 @@ def mse(
     axis: Axis = None,
     reduction: Reduction = "mean",
     keepdims: bool = False,
+    dtype: DTypeLike | None = None,
 ) -> Any: ...
 @overload
 def mse(
@@ -44,6 +45,7 @@ def mse(
     axis: Axis = None,
     reduction: Reduction = "mean",
     keepdims: bool = False,
+    dtype: DTypeLike | None = None,
 ) -> Any: ...
 @overload
 def mse(
@@ -54,6 +56,7 @@ def mse(
     axis: Axis = None,
     reduction: Reduction = "mean",
     keepdims: bool = False,
+    dtype: DTypeLike | None = None,
 ) -> Any: ...
 # NumPy (host) inputs reduced over every axis: a NumPy scalar.
 @overload
@@ -65,6 +68,7 @@ def mse(
     axis: None = None,
     reduction: Literal["mean", "sum"] = "mean",
     keepdims: Literal[False] = False,
+    dtype: DTypeLike | None = None,
 ) -> Scalar: ...
 # Otherwise an array; a scalar where no axis is left (axis=0 of 1-D arrays, 0-d arrays).
 @overload
@@ -76,6 +80,7 @@ def mse(
     axis: Axis = None,
     reduction: Reduction = "mean",
     keepdims: bool = False,
+    dtype: DTypeLike | None = None,
 ) -> FloatArray | Scalar: ...
 def mse(
     predictions: object,
@@ -85,6 +90,7 @@ def mse(
     axis: Axis = None,
     reduction: Reduction = "mean",
     keepdims: bool = False,
+    dtype: DTypeLike | None = None,
 ) -> Any:
     """Mean squared error, ``mean((predictions - targets) ** 2)``, summed in float64.
 
@@ -102,12 +108,17 @@ def mse(
         for the elementwise ``w * (p - t) ** 2`` of shape ``S`` (``axis`` must be None).
     keepdims : bool, optional
         Keep the reduced axes with length one, as NumPy does.
+    dtype : dtype, optional
+        The loss's dtype: float16, bfloat16 (``ml_dtypes``), float32 or float64. The
+        float64 sums are rounded once to it (a float32 loss of bfloat16 inputs, a
+        float64 one of float32 inputs). None (default): the result dtype below.
 
     Returns
     -------
     numpy scalar or ndarray
         In dtype ``np.result_type(predictions, targets)``, with bool and integers
-        giving float64. A NumPy scalar when everything is reduced (like ``np.mean``).
+        giving float64, or `dtype` where given. A NumPy scalar when everything is
+        reduced (like ``np.mean``).
 
     Raises
     ------
@@ -134,18 +145,18 @@ def mse(
     array([1., 1.], dtype=float32)
     """
     small_call = _backends.small_call
-    if small_call is not None and weights is None:
+    if small_call is not None and weights is None and dtype is None:
         result = small_call(_MSE, predictions, targets, axis, reduction, keepdims, None)
         if result is not NotImplemented:
             return result
     try:
-        call = resolve(predictions, targets, weights, axis, reduction)
+        call = resolve(predictions, targets, weights, axis, reduction, dtype=dtype)
     except DaskInputError:
         from . import _dask
 
-        return _dask.mse(predictions, targets, weights, axis, reduction, keepdims)
+        return _dask.mse(predictions, targets, weights, axis, reduction, keepdims, dtype)
     except MaskedInputError:
-        return _masked.mse(predictions, targets, weights, axis, reduction, keepdims)
+        return _masked.mse(predictions, targets, weights, axis, reduction, keepdims, dtype)
     return _compute.loss(call, keepdims)
 
 
@@ -261,6 +272,7 @@ def mse_and_grad(
     axis: Axis = None,
     reduction: Reduction = "mean",
     keepdims: bool = False,
+    dtype: DTypeLike | None = None,
     out: object = None,
 ) -> tuple[Any, Any]: ...
 @overload
@@ -272,6 +284,7 @@ def mse_and_grad(
     axis: Axis = None,
     reduction: Reduction = "mean",
     keepdims: bool = False,
+    dtype: DTypeLike | None = None,
     out: object = None,
 ) -> tuple[Any, Any]: ...
 @overload
@@ -283,6 +296,7 @@ def mse_and_grad(
     axis: Axis = None,
     reduction: Reduction = "mean",
     keepdims: bool = False,
+    dtype: DTypeLike | None = None,
     out: object = None,
 ) -> tuple[Any, Any]: ...
 @overload
@@ -294,6 +308,7 @@ def mse_and_grad(
     axis: None = None,
     reduction: Literal["mean", "sum"] = "mean",
     keepdims: Literal[False] = False,
+    dtype: DTypeLike | None = None,
     out: NDArray[Any] | None = None,
 ) -> tuple[Scalar, FloatArray]: ...
 @overload
@@ -305,6 +320,7 @@ def mse_and_grad(
     axis: Axis = None,
     reduction: Reduction = "mean",
     keepdims: bool = False,
+    dtype: DTypeLike | None = None,
     out: NDArray[Any] | None = None,
 ) -> tuple[FloatArray | Scalar, FloatArray]: ...
 def mse_and_grad(
@@ -315,12 +331,14 @@ def mse_and_grad(
     axis: Axis = None,
     reduction: Reduction = "mean",
     keepdims: bool = False,
+    dtype: DTypeLike | None = None,
     out: object = None,
 ) -> tuple[Any, Any]:
     """Loss and gradient in one pass over memory.
 
     Returns exactly (bitwise) what ``mse(...)`` and ``mse_grad(...)`` return for the
-    same arguments; see those functions for the parameters.
+    same arguments; see those functions for the parameters (`dtype` is the loss's, as
+    in :func:`mse`; the gradient keeps the inputs' result dtype).
 
     Returns
     -------
@@ -338,18 +356,18 @@ def mse_and_grad(
     (5.0, array([1., 3.]))
     """
     small_call = _backends.small_call
-    if small_call is not None and weights is None:
+    if small_call is not None and weights is None and dtype is None:
         both: tuple[Any, Any] = small_call(_MSE_AND_GRAD, predictions, targets, axis, reduction, keepdims, out)
         if both is not NotImplemented:
             return both
     try:
-        call = resolve(predictions, targets, weights, axis, reduction)
+        call = resolve(predictions, targets, weights, axis, reduction, dtype=dtype)
     except DaskInputError:
         from . import _dask
 
         _refuse_lazy_out(out)
-        return _dask.mse_and_grad(predictions, targets, weights, axis, reduction, keepdims)
+        return _dask.mse_and_grad(predictions, targets, weights, axis, reduction, keepdims, dtype)
     except MaskedInputError:
-        return _masked.mse_and_grad(predictions, targets, weights, axis, reduction, keepdims, out)
+        return _masked.mse_and_grad(predictions, targets, weights, axis, reduction, keepdims, out, dtype)
     loss, grad = _compute.gradient(call, out, keepdims, with_loss=True)
     return loss, grad

@@ -78,20 +78,21 @@ def _scale(denominator: Any, xp: ModuleType = np) -> Any:
 def _finish(call: Call, sums: np.ndarray, denominator: np.ndarray | float | None, keepdims: bool) -> Any:
     """The loss from the float64 sums: divided for "mean", shaped, rounded once. A loss
     beyond the dtype's range is inf, silently, as in the kernels."""
+    dtype = call.result_dtype
     if type(denominator) is float and not keepdims and not call.kept_shape and call.device is None:
         total = float(sums) / denominator if denominator else math.nan
-        if abs(total) < 6.0e4 or call.dtype is _FLOAT64:  # cannot overflow: skip errstate's cost
-            return call.dtype.type(total)
+        if abs(total) < 6.0e4 or dtype is _FLOAT64:  # cannot overflow: skip errstate's cost
+            return dtype.type(total)
         with np.errstate(over="ignore"):
-            return call.dtype.type(total)
+            return dtype.type(total)
     if sums.ndim == 0 and not keepdims and denominator is None and call.device is None:
         with np.errstate(over="ignore"):
-            return call.dtype.type(float(sums))
+            return dtype.type(float(sums))
     xp = call.xp
     if call.device is None and sums.ndim:
         # One pass, no float64 temporary: the quotient is computed in float64 and rounded
         # once into the result, as astype would.
-        result = np.empty(kept_as_one(call.shape, call.axes) if keepdims else sums.shape, call.dtype)
+        result = np.empty(kept_as_one(call.shape, call.axes) if keepdims else sums.shape, dtype)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             if denominator is None:
                 np.copyto(result, sums.reshape(result.shape), casting="unsafe")
@@ -104,7 +105,7 @@ def _finish(call: Call, sums: np.ndarray, denominator: np.ndarray | float | None
     if keepdims:
         sums = xp.reshape(sums, kept_as_one(call.shape, call.axes))
     with np.errstate(over="ignore"):
-        result = xp.asarray(sums).astype(call.dtype)
+        result = xp.asarray(sums).astype(dtype)
     # NumPy gives a scalar for a full reduction, CuPy a 0-d array (never a host value).
     return result[()] if result.ndim == 0 and call.device is None else result
 
@@ -210,9 +211,22 @@ def _elementwise_plan(call: Call, operands: Operands) -> Plan:
 
 
 def _elementwise_loss(call: Call) -> Any:
+    if call.result_dtype != call.dtype:
+        return _elementwise_loss_as(call, call.result_dtype)
     errors = call.xp.empty(call.shape, call.dtype)
     _backend(call).squared_error(_elementwise_plan(call, call.operands(out=errors)))
     return errors[()] if errors.ndim == 0 and call.device is None else errors
+
+
+def _elementwise_loss_as(call: Call, dtype: np.dtype) -> Any:
+    """``w * (p - t) ** 2`` (the kernels' ``(w * d) * d``) in float64, rounded once to
+    `dtype`, another than the kernels write: with O(n) float64 temporaries."""
+    xp, p, t, w = call.xp, call.predictions, call.targets, call.weights
+    with np.errstate(all="ignore"):
+        d = xp.subtract(p, t, dtype=_FLOAT64)
+        errors = (d if w is None else xp.multiply(w, d, dtype=_FLOAT64)) * d
+        result = xp.broadcast_to(errors, call.shape).astype(dtype)
+    return result[()] if result.ndim == 0 and call.device is None else result
 
 
 def _loss_plan(call: Call, sums: Any, loss_divisor: float = 1.0) -> Plan:
@@ -278,7 +292,7 @@ def _backend(call: Call) -> _backends.Kernels:
 def _loss_per_position(call: Call) -> bool:
     """Whether each output has one position and no weight ((N, 1) with axis=-1): its sum
     is 0 + (p - t)^2 and its mean that divided by 1, the squared error itself (never -0)."""
-    return call.count == 1 and call.weights is None and bool(call.kept_shape)
+    return call.count == 1 and call.weights is None and bool(call.kept_shape) and call.loss_dtype is None
 
 
 def _squared_errors(call: Call, keepdims: bool) -> Any:
@@ -291,8 +305,9 @@ def _squared_errors(call: Call, keepdims: bool) -> Any:
 def _loss_divisor(call: Call, denominator: Any) -> float | None:
     """What the kernels divide each sum by to finish the loss themselves (see
     :attr:`fastmse._plan.Plan.loss_divisor`), or None where :func:`_finish` does it from
-    float64 sums: a scalar result, or a weighted mean (a denominator per output)."""
-    if not call.kept_shape:
+    float64 sums: a scalar result, a weighted mean (a denominator per output), or a loss
+    in a dtype the caller chose (the kernels store the data's)."""
+    if not call.kept_shape or call.result_dtype != call.dtype:
         return None
     if denominator is None:
         return 1.0

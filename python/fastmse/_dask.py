@@ -27,12 +27,16 @@ else:
 _FLOAT64 = np.dtype(np.float64)
 
 
-def _prepare(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str) -> tuple[list[Any], Call]:
+def _prepare(
+    predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, dtype: Any = None
+) -> tuple[list[Any], Call]:
     """Every check of the in-memory call, made on zero-stride stand-ins of the real shapes
     (no data is read), then the inputs broadcast to one shape with aligned chunks."""
     arrays = [da.asarray(predictions), da.asarray(targets)] + ([] if weights is None else [da.asarray(weights)])
     stand_ins = [np.broadcast_to(np.zeros((), a.dtype), a.shape) for a in arrays]
-    call = resolve(stand_ins[0], stand_ins[1], stand_ins[2] if weights is not None else None, axis, reduction)
+    call = resolve(
+        stand_ins[0], stand_ins[1], stand_ins[2] if weights is not None else None, axis, reduction, dtype=dtype
+    )
     return da.broadcast_arrays(*arrays), call
 
 
@@ -95,28 +99,35 @@ def _loss(sums: Any, weight_sums: Any, call: Call, keepdims: bool) -> Any:
         sums,
         weight_sums,
         token="fastmse-loss",
-        result_dtype=call.dtype,
+        result_dtype=call.result_dtype,
         reduction=call.reduction,
-        dtype=call.dtype,
-        meta=_meta(sums, sums.ndim, call.dtype),
+        dtype=call.result_dtype,
+        meta=_meta(sums, sums.ndim, call.result_dtype),
     )
     return loss if keepdims else loss.squeeze(axis=call.axes)
 
 
-def mse(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, keepdims: bool) -> Any:
-    return _mse(*_prepare(predictions, targets, weights, axis, reduction), keepdims)
+def mse(
+    predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, keepdims: bool, dtype: Any = None
+) -> Any:
+    return _mse(*_prepare(predictions, targets, weights, axis, reduction, dtype), keepdims)
 
 
 def _mse(arrays: list[Any], call: Call, keepdims: bool) -> Any:
     if call.reduction == "none":
+        dtype = call.result_dtype
         return da.map_blocks(
-            _elementwise, *arrays, dtype=call.dtype, meta=_meta(arrays[0], len(call.shape), call.dtype)
+            _elementwise,
+            *arrays,
+            dtype=dtype,
+            meta=_meta(arrays[0], len(call.shape), dtype),
+            result_dtype=call.loss_dtype,
         )
     return _loss(*_sums(arrays, call.axes), call, keepdims)
 
 
-def _elementwise(p: Any, t: Any, w: Any = None) -> Any:
-    return _block(loss(resolve(p, t, w, None, "none"), keepdims=False))
+def _elementwise(p: Any, t: Any, w: Any = None, *, result_dtype: np.dtype | None) -> Any:
+    return _block(loss(resolve(p, t, w, None, "none", dtype=result_dtype), keepdims=False))
 
 
 def _denominator(arrays: list[Any], call: Call) -> tuple[Any, list[Any]]:
@@ -192,13 +203,13 @@ def _mse_grad(arrays: list[Any], call: Call) -> Any:
 
 
 def mse_and_grad(
-    predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, keepdims: bool
+    predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, keepdims: bool, dtype: Any = None
 ) -> tuple[Any, Any]:
     """Lazy loss and gradient whose chunk tasks are shared: computed together
     (``dask.compute(loss, grad)``), each chunk of the inputs is read once, by one kernel
     pass that writes the gradient and sums the loss. (Computed apart, each runs that
     pass: use :func:`mse` or :func:`mse_grad` for one of them alone.)"""
-    arrays, call = _prepare(predictions, targets, weights, axis, reduction)
+    arrays, call = _prepare(predictions, targets, weights, axis, reduction, dtype)
     if reduction == "none" or call.predictions_broadcast:
         # An elementwise loss, or a gradient summed over broadcast axes: two graphs.
         return _mse(arrays, call, keepdims), _mse_grad(arrays, call)

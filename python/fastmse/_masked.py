@@ -44,7 +44,9 @@ def _unmasked(predictions: Any, targets: Any, weights: Any) -> tuple[Any, Any, n
     return p, t, weighted, mask
 
 
-def _masked_call(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str) -> tuple[Call, np.ndarray]:
+def _masked_call(
+    predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, dtype: Any = None
+) -> tuple[Call, np.ndarray]:
     """The call on the unmasked data, and the combined mask. The caller's arguments are
     checked first, as given (errors name them and their values; negative weights are
     refused even where masked)."""
@@ -54,9 +56,10 @@ def _masked_call(predictions: Any, targets: Any, weights: Any, axis: Axis, reduc
         None if weights is None else np.ma.getdata(weights),
         axis,
         reduction,
+        dtype=dtype,
     )
     p, t, w, mask = _unmasked(predictions, targets, weights)
-    return resolve(p, t, w, axis, reduction), mask
+    return resolve(p, t, w, axis, reduction, dtype=dtype), mask
 
 
 def _masked_result(value: Any, mask: np.ndarray, axis: Axis, reduction: str, keepdims: bool) -> Any:
@@ -70,9 +73,11 @@ def _masked_result(value: Any, mask: np.ndarray, axis: Axis, reduction: str, kee
     return np.ma.masked_array(value, mask=np.asarray(empty))
 
 
-def mse(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, keepdims: bool) -> Any:
+def mse(
+    predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, keepdims: bool, dtype: Any = None
+) -> Any:
     """fastmse.mse on masked operands."""
-    call, mask = _masked_call(predictions, targets, weights, axis, reduction)
+    call, mask = _masked_call(predictions, targets, weights, axis, reduction, dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-masked mean: masked, not nan
         value = _compute.loss(call, keepdims)
@@ -85,10 +90,17 @@ def mse_grad(predictions: Any, targets: Any, weights: Any, axis: Axis, reduction
 
 
 def mse_and_grad(
-    predictions: Any, targets: Any, weights: Any, axis: Axis, reduction: str, keepdims: bool, out: Any
+    predictions: Any,
+    targets: Any,
+    weights: Any,
+    axis: Axis,
+    reduction: str,
+    keepdims: bool,
+    out: Any,
+    dtype: Any = None,
 ) -> tuple[Any, Any]:
     """fastmse.mse_and_grad on masked operands."""
-    call, mask = _masked_call(predictions, targets, weights, axis, reduction)
+    call, mask = _masked_call(predictions, targets, weights, axis, reduction, dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         value, grad = _compute.gradient(call, out, keepdims, with_loss=True)

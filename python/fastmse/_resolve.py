@@ -54,6 +54,28 @@ def is_bfloat16(dtype: np.dtype) -> bool:
     return ml_dtypes is not None and dtype == ml_dtypes.bfloat16
 
 
+def loss_dtype(dtype: object) -> np.dtype:
+    """The `dtype` argument of mse and mse_and_grad as a NumPy dtype: float16, bfloat16
+    (the name needs ml_dtypes installed), float32 or float64; TypeError otherwise."""
+    allowed = "float16, bfloat16, float32 or float64"
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError as error:
+            msg = "dtype='bfloat16' needs the ml_dtypes package (pip install 'fastmse[bfloat16]')"
+            raise TypeError(msg) from error
+        dtype = ml_dtypes.bfloat16
+    try:
+        resolved: np.dtype = np.dtype(dtype)  # type: ignore[call-overload]
+    except TypeError as error:
+        msg = f"dtype must be {allowed}, not {dtype!r}"
+        raise TypeError(msg) from error
+    if resolved not in (_FLOAT16, _FLOAT32, _FLOAT64) and not is_bfloat16(resolved):
+        msg = f"dtype must be {allowed}, not {resolved}"
+        raise TypeError(msg)
+    return resolved
+
+
 def _require_real(array: Any, name: str) -> None:
     """TypeError unless `array` holds bool, integers or floats."""
     if array.dtype.kind not in "biuf" and not is_bfloat16(array.dtype):
@@ -203,6 +225,12 @@ class Call:
     predictions_broadcast: bool  # targets or weights give predictions' values to several positions
     device: Any = None  # the CuPy Device holding the arrays; None for NumPy ones
     stream: Any = None  # the producer's CuPy stream, where known: the kernels queue there
+    loss_dtype: np.dtype | None = None  # the loss's dtype where the caller gave one (dtype=)
+
+    @property
+    def result_dtype(self) -> np.dtype:
+        """The dtype of the loss: the caller's, or the inputs' result dtype."""
+        return self.dtype if self.loss_dtype is None else self.loss_dtype
 
     @property
     def xp(self) -> ModuleType:
@@ -232,11 +260,31 @@ def resolve(
     axis: Axis,
     reduction: str,
     signed_weights: bool = False,
+    dtype: object = None,
 ) -> Call:
     """Check every argument and bring the arrays to the dtype the kernels compute in.
 
     `signed_weights` lets negative weights through, for the compatibility modules whose
-    originals accept them (scikit-learn, PyTorch)."""
+    originals accept them (scikit-learn, PyTorch). `dtype`: the loss's, where the caller
+    chose one (see :func:`loss_dtype`)."""
+    call = _resolve_call(predictions, targets, weights, axis, reduction, signed_weights)
+    if dtype is not None:
+        call.loss_dtype = loss_dtype(dtype)
+        if call.device is not None and is_bfloat16(call.loss_dtype):
+            msg = "dtype=bfloat16 is not available for GPU arrays (CuPy has no bfloat16)"
+            raise TypeError(msg)
+    return call
+
+
+def _resolve_call(
+    predictions: object,
+    targets: object,
+    weights: object,
+    axis: Axis,
+    reduction: str,
+    signed_weights: bool,
+) -> Call:
+    """resolve() without `dtype`."""
     dtype = getattr(predictions, "dtype", None)
     if (
         (dtype is _FLOAT32 or dtype is _FLOAT64 or dtype is _FLOAT16)

@@ -149,17 +149,22 @@ def test_16_bit_rounding_of_arbitrary_doubles(backend, dtype):
     assert mse(ones[one], np.zeros(1, dtype), weights=w[one], reduction="sum") == loss[one][0]
 
 
-@given(case=calls(dtypes=(np.float16, np.float32, np.float64, BFLOAT16)), dtype=st.sampled_from(FLOATS))
-def test_loss_in_the_dtype_asked_for(backend, case, dtype):
+@given(
+    case=calls(dtypes=(np.float16, np.float32, np.float64, BFLOAT16)),
+    dtype=st.sampled_from(FLOATS),
+    keepdims=st.booleans(),
+)
+def test_loss_in_the_dtype_asked_for(backend, case, dtype, keepdims):
     # dtype=: the float64 sums rounded once to the caller's dtype, whatever the inputs'
     # (a float32 loss of bfloat16 inputs, a float64 one of float32 inputs); the fused
     # call gives the same loss, and the gradient it would give without dtype=.
     predictions, targets, kwargs = case
     dtype = np.dtype(dtype)
-    result = call(mse, predictions, targets, {**kwargs, "dtype": dtype})
-    assert_matches(result, reference.loss(predictions, targets, **kwargs), dtype)
+    keepdims = keepdims and kwargs["reduction"] != "none"
+    result = call(mse, predictions, targets, {**kwargs, "dtype": dtype, "keepdims": keepdims})
+    assert_matches(result, reference.loss(predictions, targets, keepdims=keepdims, **kwargs), dtype)
     assert isinstance(result, np.ndarray if np.ndim(result) else np.generic)
-    loss, grad = call(mse_and_grad, predictions, targets, {**kwargs, "dtype": dtype})
+    loss, grad = call(mse_and_grad, predictions, targets, {**kwargs, "dtype": dtype, "keepdims": keepdims})
     assert_same(loss, result)
     assert_same(grad, call(mse_grad, predictions, targets, kwargs))
 
@@ -178,9 +183,19 @@ def test_a_loss_asked_for_in_16_bits_is_rounded_once(backend, dtype):
     per_position = mse(ones[:, None], zeros, weights=w[:, None], axis=-1, reduction="sum", dtype=dtype)
     assert_same(per_position, expected)
     assert_same(mse(ones, np.zeros_like(ones), weights=w, reduction="none", dtype=dtype), expected)
+    # A mean: weights h and 2**k - h (exact, summing to 2**k) on squared errors 1 and 0
+    # give h / 2**k, as hard to round as h where it stays a normal number.
+    top = np.exp2(np.ceil(np.log2(w)) + 1)
+    pair = np.stack([w, top - w], axis=1)
+    assert np.array_equal(pair[:, 0] + pair[:, 1], top)
+    p = np.array([[1.0, 0.0]] * w.size, np.float32)
+    expected = (w / top).astype(dtype)
+    assert_same(mse(p, np.zeros_like(p), weights=pair, axis=-1, dtype=dtype), expected)
+    for i in range(w.size):
+        assert_same(mse(p[i], np.zeros(2, np.float32), weights=pair[i], dtype=dtype), expected[i])
 
 
-@pytest.mark.parametrize("bad", ["int32", np.complex64, "not a dtype", object, np.bool_])
+@pytest.mark.parametrize("bad", ["int32", np.complex64, "not a dtype", object, np.bool_, [("a", "f4")], "f4,f4"])
 def test_a_dtype_that_is_not_a_float_is_refused(bad):
     p = np.ones(3, np.float32)
     with pytest.raises(TypeError, match="dtype must be float16, bfloat16, float32 or float64"):
@@ -196,6 +211,7 @@ def test_the_inputs_dtype_asked_for_changes_nothing(backend):
     for kwargs in ({}, {"axis": -1}, {"axis": 0, "weights": w}, {"reduction": "none"}, {"reduction": "sum"}):
         assert_same(mse(p, t, dtype=np.float32, **kwargs), mse(p, t, **kwargs))
         assert_same(mse(p, t, dtype="bfloat16", **kwargs), mse(p, t, dtype=BFLOAT16, **kwargs))
+        assert_same(mse(p, t, dtype=">f8", **kwargs), mse(p, t, dtype=np.float64, **kwargs))  # byte order: native
 
 
 @pytest.mark.parametrize("dtype", SIXTEEN_BITS, ids=str)

@@ -123,14 +123,15 @@ def test_errors_name_the_arguments_as_for_plain_arrays():
     assert np.all(out == 7.0)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
 @pytest.mark.parametrize("axis", [None, 0, -1])
-def test_a_masked_loss_in_the_dtype_asked_for(backend, axis):
+def test_a_masked_loss_in_the_dtype_asked_for(backend, axis, dtype):
     _, _, w, mask, mp, mt = _operands("both", weighted=True)
     single = (mp.astype(np.float32), mt.astype(np.float32))
-    result = mse(*single, weights=w, axis=axis, dtype=np.float64)
-    assert np.ma.getdata(result).dtype == np.float64
+    result = mse(*single, weights=w, axis=axis, dtype=dtype)
+    assert np.ma.getdata(result).dtype == dtype
     expected = _expected(single[0].data.astype(np.float64), single[1].data.astype(np.float64), w, mask, axis, "mean")
     assert np.array_equal(np.ma.getmaskarray(result), np.ma.getmaskarray(expected))
-    assert_matches(np.ma.filled(result, np.nan), np.ma.filled(expected, np.nan), np.dtype(np.float64))
-    loss, _ = mse_and_grad(*single, weights=w, axis=axis, dtype=np.float64)
+    assert_matches(np.ma.filled(result, np.nan), np.ma.filled(expected, np.nan), np.dtype(dtype))
+    loss, _ = mse_and_grad(*single, weights=w, axis=axis, dtype=dtype)
     assert np.array_equal(np.ma.filled(loss, np.nan), np.ma.filled(result, np.nan), equal_nan=True)

@@ -128,7 +128,8 @@ def mse(
     numpy.exceptions.AxisError
         An axis out of range.
     TypeError
-        Complex, object, string or datetime inputs; a non-integer `axis`.
+        Complex, object, string or datetime inputs; a non-integer `axis`; a `dtype`
+        that is not one of the four floats.
 
     Warns
     -----

@@ -291,8 +291,9 @@ def _backend(call: Call) -> _backends.Kernels:
 
 def _loss_per_position(call: Call) -> bool:
     """Whether each output has one position and no weight ((N, 1) with axis=-1): its sum
-    is 0 + (p - t)^2 and its mean that divided by 1, the squared error itself (never -0)."""
-    return call.count == 1 and call.weights is None and bool(call.kept_shape) and call.loss_dtype is None
+    is 0 + (p - t)^2 and its mean that divided by 1, the squared error itself (never -0),
+    which the kernels write in the data's dtype."""
+    return call.count == 1 and call.weights is None and bool(call.kept_shape) and call.result_dtype == call.dtype
 
 
 def _squared_errors(call: Call, keepdims: bool) -> Any:

@@ -67,9 +67,11 @@ def loss_dtype(dtype: object) -> np.dtype:
         dtype = ml_dtypes.bfloat16
     try:
         resolved: np.dtype = np.dtype(dtype)  # type: ignore[call-overload]
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         msg = f"dtype must be {allowed}, not {dtype!r}"
         raise TypeError(msg) from error
+    if resolved.kind == "f":
+        resolved = resolved.newbyteorder("=")  # the loss is a new array: in native order
     if resolved not in (_FLOAT16, _FLOAT32, _FLOAT64) and not is_bfloat16(resolved):
         msg = f"dtype must be {allowed}, not {resolved}"
         raise TypeError(msg)

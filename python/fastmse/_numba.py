@@ -599,6 +599,184 @@ def run(
             loss[origin[LOSS] + offset[LOSS]] = one[0]
 
 
+# One contiguous run summed over everything (a flat array, the commonest call): the
+# lanes, blocks, chunks and cascades of lane_tasks and run for such a plan, without
+# their odometers, the eight lanes in locals and the loads of a group of eight ahead of
+# its stores. The pass and the weights are constants of each compiled copy of the block
+# (see flat_tasks), so that each copy's loop holds only its own arithmetic.
+def flat_block(
+    kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out: Operand, start: int, n: int, factor: float
+) -> float:  # pragma: no cover - replaced by the overload in compiled code
+    raise NotImplementedError
+
+
+@overload(flat_block, prefer_literal=True)
+def _flat_block(
+    kind: OverloadArg,
+    weighted: OverloadArg,
+    p: OverloadArg,
+    t: OverloadArg,
+    w: OverloadArg,
+    out: OverloadArg,
+    start: OverloadArg,
+    n: OverloadArg,
+    factor: OverloadArg,
+) -> Callable[..., float] | None:
+    if not isinstance(kind, types.IntegerLiteral) or not isinstance(weighted, types.BooleanLiteral):
+        return None
+    KIND, WEIGHTED = kind.literal_value, weighted.literal_value
+
+    def block(
+        kind: OverloadArg,
+        weighted: OverloadArg,
+        p: OverloadArg,
+        t: OverloadArg,
+        w: OverloadArg,
+        out: OverloadArg,
+        start: OverloadArg,
+        n: OverloadArg,
+        factor: OverloadArg,
+    ) -> float:
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+        end = start + n - n % LANES
+        for i in range(start, end, LANES):
+            d0 = load(p, i) - load(t, i)
+            d1 = load(p, i + 1) - load(t, i + 1)
+            d2 = load(p, i + 2) - load(t, i + 2)
+            d3 = load(p, i + 3) - load(t, i + 3)
+            d4 = load(p, i + 4) - load(t, i + 4)
+            d5 = load(p, i + 5) - load(t, i + 5)
+            d6 = load(p, i + 6) - load(t, i + 6)
+            d7 = load(p, i + 7) - load(t, i + 7)
+            w0 = w1 = w2 = w3 = w4 = w5 = w6 = w7 = 1.0
+            if WEIGHTED:
+                w0, w1, w2, w3 = load(w, i), load(w, i + 1), load(w, i + 2), load(w, i + 3)
+                w4, w5, w6, w7 = load(w, i + 4), load(w, i + 5), load(w, i + 6), load(w, i + 7)
+            if KIND != REDUCE and KIND != REDUCE_DIFFERENCE:
+                write(KIND, out, i, factor, w0, d0)
+                write(KIND, out, i + 1, factor, w1, d1)
+                write(KIND, out, i + 2, factor, w2, d2)
+                write(KIND, out, i + 3, factor, w3, d3)
+                write(KIND, out, i + 4, factor, w4, d4)
+                write(KIND, out, i + 5, factor, w5, d5)
+                write(KIND, out, i + 6, factor, w6, d6)
+                write(KIND, out, i + 7, factor, w7, d7)
+            if reduces(KIND):
+                a0 += term(KIND, w0, d0)
+                a1 += term(KIND, w1, d1)
+                a2 += term(KIND, w2, d2)
+                a3 += term(KIND, w3, d3)
+                a4 += term(KIND, w4, d4)
+                a5 += term(KIND, w5, d5)
+                a6 += term(KIND, w6, d6)
+                a7 += term(KIND, w7, d7)
+        # The last n % LANES positions go to lanes 0, 1, ... in turn. A lane without one
+        # adds 0.0, which changes nothing: a sum that starts at +0.0 is never -0.0.
+        rest = np.zeros(LANES)
+        for i in range(end, start + n):
+            rest[i - end] = element(KIND, WEIGHTED, p, i, t, i, w, i, out, i, factor)
+        a0, a1, a2, a3 = a0 + rest[0], a1 + rest[1], a2 + rest[2], a3 + rest[3]
+        a4, a5, a6, a7 = a4 + rest[4], a5 + rest[5], a6 + rest[6], a7 + rest[7]
+        return float(((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)))
+
+    return block
+
+
+@njit(cache=True, nogil=True)
+def flat_tasks(
+    begin: int,
+    end: int,
+    kind: int,
+    weighted: bool,
+    p: Operand,
+    t: Operand,
+    w: Operand,
+    out: Operand,
+    factor: float,
+    partials: Float64s,
+) -> None:
+    """Chunks [begin, end) of a flat run, each chunk's sum in partials."""
+    n = p.size
+    stack = np.zeros((CASCADE_LEVELS, 1))
+    state = np.zeros(2, np.int64)
+    one = np.zeros(1)
+    scratch = np.zeros(1)
+    for c in range(begin, end):
+        lo = c * CHUNK
+        hi = min(lo + CHUNK, n)
+        state[:] = 0
+        for block in range(lo, hi, BLOCK):
+            n_block = min(block + BLOCK, hi) - block
+            if kind == REDUCE and weighted:
+                one[0] = flat_block(REDUCE, True, p, t, w, out, block, n_block, factor)
+            elif kind == REDUCE:
+                one[0] = flat_block(REDUCE, False, p, t, w, out, block, n_block, factor)
+            elif kind == GRAD and weighted:
+                one[0] = flat_block(GRAD, True, p, t, w, out, block, n_block, factor)
+            elif kind == GRAD:
+                one[0] = flat_block(GRAD, False, p, t, w, out, block, n_block, factor)
+            elif kind == REDUCE_AND_GRAD and weighted:
+                one[0] = flat_block(REDUCE_AND_GRAD, True, p, t, w, out, block, n_block, factor)
+            elif kind == REDUCE_AND_GRAD:
+                one[0] = flat_block(REDUCE_AND_GRAD, False, p, t, w, out, block, n_block, factor)
+            elif kind == SQUARED_ERROR and weighted:
+                one[0] = flat_block(SQUARED_ERROR, True, p, t, w, out, block, n_block, factor)
+            elif kind == SQUARED_ERROR:
+                one[0] = flat_block(SQUARED_ERROR, False, p, t, w, out, block, n_block, factor)
+            elif weighted:
+                one[0] = flat_block(REDUCE_DIFFERENCE, True, p, t, w, out, block, n_block, factor)
+            else:
+                one[0] = flat_block(REDUCE_DIFFERENCE, False, p, t, w, out, block, n_block, factor)
+            cascade_push(stack, state, one, 1, scratch)
+        cascade_total(stack, state, one, 1)
+        partials[c] = one[0]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def parallel_flat_tasks(
+    n_ranges: int,
+    n_chunks: int,
+    kind: int,
+    weighted: bool,
+    p: Operand,
+    t: Operand,
+    w: Operand,
+    out: Operand,
+    factor: float,
+    partials: Float64s,
+) -> None:
+    for rank in prange(n_ranges):
+        begin, end = n_chunks * rank // n_ranges, n_chunks * (rank + 1) // n_ranges
+        flat_tasks(begin, end, kind, weighted, p, t, w, out, factor, partials)
+
+
+@njit(cache=True, nogil=True)
+def run_flat(
+    kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out: Operand, factor: float, num_threads: int
+) -> float:
+    """One pass over a flat run of p.size positions (w and out as long where present);
+    returns the sum, as run stores it for such a plan."""
+    n = p.size
+    if n == 0:
+        return 0.0
+    n_chunks = (n + CHUNK - 1) // CHUNK
+    partials = np.empty(n_chunks)
+    n_ranges = min(num_threads, n_chunks) if n >= PARALLEL_MIN else 1
+    if n_ranges == 1:
+        flat_tasks(0, n_chunks, kind, weighted, p, t, w, out, factor, partials)
+    else:
+        parallel_flat_tasks(n_ranges, n_chunks, kind, weighted, p, t, w, out, factor, partials)
+    stack = np.zeros((CASCADE_LEVELS, 1))
+    state = np.zeros(2, np.int64)
+    one = np.zeros(1)
+    scratch = np.zeros(1)
+    for c in range(n_chunks):
+        one[0] = partials[c]
+        cascade_push(stack, state, one, 1, scratch)
+    cascade_total(stack, state, one, 1)
+    return float(one[0])
+
+
 def _storage_view(flat: np.ndarray) -> np.ndarray:
     """`flat` as the kernels read it: the 16-bit floats as their bits (see Operand)."""
     kind = flat.dtype.kind
@@ -623,6 +801,29 @@ def flat_view(array: np.ndarray) -> tuple[np.ndarray, int]:
     ]
     flat = np.lib.stride_tricks.as_strided(corner.reshape(-1), (high - low + 1,), (itemsize,))
     return flat, -low
+
+
+def _flat_operand(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous operand of a flat plan as the kernels read it: 1-D, 16-bit floats as
+    their bits."""
+    flat = array if array.ndim == 1 else array.reshape(-1)
+    return _storage_view(flat) if flat.itemsize == 2 else flat
+
+
+def _is_flat(plan: Plan) -> bool:
+    """Whether `plan` is one contiguous run summed over everything: every operand along
+    it C-contiguous, of its length (loss and scale one value each)."""
+    if plan.n_kept or len(plan.shape) != 1:
+        return False
+    n = plan.shape[0]
+    for k, array in enumerate(plan.operands):
+        if array is None:
+            continue
+        if k < 4 and (plan.strides[k] != (1,) or array.size != n or not array.flags.c_contiguous):
+            return False
+        if k >= 4 and array.size != 1:
+            return False
+    return True
 
 
 def max_threads() -> int:
@@ -655,6 +856,9 @@ class NumbaBackend:
             self._run(kind, dataclasses.replace(plan, operands=plan.operands._replace(loss=sums), loss_divisor=1.0))
             with np.errstate(all="ignore"):
                 np.divide(sums, plan.loss_divisor, out=loss, casting="unsafe")
+            return
+        if _is_flat(plan):
+            self._run_flat(kind, plan)
             return
         ndim = len(plan.shape)
         shape = list(plan.shape)
@@ -689,12 +893,32 @@ class NumbaBackend:
             scale,
             numba.get_num_threads(),
         )
+        self._launch(run, arguments)
+
+    def _run_flat(self, kind: int, plan: Plan) -> None:
+        predictions, targets, weights, out, loss, scale = plan.operands
+        p = _flat_operand(predictions)
+        arguments = (
+            kind,
+            weights is not None,
+            p,
+            _flat_operand(targets),
+            p if weights is None else _flat_operand(weights),  # never read
+            np.zeros(1, p.dtype) if out is None else _flat_operand(out),  # never written (p may be read-only)
+            0.0 if scale is None else float(scale.reshape(-1)[0]),
+            numba.get_num_threads() if p.size >= PARALLEL_MIN else 1,
+        )
+        total = self._launch(run_flat, arguments)
+        if loss is not None:
+            loss.reshape(-1)[0] = total
+
+    def _launch(self, kernel: Callable[..., Any], arguments: tuple[Any, ...]) -> Any:
         if self._concurrent:
-            run(*arguments)
-            return
+            return kernel(*arguments)
         with self._turns:
-            run(*arguments)
+            result = kernel(*arguments)
             self._concurrent = vars(numba)["threading_layer"]() != "workqueue"  # untyped
+        return result
 
     def reduce(self, plan: Plan) -> None:
         self._run(REDUCE, plan)

@@ -49,6 +49,8 @@ CASCADE_LEVELS = 64
 P, T, W, OUT, LOSS, SCALE = range(6)
 # The passes, in the order of cpp/kernels.cpp's Pass.
 REDUCE, GRAD, REDUCE_AND_GRAD, SQUARED_ERROR, REDUCE_DIFFERENCE = range(5)
+# How run splits a plan into tasks (cpp/kernels.cpp's Schedule).
+LANE_MODE, ACROSS_MODE, ROW_MODE = range(3)
 
 
 @register_jitable
@@ -384,6 +386,52 @@ def lane_tasks(
             store_sum(n_chunks, partials, loss, origin, o, c, kept_offset[LOSS], one[0])
 
 
+# Short rows: lane mode where each output's summed positions lie along the last
+# dimension and fit in one block, as in a loss per sample. A row's sum is then its one
+# block, the combined lanes, with no cascade: what lane_tasks gives, here for a range of
+# outputs walked without a seek per output (cpp/kernels.cpp's row_tasks).
+@register_jitable
+def row_tasks(
+    begin: int,
+    end: int,
+    kind: int,
+    weighted: bool,
+    has_scale: bool,
+    shape: Int64s,
+    n_kept: int,
+    n_red: int,
+    strides: Int64s,
+    origin: Int64s,
+    p: Operand,
+    t: Operand,
+    w: Operand,
+    out: Operand,
+    loss: Float64s,
+    scale: Float64s,
+) -> None:
+    last = shape.size - 1
+    sp, st, sw, so = strides[P, last], strides[T, last], strides[W, last], strides[OUT, last]
+    index = np.zeros(shape.size, np.int64)
+    offset = np.zeros(6, np.int64)
+    seek(shape, strides, 0, n_kept, begin, index, offset)
+    acc = np.zeros(LANES)
+    for o in range(begin, end):
+        if o > begin:
+            advance(shape, strides, 0, n_kept, 1, index, offset)
+        factor = scale[origin[SCALE] + offset[SCALE]] if has_scale else 0.0
+        ip, it = origin[P] + offset[P], origin[T] + offset[T]
+        iw, io = origin[W] + offset[W], origin[OUT] + offset[OUT]
+        acc[:] = 0.0
+        for i in range(n_red):
+            acc[i & (LANES - 1)] += element(
+                kind, weighted, p, ip + i * sp, t, it + i * st, w, iw + i * sw, out, io + i * so, factor
+            )
+        if reduces(kind):
+            loss[origin[LOSS] + offset[LOSS]] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + (
+                (acc[4] + acc[5]) + (acc[6] + acc[7])
+            )
+
+
 # Tasks of across-output mode: a group of OUTPUTS_PER_TASK neighbouring outputs along the
 # last kept dimension, over one chunk of their summed positions.
 @register_jitable
@@ -475,9 +523,13 @@ def across_output_tasks(
 # function of its own, compiled without parallel=True: there Numba would turn every array
 # expression of the tasks (acc[:] = 0.0, np.zeros) into a parallel region of its own.
 @njit(cache=True, nogil=True)
-def tasks(begin: int, end: int, across: bool, arguments: Any, partials: Float64s) -> None:
+def tasks(begin: int, end: int, mode: int, arguments: Any, partials: Float64s) -> None:
     kind, weighted, has_scale, shape, n_kept, n_red, n_chunks, strides, origin, p, t, w, out, loss, scale = arguments
-    if across:
+    if mode == ROW_MODE:
+        row_tasks(
+            begin, end, kind, weighted, has_scale, shape, n_kept, n_red, strides, origin, p, t, w, out, loss, scale
+        )
+    elif mode == ACROSS_MODE:
         across_output_tasks(
             begin,
             end,
@@ -522,10 +574,10 @@ def tasks(begin: int, end: int, across: bool, arguments: Any, partials: Float64s
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def parallel_tasks(n_ranges: int, n_tasks: int, across: bool, arguments: Any, partials: Float64s) -> None:
+def parallel_tasks(n_ranges: int, n_tasks: int, mode: int, arguments: Any, partials: Float64s) -> None:
     """The tasks cut into n_ranges contiguous ranges, one per thread."""
     for rank in prange(n_ranges):
-        tasks(n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges, across, arguments, partials)
+        tasks(n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges, mode, arguments, partials)
 
 
 @njit(cache=True, nogil=True)
@@ -547,13 +599,15 @@ def run(
 ) -> None:
     """Runs one pass over a plan (see cpp/kernels.cpp for the summation order)."""
     ndim = shape.size
+    reducing = reduces(kind)
+    if not reducing:  # the walk of a pass that sums nothing is free: short rows, as in C++
+        n_kept = max(n_kept, ndim - 1)
     n_out = 1
     for d in range(n_kept):
         n_out *= shape[d]
     n_red = 1
     for d in range(n_kept, ndim):
         n_red *= shape[d]
-    reducing = reduces(kind)
     if n_out == 0:
         return
     if n_red == 0:
@@ -573,15 +627,20 @@ def run(
         across = shape[r] == 1 or cost_j < cost_r
     partials = np.zeros(n_out * n_chunks if reducing and n_chunks > 1 else 0)
     if across:
+        mode = ACROSS_MODE
         n_tasks = n_out // shape[j] * ((shape[j] + OUTPUTS_PER_TASK - 1) // OUTPUTS_PER_TASK) * n_chunks
+    elif ndim - n_kept == 1 and n_red <= BLOCK:
+        mode = ROW_MODE
+        n_tasks = n_out
     else:
+        mode = LANE_MODE
         n_tasks = n_out * n_chunks
     n_ranges = min(num_threads, n_tasks) if n_out * n_red >= PARALLEL_MIN else 1
     arguments = (kind, weighted, has_scale, shape, n_kept, n_red, n_chunks, strides, origin, p, t, w, out, loss, scale)
     if n_ranges == 1:  # one thread: no parallel region is entered (its start costs more than small calls)
-        tasks(0, n_tasks, across, arguments, partials)
+        tasks(0, n_tasks, mode, arguments, partials)
     else:
-        parallel_tasks(n_ranges, n_tasks, across, arguments, partials)
+        parallel_tasks(n_ranges, n_tasks, mode, arguments, partials)
     if reducing and n_chunks > 1:
         index = np.zeros(ndim, np.int64)
         offset = np.zeros(6, np.int64)

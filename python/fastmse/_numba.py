@@ -411,25 +411,37 @@ def row_tasks(
 ) -> None:
     last = shape.size - 1
     sp, st, sw, so = strides[P, last], strides[T, last], strides[W, last], strides[OUT, last]
+    writes = kind == GRAD or kind == REDUCE_AND_GRAD or kind == SQUARED_ERROR
+    contiguous = sp == 1 and st == 1 and (so == 1 or not writes) and (not weighted or sw == 0 or sw == 1)
+    j = n_kept - 1  # the rows' dimension: walked by pointer steps, the odometer moved per run
     index = np.zeros(shape.size, np.int64)
     offset = np.zeros(6, np.int64)
     seek(shape, strides, 0, n_kept, begin, index, offset)
     acc = np.zeros(LANES)
-    for o in range(begin, end):
-        if o > begin:
-            advance(shape, strides, 0, n_kept, 1, index, offset)
-        factor = scale[origin[SCALE] + offset[SCALE]] if has_scale else 0.0
-        ip, it = origin[P] + offset[P], origin[T] + offset[T]
-        iw, io = origin[W] + offset[W], origin[OUT] + offset[OUT]
-        acc[:] = 0.0
-        for i in range(n_red):
-            acc[i & (LANES - 1)] += element(
-                kind, weighted, p, ip + i * sp, t, it + i * st, w, iw + i * sw, out, io + i * so, factor
-            )
-        if reduces(kind):
-            loss[origin[LOSS] + offset[LOSS]] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + (
-                (acc[4] + acc[5]) + (acc[6] + acc[7])
-            )
+    o = begin
+    while o < end:
+        run = min(end - o, shape[j] - index[j]) if j >= 0 else end - o
+        for r in range(run):
+            step = r if j >= 0 else 0
+            factor = scale[origin[SCALE] + offset[SCALE] + step * strides[SCALE, j]] if has_scale else 0.0
+            ip = origin[P] + offset[P] + step * strides[P, j]
+            it = origin[T] + offset[T] + step * strides[T, j]
+            iw = origin[W] + offset[W] + step * strides[W, j]
+            io = origin[OUT] + offset[OUT] + step * strides[OUT, j]
+            if contiguous:
+                total = contiguous_block_of(kind, weighted, p, ip, t, it, w, iw, sw, out, io, n_red, factor)
+            else:
+                acc[:] = 0.0
+                for i in range(n_red):
+                    acc[i & (LANES - 1)] += element(
+                        kind, weighted, p, ip + i * sp, t, it + i * st, w, iw + i * sw, out, io + i * so, factor
+                    )
+                total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+            if reduces(kind):
+                loss[origin[LOSS] + offset[LOSS] + step * strides[LOSS, j]] = total
+        o += run
+        if o < end:
+            advance(shape, strides, 0, n_kept, run, index, offset)
 
 
 # Tasks of across-output mode: a group of OUTPUTS_PER_TASK neighbouring outputs along the
@@ -658,26 +670,42 @@ def run(
             loss[origin[LOSS] + offset[LOSS]] = one[0]
 
 
-# One contiguous run summed over everything (a flat array, the commonest call): the
-# lanes, blocks, chunks and cascades of lane_tasks and run for such a plan, without
-# their odometers, the eight lanes in locals and the loads of a group of eight ahead of
-# its stores. The pass and the weights are constants of each compiled copy of the block
-# (see flat_tasks), so that each copy's loop holds only its own arithmetic.
-def flat_block(
-    kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out: Operand, start: int, n: int, factor: float
+# n positions one after another in p, t and out (weights: stride sw, 0 or 1), lane i % 8
+# taking position i: a block of lane_tasks, or a short row, on contiguous data. The eight
+# lanes are locals, the loads of a group of eight come ahead of its stores, and the pass
+# and the weights are constants of each compiled copy (contiguous_block_of), so that
+# each copy's loop holds only its own arithmetic. Returns the combined lanes.
+def contiguous_block(
+    kind: int,
+    weighted: bool,
+    p: Operand,
+    ip: int,
+    t: Operand,
+    it: int,
+    w: Operand,
+    iw: int,
+    sw: int,
+    out: Operand,
+    io: int,
+    n: int,
+    factor: float,
 ) -> float:  # pragma: no cover - replaced by the overload in compiled code
     raise NotImplementedError
 
 
-@overload(flat_block, prefer_literal=True)
-def _flat_block(
+@overload(contiguous_block, prefer_literal=True)
+def _contiguous_block(
     kind: OverloadArg,
     weighted: OverloadArg,
     p: OverloadArg,
+    ip: OverloadArg,
     t: OverloadArg,
+    it: OverloadArg,
     w: OverloadArg,
+    iw: OverloadArg,
+    sw: OverloadArg,
     out: OverloadArg,
-    start: OverloadArg,
+    io: OverloadArg,
     n: OverloadArg,
     factor: OverloadArg,
 ) -> Callable[..., float] | None:
@@ -689,37 +717,51 @@ def _flat_block(
         kind: OverloadArg,
         weighted: OverloadArg,
         p: OverloadArg,
+        ip: OverloadArg,
         t: OverloadArg,
+        it: OverloadArg,
         w: OverloadArg,
+        iw: OverloadArg,
+        sw: OverloadArg,
         out: OverloadArg,
-        start: OverloadArg,
+        io: OverloadArg,
         n: OverloadArg,
         factor: OverloadArg,
     ) -> float:
         a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-        end = start + n - n % LANES
-        for i in range(start, end, LANES):
-            d0 = load(p, i) - load(t, i)
-            d1 = load(p, i + 1) - load(t, i + 1)
-            d2 = load(p, i + 2) - load(t, i + 2)
-            d3 = load(p, i + 3) - load(t, i + 3)
-            d4 = load(p, i + 4) - load(t, i + 4)
-            d5 = load(p, i + 5) - load(t, i + 5)
-            d6 = load(p, i + 6) - load(t, i + 6)
-            d7 = load(p, i + 7) - load(t, i + 7)
+        end = n - n % LANES
+        for i in range(0, end, LANES):
+            d0 = load(p, ip + i) - load(t, it + i)
+            d1 = load(p, ip + i + 1) - load(t, it + i + 1)
+            d2 = load(p, ip + i + 2) - load(t, it + i + 2)
+            d3 = load(p, ip + i + 3) - load(t, it + i + 3)
+            d4 = load(p, ip + i + 4) - load(t, it + i + 4)
+            d5 = load(p, ip + i + 5) - load(t, it + i + 5)
+            d6 = load(p, ip + i + 6) - load(t, it + i + 6)
+            d7 = load(p, ip + i + 7) - load(t, it + i + 7)
             w0 = w1 = w2 = w3 = w4 = w5 = w6 = w7 = 1.0
             if WEIGHTED:
-                w0, w1, w2, w3 = load(w, i), load(w, i + 1), load(w, i + 2), load(w, i + 3)
-                w4, w5, w6, w7 = load(w, i + 4), load(w, i + 5), load(w, i + 6), load(w, i + 7)
+                w0, w1, w2, w3 = (
+                    load(w, iw + i * sw),
+                    load(w, iw + (i + 1) * sw),
+                    load(w, iw + (i + 2) * sw),
+                    load(w, iw + (i + 3) * sw),
+                )
+                w4, w5, w6, w7 = (
+                    load(w, iw + (i + 4) * sw),
+                    load(w, iw + (i + 5) * sw),
+                    load(w, iw + (i + 6) * sw),
+                    load(w, iw + (i + 7) * sw),
+                )
             if KIND != REDUCE and KIND != REDUCE_DIFFERENCE:
-                write(KIND, out, i, factor, w0, d0)
-                write(KIND, out, i + 1, factor, w1, d1)
-                write(KIND, out, i + 2, factor, w2, d2)
-                write(KIND, out, i + 3, factor, w3, d3)
-                write(KIND, out, i + 4, factor, w4, d4)
-                write(KIND, out, i + 5, factor, w5, d5)
-                write(KIND, out, i + 6, factor, w6, d6)
-                write(KIND, out, i + 7, factor, w7, d7)
+                write(KIND, out, io + i, factor, w0, d0)
+                write(KIND, out, io + i + 1, factor, w1, d1)
+                write(KIND, out, io + i + 2, factor, w2, d2)
+                write(KIND, out, io + i + 3, factor, w3, d3)
+                write(KIND, out, io + i + 4, factor, w4, d4)
+                write(KIND, out, io + i + 5, factor, w5, d5)
+                write(KIND, out, io + i + 6, factor, w6, d6)
+                write(KIND, out, io + i + 7, factor, w7, d7)
             if reduces(KIND):
                 a0 += term(KIND, w0, d0)
                 a1 += term(KIND, w1, d1)
@@ -729,16 +771,65 @@ def _flat_block(
                 a5 += term(KIND, w5, d5)
                 a6 += term(KIND, w6, d6)
                 a7 += term(KIND, w7, d7)
-        # The last n % LANES positions go to lanes 0, 1, ... in turn. A lane without one
-        # adds 0.0, which changes nothing: a sum that starts at +0.0 is never -0.0.
-        rest = np.zeros(LANES)
-        for i in range(end, start + n):
-            rest[i - end] = element(KIND, WEIGHTED, p, i, t, i, w, i, out, i, factor)
-        a0, a1, a2, a3 = a0 + rest[0], a1 + rest[1], a2 + rest[2], a3 + rest[3]
-        a4, a5, a6, a7 = a4 + rest[4], a5 + rest[5], a6 + rest[6], a7 + rest[7]
+        for i in range(end, n):  # the last n % LANES positions, to lanes 0, 1, ... in turn
+            v = element(KIND, WEIGHTED, p, ip + i, t, it + i, w, iw + i * sw, out, io + i, factor)
+            lane = i - end
+            if lane == 0:
+                a0 += v
+            elif lane == 1:
+                a1 += v
+            elif lane == 2:
+                a2 += v
+            elif lane == 3:
+                a3 += v
+            elif lane == 4:
+                a4 += v
+            elif lane == 5:
+                a5 += v
+            else:
+                a6 += v
         return float(((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)))
 
     return block
+
+
+@register_jitable
+def contiguous_block_of(
+    kind: int,
+    weighted: bool,
+    p: Operand,
+    ip: int,
+    t: Operand,
+    it: int,
+    w: Operand,
+    iw: int,
+    sw: int,
+    out: Operand,
+    io: int,
+    n: int,
+    factor: float,
+) -> float:
+    """contiguous_block, the copy compiled for this pass and weighting."""
+    if kind == REDUCE and weighted:
+        return contiguous_block(REDUCE, True, p, ip, t, it, w, iw, sw, out, io, n, factor)
+    elif kind == REDUCE:
+        return contiguous_block(REDUCE, False, p, ip, t, it, w, iw, sw, out, io, n, factor)
+    elif kind == GRAD and weighted:
+        return contiguous_block(GRAD, True, p, ip, t, it, w, iw, sw, out, io, n, factor)
+    elif kind == GRAD:
+        return contiguous_block(GRAD, False, p, ip, t, it, w, iw, sw, out, io, n, factor)
+    elif kind == REDUCE_AND_GRAD and weighted:
+        return contiguous_block(REDUCE_AND_GRAD, True, p, ip, t, it, w, iw, sw, out, io, n, factor)
+    elif kind == REDUCE_AND_GRAD:
+        return contiguous_block(REDUCE_AND_GRAD, False, p, ip, t, it, w, iw, sw, out, io, n, factor)
+    elif kind == SQUARED_ERROR and weighted:
+        return contiguous_block(SQUARED_ERROR, True, p, ip, t, it, w, iw, sw, out, io, n, factor)
+    elif kind == SQUARED_ERROR:
+        return contiguous_block(SQUARED_ERROR, False, p, ip, t, it, w, iw, sw, out, io, n, factor)
+    elif weighted:
+        return contiguous_block(REDUCE_DIFFERENCE, True, p, ip, t, it, w, iw, sw, out, io, n, factor)
+    else:
+        return contiguous_block(REDUCE_DIFFERENCE, False, p, ip, t, it, w, iw, sw, out, io, n, factor)
 
 
 @njit(cache=True, nogil=True)
@@ -766,26 +857,7 @@ def flat_tasks(
         state[:] = 0
         for block in range(lo, hi, BLOCK):
             n_block = min(block + BLOCK, hi) - block
-            if kind == REDUCE and weighted:
-                one[0] = flat_block(REDUCE, True, p, t, w, out, block, n_block, factor)
-            elif kind == REDUCE:
-                one[0] = flat_block(REDUCE, False, p, t, w, out, block, n_block, factor)
-            elif kind == GRAD and weighted:
-                one[0] = flat_block(GRAD, True, p, t, w, out, block, n_block, factor)
-            elif kind == GRAD:
-                one[0] = flat_block(GRAD, False, p, t, w, out, block, n_block, factor)
-            elif kind == REDUCE_AND_GRAD and weighted:
-                one[0] = flat_block(REDUCE_AND_GRAD, True, p, t, w, out, block, n_block, factor)
-            elif kind == REDUCE_AND_GRAD:
-                one[0] = flat_block(REDUCE_AND_GRAD, False, p, t, w, out, block, n_block, factor)
-            elif kind == SQUARED_ERROR and weighted:
-                one[0] = flat_block(SQUARED_ERROR, True, p, t, w, out, block, n_block, factor)
-            elif kind == SQUARED_ERROR:
-                one[0] = flat_block(SQUARED_ERROR, False, p, t, w, out, block, n_block, factor)
-            elif weighted:
-                one[0] = flat_block(REDUCE_DIFFERENCE, True, p, t, w, out, block, n_block, factor)
-            else:
-                one[0] = flat_block(REDUCE_DIFFERENCE, False, p, t, w, out, block, n_block, factor)
+            one[0] = contiguous_block_of(kind, weighted, p, block, t, block, w, block, 1, out, block, n_block, factor)
             cascade_push(stack, state, one, 1, scratch)
         cascade_total(stack, state, one, 1)
         partials[c] = one[0]

@@ -194,6 +194,11 @@ def reduces(kind: int) -> bool:
     return kind == REDUCE or kind == REDUCE_AND_GRAD or kind == REDUCE_DIFFERENCE
 
 
+@register_jitable
+def writes(kind: int) -> bool:
+    return kind == GRAD or kind == REDUCE_AND_GRAD or kind == SQUARED_ERROR
+
+
 # The arithmetic of one position: cpp/position.hpp's write, term and apply.
 @register_jitable
 def write(kind: int, out: Operand, io: int, scale: float, weight: float, d: float) -> None:
@@ -411,9 +416,9 @@ def row_tasks(
 ) -> None:
     last = shape.size - 1
     sp, st, sw, so = strides[P, last], strides[T, last], strides[W, last], strides[OUT, last]
-    writes = kind == GRAD or kind == REDUCE_AND_GRAD or kind == SQUARED_ERROR
-    contiguous = sp == 1 and st == 1 and (so == 1 or not writes) and (not weighted or sw == 0 or sw == 1)
+    contiguous = sp == 1 and st == 1 and (so == 1 or not writes(kind)) and (not weighted or sw == 0 or sw == 1)
     j = n_kept - 1  # the rows' dimension: walked by pointer steps, the odometer moved per run
+    js = strides[:, j] if j >= 0 else np.zeros(6, np.int64)
     index = np.zeros(shape.size, np.int64)
     offset = np.zeros(6, np.int64)
     seek(shape, strides, 0, n_kept, begin, index, offset)
@@ -422,12 +427,11 @@ def row_tasks(
     while o < end:
         run = min(end - o, shape[j] - index[j]) if j >= 0 else end - o
         for r in range(run):
-            step = r if j >= 0 else 0
-            factor = scale[origin[SCALE] + offset[SCALE] + step * strides[SCALE, j]] if has_scale else 0.0
-            ip = origin[P] + offset[P] + step * strides[P, j]
-            it = origin[T] + offset[T] + step * strides[T, j]
-            iw = origin[W] + offset[W] + step * strides[W, j]
-            io = origin[OUT] + offset[OUT] + step * strides[OUT, j]
+            factor = scale[origin[SCALE] + offset[SCALE] + r * js[SCALE]] if has_scale else 0.0
+            ip = origin[P] + offset[P] + r * js[P]
+            it = origin[T] + offset[T] + r * js[T]
+            iw = origin[W] + offset[W] + r * js[W]
+            io = origin[OUT] + offset[OUT] + r * js[OUT]
             if contiguous:
                 total = contiguous_block_of(kind, weighted, p, ip, t, it, w, iw, sw, out, io, n_red, factor)
             else:
@@ -438,7 +442,7 @@ def row_tasks(
                     )
                 total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
             if reduces(kind):
-                loss[origin[LOSS] + offset[LOSS] + step * strides[LOSS, j]] = total
+                loss[origin[LOSS] + offset[LOSS] + r * js[LOSS]] = total
         o += run
         if o < end:
             advance(shape, strides, 0, n_kept, run, index, offset)
@@ -671,7 +675,7 @@ def run(
 
 
 # n positions one after another in p, t and out (weights: stride sw, 0 or 1), lane i % 8
-# taking position i: a block of lane_tasks, or a short row, on contiguous data. The eight
+# taking position i: what lane_tasks computes for such a block, or for a short row. The eight
 # lanes are locals, the loads of a group of eight come ahead of its stores, and the pass
 # and the weights are constants of each compiled copy (contiguous_block_of), so that
 # each copy's loop holds only its own arithmetic. Returns the combined lanes.
@@ -753,7 +757,7 @@ def _contiguous_block(
                     load(w, iw + (i + 6) * sw),
                     load(w, iw + (i + 7) * sw),
                 )
-            if KIND != REDUCE and KIND != REDUCE_DIFFERENCE:
+            if writes(KIND):
                 write(KIND, out, io + i, factor, w0, d0)
                 write(KIND, out, io + i + 1, factor, w1, d1)
                 write(KIND, out, io + i + 2, factor, w2, d2)
@@ -937,8 +941,7 @@ def flat_view(array: np.ndarray) -> tuple[np.ndarray, int]:
 def _flat_operand(array: np.ndarray) -> np.ndarray:
     """A C-contiguous operand of a flat plan as the kernels read it: 1-D, 16-bit floats as
     their bits."""
-    flat = array if array.ndim == 1 else array.reshape(-1)
-    return _storage_view(flat) if flat.itemsize == 2 else flat
+    return _storage_view(array if array.ndim == 1 else array.reshape(-1))
 
 
 def _is_flat(plan: Plan) -> bool:
@@ -950,9 +953,9 @@ def _is_flat(plan: Plan) -> bool:
     for k, array in enumerate(plan.operands):
         if array is None:
             continue
-        if k < 4 and (plan.strides[k] != (1,) or array.size != n or not array.flags.c_contiguous):
+        if k < LOSS and (plan.strides[k] != (1,) or array.size != n or not array.flags.c_contiguous):
             return False
-        if k >= 4 and array.size != 1:
+        if k >= LOSS and array.size != 1:
             return False
     return True
 
@@ -1036,19 +1039,22 @@ class NumbaBackend:
             _flat_operand(targets),
             p if weights is None else _flat_operand(weights),  # never read
             np.zeros(1, p.dtype) if out is None else _flat_operand(out),  # never written (p may be read-only)
-            0.0 if scale is None else float(scale.reshape(-1)[0]),
+            0.0 if scale is None else float(scale.item()),
             numba.get_num_threads() if p.size >= PARALLEL_MIN else 1,
         )
         total = self._launch(run_flat, arguments)
         if loss is not None:
-            loss.reshape(-1)[0] = total
+            loss[...] = total
 
     def _launch(self, kernel: Callable[..., Any], arguments: tuple[Any, ...]) -> Any:
         if self._concurrent:
             return kernel(*arguments)
         with self._turns:
             result = kernel(*arguments)
-            self._concurrent = vars(numba)["threading_layer"]() != "workqueue"  # untyped
+            try:
+                self._concurrent = vars(numba)["threading_layer"]() != "workqueue"  # untyped
+            except ValueError:  # no thread pool started yet (a one-thread call): ask again later
+                pass
         return result
 
     def reduce(self, plan: Plan) -> None:

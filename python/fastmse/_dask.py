@@ -14,7 +14,7 @@ import numpy as np
 
 from ._compute import finish_mean, gradient_with_denominator, loss, partial_sums
 from ._gpu import current_device_of, is_gpu_array
-from ._resolve import Call, is_bfloat16, kept_as_one, resolve
+from ._resolve import Call, kept_as_one, refuse_on_gpu, resolve
 from ._types import Axis
 
 if TYPE_CHECKING:  # dask.array's functions are not annotated, and Dask is optional
@@ -37,9 +37,8 @@ def _prepare(
     call = resolve(
         stand_ins[0], stand_ins[1], stand_ins[2] if weights is not None else None, axis, reduction, dtype=dtype
     )
-    if call.loss_dtype is not None and is_bfloat16(call.loss_dtype) and any(is_gpu_array(a._meta) for a in arrays):
-        msg = "dtype=bfloat16 is not available for GPU arrays (CuPy has no bfloat16)"
-        raise TypeError(msg)
+    if call.loss_dtype is not None and any(is_gpu_array(a._meta) for a in arrays):  # the stand-ins are host arrays
+        refuse_on_gpu(call.loss_dtype)
     return da.broadcast_arrays(*arrays), call
 
 

@@ -272,10 +272,16 @@ def resolve(
     call = _resolve_call(predictions, targets, weights, axis, reduction, signed_weights)
     if dtype is not None:
         call.loss_dtype = loss_dtype(dtype)
-        if call.device is not None and is_bfloat16(call.loss_dtype):
-            msg = "dtype=bfloat16 is not available for GPU arrays (CuPy has no bfloat16)"
-            raise TypeError(msg)
+        if call.device is not None:
+            refuse_on_gpu(call.loss_dtype)
     return call
+
+
+def refuse_on_gpu(dtype: np.dtype) -> None:
+    """TypeError for a loss dtype that GPU arrays cannot hold (CuPy has no bfloat16)."""
+    if is_bfloat16(dtype):
+        msg = "dtype=bfloat16 is not available for GPU arrays (CuPy has no bfloat16)"
+        raise TypeError(msg)
 
 
 def _resolve_call(

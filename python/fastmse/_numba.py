@@ -8,7 +8,6 @@ Used when the compiled module is missing or ``FASTMSE_BACKEND=numba``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import threading
@@ -21,7 +20,7 @@ from numba import njit, prange, types
 from numba.extending import overload, register_jitable
 from numpy.typing import NDArray
 
-from ._plan import Plan
+from ._plan import Plan, is_contiguous
 
 # Numba's OpenMP layer on GNU OpenMP terminates a child forked after a parallel call.
 # "forksafe" picks TBB, another OpenMP or the workqueue layer instead; a layer the user
@@ -32,8 +31,9 @@ if "NUMBA_THREADING_LAYER" not in os.environ and _numba_config["THREADING_LAYER"
 
 # The kernels' argument types, for type checkers (Numba infers its own from the values):
 # p, t, w and out are 1-D views of their storage (uint16 for float16, int16 for bfloat16:
-# Numba knows neither, and the storage type tells the two apart); loss, scale and
-# partial sums are float64; shapes, strides, indices and offsets int64.
+# Numba knows neither, and the storage type tells the two apart), and so is the loss
+# (float64 sums or the finished loss in its own dtype); scale and partial sums are
+# float64; shapes, strides, indices and offsets int64.
 Operand: TypeAlias = NDArray[Any]
 Float64s: TypeAlias = NDArray[np.float64]
 Int64s: TypeAlias = NDArray[np.int64]
@@ -305,14 +305,30 @@ def cascade_total(stack: Float64s, state: Int64s, result: Float64s, width: int) 
             result[j] = s
 
 
+# An output's sum as the loss holds it: divided by the loss divisor (unless 1, a sum for
+# the caller to combine) and rounded once to the loss's dtype, as cpp/kernels.cpp's
+# LossStore finishes it.
+@register_jitable
+def put_loss(loss: Operand, i: int, value: float, divisor: float) -> None:
+    store(loss, i, value if divisor == 1.0 else value / divisor)
+
+
 @register_jitable
 def store_sum(
-    n_chunks: int, partials: Float64s, loss: Float64s, origin: Int64s, o: int, c: int, loss_offset: int, value: float
+    n_chunks: int,
+    partials: Float64s,
+    loss: Operand,
+    divisor: float,
+    origin: Int64s,
+    o: int,
+    c: int,
+    loss_offset: int,
+    value: float,
 ) -> None:
     if n_chunks > 1:
         partials[o * n_chunks + c] = value
     else:
-        loss[origin[LOSS] + loss_offset] = value
+        put_loss(loss, origin[LOSS] + loss_offset, value, divisor)
 
 
 # Tasks of lane mode: one output over one chunk of its summed positions.
@@ -333,7 +349,8 @@ def lane_tasks(
     t: Operand,
     w: Operand,
     out: Operand,
-    loss: Float64s,
+    loss: Operand,
+    divisor: float,
     scale: Float64s,
     partials: Float64s,
 ) -> None:
@@ -391,7 +408,7 @@ def lane_tasks(
             cascade_push(stack, state, one, 1, scratch)
         cascade_total(stack, state, one, 1)
         if reduces(kind):
-            store_sum(n_chunks, partials, loss, origin, o, c, kept_offset[LOSS], one[0])
+            store_sum(n_chunks, partials, loss, divisor, origin, o, c, kept_offset[LOSS], one[0])
 
 
 # Short rows: lane mode where each output's summed positions lie along the last
@@ -414,7 +431,8 @@ def row_tasks(
     t: Operand,
     w: Operand,
     out: Operand,
-    loss: Float64s,
+    loss: Operand,
+    divisor: float,
     scale: Float64s,
 ) -> None:
     last = shape.size - 1
@@ -445,7 +463,7 @@ def row_tasks(
                     )
                 total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
             if reduces(kind):
-                loss[origin[LOSS] + offset[LOSS] + r * js[LOSS]] = total
+                put_loss(loss, origin[LOSS] + offset[LOSS] + r * js[LOSS], total, divisor)
         o += run
         if o < end:
             advance(shape, strides, 0, n_kept, run, index, offset)
@@ -470,7 +488,8 @@ def across_output_tasks(
     t: Operand,
     w: Operand,
     out: Operand,
-    loss: Float64s,
+    loss: Operand,
+    divisor: float,
     scale: Float64s,
     partials: Float64s,
 ) -> None:
@@ -535,18 +554,46 @@ def across_output_tasks(
             cascade_total(stack, state, values, width)
             o0 = outer * extent + j0
             for j in range(width):
-                store_sum(n_chunks, partials, loss, origin, o0 + j, c, base[LOSS] + j * strides[LOSS, j_dim], values[j])
+                store_sum(
+                    n_chunks,
+                    partials,
+                    loss,
+                    divisor,
+                    origin,
+                    o0 + j,
+                    c,
+                    base[LOSS] + j * strides[LOSS, j_dim],
+                    values[j],
+                )
 
 
 # Tasks [begin, end) of either mode; `arguments` are run's, from kind to scale. A
 # function of its own, compiled without parallel=True: there Numba would turn every array
 # expression of the tasks (acc[:] = 0.0, np.zeros) into a parallel region of its own.
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def tasks(begin: int, end: int, mode: int, arguments: Any, partials: Float64s) -> None:
-    kind, weighted, has_scale, shape, n_kept, n_red, n_chunks, strides, origin, p, t, w, out, loss, scale = arguments
+    kind, weighted, has_scale, shape, n_kept, n_red, n_chunks, strides, origin, p, t, w, out, loss, divisor, scale = (
+        arguments
+    )
     if mode == ROW_MODE:
         row_tasks(
-            begin, end, kind, weighted, has_scale, shape, n_kept, n_red, strides, origin, p, t, w, out, loss, scale
+            begin,
+            end,
+            kind,
+            weighted,
+            has_scale,
+            shape,
+            n_kept,
+            n_red,
+            strides,
+            origin,
+            p,
+            t,
+            w,
+            out,
+            loss,
+            divisor,
+            scale,
         )
     elif mode == ACROSS_MODE:
         across_output_tasks(
@@ -566,6 +613,7 @@ def tasks(begin: int, end: int, mode: int, arguments: Any, partials: Float64s) -
             w,
             out,
             loss,
+            divisor,
             scale,
             partials,
         )
@@ -587,19 +635,20 @@ def tasks(begin: int, end: int, mode: int, arguments: Any, partials: Float64s) -
             w,
             out,
             loss,
+            divisor,
             scale,
             partials,
         )
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def parallel_tasks(n_ranges: int, n_tasks: int, mode: int, arguments: Any, partials: Float64s) -> None:
     """The tasks cut into n_ranges contiguous ranges, one per thread."""
     for rank in prange(n_ranges):
         tasks(n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges, mode, arguments, partials)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def run(
     kind: int,
     weighted: bool,
@@ -612,7 +661,8 @@ def run(
     t: Operand,
     w: Operand,
     out: Operand,
-    loss: Float64s,
+    loss: Operand,
+    divisor: float,
     scale: Float64s,
     num_threads: int,
 ) -> None:
@@ -635,7 +685,7 @@ def run(
             offset = np.zeros(6, np.int64)
             for o in range(n_out):
                 seek(shape, strides, 0, n_kept, o, index, offset)
-                loss[origin[LOSS] + offset[LOSS]] = 0.0
+                put_loss(loss, origin[LOSS] + offset[LOSS], 0.0, divisor)
         return
     n_chunks = max(1, (n_red + CHUNK - 1) // CHUNK)
     j, r = n_kept - 1, ndim - 1
@@ -655,7 +705,24 @@ def run(
         mode = LANE_MODE
         n_tasks = n_out * n_chunks
     n_ranges = min(num_threads, n_tasks) if n_out * n_red >= PARALLEL_MIN else 1
-    arguments = (kind, weighted, has_scale, shape, n_kept, n_red, n_chunks, strides, origin, p, t, w, out, loss, scale)
+    arguments = (
+        kind,
+        weighted,
+        has_scale,
+        shape,
+        n_kept,
+        n_red,
+        n_chunks,
+        strides,
+        origin,
+        p,
+        t,
+        w,
+        out,
+        loss,
+        divisor,
+        scale,
+    )
     if n_ranges == 1:  # one thread: no parallel region is entered (its start costs more than small calls)
         tasks(0, n_tasks, mode, arguments, partials)
     else:
@@ -674,7 +741,7 @@ def run(
                 one[0] = partials[o * n_chunks + c]
                 cascade_push(stack, state, one, 1, scratch)
             cascade_total(stack, state, one, 1)
-            loss[origin[LOSS] + offset[LOSS]] = one[0]
+            put_loss(loss, origin[LOSS] + offset[LOSS], one[0], divisor)
 
 
 # n positions one after another in p, t and out (weights: stride sw, 0 or 1), lane i % 8
@@ -839,7 +906,7 @@ def contiguous_block_of(
         return contiguous_block(REDUCE_DIFFERENCE, False, p, ip, t, it, w, iw, sw, out, io, n, factor)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def flat_tasks(
     begin: int,
     end: int,
@@ -870,7 +937,7 @@ def flat_tasks(
         partials[c] = one[0]
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def parallel_flat_tasks(
     n_ranges: int,
     n_chunks: int,
@@ -888,7 +955,7 @@ def parallel_flat_tasks(
         flat_tasks(begin, end, kind, weighted, p, t, w, out, factor, partials)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def run_flat(
     kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out: Operand, factor: float, num_threads: int
 ) -> float:
@@ -929,8 +996,8 @@ def flat_view(array: np.ndarray) -> tuple[np.ndarray, int]:
     """A 1-D view over the memory `array` spans, and the index of its first element there."""
     if array.size == 0:
         return np.zeros(1, array.dtype), 0
-    if array.ndim == 0:
-        return array.reshape(1), 0
+    if array.ndim == 0 or array.flags.c_contiguous:  # its own memory in order: one reshape
+        return array.reshape(-1), 0
     itemsize = array.itemsize
     low = sum(min(0, (n - 1) * s) for n, s in zip(array.shape, array.strides, strict=True)) // itemsize
     high = sum(max(0, (n - 1) * s) for n, s in zip(array.shape, array.strides, strict=True)) // itemsize
@@ -950,6 +1017,8 @@ def _flat_operand(array: np.ndarray) -> np.ndarray:
 def _is_flat(plan: Plan) -> bool:
     """Whether `plan` is one contiguous run summed over everything: every operand along
     it C-contiguous, of its length (loss and scale one value each)."""
+    if is_contiguous(plan):
+        return True
     if plan.n_kept or len(plan.shape) != 1:
         return False
     n = plan.shape[0]
@@ -977,23 +1046,13 @@ class NumbaBackend:
 
     def __init__(self) -> None:
         self.version: str = numba.__version__
-        # The workqueue layer aborts on launches from two threads at once: calls take
-        # turns until Numba reports a layer that allows them (known after the first).
+        # The workqueue layer aborts on launches from two threads at once: parallel calls
+        # take turns unless Numba reports a layer that allows them (known after the first).
         self._turns = threading.Lock()
         self._concurrent = False
+        self._layer_known = False
 
     def _run(self, kind: int, plan: Plan) -> None:
-        loss = plan.operands.loss
-        if loss is not None and (loss.dtype != np.float64 or plan.loss_divisor != 1.0):
-            # These kernels store float64 sums: the loss is finished from them here.
-            sums = np.empty_like(loss, dtype=np.float64)
-            if sums.strides != tuple(s // loss.itemsize * 8 for s in loss.strides):
-                msg = "a loss to finish must be a contiguous array"
-                raise ValueError(msg)
-            self._run(kind, dataclasses.replace(plan, operands=plan.operands._replace(loss=sums), loss_divisor=1.0))
-            with np.errstate(all="ignore"):
-                np.divide(sums, plan.loss_divisor, out=loss, casting="unsafe")
-            return
         if _is_flat(plan):
             self._run_flat(kind, plan)
             return
@@ -1014,6 +1073,7 @@ class NumbaBackend:
             flats.append(flat)
         flats = [_storage_view(f) for f in flats]
         p, t, w, out, loss, scale = flats
+        threads = numba.get_num_threads() if math.prod(shape) >= PARALLEL_MIN else 1
         arguments = (
             kind,
             plan.operands.weights is not None,
@@ -1027,14 +1087,16 @@ class NumbaBackend:
             w,
             out,
             loss,
+            plan.loss_divisor,
             scale,
-            numba.get_num_threads(),
+            threads,
         )
-        self._launch(run, arguments)
+        self._launch(run, arguments, threads > 1)
 
     def _run_flat(self, kind: int, plan: Plan) -> None:
         predictions, targets, weights, out, loss, scale = plan.operands
         p = _flat_operand(predictions)
+        threads = numba.get_num_threads() if p.size >= PARALLEL_MIN else 1
         arguments = (
             kind,
             weights is not None,
@@ -1043,21 +1105,27 @@ class NumbaBackend:
             p if weights is None else _flat_operand(weights),  # never read
             np.zeros(1, p.dtype) if out is None else _flat_operand(out),  # never written (p may be read-only)
             0.0 if scale is None else float(scale.item()),
-            numba.get_num_threads() if p.size >= PARALLEL_MIN else 1,
+            threads,
         )
-        total = self._launch(run_flat, arguments)
-        if loss is not None:
+        total = np.float64(self._launch(run_flat, arguments, threads > 1))
+        if loss is None:
+            return
+        if plan.loss_divisor == 1.0 and loss.dtype == np.float64:
             loss[...] = total
+        else:  # finished as put_loss finishes it
+            with np.errstate(all="ignore"):
+                loss[...] = total / plan.loss_divisor
 
-    def _launch(self, kernel: Callable[..., Any], arguments: tuple[Any, ...]) -> Any:
-        if self._concurrent:
+    def _launch(self, kernel: Callable[..., Any], arguments: tuple[Any, ...], parallel: bool) -> Any:
+        """kernel(*arguments), taking turns with other threads' parallel calls where the
+        threading layer needs it; a one-thread call enters no parallel region."""
+        if self._concurrent or not parallel:
             return kernel(*arguments)
         with self._turns:
             result = kernel(*arguments)
-            try:
+            if not self._layer_known:  # the pool has started: its layer is known now
                 self._concurrent = vars(numba)["threading_layer"]() != "workqueue"  # untyped
-            except ValueError:  # no thread pool started yet (a one-thread call): ask again later
-                pass
+                self._layer_known = True
         return result
 
     def reduce(self, plan: Plan) -> None:

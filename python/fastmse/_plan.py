@@ -95,6 +95,11 @@ def contiguous_plan(operands: Operands, loss_divisor: float = 1.0) -> Plan:
     return Plan((operands.predictions.size,), 0, operands, _FLAT_STRIDES, loss_divisor)
 
 
+def is_contiguous(plan: Plan) -> bool:
+    """Whether `plan` is one that :func:`contiguous_plan` built (checked by identity: free)."""
+    return plan.strides is _FLAT_STRIDES
+
+
 def make_plan(
     shape: Sequence[int],
     axes: Sequence[int],

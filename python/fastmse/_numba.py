@@ -444,26 +444,29 @@ def row_tasks(
     offset = np.zeros(6, np.int64)
     seek(shape, strides, 0, n_kept, begin, index, offset)
     acc = np.zeros(LANES)
+    base = np.zeros(6, np.int64)
     o = begin
     while o < end:
         run = min(end - o, shape[j] - index[j]) if j >= 0 else end - o
-        for r in range(run):
-            factor = scale[origin[SCALE] + offset[SCALE] + r * js[SCALE]] if has_scale else 0.0
-            ip = origin[P] + offset[P] + r * js[P]
-            it = origin[T] + offset[T] + r * js[T]
-            iw = origin[W] + offset[W] + r * js[W]
-            io = origin[OUT] + offset[OUT] + r * js[OUT]
-            if contiguous:
-                total = contiguous_block_of(kind, weighted, p, ip, t, it, w, iw, sw, out, io, n_red, factor)
-            else:
+        if contiguous:
+            for k in range(6):
+                base[k] = origin[k] + offset[k]
+            contiguous_rows_of(kind, weighted, p, t, w, sw, out, loss, divisor, scale, has_scale, base, js, run, n_red)
+        else:
+            for r in range(run):
+                factor = scale[origin[SCALE] + offset[SCALE] + r * js[SCALE]] if has_scale else 0.0
+                ip = origin[P] + offset[P] + r * js[P]
+                it = origin[T] + offset[T] + r * js[T]
+                iw = origin[W] + offset[W] + r * js[W]
+                io = origin[OUT] + offset[OUT] + r * js[OUT]
                 acc[:] = 0.0
                 for i in range(n_red):
                     acc[i & (LANES - 1)] += element(
                         kind, weighted, p, ip + i * sp, t, it + i * st, w, iw + i * sw, out, io + i * so, factor
                     )
                 total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
-            if reduces(kind):
-                put_loss(loss, origin[LOSS] + offset[LOSS] + r * js[LOSS], total, divisor)
+                if reduces(kind):
+                    put_loss(loss, origin[LOSS] + offset[LOSS] + r * js[LOSS], total, divisor)
         o += run
         if o < end:
             advance(shape, strides, 0, n_kept, run, index, offset)
@@ -744,166 +747,181 @@ def run(
             put_loss(loss, origin[LOSS] + offset[LOSS], one[0], divisor)
 
 
-# n positions one after another in p, t and out (weights: stride sw, 0 or 1), lane i % 8
-# taking position i: what lane_tasks computes for such a block, or for a short row. The eight
-# lanes are locals, the loads of a group of eight come ahead of its stores, and the pass
-# and the weights are constants of each compiled copy (contiguous_block_of), so that
-# each copy's loop holds only its own arithmetic. Returns the combined lanes.
-def contiguous_block(
+# `rows` runs of n positions one after another in p, t and out (weights: stride sw, 0 or
+# 1), row r's starting at base + r * js (per operand), lane i % 8 taking its position i:
+# what lane_tasks computes for such a block or short row. Each row's combined lanes go to
+# sums at base[LOSS] + r * js[LOSS] (put_loss), its gradient factor read from scale at
+# base[SCALE] + r * js[SCALE]. The eight lanes are locals, the loads of a group of eight
+# come ahead of its stores, and the pass and the weights are constants of each compiled
+# copy (contiguous_rows_of), chosen once for all the rows: each copy's loop holds only its
+# own arithmetic (a choice per row doubled the time of rows of ten).
+def contiguous_rows(
     kind: int,
     weighted: bool,
     p: Operand,
-    ip: int,
     t: Operand,
-    it: int,
     w: Operand,
-    iw: int,
     sw: int,
     out: Operand,
-    io: int,
+    sums: Operand,
+    divisor: float,
+    scale: Float64s,
+    has_scale: bool,
+    base: Int64s,
+    js: Int64s,
+    rows: int,
     n: int,
-    factor: float,
-) -> float:  # pragma: no cover - replaced by the overload in compiled code
+) -> None:  # pragma: no cover - replaced by the overload in compiled code
     raise NotImplementedError
 
 
-@overload(contiguous_block, prefer_literal=True)
-def _contiguous_block(
+@overload(contiguous_rows, prefer_literal=True)
+def _contiguous_rows(
     kind: OverloadArg,
     weighted: OverloadArg,
     p: OverloadArg,
-    ip: OverloadArg,
     t: OverloadArg,
-    it: OverloadArg,
     w: OverloadArg,
-    iw: OverloadArg,
     sw: OverloadArg,
     out: OverloadArg,
-    io: OverloadArg,
+    sums: OverloadArg,
+    divisor: OverloadArg,
+    scale: OverloadArg,
+    has_scale: OverloadArg,
+    base: OverloadArg,
+    js: OverloadArg,
+    rows: OverloadArg,
     n: OverloadArg,
-    factor: OverloadArg,
-) -> Callable[..., float] | None:
+) -> Callable[..., None] | None:
     if not isinstance(kind, types.IntegerLiteral) or not isinstance(weighted, types.BooleanLiteral):
         return None
     KIND, WEIGHTED = kind.literal_value, weighted.literal_value
 
-    def block(
+    def rows_of(
         kind: OverloadArg,
         weighted: OverloadArg,
         p: OverloadArg,
-        ip: OverloadArg,
         t: OverloadArg,
-        it: OverloadArg,
         w: OverloadArg,
-        iw: OverloadArg,
         sw: OverloadArg,
         out: OverloadArg,
-        io: OverloadArg,
+        sums: OverloadArg,
+        divisor: OverloadArg,
+        scale: OverloadArg,
+        has_scale: OverloadArg,
+        base: OverloadArg,
+        js: OverloadArg,
+        rows: OverloadArg,
         n: OverloadArg,
-        factor: OverloadArg,
-    ) -> float:
-        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+    ) -> None:
         end = n - n % LANES
-        for i in range(0, end, LANES):
-            d0 = load(p, ip + i) - load(t, it + i)
-            d1 = load(p, ip + i + 1) - load(t, it + i + 1)
-            d2 = load(p, ip + i + 2) - load(t, it + i + 2)
-            d3 = load(p, ip + i + 3) - load(t, it + i + 3)
-            d4 = load(p, ip + i + 4) - load(t, it + i + 4)
-            d5 = load(p, ip + i + 5) - load(t, it + i + 5)
-            d6 = load(p, ip + i + 6) - load(t, it + i + 6)
-            d7 = load(p, ip + i + 7) - load(t, it + i + 7)
-            w0 = w1 = w2 = w3 = w4 = w5 = w6 = w7 = 1.0
-            if WEIGHTED:
-                w0, w1, w2, w3 = (
-                    load(w, iw + i * sw),
-                    load(w, iw + (i + 1) * sw),
-                    load(w, iw + (i + 2) * sw),
-                    load(w, iw + (i + 3) * sw),
-                )
-                w4, w5, w6, w7 = (
-                    load(w, iw + (i + 4) * sw),
-                    load(w, iw + (i + 5) * sw),
-                    load(w, iw + (i + 6) * sw),
-                    load(w, iw + (i + 7) * sw),
-                )
-            if writes(KIND):
-                write(KIND, out, io + i, factor, w0, d0)
-                write(KIND, out, io + i + 1, factor, w1, d1)
-                write(KIND, out, io + i + 2, factor, w2, d2)
-                write(KIND, out, io + i + 3, factor, w3, d3)
-                write(KIND, out, io + i + 4, factor, w4, d4)
-                write(KIND, out, io + i + 5, factor, w5, d5)
-                write(KIND, out, io + i + 6, factor, w6, d6)
-                write(KIND, out, io + i + 7, factor, w7, d7)
+        for r in range(rows):
+            ip, it, iw, io = base[P] + r * js[P], base[T] + r * js[T], base[W] + r * js[W], base[OUT] + r * js[OUT]
+            factor = scale[base[SCALE] + r * js[SCALE]] if has_scale else 0.0
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+            for i in range(0, end, LANES):
+                d0 = load(p, ip + i) - load(t, it + i)
+                d1 = load(p, ip + i + 1) - load(t, it + i + 1)
+                d2 = load(p, ip + i + 2) - load(t, it + i + 2)
+                d3 = load(p, ip + i + 3) - load(t, it + i + 3)
+                d4 = load(p, ip + i + 4) - load(t, it + i + 4)
+                d5 = load(p, ip + i + 5) - load(t, it + i + 5)
+                d6 = load(p, ip + i + 6) - load(t, it + i + 6)
+                d7 = load(p, ip + i + 7) - load(t, it + i + 7)
+                w0 = w1 = w2 = w3 = w4 = w5 = w6 = w7 = 1.0
+                if WEIGHTED:
+                    w0, w1, w2, w3 = (
+                        load(w, iw + i * sw),
+                        load(w, iw + (i + 1) * sw),
+                        load(w, iw + (i + 2) * sw),
+                        load(w, iw + (i + 3) * sw),
+                    )
+                    w4, w5, w6, w7 = (
+                        load(w, iw + (i + 4) * sw),
+                        load(w, iw + (i + 5) * sw),
+                        load(w, iw + (i + 6) * sw),
+                        load(w, iw + (i + 7) * sw),
+                    )
+                if writes(KIND):
+                    write(KIND, out, io + i, factor, w0, d0)
+                    write(KIND, out, io + i + 1, factor, w1, d1)
+                    write(KIND, out, io + i + 2, factor, w2, d2)
+                    write(KIND, out, io + i + 3, factor, w3, d3)
+                    write(KIND, out, io + i + 4, factor, w4, d4)
+                    write(KIND, out, io + i + 5, factor, w5, d5)
+                    write(KIND, out, io + i + 6, factor, w6, d6)
+                    write(KIND, out, io + i + 7, factor, w7, d7)
+                if reduces(KIND):
+                    a0 += term(KIND, w0, d0)
+                    a1 += term(KIND, w1, d1)
+                    a2 += term(KIND, w2, d2)
+                    a3 += term(KIND, w3, d3)
+                    a4 += term(KIND, w4, d4)
+                    a5 += term(KIND, w5, d5)
+                    a6 += term(KIND, w6, d6)
+                    a7 += term(KIND, w7, d7)
+            for i in range(end, n):  # the last n % LANES positions, to lanes 0, 1, ... in turn
+                v = element(KIND, WEIGHTED, p, ip + i, t, it + i, w, iw + i * sw, out, io + i, factor)
+                lane = i - end
+                if lane == 0:
+                    a0 += v
+                elif lane == 1:
+                    a1 += v
+                elif lane == 2:
+                    a2 += v
+                elif lane == 3:
+                    a3 += v
+                elif lane == 4:
+                    a4 += v
+                elif lane == 5:
+                    a5 += v
+                else:
+                    a6 += v
             if reduces(KIND):
-                a0 += term(KIND, w0, d0)
-                a1 += term(KIND, w1, d1)
-                a2 += term(KIND, w2, d2)
-                a3 += term(KIND, w3, d3)
-                a4 += term(KIND, w4, d4)
-                a5 += term(KIND, w5, d5)
-                a6 += term(KIND, w6, d6)
-                a7 += term(KIND, w7, d7)
-        for i in range(end, n):  # the last n % LANES positions, to lanes 0, 1, ... in turn
-            v = element(KIND, WEIGHTED, p, ip + i, t, it + i, w, iw + i * sw, out, io + i, factor)
-            lane = i - end
-            if lane == 0:
-                a0 += v
-            elif lane == 1:
-                a1 += v
-            elif lane == 2:
-                a2 += v
-            elif lane == 3:
-                a3 += v
-            elif lane == 4:
-                a4 += v
-            elif lane == 5:
-                a5 += v
-            else:
-                a6 += v
-        return float(((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)))
+                put_loss(sums, base[LOSS] + r * js[LOSS], ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)), divisor)
 
-    return block
+    return rows_of
 
 
 @register_jitable
-def contiguous_block_of(
+def contiguous_rows_of(
     kind: int,
     weighted: bool,
     p: Operand,
-    ip: int,
     t: Operand,
-    it: int,
     w: Operand,
-    iw: int,
     sw: int,
     out: Operand,
-    io: int,
+    sums: Operand,
+    divisor: float,
+    scale: Float64s,
+    has_scale: bool,
+    base: Int64s,
+    js: Int64s,
+    rows: int,
     n: int,
-    factor: float,
-) -> float:
-    """contiguous_block, the copy compiled for this pass and weighting."""
+) -> None:
+    """contiguous_rows, the copy compiled for this pass and weighting."""
     if kind == REDUCE and weighted:
-        return contiguous_block(REDUCE, True, p, ip, t, it, w, iw, sw, out, io, n, factor)
+        contiguous_rows(REDUCE, True, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
     elif kind == REDUCE:
-        return contiguous_block(REDUCE, False, p, ip, t, it, w, iw, sw, out, io, n, factor)
+        contiguous_rows(REDUCE, False, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
     elif kind == GRAD and weighted:
-        return contiguous_block(GRAD, True, p, ip, t, it, w, iw, sw, out, io, n, factor)
+        contiguous_rows(GRAD, True, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
     elif kind == GRAD:
-        return contiguous_block(GRAD, False, p, ip, t, it, w, iw, sw, out, io, n, factor)
+        contiguous_rows(GRAD, False, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
     elif kind == REDUCE_AND_GRAD and weighted:
-        return contiguous_block(REDUCE_AND_GRAD, True, p, ip, t, it, w, iw, sw, out, io, n, factor)
+        contiguous_rows(REDUCE_AND_GRAD, True, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
     elif kind == REDUCE_AND_GRAD:
-        return contiguous_block(REDUCE_AND_GRAD, False, p, ip, t, it, w, iw, sw, out, io, n, factor)
+        contiguous_rows(REDUCE_AND_GRAD, False, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
     elif kind == SQUARED_ERROR and weighted:
-        return contiguous_block(SQUARED_ERROR, True, p, ip, t, it, w, iw, sw, out, io, n, factor)
+        contiguous_rows(SQUARED_ERROR, True, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
     elif kind == SQUARED_ERROR:
-        return contiguous_block(SQUARED_ERROR, False, p, ip, t, it, w, iw, sw, out, io, n, factor)
+        contiguous_rows(SQUARED_ERROR, False, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
     elif weighted:
-        return contiguous_block(REDUCE_DIFFERENCE, True, p, ip, t, it, w, iw, sw, out, io, n, factor)
+        contiguous_rows(REDUCE_DIFFERENCE, True, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
     else:
-        return contiguous_block(REDUCE_DIFFERENCE, False, p, ip, t, it, w, iw, sw, out, io, n, factor)
+        contiguous_rows(REDUCE_DIFFERENCE, False, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -925,13 +943,19 @@ def flat_tasks(
     state = np.zeros(2, np.int64)
     one = np.zeros(1)
     scratch = np.zeros(1)
+    scale = np.full(1, factor)
+    base = np.zeros(6, np.int64)  # each block one row: its sum to one[0], its factor scale[0]
+    no_step = np.zeros(6, np.int64)
     for c in range(begin, end):
         lo = c * CHUNK
         hi = min(lo + CHUNK, n)
         state[:] = 0
         for block in range(lo, hi, BLOCK):
-            n_block = min(block + BLOCK, hi) - block
-            one[0] = contiguous_block_of(kind, weighted, p, block, t, block, w, block, 1, out, block, n_block, factor)
+            base[P] = base[T] = base[W] = base[OUT] = block
+            one[0] = 0.0
+            contiguous_rows_of(
+                kind, weighted, p, t, w, 1, out, one, 1.0, scale, True, base, no_step, 1, min(BLOCK, hi - block)
+            )
             cascade_push(stack, state, one, 1, scratch)
         cascade_total(stack, state, one, 1)
         partials[c] = one[0]

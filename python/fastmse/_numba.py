@@ -451,7 +451,9 @@ def row_tasks(
         if contiguous:
             for k in range(6):
                 base[k] = origin[k] + offset[k]
-            contiguous_rows_of(kind, weighted, p, t, w, sw, out, loss, divisor, scale, has_scale, base, js, run, n_red)
+            specialized(
+                ROWS_ROUTINE, kind, weighted, (p, t, w, sw, out, loss, divisor, scale, has_scale, base, js, run, n_red)
+            )
         else:
             for r in range(run):
                 factor = scale[origin[SCALE] + offset[SCALE] + r * js[SCALE]] if has_scale else 0.0
@@ -498,6 +500,8 @@ def across_output_tasks(
 ) -> None:
     ndim = shape.size
     j_dim = n_kept - 1
+    last = ndim - 1
+    js, rs = strides[:, j_dim], strides[:, last]  # steps to the next output, the next position
     extent = shape[j_dim]
     n_groups = (extent + OUTPUTS_PER_TASK - 1) // OUTPUTS_PER_TASK
     outer_index_arr = np.zeros(ndim, np.int64)
@@ -505,6 +509,7 @@ def across_output_tasks(
     summed_index = np.zeros(ndim, np.int64)
     summed_offset = np.zeros(6, np.int64)
     base = np.zeros(6, np.int64)
+    at = np.zeros(6, np.int64)
     factors = np.zeros(OUTPUTS_PER_TASK)
     acc = np.zeros(OUTPUTS_PER_TASK)
     values = np.zeros(OUTPUTS_PER_TASK)
@@ -531,26 +536,15 @@ def across_output_tasks(
         state[:] = 0
         for block in range(lo, hi, ROW_BLOCK):
             acc[:] = 0.0
-            for _ in range(block, min(block + ROW_BLOCK, hi)):
-                ip = origin[P] + base[P] + summed_offset[P]
-                it = origin[T] + base[T] + summed_offset[T]
-                iw = origin[W] + base[W] + summed_offset[W]
-                io = origin[OUT] + base[OUT] + summed_offset[OUT]
-                for j in range(width):
-                    acc[j] += element(
-                        kind,
-                        weighted,
-                        p,
-                        ip + j * strides[P, j_dim],
-                        t,
-                        it + j * strides[T, j_dim],
-                        w,
-                        iw + j * strides[W, j_dim],
-                        out,
-                        io + j * strides[OUT, j_dim],
-                        factors[j],
-                    )
-                advance(shape, strides, n_kept, ndim, 1, summed_index, summed_offset)
+            pos = block
+            block_end = min(block + ROW_BLOCK, hi)
+            while pos < block_end:  # runs along the innermost summed dimension
+                n = min(shape[last] - summed_index[last], block_end - pos)
+                for k in range(6):
+                    at[k] = origin[k] + base[k] + summed_offset[k]
+                specialized(ACROSS_ROUTINE, kind, weighted, (p, t, w, out, at, rs, js, n, width, factors, acc))
+                pos += n
+                advance(shape, strides, n_kept, ndim, n, summed_index, summed_offset)
             if reducing:
                 cascade_push(stack, state, acc, width, scratch)
         if reducing:
@@ -753,67 +747,21 @@ def run(
 # sums at base[LOSS] + r * js[LOSS] (put_loss), its gradient factor read from scale at
 # base[SCALE] + r * js[SCALE]. The eight lanes are locals, the loads of a group of eight
 # come ahead of its stores, and the pass and the weights are constants of each compiled
-# copy (contiguous_rows_of), chosen once for all the rows: each copy's loop holds only its
+# copy (`specialized`), chosen once for all the rows: each copy's loop holds only its
 # own arithmetic (a choice per row doubled the time of rows of ten).
-def contiguous_rows(
-    kind: int,
-    weighted: bool,
-    p: Operand,
-    t: Operand,
-    w: Operand,
-    sw: int,
-    out: Operand,
-    sums: Operand,
-    divisor: float,
-    scale: Float64s,
-    has_scale: bool,
-    base: Int64s,
-    js: Int64s,
-    rows: int,
-    n: int,
-) -> None:  # pragma: no cover - replaced by the overload in compiled code
-    raise NotImplementedError
+def contiguous_rows(kind: int, weighted: bool, arguments: Any) -> None:
+    """`arguments`: (p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)."""
+    raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
 
 
 @overload(contiguous_rows, prefer_literal=True)
-def _contiguous_rows(
-    kind: OverloadArg,
-    weighted: OverloadArg,
-    p: OverloadArg,
-    t: OverloadArg,
-    w: OverloadArg,
-    sw: OverloadArg,
-    out: OverloadArg,
-    sums: OverloadArg,
-    divisor: OverloadArg,
-    scale: OverloadArg,
-    has_scale: OverloadArg,
-    base: OverloadArg,
-    js: OverloadArg,
-    rows: OverloadArg,
-    n: OverloadArg,
-) -> Callable[..., None] | None:
+def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> Callable[..., None] | None:
     if not isinstance(kind, types.IntegerLiteral) or not isinstance(weighted, types.BooleanLiteral):
         return None
     KIND, WEIGHTED = kind.literal_value, weighted.literal_value
 
-    def rows_of(
-        kind: OverloadArg,
-        weighted: OverloadArg,
-        p: OverloadArg,
-        t: OverloadArg,
-        w: OverloadArg,
-        sw: OverloadArg,
-        out: OverloadArg,
-        sums: OverloadArg,
-        divisor: OverloadArg,
-        scale: OverloadArg,
-        has_scale: OverloadArg,
-        base: OverloadArg,
-        js: OverloadArg,
-        rows: OverloadArg,
-        n: OverloadArg,
-    ) -> None:
+    def rows_of(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
+        p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n = arguments
         end = n - n % LANES
         for r in range(rows):
             ip, it, iw, io = base[P] + r * js[P], base[T] + r * js[T], base[W] + r * js[W], base[OUT] + r * js[OUT]
@@ -883,45 +831,75 @@ def _contiguous_rows(
     return rows_of
 
 
-@register_jitable
-def contiguous_rows_of(
-    kind: int,
-    weighted: bool,
-    p: Operand,
-    t: Operand,
-    w: Operand,
-    sw: int,
-    out: Operand,
-    sums: Operand,
-    divisor: float,
-    scale: Float64s,
-    has_scale: bool,
-    base: Int64s,
-    js: Int64s,
-    rows: int,
-    n: int,
-) -> None:
-    """contiguous_rows, the copy compiled for this pass and weighting."""
-    if kind == REDUCE and weighted:
-        contiguous_rows(REDUCE, True, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
-    elif kind == REDUCE:
-        contiguous_rows(REDUCE, False, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
-    elif kind == GRAD and weighted:
-        contiguous_rows(GRAD, True, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
-    elif kind == GRAD:
-        contiguous_rows(GRAD, False, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
-    elif kind == REDUCE_AND_GRAD and weighted:
-        contiguous_rows(REDUCE_AND_GRAD, True, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
-    elif kind == REDUCE_AND_GRAD:
-        contiguous_rows(REDUCE_AND_GRAD, False, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
-    elif kind == SQUARED_ERROR and weighted:
-        contiguous_rows(SQUARED_ERROR, True, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
-    elif kind == SQUARED_ERROR:
-        contiguous_rows(SQUARED_ERROR, False, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
-    elif weighted:
-        contiguous_rows(REDUCE_DIFFERENCE, True, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
-    else:
-        contiguous_rows(REDUCE_DIFFERENCE, False, p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)
+# `count` summed positions, `rs` apart from `at` (per operand), of `width` neighbouring
+# outputs `js` apart: each position adds its terms to acc[j] in order, output by output,
+# as across_output_tasks sums them. Compiled per pass and weighting, as contiguous_rows.
+def across_block(kind: int, weighted: bool, arguments: Any) -> None:
+    """`arguments`: (p, t, w, out, at, rs, js, count, width, factors, acc)."""
+    raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
+
+
+@overload(across_block, prefer_literal=True)
+def _across_block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> Callable[..., None] | None:
+    if not isinstance(kind, types.IntegerLiteral) or not isinstance(weighted, types.BooleanLiteral):
+        return None
+    KIND, WEIGHTED = kind.literal_value, weighted.literal_value
+
+    def block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
+        p, t, w, out, at, rs, js, count, width, factors, acc = arguments
+        sp, st, sw, so = js[P], js[T], js[W], js[OUT]
+        for q in range(count):
+            ip, it, iw, io = at[P] + q * rs[P], at[T] + q * rs[T], at[W] + q * rs[W], at[OUT] + q * rs[OUT]
+            for j in range(width):
+                d = load(p, ip + j * sp) - load(t, it + j * st)
+                weight = load(w, iw + j * sw) if WEIGHTED else 1.0
+                acc[j] += apply(KIND, d, weight, factors[j], out, io + j * so)
+
+    return block
+
+
+# The routines compiled once per pass and weighting, for `specialized`.
+ROWS_ROUTINE = 0  # contiguous_rows
+ACROSS_ROUTINE = 1  # across_block
+
+
+def specialized(routine: int, kind: int, weighted: bool, arguments: Any) -> None:
+    """routine(kind, weighted, arguments), the copy compiled for this pass and weighting:
+    the pass is chosen here once for all the positions that the routine then walks."""
+    raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
+
+
+@overload(specialized, prefer_literal=True)
+def _specialized(
+    routine: OverloadArg, kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg
+) -> Callable[..., None] | None:
+    if not isinstance(routine, types.IntegerLiteral):
+        return None
+    target = contiguous_rows if routine.literal_value == ROWS_ROUTINE else across_block
+
+    def choose(routine: OverloadArg, kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
+        if kind == REDUCE and weighted:
+            target(REDUCE, True, arguments)
+        elif kind == REDUCE:
+            target(REDUCE, False, arguments)
+        elif kind == GRAD and weighted:
+            target(GRAD, True, arguments)
+        elif kind == GRAD:
+            target(GRAD, False, arguments)
+        elif kind == REDUCE_AND_GRAD and weighted:
+            target(REDUCE_AND_GRAD, True, arguments)
+        elif kind == REDUCE_AND_GRAD:
+            target(REDUCE_AND_GRAD, False, arguments)
+        elif kind == SQUARED_ERROR and weighted:
+            target(SQUARED_ERROR, True, arguments)
+        elif kind == SQUARED_ERROR:
+            target(SQUARED_ERROR, False, arguments)
+        elif weighted:
+            target(REDUCE_DIFFERENCE, True, arguments)
+        else:
+            target(REDUCE_DIFFERENCE, False, arguments)
+
+    return choose
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -953,8 +931,9 @@ def flat_tasks(
         for block in range(lo, hi, BLOCK):
             base[P] = base[T] = base[W] = base[OUT] = block
             one[0] = 0.0
-            contiguous_rows_of(
-                kind, weighted, p, t, w, 1, out, one, 1.0, scale, True, base, no_step, 1, min(BLOCK, hi - block)
+            n_block = min(BLOCK, hi - block)
+            specialized(
+                ROWS_ROUTINE, kind, weighted, (p, t, w, 1, out, one, 1.0, scale, True, base, no_step, 1, n_block)
             )
             cascade_push(stack, state, one, 1, scratch)
         cascade_total(stack, state, one, 1)
@@ -984,7 +963,7 @@ def run_flat(
     kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out: Operand, factor: float, num_threads: int
 ) -> float:
     """One pass over a flat run of p.size positions (w and out as long where present);
-    returns the sum, as run stores it for such a plan."""
+    returns the float64 sum, which the caller finishes into the loss."""
     n = p.size
     if n == 0:
         return 0.0
@@ -1020,7 +999,7 @@ def flat_view(array: np.ndarray) -> tuple[np.ndarray, int]:
     """A 1-D view over the memory `array` spans, and the index of its first element there."""
     if array.size == 0:
         return np.zeros(1, array.dtype), 0
-    if array.ndim == 0 or array.flags.c_contiguous:  # its own memory in order: one reshape
+    if array.flags.c_contiguous:  # its own memory in order (0-d too): one reshape
         return array.reshape(-1), 0
     itemsize = array.itemsize
     low = sum(min(0, (n - 1) * s) for n, s in zip(array.shape, array.strides, strict=True)) // itemsize
@@ -1132,7 +1111,7 @@ class NumbaBackend:
             threads,
         )
         total = np.float64(self._launch(run_flat, arguments, threads > 1))
-        if loss is None:
+        if loss is None or not reduces(kind):
             return
         if plan.loss_divisor == 1.0 and loss.dtype == np.float64:
             loss[...] = total

@@ -90,8 +90,9 @@ _FLAT_STRIDES: tuple[tuple[int, ...], ...] = ((1,), (1,), (1,), (1,), (0,), (0,)
 
 def contiguous_plan(operands: Operands, loss_divisor: float = 1.0) -> Plan:
     """The plan :func:`make_plan` gives where predictions, targets and out (if any) are
-    C-contiguous of one shape, without weights, summed over everything; built without
-    the general search, which costs more than the kernel on small arrays."""
+    C-contiguous of one shape, without weights, summed over everything (loss and scale,
+    where given, one value each); built without the general search, which costs more
+    than the kernel on small arrays."""
     return Plan((operands.predictions.size,), 0, operands, _FLAT_STRIDES, loss_divisor)
 
 
@@ -183,7 +184,7 @@ def _dense_plan(shape: Sequence[int], axes: Sequence[int], operands: Operands) -
         return None
     kept_dims = range(n_axes, ndim) if leading else range(ndim - n_axes)
     kept = math.prod(shape[d] for d in kept_dims)
-    for reduced in (loss, scale):  # one float64 per kept position, in C order, or one for all
+    for reduced in (loss, scale):  # one value per kept position, in C order, or one for all
         if reduced is not None and reduced.ndim and (reduced.size != kept or not reduced.flags.c_contiguous):
             return None
     summed = math.prod(shape) // kept

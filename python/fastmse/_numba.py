@@ -307,17 +307,22 @@ def cascade_total(stack: Float64s, state: Int64s, result: Float64s, width: int) 
 
 # An output's sum as the loss holds it: divided by the loss divisor (unless 1, a sum for
 # the caller to combine) and rounded once to the loss's dtype, as cpp/kernels.cpp's
-# LossStore finishes it.
+# LossStore finishes it. `loss` is (sums, finished), one of them empty (see schedule).
 @register_jitable
-def put_loss(loss: Operand, i: int, value: float, divisor: float) -> None:
-    store(loss, i, value if divisor == 1.0 else value / divisor)
+def put_loss(loss: Any, i: int, value: float, divisor: float) -> None:
+    sums, finished = loss
+    quotient = value if divisor == 1.0 else value / divisor
+    if finished.size:
+        store(finished, i, quotient)
+    else:
+        store(sums, i, quotient)
 
 
 @register_jitable
 def store_sum(
     n_chunks: int,
     partials: Float64s,
-    loss: Operand,
+    loss: Any,
     divisor: float,
     origin: Int64s,
     o: int,
@@ -333,27 +338,27 @@ def store_sum(
 
 # Tasks of lane mode: one output over one chunk of its summed positions.
 @register_jitable
-def lane_tasks(
-    begin: int,
-    end: int,
-    kind: int,
-    weighted: bool,
-    has_scale: bool,
-    shape: Int64s,
-    n_kept: int,
-    n_red: int,
-    n_chunks: int,
-    strides: Int64s,
-    origin: Int64s,
-    p: Operand,
-    t: Operand,
-    w: Operand,
-    out: Operand,
-    loss: Operand,
-    divisor: float,
-    scale: Float64s,
-    partials: Float64s,
-) -> None:
+def lane_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None:
+    (
+        kind,
+        weighted,
+        has_scale,
+        shape,
+        n_kept,
+        n_red,
+        n_chunks,
+        strides,
+        origin,
+        p,
+        t,
+        w,
+        out,
+        sums,
+        finished,
+        divisor,
+        scale,
+    ) = arguments
+    loss = (sums, finished)
     ndim = shape.size
     last = ndim - 1
     kept_index = np.zeros(ndim, np.int64)
@@ -416,25 +421,27 @@ def lane_tasks(
 # block, the combined lanes, with no cascade: what lane_tasks gives, here for a range of
 # outputs walked without a seek per output (cpp/kernels.cpp's row_tasks).
 @register_jitable
-def row_tasks(
-    begin: int,
-    end: int,
-    kind: int,
-    weighted: bool,
-    has_scale: bool,
-    shape: Int64s,
-    n_kept: int,
-    n_red: int,
-    strides: Int64s,
-    origin: Int64s,
-    p: Operand,
-    t: Operand,
-    w: Operand,
-    out: Operand,
-    loss: Operand,
-    divisor: float,
-    scale: Float64s,
-) -> None:
+def row_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None:
+    (
+        kind,
+        weighted,
+        has_scale,
+        shape,
+        n_kept,
+        n_red,
+        _,
+        strides,
+        origin,
+        p,
+        t,
+        w,
+        out,
+        sums,
+        finished,
+        divisor,
+        scale,
+    ) = arguments
+    loss = (sums, finished)
     last = shape.size - 1
     sp, st, sw, so = strides[P, last], strides[T, last], strides[W, last], strides[OUT, last]
     contiguous = sp == 1 and st == 1 and (so == 1 or not writes(kind)) and (not weighted or sw == 0 or sw == 1)
@@ -477,27 +484,27 @@ def row_tasks(
 # Tasks of across-output mode: a group of OUTPUTS_PER_TASK neighbouring outputs along the
 # last kept dimension, over one chunk of their summed positions.
 @register_jitable
-def across_output_tasks(
-    begin: int,
-    end: int,
-    kind: int,
-    weighted: bool,
-    has_scale: bool,
-    shape: Int64s,
-    n_kept: int,
-    n_red: int,
-    n_chunks: int,
-    strides: Int64s,
-    origin: Int64s,
-    p: Operand,
-    t: Operand,
-    w: Operand,
-    out: Operand,
-    loss: Operand,
-    divisor: float,
-    scale: Float64s,
-    partials: Float64s,
-) -> None:
+def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None:
+    (
+        kind,
+        weighted,
+        has_scale,
+        shape,
+        n_kept,
+        n_red,
+        n_chunks,
+        strides,
+        origin,
+        p,
+        t,
+        w,
+        out,
+        sums,
+        finished,
+        divisor,
+        scale,
+    ) = arguments
+    loss = (sums, finished)
     ndim = shape.size
     j_dim = n_kept - 1
     last = ndim - 1
@@ -564,78 +571,18 @@ def across_output_tasks(
                 )
 
 
-# Tasks [begin, end) of either mode; `arguments` are run's, from kind to scale. A
-# function of its own, compiled without parallel=True: there Numba would turn every array
-# expression of the tasks (acc[:] = 0.0, np.zeros) into a parallel region of its own.
+# Tasks [begin, end) of one mode; `arguments` are run's (kind to scale), which each mode's
+# tasks unpack. A function of its own, compiled without parallel=True: there Numba would
+# turn every array expression of the tasks (acc[:] = 0.0, np.zeros) into a parallel region
+# of its own.
 @njit(cache=True, nogil=True, error_model="numpy")
 def tasks(begin: int, end: int, mode: int, arguments: Any, partials: Float64s) -> None:
-    kind, weighted, has_scale, shape, n_kept, n_red, n_chunks, strides, origin, p, t, w, out, loss, divisor, scale = (
-        arguments
-    )
     if mode == ROW_MODE:
-        row_tasks(
-            begin,
-            end,
-            kind,
-            weighted,
-            has_scale,
-            shape,
-            n_kept,
-            n_red,
-            strides,
-            origin,
-            p,
-            t,
-            w,
-            out,
-            loss,
-            divisor,
-            scale,
-        )
+        row_tasks(begin, end, arguments, partials)
     elif mode == ACROSS_MODE:
-        across_output_tasks(
-            begin,
-            end,
-            kind,
-            weighted,
-            has_scale,
-            shape,
-            n_kept,
-            n_red,
-            n_chunks,
-            strides,
-            origin,
-            p,
-            t,
-            w,
-            out,
-            loss,
-            divisor,
-            scale,
-            partials,
-        )
+        across_output_tasks(begin, end, arguments, partials)
     else:
-        lane_tasks(
-            begin,
-            end,
-            kind,
-            weighted,
-            has_scale,
-            shape,
-            n_kept,
-            n_red,
-            n_chunks,
-            strides,
-            origin,
-            p,
-            t,
-            w,
-            out,
-            loss,
-            divisor,
-            scale,
-            partials,
-        )
+        lane_tasks(begin, end, arguments, partials)
 
 
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
@@ -643,6 +590,107 @@ def parallel_tasks(n_ranges: int, n_tasks: int, mode: int, arguments: Any, parti
     """The tasks cut into n_ranges contiguous ranges, one per thread."""
     for rank in prange(n_ranges):
         tasks(n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges, mode, arguments, partials)
+
+
+# The loss comes as two views, one of them empty: float64 sums or the loss finished in the
+# data's dtype. One compiled copy of the kernels then serves both, where a loss array of
+# either dtype would compile them twice.
+@register_jitable
+def schedule(
+    kind: int,
+    weighted: bool,
+    has_scale: bool,
+    shape: Int64s,
+    n_kept: int,
+    strides: Int64s,
+    origin: Int64s,
+    p: Operand,
+    t: Operand,
+    w: Operand,
+    out: Operand,
+    sums: Float64s,
+    finished: Operand,
+    divisor: float,
+    scale: Float64s,
+) -> tuple[int, int, Any, Float64s]:
+    """How run splits a plan (see cpp/kernels.cpp for the summation order): the mode, the
+    number of tasks (0 where nothing is left to do), the tasks' arguments and the array of
+    partial sums that they fill where an output's sum spans several chunks."""
+    ndim = shape.size
+    reducing = reduces(kind)
+    if not reducing:  # the walk of a pass that sums nothing is free: short rows, as in C++
+        n_kept = max(n_kept, ndim - 1)
+    # int64 from the start, not the literal 1 (nor a literal 0 for tasks' begin in run):
+    # Numba compiles and caches a copy of tasks for each type an argument takes while it
+    # infers types, literals included, which doubled the time of a first call.
+    n_out = np.int64(1)
+    for d in range(n_kept):
+        n_out *= shape[d]
+    n_red = np.int64(1)
+    for d in range(n_kept, ndim):
+        n_red *= shape[d]
+    n_chunks = max(1, (n_red + CHUNK - 1) // CHUNK)
+    arguments = (
+        kind,
+        weighted,
+        has_scale,
+        shape,
+        n_kept,
+        n_red,
+        n_chunks,
+        strides,
+        origin,
+        p,
+        t,
+        w,
+        out,
+        sums,
+        finished,
+        divisor,
+        scale,
+    )
+    partials = np.zeros(n_out * n_chunks if reducing and n_chunks > 1 else 0)
+    if n_out == 0 or n_red == 0:
+        if reducing and n_red == 0:  # sums of no terms
+            index = np.zeros(ndim, np.int64)
+            offset = np.zeros(6, np.int64)
+            for o in range(n_out):
+                seek(shape, strides, 0, n_kept, o, index, offset)
+                put_loss((sums, finished), origin[LOSS] + offset[LOSS], 0.0, divisor)
+        return LANE_MODE, np.int64(0), arguments, partials
+    j, r = n_kept - 1, ndim - 1
+    if (
+        n_kept > 0
+        and shape[j] > 1
+        and (shape[r] == 1 or abs(strides[P, j]) + abs(strides[T, j]) < abs(strides[P, r]) + abs(strides[T, r]))
+    ):
+        n_tasks = n_out // shape[j] * ((shape[j] + OUTPUTS_PER_TASK - 1) // OUTPUTS_PER_TASK) * n_chunks
+        return ACROSS_MODE, n_tasks, arguments, partials
+    if ndim - n_kept == 1 and n_red <= BLOCK:
+        return ROW_MODE, n_out, arguments, partials
+    return LANE_MODE, n_out * n_chunks, arguments, partials
+
+
+@register_jitable
+def combine_chunks(arguments: Any, partials: Float64s) -> None:
+    """Each output's sum from its chunks' partial sums, where it has several."""
+    kind, _, _, shape, n_kept, _, n_chunks, strides, origin, _, _, _, _, sums, finished, divisor, _ = arguments
+    if not reduces(kind) or n_chunks == 1:
+        return
+    index = np.zeros(shape.size, np.int64)
+    offset = np.zeros(6, np.int64)
+    stack = np.zeros((CASCADE_LEVELS, 1))
+    state = np.zeros(2, np.int64)
+    one = np.zeros(1)
+    scratch = np.zeros(1)
+    for o in range(partials.size // n_chunks):
+        seek(shape, strides, 0, n_kept, o, index, offset)
+        state[:] = 0
+        for c in range(n_chunks):
+            one[0] = partials[o * n_chunks + c]
+            cascade_push(stack, state, one, 1, scratch)
+        cascade_total(stack, state, one, 1)
+        put_loss((sums, finished), origin[LOSS] + offset[LOSS], one[0], divisor)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -658,99 +706,61 @@ def run(
     t: Operand,
     w: Operand,
     out: Operand,
-    loss: Operand,
+    sums: Float64s,
+    finished: Operand,
+    divisor: float,
+    scale: Float64s,
+) -> None:
+    """Runs one pass over a plan on the calling thread: no parallel region is entered,
+    whose start costs more than a small call."""
+    mode, n_tasks, arguments, partials = schedule(
+        kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out, sums, finished, divisor, scale
+    )
+    if n_tasks:
+        tasks(np.int64(0), n_tasks, mode, arguments, partials)
+        combine_chunks(arguments, partials)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def parallel_run(
+    kind: int,
+    weighted: bool,
+    has_scale: bool,
+    shape: Int64s,
+    n_kept: int,
+    strides: Int64s,
+    origin: Int64s,
+    p: Operand,
+    t: Operand,
+    w: Operand,
+    out: Operand,
+    sums: Float64s,
+    finished: Operand,
     divisor: float,
     scale: Float64s,
     num_threads: int,
 ) -> None:
-    """Runs one pass over a plan (see cpp/kernels.cpp for the summation order)."""
-    ndim = shape.size
-    reducing = reduces(kind)
-    if not reducing:  # the walk of a pass that sums nothing is free: short rows, as in C++
-        n_kept = max(n_kept, ndim - 1)
-    n_out = 1
-    for d in range(n_kept):
-        n_out *= shape[d]
-    n_red = 1
-    for d in range(n_kept, ndim):
-        n_red *= shape[d]
-    if n_out == 0:
-        return
-    if n_red == 0:
-        if reducing:
-            index = np.zeros(ndim, np.int64)
-            offset = np.zeros(6, np.int64)
-            for o in range(n_out):
-                seek(shape, strides, 0, n_kept, o, index, offset)
-                put_loss(loss, origin[LOSS] + offset[LOSS], 0.0, divisor)
-        return
-    n_chunks = max(1, (n_red + CHUNK - 1) // CHUNK)
-    j, r = n_kept - 1, ndim - 1
-    across = False
-    if n_kept > 0 and shape[j] > 1:
-        cost_j = abs(strides[P, j]) + abs(strides[T, j])
-        cost_r = abs(strides[P, r]) + abs(strides[T, r])
-        across = shape[r] == 1 or cost_j < cost_r
-    partials = np.zeros(n_out * n_chunks if reducing and n_chunks > 1 else 0)
-    if across:
-        mode = ACROSS_MODE
-        n_tasks = n_out // shape[j] * ((shape[j] + OUTPUTS_PER_TASK - 1) // OUTPUTS_PER_TASK) * n_chunks
-    elif ndim - n_kept == 1 and n_red <= BLOCK:
-        mode = ROW_MODE
-        n_tasks = n_out
-    else:
-        mode = LANE_MODE
-        n_tasks = n_out * n_chunks
-    n_ranges = min(num_threads, n_tasks) if n_out * n_red >= PARALLEL_MIN else 1
-    arguments = (
-        kind,
-        weighted,
-        has_scale,
-        shape,
-        n_kept,
-        n_red,
-        n_chunks,
-        strides,
-        origin,
-        p,
-        t,
-        w,
-        out,
-        loss,
-        divisor,
-        scale,
+    """run on up to num_threads threads. An entry of its own, compiled only for the
+    signatures that a call of PARALLEL_MIN positions or more brings: the parallel code
+    takes as long to compile as the rest."""
+    mode, n_tasks, arguments, partials = schedule(
+        kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out, sums, finished, divisor, scale
     )
-    if n_ranges == 1:  # one thread: no parallel region is entered (its start costs more than small calls)
-        tasks(0, n_tasks, mode, arguments, partials)
-    else:
-        parallel_tasks(n_ranges, n_tasks, mode, arguments, partials)
-    if reducing and n_chunks > 1:
-        index = np.zeros(ndim, np.int64)
-        offset = np.zeros(6, np.int64)
-        stack = np.zeros((CASCADE_LEVELS, 1))
-        state = np.zeros(2, np.int64)
-        one = np.zeros(1)
-        scratch = np.zeros(1)
-        for o in range(n_out):
-            seek(shape, strides, 0, n_kept, o, index, offset)
-            state[:] = 0
-            for c in range(n_chunks):
-                one[0] = partials[o * n_chunks + c]
-                cascade_push(stack, state, one, 1, scratch)
-            cascade_total(stack, state, one, 1)
-            put_loss(loss, origin[LOSS] + offset[LOSS], one[0], divisor)
+    if n_tasks:
+        parallel_tasks(min(num_threads, n_tasks), n_tasks, mode, arguments, partials)
+        combine_chunks(arguments, partials)
 
 
 # `rows` runs of n positions one after another in p, t and out (weights: stride sw, 0 or
 # 1), row r's starting at base + r * js (per operand), lane i % 8 taking its position i:
 # what lane_tasks computes for such a block or short row. Each row's combined lanes go to
-# sums at base[LOSS] + r * js[LOSS] (put_loss), its gradient factor read from scale at
+# the loss at base[LOSS] + r * js[LOSS] (put_loss), its gradient factor read from scale at
 # base[SCALE] + r * js[SCALE]. The eight lanes are locals, the loads of a group of eight
 # come ahead of its stores, and the pass and the weights are constants of each compiled
 # copy (`specialized`), chosen once for all the rows: each copy's loop holds only its
 # own arithmetic (a choice per row doubled the time of rows of ten).
 def contiguous_rows(kind: int, weighted: bool, arguments: Any) -> None:
-    """`arguments`: (p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n)."""
+    """`arguments`: (p, t, w, sw, out, loss, divisor, scale, has_scale, base, js, rows, n)."""
     raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
 
 
@@ -761,7 +771,7 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
     KIND, WEIGHTED = kind.literal_value, weighted.literal_value
 
     def rows_of(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
-        p, t, w, sw, out, sums, divisor, scale, has_scale, base, js, rows, n = arguments
+        p, t, w, sw, out, loss, divisor, scale, has_scale, base, js, rows, n = arguments
         end = n - n % LANES
         for r in range(rows):
             ip, it, iw, io = base[P] + r * js[P], base[T] + r * js[T], base[W] + r * js[W], base[OUT] + r * js[OUT]
@@ -826,7 +836,7 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
                 else:
                     a6 += v
             if reduces(KIND):
-                put_loss(sums, base[LOSS] + r * js[LOSS], ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)), divisor)
+                put_loss(loss, base[LOSS] + r * js[LOSS], ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)), divisor)
 
     return rows_of
 
@@ -851,9 +861,9 @@ def _across_block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadA
         for q in range(count):
             ip, it, iw, io = at[P] + q * rs[P], at[T] + q * rs[T], at[W] + q * rs[W], at[OUT] + q * rs[OUT]
             for j in range(width):
-                d = load(p, ip + j * sp) - load(t, it + j * st)
-                weight = load(w, iw + j * sw) if WEIGHTED else 1.0
-                acc[j] += apply(KIND, d, weight, factors[j], out, io + j * so)
+                acc[j] += element(
+                    KIND, WEIGHTED, p, ip + j * sp, t, it + j * st, w, iw + j * sw, out, io + j * so, factors[j]
+                )
 
     return block
 
@@ -920,9 +930,10 @@ def flat_tasks(
     stack = np.zeros((CASCADE_LEVELS, 1))
     state = np.zeros(2, np.int64)
     one = np.zeros(1)
+    loss = (one, one[:0])  # each block's sum to one[0] (see put_loss)
     scratch = np.zeros(1)
     scale = np.full(1, factor)
-    base = np.zeros(6, np.int64)  # each block one row: its sum to one[0], its factor scale[0]
+    base = np.zeros(6, np.int64)  # each block one row, its factor scale[0]
     no_step = np.zeros(6, np.int64)
     for c in range(begin, end):
         lo = c * CHUNK
@@ -933,7 +944,7 @@ def flat_tasks(
             one[0] = 0.0
             n_block = min(BLOCK, hi - block)
             specialized(
-                ROWS_ROUTINE, kind, weighted, (p, t, w, 1, out, one, 1.0, scale, True, base, no_step, 1, n_block)
+                ROWS_ROUTINE, kind, weighted, (p, t, w, 1, out, loss, 1.0, scale, True, base, no_step, 1, n_block)
             )
             cascade_push(stack, state, one, 1, scratch)
         cascade_total(stack, state, one, 1)
@@ -958,31 +969,37 @@ def parallel_flat_tasks(
         flat_tasks(begin, end, kind, weighted, p, t, w, out, factor, partials)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def run_flat(
-    kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out: Operand, factor: float, num_threads: int
-) -> float:
-    """One pass over a flat run of p.size positions (w and out as long where present);
-    returns the float64 sum, which the caller finishes into the loss."""
-    n = p.size
-    if n == 0:
-        return 0.0
-    n_chunks = (n + CHUNK - 1) // CHUNK
-    partials = np.empty(n_chunks)
-    n_ranges = min(num_threads, n_chunks) if n >= PARALLEL_MIN else 1
-    if n_ranges == 1:
-        flat_tasks(0, n_chunks, kind, weighted, p, t, w, out, factor, partials)
-    else:
-        parallel_flat_tasks(n_ranges, n_chunks, kind, weighted, p, t, w, out, factor, partials)
+@register_jitable
+def flat_total(partials: Float64s) -> float:
+    """The sum of a flat run from its chunks' sums, cascaded in order."""
     stack = np.zeros((CASCADE_LEVELS, 1))
     state = np.zeros(2, np.int64)
     one = np.zeros(1)
     scratch = np.zeros(1)
-    for c in range(n_chunks):
+    for c in range(partials.size):
         one[0] = partials[c]
         cascade_push(stack, state, one, 1, scratch)
     cascade_total(stack, state, one, 1)
     return float(one[0])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def run_flat(kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out: Operand, factor: float) -> float:
+    """One pass over a flat run of p.size positions (w and out as long where present), on
+    the calling thread; returns the float64 sum, which the caller finishes into the loss."""
+    partials = np.empty((p.size + CHUNK - 1) // CHUNK)
+    flat_tasks(np.int64(0), partials.size, kind, weighted, p, t, w, out, factor, partials)
+    return flat_total(partials)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def parallel_run_flat(
+    kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out: Operand, factor: float, num_threads: int
+) -> float:
+    """run_flat on up to num_threads threads (compiled apart, as parallel_run)."""
+    partials = np.empty((p.size + CHUNK - 1) // CHUNK)
+    parallel_flat_tasks(min(num_threads, partials.size), partials.size, kind, weighted, p, t, w, out, factor, partials)
+    return flat_total(partials)
 
 
 def _storage_view(flat: np.ndarray) -> np.ndarray:
@@ -1076,7 +1093,8 @@ class NumbaBackend:
             flats.append(flat)
         flats = [_storage_view(f) for f in flats]
         p, t, w, out, loss, scale = flats
-        threads = numba.get_num_threads() if math.prod(shape) >= PARALLEL_MIN else 1
+        # The loss as schedule takes it: float64 sums or the finished loss, the other empty.
+        sums, finished = (loss, np.zeros(0, p.dtype)) if loss.dtype == np.float64 else (np.zeros(0), loss)
         arguments = (
             kind,
             plan.operands.weights is not None,
@@ -1089,17 +1107,20 @@ class NumbaBackend:
             t,
             w,
             out,
-            loss,
+            sums,
+            finished,
             plan.loss_divisor,
             scale,
-            threads,
         )
-        self._launch(run, arguments, threads > 1)
+        threads = numba.get_num_threads() if math.prod(shape) >= PARALLEL_MIN else 1
+        if threads == 1:
+            run(*arguments)
+        else:
+            self._parallel(parallel_run, (*arguments, threads))
 
     def _run_flat(self, kind: int, plan: Plan) -> None:
         predictions, targets, weights, out, loss, scale = plan.operands
         p = _flat_operand(predictions)
-        threads = numba.get_num_threads() if p.size >= PARALLEL_MIN else 1
         arguments = (
             kind,
             weights is not None,
@@ -1108,9 +1129,12 @@ class NumbaBackend:
             p if weights is None else _flat_operand(weights),  # never read
             np.zeros(1, p.dtype) if out is None else _flat_operand(out),  # never written (p may be read-only)
             0.0 if scale is None else float(scale.item()),
-            threads,
         )
-        total = np.float64(self._launch(run_flat, arguments, threads > 1))
+        threads = numba.get_num_threads() if p.size >= PARALLEL_MIN else 1
+        if threads == 1:
+            total = np.float64(run_flat(*arguments))
+        else:
+            total = np.float64(self._parallel(parallel_run_flat, (*arguments, threads)))
         if loss is None or not reduces(kind):
             return
         if plan.loss_divisor == 1.0 and loss.dtype == np.float64:
@@ -1119,10 +1143,10 @@ class NumbaBackend:
             with np.errstate(all="ignore"):
                 loss[...] = total / plan.loss_divisor
 
-    def _launch(self, kernel: Callable[..., Any], arguments: tuple[Any, ...], parallel: bool) -> Any:
-        """kernel(*arguments), taking turns with other threads' parallel calls where the
-        threading layer needs it; a one-thread call enters no parallel region."""
-        if self._concurrent or not parallel:
+    def _parallel(self, kernel: Callable[..., Any], arguments: tuple[Any, ...]) -> Any:
+        """kernel(*arguments), a parallel entry, taking turns with other threads' parallel
+        calls where the threading layer needs it."""
+        if self._concurrent:
             return kernel(*arguments)
         with self._turns:
             result = kernel(*arguments)

@@ -1029,9 +1029,16 @@ def flat_view(array: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def _flat_operand(array: np.ndarray) -> np.ndarray:
-    """A C-contiguous operand of a flat plan as the kernels read it: 1-D, 16-bit floats as
-    their bits."""
-    return _storage_view(array if array.ndim == 1 else array.reshape(-1))
+    """A C-contiguous operand of a flat plan as the kernels read it: a 1-D view, 16-bit
+    floats as their bits."""
+    return _storage_view(array.reshape(-1))
+
+
+def _read_only(*views: np.ndarray) -> None:
+    """Marks views of the inputs read-only, whatever the caller's arrays are: Numba types a
+    read-only array apart, and each mix of the two would compile the kernels again."""
+    for view in views:
+        view.flags.writeable = False
 
 
 def _is_flat(plan: Plan) -> bool:
@@ -1093,6 +1100,7 @@ class NumbaBackend:
             flats.append(flat)
         flats = [_storage_view(f) for f in flats]
         p, t, w, out, loss, scale = flats
+        _read_only(p, t, w, scale)
         # The loss as schedule takes it: float64 sums or the finished loss, the other empty.
         sums, finished = (loss, np.zeros(0, p.dtype)) if loss.dtype == np.float64 else (np.zeros(0), loss)
         arguments = (
@@ -1120,14 +1128,16 @@ class NumbaBackend:
 
     def _run_flat(self, kind: int, plan: Plan) -> None:
         predictions, targets, weights, out, loss, scale = plan.operands
-        p = _flat_operand(predictions)
+        p, t = _flat_operand(predictions), _flat_operand(targets)
+        w = p if weights is None else _flat_operand(weights)  # never read where there are none
+        _read_only(p, t, w)
         arguments = (
             kind,
             weights is not None,
             p,
-            _flat_operand(targets),
-            p if weights is None else _flat_operand(weights),  # never read
-            np.zeros(1, p.dtype) if out is None else _flat_operand(out),  # never written (p may be read-only)
+            t,
+            w,
+            np.zeros(1, p.dtype) if out is None else _flat_operand(out),  # never written (p is read-only)
             0.0 if scale is None else float(scale.item()),
         )
         threads = numba.get_num_threads() if p.size >= PARALLEL_MIN else 1

@@ -307,15 +307,16 @@ def cascade_total(stack: Float64s, state: Int64s, result: Float64s, width: int) 
 
 # An output's sum as the loss holds it: divided by the loss divisor (unless 1, a sum for
 # the caller to combine) and rounded once to the loss's dtype, as cpp/kernels.cpp's
-# LossStore finishes it. `loss` is (sums, finished), one of them empty (see schedule).
+# LossStore finishes it. `loss` is (sums, finished), see schedule: stored into both, the
+# one not in use a scratch value of one element, so that no row pays a test of which
+# (a test per row made rows of ten 30% slower).
 @register_jitable
 def put_loss(loss: Any, i: int, value: float, divisor: float) -> None:
     sums, finished = loss
     quotient = value if divisor == 1.0 else value / divisor
-    if finished.size:
-        store(finished, i, quotient)
-    else:
-        store(sums, i, quotient)
+    # An array of one element has only index 0: there min gives it, elsewhere i.
+    store(sums, min(i, sums.size - 1), quotient)
+    store(finished, min(i, finished.size - 1), quotient)
 
 
 @register_jitable
@@ -592,9 +593,9 @@ def parallel_tasks(n_ranges: int, n_tasks: int, mode: int, arguments: Any, parti
         tasks(n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges, mode, arguments, partials)
 
 
-# The loss comes as two views, one of them empty: float64 sums or the loss finished in the
-# data's dtype. One compiled copy of the kernels then serves both, where a loss array of
-# either dtype would compile them twice.
+# The loss comes as two views, float64 sums and the loss finished in the data's dtype, one
+# of them a scratch value of one element (see put_loss). One compiled copy of the kernels
+# then serves both, where a loss array of either dtype would compile them twice.
 @register_jitable
 def schedule(
     kind: int,
@@ -930,7 +931,7 @@ def flat_tasks(
     stack = np.zeros((CASCADE_LEVELS, 1))
     state = np.zeros(2, np.int64)
     one = np.zeros(1)
-    loss = (one, one[:0])  # each block's sum to one[0] (see put_loss)
+    loss = (one, one)  # each block's sum to one[0] (see put_loss)
     scratch = np.zeros(1)
     scale = np.full(1, factor)
     base = np.zeros(6, np.int64)  # each block one row, its factor scale[0]
@@ -1034,9 +1035,13 @@ def _flat_operand(array: np.ndarray) -> np.ndarray:
     return _storage_view(array.reshape(-1))
 
 
-def _read_only(*views: np.ndarray) -> None:
-    """Marks views of the inputs read-only, whatever the caller's arrays are: Numba types a
-    read-only array apart, and each mix of the two would compile the kernels again."""
+def _read_only_if_any(inputs: tuple[np.ndarray | None, ...], views: tuple[np.ndarray, ...]) -> None:
+    """Marks the views of the inputs read-only where any input is: Numba types a read-only
+    array apart, and each mix of the two would compile the kernels again. Inputs all
+    writeable, the common case, are handed over as they are (marking them would add 2 us
+    to a small call)."""
+    if all(array is None or array.flags.writeable for array in inputs):
+        return
     for view in views:
         view.flags.writeable = False
 
@@ -1100,9 +1105,10 @@ class NumbaBackend:
             flats.append(flat)
         flats = [_storage_view(f) for f in flats]
         p, t, w, out, loss, scale = flats
-        _read_only(p, t, w, scale)
-        # The loss as schedule takes it: float64 sums or the finished loss, the other empty.
-        sums, finished = (loss, np.zeros(0, p.dtype)) if loss.dtype == np.float64 else (np.zeros(0), loss)
+        operands = plan.operands
+        _read_only_if_any((operands.predictions, operands.targets, operands.weights, operands.scale), (p, t, w, scale))
+        # The loss as schedule takes it: float64 sums and the finished loss, one a scratch value.
+        sums, finished = (loss, np.zeros(1, p.dtype)) if loss.dtype == np.float64 else (np.zeros(1), loss)
         arguments = (
             kind,
             plan.operands.weights is not None,
@@ -1130,7 +1136,7 @@ class NumbaBackend:
         predictions, targets, weights, out, loss, scale = plan.operands
         p, t = _flat_operand(predictions), _flat_operand(targets)
         w = p if weights is None else _flat_operand(weights)  # never read where there are none
-        _read_only(p, t, w)
+        _read_only_if_any((predictions, targets, weights), (p, t, w))
         arguments = (
             kind,
             weights is not None,

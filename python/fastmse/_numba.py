@@ -1143,7 +1143,7 @@ class NumbaBackend:
             p,
             t,
             w,
-            np.zeros(1, p.dtype) if out is None else _flat_operand(out),  # never written (p is read-only)
+            np.zeros(1, p.dtype) if out is None else _flat_operand(out),  # never written (p may be read-only)
             0.0 if scale is None else float(scale.item()),
         )
         threads = numba.get_num_threads() if p.size >= PARALLEL_MIN else 1

@@ -195,22 +195,38 @@ Problem read_problem(ProblemStorage& storage, py::handle shape_seq, int n_kept, 
     return problem;
 }
 
+// The loss divisor: a float (Problem::loss_divisor), or an operand item (Problem::loss_divisors:
+// float64, laid out as loss, which like strides is the Python layer's job) read by `source`.
+template <typename Source>
+void read_loss_divisor(Problem& problem, py::handle divisor, Source&& source) {
+    if (PyFloat_Check(divisor.ptr()) || PyLong_Check(divisor.ptr())) {
+        problem.loss_divisor = divisor.cast<double>();
+        return;
+    }
+    const OperandSource operand = source(kOperandCount, py::reinterpret_borrow<py::object>(divisor));
+    if (operand.type != ScalarType::float64 || reinterpret_cast<std::uintptr_t>(operand.data) % 8 != 0)
+        throw py::type_error("fastmse._core: loss divisors must be aligned float64");
+    if (problem.loss.data == nullptr) throw py::value_error("fastmse._core: loss divisors without a loss");
+    problem.loss_divisors = static_cast<const double*>(operand.data);
+}
+
 #ifndef FASTMSE_CUDA_HOST_MODEL
 using Kernel = void (*)(const Problem&);
 
 // A CPU pass on NumPy arrays, with the GIL released.
 template <Kernel K>
-void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle strides, double loss_divisor) {
+void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle strides, py::handle loss_divisor) {
     ProblemStorage storage;
-    Problem problem = read_problem(storage, shape, n_kept, arrays, strides, true, [](std::size_t k, const py::object& item) {
+    const auto source = [](std::size_t k, const py::object& item) {
         if (!py::isinstance<py::array>(item))
             throw py::type_error("fastmse._core: operands must be NumPy arrays or None");
         auto array = py::reinterpret_borrow<py::array>(item);
         const bool writes = k == 3 || k == 4;
         void* data = writes ? array.mutable_data() : const_cast<void*>(array.data());
         return OperandSource{data, scalar_type_of(array)};
-    });
-    problem.loss_divisor = loss_divisor;
+    };
+    Problem problem = read_problem(storage, shape, n_kept, arrays, strides, true, source);
+    read_loss_divisor(problem, loss_divisor, source);
     problem.num_threads = fastmse::get_num_threads();
     py::gil_scoped_release release;
     K(problem);
@@ -489,15 +505,15 @@ using DeviceKernel = void (*)(const Problem&, void*, int, std::uintptr_t);
 // to cuda_workspace_bytes(shape, n_kept, strides) bytes (0 where that is 0); kernels are queued on
 // `stream` of `device`, and nothing waits for them.
 template <DeviceKernel K>
-void run_device(py::handle shape, int n_kept, py::handle operands, py::handle strides, double loss_divisor,
+void run_device(py::handle shape, int n_kept, py::handle operands, py::handle strides, py::handle loss_divisor,
                 std::uintptr_t workspace, int device, std::uintptr_t stream) {
     ProblemStorage storage;
-    Problem problem =
-        read_problem(storage, shape, n_kept, operands, strides, false, [](std::size_t, const py::object& item) {
-            const auto pair = item.cast<std::pair<std::uintptr_t, int>>();
-            return OperandSource{reinterpret_cast<void*>(pair.first), scalar_type_from_code(pair.second)};
-        });
-    problem.loss_divisor = loss_divisor;
+    const auto source = [](std::size_t, const py::object& item) {
+        const auto pair = item.cast<std::pair<std::uintptr_t, int>>();
+        return OperandSource{reinterpret_cast<void*>(pair.first), scalar_type_from_code(pair.second)};
+    };
+    Problem problem = read_problem(storage, shape, n_kept, operands, strides, false, source);
+    read_loss_divisor(problem, loss_divisor, source);
     // std::invalid_argument and std::runtime_error reach Python as ValueError and RuntimeError.
     py::gil_scoped_release release;
     K(problem, reinterpret_cast<void*>(workspace), device, stream);
@@ -540,7 +556,8 @@ py::dict build_info() {
 void bind_cpu(py::module_& m) {
     const char* signature_doc =
         "(shape, n_kept, arrays, strides, loss_divisor): arrays and element strides of predictions, "
-        "targets, weights, out, loss, scale (None where absent), and what each loss sum is divided by.";
+        "targets, weights, out, loss, scale (None where absent), and what each loss sum is divided by: a "
+        "float, or float64 laid out as loss (one divisor per output).";
     init_array_scalar();
     m.add_object("small_call", py::reinterpret_steal<py::object>(PyCFunction_NewEx(&g_small_call_def, nullptr, m.attr("__name__").ptr())));
     m.def("reduce", &run_host<fastmse::reduce>, signature_doc);
@@ -579,8 +596,8 @@ void bind_cpu(py::module_& m) {
 void bind_cuda(py::module_& m) {
     const char* device_doc =
         "(shape, n_kept, operands, strides, loss_divisor, workspace, device, stream): (device pointer, "
-        "scalar_types code) or None for predictions, targets, weights, out, loss, scale; queued on `stream` "
-        "of `device`.";
+        "scalar_types code) or None for predictions, targets, weights, out, loss, scale; loss_divisor a float "
+        "or a float64 (pointer, code) laid out as loss; queued on `stream` of `device`.";
     m.def("cuda_reduce", &run_device<fastmse::cuda::reduce>, device_doc);
     m.def("cuda_grad", &run_device<fastmse::cuda::grad>, device_doc);
     m.def("cuda_reduce_and_grad", &run_device<fastmse::cuda::reduce_and_grad>, device_doc);

@@ -336,7 +336,10 @@ class Partials {
 class LossStore {
    public:
     explicit LossStore(const Problem& problem)
-        : data_(problem.loss.data), type_(problem.loss_dtype), divisor_(problem.loss_divisor) {}
+        : data_(problem.loss.data),
+          type_(problem.loss_dtype),
+          divisor_(problem.loss_divisor),
+          divisors_(problem.loss_divisors) {}
 
     // The loss at element offset `at`, from its sum.
     void put(int64_t at, double sum) const { put_rows(at, 1, &sum, 1); }
@@ -344,8 +347,13 @@ class LossStore {
     // The losses of n outputs `stride` apart from `at`, from their sums (overwritten): many
     // short rows at once take one dtype switch and vector divisions.
     void put_rows(int64_t at, int64_t stride, double* sums, int64_t n) const {
-        if (divisor_ != 1.0)  // 1: sums for a caller to combine
+        if (divisors_ != nullptr && stride == 1) {  // vector divisions
+            for (int64_t i = 0; i < n; ++i) sums[i] /= divisors_[at + i];
+        } else if (divisors_ != nullptr) {
+            for (int64_t i = 0; i < n; ++i) sums[i] /= divisors_[at + i * stride];
+        } else if (divisor_ != 1.0) {  // 1: sums for a caller to combine
             for (int64_t i = 0; i < n; ++i) sums[i] /= divisor_;
+        }
         switch (type_) {
             case ScalarType::float16: store(static_cast<Half*>(data_) + at, stride, sums, n); break;
             case ScalarType::float32: store(static_cast<float*>(data_) + at, stride, sums, n); break;
@@ -367,6 +375,7 @@ class LossStore {
     void* data_;
     ScalarType type_;
     double divisor_;
+    const double* divisors_;
 };
 
 // Which tasks there are and where their sums go; threads only pick tasks from it.

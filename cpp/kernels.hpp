@@ -47,6 +47,9 @@ struct Problem {
     // no float64 array and no second pass over one.
     Operand loss;
     double loss_divisor = 1.0;
+    // Where not nullptr, each output's own divisor in place of loss_divisor (a weighted
+    // mean: the output's weight sum), float64 laid out as loss: read at the loss's offsets.
+    const double* loss_divisors = nullptr;
     Operand scale;  // float64 gradient factor, one per kept position
     int num_threads = 1;
 };

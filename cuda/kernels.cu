@@ -167,6 +167,7 @@ struct Operands {
     void* out;
     void* loss;           // Problem::loss: float64, or the data's dtype where loss_in_data_type
     double loss_divisor;  // what each sum is divided by before it is stored
+    const double* loss_divisors;  // or each output's own, at the loss's offsets (Problem::loss_divisors)
     const double* scale;
     bool loss_in_data_type;
     bool wide_weights;    // weights in float64, not in the data's dtype
@@ -179,7 +180,9 @@ constexpr int kVector = 16 / static_cast<int>(sizeof(T));
 // An output's loss from its sum: divided, rounded once to its dtype (Problem::loss).
 template <typename T>
 __device__ inline void store_loss(const Operands& a, int64_t at, double sum) {
-    const double value = a.loss_divisor == 1.0 ? sum : sum / a.loss_divisor;  // sums for a caller to combine
+    const double value = a.loss_divisors != nullptr ? sum / a.loss_divisors[at]
+                         : a.loss_divisor == 1.0    ? sum  // sums for a caller to combine
+                                                    : sum / a.loss_divisor;
     if (a.loss_in_data_type)
         static_cast<T*>(a.loss)[at] = Scalar<T>::store(value);
     else
@@ -749,6 +752,7 @@ Launch prepare(const Problem& problem) {
     a.out = problem.out.data;
     a.loss = problem.loss.data;
     a.loss_divisor = problem.loss_divisor;
+    a.loss_divisors = problem.loss_divisors;
     a.loss_in_data_type = problem.loss_dtype == problem.dtype;
     a.scale = static_cast<const double*>(problem.scale.data);
     a.wide_weights = a.w != nullptr && problem.weights_dtype == ScalarType::float64 &&

@@ -89,23 +89,36 @@ def _reducing_pass(backend, name, p, t, axes, loss, divisor):
     return loss
 
 
+def _every_other(kept, dtype, fill):
+    """An array of shape `kept` whose last dimension skips every other element."""
+    return np.full((*kept[:-1], 2 * kept[-1]), fill, dtype)[..., ::2]
+
+
 def assert_finishes_loss(backend, dtype) -> None:
     """A backend's reducing passes store each output's float64 sum divided by the plan's
-    loss_divisor and rounded once to the loss array's dtype (float64 or the data's): bit
-    for bit the sums the same backend gives with a divisor of 1, divided in float64 and
-    cast by NumPy."""
+    loss_divisor (one for all, or one per output laid out as the loss, here strided) and
+    rounded once to the loss array's dtype (float64 or the data's): bit for bit the sums
+    the same backend gives with a divisor of 1, divided in float64 and cast by NumPy."""
     rng = np.random.default_rng(11)
     for shape, axes in FINISHED_LOSS_LAYOUTS:
         p = rng.standard_normal(shape).astype(dtype)
         t = rng.standard_normal(shape).astype(dtype)
         kept = tuple(n for d, n in enumerate(shape) if d not in axes)
+        per_output = _every_other(kept, np.float64, 0.0)
+        per_output[...] = rng.choice([0.0, 1.0, 3.0, -2.5, 1e-300, np.inf], kept) * rng.uniform(0.5, 2, kept)
         for name in ("reduce", "reduce_and_grad", "reduce_difference"):
             sums = _reducing_pass(backend, name, p, t, axes, np.empty(kept, np.float64), 1.0)
-            for divisor in (3.0, 1.0, 0.0):
+            for divisor in (3.0, 1.0, 0.0, per_output):
                 for loss_dtype in (np.dtype(np.float64), np.dtype(dtype)):
                     with np.errstate(all="ignore"):
                         expected = (sums / divisor).astype(loss_dtype)
-                    loss = _reducing_pass(backend, name, p, t, axes, np.full(kept, 7, loss_dtype), divisor)
+                    # Per output: the loss strided as the divisors are.
+                    loss = (
+                        np.full(kept, 7, loss_dtype)
+                        if isinstance(divisor, float)
+                        else _every_other(kept, loss_dtype, 7)
+                    )
+                    loss = _reducing_pass(backend, name, p, t, axes, loss, divisor)
                     assert loss.tobytes() == expected.tobytes(), (
                         shape,
                         axes,

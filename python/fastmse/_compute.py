@@ -229,7 +229,7 @@ def _elementwise_loss_as(call: Call, dtype: np.dtype) -> Any:
     return result[()] if result.ndim == 0 and call.device is None else result
 
 
-def _loss_plan(call: Call, sums: Any, loss_divisor: float = 1.0) -> Plan:
+def _loss_plan(call: Call, sums: Any, loss_divisor: Any = 1.0) -> Plan:
     """The plan over which mse sums the loss of `call` into `sums`: that of the inputs
     alone, whatever `out` a fused pass writes."""
     if call.flat:
@@ -303,23 +303,24 @@ def _squared_errors(call: Call, keepdims: bool) -> Any:
     return errors.reshape(kept_as_one(call.shape, call.axes) if keepdims else call.kept_shape)
 
 
-def _loss_divisor(call: Call, denominator: Any) -> float | None:
+def _loss_divisor(call: Call, denominator: Any) -> Any:
     """What the kernels divide each sum by to finish the loss themselves (see
-    :attr:`fastmse._plan.Plan.loss_divisor`), or None where :func:`_finish` does it from
-    float64 sums: a scalar result, a weighted mean (a denominator per output), or a loss
-    in a dtype the caller chose (the kernels store the data's)."""
+    :attr:`fastmse._plan.Plan.loss_divisor`): a float, or a weighted mean's denominator
+    per output laid out as the loss (C order); None where :func:`_finish` does it from
+    float64 sums: a scalar result, or a loss in a dtype the caller chose (the kernels
+    store the data's)."""
     if not call.kept_shape or call.result_dtype != call.dtype:
         return None
     if denominator is None:
         return 1.0
-    return denominator if isinstance(denominator, float) else None
+    return denominator if isinstance(denominator, float) else call.xp.ascontiguousarray(denominator)
 
 
-def _loss_from(call: Call, denominator: Any, keepdims: bool, run: Callable[[Any, float], None]) -> Any:
+def _loss_from(call: Call, denominator: Any, keepdims: bool, run: Callable[[Any, Any], None]) -> Any:
     """The loss as mse returns it, from `run(loss, loss_divisor)`, a reducing pass into
-    `loss`: the result array itself, finished by the kernels, where one divisor serves
-    every output (see :func:`_loss_divisor`); otherwise float64 sums that :func:`_finish`
-    divides and rounds."""
+    `loss`: the result array itself, finished by the kernels, where they can divide (see
+    :func:`_loss_divisor`); otherwise float64 sums that :func:`_finish` divides and
+    rounds."""
     divisor = _loss_divisor(call, denominator)
     if divisor is None:
         sums = call.xp.empty(call.kept_shape, _FLOAT64)
@@ -405,7 +406,7 @@ def finish_mean(sums: Any, weight_sums: Any, dtype: np.dtype, reduction: str) ->
 
 
 def _gradient_into(
-    call: Call, target: np.ndarray, scale: np.ndarray, sums: np.ndarray | None, loss_divisor: float = 1.0
+    call: Call, target: np.ndarray, scale: np.ndarray, sums: np.ndarray | None, loss_divisor: Any = 1.0
 ) -> None:
     """Writes the gradient into `target`, and the loss into `sums` in the same pass (each
     sum divided by `loss_divisor` and rounded to the dtype of `sums`)."""

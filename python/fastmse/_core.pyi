@@ -9,7 +9,13 @@ _DeviceOperands: TypeAlias = Sequence[tuple[int, int] | None]  # (device pointer
 
 class _HostPass(Protocol):
     def __call__(
-        self, shape: Sequence[int], n_kept: int, arrays: _Arrays, strides: _Strides, loss_divisor: float, /
+        self,
+        shape: Sequence[int],
+        n_kept: int,
+        arrays: _Arrays,
+        strides: _Strides,
+        loss_divisor: float | np.ndarray,  # or float64 laid out as the loss: one per output
+        /,
     ) -> None: ...
 
 class _DevicePass(Protocol):
@@ -19,7 +25,7 @@ class _DevicePass(Protocol):
         n_kept: int,
         operands: _DeviceOperands,
         strides: _Strides,
-        loss_divisor: float,
+        loss_divisor: float | tuple[int, int],  # or a float64 operand laid out as the loss
         workspace: int,
         device: int,
         stream: int,

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ._plan import Plan
+from ._plan import Plan, kept_divisor
 
 # Host values that may join GPU arrays: they become 0-d device arrays (a few bytes).
 _SCALARS = (int, float, np.generic)
@@ -297,7 +297,11 @@ class CudaBackend:
                 self._fallback = CupyBackend()
             getattr(self._fallback, kernel)(plan)
             return
-        operands = [None if a is None else (memory.address(a), self._dtype_codes[a.dtype.name]) for a in plan.operands]
+        codes = self._dtype_codes
+        operands = [None if a is None else (memory.address(a), codes[a.dtype.name]) for a in plan.operands]
+        divisor = plan.loss_divisor
+        if not isinstance(divisor, (int, float)):  # one per output, laid out as the loss
+            divisor = (memory.address(divisor), codes["float64"])
         # Scratch for the outputs' partial sums.
         size = (
             self._core.cuda_workspace_bytes(plan.shape, plan.n_kept, plan.strides) if kernel.startswith("reduce") else 0
@@ -310,7 +314,7 @@ class CudaBackend:
             plan.n_kept,
             operands,
             plan.strides,
-            plan.loss_divisor,
+            divisor,
             0 if workspace is None else memory.address(workspace),
             device,
             memory.stream(),
@@ -410,10 +414,10 @@ class CupyBackend:
         p, t, w, _, loss, _ = self._views(plan)
         self._store_loss(plan, loss, self._reduce_difference_kernel(p, t, w, axis=self._summed_axes(plan)))
 
-    @staticmethod
-    def _store_loss(plan: Plan, loss: Any, sums: Any) -> None:
+    def _store_loss(self, plan: Plan, loss: Any, sums: Any) -> None:
         # Divided in float64, then rounded once to the loss's dtype by the assignment.
-        loss[...] = sums if plan.loss_divisor == 1.0 else sums / plan.loss_divisor
+        divisor = kept_divisor(plan, self._cp.lib.stride_tricks.as_strided)
+        loss[...] = sums if isinstance(divisor, float) and divisor == 1.0 else sums / divisor
 
     def grad(self, plan: Plan) -> None:
         p, t, w, out, _, scale = self._views(plan)

@@ -305,14 +305,16 @@ def cascade_total(stack: Float64s, state: Int64s, result: Float64s, width: int) 
             result[j] = s
 
 
-# An output's sum as the loss holds it: divided by the loss divisor (unless 1, a sum for
-# the caller to combine) and rounded once to the loss's dtype, as cpp/kernels.cpp's
-# LossStore finishes it. `loss` is (sums, finished), see schedule: stored into both, the
-# one not in use a scratch value of one element, so that no row pays a test of which
-# (a test per row made rows of ten 30% slower).
+# An output's sum as the loss holds it: divided by its divisor (unless 1, a sum for the
+# caller to combine) and rounded once to the loss's dtype, as cpp/kernels.cpp's LossStore
+# finishes it. `loss` is (sums, finished), see schedule: stored into both, the one not in
+# use a scratch value of one element, so that no row pays a test of which (a test per
+# row made rows of ten 30% slower). `divisors` likewise: laid out as the loss (one per
+# output, Plan.loss_divisor), or one value for all.
 @register_jitable
-def put_loss(loss: Any, i: int, value: float, divisor: float) -> None:
+def put_loss(loss: Any, i: int, value: float, divisors: Float64s) -> None:
     sums, finished = loss
+    divisor = divisors[min(i, divisors.size - 1)]
     quotient = value if divisor == 1.0 else value / divisor
     # An array of one element has only index 0: there min gives it, elsewhere i.
     store(sums, min(i, sums.size - 1), quotient)
@@ -324,7 +326,7 @@ def store_sum(
     n_chunks: int,
     partials: Float64s,
     loss: Any,
-    divisor: float,
+    divisors: Float64s,
     origin: Int64s,
     o: int,
     c: int,
@@ -334,7 +336,7 @@ def store_sum(
     if n_chunks > 1:
         partials[o * n_chunks + c] = value
     else:
-        put_loss(loss, origin[LOSS] + loss_offset, value, divisor)
+        put_loss(loss, origin[LOSS] + loss_offset, value, divisors)
 
 
 # Tasks of lane mode: one output over one chunk of its summed positions.
@@ -356,7 +358,7 @@ def lane_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None
         out,
         sums,
         finished,
-        divisor,
+        divisors,
         scale,
     ) = arguments
     loss = (sums, finished)
@@ -414,7 +416,7 @@ def lane_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None
             cascade_push(stack, state, one, 1, scratch)
         cascade_total(stack, state, one, 1)
         if reduces(kind):
-            store_sum(n_chunks, partials, loss, divisor, origin, o, c, kept_offset[LOSS], one[0])
+            store_sum(n_chunks, partials, loss, divisors, origin, o, c, kept_offset[LOSS], one[0])
 
 
 # Short rows: lane mode where each output's summed positions lie along the last
@@ -439,7 +441,7 @@ def row_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None:
         out,
         sums,
         finished,
-        divisor,
+        divisors,
         scale,
     ) = arguments
     loss = (sums, finished)
@@ -460,7 +462,7 @@ def row_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None:
             for k in range(6):
                 base[k] = origin[k] + offset[k]
             specialized(
-                ROWS_ROUTINE, kind, weighted, (p, t, w, sw, out, loss, divisor, scale, has_scale, base, js, run, n_red)
+                ROWS_ROUTINE, kind, weighted, (p, t, w, sw, out, loss, divisors, scale, has_scale, base, js, run, n_red)
             )
         else:
             for r in range(run):
@@ -476,7 +478,7 @@ def row_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None:
                     )
                 total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
                 if reduces(kind):
-                    put_loss(loss, origin[LOSS] + offset[LOSS] + r * js[LOSS], total, divisor)
+                    put_loss(loss, origin[LOSS] + offset[LOSS] + r * js[LOSS], total, divisors)
         o += run
         if o < end:
             advance(shape, strides, 0, n_kept, run, index, offset)
@@ -502,7 +504,7 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
         out,
         sums,
         finished,
-        divisor,
+        divisors,
         scale,
     ) = arguments
     loss = (sums, finished)
@@ -563,7 +565,7 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
                     n_chunks,
                     partials,
                     loss,
-                    divisor,
+                    divisors,
                     origin,
                     o0 + j,
                     c,
@@ -611,7 +613,7 @@ def schedule(
     out: Operand,
     sums: Float64s,
     finished: Operand,
-    divisor: float,
+    divisors: Float64s,
     scale: Float64s,
 ) -> tuple[int, int, Any, Float64s]:
     """How run splits a plan (see cpp/kernels.cpp for the summation order): the mode, the
@@ -647,7 +649,7 @@ def schedule(
         out,
         sums,
         finished,
-        divisor,
+        divisors,
         scale,
     )
     partials = np.zeros(n_out * n_chunks if reducing and n_chunks > 1 else 0)
@@ -657,7 +659,7 @@ def schedule(
             offset = np.zeros(6, np.int64)
             for o in range(n_out):
                 seek(shape, strides, 0, n_kept, o, index, offset)
-                put_loss((sums, finished), origin[LOSS] + offset[LOSS], 0.0, divisor)
+                put_loss((sums, finished), origin[LOSS] + offset[LOSS], 0.0, divisors)
         return LANE_MODE, np.int64(0), arguments, partials
     j, r = n_kept - 1, ndim - 1
     if (
@@ -675,7 +677,7 @@ def schedule(
 @register_jitable
 def combine_chunks(arguments: Any, partials: Float64s) -> None:
     """Each output's sum from its chunks' partial sums, where it has several."""
-    kind, _, _, shape, n_kept, _, n_chunks, strides, origin, _, _, _, _, sums, finished, divisor, _ = arguments
+    kind, _, _, shape, n_kept, _, n_chunks, strides, origin, _, _, _, _, sums, finished, divisors, _ = arguments
     if not reduces(kind) or n_chunks == 1:
         return
     index = np.zeros(shape.size, np.int64)
@@ -691,7 +693,7 @@ def combine_chunks(arguments: Any, partials: Float64s) -> None:
             one[0] = partials[o * n_chunks + c]
             cascade_push(stack, state, one, 1, scratch)
         cascade_total(stack, state, one, 1)
-        put_loss((sums, finished), origin[LOSS] + offset[LOSS], one[0], divisor)
+        put_loss((sums, finished), origin[LOSS] + offset[LOSS], one[0], divisors)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -709,13 +711,13 @@ def run(
     out: Operand,
     sums: Float64s,
     finished: Operand,
-    divisor: float,
+    divisors: Float64s,
     scale: Float64s,
 ) -> None:
     """Runs one pass over a plan on the calling thread: no parallel region is entered,
     whose start costs more than a small call."""
     mode, n_tasks, arguments, partials = schedule(
-        kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out, sums, finished, divisor, scale
+        kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out, sums, finished, divisors, scale
     )
     if n_tasks:
         tasks(np.int64(0), n_tasks, mode, arguments, partials)
@@ -737,7 +739,7 @@ def parallel_run(
     out: Operand,
     sums: Float64s,
     finished: Operand,
-    divisor: float,
+    divisors: Float64s,
     scale: Float64s,
     num_threads: int,
 ) -> None:
@@ -745,7 +747,7 @@ def parallel_run(
     signatures that a call of PARALLEL_MIN positions or more brings: the parallel code
     takes as long to compile as the rest."""
     mode, n_tasks, arguments, partials = schedule(
-        kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out, sums, finished, divisor, scale
+        kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out, sums, finished, divisors, scale
     )
     if n_tasks:
         parallel_tasks(min(num_threads, n_tasks), n_tasks, mode, arguments, partials)
@@ -761,7 +763,7 @@ def parallel_run(
 # copy (`specialized`), chosen once for all the rows: each copy's loop holds only its
 # own arithmetic (a choice per row doubled the time of rows of ten).
 def contiguous_rows(kind: int, weighted: bool, arguments: Any) -> None:
-    """`arguments`: (p, t, w, sw, out, loss, divisor, scale, has_scale, base, js, rows, n)."""
+    """`arguments`: (p, t, w, sw, out, loss, divisors, scale, has_scale, base, js, rows, n)."""
     raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
 
 
@@ -772,7 +774,7 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
     KIND, WEIGHTED = kind.literal_value, weighted.literal_value
 
     def rows_of(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
-        p, t, w, sw, out, loss, divisor, scale, has_scale, base, js, rows, n = arguments
+        p, t, w, sw, out, loss, divisors, scale, has_scale, base, js, rows, n = arguments
         end = n - n % LANES
         for r in range(rows):
             ip, it, iw, io = base[P] + r * js[P], base[T] + r * js[T], base[W] + r * js[W], base[OUT] + r * js[OUT]
@@ -837,7 +839,7 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
                 else:
                     a6 += v
             if reduces(KIND):
-                put_loss(loss, base[LOSS] + r * js[LOSS], ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)), divisor)
+                put_loss(loss, base[LOSS] + r * js[LOSS], ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)), divisors)
 
     return rows_of
 
@@ -931,7 +933,8 @@ def flat_tasks(
     stack = np.zeros((CASCADE_LEVELS, 1))
     state = np.zeros(2, np.int64)
     one = np.zeros(1)
-    loss = (one, one)  # each block's sum to one[0] (see put_loss)
+    loss = (one, one)  # each block's sum to one[0] (see put_loss), undivided
+    undivided = np.ones(1)
     scratch = np.zeros(1)
     scale = np.full(1, factor)
     base = np.zeros(6, np.int64)  # each block one row, its factor scale[0]
@@ -945,7 +948,7 @@ def flat_tasks(
             one[0] = 0.0
             n_block = min(BLOCK, hi - block)
             specialized(
-                ROWS_ROUTINE, kind, weighted, (p, t, w, 1, out, loss, 1.0, scale, True, base, no_step, 1, n_block)
+                ROWS_ROUTINE, kind, weighted, (p, t, w, 1, out, loss, undivided, scale, True, base, no_step, 1, n_block)
             )
             cascade_push(stack, state, one, 1, scratch)
         cascade_total(stack, state, one, 1)
@@ -1033,6 +1036,14 @@ def _flat_operand(array: np.ndarray) -> np.ndarray:
     """A C-contiguous operand of a flat plan as the kernels read it: a 1-D view, 16-bit
     floats as their bits."""
     return _storage_view(array.reshape(-1))
+
+
+def _divisors(loss_divisor: Any) -> Float64s:
+    """Plan.loss_divisor as put_loss reads it: the divisors' flat view (its index of each
+    output is the loss's, as they share a layout), or one value for every output."""
+    if isinstance(loss_divisor, np.ndarray):
+        return flat_view(loss_divisor)[0]
+    return np.array((float(loss_divisor),))  # a quarter of np.full's cost
 
 
 def _read_only_if_any(inputs: tuple[np.ndarray | None, ...], views: tuple[np.ndarray, ...]) -> None:
@@ -1123,7 +1134,7 @@ class NumbaBackend:
             out,
             sums,
             finished,
-            plan.loss_divisor,
+            _divisors(plan.loss_divisor),
             scale,
         )
         threads = numba.get_num_threads() if math.prod(shape) >= PARALLEL_MIN else 1
@@ -1153,11 +1164,12 @@ class NumbaBackend:
             total = np.float64(self._parallel(parallel_run_flat, (*arguments, threads)))
         if loss is None or not reduces(kind):
             return
-        if plan.loss_divisor == 1.0 and loss.dtype == np.float64:
+        divisor = plan.loss_divisor
+        if isinstance(divisor, float) and divisor == 1.0 and loss.dtype == np.float64:
             loss[...] = total
         else:  # finished as put_loss finishes it
             with np.errstate(all="ignore"):
-                loss[...] = total / plan.loss_divisor
+                loss[...] = total / divisor
 
     def _parallel(self, kernel: Callable[..., Any], arguments: tuple[Any, ...]) -> Any:
         """kernel(*arguments), a parallel entry, taking turns with other threads' parallel

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ._plan import Plan
+from ._plan import Plan, kept_divisor
 
 
 def _view(plan: Plan, k: int, ndim: int | None = None) -> np.ndarray:
@@ -45,7 +45,8 @@ class NumpyBackend:
         summed = tuple(range(plan.n_kept, len(plan.shape)))
         sums = np.sum(values, axis=summed)
         # Divided in float64, then rounded once to the loss's dtype by the assignment.
-        _view(plan, 4, plan.n_kept)[...] = sums if plan.loss_divisor == 1.0 else sums / plan.loss_divisor
+        divisor = kept_divisor(plan, np.lib.stride_tricks.as_strided)
+        _view(plan, 4, plan.n_kept)[...] = sums if isinstance(divisor, float) and divisor == 1.0 else sums / divisor
 
     def _store_grad(self, plan: Plan, d: np.ndarray, weight: np.ndarray | float) -> None:
         out = _view(plan, 3)

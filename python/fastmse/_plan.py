@@ -9,7 +9,7 @@ element strides over that shape (zero along broadcast dimensions).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -48,23 +48,36 @@ class Plan:
     strides : sequence of tuple of int
         Element strides of each operand over ``shape``, in :class:`Operands` order; never
         read where the operand is absent.
-    loss_divisor : float
+    loss_divisor : float or array
         What the reducing passes divide each output's float64 sum by before storing it
         in ``loss``, rounded once to the loss's dtype: float64 with a divisor of 1 gives
         the exact sums (for callers that combine them), the result dtype with the count
-        gives the finished mean, without a float64 array and a second pass over it.
+        gives the finished mean, without a float64 array and a second pass over it. Or
+        one divisor per output (a weighted mean's weight sums): a float64 array of the
+        loss's shape and element strides (an array of the backend's kind), read where
+        the loss is written.
     """
 
     shape: tuple[int, ...]
     n_kept: int
     operands: Operands
     strides: Sequence[tuple[int, ...]]
-    loss_divisor: float = 1.0
+    loss_divisor: Any = 1.0
 
     @property
     def size(self) -> int:
         """Number of positions in the plan."""
         return int(np.prod(self.shape, dtype=np.int64))
+
+
+def kept_divisor(plan: Plan, as_strided: Callable[..., Any]) -> Any:
+    """:attr:`Plan.loss_divisor` as the sums over ``shape[:n_kept]`` are divided by it:
+    the float, or the divisors viewed there with the loss's element strides."""
+    divisor = plan.loss_divisor
+    if isinstance(divisor, (int, float)):
+        return float(divisor)
+    strides = tuple(s * divisor.itemsize for s in plan.strides[4][: plan.n_kept])
+    return as_strided(divisor, plan.shape[: plan.n_kept], strides)
 
 
 def element_strides(array: np.ndarray, shape: Sequence[int]) -> list[int]:
@@ -105,7 +118,7 @@ def make_plan(
     shape: Sequence[int],
     axes: Sequence[int],
     operands: Operands,
-    loss_divisor: float = 1.0,
+    loss_divisor: Any = 1.0,
 ) -> Plan:
     """Plan a problem of broadcast `shape` summed over `axes`.
 
@@ -118,7 +131,7 @@ def make_plan(
     operands : Operands
         ``loss`` and ``scale`` hold one value per kept position (shape without `axes`, or
         broadcastable to it); the others broadcast to `shape`.
-    loss_divisor : float
+    loss_divisor : float or array
         See :attr:`Plan.loss_divisor`.
     """
     dense = _dense_plan(shape, axes, operands)

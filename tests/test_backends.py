@@ -131,3 +131,46 @@ def test_every_backend_finishes_the_loss_it_is_asked_to(name, dtype):
     if name == "numba":
         pytest.importorskip("numba")
     assert_finishes_loss(_backends.load(name), dtype)
+
+
+# (shape, weights' shape, axis) of weighted means with outputs.
+WEIGHTED_MEANS = (
+    ((37, 10), (37, 1), -1),  # weights per sample, short rows
+    ((6, 4, 5), (6, 1, 5), 1),  # kept dimensions on both sides
+    ((300, 7), (300, 7), 0),  # columns: summed across outputs
+    ((4, 3, 2), (4, 1, 1), (1, 2)),  # several summed axes
+    ((5, 3000), (1, 3000), -1),  # rows longer than a block, weights per column
+    ((0, 5), (0, 1), -1),  # no outputs
+)
+
+
+# Numba on two dtypes: each other one compiles weighted kernels for 1-2 minutes, and its
+# stores are those of test_every_backend_finishes_the_loss_it_is_asked_to.
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [
+        (name, dtype)
+        for name in _backends.NAMES
+        for dtype in (np.float16, ml_dtypes.bfloat16, np.float32, np.float64)
+        if name != "numba" or dtype in (np.float16, np.float32)
+    ],
+)
+def test_a_weighted_mean_per_output_is_its_partial_sums_divided(name, dtype):
+    """The kernels finish a weighted mean per output themselves (one divisor per output):
+    bit for bit the float64 sums and weight sums of partial_sums, divided and rounded
+    once by finish_mean."""
+    if name == "numba":
+        pytest.importorskip("numba")
+    from fastmse._compute import finish_mean, partial_sums
+
+    rng = np.random.default_rng(5)
+    for shape, weights_shape, axis in WEIGHTED_MEANS:
+        p = rng.standard_normal(shape).astype(dtype)
+        t = rng.standard_normal(shape).astype(dtype)
+        w = rng.uniform(0.1, 2.0, weights_shape).astype(dtype)
+        with _backends.use(name):
+            loss = fastmse.mse(p, t, weights=w, axis=axis)
+            part = partial_sums(p, t, w, axis)
+        expected = finish_mean(part.sums, part.weight_sums, part.dtype, "mean")
+        assert (loss.dtype, loss.shape) == (expected.dtype, expected.shape)
+        assert loss.tobytes() == expected.tobytes(), (name, shape, axis, loss, expected)

@@ -1,6 +1,7 @@
 """The compute engine: a resolved :class:`~fastmse._resolve.Call` -> a plan
-(:mod:`fastmse._plan`) -> the backend's passes (:mod:`fastmse._backends`), and the
-loss finished from the float64 sums (divided, shaped, rounded once).
+(:mod:`fastmse._plan`) -> the backend's passes (:mod:`fastmse._backends`), which finish
+the loss (each sum divided and rounded once into the result) where they can; otherwise
+the loss finished here from the float64 sums (a scalar result, a dtype of the caller's).
 
 Also the pieces that batches, chunks and workers combine: :func:`partial_sums`,
 :func:`finish_mean` and :func:`gradient_with_denominator`.
@@ -313,7 +314,10 @@ def _loss_divisor(call: Call, denominator: Any) -> Any:
         return None
     if denominator is None:
         return 1.0
-    return denominator if isinstance(denominator, float) else call.xp.ascontiguousarray(denominator)
+    if isinstance(denominator, float):
+        return denominator
+    # No outputs: nothing is divided (and CuPy gives an empty array no address).
+    return call.xp.ascontiguousarray(denominator) if denominator.size else 1.0
 
 
 def _loss_from(call: Call, denominator: Any, keepdims: bool, run: Callable[[Any, Any], None]) -> Any:

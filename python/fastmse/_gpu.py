@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ._plan import Plan, kept_divisor
+from ._plan import Plan, kept_divisor, per_output
 
 # Host values that may join GPU arrays: they become 0-d device arrays (a few bytes).
 _SCALARS = (int, float, np.generic)
@@ -300,7 +300,7 @@ class CudaBackend:
         codes = self._dtype_codes
         operands = [None if a is None else (memory.address(a), codes[a.dtype.name]) for a in plan.operands]
         divisor = plan.loss_divisor
-        if not isinstance(divisor, (int, float)):  # one per output, laid out as the loss
+        if per_output(divisor):
             divisor = (memory.address(divisor), codes["float64"])
         # Scratch for the outputs' partial sums.
         size = (

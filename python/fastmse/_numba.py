@@ -20,7 +20,7 @@ from numba import njit, prange, types
 from numba.extending import overload, register_jitable
 from numpy.typing import NDArray
 
-from ._plan import Plan, is_contiguous
+from ._plan import Plan, is_contiguous, per_output
 
 # Numba's OpenMP layer on GNU OpenMP terminates a child forked after a parallel call.
 # "forksafe" picks TBB, another OpenMP or the workqueue layer instead; a layer the user
@@ -1041,7 +1041,7 @@ def _flat_operand(array: np.ndarray) -> np.ndarray:
 def _divisors(loss_divisor: Any) -> Float64s:
     """Plan.loss_divisor as put_loss reads it: the divisors' flat view (its index of each
     output is the loss's, as they share a layout), or one value for every output."""
-    if isinstance(loss_divisor, np.ndarray):
+    if per_output(loss_divisor):
         return flat_view(loss_divisor)[0]
     return np.array((float(loss_divisor),))  # a quarter of np.full's cost
 
@@ -1164,12 +1164,11 @@ class NumbaBackend:
             total = np.float64(self._parallel(parallel_run_flat, (*arguments, threads)))
         if loss is None or not reduces(kind):
             return
-        divisor = plan.loss_divisor
-        if isinstance(divisor, float) and divisor == 1.0 and loss.dtype == np.float64:
+        if plan.loss_divisor == 1.0 and loss.dtype == np.float64:  # one number: a contiguous plan
             loss[...] = total
         else:  # finished as put_loss finishes it
             with np.errstate(all="ignore"):
-                loss[...] = total / divisor
+                loss[...] = total / plan.loss_divisor
 
     def _parallel(self, kernel: Callable[..., Any], arguments: tuple[Any, ...]) -> Any:
         """kernel(*arguments), a parallel entry, taking turns with other threads' parallel

@@ -70,11 +70,17 @@ class Plan:
         return int(np.prod(self.shape, dtype=np.int64))
 
 
+def per_output(loss_divisor: Any) -> bool:
+    """Whether `loss_divisor` (:attr:`Plan.loss_divisor`) is one divisor per output (an
+    array laid out as the loss) rather than one number for all."""
+    return not isinstance(loss_divisor, (int, float))
+
+
 def kept_divisor(plan: Plan, as_strided: Callable[..., Any]) -> Any:
     """:attr:`Plan.loss_divisor` as the sums over ``shape[:n_kept]`` are divided by it:
     the float, or the divisors viewed there with the loss's element strides."""
     divisor = plan.loss_divisor
-    if isinstance(divisor, (int, float)):
+    if not per_output(divisor):
         return float(divisor)
     strides = tuple(s * divisor.itemsize for s in plan.strides[4][: plan.n_kept])
     return as_strided(divisor, plan.shape[: plan.n_kept], strides)

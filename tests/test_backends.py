@@ -133,12 +133,13 @@ def test_every_backend_finishes_the_loss_it_is_asked_to(name, dtype):
     assert_finishes_loss(_backends.load(name), dtype)
 
 
-# (shape, weights' shape, axis) of weighted means with outputs.
+# (shape, weights' shape, axis) of weighted means with outputs, the weights varying along
+# the summed axes (elsewhere they cancel: test_semantics.py).
 WEIGHTED_MEANS = (
-    ((37, 10), (37, 1), -1),  # weights per sample, short rows
-    ((6, 4, 5), (6, 1, 5), 1),  # kept dimensions on both sides
+    ((37, 10), (37, 10), -1),  # short rows
+    ((6, 4, 5), (1, 4, 5), 1),  # kept dimensions on both sides
     ((300, 7), (300, 7), 0),  # columns: summed across outputs
-    ((4, 3, 2), (4, 1, 1), (1, 2)),  # several summed axes
+    ((4, 3, 2), (1, 3, 2), (1, 2)),  # several summed axes
     ((5, 3000), (1, 3000), -1),  # rows longer than a block, weights per column
     ((0, 5), (0, 1), -1),  # no outputs
 )

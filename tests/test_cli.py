@@ -65,6 +65,7 @@ def test_bench_shapes_reports_every_family():
         "(6553, 10) axis=-1",
         "(4096, 16) axis=0",
         "weights per sample",
+        "weights per position",
         "(256, 10) axis=-1",
         "float64",
     ):

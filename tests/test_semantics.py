@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -110,6 +111,54 @@ def test_empty_and_nonfinite(backend):
     assert np.isnan(mse(np.array([np.inf]), np.array([np.inf])))
     grad = mse_grad(np.array([1.0, np.nan, np.inf]), np.zeros(3), reduction="sum")
     np.testing.assert_array_equal(grad, [2.0, np.nan, np.inf])
+
+
+# (shape, weights' shape, axis) where the weights are constant along the summed axes.
+CANCELLING_WEIGHTS = (
+    ((37, 10), (37, 1), -1),  # weights per sample, a loss per sample
+    ((300, 7), (1, 7), 0),  # weights per column, a loss per column
+    ((6, 4, 5), (6, 1, 5), 1),  # kept dimensions on both sides
+    ((4, 3, 2), (4, 1, 1), (1, 2)),  # several summed axes
+    ((3,), (5, 1), -1),  # the weights alone give the outputs
+)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_weights_constant_along_the_summed_axes_cancel_from_the_mean(backend, dtype):
+    """w * sum(e) / (w * count) at each output: the plain mean, computed without the
+    weights, wherever they are positive and finite; a zero weight still gives nan there
+    (with the warning), and an inf or a nan weight nan, as the weighted formula does."""
+    rng = np.random.default_rng(9)
+    for shape, weights_shape, axis in CANCELLING_WEIGHTS:
+        p = rng.standard_normal(shape).astype(dtype)
+        t = rng.standard_normal(shape).astype(dtype)
+        w = rng.uniform(0.1, 2.0, weights_shape).astype(dtype)
+        loss, grad = mse_and_grad(p, t, weights=w, axis=axis)
+        assert_matches(loss, reference.loss(p, t, weights=w, axis=axis), dtype)
+        expected_grad = reference.grad(p, t, weights=w, axis=axis)
+        assert_matches(grad, expected_grad, dtype, magnitude=reference.grad(p, t, weights=w, axis=axis, absolute=True))
+        # Bitwise the unweighted call, broadcast to the weights' outputs.
+        full = np.broadcast_shapes(shape, weights_shape)
+        p_full, t_full = np.broadcast_to(p, full), np.broadcast_to(t, full)
+        assert_same(mse(p, t, weights=w, axis=axis), mse(p_full, t_full, axis=axis))
+        if p.shape == full:
+            assert_same(grad, mse_grad(p, t, axis=axis))
+            assert_same(mse_grad(p, t, weights=w, axis=axis), grad)
+        for bad in (0.0, np.inf, np.nan):
+            w_bad = w.copy()
+            w_bad.flat[0] = bad
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                with np.errstate(invalid="ignore"):
+                    loss_bad, grad_bad = mse_and_grad(p, t, weights=w_bad, axis=axis)
+                    expected = reference.loss(p, t, weights=w_bad, axis=axis)
+            assert any("weights that sum to zero" in str(c.message) for c in caught) == (bad == 0.0)
+            spoiled = np.isnan(loss_bad)
+            np.testing.assert_array_equal(spoiled, np.isnan(expected))
+            assert spoiled.any()
+            assert not spoiled.all()
+            assert_matches(loss_bad[~spoiled], expected[~spoiled], dtype)
+            assert np.isnan(grad_bad).any()
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])

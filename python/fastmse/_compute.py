@@ -9,6 +9,7 @@ Also the pieces that batches, chunks and workers combine: :func:`partial_sums`,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable
@@ -42,6 +43,25 @@ def _denominators(call: Call, warn: bool = True) -> Any:
         what = "zero elements" if call.weights is None else "weights that sum to zero"
         warnings.warn(f"mean over {what}: the result is nan", RuntimeWarning, stacklevel=4)
     return denominator
+
+
+def _without_cancelling_weights(call: Call) -> Call:
+    """`call` without its weights where they cancel. A mean whose weights are constant
+    along the summed axes (weights per sample with a loss per sample, per column with
+    axis=0) is w * sum(e) / (w * count) at each output: the plain mean. Where every weight
+    is positive and finite it is computed so, with no weight sums and no weights read,
+    and one rounding fewer; with a zero weight (nan and a warning there), an inf or a nan
+    among them, as the weighted mean it is."""
+    w = call.weights
+    if w is None or call.reduction != "mean" or not call.count or not w.size:
+        return call
+    padded = (1,) * (len(call.shape) - w.ndim) + w.shape
+    if any(padded[d] != 1 for d in call.axes):
+        return call
+    xp = call.xp
+    if not (float(xp.min(w)) > 0 and float(xp.max(w)) < math.inf):  # a nan fails both
+        return call
+    return dataclasses.replace(call, weights=None)
 
 
 def _weight_sums(weights: Any, call: Call, xp: ModuleType) -> Any:
@@ -345,6 +365,7 @@ def loss(call: Call, keepdims: bool) -> Any:
     with call.on_device():
         if call.reduction == "none":
             return _elementwise_loss(call)
+        call = _without_cancelling_weights(call)
         if _loss_per_position(call):
             return _squared_errors(call, keepdims)
         denominator = _denominators(call) if call.reduction == "mean" else None
@@ -476,7 +497,7 @@ def gradient(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[Any
     """``(loss, gradient)`` of `call`, the gradient written to `out` (checked here) where
     given; the loss is None unless `with_loss`, then computed in the same pass."""
     with call.on_device():
-        return _gradient_here(call, out, keepdims, with_loss)
+        return _gradient_here(_without_cancelling_weights(call), out, keepdims, with_loss)
 
 
 def _gradient_here(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[Any, Any]:

@@ -469,13 +469,13 @@ void lane_tasks(Schedule& schedule, int64_t begin, int64_t end) {
     }
 }
 
-// A contiguous row of K positions (weights: stride sw, 0 or 1), unrolled: the lanes and
-// their combination are those of run_lanes over the row.
+// A contiguous row of K positions (targets and weights: strides st and sw, 0 or 1),
+// unrolled: the lanes and their combination are those of run_lanes over the row.
 template <Pass P, bool Weighted, int K, typename T, typename Wt>
-inline double fixed_row(const T* p, const T* t, const Wt* w, int64_t sw, T* out, double scale) {
+inline double fixed_row(const T* p, const T* t, int64_t st, const Wt* w, int64_t sw, T* out, double scale) {
     double acc[kLanes] = {};
     for (int i = 0; i < K; ++i) {
-        const double d = difference(p + i, t + i);
+        const double d = difference(p + i, t + i * st);
         const double weight = weight_at<Weighted>(w + (Weighted ? i * sw : 0));
         if constexpr (kWrites<P>) write<P>(out + i, scale, weight, d);
         if constexpr (kReduces<P>) acc[i & (kLanes - 1)] += term<P>(weight, d);
@@ -492,20 +492,24 @@ inline double fixed_row(const T* p, const T* t, const Wt* w, int64_t sw, T* out,
 inline constexpr int kRowGroup = 4;
 typedef double RowGroup __attribute__((vector_size(kRowGroup * sizeof(double))));
 
-// A weight per row (OneWeight: along the row the weights' stride is 0) is loaded once.
-template <Pass P, bool Weighted, bool OneWeight, int K, typename T, typename Wt>
-inline void fixed_row_group(const T* p, const T* t, const Wt* w, int64_t sw, int64_t jw, double* value) {
+// Targets: rows like predictions', or one per row (OneTarget: jt apart, loaded once).
+// Weights: stride sw along a row (0 or 1), jw from row to row; one per row (OneWeight: sw
+// is 0) is loaded once.
+template <Pass P, bool Weighted, bool OneWeight, bool OneTarget, int K, typename T, typename Wt>
+inline void fixed_row_group(const T* p, const T* t, int64_t jt, const Wt* w, int64_t sw, int64_t jw, double* value) {
     static_assert(!kWrites<P> && kRowGroup == 4);
     RowGroup acc[kLanes];
     for (int l = 0; l < kLanes; ++l) acc[l] = RowGroup{0.0, 0.0, 0.0, 0.0};
-    RowGroup row_weight = {};
+    RowGroup row_weight = {}, row_target = {};
     if constexpr (OneWeight) row_weight = RowGroup{load(w), load(w + jw), load(w + 2 * jw), load(w + 3 * jw)};
+    if constexpr (OneTarget) row_target = RowGroup{load(t), load(t + jt), load(t + 2 * jt), load(t + 3 * jt)};
 #if !defined(__clang__)
 #pragma GCC unroll 16
 #endif
     for (int i = 0; i < K; ++i) {
         const RowGroup ps = {load(p + i), load(p + K + i), load(p + 2 * K + i), load(p + 3 * K + i)};
-        const RowGroup ts = {load(t + i), load(t + K + i), load(t + 2 * K + i), load(t + 3 * K + i)};
+        const RowGroup ts =
+            OneTarget ? row_target : RowGroup{load(t + i), load(t + K + i), load(t + 2 * K + i), load(t + 3 * K + i)};
         const RowGroup d = ps - ts;
         if constexpr (Weighted) {
             const Wt* wi = w + i * sw;
@@ -557,21 +561,29 @@ void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int6
         const int64_t rows = std::min(kRowBatch, run - r0);
         int64_t i = 0;
 #if defined(__GNUC__)
-        // Rows one after another in memory (a C-contiguous batch), for a sum: kRowGroup at a time.
+        // Rows one after another in memory (a C-contiguous batch), for a sum: kRowGroup at a
+        // time. Targets: rows of their own likewise, or one per row (a target per sample).
         if constexpr (K > 0 && !kWrites<P>) {
-            if (has_loss && js[kP] == K && js[kT] == K) {
-                const auto groups = [&](auto one_weight) {
+            const bool one_target = step[kT] == 0;
+            if (has_loss && js[kP] == K && (one_target || js[kT] == K)) {
+                const auto groups = [&](auto one_weight, auto one_target_) {
                     for (; i + kRowGroup <= rows; i += kRowGroup) {
                         const int64_t r = r0 + i;
-                        fixed_row_group<P, Weighted, decltype(one_weight)::value, K>(
-                            first.p + r * K, first.t + r * K, Weighted ? first.w + r * js[kW] : nullptr, step[kW],
-                            js[kW], sums + i);
+                        fixed_row_group<P, Weighted, decltype(one_weight)::value, decltype(one_target_)::value, K>(
+                            first.p + r * K, first.t + r * js[kT], js[kT], Weighted ? first.w + r * js[kW] : nullptr,
+                            step[kW], js[kW], sums + i);
                     }
                 };
-                if (Weighted && step[kW] == 0)
-                    groups(std::bool_constant<Weighted>{});  // true: one weight per row
+                // true where Weighted: one weight per row
+                const bool one_weight = Weighted && step[kW] == 0;
+                if (one_weight && one_target)
+                    groups(std::bool_constant<Weighted>{}, std::true_type{});
+                else if (one_weight)
+                    groups(std::bool_constant<Weighted>{}, std::false_type{});
+                else if (one_target)
+                    groups(std::false_type{}, std::true_type{});
                 else
-                    groups(std::false_type{});
+                    groups(std::false_type{}, std::false_type{});
             }
         }
         // The gradient passes on the same rows, with the weights one per row or none: the
@@ -581,13 +593,14 @@ void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int6
         if constexpr (K > 0 && (P == Pass::grad || P == Pass::reduce_and_grad) && kPackable<T> &&
                       (!Weighted || kPackable<Wt>)) {
             const bool one_weight = !Weighted || step[kW] == 0;
-            if ((has_loss || !kReduces<P>) && one_weight && js[kP] == K && js[kT] == K && js[kOut] == K) {
+            if ((has_loss || !kReduces<P>) && one_weight && step[kT] == 1 && js[kP] == K && js[kT] == K &&
+                js[kOut] == K) {
                 for (; i + kRowGroup <= rows; i += kRowGroup) {
                     const int64_t r = r0 + i, at = r * K;
                     const Wt* w = Weighted ? first.w + r * js[kW] : nullptr;
                     if constexpr (kReduces<P>)
-                        fixed_row_group<Pass::reduce, Weighted, Weighted, K>(first.p + at, first.t + at, w, 0, js[kW],
-                                                                            sums + i);
+                        fixed_row_group<Pass::reduce, Weighted, Weighted, false, K>(first.p + at, first.t + at, 0, w,
+                                                                                   0, js[kW], sums + i);
                     double factor[kRowGroup];  // (scale * weight) of each row, as write() has it
                     for (int g = 0; g < kRowGroup; ++g)
                         factor[g] = (scale ? scale[(r + g) * js[kScale]] : 0.0) * (Weighted ? load(w + g * js[kW]) : 1.0);
@@ -604,7 +617,7 @@ void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int6
             T* out = kWrites<P> ? first.out + r * js[kOut] : nullptr;
             const double factor = scale ? scale[r * js[kScale]] : 0.0;
             if constexpr (K > 0) {
-                sums[i] = fixed_row<P, Weighted, K>(p, t, w, step[kW], out, factor);
+                sums[i] = fixed_row<P, Weighted, K>(p, t, step[kT], w, step[kW], out, factor);
             } else {
                 double acc[kLanes] = {};
                 run_lanes<P, Weighted, Unit>(acc, 0, Cursor<T, Wt>{p, t, w, out}, step, factor, n, n);
@@ -641,8 +654,12 @@ void row_tasks(Schedule& schedule, int64_t begin, int64_t end) {
     int64_t step[kOperands];
     for (int k = 0; k < kOperands; ++k) step[k] = l.strides[k][last];
     const bool unit = l.n_red == 1 || (step[kP] == 1 && step[kT] == 1 && (!kWrites<P> || step[kOut] == 1));
-    // Weights along the row may also be constant (one per sample): the unrolled rows take both.
-    const bool fixed = unit && l.n_red <= kFixedRow && (l.n_red == 1 || !Weighted || step[kW] == 0 || step[kW] == 1);
+    // Targets and weights along the row may also be constant (one per sample): the
+    // unrolled rows take both.
+    const auto constant_or_unit = [&](int k) { return step[k] == 0 || step[k] == 1; };
+    const bool fixed = l.n_red <= kFixedRow &&
+                       (l.n_red == 1 || (step[kP] == 1 && constant_or_unit(kT) && (!kWrites<P> || step[kOut] == 1) &&
+                                         (!Weighted || constant_or_unit(kW))));
     const bool unit_weights = !Weighted || step[kW] == 1;
     Odometer kept(l, 0, l.n_kept);
     kept.seek(begin);

@@ -44,18 +44,20 @@ CASES = {
     "broadcast": (MATRIX, MATRIX[7], {"reduction": "sum"}),
     "tall": (rng.standard_normal((200_000, 3)), np.zeros(3), {"axis": 0}),
     # Short rows: a loss per sample over k outputs, unrolled for k <= 16 and not beyond,
-    # with weights per sample (constant along the row) or per position, strided rows,
-    # and outputs of one position (which either mode sums to 0 + the term).
+    # with weights or targets per sample (constant along the row), weights per position,
+    # strided rows, and outputs of one position (which either mode sums to 0 + the term).
     **{
         f"short rows k={k}": (Q[:, :k].copy(), Q[::-1, :k].copy(), {"axis": -1})
         for Q in [rng.standard_normal((70_000, 17)).astype(np.float32)]
         for k in (1, 3, 8, 10, 16, 17)
     },
-    "short rows weighted per sample": (
+    "short rows weighted per sample": (  # summed: in a mean, weights per sample cancel
         MATRIX[:, :10].copy(),
         MATRIX[:, 10:20].copy(),
-        {"axis": -1, "weights": rng.uniform(size=(1500, 1)).astype(np.float32)},
+        {"axis": -1, "reduction": "sum", "weights": rng.uniform(size=(1500, 1)).astype(np.float32)},
     ),
+    "short rows, a target per sample": (MATRIX[:, :10].copy(), MATRIX[:, 10:11].copy(), {"axis": -1}),
+    "short rows, one target": (MATRIX[:, :10].copy(), np.float32(0.25), {"axis": -1}),
     "short rows float64 weights": (
         MATRIX[:, :10].copy(),
         MATRIX[:, 10:20].copy(),
@@ -133,6 +135,11 @@ def test_short_rows_agree_bitwise(width):
         lambda: mse_and_grad(p, t, weights=rng_weights[: len(p), None]),
         lambda: mse_and_grad(p.astype(np.float32), t.astype(np.float32), weights=rng_weights[: len(p), None]),
         lambda: mse_grad(p.astype(np.float32), t.astype(np.float32), weights=rng_weights[: len(p), None] + 1),
+        lambda: mse_grad(p, t, axis=-1, weights=rng_weights[: len(p), None] + 1, reduction="sum"),
+        # A target per sample, or one for all: constant along the rows.
+        lambda: mse(p, t[:, :1], axis=-1),
+        lambda: mse(p, 0.5, axis=-1, weights=rng_weights[: p.size].reshape(p.shape)),
+        lambda: mse_and_grad(p, t[:, :1], axis=-1, weights=rng_weights[: len(p), None], reduction="sum"),
         # Columns: C++ fixes the width of up to four neighbouring outputs.
         lambda: mse(p, t, axis=0),
         lambda: mse_and_grad(p, t, axis=0),

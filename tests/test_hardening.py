@@ -44,8 +44,11 @@ def _peak_growth_kib(expression: str) -> int:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc/self/status")
-def test_mse_on_512_mib_of_inputs_raises_peak_memory_by_less_than_1_mib():
-    assert _peak_growth_kib("fastmse") < 1024
+def test_mse_on_512_mib_of_inputs_raises_peak_memory_by_less_than_4_mib():
+    # Far below any O(n) temporary (64 MiB even for one byte per two elements). The OpenMP
+    # team's stacks and the allocator's pages vary between runs: 60-136 KiB mostly, 1032
+    # KiB in a few runs in a row on the 2-core VM.
+    assert _peak_growth_kib("fastmse") < 4 * 1024
     # The measurement sees temporaries: NumPy's expression makes one of 256 MiB (and
     # reuses it for the square).
     assert _peak_growth_kib("numpy") > 200 * 1024

@@ -198,8 +198,11 @@ def _layout(name: str, dtype: type, rng: np.random.Generator) -> tuple[np.ndarra
         return values(7, 33, 45), values(33, 1), {"axis": (1, 2)}
     if name == "float64 weights":
         return values(n), values(n), {"weights": rng.uniform(0.5, 2.0, n)}
-    if name == "weights per sample":
-        return values(40, 9), values(40, 9), {"weights": rng.uniform(0.5, 2.0, (40, 1)).astype(dtype), "axis": -1}
+    if name == "weights per sample":  # summed: in a mean they cancel, and no weight is read
+        weights = rng.uniform(0.5, 2.0, (40, 1)).astype(dtype)
+        return values(40, 9), values(40, 9), {"weights": weights, "axis": -1, "reduction": "sum"}
+    if name == "weights per position":  # a weighted mean per output: its own divisor and factor
+        return values(40, 9), values(40, 9), {"weights": rng.uniform(0.5, 2.0, (40, 9)).astype(dtype), "axis": -1}
     raise AssertionError(name)
 
 
@@ -220,6 +223,7 @@ LAYOUTS = (
     "two summed dimensions",
     "float64 weights",
     "weights per sample",
+    "weights per position",
 )
 
 
@@ -228,7 +232,7 @@ def _run_pass(name: str, p: np.ndarray, t: np.ndarray, kwargs: dict[str, Any]) -
     if name == "reduce":
         return mse(p, t, **kwargs)
     if name == "squared_error":
-        return mse(p, t, reduction="none", **{k: v for k, v in kwargs.items() if k != "axis"})
+        return mse(p, t, reduction="none", **{k: v for k, v in kwargs.items() if k not in ("axis", "reduction")})
     if name == "reduce_and_grad":
         return mse_and_grad(p, t, **kwargs)
     return mse_grad(p, t, **kwargs)  # grad; reduce_difference where predictions broadcast
@@ -237,7 +241,7 @@ def _run_pass(name: str, p: np.ndarray, t: np.ndarray, kwargs: dict[str, Any]) -
 def _expected(name: str, p: np.ndarray, t: np.ndarray, kwargs: dict[str, Any]) -> list[tuple[Any, Any]]:
     """(float64 reference, magnitude of its terms) of each result of _run_pass."""
     if name == "squared_error":
-        kwargs = {k: v for k, v in kwargs.items() if k != "axis"}
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("axis", "reduction")}
         return [(reference.loss(p, t, reduction="none", **kwargs), None)]
     loss = (reference.loss(p, t, **kwargs), None)
     grad = (reference.grad(p, t, **kwargs), reference.grad(p, t, absolute=True, **kwargs))

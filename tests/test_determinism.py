@@ -49,7 +49,7 @@ CASES = {
     **{
         f"short rows k={k}": (Q[:, :k].copy(), Q[::-1, :k].copy(), {"axis": -1})
         for Q in [rng.standard_normal((70_000, 17)).astype(np.float32)]
-        for k in (1, 3, 8, 10, 16, 17)
+        for k in (1, 3, 8, 10, 11, 16, 17)
     },
     "short rows weighted per sample": (  # summed: in a mean, weights per sample cancel
         MATRIX[:, :10].copy(),
@@ -111,7 +111,7 @@ def _fused_in_place(predictions, targets):
     return loss, predictions
 
 
-@pytest.mark.parametrize("width", [1, 2, 3, 4, 7, 8, 9, 10, 16, 17, 67])
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 67])
 def test_short_rows_agree_bitwise(width):
     # Rows of up to 16 positions are summed several at a time in the C++ kernels (each
     # SIMD lane a row); Numba sums them one by one, in the order each row must keep.

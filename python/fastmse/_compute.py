@@ -38,7 +38,7 @@ def _denominators(call: Call, warn: bool = True) -> Any:
     else:
         xp = call.xp
         denominator = _weight_sums(call.weights, call, xp)
-        empty = warn and not bool(xp.all(denominator))  # on a GPU, the one wait of a weighted mean
+        empty = warn and not bool(xp.all(denominator))  # on a GPU, a wait
     if empty and warn:
         what = "zero elements" if call.weights is None else "weights that sum to zero"
         warnings.warn(f"mean over {what}: the result is nan", RuntimeWarning, stacklevel=4)

@@ -617,49 +617,46 @@ void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int6
         const int64_t rows = std::min(kRowBatch, run - r0);
         int64_t i = 0;
 #if defined(__GNUC__)
-        // Rows one after another in memory (a C-contiguous batch), for a sum: kRowGroup at a
-        // time. Targets: rows of their own likewise, or one per row (a target per sample).
-        if constexpr (kPackedRow<K> && !kWrites<P> && kPackable<T> && (!Weighted || kPackable<Wt>)) {
-            const bool one_target = step[kT] == 0;
-            if (has_loss && js[kP] == K && (one_target || js[kT] == K) && (!Weighted || step[kW] == 0)) {
-                const auto each = [&](auto weighted, auto one_target_) {
-                    constexpr bool kWeighted = decltype(weighted)::value, kOneTarget = decltype(one_target_)::value;
-                    for (; i < rows; ++i) {
-                        const int64_t r = r0 + i;
-                        const T* p = first.p + r * K;
-                        const T* t = first.t + r * js[kT];
-                        const Wt* w = Weighted ? first.w + r * js[kW] : nullptr;
-                        sums[i] = i + 1 < rows ? packed_row<P, kWeighted, kOneTarget, true, K>(p, t, w)
-                                               : packed_row<P, kWeighted, kOneTarget, false, K>(p, t, w);
-                    }
-                };
-                if (one_target)
-                    each(std::bool_constant<Weighted>{}, std::true_type{});
-                else
-                    each(std::bool_constant<Weighted>{}, std::false_type{});
-            }
-        }
+        // Rows one after another in memory (a C-contiguous batch), for a sum: one at a time in
+        // vectors along the row (kPackedRow), else kRowGroup at a time. Targets: rows of their
+        // own likewise, or one per row (a target per sample).
         if constexpr (K > 0 && !kWrites<P>) {
             const bool one_target = step[kT] == 0;
-            if (i < rows && has_loss && js[kP] == K && (one_target || js[kT] == K)) {
-                const auto groups = [&](auto one_weight, auto one_target_) {
-                    for (; i + kRowGroup <= rows; i += kRowGroup) {
-                        const int64_t r = r0 + i;
-                        fixed_row_group<P, Weighted, decltype(one_weight)::value, decltype(one_target_)::value, K>(
-                            first.p + r * K, first.t + r * js[kT], js[kT], Weighted ? first.w + r * js[kW] : nullptr,
-                            step[kW], js[kW], sums + i);
-                    }
+            if (has_loss && js[kP] == K && (one_target || js[kT] == K)) {
+                const auto with_target = [&](auto run_rows) {
+                    if (one_target)
+                        run_rows(std::true_type{});
+                    else
+                        run_rows(std::false_type{});
                 };
-                // true where Weighted: one weight per row
-                const bool one_weight = Weighted && step[kW] == 0;
-                if (one_weight && one_target)
-                    groups(std::bool_constant<Weighted>{}, std::true_type{});
-                else if (one_weight)
-                    groups(std::bool_constant<Weighted>{}, std::false_type{});
-                else if (one_target)
-                    groups(std::false_type{}, std::true_type{});
+                if constexpr (kPackedRow<K> && kPackable<T> && (!Weighted || kPackable<Wt>)) {
+                    if (!Weighted || step[kW] == 0)  // one weight per row, or none
+                        with_target([&](auto one_target_) {
+                            constexpr bool kOneTarget = decltype(one_target_)::value;
+                            for (; i < rows; ++i) {
+                                const int64_t r = r0 + i;
+                                const T* p = first.p + r * K;
+                                const T* t = first.t + r * js[kT];
+                                const Wt* w = Weighted ? first.w + r * js[kW] : nullptr;
+                                sums[i] = i + 1 < rows ? packed_row<P, Weighted, kOneTarget, true, K>(p, t, w)
+                                                       : packed_row<P, Weighted, kOneTarget, false, K>(p, t, w);
+                            }
+                        });
+                }
+                const auto groups = [&](auto one_weight) {
+                    with_target([&](auto one_target_) {
+                        for (; i + kRowGroup <= rows; i += kRowGroup) {
+                            const int64_t r = r0 + i;
+                            fixed_row_group<P, Weighted, decltype(one_weight)::value, decltype(one_target_)::value, K>(
+                                first.p + r * K, first.t + r * js[kT], js[kT],
+                                Weighted ? first.w + r * js[kW] : nullptr, step[kW], js[kW], sums + i);
+                        }
+                    });
+                };
+                if (Weighted && step[kW] == 0)
+                    groups(std::bool_constant<Weighted>{});  // true: one weight per row
                 else
-                    groups(std::false_type{}, std::false_type{});
+                    groups(std::false_type{});
             }
         }
         // The gradient passes on the same rows, with the weights one per row or none: the

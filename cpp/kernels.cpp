@@ -524,10 +524,16 @@ inline void fixed_row_group(const T* p, const T* t, int64_t jt, const Wt* w, int
     for (int g = 0; g < kRowGroup; ++g) value[g] = sum[g];
 }
 
-// The gradient of kRowGroup contiguous rows of K positions, row g's scaled by factor[g]:
+// Where a row's weights are: one per row (or none), or one per position, along the row
+// (stride 1) with rows of weights K apart (contiguous, like the data) or another step.
+enum class RowWeights { per_row, per_position, per_position_strided };
+
+// The gradient of kRowGroup contiguous rows of K positions, row g's scaled by factor[g]
+// (and each position by its weight, for weights per position; w: row 0's, jw apart):
 // packed across row boundaries, each lane taking its row's factor.
-template <int K, typename T>
-inline void gradient_row_group(const T* p, const T* t, T* out, const double* factor) {
+template <int K, RowWeights W = RowWeights::per_row, typename T, typename Wt = T>
+inline void gradient_row_group(const T* p, const T* t, T* out, const double* factor, const Wt* w = nullptr,
+                               int64_t jw = 0) {
     constexpr int kGroup = kRowGroup * K;
     static_assert(kGroup % kVectorWidth == 0);
 #if !defined(__clang__)
@@ -536,6 +542,13 @@ inline void gradient_row_group(const T* p, const T* t, T* out, const double* fac
     for (int e = 0; e < kGroup; e += kVectorWidth) {
         Lanes scale;
         for (int j = 0; j < kVectorWidth; ++j) scale[j] = factor[(e + j) / K];
+        if constexpr (W == RowWeights::per_position) {
+            scale *= load_packed(w + e);  // (scale * weight) * d, as write() has it
+        } else if constexpr (W == RowWeights::per_position_strided) {
+            Lanes weight;
+            for (int j = 0; j < kVectorWidth; ++j) weight[j] = load(w + (e + j) / K * jw + (e + j) % K);
+            scale *= weight;
+        }
         store_packed(out + e, scale * (load_packed(p + e) - load_packed(t + e)));
     }
 }
@@ -551,39 +564,47 @@ template <int K>
 inline constexpr bool kPackedGradientRow = K >= 8 && K % kVectorWidth == 0;
 
 // One contiguous row of K positions of a sum (targets likewise, or one: OneTarget; one
-// weight or none), as fixed_row sums it: position i goes to lane i % kLanes, here vector
-// (i / kVectorWidth) % kParts of lanes, which starts from 0 and adds its terms in
-// position order; then combine_lanes. Lanes past the row's end add nothing. RowAfter:
-// another row follows in memory, so the row's last vector is loaded whole (and its
-// lanes past the row dropped) rather than element by element.
-template <Pass P, bool Weighted, bool OneTarget, bool RowAfter, int K, typename T, typename Wt>
+// weight, none, or one per position: WeightsAlong), as fixed_row sums it: position i goes
+// to lane i % kLanes, here vector (i / kVectorWidth) % kParts of lanes, which starts from
+// 0 and adds its terms in position order; then combine_lanes. Lanes past the row's end add
+// nothing. RowAfter: another row of every operand read along the row follows in memory,
+// so the row's last vector is loaded whole (and its lanes past the row dropped) rather
+// than element by element.
+template <Pass P, bool Weighted, bool OneTarget, bool RowAfter, int K, bool WeightsAlong = false, typename T,
+          typename Wt>
 inline double packed_row(const T* p, const T* t, const Wt* w) {
-    static_assert(!kWrites<P> && kPackable<T>);
+    static_assert(!kWrites<P> && kPackable<T> && (!WeightsAlong || Weighted));
     constexpr int kWidth = kVectorWidth, kParts = kLanes / kVectorWidth;
     constexpr int kWhole = K / kWidth, kTail = K % kWidth;
     Lanes acc[kParts] = {};
     Lanes target = {};
     if constexpr (OneTarget)
         for (int j = 0; j < kWidth; ++j) target[j] = load(t);
-    const double weight = Weighted ? load(w) : 1.0;
-    const auto add = [&](int q, Lanes d) {
+    const double row_weight = Weighted && !WeightsAlong ? load(w) : 1.0;
+    const auto add = [&](int q, Lanes d, Lanes weight) {
         acc[q % kParts] += P == Pass::reduce_difference ? weight * d : (weight * d) * d;
+    };
+    const auto weight_at = [&](int at) {
+        if constexpr (WeightsAlong) return load_packed(w + at);
+        return Lanes{} + row_weight;
     };
 #if !defined(__clang__)
 #pragma GCC unroll 16
 #endif
     for (int q = 0; q < kWhole; ++q)
-        add(q, load_packed(p + q * kWidth) - (OneTarget ? target : load_packed(t + q * kWidth)));
+        add(q, load_packed(p + q * kWidth) - (OneTarget ? target : load_packed(t + q * kWidth)), weight_at(q * kWidth));
     if constexpr (kTail > 0) {
         const int at = kWhole * kWidth;
-        Lanes ps = {}, ts = target;
+        Lanes ps = {}, ts = target, weight = Lanes{} + row_weight;
         if constexpr (RowAfter) {
             ps = load_packed(p + at);
             if constexpr (!OneTarget) ts = load_packed(t + at);
+            if constexpr (WeightsAlong) weight = load_packed(w + at);
         } else {  // element by element: a vector would read past the array
             for (int j = 0; j < kTail; ++j) {
                 ps[j] = load(p + at + j);
                 if constexpr (!OneTarget) ts[j] = load(t + at + j);
+                if constexpr (WeightsAlong) weight[j] = load(w + at + j);
             }
         }
         const Lanes d = ps - ts;
@@ -630,18 +651,27 @@ void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int6
                         run_rows(std::false_type{});
                 };
                 if constexpr (kPackedRow<K> && kPackable<T> && (!Weighted || kPackable<Wt>)) {
-                    if (!Weighted || step[kW] == 0)  // one weight per row, or none
-                        with_target([&](auto one_target_) {
-                            constexpr bool kOneTarget = decltype(one_target_)::value;
-                            for (; i < rows; ++i) {
-                                const int64_t r = r0 + i;
-                                const T* p = first.p + r * K;
-                                const T* t = first.t + r * js[kT];
-                                const Wt* w = Weighted ? first.w + r * js[kW] : nullptr;
-                                sums[i] = i + 1 < rows ? packed_row<P, Weighted, kOneTarget, true, K>(p, t, w)
-                                                       : packed_row<P, Weighted, kOneTarget, false, K>(p, t, w);
-                            }
-                        });
+                    // weights_along: one weight per position, else one per row or none.
+                    const auto packed_rows = [&](auto one_target_, auto weights_along) {
+                        constexpr bool kOneTarget = decltype(one_target_)::value;
+                        constexpr bool kAlong = decltype(weights_along)::value;
+                        // Weights per position broadcast over the rows (one row of them)
+                        // have no row after theirs.
+                        const bool row_after = !kAlong || js[kW] == K;
+                        for (; i < rows; ++i) {
+                            const int64_t r = r0 + i;
+                            const T* p = first.p + r * K;
+                            const T* t = first.t + r * js[kT];
+                            const Wt* w = Weighted ? first.w + r * js[kW] : nullptr;
+                            sums[i] = i + 1 < rows && row_after
+                                          ? packed_row<P, Weighted, kOneTarget, true, K, kAlong>(p, t, w)
+                                          : packed_row<P, Weighted, kOneTarget, false, K, kAlong>(p, t, w);
+                        }
+                    };
+                    if (!Weighted || step[kW] == 0)
+                        with_target([&](auto one_target_) { packed_rows(one_target_, std::false_type{}); });
+                    else if constexpr (Weighted && P == Pass::reduce)  // a loss weighted per position
+                        if (!one_target) packed_rows(std::false_type{}, std::true_type{});
                 }
                 const auto groups = [&](auto one_weight) {
                     with_target([&](auto one_target_) {
@@ -665,24 +695,36 @@ void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int6
         // sums are read first: `out` may be predictions.
         if constexpr (K > 0 && (P == Pass::grad || P == Pass::reduce_and_grad) && kPackable<T> &&
                       (!Weighted || kPackable<Wt>)) {
-            const bool one_weight = !Weighted || step[kW] == 0;
-            if ((has_loss || !kReduces<P>) && one_weight && step[kT] == 1 && js[kP] == K && js[kT] == K &&
-                js[kOut] == K) {
-                for (; i + kRowGroup <= rows; i += kRowGroup) {
-                    const int64_t r = r0 + i, at = r * K;
-                    const Wt* w = Weighted ? first.w + r * js[kW] : nullptr;
-                    if constexpr (kReduces<P> && kPackedGradientRow<K>) {
+            if ((has_loss || !kReduces<P>) && step[kT] == 1 && js[kP] == K && js[kT] == K && js[kOut] == K) {
+                const auto groups = [&](auto weights) {
+                    constexpr RowWeights kWeights = decltype(weights)::value;
+                    constexpr bool kAlong = kWeights != RowWeights::per_row;
+                    for (; i + kRowGroup <= rows; i += kRowGroup) {
+                        const int64_t r = r0 + i, at = r * K;
+                        const Wt* w = Weighted ? first.w + r * js[kW] : nullptr;
+                        if constexpr (kReduces<P> && kPackedGradientRow<K>) {
+                            for (int g = 0; g < kRowGroup; ++g)
+                                sums[i + g] = packed_row<Pass::reduce, Weighted, false, false, K, kAlong>(
+                                    first.p + at + g * K, first.t + at + g * K, Weighted ? w + g * js[kW] : nullptr);
+                        } else if constexpr (kReduces<P>) {
+                            fixed_row_group<Pass::reduce, Weighted, Weighted && !kAlong, false, K>(
+                                first.p + at, first.t + at, 0, w, step[kW], js[kW], sums + i);
+                        }
+                        double factor[kRowGroup];  // scale (times the row's weight), as write() has it
                         for (int g = 0; g < kRowGroup; ++g)
-                            sums[i + g] = packed_row<Pass::reduce, Weighted, false, false, K>(
-                                first.p + at + g * K, first.t + at + g * K, Weighted ? w + g * js[kW] : nullptr);
-                    } else if constexpr (kReduces<P>) {
-                        fixed_row_group<Pass::reduce, Weighted, Weighted, false, K>(first.p + at, first.t + at, 0, w,
-                                                                                   0, js[kW], sums + i);
+                            factor[g] = (scale ? scale[(r + g) * js[kScale]] : 0.0) *
+                                        (Weighted && !kAlong ? load(w + g * js[kW]) : 1.0);
+                        gradient_row_group<K, kWeights>(first.p + at, first.t + at, first.out + at, factor, w, js[kW]);
                     }
-                    double factor[kRowGroup];  // (scale * weight) of each row, as write() has it
-                    for (int g = 0; g < kRowGroup; ++g)
-                        factor[g] = (scale ? scale[(r + g) * js[kScale]] : 0.0) * (Weighted ? load(w + g * js[kW]) : 1.0);
-                    gradient_row_group<K>(first.p + at, first.t + at, first.out + at, factor);
+                };
+                using PerRow = std::integral_constant<RowWeights, RowWeights::per_row>;
+                if (!Weighted || step[kW] == 0) {
+                    groups(PerRow{});
+                } else if constexpr (Weighted) {
+                    if (step[kW] == 1 && js[kW] == K)
+                        groups(std::integral_constant<RowWeights, RowWeights::per_position>{});
+                    else if (step[kW] == 1)
+                        groups(std::integral_constant<RowWeights, RowWeights::per_position_strided>{});
                 }
             }
         }

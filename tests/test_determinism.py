@@ -63,6 +63,16 @@ CASES = {
         MATRIX[:, 10:20].copy(),
         {"axis": -1, "weights": rng.uniform(size=(1500, 10))},
     ),
+    # Weights per position: rows of their own (a loss weighted per sample and output), or
+    # one row of them for every sample (weights per output column).
+    **{
+        name: (R[:, :10].copy(), R[::-1, 5:15].copy(), {"axis": -1, "weights": weights})
+        for R in [rng.standard_normal((70_000, 16)).astype(np.float32)]
+        for name, weights in [
+            ("short rows weights per position", rng.uniform(size=(70_000, 10)).astype(np.float32)),
+            ("short rows weights per column", rng.uniform(size=10).astype(np.float32)),
+        ]
+    },
     "short strided rows": (MATRIX[:, :20:2], MATRIX[:, 1:21:2], {"axis": -1}),
     "one position per output": (MATRIX, MATRIX[::-1].copy(), {"axis": (), "reduction": "sum"}),
     "elementwise": (MATRIX, MATRIX[::-1].copy(), {"reduction": "none"}),
@@ -136,6 +146,17 @@ def test_short_rows_agree_bitwise(width):
         lambda: mse_and_grad(p.astype(np.float32), t.astype(np.float32), weights=rng_weights[: len(p), None]),
         lambda: mse_grad(p.astype(np.float32), t.astype(np.float32), weights=rng_weights[: len(p), None] + 1),
         lambda: mse_grad(p, t, axis=-1, weights=rng_weights[: len(p), None] + 1, reduction="sum"),
+        # Weights per position (of every sample, or one row of them for all): the
+        # gradient of four rows as one run, each position with its own weight.
+        lambda: mse_grad(p, t, axis=-1, weights=rng_weights[: p.size].reshape(p.shape)),
+        lambda: mse_and_grad(p, t, axis=-1, weights=rng_weights[: p.size].reshape(p.shape)),
+        lambda: mse_and_grad(p32, t32, axis=-1, weights=rng_weights[: p.size].reshape(p.shape).astype(np.float32)),
+        lambda: mse_and_grad(p32, t32, axis=-1, weights=rng_weights[: p.size].reshape(p.shape)),
+        lambda: mse(p32, t32, axis=-1, weights=rng_weights[: p.size].reshape(p.shape).astype(np.float32)),
+        lambda: mse(p, t, axis=-1, weights=rng_weights[:width] + 0.5),
+        lambda: mse_and_grad(p, t, axis=-1, weights=rng_weights[:width] + 0.5),
+        lambda: mse_and_grad(p32, t32, axis=-1, weights=(rng_weights[:width] + 0.5).astype(np.float32)),
+        lambda: mse_grad(p[:, ::-1], t, axis=-1, weights=rng_weights[: p.size].reshape(p.shape)[::-1]),
         # A target per sample, or one for all: constant along the rows.
         lambda: mse(p, t[:, :1], axis=-1),
         lambda: mse(p, 0.5, axis=-1, weights=rng_weights[: p.size].reshape(p.shape)),
@@ -144,6 +165,7 @@ def test_short_rows_agree_bitwise(width):
         lambda: mse(p, t, axis=0),
         lambda: mse_and_grad(p, t, axis=0),
     ]
+    p32, t32 = p.astype(np.float32), t.astype(np.float32)
     rng_weights = rng.uniform(0.0, 2.0, p.size) * (rng.random(p.size) > 0.1)  # zeros among them
     results = []
     for backend in _compiled():

@@ -65,10 +65,12 @@ def _without_cancelling_weights(call: Call) -> Call:
 
 
 def _weight_sums(weights: Any, call: Call, xp: ModuleType) -> Any:
-    """sum(w) over the reduced axes, in float64, shaped `kept_shape`. Summed only where the
-    weights vary: along a reduced axis that broadcasts them (weights per sample with a
-    loss per sample) each weight counts that axis's extent times, so the sum is
-    multiplied by it instead of reading the copies."""
+    """sum(w) over the reduced axes, in float64, shaped `kept_shape`; on the host, one
+    float where it is the same for every kept position (weights per column with a loss
+    per sample), as the count is without weights: an array per output would cost its
+    pages on every call. Summed only where the weights vary: along a reduced axis that
+    broadcasts them (weights per sample with a loss per sample) each weight counts that
+    axis's extent times, so the sum is multiplied by it instead of reading the copies."""
     padded = (1,) * (len(call.shape) - weights.ndim) + weights.shape
     varying = tuple(d for d in call.axes if padded[d] != 1)
     copies = math.prod(call.shape[d] for d in call.axes if padded[d] == 1)
@@ -84,21 +86,23 @@ def _weight_sums(weights: Any, call: Call, xp: ModuleType) -> Any:
         sums = xp.reshape(sums, tuple(1 if d in varying else n for d, n in enumerate(padded)))
         if copies != 1:
             sums = sums * float(copies) if copies else xp.zeros_like(sums)
+    if xp is np and sums.size == 1:
+        return float(sums.reshape(()))
     # As the weights broadcast over the kept axes, without the reduced ones; a new array
     # of that shape already is one.
     kept_one = kept_as_one(call.shape, call.axes)
-    kept = xp.reshape(sums if sums.shape == kept_one else xp.broadcast_to(sums, kept_one).copy(), call.kept_shape)
-    return kept[()] if xp is np else kept  # a NumPy scalar where nothing is kept, as np.sum gives
+    return xp.reshape(sums if sums.shape == kept_one else xp.broadcast_to(sums, kept_one).copy(), call.kept_shape)
 
 
-def _scale(denominator: Any, xp: ModuleType = np) -> Any:
+def _scale(denominator: Any, xp: ModuleType = np, in_place: bool = False) -> Any:
     """The gradient factor 2 / denominator, one float64 per kept position (or one for all),
-    as an `xp` array (the GPU kernels read it from device memory)."""
+    as an `xp` array (the GPU kernels read it from device memory); `in_place`: written over
+    the denominators, where they are not needed again."""
     if denominator is None or isinstance(denominator, float):
         value = 2.0 if denominator is None else 2.0 / denominator if denominator else math.inf
         return np.array(value) if xp is np else xp.full((), value)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return xp.asarray(xp.divide(2.0, denominator), dtype=np.float64)
+        return xp.asarray(xp.divide(2.0, denominator, out=denominator if in_place else None), dtype=np.float64)
 
 
 def _finish(call: Call, sums: np.ndarray, denominator: np.ndarray | float | None, keepdims: bool) -> Any:
@@ -413,7 +417,7 @@ def partial_sums(
         if call.weights is None:
             weight_sums = call.xp.full(call.kept_shape, float(call.count))
         else:
-            weight_sums = call.xp.asarray(_denominators(call, warn=False), dtype=_FLOAT64)
+            weight_sums = call.xp.broadcast_to(call.xp.asarray(_denominators(call, warn=False)), call.kept_shape)
         return Partial(call.dtype, call.shape, call.axes, call.kept_shape, _sums(call), weight_sums)
 
 
@@ -520,7 +524,7 @@ def _gradient_here(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tup
         # Without the loss, a zero denominator gives nan only where weights sum to zero.
         warn = with_loss or (call.weights is not None and call.predictions.size > 0)
         denominator = _denominators(call, warn) if call.reduction == "mean" else None
-        scale = _scale(denominator, call.xp)
+        scale = _scale(denominator, call.xp, in_place=not with_loss)
         if with_loss and not _loss_per_position(call):  # the loss in the gradient's pass
             result = _loss_from(
                 call, denominator, keepdims, lambda loss, divisor: _gradient_into(call, target, scale, loss, divisor)

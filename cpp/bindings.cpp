@@ -215,7 +215,8 @@ using Kernel = void (*)(const Problem&);
 
 // A CPU pass on NumPy arrays, with the GIL released.
 template <Kernel K>
-void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle strides, py::handle loss_divisor) {
+void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle strides, py::handle loss_divisor,
+              bool rows_first) {
     ProblemStorage storage;
     const auto source = [](std::size_t k, const py::object& item) {
         if (!py::isinstance<py::array>(item))
@@ -227,6 +228,7 @@ void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle stride
     };
     Problem problem = read_problem(storage, shape, n_kept, arrays, strides, true, source);
     read_loss_divisor(problem, loss_divisor, source);
+    problem.rows_first = rows_first;
     problem.num_threads = fastmse::get_num_threads();
     py::gil_scoped_release release;
     K(problem);
@@ -555,9 +557,10 @@ py::dict build_info() {
 #ifndef FASTMSE_CUDA_HOST_MODEL
 void bind_cpu(py::module_& m) {
     const char* signature_doc =
-        "(shape, n_kept, arrays, strides, loss_divisor): arrays and element strides of predictions, "
-        "targets, weights, out, loss, scale (None where absent), and what each loss sum is divided by: a "
-        "float, or float64 laid out as loss (one divisor per output).";
+        "(shape, n_kept, arrays, strides, loss_divisor, rows_first): arrays and element strides of "
+        "predictions, targets, weights, out, loss, scale (None where absent), what each loss sum is divided "
+        "by (a float, or float64 laid out as loss: one divisor per output), and whether a sum over everything "
+        "takes its rows first (Plan.rows_first).";
     init_array_scalar();
     m.add_object("small_call", py::reinterpret_steal<py::object>(PyCFunction_NewEx(&g_small_call_def, nullptr, m.attr("__name__").ptr())));
     m.def("reduce", &run_host<fastmse::reduce>, signature_doc);

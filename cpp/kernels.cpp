@@ -341,6 +341,11 @@ class LossStore {
           divisor_(problem.loss_divisor),
           divisors_(problem.loss_divisors) {}
 
+    // Float64 sums of the outputs from `origin` on, into `buffer` (a block of rows summed
+    // first, see run_rows_first).
+    LossStore(double* buffer, int64_t origin)
+        : data_(buffer), type_(ScalarType::float64), divisor_(1.0), divisors_(nullptr), origin_(origin) {}
+
     // The loss at element offset `at`, from its sum.
     void put(int64_t at, double sum) const { put_rows(at, 1, &sum, 1); }
 
@@ -354,6 +359,7 @@ class LossStore {
         } else if (divisor_ != 1.0) {  // 1: sums for a caller to combine
             for (int64_t i = 0; i < n; ++i) sums[i] /= divisor_;
         }
+        at -= origin_;
         switch (type_) {
             case ScalarType::float16: store(static_cast<Half*>(data_) + at, stride, sums, n); break;
             case ScalarType::float32: store(static_cast<float*>(data_) + at, stride, sums, n); break;
@@ -376,6 +382,7 @@ class LossStore {
     ScalarType type_;
     double divisor_;
     const double* divisors_;
+    int64_t origin_ = 0;
 };
 
 // Which tasks there are and where their sums go; threads only pick tasks from it.
@@ -645,8 +652,7 @@ inline constexpr int64_t kRowBatch = 64;
 
 // `run` outputs from the odometer's position along the last kept dimension.
 template <Pass P, bool Weighted, bool Unit, int K, typename T, typename Wt>
-void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int64_t* step) {
-    const Layout& l = schedule.layout;
+void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int64_t run, const int64_t* step) {
     const int64_t n = K > 0 ? K : l.n_red;
     int64_t js[kOperands] = {};
     if (l.n_kept > 0)
@@ -662,10 +668,11 @@ void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int6
 #if defined(__GNUC__)
         // Rows one after another in memory (a C-contiguous batch), for a sum: one at a time in
         // vectors along the row (kPackedRow), else kRowGroup at a time. Targets: rows of their
-        // own likewise, or one per row (a target per sample).
+        // own likewise, or one per row (a target per sample); or one row of them for every
+        // row (a target per column), in vectors along the row only.
         if constexpr (K > 0 && !kWrites<P>) {
-            const bool one_target = step[kT] == 0;
-            if (has_loss && js[kP] == K && (one_target || js[kT] == K)) {
+            const bool one_target = step[kT] == 0, target_rows = one_target || js[kT] == K;
+            if (has_loss && js[kP] == K && (target_rows || js[kT] == 0)) {
                 const auto with_target = [&](auto run_rows) {
                     if (one_target)
                         run_rows(std::true_type{});
@@ -677,9 +684,9 @@ void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int6
                     const auto packed_rows = [&](auto one_target_, auto weights_along) {
                         constexpr bool kOneTarget = decltype(one_target_)::value;
                         constexpr bool kAlong = decltype(weights_along)::value;
-                        // Weights per position broadcast over the rows (one row of them)
-                        // have no row after theirs.
-                        const bool row_after = !kAlong || js[kW] == K;
+                        // Targets or weights per position broadcast over the rows (one row
+                        // of them) have no row after theirs.
+                        const bool row_after = target_rows && (!kAlong || js[kW] == K);
                         for (; i < rows; ++i) {
                             const int64_t r = r0 + i;
                             const T* p = first.p + r * K;
@@ -705,9 +712,9 @@ void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int6
                         }
                     });
                 };
-                if (Weighted && step[kW] == 0)
+                if (target_rows && Weighted && step[kW] == 0)
                     groups(std::bool_constant<Weighted>{});  // true: one weight per row
-                else
+                else if (target_rows)
                     groups(std::false_type{});
             }
         }
@@ -767,7 +774,7 @@ void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int6
             }
         }
         if constexpr (kReduces<P>)
-            if (has_loss) schedule.loss.put_rows(kept.offset[kLoss] + r0 * js[kLoss], js[kLoss], sums, rows);
+            if (has_loss) loss.put_rows(kept.offset[kLoss] + r0 * js[kLoss], js[kLoss], sums, rows);
     }
 }
 
@@ -775,12 +782,12 @@ void row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int6
 inline constexpr int kFixedRow = 16;
 
 template <Pass P, bool Weighted, typename T, typename Wt, int K = 1>
-void fixed_row_range(Schedule& schedule, const Odometer& kept, int64_t run, const int64_t* step) {
+void fixed_row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int64_t run, const int64_t* step) {
     if constexpr (K <= kFixedRow) {
-        if (schedule.layout.n_red == K)
-            row_range<P, Weighted, true, K, T, Wt>(schedule, kept, run, step);
+        if (l.n_red == K)
+            row_range<P, Weighted, true, K, T, Wt>(l, loss, kept, run, step);
         else
-            fixed_row_range<P, Weighted, T, Wt, K + 1>(schedule, kept, run, step);
+            fixed_row_range<P, Weighted, T, Wt, K + 1>(l, loss, kept, run, step);
     }
 }
 
@@ -790,8 +797,7 @@ void fixed_row_range(Schedule& schedule, const Odometer& kept, int64_t run, cons
 // a task is a range of outputs, walked along the last kept dimension without seeking,
 // so that rows of a few positions cost what their positions cost.
 template <Pass P, bool Weighted, typename T, typename Wt>
-void row_tasks(Schedule& schedule, int64_t begin, int64_t end) {
-    const Layout& l = schedule.layout;
+void row_tasks(const Layout& l, const LossStore& loss, int64_t begin, int64_t end) {
     const int last = l.last(), j_dim = l.n_kept - 1;
     int64_t step[kOperands];
     for (int k = 0; k < kOperands; ++k) step[k] = l.strides[k][last];
@@ -809,11 +815,11 @@ void row_tasks(Schedule& schedule, int64_t begin, int64_t end) {
         // Outputs left along the last kept dimension before the odometer carries.
         const int64_t run = j_dim >= 0 ? std::min(end - o, l.shape[j_dim] - kept.index[j_dim]) : end - o;
         if (fixed)
-            fixed_row_range<P, Weighted, T, Wt>(schedule, kept, run, step);
+            fixed_row_range<P, Weighted, T, Wt>(l, loss, kept, run, step);
         else if (unit && unit_weights)
-            row_range<P, Weighted, true, 0, T, Wt>(schedule, kept, run, step);
+            row_range<P, Weighted, true, 0, T, Wt>(l, loss, kept, run, step);
         else
-            row_range<P, Weighted, false, 0, T, Wt>(schedule, kept, run, step);
+            row_range<P, Weighted, false, 0, T, Wt>(l, loss, kept, run, step);
         o += run;
         if (j_dim >= 0 && o < end) kept.advance(run);
     }
@@ -954,7 +960,7 @@ void execute(Schedule& schedule) {
         const int64_t rows = std::max<int64_t>(1, kChunk / l.n_red);
         const int64_t n_tasks = (l.n_out + rows - 1) / rows;
         for_each_range(n_tasks, schedule.parallel, schedule.num_threads, [&](int64_t b, int64_t e) {
-            row_tasks<P, Weighted, T, Wt>(schedule, b * rows, std::min(e * rows, l.n_out));
+            row_tasks<P, Weighted, T, Wt>(l, schedule.loss, b * rows, std::min(e * rows, l.n_out));
         });
     } else {
         for_each_range(l.n_out * schedule.n_chunks, schedule.parallel, schedule.num_threads,
@@ -962,9 +968,40 @@ void execute(Schedule& schedule) {
     }
 }
 
+// fn(weighted, T{}, Wt{}) for the problem's element type T, weight type Wt (T or float64)
+// and whether it has weights (std::bool_constant).
+template <typename Fn>
+void with_types(const Problem& problem, Fn&& fn) {
+    const bool weighted = problem.weights.data != nullptr;
+    const bool wide_weights = problem.weights_dtype == ScalarType::float64;
+    auto typed = [&](auto zero) {
+        if (!weighted)
+            fn(std::false_type{}, zero, zero);
+        else if (wide_weights)
+            fn(std::true_type{}, zero, 0.0);
+        else
+            fn(std::true_type{}, zero, zero);
+    };
+    switch (problem.dtype) {
+        case ScalarType::float16: typed(Half{}); break;
+        case ScalarType::float32: typed(float{}); break;
+        case ScalarType::float64: typed(double{}); break;
+        case ScalarType::bfloat16: typed(BFloat16{}); break;
+    }
+}
+
+template <Pass P>
+void run_rows_first(const Problem& problem);
+
 // Pass P over a problem: its schedule, then the loops for its element and weight types.
 template <Pass P>
 void run_typed(const Problem& problem) {
+    if constexpr (kReduces<P>) {
+        if (problem.rows_first && problem.n_kept == 0 && problem.ndim >= 2 && problem.loss.data) {
+            run_rows_first<P>(problem);
+            return;
+        }
+    }
     // An elementwise pass sums nothing, so the order of its walk is free: every row along
     // the last dimension is taken as an output, and short rows (a target or weight per
     // sample broadcast along them) go many to a task, as a loss per sample does.
@@ -983,24 +1020,82 @@ void run_typed(const Problem& problem) {
     }
     if (kReduces<P> && schedule.n_chunks > 1)
         schedule.partials.allocate(l.n_out * schedule.n_chunks);
-    const bool weighted = l.data[kW] != nullptr;
-    const bool wide_weights = problem.weights_dtype == ScalarType::float64;
-    auto typed = [&](auto zero) {
-        using T = decltype(zero);
-        if (!weighted)
-            execute<P, false, T, T>(schedule);
-        else if (wide_weights)
-            execute<P, true, T, double>(schedule);
-        else
-            execute<P, true, T, T>(schedule);
-    };
-    switch (problem.dtype) {
-        case ScalarType::float16: typed(Half{}); break;
-        case ScalarType::float32: typed(float{}); break;
-        case ScalarType::float64: typed(double{}); break;
-        case ScalarType::bfloat16: typed(BFloat16{}); break;
-    }
+    with_types(problem, [&](auto weighted, auto zero, auto weight_zero) {
+        execute<P, decltype(weighted)::value, decltype(zero), decltype(weight_zero)>(schedule);
+    });
     if constexpr (kReduces<P>) schedule.finish();
+}
+
+// n row sums added up as one block of a flat sum of a float64 array of them adds them
+// (reduce_difference of the array and 0): the same lanes, terms and combination.
+inline double flat_block(const double* sums, int64_t n) {
+    static constexpr double kZero = 0.0;
+    static constexpr int64_t kStep[kOperands] = {1, 0, 0, 0, 0, 0};
+    double acc[kLanes] = {};
+    const Cursor<double, double> at{sums, &kZero, nullptr, nullptr};
+    run_lanes<Pass::reduce_difference, false, false>(acc, 0, at, kStep, 0.0, n, n);
+    return combine_lanes(acc);
+}
+
+// A sum over everything in rows first (Problem::rows_first): each row along the last
+// dimension summed as a loss per row sums it, then the row sums in C order as a flat sum
+// of an array of them: blocks of kBlock, a cascade of the blocks in each kChunk, a cascade
+// of those. Each block of rows is summed into a buffer of its own and added up there, so
+// rows that take the short rows' loops make no array of row sums and no second pass (a
+// layout that sends them across outputs fills such an array first).
+template <Pass P>
+void run_rows_first(const Problem& problem) {
+    int64_t row_strides[kMaxDims] = {};  // the rows' C order, as outputs of a loss per row
+    for (int64_t d = problem.ndim - 2, at = 1; d >= 0; --d) {
+        row_strides[d] = at;
+        at *= problem.shape[d];
+    }
+    Problem rows = problem;
+    rows.n_kept = problem.ndim - 1;
+    rows.rows_first = false;
+    rows.loss.strides = row_strides;
+    rows.loss_dtype = ScalarType::float64;
+    rows.loss_divisor = 1.0;
+    rows.loss_divisors = nullptr;
+    const Schedule schedule(rows);  // its loss is not written: each block has its own
+    const Layout& l = schedule.layout;
+    const int64_t n_rows = l.n_out, n_blocks = (n_rows + kBlock - 1) / kBlock;
+    double total = 0.0;  // no rows, or rows of nothing: a sum of zeros
+    if (n_rows > 0 && l.n_red > 0) {
+        Partials all_rows;
+        if (!schedule.short_rows) {
+            all_rows.allocate(n_rows);
+            rows.loss.data = &all_rows[0];
+            run_typed<P>(rows);
+        }
+        Partials block_sums;
+        block_sums.allocate(n_blocks);
+        with_types(problem, [&](auto weighted, auto zero, auto weight_zero) {
+            using T = decltype(zero);
+            using Wt = decltype(weight_zero);
+            for_each_range(n_blocks, schedule.parallel, problem.num_threads, [&](int64_t b, int64_t e) {
+                double buffer[kBlock];
+                for (int64_t block = b; block < e; ++block) {
+                    const int64_t r0 = block * kBlock, r1 = std::min(r0 + kBlock, n_rows);
+                    if (schedule.short_rows)
+                        row_tasks<P, decltype(weighted)::value, T, Wt>(l, LossStore(buffer, r0), r0, r1);
+                    block_sums[block] = flat_block(schedule.short_rows ? buffer : &all_rows[r0], r1 - r0);
+                }
+            });
+        });
+        constexpr int64_t kBlocksPerChunk = kChunk / kBlock;
+        const int64_t n_chunks = (n_blocks + kBlocksPerChunk - 1) / kBlocksPerChunk;
+        Cascade<1> chunks;
+        for (int64_t c = 0; c < n_chunks; ++c) {
+            Cascade<1> blocks;
+            for (int64_t block = c * kBlocksPerChunk; block < std::min(n_blocks, (c + 1) * kBlocksPerChunk); ++block)
+                blocks.push(&block_sums[block], 1);
+            blocks.total(&total, 1);  // one chunk: the total, as the flat sum stores it
+            if (n_chunks > 1) chunks.push(&total, 1);
+        }
+        if (n_chunks > 1) chunks.total(&total, 1);
+    }
+    LossStore(problem).put(0, total);
 }
 
 // One cache line of the bandwidth ceiling's read.

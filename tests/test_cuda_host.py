@@ -91,6 +91,7 @@ class Recorder:
     """A backend that notes each pass it is asked for and runs it on `backend`."""
 
     name = "cuda"
+    rows_first = False  # as the GPU backends: a sum over rows takes two passes
 
     small_call = None  # every call through the passes
 

@@ -57,6 +57,7 @@ CASES = {
         {"axis": -1, "reduction": "sum", "weights": rng.uniform(size=(1500, 1)).astype(np.float32)},
     ),
     "short rows, a target per sample": (MATRIX[:, :10].copy(), MATRIX[:, 10:11].copy(), {"axis": -1}),
+    "short rows, a target per column": (MATRIX[:, :10].copy(), MATRIX[3, 10:20].copy(), {"axis": -1}),
     "short rows, one target": (MATRIX[:, :10].copy(), np.float32(0.25), {"axis": -1}),
     "short rows float64 weights": (
         MATRIX[:, :10].copy(),
@@ -71,6 +72,17 @@ CASES = {
         for name, weights in [
             ("short rows weights per position", rng.uniform(size=(70_000, 10)).astype(np.float32)),
             ("short rows weights per column", rng.uniform(size=10).astype(np.float32)),
+        ]
+    },
+    # Sums over everything of short rows that do not merge, an operand broadcast along
+    # them: each row summed first, then the row sums (Plan.rows_first), over many blocks
+    # and chunks of rows.
+    **{
+        name: (R[:, :10].copy(), targets, {"weights": weights})
+        for R in [rng.standard_normal((70_000, 16)).astype(np.float32)]
+        for name, targets, weights in [
+            ("weights per sample, over everything", R[::-1, 5:15].copy(), rng.uniform(size=(70_000, 1))),
+            ("a target per column, over everything", R[7, 5:15].copy(), None),
         ]
     },
     "short strided rows": (MATRIX[:, :20:2], MATRIX[:, 1:21:2], {"axis": -1}),
@@ -157,6 +169,20 @@ def test_short_rows_agree_bitwise(width):
         lambda: mse_and_grad(p, t, axis=-1, weights=rng_weights[:width] + 0.5),
         lambda: mse_and_grad(p32, t32, axis=-1, weights=(rng_weights[:width] + 0.5).astype(np.float32)),
         lambda: mse_grad(p[:, ::-1], t, axis=-1, weights=rng_weights[: p.size].reshape(p.shape)[::-1]),
+        # Sums over everything of rows with an operand broadcast along them: the rows
+        # first, then their sums; with weights laid out across the samples, the rows are
+        # samples' columns and C++ sums them across outputs into an array first.
+        lambda: mse(p, t, weights=rng_weights[: len(p), None]),
+        lambda: mse(p32, t32, weights=rng_weights[: len(p), None].astype(np.float32)),
+        lambda: mse(p, t[0]),
+        lambda: mse_and_grad(p32, t32[0]),
+        lambda: mse(p, t[0], weights=np.asfortranarray(rng_weights[: p.size].reshape(p.shape))),
+        lambda: mse_and_grad(p, t[0], weights=np.asfortranarray(rng_weights[: p.size].reshape(p.shape))),
+        # One row of targets for every sample (a target per column).
+        lambda: mse(p, t[0], axis=-1),
+        lambda: mse(p32, t32[0], axis=-1),
+        lambda: mse(p, t[0], axis=-1, weights=rng_weights[: len(p), None], reduction="sum"),
+        lambda: mse(p, t[0], axis=-1, weights=rng_weights[: p.size].reshape(p.shape)),
         # A target per sample, or one for all: constant along the rows.
         lambda: mse(p, t[:, :1], axis=-1),
         lambda: mse(p, 0.5, axis=-1, weights=rng_weights[: p.size].reshape(p.shape)),

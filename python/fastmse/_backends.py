@@ -23,9 +23,12 @@ NAMES = ("cpp", "numba", "numpy")
 
 
 class Kernels(Protocol):
-    """The five passes every backend runs, CPU or GPU."""
+    """The five passes every backend runs, CPU or GPU; `rows_first`: whether ``reduce``
+    and ``reduce_and_grad`` take :attr:`fastmse._plan.Plan.rows_first` (otherwise the
+    caller sums the rows into an array, then the array)."""
 
     name: str
+    rows_first: bool
 
     def reduce(self, plan: Plan) -> None: ...
     def grad(self, plan: Plan) -> None: ...

@@ -86,7 +86,7 @@ def _weight_sums(weights: Any, call: Call, xp: ModuleType) -> Any:
         sums = xp.reshape(sums, tuple(1 if d in varying else n for d, n in enumerate(padded)))
         if copies != 1:
             sums = sums * float(copies) if copies else xp.zeros_like(sums)
-    if xp is np and sums.size == 1:
+    if xp is np and sums.size == 1 and 0 not in call.kept_shape:
         return float(sums.reshape(()))
     # As the weights broadcast over the kept axes, without the reduced ones; a new array
     # of that shape already is one.
@@ -291,11 +291,15 @@ def _two_stage(plan: Plan) -> bool:
 def _reduce(backend: _backends.Kernels, plan: Plan, fused: bool) -> None:
     """``reduce`` (``reduce_and_grad`` if `fused`) over `plan`. Where :func:`_two_stage`
     says so, on the CPU: each short row along the innermost dimension, then the row sums
-    in one flat pass; in one stage the kernels would walk one long output across every
-    row boundary."""
+    as a flat sum (:attr:`~fastmse._plan.Plan.rows_first`); in one stage the kernels
+    would walk one long output across every row boundary. Backends without that order of
+    their own get it in two passes: the rows into a float64 array, then the array."""
     run = backend.reduce_and_grad if fused else backend.reduce
     if not _two_stage(plan):
         run(plan)
+        return
+    if backend.rows_first:
+        run(dataclasses.replace(plan, rows_first=True))
         return
     rows = np.empty(plan.shape[:-1], _FLOAT64)
     row_strides = (*(s // _FLOAT64.itemsize for s in rows.strides), 0)

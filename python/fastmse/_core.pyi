@@ -15,6 +15,7 @@ class _HostPass(Protocol):
         arrays: _Arrays,
         strides: _Strides,
         loss_divisor: float | np.ndarray,  # or float64 laid out as the loss: one per output
+        rows_first: bool,  # Plan.rows_first (a reducing pass over everything)
         /,
     ) -> None: ...
 

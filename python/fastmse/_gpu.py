@@ -257,6 +257,7 @@ class CudaBackend:
     stream (CuPy's current one by default)."""
 
     name = "cuda"
+    rows_first = False
 
     def __init__(self, core: ModuleType, memory: DeviceMemory | None = None) -> None:
         reason = unusable_reason(core)
@@ -349,6 +350,7 @@ class CupyBackend:
     they may differ from the CUDA kernels' by one rounding). The fused pass is two."""
 
     name = "cupy"
+    rows_first = False
 
     def __init__(self) -> None:
         cp = self._cp = cupy()

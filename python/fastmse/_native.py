@@ -13,6 +13,7 @@ class NativeBackend:
     """Runs each pass in fastmse._core with the GIL released."""
 
     name = "cpp"
+    rows_first = True
 
     def __init__(self, core: ModuleType) -> None:
         self._core = core
@@ -42,19 +43,25 @@ class NativeBackend:
         return list(self._core.runnable_isas())
 
     def reduce(self, plan: Plan) -> None:
-        self._reduce(plan.shape, plan.n_kept, plan.operands, plan.strides, plan.loss_divisor)
+        self._reduce(plan.shape, plan.n_kept, plan.operands, plan.strides, plan.loss_divisor, plan.rows_first)
 
     def grad(self, plan: Plan) -> None:
-        self._core.grad(plan.shape, plan.n_kept, plan.operands, plan.strides, plan.loss_divisor)
+        self._core.grad(plan.shape, plan.n_kept, plan.operands, plan.strides, plan.loss_divisor, plan.rows_first)
 
     def reduce_and_grad(self, plan: Plan) -> None:
-        self._core.reduce_and_grad(plan.shape, plan.n_kept, plan.operands, plan.strides, plan.loss_divisor)
+        self._core.reduce_and_grad(
+            plan.shape, plan.n_kept, plan.operands, plan.strides, plan.loss_divisor, plan.rows_first
+        )
 
     def squared_error(self, plan: Plan) -> None:
-        self._core.squared_error(plan.shape, plan.n_kept, plan.operands, plan.strides, plan.loss_divisor)
+        self._core.squared_error(
+            plan.shape, plan.n_kept, plan.operands, plan.strides, plan.loss_divisor, plan.rows_first
+        )
 
     def reduce_difference(self, plan: Plan) -> None:
-        self._core.reduce_difference(plan.shape, plan.n_kept, plan.operands, plan.strides, plan.loss_divisor)
+        self._core.reduce_difference(
+            plan.shape, plan.n_kept, plan.operands, plan.strides, plan.loss_divisor, plan.rows_first
+        )
 
     def get_num_threads(self) -> int:
         return int(self._core.get_num_threads())

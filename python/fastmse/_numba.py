@@ -1085,6 +1085,7 @@ class NumbaBackend:
     """Kernels compiled by Numba at first use (cached on disk)."""
 
     name = "numba"
+    rows_first = False
     small_call: Callable[..., Any] | None = None  # every call takes the general path
 
     def __init__(self) -> None:

@@ -32,6 +32,7 @@ class NumpyBackend:
     kernels, they give inf and nan silently (no floating-point warnings)."""
 
     name = "numpy"
+    rows_first = False
     small_call: Callable[..., Any] | None = None  # every call takes the general path
 
     def _terms(self, plan: Plan) -> tuple[np.ndarray, np.ndarray | float]:

@@ -56,6 +56,13 @@ class Plan:
         one divisor per output (a weighted mean's weight sums): a float64 array of the
         loss's shape and element strides (an array of the backend's kind), read where
         the loss is written.
+    rows_first : bool
+        For a sum over everything (``n_kept == 0``) whose last dimension holds rows of at
+        most ``kBlock`` positions: each row summed alone, as a loss per row sums it, then
+        the row sums, in C order, as a flat sum over a float64 array of them. The order
+        in which rows of a broadcast operand (weights per sample, a target per column)
+        run as short rows; taken by backends whose ``rows_first`` is true (see
+        :func:`fastmse._compute._reduce`).
     """
 
     shape: tuple[int, ...]
@@ -63,6 +70,7 @@ class Plan:
     operands: Operands
     strides: Sequence[tuple[int, ...]]
     loss_divisor: Any = 1.0
+    rows_first: bool = False
 
     @property
     def size(self) -> int:

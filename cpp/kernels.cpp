@@ -700,7 +700,7 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                     if (!Weighted || step[kW] == 0)
                         with_target([&](auto one_target_) { packed_rows(one_target_, std::false_type{}); });
                     else if constexpr (Weighted && P == Pass::reduce)  // a loss weighted per position
-                        if (!one_target) packed_rows(std::false_type{}, std::true_type{});
+                        if (!one_target && step[kW] == 1) packed_rows(std::false_type{}, std::true_type{});
                 }
                 const auto groups = [&](auto one_weight) {
                     with_target([&](auto one_target_) {
@@ -1040,9 +1040,10 @@ inline double flat_block(const double* sums, int64_t n) {
 // A sum over everything in rows first (Problem::rows_first): each row along the last
 // dimension summed as a loss per row sums it, then the row sums in C order as a flat sum
 // of an array of them: blocks of kBlock, a cascade of the blocks in each kChunk, a cascade
-// of those. Each block of rows is summed into a buffer of its own and added up there, so
-// rows that take the short rows' loops make no array of row sums and no second pass (a
-// layout that sends them across outputs fills such an array first).
+// of those. Where the rows are short rows, each block of them is summed into a buffer of
+// its own and added up there: no array of row sums, no second pass. Rows that are not (a
+// layout that sends them across outputs, or rows longer than kBlock) fill such an array
+// first.
 template <Pass P>
 void run_rows_first(const Problem& problem) {
     int64_t row_strides[kMaxDims] = {};  // the rows' C order, as outputs of a loss per row
@@ -1083,6 +1084,7 @@ void run_rows_first(const Problem& problem) {
                 }
             });
         });
+        static_assert(kChunk % kBlock == 0, "a flat sum's chunks are whole blocks");
         constexpr int64_t kBlocksPerChunk = kChunk / kBlock;
         const int64_t n_chunks = (n_blocks + kBlocksPerChunk - 1) / kBlocksPerChunk;
         Cascade<1> chunks;

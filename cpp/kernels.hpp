@@ -51,10 +51,10 @@ struct Problem {
     // mean: the output's weight sum), float64 laid out as loss: read at the loss's offsets.
     const double* loss_divisors = nullptr;
     Operand scale;  // float64 gradient factor, one per kept position
-    // A sum over everything (n_kept == 0) whose last dimension holds rows of a few positions
-    // (at most kBlock), as a loss per row would sum them: each row summed alone, then the
-    // row sums in C order as a flat sum of a float64 array of them. The order in which rows
-    // of a broadcast operand (weights per sample) run as short rows.
+    // For a sum over everything (n_kept == 0): each row along the last dimension summed
+    // alone, as a loss per row sums it, then the row sums in C order as a flat sum of a
+    // float64 array of them. With rows of up to kBlock positions that an operand broadcasts
+    // along (weights per sample), this order lets them take the short rows' loops.
     bool rows_first = false;
     int num_threads = 1;
 };

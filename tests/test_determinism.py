@@ -168,21 +168,26 @@ def test_short_rows_agree_bitwise(width):
         lambda: mse(p, t, axis=-1, weights=rng_weights[:width] + 0.5),
         lambda: mse_and_grad(p, t, axis=-1, weights=rng_weights[:width] + 0.5),
         lambda: mse_and_grad(p32, t32, axis=-1, weights=(rng_weights[:width] + 0.5).astype(np.float32)),
-        lambda: mse_grad(p[:, ::-1], t, axis=-1, weights=rng_weights[: p.size].reshape(p.shape)[::-1]),
+        # Rows of weights another step apart than the rows of data: backwards, and a view
+        # of wider rows.
+        lambda: mse_grad(p, t, axis=-1, weights=rng_weights[: p.size].reshape(p.shape)[::-1]),
+        lambda: mse_and_grad(p, t, axis=-1, weights=wide_weights[:, :width]),
         # Sums over everything of rows with an operand broadcast along them: the rows
-        # first, then their sums; with weights laid out across the samples, the rows are
-        # samples' columns and C++ sums them across outputs into an array first.
+        # first, then their sums; with weights laid out across the samples (and rows of
+        # at least 3), the rows are samples' columns and C++ sums them across outputs
+        # into an array first. A row of targets of its own (a copy), so that a read past
+        # its end would be one past the array.
         lambda: mse(p, t, weights=rng_weights[: len(p), None]),
         lambda: mse(p32, t32, weights=rng_weights[: len(p), None].astype(np.float32)),
-        lambda: mse(p, t[0]),
-        lambda: mse_and_grad(p32, t32[0]),
-        lambda: mse(p, t[0], weights=np.asfortranarray(rng_weights[: p.size].reshape(p.shape))),
-        lambda: mse_and_grad(p, t[0], weights=np.asfortranarray(rng_weights[: p.size].reshape(p.shape))),
+        lambda: mse(p, t[0].copy()),
+        lambda: mse_and_grad(p32, t32[0].copy()),
+        lambda: mse(p, t[0].copy(), weights=np.asfortranarray(rng_weights[: p.size].reshape(p.shape))),
+        lambda: mse_and_grad(p, t[0].copy(), weights=np.asfortranarray(rng_weights[: p.size].reshape(p.shape))),
         # One row of targets for every sample (a target per column).
-        lambda: mse(p, t[0], axis=-1),
-        lambda: mse(p32, t32[0], axis=-1),
-        lambda: mse(p, t[0], axis=-1, weights=rng_weights[: len(p), None], reduction="sum"),
-        lambda: mse(p, t[0], axis=-1, weights=rng_weights[: p.size].reshape(p.shape)),
+        lambda: mse(p, t[0].copy(), axis=-1),
+        lambda: mse(p32, t32[0].copy(), axis=-1),
+        lambda: mse(p, t[0].copy(), axis=-1, weights=rng_weights[: len(p), None], reduction="sum"),
+        lambda: mse(p, t[0].copy(), axis=-1, weights=rng_weights[: p.size].reshape(p.shape)),
         # A target per sample, or one for all: constant along the rows.
         lambda: mse(p, t[:, :1], axis=-1),
         lambda: mse(p, 0.5, axis=-1, weights=rng_weights[: p.size].reshape(p.shape)),
@@ -193,12 +198,49 @@ def test_short_rows_agree_bitwise(width):
     ]
     p32, t32 = p.astype(np.float32), t.astype(np.float32)
     rng_weights = rng.uniform(0.0, 2.0, p.size) * (rng.random(p.size) > 0.1)  # zeros among them
+    wide_weights = rng.uniform(0.0, 2.0, (len(p), 2 * width))
     results = []
     for backend in _compiled():
         with _backends.use(backend), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a weighted mean over weights that sum to zero
             results.append([call() for call in calls])
     for a, b in zip(*results, strict=True):
+        for x, y in zip(*(r if isinstance(r, tuple) else (r,) for r in (a, b)), strict=True):
+            assert_same(x, y)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 16, 17, 2048, 2049, 5000, 32768, 32769, 70_001])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_rows_first_is_the_sum_of_the_row_sums(monkeypatch, rows, dtype):
+    # The C++ kernels sum the rows of a sum over everything a block at a time
+    # (Plan.rows_first); other backends fill an array of row sums, then sum it. Both must
+    # give the same bits, at every block and chunk boundary and for empty sums, also
+    # where the kernels finish the loss themselves (a mean in the data's dtype).
+    if "cpp" not in _backends.available():
+        pytest.skip("needs the compiled module")
+    rng = np.random.default_rng(rows)
+    p = rng.standard_normal((rows, 10)).astype(dtype)
+    t = rng.standard_normal((rows, 10)).astype(dtype)
+    w = rng.uniform(0.5, 2.0, (rows, 1)).astype(dtype)
+    calls = [
+        lambda: mse(p, t, weights=w),
+        lambda: mse(p, t, weights=w, reduction="sum"),
+        lambda: mse(p, t[:1].copy()),
+        lambda: mse_grad(p, t, weights=w),
+        lambda: mse_and_grad(p, t, weights=w),
+        lambda: mse_and_grad(p, t[:1].copy(), reduction="sum"),
+        # Every kept axis of extent 1: the plan keeps none, and the kernels finish the
+        # mean in the data's dtype.
+        lambda: mse(p[None], t[None], axis=(1, 2), weights=w[None]),
+        lambda: mse(p[:, :0], t[:, :0], weights=w),
+    ]
+    with _backends.use("cpp"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # means over nothing
+        assert _backends.current().rows_first
+        rows_first = [call() for call in calls]
+        monkeypatch.setattr(_backends.current(), "rows_first", False)
+        two_passes = [call() for call in calls]
+    for a, b in zip(rows_first, two_passes, strict=True):
         for x, y in zip(*(r if isinstance(r, tuple) else (r,) for r in (a, b)), strict=True):
             assert_same(x, y)
 

@@ -718,10 +718,10 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                     groups(std::false_type{});
             }
         }
-        // The gradient passes on the same rows, with the weights one per row or none: the
-        // sums as above where the pass has them, then the gradient of the group's positions,
-        // side by side in memory, as one run (its values do not depend on the walk). The
-        // sums are read first: `out` may be predictions.
+        // The gradient passes on the same rows, with the weights one per row, one per
+        // position (RowWeights) or none: the sums as above where the pass has them, then the
+        // gradient of the group's positions, side by side in memory, as one run (its values
+        // do not depend on the walk). The sums are read first: `out` may be predictions.
         if constexpr (K > 0 && (P == Pass::grad || P == Pass::reduce_and_grad) && kPackable<T> &&
                       (!Weighted || kPackable<Wt>)) {
             if ((has_loss || !kReduces<P>) && step[kT] == 1 && js[kP] == K && js[kT] == K && js[kOut] == K) {

@@ -199,21 +199,28 @@ inline void store_packed(T* at, Lanes value) {
 }
 
 // Positions [i, i + kLanes * k) for the largest whole k, lane l taking i + l + kLanes * j
-// (acc: the lanes of a reducing pass, unread otherwise);
+// (acc: the lanes of a reducing pass, unread otherwise); OneTarget: *t for every position
+// (a scalar target, or the 0 that weight sums subtract);
 // returns where it stopped.
-template <Pass P, bool Weighted, typename T, typename Wt>
+template <Pass P, bool Weighted, bool OneTarget, typename T, typename Wt>
 inline int64_t run_packed(double* acc, const T* p, const T* t, const Wt* w, T* out, double scale, int64_t i,
                           int64_t n, int64_t extent) {
     constexpr int64_t kParts = kLanes / kVectorWidth;
     Lanes sum[kParts] = {};
     if constexpr (kReduces<P>)
         for (int64_t k = 0; k < kParts; ++k) std::memcpy(&sum[k], acc + k * kVectorWidth, sizeof(Lanes));
+    Lanes target = {};
+    if constexpr (OneTarget)
+        if (i + kLanes <= n) target += load(t);
     for (; i + kLanes <= n; i += kLanes) {
-        if (i + kPrefetchDistance < extent) prefetch_inputs(p + i, t + i);
+        if (i + kPrefetchDistance < extent) {
+            if constexpr (OneTarget) prefetch(ahead(p + i));
+            else prefetch_inputs(p + i, t + i);
+        }
         Lanes d[kParts], weight[kParts];
         for (int64_t k = 0; k < kParts; ++k) {
             const int64_t at = i + k * kVectorWidth;
-            d[k] = load_packed(p + at) - load_packed(t + at);
+            d[k] = load_packed(p + at) - (OneTarget ? target : load_packed(t + at));
             if constexpr (Weighted) weight[k] = load_packed(w + at);
         }
         for (int64_t k = 0; k < kParts; ++k) {
@@ -263,12 +270,19 @@ inline void run_lanes(double* lanes, int64_t lane, Cursor<T, Wt> c, const int64_
         for (int64_t l = 0; l < kLanes; ++l) acc[l] = lanes[l];
         for (; i < n && ((lane + i) & (kLanes - 1)) != 0; ++i) acc[(lane + i) & (kLanes - 1)] += value(i);
     }
+    bool packed = false;
 #if defined(__GNUC__)
-    if constexpr (Unit && kPackable<T> && (!Weighted || kPackable<Wt>)) {
-        i = run_packed<P, Weighted>(acc, p, t, w, out, scale, i, n, extent);
-    } else
+    if constexpr (kPackable<T> && (!Weighted || kPackable<Wt>)) {
+        if constexpr (Unit) {
+            i = run_packed<P, Weighted, false>(acc, p, t, w, out, scale, i, n, extent);
+            packed = true;
+        } else if (sp == 1 && st == 0 && (!Weighted || sw == 1) && (!kWrites<P> || so == 1)) {
+            i = run_packed<P, Weighted, true>(acc, p, t, w, out, scale, i, n, extent);
+            packed = true;
+        }
+    }
 #endif
-    {
+    if (!packed) {
         // Eight positions are loaded before any is stored (`out` is never a partial overlap
         // of an input; the Python layer makes sure), so each block of lanes vectorizes.
         for (; i + kLanes <= n; i += kLanes) {

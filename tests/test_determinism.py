@@ -88,6 +88,11 @@ CASES = {
     "short strided rows": (MATRIX[:, :20:2], MATRIX[:, 1:21:2], {"axis": -1}),
     "one position per output": (MATRIX, MATRIX[::-1].copy(), {"axis": (), "reduction": "sum"}),
     "elementwise": (MATRIX, MATRIX[::-1].copy(), {"reduction": "none"}),
+    # One target for every position, and weights per position over everything (whose sums
+    # subtract one 0): the packed lanes with the target loaded once.
+    "flat, one target": (BIG, np.float32(0.25), {}),
+    "flat weights per position": (BIG, BIG[::-1].copy(), {"weights": rng.uniform(size=BIG.size).astype(np.float32)}),
+    "flat float64, one target, float64 weights": (BIG.astype(np.float64), 0.5, {"weights": rng.uniform(size=BIG.size)}),
 }
 
 

@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <iterator>
+#include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -237,9 +239,10 @@ void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle stride
 
 #ifndef FASTMSE_CUDA_HOST_MODEL
 // The common small call, whole in C++: fastmse.mse, mse_grad and mse_and_grad on NumPy
-// arrays of one float dtype and shape, C-contiguous and aligned, without weights, summed
-// over everything or over a leading or trailing run of axes, with or without a dense
-// `out`. Python's general path (fastmse._resolve, _plan, _compute) costs microseconds
+// arrays of one float dtype and shape, C-contiguous and aligned, summed over everything or
+// over a leading or trailing run of axes, with or without a dense `out`, without weights
+// or with weights that are per position (predictions' shape) or cancel from a mean
+// (constant along every summed axis: weights per sample with a loss per sample). Python's general path (fastmse._resolve, _plan, _compute) costs microseconds
 // before a kernel that takes less on small arrays; this builds the very Problem that
 // path builds for such a call (fastmse._plan._dense_plan and contiguous_plan), runs the
 // same kernel and rounds the result as fastmse._compute._finish does, so results are
@@ -333,12 +336,64 @@ py::object scalar_of(ScalarType type, PyObject* descr, double value) {
     return py::reinterpret_steal<py::object>(g_array_scalar(element, descr, nullptr));
 }
 
-bool overlaps(const py::detail::PyArray_Proxy* a, const py::detail::PyArray_Proxy* b, int64_t bytes) {
-    return a->data < b->data + bytes && b->data < a->data + bytes;
+// Whether the `a_bytes` bytes at a and the `b_bytes` at b share one.
+bool overlaps(const py::detail::PyArray_Proxy* a, int64_t a_bytes, const py::detail::PyArray_Proxy* b,
+              int64_t b_bytes) {
+    return a->data < b->data + b_bytes && b->data < a->data + a_bytes;
 }
 
-py::object small_call(Job job, py::handle predictions, py::handle targets, py::handle axis, py::handle reduction_arg,
-                      py::handle keepdims_arg, py::handle out_arg) {
+// What the general path asks of weights: that none is negative (fastmse._resolve; a NaN
+// passes, as in np.fmin), or, where they would cancel from a mean, that all are positive
+// and finite (fastmse._compute._without_cancelling_weights; a NaN fails).
+enum class WeightTest { non_negative, positive_and_finite };
+
+// float32 loops vectorize (with a flag as wide as an element); float64 ones stay scalar
+// with GCC on baseline x86-64, at about the speed of memory; float16 is converted first.
+// A function of its own: inlined into small_call, GCC left the float32 loop scalar too.
+#if defined(_MSC_VER)
+#define FASTMSE_NOINLINE __declspec(noinline)
+#else
+#define FASTMSE_NOINLINE __attribute__((noinline))
+#endif
+template <typename W>
+FASTMSE_NOINLINE bool weights_pass(const W* w, int64_t n, WeightTest test) {
+    using Flag = std::conditional_t<sizeof(W) == 8, uint64_t, uint32_t>;
+    Flag failed = 0;  // one flag for the whole array: loops without exits vectorize
+    if (test == WeightTest::non_negative) {
+        for (int64_t i = 0; i < n; ++i) failed |= static_cast<Flag>(w[i] < W(0));
+    } else {
+        const W infinity = std::numeric_limits<W>::infinity();
+        for (int64_t i = 0; i < n; ++i)
+            failed |= static_cast<Flag>(!(w[i] > W(0))) | static_cast<Flag>(!(w[i] < infinity));
+    }
+    return failed == 0;
+}
+
+bool weights_pass(ScalarType type, const void* data, int64_t n, WeightTest test) {
+    if (type == ScalarType::float32) return weights_pass(static_cast<const float*>(data), n, test);
+    if (type == ScalarType::float64) return weights_pass(static_cast<const double*>(data), n, test);
+    const auto* halves = static_cast<const fastmse::Half*>(data);
+    float block[512];
+    for (int64_t start = 0; start < n; start += 512) {
+        const int64_t m = std::min<int64_t>(512, n - start);
+        for (int64_t i = 0; i < m; ++i) block[i] = fastmse::half_to_float(halves[start + i]);
+        if (!weights_pass(block, m, test)) return false;
+    }
+    return true;
+}
+
+// Runs a kernel, without the GIL where the call is large enough to repay releasing it.
+void run_small(void (*kernel)(const Problem&), const Problem& problem, int64_t size) {
+    if (size >= kReleaseGilMin) {
+        py::gil_scoped_release release;
+        kernel(problem);
+    } else {
+        kernel(problem);
+    }
+}
+
+py::object small_call(Job job, py::handle predictions, py::handle targets, py::handle weights_arg, py::handle axis,
+                      py::handle reduction_arg, py::handle keepdims_arg, py::handle out_arg) {
     const py::object not_here = py::reinterpret_borrow<py::object>(Py_NotImplemented);
     if (!plain_array(predictions) || !plain_array(targets)) return not_here;
     const auto* p = py::detail::array_proxy(predictions.ptr());
@@ -373,6 +428,51 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     // One position per output (fastmse._compute._loss_per_position): squared errors there.
     if (reduces && count == 1 && n_axes != ndim) return not_here;
 
+    // Weights read here (w): per position, or per sample (predictions' leading extents,
+    // then extents of 1: (N, 1) on (N, k)) in a sum over everything. Weights that cancel
+    // are checked and left out. Any others (broadcast otherwise, of another dtype, not
+    // dense, negative, ...) go to the general path.
+    const py::detail::PyArray_Proxy* w = nullptr;
+    ScalarType weights_type = type;
+    int64_t weights_bytes = 0;
+    int64_t samples = 0;  // weights per sample: their number, the plan's rows
+    if (!weights_arg.is_none()) {
+        if (!plain_array(weights_arg)) return not_here;
+        const auto* given = py::detail::array_proxy(weights_arg.ptr());
+        if (!small_path_type(given, weights_type) || (weights_type != type && weights_type != ScalarType::float64) ||
+            !dense_flags(given) || given->nd > ndim)
+            return not_here;
+        bool per_position = true, leading = true, varies_along_summed = false;
+        bool past_samples = false;  // a dimension along which the weights broadcast was seen
+        int64_t n_weights = 1;
+        for (int dim = 0; dim < ndim; ++dim) {
+            const int d = dim - (ndim - given->nd);  // broadcast from the right
+            const int64_t extent = d < 0 ? 1 : given->dimensions[d];
+            if (extent != 1 && extent != p->dimensions[dim]) return not_here;
+            const bool broadcast = extent != p->dimensions[dim];
+            per_position = per_position && !broadcast;
+            leading = leading && !(past_samples && extent != 1);
+            past_samples = past_samples || broadcast;
+            varies_along_summed = varies_along_summed || (extent != 1 && (axes >> dim & 1));
+            n_weights *= extent;
+        }
+        const WeightTest test = reduction == Reduction::mean && !varies_along_summed ? WeightTest::positive_and_finite
+                                                                                     : WeightTest::non_negative;
+        if (test == WeightTest::non_negative) {
+            if (per_position) {
+                w = given;
+            } else if (leading && n_axes == ndim && n_weights > 1 && n_weights < size) {
+                w = given;
+                samples = n_weights;
+            } else {
+                return not_here;
+            }
+            weights_bytes = n_weights * static_cast<int64_t>(item_size(weights_type));
+        }
+        if (!weights_pass(weights_type, given->data, n_weights, test)) return not_here;
+    }
+    const bool weighted_mean = w != nullptr && reduction == Reduction::mean;
+
     const int64_t bytes = size * static_cast<int64_t>(item_size(type));
     const auto dtype = py::reinterpret_borrow<py::dtype>(p->descr);
     py::object out_object;
@@ -390,17 +490,27 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
                 if (o->dimensions[d] != p->dimensions[d]) return not_here;
             // `out` may be predictions or targets exactly, and overlap nothing else.
             for (const auto* input : {p, t})
-                if (o->data != input->data && overlaps(o, input, bytes)) return not_here;
+                if (o->data != input->data && overlaps(o, bytes, input, bytes)) return not_here;
+            if (w != nullptr && overlaps(o, bytes, w, weights_bytes)) return not_here;
             out_object = py::reinterpret_borrow<py::object>(out_arg);
         }
     }
 
     // The plan of fastmse._plan for this call: (kept, count) or (size,), in elements. The
-    // gradient alone sums nothing and has one factor: any axis is one flat walk.
-    const bool split = kept > 1 && reduces && job != Job::mse_grad;
+    // gradient alone sums nothing and, but for a weighted mean's, has one factor: any
+    // axis is one flat walk.
+    // Weights per sample keep their rows apart: (samples, positions per sample).
+    const bool split = kept > 1 && reduces && (job != Job::mse_grad || weighted_mean);
     int64_t shape[2], inputs[2], per_output[2] = {1, 0}, zeros[2] = {0, 0};
-    const int plan_ndim = split ? 2 : 1;
-    if (split) {
+    int64_t weight_strides[2] = {1, 0};
+    const int plan_ndim = split || samples ? 2 : 1;
+    if (samples) {
+        shape[0] = samples;
+        shape[1] = size / samples;
+        inputs[0] = shape[1];
+        inputs[1] = 1;
+        per_output[0] = 0;
+    } else if (split) {
         shape[0] = kept;
         shape[1] = count;
         inputs[0] = leading ? 1 : count;
@@ -418,9 +528,39 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     problem.predictions = {p->data, inputs};
     problem.targets = {t->data, inputs};
     problem.num_threads = fastmse::get_num_threads();
+    double denominator = reduction == Reduction::mean ? static_cast<double>(count) : 1.0;
+    // A weighted mean's denominators, as fastmse._compute._weight_sums gives them: the
+    // kernels' sum of w - 0 per output over the same plan, or over the weights alone times
+    // the positions per sample. Where one is zero the general path warns.
+    std::vector<double> weight_sums;
+    if (weighted_mean) {
+        weight_sums.resize(static_cast<std::size_t>(split ? kept : 1));
+        alignas(8) static const unsigned char zero[8] = {};  // 0 in any float type
+        Problem sums = problem;
+        sums.dtype = weights_type;
+        sums.predictions = {w->data, inputs};
+        sums.targets = {const_cast<unsigned char*>(zero), zeros};
+        sums.loss = {weight_sums.data(), per_output};
+        if (samples) {
+            sums.ndim = 1;
+            sums.shape = &samples;
+            sums.predictions.strides = weight_strides;
+        }
+        run_small(&fastmse::reduce_difference, sums, samples ? samples : size);
+        if (samples) weight_sums[0] *= static_cast<double>(shape[1]);
+        for (const double sum : weight_sums)
+            if (sum == 0.0) return not_here;
+        denominator = weight_sums[0];  // where there is one output
+    }
+    if (w != nullptr) {
+        problem.weights = {w->data, samples ? weight_strides : inputs};
+        problem.weights_dtype = weights_type;
+    }
+    // Rows of weights per sample are summed first where fastmse._compute._reduce says so.
+    problem.rows_first = samples && reduces && job != Job::mse_grad && shape[1] <= fastmse::kBlock;
     // The loss: a scalar from the float64 sum, as fastmse._compute._finish makes it, or an
     // array that the kernel finishes (divided, rounded once), as fastmse._compute.loss asks.
-    const double denominator = reduction == Reduction::mean ? static_cast<double>(count) : 1.0;
+
     const bool scalar_loss = n_axes == ndim && !keepdims;
     double scalar_sum = 0.0;
     py::object loss;
@@ -438,14 +578,20 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
             problem.loss = {py::detail::array_proxy(loss.ptr())->data, per_output};
             problem.loss_dtype = type;
             problem.loss_divisor = denominator;
+            if (split && weighted_mean) problem.loss_divisors = weight_sums.data();
         }
     }
-    double scale = 2.0;
-    if (reduction == Reduction::mean) scale = 2.0 / static_cast<double>(count);
+    double scale = reduction == Reduction::mean ? 2.0 / denominator : 2.0;
+    std::vector<double> scales;  // a weighted mean's, one per output
     py::object errors;
     if (job != Job::mse) {
         problem.out = {py::detail::array_proxy(out_object.ptr())->data, inputs};
         problem.scale = {&scale, zeros};
+        if (split && weighted_mean) {
+            scales.reserve(weight_sums.size());
+            for (const double sum : weight_sums) scales.push_back(2.0 / sum);
+            problem.scale = {scales.data(), per_output};
+        }
     } else if (!reduces) {  // mse with "none": the squared errors
         errors = py::array(dtype, std::vector<py::ssize_t>(p->dimensions, p->dimensions + ndim));
         problem.out = {py::detail::array_proxy(errors.ptr())->data, inputs};
@@ -453,12 +599,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     void (*kernel)(const Problem&) = job == Job::mse      ? (reduces ? &fastmse::reduce : &fastmse::squared_error)
                                      : job == Job::mse_grad ? &fastmse::grad
                                                             : &fastmse::reduce_and_grad;
-    if (size >= kReleaseGilMin) {
-        py::gil_scoped_release release;
-        kernel(problem);
-    } else {
-        kernel(problem);
-    }
+    run_small(kernel, problem, size);
     if (job == Job::mse_grad) return out_object;
     if (!reduces) return errors;
 
@@ -473,8 +614,9 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
 // small_call as a METH_FASTCALL function: pybind11's argument dispatch would cost a
 // third of a small call.
 PyObject* small_call_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-    if (nargs != 7 || !PyLong_CheckExact(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "small_call(job, predictions, targets, axis, reduction, keepdims, out)");
+    if (nargs != 8 || !PyLong_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "small_call(job, predictions, targets, weights, axis, reduction, keepdims, out)");
         return nullptr;
     }
     const long job = PyLong_AsLong(args[0]);
@@ -483,7 +625,9 @@ PyObject* small_call_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         return nullptr;
     }
     try {
-        return small_call(static_cast<Job>(job), args[1], args[2], args[3], args[4], args[5], args[6]).release().ptr();
+        return small_call(static_cast<Job>(job), args[1], args[2], args[3], args[4], args[5], args[6], args[7])
+            .release()
+            .ptr();
     } catch (py::error_already_set& error) {
         error.restore();
     } catch (const std::bad_alloc&) {
@@ -496,7 +640,7 @@ PyObject* small_call_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
 
 PyMethodDef g_small_call_def = {
     "small_call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&small_call_entry)), METH_FASTCALL,
-    "small_call(job, predictions, targets, axis, reduction, keepdims, out): job 0 mse, 1 mse_grad, 2 "
+    "small_call(job, predictions, targets, weights, axis, reduction, keepdims, out): job 0 mse, 1 mse_grad, 2 "
     "mse_and_grad on the common small call, whole in C++; NotImplemented for any other call."};
 #endif
 

@@ -67,6 +67,7 @@ def test_bench_shapes_reports_every_family():
         "weights per sample",
         "weights per position",
         "(256, 10) axis=-1",
+        "(256, 10) weights per sample",
         "float64",
     ):
         assert family in result.stdout, family

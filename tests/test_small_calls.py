@@ -1,7 +1,8 @@
 """The compiled module's small_call: the common call (NumPy arrays of one float dtype and
-shape, C-contiguous, no weights, summed over everything or over a leading or trailing run
-of axes) taken whole in C++. It must give bitwise what the general path gives, take
-exactly the calls it is meant for, and hand everything else, errors included, back."""
+shape, C-contiguous, summed over everything or over a leading or trailing run of axes,
+without weights or with weights per position or that cancel from a mean) taken whole in
+C++. It must give bitwise what the general path gives, take exactly the calls it is
+meant for, and hand everything else, errors and warnings included, back."""
 
 from __future__ import annotations
 
@@ -93,8 +94,39 @@ def common_calls(draw):
             if axes is None:
                 axes = tuple(draw(st.lists(st.integers(0, ndim - 1), unique=True, max_size=ndim)))
             kwargs["axis"] = tuple(a - ndim if draw(st.booleans()) else a for a in axes)
+    weights = draw(weights_for(p, rng))
+    if weights is not None:
+        kwargs["weights"] = weights
     out = draw(st.sampled_from(["none", "fresh", "predictions", "targets"]))
     return p, t, kwargs, out, draw(st.booleans())
+
+
+@st.composite
+def weights_for(draw, p, rng):
+    """None, or weights broadcasting to `p`: per position, per sample, per column or one,
+    of p's dtype or another, with values that are all positive, or with zeros, a negative,
+    a nan or an inf among them."""
+    kind = draw(st.sampled_from(["none", "none", "per position", "per position", "ones from the right", "scalar"]))
+    if kind == "none":
+        return None
+    if kind == "per position":
+        shape = p.shape
+    elif kind == "scalar":
+        shape = ()
+    else:  # extents of 1 where a draw says so, and perhaps fewer dimensions
+        shape = tuple(1 if draw(st.booleans()) else n for n in p.shape)[draw(st.integers(0, p.ndim)) :]
+    dtype = draw(st.sampled_from([p.dtype, p.dtype, np.float64, np.float32, np.int64]))
+    weights = rng.uniform(0.5, 2.0, shape).astype(dtype)
+    special = draw(st.sampled_from(["", "", "", "", "", "zero", "negative", "nan", "inf", "all zero"]))
+    if weights.size and special:
+        flat = weights.reshape(-1)
+        value = {"zero": 0, "negative": -1, "nan": np.nan, "inf": np.inf, "all zero": 0}[special]
+        if np.issubdtype(dtype, np.floating) or special in ("zero", "negative", "all zero"):
+            if special == "all zero":
+                flat[:] = 0
+            else:
+                flat[draw(st.integers(0, flat.size - 1))] = value
+    return weights
 
 
 def _out(kind: str, p: np.ndarray, t: np.ndarray):
@@ -137,10 +169,61 @@ def test_the_common_calls_take_the_small_path(dtype, shape, axis):
     rng = np.random.default_rng(1)
     p, t = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
     out = np.empty_like(p)
+    per_position = [rng.uniform(0.5, 2.0, shape).astype(dtype), rng.uniform(0.5, 2.0, shape)]
     for reduction in ("mean", "sum"):
         for job, result_out in ((MSE, None), (MSE_GRAD, out), (MSE_GRAD, None), (MSE_AND_GRAD, out)):
-            assert core.small_call(job, p, t, axis, reduction, False, result_out) is not NotImplemented
-    assert core.small_call(MSE, p, t, None, "none", False, None) is not NotImplemented
+            for weights in (None, *per_position):
+                assert core.small_call(job, p, t, weights, axis, reduction, False, result_out) is not NotImplemented
+    for weights in (None, *per_position):
+        assert core.small_call(MSE, p, t, weights, None, "none", False, None) is not NotImplemented
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize(
+    ("shape", "weights_shape"), [((256, 10), (256, 1)), ((4, 5, 6), (4, 5, 1)), ((8, 3000), (8, 1))]
+)
+def test_weights_per_sample_over_everything_take_the_small_path(dtype, shape, weights_shape):
+    # Rows of up to 2048 positions are summed first, longer ones in one stage: both bitwise
+    # as the general path sums them.
+    rng = np.random.default_rng(4)
+    p, t = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    for weights in (rng.uniform(0.5, 2.0, weights_shape).astype(dtype), rng.uniform(0.5, 2.0, weights_shape)):
+        for reduction in ("mean", "sum", "none"):
+            for job, function in ((MSE, mse), (MSE_GRAD, mse_grad), (MSE_AND_GRAD, mse_and_grad)):
+                if job == MSE_AND_GRAD and reduction == "none":
+                    continue
+                assert core.small_call(job, p, t, weights, None, reduction, False, None) is not NotImplemented
+                _same(
+                    _general(function, p, t, weights=weights, reduction=reduction),
+                    function(p, t, weights=weights, reduction=reduction),
+                )
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_large_weighted_calls_are_bitwise_those_of_the_general_path(dtype):
+    # 200,000 positions: threads, the GIL released, the weight sums in tasks of their own.
+    rng = np.random.default_rng(5)
+    p, t = rng.standard_normal((40_000, 5)).astype(dtype), rng.standard_normal((40_000, 5)).astype(dtype)
+    per_position = rng.uniform(0.5, 2.0, p.shape).astype(dtype)
+    per_sample = rng.uniform(0.5, 2.0, (40_000, 1))
+    for weights, axis in ((per_position, None), (per_position, -1), (per_position, 0), (per_sample, None)):
+        for reduction in ("mean", "sum"):
+            for job, function in ((MSE, mse), (MSE_GRAD, mse_grad), (MSE_AND_GRAD, mse_and_grad)):
+                assert core.small_call(job, p, t, weights, axis, reduction, False, None) is not NotImplemented
+                kwargs = {"weights": weights, "axis": axis, "reduction": reduction}
+                _same(_general(function, p, t, **kwargs), function(p, t, **kwargs))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_weights_that_cancel_take_the_small_path(dtype):
+    # Weights per sample with a loss per sample: a mean that does not read them.
+    rng = np.random.default_rng(2)
+    p, t = rng.standard_normal((64, 10)).astype(dtype), rng.standard_normal((64, 10)).astype(dtype)
+    out = np.empty_like(p)
+    for weights in (rng.uniform(0.5, 2.0, (64, 1)).astype(dtype), rng.uniform(0.5, 2.0, (64, 1)), np.array(2.0)):
+        for job, result_out in ((MSE, None), (MSE_GRAD, out), (MSE_AND_GRAD, None)):
+            assert core.small_call(job, p, t, weights, -1, "mean", False, result_out) is not NotImplemented
+            assert core.small_call(job, p, t, weights, -1, "sum", False, result_out) is NotImplemented
 
 
 def test_other_calls_are_handed_back():
@@ -165,18 +248,36 @@ def test_other_calls_are_handed_back():
         (np.ones(()), np.ones(()), None, "mean", False, None),
         ([1.0], [1.0], None, "mean", False, None),
     ]
-    for args in handed_back:
-        assert core.small_call(MSE, *args) is NotImplemented, args
+    for predictions, targets, *rest in handed_back:
+        assert core.small_call(MSE, predictions, targets, None, *rest) is NotImplemented, rest
+    weights_handed_back = [
+        np.ones((6, 4), np.float16),  # another dtype than the data's, not float64
+        np.ones((6, 4), np.int64),
+        np.ones((4, 6)).T,  # not C-contiguous
+        np.ones((1, 6, 4)),  # broadcasts predictions
+        np.ones((1, 4)),  # broadcast along a summed axis, not per sample
+        np.full((6, 4), -1.0),  # negative: the general path's error
+        np.zeros((6, 4)),  # weights that sum to zero: the general path's warning
+        np.ma.masked_array(np.ones((6, 4))),
+        [[1.0] * 4] * 6,
+        2.0,
+    ]
+    for weights in weights_handed_back:
+        assert core.small_call(MSE, p, p, weights, None, "mean", False, None) is NotImplemented, weights
+    # Weights per sample with a sum per sample: the general path.
+    assert core.small_call(MSE, p, p, np.ones((6, 1), np.float32), -1, "sum", False, None) is NotImplemented
     overlapping = np.ones(10, np.float32)
     for out in (overlapping[1:9], np.ones((6, 4), np.float64), np.ones((4, 6), np.float32), np.ones((6, 4)).T):
         a, b = (overlapping[:8], overlapping[2:]) if out.base is overlapping else (p, p)
-        assert core.small_call(MSE_GRAD, a, b, None, "mean", False, out) is NotImplemented
+        assert core.small_call(MSE_GRAD, a, b, None, None, "mean", False, out) is NotImplemented
+    weights = np.ones((6, 4), np.float32)
+    assert core.small_call(MSE_GRAD, p, p, weights, None, "mean", False, weights) is NotImplemented
     read_only = np.ones((6, 4), np.float32)
     read_only.flags.writeable = False
-    assert core.small_call(MSE_GRAD, p, p, None, "mean", False, read_only) is NotImplemented
+    assert core.small_call(MSE_GRAD, p, p, None, None, "mean", False, read_only) is NotImplemented
     # One position per output: the general path's squared errors.
-    assert core.small_call(MSE, p, p, (), "mean", False, None) is NotImplemented
-    assert core.small_call(MSE_AND_GRAD, p, p, None, "none", False, None) is NotImplemented
+    assert core.small_call(MSE, p, p, None, (), "mean", False, None) is NotImplemented
+    assert core.small_call(MSE_AND_GRAD, p, p, None, None, "none", False, None) is NotImplemented
 
 
 def test_errors_come_from_the_general_path():
@@ -189,20 +290,25 @@ def test_errors_come_from_the_general_path():
     read_only.flags.writeable = False
     with pytest.raises(ValueError, match="out is read-only"):
         mse_grad(p, p, out=read_only)
+    with pytest.raises(ValueError, match="weights must be non-negative; found -1.0"):
+        mse(p, p, weights=np.full_like(p, -1))
+    with pytest.warns(RuntimeWarning, match="weights that sum to zero"):
+        mse_grad(p, p, weights=np.zeros_like(p), axis=-1)
     with pytest.raises(TypeError, match="small_call"):
         core.small_call(MSE, p, p)
     with pytest.raises(ValueError, match="job is 0"):
-        core.small_call(3, p, p, None, "mean", False, None)
+        core.small_call(3, p, p, None, None, "mean", False, None)
 
 
 def test_results_do_not_depend_on_the_thread_count():
     rng = np.random.default_rng(3)
     p, t = rng.standard_normal((3, 70_000)).astype(np.float32), rng.standard_normal((3, 70_000)).astype(np.float32)
+    w = rng.uniform(0.5, 2.0, p.shape).astype(np.float32)
     results, previous = [], get_num_threads()
     try:
         for threads in (1, 2, 3):
             set_num_threads(threads)
-            results.append((mse(p, t), mse(p, t, axis=-1), mse_and_grad(p, t, axis=0)))
+            results.append((mse(p, t), mse(p, t, axis=-1, weights=w), mse_and_grad(p, t, axis=0, weights=w)))
     finally:
         set_num_threads(previous)
     for other in results[1:]:

@@ -146,8 +146,8 @@ def mse(
     array([1., 1.], dtype=float32)
     """
     small_call = _backends.small_call
-    if small_call is not None and weights is None and dtype is None:
-        result = small_call(_MSE, predictions, targets, axis, reduction, keepdims, None)
+    if small_call is not None and dtype is None:
+        result = small_call(_MSE, predictions, targets, weights, axis, reduction, keepdims, None)
         if result is not NotImplemented:
             return result
     try:
@@ -247,8 +247,8 @@ def mse_grad(
     array([[1., 3.]])
     """
     small_call = _backends.small_call
-    if small_call is not None and weights is None:
-        result = small_call(_MSE_GRAD, predictions, targets, axis, reduction, False, out)
+    if small_call is not None:
+        result = small_call(_MSE_GRAD, predictions, targets, weights, axis, reduction, False, out)
         if result is not NotImplemented:
             return result
     try:
@@ -357,8 +357,8 @@ def mse_and_grad(
     (5.0, array([1., 3.]))
     """
     small_call = _backends.small_call
-    if small_call is not None and weights is None and dtype is None:
-        both: tuple[Any, Any] = small_call(_MSE_AND_GRAD, predictions, targets, axis, reduction, keepdims, out)
+    if small_call is not None and dtype is None:
+        both: tuple[Any, Any] = small_call(_MSE_AND_GRAD, predictions, targets, weights, axis, reduction, keepdims, out)
         if both is not NotImplemented:
             return both
     try:

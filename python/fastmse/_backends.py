@@ -51,8 +51,8 @@ _loaded: dict[str, Backend] = {}
 _gpu_backend: Kernels | None = None
 _failures: dict[str, str] = {}
 _current: Backend | None = None
-# The current backend's small_call, where it has one: (job, predictions, targets, axis,
-# reduction, keepdims, out) -> the result of mse (job 0), mse_grad (1) or mse_and_grad
+# The current backend's small_call, where it has one: (job, predictions, targets, weights,
+# axis, reduction, keepdims, out) -> the result of mse (job 0), mse_grad (1) or mse_and_grad
 # (2) for the common small call, bitwise what the general path gives, or NotImplemented
 # for any other call. None until a backend is chosen (the first call takes the general path).
 small_call: Callable[..., Any] | None = None

@@ -1,7 +1,7 @@
 """``python -m fastmse bench --shapes``: the shapes training and evaluation loops use, side
 by side in one run: a loss per sample over k outputs, per-column losses, weights per
-sample (which cancel from a loss per sample) or per position, small batches, flat arrays
-of every size, float64. For each, the per-call time and GB/s of ``mse``,
+sample (which cancel from a loss per sample) or per position, small batches (weighted or
+not), flat arrays of every size, float64. For each, the per-call time and GB/s of ``mse``,
 ``mse_grad(out=)`` and ``mse_and_grad(out=)``, the fastest of the NumPy and PyTorch
 expressions doing the same job, and the fraction of the flat sum's GB/s measured in the
 same run."""
@@ -52,6 +52,7 @@ def _families(elements: int) -> list[Shape]:
         _rows(elements, 10, "(N, 10) axis=-1 weights per sample", axis=-1, weights=(elements // 10, 1)),
         _rows(elements, 10, "(N, 10) axis=-1 weights per position", axis=-1, weights=(elements // 10, 10)),
         Shape("(256, 10) axis=-1", "(256, 10) axis=-1", (256, 10), -1),
+        Shape("(256, 10) weights per sample", "(256, 10) weights per sample", (256, 10), None, (256, 1)),
         _rows(elements, 10, "(N, 10) axis=-1 float64", axis=-1, dtype="float64"),
     ]
 

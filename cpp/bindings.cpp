@@ -240,13 +240,14 @@ void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle stride
 #ifndef FASTMSE_CUDA_HOST_MODEL
 // The common small call, whole in C++: fastmse.mse, mse_grad and mse_and_grad on NumPy
 // arrays of one float dtype and shape, C-contiguous and aligned, summed over everything or
-// over a leading or trailing run of axes, with or without a dense `out`, without weights
-// or with weights that are per position (predictions' shape) or cancel from a mean
-// (constant along every summed axis: weights per sample with a loss per sample). Python's general path (fastmse._resolve, _plan, _compute) costs microseconds
-// before a kernel that takes less on small arrays; this builds the very Problem that
-// path builds for such a call (fastmse._plan._dense_plan and contiguous_plan), runs the
-// same kernel and rounds the result as fastmse._compute._finish does, so results are
-// bitwise the same. Anything else, bad arguments included, gets NotImplemented: the
+// over a leading or trailing run of axes, with or without a dense `out`; without weights,
+// or with weights that are per position (predictions' shape), per sample (over
+// everything), or cancel from a mean (constant along every summed axis: weights per
+// sample with a loss per sample). Python's general path (fastmse._resolve, _plan,
+// _compute) costs microseconds before a kernel that takes less on small arrays; this
+// builds the very Problem that path builds for such a call (fastmse._plan.make_plan, and
+// the weight sums of fastmse._compute._weight_sums), runs the same kernels and rounds the
+// result as fastmse._compute._finish does, so results are bitwise the same. Anything else, bad arguments included, gets NotImplemented: the
 // general path then computes it or raises the error that names the argument.
 enum class Job { mse = 0, mse_grad = 1, mse_and_grad = 2 };
 enum class Reduction { mean, sum, none };
@@ -355,14 +356,18 @@ enum class WeightTest { non_negative, positive_and_finite };
 #else
 #define FASTMSE_NOINLINE __attribute__((noinline))
 #endif
+// Large arrays are read on the kernels' threads (an OR: the same answer on any number).
 template <typename W>
 FASTMSE_NOINLINE bool weights_pass(const W* w, int64_t n, WeightTest test) {
     using Flag = std::conditional_t<sizeof(W) == 8, uint64_t, uint32_t>;
     Flag failed = 0;  // one flag for the whole array: loops without exits vectorize
+    [[maybe_unused]] const int threads = n >= fastmse::kParallelMin * 16 ? fastmse::get_num_threads() : 1;
     if (test == WeightTest::non_negative) {
+#pragma omp parallel for schedule(static) reduction(| : failed) num_threads(threads) if (threads > 1)
         for (int64_t i = 0; i < n; ++i) failed |= static_cast<Flag>(w[i] < W(0));
     } else {
         const W infinity = std::numeric_limits<W>::infinity();
+#pragma omp parallel for schedule(static) reduction(| : failed) num_threads(threads) if (threads > 1)
         for (int64_t i = 0; i < n; ++i)
             failed |= static_cast<Flag>(!(w[i] > W(0))) | static_cast<Flag>(!(w[i] < infinity));
     }
@@ -429,7 +434,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     if (reduces && count == 1 && n_axes != ndim) return not_here;
 
     // Weights read here (w): per position, or per sample (predictions' leading extents,
-    // then extents of 1: (N, 1) on (N, k)) in a sum over everything. Weights that cancel
+    // then extents of 1: (N, 1) on (N, k)) over everything. Weights that cancel
     // are checked and left out. Any others (broadcast otherwise, of another dtype, not
     // dense, negative, ...) go to the general path.
     const py::detail::PyArray_Proxy* w = nullptr;
@@ -442,7 +447,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         if (!small_path_type(given, weights_type) || (weights_type != type && weights_type != ScalarType::float64) ||
             !dense_flags(given) || given->nd > ndim)
             return not_here;
-        bool per_position = true, leading = true, varies_along_summed = false;
+        bool per_position = true, per_sample = true, varies_along_summed = false;
         bool past_samples = false;  // a dimension along which the weights broadcast was seen
         int64_t n_weights = 1;
         for (int dim = 0; dim < ndim; ++dim) {
@@ -451,7 +456,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
             if (extent != 1 && extent != p->dimensions[dim]) return not_here;
             const bool broadcast = extent != p->dimensions[dim];
             per_position = per_position && !broadcast;
-            leading = leading && !(past_samples && extent != 1);
+            per_sample = per_sample && !(past_samples && extent != 1);
             past_samples = past_samples || broadcast;
             varies_along_summed = varies_along_summed || (extent != 1 && (axes >> dim & 1));
             n_weights *= extent;
@@ -461,7 +466,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         if (test == WeightTest::non_negative) {
             if (per_position) {
                 w = given;
-            } else if (leading && n_axes == ndim && n_weights > 1 && n_weights < size) {
+            } else if (per_sample && n_axes == ndim && n_weights > 1 && n_weights < size) {
                 w = given;
                 samples = n_weights;
             } else {
@@ -469,7 +474,14 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
             }
             weights_bytes = n_weights * static_cast<int64_t>(item_size(weights_type));
         }
-        if (!weights_pass(weights_type, given->data, n_weights, test)) return not_here;
+        bool passed;
+        if (n_weights >= kReleaseGilMin) {
+            py::gil_scoped_release release;
+            passed = weights_pass(weights_type, given->data, n_weights, test);
+        } else {
+            passed = weights_pass(weights_type, given->data, n_weights, test);
+        }
+        if (!passed) return not_here;
     }
     const bool weighted_mean = w != nullptr && reduction == Reduction::mean;
 
@@ -532,15 +544,28 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     // A weighted mean's denominators, as fastmse._compute._weight_sums gives them: the
     // kernels' sum of w - 0 per output over the same plan, or over the weights alone times
     // the positions per sample. Where one is zero the general path warns.
-    std::vector<double> weight_sums;
+    // Arrays of one value per output are NumPy's, as the general path's are (its allocator
+    // asks large ones for huge pages: fewer page faults).
+    const int64_t outputs = split ? kept : 1;
+    double one_sum = 0.0;
+    double* weight_sums = &one_sum;
+    py::object weight_sums_array, scales_array;  // a default py::array_t would allocate one
+    const auto float64s = [outputs](py::object& owner) {
+        py::array_t<double> array(outputs);
+        double* data = array.mutable_data();
+        owner = std::move(array);
+        return data;
+    };
     if (weighted_mean) {
-        weight_sums.resize(static_cast<std::size_t>(split ? kept : 1));
+        if (outputs > 1) {
+            weight_sums = float64s(weight_sums_array);
+        }
         alignas(8) static const unsigned char zero[8] = {};  // 0 in any float type
         Problem sums = problem;
         sums.dtype = weights_type;
         sums.predictions = {w->data, inputs};
         sums.targets = {const_cast<unsigned char*>(zero), zeros};
-        sums.loss = {weight_sums.data(), per_output};
+        sums.loss = {weight_sums, per_output};
         if (samples) {
             sums.ndim = 1;
             sums.shape = &samples;
@@ -548,8 +573,8 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         }
         run_small(&fastmse::reduce_difference, sums, samples ? samples : size);
         if (samples) weight_sums[0] *= static_cast<double>(shape[1]);
-        for (const double sum : weight_sums)
-            if (sum == 0.0) return not_here;
+        for (int64_t k = 0; k < outputs; ++k)
+            if (weight_sums[k] == 0.0) return not_here;
         denominator = weight_sums[0];  // where there is one output
     }
     if (w != nullptr) {
@@ -560,7 +585,6 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     problem.rows_first = samples && reduces && job != Job::mse_grad && shape[1] <= fastmse::kBlock;
     // The loss: a scalar from the float64 sum, as fastmse._compute._finish makes it, or an
     // array that the kernel finishes (divided, rounded once), as fastmse._compute.loss asks.
-
     const bool scalar_loss = n_axes == ndim && !keepdims;
     double scalar_sum = 0.0;
     py::object loss;
@@ -578,19 +602,23 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
             problem.loss = {py::detail::array_proxy(loss.ptr())->data, per_output};
             problem.loss_dtype = type;
             problem.loss_divisor = denominator;
-            if (split && weighted_mean) problem.loss_divisors = weight_sums.data();
+            if (split && weighted_mean) problem.loss_divisors = weight_sums;
         }
     }
     double scale = reduction == Reduction::mean ? 2.0 / denominator : 2.0;
-    std::vector<double> scales;  // a weighted mean's, one per output
     py::object errors;
     if (job != Job::mse) {
         problem.out = {py::detail::array_proxy(out_object.ptr())->data, inputs};
         problem.scale = {&scale, zeros};
-        if (split && weighted_mean) {
-            scales.reserve(weight_sums.size());
-            for (const double sum : weight_sums) scales.push_back(2.0 / sum);
-            problem.scale = {scales.data(), per_output};
+        if (split && weighted_mean) {  // a weighted mean's factors, one per output
+            // Written over the weight sums where the loss does not divide by them (as
+            // fastmse._compute._scale in place).
+            double* scales = weight_sums;
+            if (job == Job::mse_and_grad) {
+                scales = float64s(scales_array);
+            }
+            for (int64_t k = 0; k < outputs; ++k) scales[k] = 2.0 / weight_sums[k];
+            problem.scale = {scales, per_output};
         }
     } else if (!reduces) {  // mse with "none": the squared errors
         errors = py::array(dtype, std::vector<py::ssize_t>(p->dimensions, p->dimensions + ndim));

@@ -200,7 +200,7 @@ inline void store_packed(T* at, Lanes value) {
 
 // Positions [i, i + kLanes * k) for the largest whole k, lane l taking i + l + kLanes * j
 // (acc: the lanes of a reducing pass, unread otherwise); OneTarget: *t for every position
-// (a scalar target, or the 0 that weight sums subtract);
+// (a scalar target, a target per row along its row, or the 0 that weight sums subtract);
 // returns where it stopped.
 template <Pass P, bool Weighted, bool OneTarget, typename T, typename Wt>
 inline int64_t run_packed(double* acc, const T* p, const T* t, const Wt* w, T* out, double scale, int64_t i,

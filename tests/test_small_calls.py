@@ -1,7 +1,7 @@
 """The compiled module's small_call: the common call (NumPy arrays of one float dtype and
 shape, C-contiguous, summed over everything or over a leading or trailing run of axes,
-without weights or with weights per position or that cancel from a mean) taken whole in
-C++. It must give bitwise what the general path gives, take exactly the calls it is
+without weights, or with weights per position, per sample over everything, or that cancel
+from a mean) taken whole in C++. It must give bitwise what the general path gives, take exactly the calls it is
 meant for, and hand everything else, errors and warnings included, back."""
 
 from __future__ import annotations
@@ -60,14 +60,15 @@ def _warned(path, function, *args, **kwargs):
 
 
 def _same(first, second) -> None:
+    """The same error, or the same results to the bit (the sign of a zero, a nan's payload)."""
     if isinstance(first, Raised) or isinstance(second, Raised):
         assert first == second
-    elif isinstance(first, tuple):
-        assert isinstance(second, tuple)
-        for a, b in zip(first, second, strict=True):
-            assert_same(a, b)
-    else:
-        assert_same(first, second)
+        return
+    pairs = zip(first, second, strict=True) if isinstance(first, tuple) else [(first, second)]
+    assert isinstance(second, tuple) == isinstance(first, tuple)
+    for a, b in pairs:
+        assert_same(a, b)
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
 
 
 @st.composite
@@ -278,6 +279,19 @@ def test_other_calls_are_handed_back():
     # One position per output: the general path's squared errors.
     assert core.small_call(MSE, p, p, None, (), "mean", False, None) is NotImplemented
     assert core.small_call(MSE_AND_GRAD, p, p, None, None, "none", False, None) is NotImplemented
+
+
+def test_weight_sums_beyond_float64_are_silent():
+    # inf weight sums (and factors 2 / sum beyond float64) on both paths, without warnings.
+    p, t = np.array([[1, 2], [3, 4]], np.float32), np.zeros((2, 2), np.float32)
+    tiny, huge = np.full((2, 2), 5e-324), np.array([[1e308], [7e307]])
+    for function, weights, axis in ((mse_grad, tiny, -1), (mse_and_grad, tiny, 0), (mse, huge, None)):
+        expected, got = (
+            _warned(_general, function, p, t, weights=weights, axis=axis),
+            _warned(_direct, function, p, t, weights=weights, axis=axis),
+        )
+        assert expected[1] == got[1] == []
+        _same(expected[0], got[0])
 
 
 def test_errors_come_from_the_general_path():

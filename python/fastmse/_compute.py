@@ -85,7 +85,8 @@ def _weight_sums(weights: Any, call: Call, xp: ModuleType) -> Any:
         _backend(call).reduce_difference(make_plan(padded, varying, operands))
         sums = xp.reshape(sums, tuple(1 if d in varying else n for d, n in enumerate(padded)))
         if copies != 1:
-            sums = sums * float(copies) if copies else xp.zeros_like(sums)
+            with np.errstate(over="ignore"):  # a weight sum beyond float64 is inf, silently
+                sums = sums * float(copies) if copies else xp.zeros_like(sums)
     if xp is np and sums.size == 1 and 0 not in call.kept_shape:
         return float(sums.reshape(()))
     # As the weights broadcast over the kept axes, without the reduced ones; a new array
@@ -101,7 +102,7 @@ def _scale(denominator: Any, xp: ModuleType = np, in_place: bool = False) -> Any
     if denominator is None or isinstance(denominator, float):
         value = 2.0 if denominator is None else 2.0 / denominator if denominator else math.inf
         return np.array(value) if xp is np else xp.full((), value)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return xp.asarray(xp.divide(2.0, denominator, out=denominator if in_place else None), dtype=np.float64)
 
 

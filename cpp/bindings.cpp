@@ -242,8 +242,8 @@ void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle stride
 // arrays of one float dtype and shape, C-contiguous and aligned, summed over everything or
 // over a leading or trailing run of axes, with or without a dense `out`; without weights,
 // or with weights that are per position (predictions' shape), per sample (over
-// everything), or cancel from a mean (constant along every summed axis: weights per
-// sample with a loss per sample). Python's general path (fastmse._resolve, _plan,
+// everything), per column (over everything, or over the axes they cover), or cancel from
+// a mean (constant along every summed axis: weights per sample with a loss per sample). Python's general path (fastmse._resolve, _plan,
 // _compute) costs microseconds before a kernel that takes less on small arrays; this
 // builds the very Problem that path builds for such a call (fastmse._plan.make_plan, and
 // the weight sums of fastmse._compute._weight_sums), runs the same kernels and rounds the
@@ -433,23 +433,29 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     // One position per output (fastmse._compute._loss_per_position): squared errors there.
     if (reduces && count == 1 && n_axes != ndim) return not_here;
 
-    // Weights read here (w): per position, or per sample (predictions' leading extents,
-    // then extents of 1: (N, 1) on (N, k)) over everything. Weights that cancel
-    // are checked and left out. Any others (broadcast otherwise, of another dtype, not
-    // dense, negative, ...) go to the general path.
+    // Weights read here (w): per position; per sample (predictions' leading extents, then
+    // extents of 1: (N, 1) on (N, k)) over everything; per column (extents of 1, then
+    // predictions' trailing ones: (k,) on (N, k)) over everything or over exactly the
+    // axes they cover. Weights that cancel are checked and left out. Any others
+    // (broadcast otherwise, of another dtype, not dense, negative, ...) go to the general
+    // path.
     const py::detail::PyArray_Proxy* w = nullptr;
     ScalarType weights_type = type;
     int64_t weights_bytes = 0;
-    int64_t samples = 0;  // weights per sample: their number, the plan's rows
+    int64_t n_weights = 1;
+    // Weights per sample or per column keep rows apart: (weight_rows, size / weight_rows),
+    // the weights' strides over them weight_strides.
+    int64_t weight_rows = 0;
+    int64_t weight_strides[2] = {1, 0};
     if (!weights_arg.is_none()) {
         if (!plain_array(weights_arg)) return not_here;
         const auto* given = py::detail::array_proxy(weights_arg.ptr());
         if (!small_path_type(given, weights_type) || (weights_type != type && weights_type != ScalarType::float64) ||
             !dense_flags(given) || given->nd > ndim)
             return not_here;
-        bool per_position = true, per_sample = true, varies_along_summed = false;
+        bool per_position = true, per_sample = true, per_column = true, varies_along_summed = false;
         bool past_samples = false;  // a dimension along which the weights broadcast was seen
-        int64_t n_weights = 1;
+        bool past_columns = false;  // a dimension along which they do not
         for (int dim = 0; dim < ndim; ++dim) {
             const int d = dim - (ndim - given->nd);  // broadcast from the right
             const int64_t extent = d < 0 ? 1 : given->dimensions[d];
@@ -458,6 +464,8 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
             per_position = per_position && !broadcast;
             per_sample = per_sample && !(past_samples && extent != 1);
             past_samples = past_samples || broadcast;
+            past_columns = past_columns || extent != 1;
+            per_column = per_column && !(past_columns && broadcast);
             varies_along_summed = varies_along_summed || (extent != 1 && (axes >> dim & 1));
             n_weights *= extent;
         }
@@ -468,7 +476,13 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
                 w = given;
             } else if (per_sample && n_axes == ndim && n_weights > 1 && n_weights < size) {
                 w = given;
-                samples = n_weights;
+                weight_rows = n_weights;
+            } else if (per_column && n_weights > 1 && n_weights < size &&
+                       (n_axes == ndim || (!leading && n_weights == count))) {
+                w = given;
+                weight_rows = size / n_weights;
+                weight_strides[0] = 0;
+                weight_strides[1] = 1;
             } else {
                 return not_here;
             }
@@ -484,6 +498,8 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         if (!passed) return not_here;
     }
     const bool weighted_mean = w != nullptr && reduction == Reduction::mean;
+    // Weights per position in a mean: a weight sum per output (else one for all).
+    const bool sums_per_output = weighted_mean && weight_rows == 0;
 
     const int64_t bytes = size * static_cast<int64_t>(item_size(type));
     const auto dtype = py::reinterpret_borrow<py::dtype>(p->descr);
@@ -509,16 +525,14 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     }
 
     // The plan of fastmse._plan for this call: (kept, count) or (size,), in elements. The
-    // gradient alone sums nothing and, but for a weighted mean's, has one factor: any
-    // axis is one flat walk.
-    // Weights per sample keep their rows apart: (samples, positions per sample).
-    const bool split = kept > 1 && reduces && (job != Job::mse_grad || weighted_mean);
+    // gradient alone sums nothing and, but for a weighted mean's per output, has one factor:
+    // any axis is one walk, flat but for rows that weights keep apart.
+    const bool split = kept > 1 && reduces && (job != Job::mse_grad || sums_per_output);
     int64_t shape[2], inputs[2], per_output[2] = {1, 0}, zeros[2] = {0, 0};
-    int64_t weight_strides[2] = {1, 0};
-    const int plan_ndim = split || samples ? 2 : 1;
-    if (samples) {
-        shape[0] = samples;
-        shape[1] = size / samples;
+    const int plan_ndim = split || weight_rows ? 2 : 1;
+    if (weight_rows && !split) {
+        shape[0] = weight_rows;
+        shape[1] = size / weight_rows;
         inputs[0] = shape[1];
         inputs[1] = 1;
         per_output[0] = 0;
@@ -543,10 +557,10 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     double denominator = reduction == Reduction::mean ? static_cast<double>(count) : 1.0;
     // A weighted mean's denominators, as fastmse._compute._weight_sums gives them: the
     // kernels' sum of w - 0 per output over the same plan, or over the weights alone times
-    // the positions per sample. Where one is zero the general path warns.
+    // the positions that each weight counts for. Where one is zero the general path warns.
     // Arrays of one value per output are NumPy's, as the general path's are (its allocator
     // asks large ones for huge pages: fewer page faults).
-    const int64_t outputs = split ? kept : 1;
+    const int64_t outputs = sums_per_output && split ? kept : 1;
     double one_sum = 0.0;
     double* weight_sums = &one_sum;
     py::object weight_sums_array, scales_array;  // a default py::array_t would allocate one
@@ -566,23 +580,29 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         sums.predictions = {w->data, inputs};
         sums.targets = {const_cast<unsigned char*>(zero), zeros};
         sums.loss = {weight_sums, per_output};
-        if (samples) {
+        static constexpr int64_t kContiguous[1] = {1};
+        if (weight_rows) {
             sums.ndim = 1;
-            sums.shape = &samples;
-            sums.predictions.strides = weight_strides;
+            sums.n_kept = 0;
+            sums.shape = &n_weights;
+            sums.predictions.strides = kContiguous;
+            sums.loss.strides = zeros;
         }
-        run_small(&fastmse::reduce_difference, sums, samples ? samples : size);
-        if (samples) weight_sums[0] *= static_cast<double>(shape[1]);
+        run_small(&fastmse::reduce_difference, sums, weight_rows ? n_weights : size);
+        // Each weight counts for the positions of the summed axes it broadcasts along.
+        if (weight_rows && n_axes == ndim) weight_sums[0] *= static_cast<double>(size / n_weights);
         for (int64_t k = 0; k < outputs; ++k)
             if (weight_sums[k] == 0.0) return not_here;
         denominator = weight_sums[0];  // where there is one output
     }
     if (w != nullptr) {
-        problem.weights = {w->data, samples ? weight_strides : inputs};
+        problem.weights = {w->data, weight_rows ? weight_strides : inputs};
         problem.weights_dtype = weights_type;
     }
-    // Rows of weights per sample are summed first where fastmse._compute._reduce says so.
-    problem.rows_first = samples && reduces && job != Job::mse_grad && shape[1] <= fastmse::kBlock;
+    // Rows that weights keep apart in a sum over everything are summed first where
+    // fastmse._compute._reduce says so.
+    problem.rows_first =
+        weight_rows && !split && n_axes == ndim && reduces && job != Job::mse_grad && shape[1] <= fastmse::kBlock;
     // The loss: a scalar from the float64 sum, as fastmse._compute._finish makes it, or an
     // array that the kernel finishes (divided, rounded once), as fastmse._compute.loss asks.
     const bool scalar_loss = n_axes == ndim && !keepdims;
@@ -602,7 +622,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
             problem.loss = {py::detail::array_proxy(loss.ptr())->data, per_output};
             problem.loss_dtype = type;
             problem.loss_divisor = denominator;
-            if (split && weighted_mean) problem.loss_divisors = weight_sums;
+            if (split && sums_per_output) problem.loss_divisors = weight_sums;
         }
     }
     double scale = reduction == Reduction::mean ? 2.0 / denominator : 2.0;
@@ -610,7 +630,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     if (job != Job::mse) {
         problem.out = {py::detail::array_proxy(out_object.ptr())->data, inputs};
         problem.scale = {&scale, zeros};
-        if (split && weighted_mean) {  // a weighted mean's factors, one per output
+        if (split && sums_per_output) {  // a weighted mean's factors, one per output
             // Written over the weight sums where the loss does not divide by them (as
             // fastmse._compute._scale in place).
             double* scales = weight_sums;

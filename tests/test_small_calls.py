@@ -1,8 +1,9 @@
 """The compiled module's small_call: the common call (NumPy arrays of one float dtype and
 shape, C-contiguous, summed over everything or over a leading or trailing run of axes,
-without weights, or with weights per position, per sample over everything, or that cancel
-from a mean) taken whole in C++. It must give bitwise what the general path gives, take exactly the calls it is
-meant for, and hand everything else, errors and warnings included, back."""
+without weights, or with weights per position, per sample or per column over everything,
+per column over the axes they cover, or that cancel from a mean) taken whole in C++. It
+must give bitwise what the general path gives, take exactly the calls it is meant for,
+and hand everything else, errors and warnings included, back."""
 
 from __future__ import annotations
 
@@ -181,9 +182,17 @@ def test_the_common_calls_take_the_small_path(dtype, shape, axis):
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize(
-    ("shape", "weights_shape"), [((256, 10), (256, 1)), ((4, 5, 6), (4, 5, 1)), ((8, 3000), (8, 1))]
+    ("shape", "weights_shape"),
+    [
+        ((256, 10), (256, 1)),
+        ((4, 5, 6), (4, 5, 1)),
+        ((8, 3000), (8, 1)),
+        ((256, 10), (10,)),
+        ((4, 5, 6), (1, 6)),
+        ((8, 3000), (3000,)),
+    ],
 )
-def test_weights_per_sample_over_everything_take_the_small_path(dtype, shape, weights_shape):
+def test_weights_per_sample_or_column_over_everything_take_the_small_path(dtype, shape, weights_shape):
     # Rows of up to 2048 positions are summed first, longer ones in one stage: both bitwise
     # as the general path sums them.
     rng = np.random.default_rng(4)
@@ -207,7 +216,9 @@ def test_large_weighted_calls_are_bitwise_those_of_the_general_path(dtype):
     p, t = rng.standard_normal((40_000, 5)).astype(dtype), rng.standard_normal((40_000, 5)).astype(dtype)
     per_position = rng.uniform(0.5, 2.0, p.shape).astype(dtype)
     per_sample = rng.uniform(0.5, 2.0, (40_000, 1))
-    for weights, axis in ((per_position, None), (per_position, -1), (per_position, 0), (per_sample, None)):
+    per_column = rng.uniform(0.5, 2.0, 5).astype(dtype)
+    cases = [(per_position, None), (per_position, -1), (per_position, 0), (per_sample, None)]
+    for weights, axis in [*cases, (per_column, None), (per_column, -1)]:
         for reduction in ("mean", "sum"):
             for job, function in ((MSE, mse), (MSE_GRAD, mse_grad), (MSE_AND_GRAD, mse_and_grad)):
                 assert core.small_call(job, p, t, weights, axis, reduction, False, None) is not NotImplemented
@@ -256,7 +267,7 @@ def test_other_calls_are_handed_back():
         np.ones((6, 4), np.int64),
         np.ones((4, 6)).T,  # not C-contiguous
         np.ones((1, 6, 4)),  # broadcasts predictions
-        np.ones((1, 4)),  # broadcast along a summed axis, not per sample
+        np.ones((6, 1, 1)),  # broadcasts predictions
         np.full((6, 4), -1.0),  # negative: the general path's error
         np.zeros((6, 4)),  # weights that sum to zero: the general path's warning
         np.ma.masked_array(np.ones((6, 4))),
@@ -265,8 +276,12 @@ def test_other_calls_are_handed_back():
     ]
     for weights in weights_handed_back:
         assert core.small_call(MSE, p, p, weights, None, "mean", False, None) is NotImplemented, weights
-    # Weights per sample with a sum per sample: the general path.
+    # Weights per sample with a sum per sample, per column with a sum per column or over
+    # some of the axes they cover: the general path.
     assert core.small_call(MSE, p, p, np.ones((6, 1), np.float32), -1, "sum", False, None) is NotImplemented
+    assert core.small_call(MSE, p, p, np.ones(4, np.float32), 0, "sum", False, None) is NotImplemented
+    q = np.ones((3, 4, 5), np.float32)
+    assert core.small_call(MSE, q, q, np.ones((4, 5), np.float32), -1, "mean", False, None) is NotImplemented
     overlapping = np.ones(10, np.float32)
     for out in (overlapping[1:9], np.ones((6, 4), np.float64), np.ones((4, 6), np.float32), np.ones((6, 4)).T):
         a, b = (overlapping[:8], overlapping[2:]) if out.base is overlapping else (p, p)

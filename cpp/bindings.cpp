@@ -243,12 +243,14 @@ void run_host(py::handle shape, int n_kept, py::handle arrays, py::handle stride
 // over a leading or trailing run of axes, with or without a dense `out`; without weights,
 // or with weights that are per position (predictions' shape), per sample (over
 // everything), per column (over everything, or over the axes they cover), or cancel from
-// a mean (constant along every summed axis: weights per sample with a loss per sample). Python's general path (fastmse._resolve, _plan,
-// _compute) costs microseconds before a kernel that takes less on small arrays; this
-// builds the very Problem that path builds for such a call (fastmse._plan.make_plan, and
-// the weight sums of fastmse._compute._weight_sums), runs the same kernels and rounds the
-// result as fastmse._compute._finish does, so results are bitwise the same. Anything else, bad arguments included, gets NotImplemented: the
-// general path then computes it or raises the error that names the argument.
+// a mean (constant along every summed axis: weights per sample with a loss per sample).
+// Python's general path (fastmse._resolve, _plan, _compute) costs microseconds before a
+// kernel that takes less on small arrays; this builds the very Problem that path builds
+// for such a call (fastmse._plan.make_plan, and the weight sums of
+// fastmse._compute._weight_sums), runs the same kernels and rounds the result as
+// fastmse._compute._finish does, so results are bitwise the same. Anything else, bad
+// arguments included, gets NotImplemented: the general path then computes it or raises
+// the error that names the argument.
 enum class Job { mse = 0, mse_grad = 1, mse_and_grad = 2 };
 enum class Reduction { mean, sum, none };
 

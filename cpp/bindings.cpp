@@ -389,13 +389,14 @@ bool weights_pass(ScalarType type, const void* data, int64_t n, WeightTest test)
     return true;
 }
 
-// Runs a kernel, without the GIL where the call is large enough to repay releasing it.
-void run_small(void (*kernel)(const Problem&), const Problem& problem, int64_t size) {
+// Runs fn() without the GIL where `size` positions are enough to repay releasing it.
+template <typename Fn>
+void without_gil_if(int64_t size, Fn&& fn) {
     if (size >= kReleaseGilMin) {
         py::gil_scoped_release release;
-        kernel(problem);
+        fn();
     } else {
-        kernel(problem);
+        fn();
     }
 }
 
@@ -449,6 +450,8 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     // the weights' strides over them weight_strides.
     int64_t weight_rows = 0;
     int64_t weight_strides[2] = {1, 0};
+    const py::detail::PyArray_Proxy* checked = nullptr;  // weights given, checked before the kernels run
+    WeightTest weights_test = WeightTest::non_negative;
     if (!weights_arg.is_none()) {
         if (!plain_array(weights_arg)) return not_here;
         const auto* given = py::detail::array_proxy(weights_arg.ptr());
@@ -490,14 +493,8 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
             }
             weights_bytes = n_weights * static_cast<int64_t>(item_size(weights_type));
         }
-        bool passed;
-        if (n_weights >= kReleaseGilMin) {
-            py::gil_scoped_release release;
-            passed = weights_pass(weights_type, given->data, n_weights, test);
-        } else {
-            passed = weights_pass(weights_type, given->data, n_weights, test);
-        }
-        if (!passed) return not_here;
+        checked = given;
+        weights_test = test;
     }
     const bool weighted_mean = w != nullptr && reduction == Reduction::mean;
     // Weights per position in a mean: a weight sum per output (else one for all).
@@ -530,6 +527,18 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     // gradient alone sums nothing and, but for a weighted mean's per output, has one factor:
     // any axis is one walk, flat but for rows that weights keep apart.
     const bool split = kept > 1 && reduces && (job != Job::mse_grad || sums_per_output);
+    // A loss per row weighted per position, rows of up to kBlock positions: the pass sums
+    // the weights itself (Problem::weight_sums_in_pass), and for the loss alone checks them
+    // there too. Where a sum turns out 0 the general path does the call again, with its
+    // warning, so a gradient is written this way only into an `out` that is not an input.
+    const py::detail::PyArray_Proxy* out_proxy = out_object ? py::detail::array_proxy(out_object.ptr()) : nullptr;
+    const bool sums_in_pass = split && sums_per_output && !leading && count <= fastmse::kBlock &&
+                              (job == Job::mse || (out_proxy->data != p->data && out_proxy->data != t->data));
+    if (checked != nullptr && !(sums_in_pass && job == Job::mse)) {
+        bool passed = false;
+        without_gil_if(n_weights, [&] { passed = weights_pass(weights_type, checked->data, n_weights, weights_test); });
+        if (!passed) return not_here;
+    }
     int64_t shape[2], inputs[2], per_output[2] = {1, 0}, zeros[2] = {0, 0};
     const int plan_ndim = split || weight_rows ? 2 : 1;
     if (weight_rows && !split) {
@@ -572,7 +581,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         owner = std::move(array);
         return data;
     };
-    if (weighted_mean) {
+    if (weighted_mean && !sums_in_pass) {
         if (outputs > 1) {
             weight_sums = float64s(weight_sums_array);
         }
@@ -590,7 +599,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
             sums.predictions.strides = kContiguous;
             sums.loss.strides = zeros;
         }
-        run_small(&fastmse::reduce_difference, sums, weight_rows ? n_weights : size);
+        without_gil_if(weight_rows ? n_weights : size, [&] { fastmse::reduce_difference(sums); });
         // Each weight counts for the positions of the summed axes it broadcasts along.
         if (weight_rows && n_axes == ndim) weight_sums[0] *= static_cast<double>(size / n_weights);
         for (int64_t k = 0; k < outputs; ++k)
@@ -623,16 +632,18 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
             loss = py::array(dtype, loss_shape);
             problem.loss = {py::detail::array_proxy(loss.ptr())->data, per_output};
             problem.loss_dtype = type;
-            problem.loss_divisor = denominator;
-            if (split && sums_per_output) problem.loss_divisors = weight_sums;
+            problem.loss_divisor = sums_in_pass ? 1.0 : denominator;
+            if (split && sums_per_output && !sums_in_pass) problem.loss_divisors = weight_sums;
         }
     }
-    double scale = reduction == Reduction::mean ? 2.0 / denominator : 2.0;
+    fastmse::WeightSumsInPass found;
+    if (sums_in_pass) problem.weight_sums_in_pass = &found;
+    double scale = reduction == Reduction::mean && !sums_in_pass ? 2.0 / denominator : 2.0;
     py::object errors;
     if (job != Job::mse) {
-        problem.out = {py::detail::array_proxy(out_object.ptr())->data, inputs};
+        problem.out = {out_proxy->data, inputs};
         problem.scale = {&scale, zeros};
-        if (split && sums_per_output) {  // a weighted mean's factors, one per output
+        if (split && sums_per_output && !sums_in_pass) {  // a weighted mean's factors, one per output
             // Written over the weight sums where the loss does not divide by them (as
             // fastmse._compute._scale in place).
             double* scales = weight_sums;
@@ -649,7 +660,9 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     void (*kernel)(const Problem&) = job == Job::mse      ? (reduces ? &fastmse::reduce : &fastmse::squared_error)
                                      : job == Job::mse_grad ? &fastmse::grad
                                                             : &fastmse::reduce_and_grad;
-    run_small(kernel, problem, size);
+    without_gil_if(size, [&] { kernel(problem); });
+    // Where the general path raises or warns.
+    if (found.negative_weight.load() || found.zero_sum.load()) return not_here;
     if (job == Job::mse_grad) return out_object;
     if (!reduces) return errors;
 

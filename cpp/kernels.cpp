@@ -27,6 +27,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 #include <type_traits>
 
 #include "half.hpp"
@@ -353,12 +354,17 @@ class LossStore {
         : data_(problem.loss.data),
           type_(problem.loss_dtype),
           divisor_(problem.loss_divisor),
-          divisors_(problem.loss_divisors) {}
+          divisors_(problem.loss_divisors),
+          weight_sums_in_pass_(problem.weight_sums_in_pass) {}
 
     // Float64 sums of the outputs from `origin` on, into `buffer` (a block of rows summed
     // first, see run_rows_first).
     LossStore(double* buffer, int64_t origin)
         : data_(buffer), type_(ScalarType::float64), divisor_(1.0), divisors_(nullptr), origin_(origin) {}
+
+    // Problem::weight_sums_in_pass: the pass divides each sum by its weight sum before
+    // put_rows (which then divides by nothing more).
+    WeightSumsInPass* weight_sums_in_pass() const { return weight_sums_in_pass_; }
 
     // The loss at element offset `at`, from its sum.
     void put(int64_t at, double sum) const { put_rows(at, 1, &sum, 1); }
@@ -396,6 +402,7 @@ class LossStore {
     ScalarType type_;
     double divisor_;
     const double* divisors_;
+    WeightSumsInPass* weight_sums_in_pass_ = nullptr;
     int64_t origin_ = 0;
 };
 
@@ -503,6 +510,12 @@ inline double fixed_row(const T* p, const T* t, int64_t st, const Wt* w, int64_t
     }
     return combine_lanes(acc);
 }
+
+// A row's weight sum and whether one of its weights is negative (Problem::weight_sums_in_pass).
+struct RowWeightSum {
+    double sum;
+    bool negative;
+};
 
 #if defined(__GNUC__)
 // kRowGroup contiguous rows of K positions side by side, for the passes that only sum:
@@ -615,13 +628,24 @@ inline double combine_packed(const Lanes* acc) {
 // nothing. RowAfter: another row of every operand read along the row follows in memory,
 // so the row's last vector is loaded whole (and its lanes past the row dropped) rather
 // than element by element.
-template <Pass P, bool Weighted, bool OneTarget, bool RowAfter, int K, bool WeightsAlong = false, typename T,
-          typename Wt>
-inline double packed_row(const T* p, const T* t, const Wt* w) {
-    static_assert(!kWrites<P> && kPackable<T> && (!WeightsAlong || Weighted));
+// SumWeights (weights along the row): also the row's weight sum, as packed_row of the
+// weights and 0 sums them for reduce_difference (w - 0 is w, 1 * w is w), and whether one is
+// negative, for Problem::weight_sums_in_pass.
+template <Pass P, bool Weighted, bool OneTarget, bool RowAfter, int K, bool WeightsAlong = false,
+          bool SumWeights = false, typename T, typename Wt>
+inline double packed_row(const T* p, const T* t, const Wt* w, RowWeightSum* weights = nullptr) {
+    static_assert(!kWrites<P> && kPackable<T> && (!WeightsAlong || Weighted) && (!SumWeights || WeightsAlong));
     constexpr int kWidth = kVectorWidth, kParts = kLanes / kVectorWidth;
     constexpr int kWhole = K / kWidth, kTail = K % kWidth;
-    Lanes acc[kParts] = {};
+    typedef int64_t Mask __attribute__((vector_size(sizeof(Lanes))));
+    Lanes acc[kParts] = {}, weight_acc[kParts] = {};
+    Mask negative = {};
+    const auto sum_weights = [&](int q, Lanes weight) {
+        if constexpr (SumWeights) {
+            weight_acc[q % kParts] += weight;
+            negative |= weight < Lanes{};
+        }
+    };
     Lanes target = {};
     if constexpr (OneTarget)
         for (int j = 0; j < kWidth; ++j) target[j] = load(t);
@@ -636,8 +660,11 @@ inline double packed_row(const T* p, const T* t, const Wt* w) {
 #if !defined(__clang__)
 #pragma GCC unroll 16
 #endif
-    for (int q = 0; q < kWhole; ++q)
-        add(q, load_packed(p + q * kWidth) - (OneTarget ? target : load_packed(t + q * kWidth)), weight_at(q * kWidth));
+    for (int q = 0; q < kWhole; ++q) {
+        const Lanes weight = weight_at(q * kWidth);
+        add(q, load_packed(p + q * kWidth) - (OneTarget ? target : load_packed(t + q * kWidth)), weight);
+        sum_weights(q, weight);
+    }
     if constexpr (kTail > 0) {
         const int at = kWhole * kWidth;
         Lanes ps = {}, ts = target, weight = Lanes{} + row_weight;
@@ -654,12 +681,76 @@ inline double packed_row(const T* p, const T* t, const Wt* w) {
         }
         const Lanes d = ps - ts;
         Lanes value = P == Pass::reduce_difference ? weight * d : (weight * d) * d;
-        for (int j = kTail; j < kWidth; ++j) value[j] = 0.0;  // past the row: nothing added
+        for (int j = kTail; j < kWidth; ++j) value[j] = weight[j] = 0.0;  // past the row: nothing added
         acc[kWhole % kParts] += value;
+        sum_weights(kWhole, weight);
+    }
+    if constexpr (SumWeights) {
+        weights->sum = combine_packed(weight_acc);
+        bool any = false;
+        for (int j = 0; j < kWidth; ++j) any = any || negative[j] != 0;
+        weights->negative = any;
     }
     return combine_packed(acc);
 }
 #endif
+
+// The weight sums of `rows` rows of n positions, jw apart (weights sw apart along a row),
+// for Problem::weight_sums_in_pass where the pass's own loop does not find them: summed as
+// reduce_difference sums w - 0 over a row (the same lanes and order, so the same bits as
+// that pass) and, CheckSigns, checked as fastmse._resolve checks them (none negative; NaN
+// passes).
+template <int K, bool CheckSigns, typename Wt>
+void sum_row_weights(const Wt* w, int64_t jw, int64_t sw, int64_t n, int64_t rows, RowWeightSum* weights) {
+    const Wt zero{};  // 0 in every weight type
+    int64_t step[kOperands] = {};
+    step[kP] = sw;
+#if defined(__GNUC__)
+    constexpr bool kPacked = K > 0 && kPackedRow<K> && kPackable<Wt>;
+#else
+    constexpr bool kPacked = false;
+#endif
+    for (int64_t i = 0; i < rows; ++i) {
+        const Wt* row = w + i * jw;
+        if (kPacked && sw == 1) {
+#if defined(__GNUC__)
+            if constexpr (kPacked) {
+                constexpr Pass kSum = Pass::reduce_difference;
+                weights[i].sum = i + 1 < rows && jw == K ? packed_row<kSum, false, true, true, K>(row, &zero, row)
+                                                         : packed_row<kSum, false, true, false, K>(row, &zero, row);
+            }
+#endif
+        } else {
+            double acc[kLanes] = {};
+            run_lanes<Pass::reduce_difference, false, false>(acc, 0, Cursor<Wt, Wt>{row, &zero, nullptr, nullptr}, step,
+                                                             0.0, n, n);
+            weights[i].sum = combine_lanes(acc);
+        }
+        unsigned negative = 0;
+        if constexpr (CheckSigns) {
+            for (int64_t j = 0; j < n; ++j) {
+                if constexpr (kPackable<Wt>)
+                    negative |= static_cast<unsigned>(row[j * sw] < Wt(0));
+                else
+                    negative |= static_cast<unsigned>(load(row + j * sw) < 0.0);
+            }
+        }
+        weights[i].negative = negative != 0;
+    }
+}
+
+// Each of n rows' sums (if any) divided by its weight sum, as LossStore::put_rows divides by
+// loss_divisors; a negative weight or a zero sum reported.
+inline void divide_by_weight_sums(double* sums, const RowWeightSum* weights, int64_t n, WeightSumsInPass& found) {
+    bool negative = false, zero_sum = false;
+    for (int64_t i = 0; i < n; ++i) {
+        negative = negative || weights[i].negative;
+        zero_sum = zero_sum || weights[i].sum == 0.0;
+        if (sums) sums[i] /= weights[i].sum;
+    }
+    if (negative) found.negative_weight.store(true, std::memory_order_relaxed);
+    if (zero_sum) found.zero_sum.store(true, std::memory_order_relaxed);
+}
 
 // Rows whose sums are stored together (LossStore::put_rows).
 inline constexpr int64_t kRowBatch = 64;
@@ -676,9 +767,21 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
     const double* scale = l.data[kScale] ? static_cast<const double*>(l.data[kScale]) + kept.offset[kScale] : nullptr;
     const bool has_loss = l.data[kLoss] != nullptr;
     double sums[kRowBatch];
+    constexpr bool kInPass = Weighted && P != Pass::reduce_difference && P != Pass::squared_error;
+    WeightSumsInPass* const in_pass = kInPass ? loss.weight_sums_in_pass() : nullptr;
+    [[maybe_unused]] RowWeightSum row_weights[kRowBatch];
     for (int64_t r0 = 0; r0 < run; r0 += kRowBatch) {
         const int64_t rows = std::min(kRowBatch, run - r0);
         int64_t i = 0;
+        [[maybe_unused]] bool weights_summed = false;  // row_weights filled
+        if constexpr (kWrites<P> && kInPass) {
+            // The gradient's factors divided by the rows' weight sums before it is written
+            // (the weights checked before the pass: it could not take back what it wrote).
+            if (in_pass) {
+                sum_row_weights<K, false>(first.w + r0 * js[kW], js[kW], step[kW], n, rows, row_weights);
+                weights_summed = true;
+            }
+        }
 #if defined(__GNUC__)
         // Rows one after another in memory (a C-contiguous batch), for a sum: one at a time in
         // vectors along the row (kPackedRow), else kRowGroup at a time. Targets: rows of their
@@ -695,9 +798,11 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                 };
                 if constexpr (kPackedRow<K> && kPackable<T> && (!Weighted || kPackable<Wt>)) {
                     // weights_along: one weight per position, else one per row or none.
-                    const auto packed_rows = [&](auto one_target_, auto weights_along) {
+                    const auto packed_rows = [&](auto one_target_, auto weights_along, auto sum_weights) {
                         constexpr bool kOneTarget = decltype(one_target_)::value;
                         constexpr bool kAlong = decltype(weights_along)::value;
+                        constexpr bool kSum = decltype(sum_weights)::value;
+                        weights_summed = kSum;
                         // Targets or weights per position broadcast over the rows (one row
                         // of them) have no row after theirs.
                         const bool row_after = target_rows && (!kAlong || js[kW] == K);
@@ -706,15 +811,24 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                             const T* p = first.p + r * K;
                             const T* t = first.t + r * js[kT];
                             const Wt* w = Weighted ? first.w + r * js[kW] : nullptr;
+                            RowWeightSum* found = kSum ? &row_weights[i] : nullptr;
                             sums[i] = i + 1 < rows && row_after
-                                          ? packed_row<P, Weighted, kOneTarget, true, K, kAlong>(p, t, w)
-                                          : packed_row<P, Weighted, kOneTarget, false, K, kAlong>(p, t, w);
+                                          ? packed_row<P, Weighted, kOneTarget, true, K, kAlong, kSum>(p, t, w, found)
+                                          : packed_row<P, Weighted, kOneTarget, false, K, kAlong, kSum>(p, t, w, found);
                         }
                     };
-                    if (!Weighted || step[kW] == 0)
-                        with_target([&](auto one_target_) { packed_rows(one_target_, std::false_type{}); });
-                    else if constexpr (Weighted && P == Pass::reduce)  // a loss weighted per position
-                        if (!one_target && step[kW] == 1) packed_rows(std::false_type{}, std::true_type{});
+                    if (!Weighted || step[kW] == 0) {
+                        with_target([&](auto one_target_) {
+                            packed_rows(one_target_, std::false_type{}, std::false_type{});
+                        });
+                    } else if constexpr (Weighted && P == Pass::reduce) {  // a loss weighted per position
+                        if (!one_target && step[kW] == 1) {
+                            if (in_pass)
+                                packed_rows(std::false_type{}, std::true_type{}, std::true_type{});
+                            else
+                                packed_rows(std::false_type{}, std::true_type{}, std::false_type{});
+                        }
+                    }
                 }
                 const auto groups = [&](auto one_weight) {
                     with_target([&](auto one_target_) {
@@ -754,9 +868,11 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                                 first.p + at, first.t + at, 0, w, step[kW], js[kW], sums + i);
                         }
                         double factor[kRowGroup];  // scale (times the row's weight), as write() has it
-                        for (int g = 0; g < kRowGroup; ++g)
-                            factor[g] = (scale ? scale[(r + g) * js[kScale]] : 0.0) *
+                        for (int g = 0; g < kRowGroup; ++g) {
+                            const double row_scale = scale ? scale[(r + g) * js[kScale]] : 0.0;
+                            factor[g] = (in_pass ? row_scale / row_weights[i + g].sum : row_scale) *
                                         (Weighted && !kAlong ? load(w + g * js[kW]) : 1.0);
+                        }
                         gradient_row_group<K, kWeights>(first.p + at, first.t + at, first.out + at, factor, w, js[kW]);
                     }
                 };
@@ -778,13 +894,21 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
             const T* t = first.t + r * js[kT];
             const Wt* w = Weighted ? first.w + r * js[kW] : nullptr;
             T* out = kWrites<P> ? first.out + r * js[kOut] : nullptr;
-            const double factor = scale ? scale[r * js[kScale]] : 0.0;
+            double factor = scale ? scale[r * js[kScale]] : 0.0;
+            if (in_pass) factor /= row_weights[i].sum;
             if constexpr (K > 0) {
                 sums[i] = fixed_row<P, Weighted, K>(p, t, step[kT], w, step[kW], out, factor);
             } else {
                 double acc[kLanes] = {};
                 run_lanes<P, Weighted, Unit>(acc, 0, Cursor<T, Wt>{p, t, w, out}, step, factor, n, n);
                 sums[i] = combine_lanes(acc);
+            }
+        }
+        if constexpr (kInPass) {
+            if (in_pass) {
+                if (!weights_summed)
+                    sum_row_weights<K, true>(first.w + r0 * js[kW], js[kW], step[kW], n, rows, row_weights);
+                divide_by_weight_sums(kReduces<P> ? sums : nullptr, row_weights, rows, *in_pass);
             }
         }
         if constexpr (kReduces<P>)
@@ -1011,7 +1135,8 @@ void run_rows_first(const Problem& problem);
 template <Pass P>
 void run_typed(const Problem& problem) {
     if constexpr (kReduces<P>) {
-        if (problem.rows_first && problem.n_kept == 0 && problem.ndim >= 2 && problem.loss.data) {
+        if (problem.rows_first && problem.n_kept == 0 && problem.ndim >= 2 && problem.loss.data &&
+            !problem.weight_sums_in_pass) {
             run_rows_first<P>(problem);
             return;
         }
@@ -1023,6 +1148,10 @@ void run_typed(const Problem& problem) {
     if constexpr (!kReduces<P>) walked.n_kept = std::max(problem.n_kept, problem.ndim - 1);
     Schedule schedule(walked);
     const Layout& l = schedule.layout;
+    if (problem.weight_sums_in_pass &&
+        (P == Pass::reduce_difference || P == Pass::squared_error || !l.data[kW] || (kReduces<P> && !l.data[kLoss]) ||
+         problem.loss_divisors || problem.loss_divisor != 1.0 || l.n_kept == 0 || !schedule.short_rows))
+        throw std::invalid_argument("weight_sums_in_pass: the loss or gradient of weighted rows of at most kBlock");
     if (kReduces<P> && l.data[kLoss] && l.n_red == 0) {
         // Nothing to sum: every output is an empty sum.
         Odometer kept(l, 0, l.n_kept);

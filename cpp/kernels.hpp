@@ -2,6 +2,7 @@
 // broadcast problem. Plain C++ on raw buffers; nothing here knows about Python.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 namespace fastmse {
@@ -20,6 +21,12 @@ inline constexpr int64_t kOutputsPerTask = 64;     // neighbouring outputs of an
 inline constexpr int64_t kChunk = 1 << 15;         // summed positions per task, either mode
 inline constexpr int64_t kParallelMin = 1 << 16;   // positions below which one thread runs
 inline constexpr int kMaxDims = 64;                // dimensions of a Problem (NumPy's limit)
+
+// What a pass that sums weights itself (Problem::weight_sums_in_pass) found in them.
+struct WeightSumsInPass {
+    std::atomic<bool> negative_weight{false};
+    std::atomic<bool> zero_sum{false};
+};
 
 // One array taking part in a call: its element at index (0, ..., 0) and its strides
 // over Problem::shape, in elements (zero along broadcast dimensions).
@@ -50,6 +57,15 @@ struct Problem {
     // Where not nullptr, each output's own divisor in place of loss_divisor (a weighted
     // mean: the output's weight sum), float64 laid out as loss: read at the loss's offsets.
     const double* loss_divisors = nullptr;
+    // Where not nullptr, a weighted mean of rows of at most kBlock positions along the last
+    // dimension (a loss per sample, weights per position), for reduce, grad and
+    // reduce_and_grad: each output's sum, and the gradient factor of its positions (scale),
+    // divided by its weight sum, found from the weights as the pass reads them (summed as
+    // reduce_difference sums w - 0 over the same plan); loss_divisor must be 1. A pass of
+    // their own to sum the weights is then not needed. A zero sum is reported here, and by
+    // reduce a negative weight (the gradient passes take weights checked before); the
+    // results are then not to be used.
+    WeightSumsInPass* weight_sums_in_pass = nullptr;
     Operand scale;  // float64 gradient factor, one per kept position
     // For a sum over everything (n_kept == 0): each row along the last dimension summed
     // alone, as a loss per row sums it, then the row sums in C order as a flat sum of a

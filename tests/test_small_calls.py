@@ -227,6 +227,41 @@ def test_large_weighted_calls_are_bitwise_those_of_the_general_path(dtype):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("row", [2, 3, 4, 5, 7, 8, 10, 12, 16, 17, 33, 2048, 2049])
+def test_a_loss_per_row_weighted_per_position_is_bitwise_that_of_the_general_path(dtype, row):
+    # Rows of up to 2048 positions: the passes sum the weights themselves (the loss checks
+    # them there too), in row groups of every length, on threads (70,000 positions or
+    # more); longer rows: a pass of their own. A negative weight or a row whose weights
+    # sum to zero anywhere (the last row, a middle one) hands the call back, `out` an
+    # input or not: the general path's error or warning, and its results.
+    rng = np.random.default_rng(row)
+    rows = max(3, 70_000 // row + 1)
+    p, t = rng.standard_normal((rows, row)).astype(dtype), rng.standard_normal((rows, row)).astype(dtype)
+    weights = [rng.uniform(0.5, 2.0, p.shape).astype(dtype), rng.uniform(0.5, 2.0, p.shape)]
+    negative, zero_row = weights[0].copy(), weights[1].copy()
+    negative[-1, -1] = -1
+    zero_row[rows // 2] = 0
+    jobs = ((MSE, mse, {}), (MSE_GRAD, mse_grad, {}), (MSE_AND_GRAD, mse_and_grad, {"keepdims": True}))
+    previous = get_num_threads()
+    try:
+        for threads in (1, 2):
+            set_num_threads(threads)
+            for w, handed_back in ((weights[0], False), (weights[1], False), (negative, True), (zero_row, True)):
+                for job, function, extra in jobs:
+                    assert (core.small_call(job, p, t, w, -1, "mean", False, None) is NotImplemented) == handed_back
+                    for out_kind in ("none", "fresh", "predictions") if job != MSE else ("none",):
+                        results = []
+                        for path in (_general, _direct):
+                            a, b = p.copy(), t.copy()
+                            out = {} if job == MSE else {"out": _out(out_kind, a, b)}
+                            results.append(_warned(path, function, a, b, weights=w, axis=-1, **out, **extra))
+                        assert results[0][1] == results[1][1]
+                        _same(results[0][0], results[1][0])
+    finally:
+        set_num_threads(previous)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
 def test_weights_that_cancel_take_the_small_path(dtype):
     # Weights per sample with a loss per sample: a mean that does not read them.
     rng = np.random.default_rng(2)

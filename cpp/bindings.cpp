@@ -450,7 +450,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     // the weights' strides over them weight_strides.
     int64_t weight_rows = 0;
     int64_t weight_strides[2] = {1, 0};
-    const py::detail::PyArray_Proxy* checked = nullptr;  // weights given, checked before the kernels run
+    const py::detail::PyArray_Proxy* to_check = nullptr;  // the weights given, whose values are to be checked
     WeightTest weights_test = WeightTest::non_negative;
     if (!weights_arg.is_none()) {
         if (!plain_array(weights_arg)) return not_here;
@@ -493,7 +493,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
             }
             weights_bytes = n_weights * static_cast<int64_t>(item_size(weights_type));
         }
-        checked = given;
+        to_check = given;
         weights_test = test;
     }
     const bool weighted_mean = w != nullptr && reduction == Reduction::mean;
@@ -528,15 +528,17 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     // any axis is one walk, flat but for rows that weights keep apart.
     const bool split = kept > 1 && reduces && (job != Job::mse_grad || sums_per_output);
     // A loss per row weighted per position, rows of up to kBlock positions: the pass sums
-    // the weights itself (Problem::weight_sums_in_pass), and for the loss alone checks them
-    // there too. Where a sum turns out 0 the general path does the call again, with its
-    // warning, so a gradient is written this way only into an `out` that is not an input.
-    const py::detail::PyArray_Proxy* out_proxy = out_object ? py::detail::array_proxy(out_object.ptr()) : nullptr;
+    // the weights itself (Problem::weight_sums_in_pass), and for the loss alone checks their
+    // signs there too (sums per output come from weights that vary along the summed axes,
+    // so the test is non_negative). Where a sum turns out 0 the general path does the call
+    // again, and its warning comes before it writes anything (an error where warnings are):
+    // so a gradient is written this way only into an array of this call's own.
     const bool sums_in_pass = split && sums_per_output && !leading && count <= fastmse::kBlock &&
-                              (job == Job::mse || (out_proxy->data != p->data && out_proxy->data != t->data));
-    if (checked != nullptr && !(sums_in_pass && job == Job::mse)) {
+                              (job == Job::mse || out_arg.is_none());
+    if (to_check != nullptr && !(sums_in_pass && job == Job::mse)) {
         bool passed = false;
-        without_gil_if(n_weights, [&] { passed = weights_pass(weights_type, checked->data, n_weights, weights_test); });
+        const void* weights = to_check->data;
+        without_gil_if(n_weights, [&] { passed = weights_pass(weights_type, weights, n_weights, weights_test); });
         if (!passed) return not_here;
     }
     int64_t shape[2], inputs[2], per_output[2] = {1, 0}, zeros[2] = {0, 0};
@@ -641,7 +643,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     double scale = reduction == Reduction::mean && !sums_in_pass ? 2.0 / denominator : 2.0;
     py::object errors;
     if (job != Job::mse) {
-        problem.out = {out_proxy->data, inputs};
+        problem.out = {py::detail::array_proxy(out_object.ptr())->data, inputs};
         problem.scale = {&scale, zeros};
         if (split && sums_per_output && !sums_in_pass) {  // a weighted mean's factors, one per output
             // Written over the weight sums where the loss does not divide by them (as

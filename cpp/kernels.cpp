@@ -775,8 +775,9 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
         int64_t i = 0;
         [[maybe_unused]] bool weights_summed = false;  // row_weights filled
         if constexpr (kWrites<P> && kInPass) {
-            // The gradient's factors divided by the rows' weight sums before it is written
-            // (the weights checked before the pass: it could not take back what it wrote).
+            // The gradient's factors divided by the rows' weight sums before it is written.
+            // The weights' signs are checked before these passes (what they write stays
+            // written); a zero sum is only reported, after the gradient is written.
             if (in_pass) {
                 sum_row_weights<K, false>(first.w + r0 * js[kW], js[kW], step[kW], n, rows, row_weights);
                 weights_summed = true;

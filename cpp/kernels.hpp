@@ -64,7 +64,7 @@ struct Problem {
     // reduce_difference sums w - 0 over the same plan); loss_divisor must be 1. A pass of
     // their own to sum the weights is then not needed. A zero sum is reported here, and by
     // reduce a negative weight (the gradient passes take weights checked before); the
-    // results are then not to be used.
+    // results are then not to be used, and a gradient has been written all the same.
     WeightSumsInPass* weight_sums_in_pass = nullptr;
     Operand scale;  // float64 gradient factor, one per kept position
     // For a sum over everything (n_kept == 0): each row along the last dimension summed

@@ -43,6 +43,18 @@ CASES = {
     "strided": (MATRIX[::2, ::3], MATRIX[1::2, ::3], {"axis": (0, 1)}),
     "broadcast": (MATRIX, MATRIX[7], {"reduction": "sum"}),
     "tall": (rng.standard_normal((200_000, 3)), np.zeros(3), {"axis": 0}),
+    # Narrow columns (up to 4 side by side, their width fixed), a chunk's end among
+    # them, and one column left after 64.
+    **{
+        f"narrow columns k={k}": (Q[:, :k].copy(), Q[::-1, :k].copy(), {"axis": 0})
+        for Q in [rng.standard_normal((70_001, 65)).astype(np.float32)]
+        for k in (2, 3, 4, 65)
+    },
+    "narrow columns weighted per position": (
+        MATRIX[:, :3].copy(),
+        MATRIX[:, 3:6].copy(),
+        {"axis": 0, "weights": rng.uniform(size=(1500, 3)).astype(np.float32)},
+    ),
     # Short rows: a loss per sample over k outputs, unrolled for k <= 16 and not beyond,
     # with weights or targets per sample (constant along the row), weights per position,
     # strided rows, and outputs of one position (which either mode sums to 0 + the term).

@@ -261,6 +261,24 @@ def test_a_loss_per_row_weighted_per_position_is_bitwise_that_of_the_general_pat
         set_num_threads(previous)
 
 
+@pytest.mark.parametrize("function", [mse_grad, mse_and_grad])
+def test_out_is_left_alone_where_a_zero_weight_sum_warns_as_an_error(function):
+    # The general path warns before it writes: with warnings as errors, `out` keeps what
+    # it held on both paths (the small path sums the weights in the gradient's own pass
+    # only into an array of its own).
+    rng = np.random.default_rng(6)
+    p, t = rng.standard_normal((100, 8)), np.zeros((100, 8))
+    weights = np.ones_like(p)
+    weights[5] = 0
+    for path in (_general, _direct):
+        out = np.full_like(p, 7.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(RuntimeWarning, match="weights that sum to zero"):
+                path(function, p, t, weights=weights, axis=-1, out=out)
+        assert (out == 7.0).all()
+
+
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_weights_that_cancel_take_the_small_path(dtype):
     # Weights per sample with a loss per sample: a mean that does not read them.

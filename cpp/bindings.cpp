@@ -583,7 +583,11 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         owner = std::move(array);
         return data;
     };
-    if (weighted_mean && !sums_in_pass) {
+    // A weighted mean's weight sums where the pass does not find them itself: summed here,
+    // one for all outputs or (sums_per_output_before) one per output.
+    const bool sums_before = weighted_mean && !sums_in_pass;
+    const bool sums_per_output_before = sums_before && split && sums_per_output;
+    if (sums_before) {
         if (outputs > 1) {
             weight_sums = float64s(weight_sums_array);
         }
@@ -635,7 +639,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
             problem.loss = {py::detail::array_proxy(loss.ptr())->data, per_output};
             problem.loss_dtype = type;
             problem.loss_divisor = sums_in_pass ? 1.0 : denominator;
-            if (split && sums_per_output && !sums_in_pass) problem.loss_divisors = weight_sums;
+            if (sums_per_output_before) problem.loss_divisors = weight_sums;
         }
     }
     fastmse::WeightSumsInPass found;
@@ -645,7 +649,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     if (job != Job::mse) {
         problem.out = {py::detail::array_proxy(out_object.ptr())->data, inputs};
         problem.scale = {&scale, zeros};
-        if (split && sums_per_output && !sums_in_pass) {  // a weighted mean's factors, one per output
+        if (sums_per_output_before) {  // a weighted mean's factors, one per output
             // Written over the weight sums where the loss does not divide by them (as
             // fastmse._compute._scale in place).
             double* scales = weight_sums;

@@ -511,6 +511,10 @@ inline double fixed_row(const T* p, const T* t, int64_t st, const Wt* w, int64_t
     return combine_lanes(acc);
 }
 
+// The passes that take Problem::weight_sums_in_pass.
+template <Pass P>
+inline constexpr bool kTakesWeightSums = P == Pass::reduce || P == Pass::grad || P == Pass::reduce_and_grad;
+
 // A row's weight sum and whether one of its weights is negative (Problem::weight_sums_in_pass).
 struct RowWeightSum {
     double sum;
@@ -767,7 +771,7 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
     const double* scale = l.data[kScale] ? static_cast<const double*>(l.data[kScale]) + kept.offset[kScale] : nullptr;
     const bool has_loss = l.data[kLoss] != nullptr;
     double sums[kRowBatch];
-    constexpr bool kInPass = Weighted && P != Pass::reduce_difference && P != Pass::squared_error;
+    constexpr bool kInPass = Weighted && kTakesWeightSums<P>;
     WeightSumsInPass* const in_pass = kInPass ? loss.weight_sums_in_pass() : nullptr;
     [[maybe_unused]] RowWeightSum row_weights[kRowBatch];
     for (int64_t r0 = 0; r0 < run; r0 += kRowBatch) {
@@ -917,12 +921,18 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
     }
 }
 
-// Rows of up to kFixedRow positions get a loop unrolled for their length.
+// Rows of up to kFixedRow positions get a loop unrolled for their length: float32 and
+// float64 rows in every pass, float16 and bfloat16 rows in the loss (reduce) only. The
+// 16-bit types' other passes gained little from it (their conversions cost more than the
+// loop), and copies of every loop per row length for them were half of this file's
+// compile time.
 inline constexpr int kFixedRow = 16;
+template <Pass P, typename T>
+inline constexpr bool kFixedRows = kPackable<T> || P == Pass::reduce;
 
 template <Pass P, bool Weighted, typename T, typename Wt, int K = 1>
 void fixed_row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int64_t run, const int64_t* step) {
-    if constexpr (K <= kFixedRow) {
+    if constexpr (K <= kFixedRow && kFixedRows<P, T>) {
         if (l.n_red == K)
             row_range<P, Weighted, true, K, T, Wt>(l, loss, kept, run, step);
         else
@@ -944,7 +954,7 @@ void row_tasks(const Layout& l, const LossStore& loss, int64_t begin, int64_t en
     // Targets and weights along the row may also be constant (one per sample): the
     // unrolled rows take both.
     const auto constant_or_unit = [&](int k) { return step[k] == 0 || step[k] == 1; };
-    const bool fixed = l.n_red <= kFixedRow &&
+    const bool fixed = kFixedRows<P, T> && l.n_red <= kFixedRow &&
                        (l.n_red == 1 || (step[kP] == 1 && constant_or_unit(kT) && (!kWrites<P> || step[kOut] == 1) &&
                                          (!Weighted || constant_or_unit(kW))));
     const bool unit_weights = !Weighted || step[kW] == 1;
@@ -1149,10 +1159,11 @@ void run_typed(const Problem& problem) {
     if constexpr (!kReduces<P>) walked.n_kept = std::max(problem.n_kept, problem.ndim - 1);
     Schedule schedule(walked);
     const Layout& l = schedule.layout;
-    if (problem.weight_sums_in_pass &&
-        (P == Pass::reduce_difference || P == Pass::squared_error || !l.data[kW] || (kReduces<P> && !l.data[kLoss]) ||
-         problem.loss_divisors || problem.loss_divisor != 1.0 || l.n_kept == 0 || !schedule.short_rows))
-        throw std::invalid_argument("weight_sums_in_pass: the loss or gradient of weighted rows of at most kBlock");
+    if (problem.weight_sums_in_pass) {
+        if (!kTakesWeightSums<P> || !l.data[kW] || (kReduces<P> && !l.data[kLoss]) || problem.loss_divisors ||
+            problem.loss_divisor != 1.0 || l.n_kept == 0 || !schedule.short_rows)
+            throw std::invalid_argument("weight_sums_in_pass: the loss or gradient of weighted rows of at most kBlock");
+    }
     if (kReduces<P> && l.data[kLoss] && l.n_red == 0) {
         // Nothing to sum: every output is an empty sum.
         Odometer kept(l, 0, l.n_kept);

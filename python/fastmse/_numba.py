@@ -8,6 +8,7 @@ Used when the compiled module is missing or ``FASTMSE_BACKEND=numba``.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import threading
@@ -933,12 +934,19 @@ def flat_tasks(
     stack = np.zeros((CASCADE_LEVELS, 1))
     state = np.zeros(2, np.int64)
     one = np.zeros(1)
-    loss = (one, one)  # each block's sum to one[0] (see put_loss), undivided
+    # Each block is one row of row_tasks' contiguous rows, its sum to one[0] (see
+    # put_loss), undivided, its factor scale[0]. The arguments have exactly the types of
+    # row_tasks' (no literal, steps a strided view, the loss's second view in p's dtype),
+    # so that the copies of contiguous_rows compiled for one serve the other: a first
+    # call of both compiles them once, where it took 10 s each.
+    loss = (one, np.zeros(1, p.dtype))
     undivided = np.ones(1)
     scratch = np.zeros(1)
     scale = np.full(1, factor)
-    base = np.zeros(6, np.int64)  # each block one row, its factor scale[0]
-    no_step = np.zeros(6, np.int64)
+    has_scale = writes(kind)
+    base = np.zeros(6, np.int64)
+    no_step = np.zeros((6, 1), np.int64)[:, 0]
+    one_row = np.int64(1)
     for c in range(begin, end):
         lo = c * CHUNK
         hi = min(lo + CHUNK, n)
@@ -948,7 +956,10 @@ def flat_tasks(
             one[0] = 0.0
             n_block = min(BLOCK, hi - block)
             specialized(
-                ROWS_ROUTINE, kind, weighted, (p, t, w, 1, out, loss, undivided, scale, True, base, no_step, 1, n_block)
+                ROWS_ROUTINE,
+                kind,
+                weighted,
+                (p, t, w, one_row, out, loss, undivided, scale, has_scale, base, no_step, one_row, n_block),
             )
             cascade_push(stack, state, one, 1, scratch)
         cascade_total(stack, state, one, 1)
@@ -1046,15 +1057,16 @@ def _divisors(loss_divisor: Any) -> Float64s:
     return np.array((float(loss_divisor),))  # a quarter of np.full's cost
 
 
-def _read_only_if_any(inputs: tuple[np.ndarray | None, ...], views: tuple[np.ndarray, ...]) -> None:
-    """Marks the views of the inputs read-only where any input is: Numba types a read-only
-    array apart, and each mix of the two would compile the kernels again. Inputs all
-    writeable, the common case, are handed over as they are (marking them would add 2 us
-    to a small call)."""
-    if all(array is None or array.flags.writeable for array in inputs):
-        return
-    for view in views:
-        view.flags.writeable = False
+def _writeable(view: np.ndarray) -> np.ndarray:
+    """`view` (1-D, contiguous: a flat_view) as the kernels take it: a read-only one as a
+    writeable alias of the same memory. Numba types a read-only array apart and would
+    compile every kernel again for it, 10 to 30 s at the first such call; the kernels
+    never write predictions, targets, weights or scale, which alone come read-only (from
+    np.broadcast_to, a memory map, Dask). The caller holds the array while they run."""
+    if view.flags.writeable:
+        return view
+    memory = (ctypes.c_char * view.nbytes).from_address(view.ctypes.data)
+    return np.frombuffer(memoryview(memory), view.dtype)
 
 
 def _is_flat(plan: Plan) -> bool:
@@ -1117,8 +1129,7 @@ class NumbaBackend:
             flats.append(flat)
         flats = [_storage_view(f) for f in flats]
         p, t, w, out, loss, scale = flats
-        operands = plan.operands
-        _read_only_if_any((operands.predictions, operands.targets, operands.weights, operands.scale), (p, t, w, scale))
+        p, t, w, scale = _writeable(p), _writeable(t), _writeable(w), _writeable(scale)
         # The loss as schedule takes it: float64 sums and the finished loss, one a scratch value.
         sums, finished = (loss, np.zeros(1, p.dtype)) if loss.dtype == np.float64 else (np.zeros(1), loss)
         arguments = (
@@ -1148,7 +1159,7 @@ class NumbaBackend:
         predictions, targets, weights, out, loss, scale = plan.operands
         p, t = _flat_operand(predictions), _flat_operand(targets)
         w = p if weights is None else _flat_operand(weights)  # never read where there are none
-        _read_only_if_any((predictions, targets, weights), (p, t, w))
+        p, t, w = _writeable(p), _writeable(t), _writeable(w)
         arguments = (
             kind,
             weights is not None,

@@ -23,8 +23,8 @@ def set_num_threads(n: int) -> None:
     """Use `n` threads in the following calls (every loaded backend).
 
     Results do not depend on the thread count. Without a call, fastmse follows OpenMP
-    (``OMP_NUM_THREADS``, ``threadpoolctl``) for the compiled kernels and Numba's own
-    setting for the Numba kernels.
+    (``OMP_NUM_THREADS``, ``threadpoolctl``) for the compiled kernels and
+    ``NUMBA_NUM_THREADS`` (by default the number of CPUs) for the Numba kernels.
 
     Parameters
     ----------

@@ -11,24 +11,17 @@ from __future__ import annotations
 import ctypes
 import math
 import os
-import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeAlias
 
 import numba
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload, register_jitable
 from numpy.typing import NDArray
 
 from ._plan import Plan, is_contiguous, per_output
-
-# Numba's OpenMP layer on GNU OpenMP terminates a child forked after a parallel call.
-# "forksafe" picks TBB, another OpenMP or the workqueue layer instead; a layer the user
-# chose (NUMBA_THREADING_LAYER or numba.config) is kept.
-_numba_config = vars(numba.config)  # set from the environment at run time: untyped
-if "NUMBA_THREADING_LAYER" not in os.environ and _numba_config["THREADING_LAYER"] == "default":
-    _numba_config["THREADING_LAYER"] = "forksafe"
 
 # The kernels' argument types, for type checkers (Numba infers its own from the values):
 # p, t, w and out are 1-D views of their storage (uint16 for float16, int16 for bfloat16:
@@ -575,10 +568,10 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
                 )
 
 
-# Tasks [begin, end) of one mode; `arguments` are run's (kind to scale), which each mode's
-# tasks unpack. A function of its own, compiled without parallel=True: there Numba would
-# turn every array expression of the tasks (acc[:] = 0.0, np.zeros) into a parallel region
-# of its own.
+# Tasks [begin, end) of one mode; `arguments` are schedule's, which each mode's tasks
+# unpack. Several threads run disjoint ranges of tasks at once (NumbaBackend): Python
+# threads, as the kernels release the GIL, not a parallel=True entry, whose parallel
+# region took as long to compile again as the kernels themselves (14 s a dtype).
 @njit(cache=True, nogil=True, error_model="numpy")
 def tasks(begin: int, end: int, mode: int, arguments: Any, partials: Float64s) -> None:
     if mode == ROW_MODE:
@@ -589,17 +582,10 @@ def tasks(begin: int, end: int, mode: int, arguments: Any, partials: Float64s) -
         lane_tasks(begin, end, arguments, partials)
 
 
-@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
-def parallel_tasks(n_ranges: int, n_tasks: int, mode: int, arguments: Any, partials: Float64s) -> None:
-    """The tasks cut into n_ranges contiguous ranges, one per thread."""
-    for rank in prange(n_ranges):
-        tasks(n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges, mode, arguments, partials)
-
-
 # The loss comes as two views, float64 sums and the loss finished in the data's dtype, one
 # of them a scratch value of one element (see put_loss). One compiled copy of the kernels
 # then serves both, where a loss array of either dtype would compile them twice.
-@register_jitable
+@njit(cache=True, nogil=True, error_model="numpy")
 def schedule(
     kind: int,
     weighted: bool,
@@ -675,7 +661,7 @@ def schedule(
     return LANE_MODE, n_out * n_chunks, arguments, partials
 
 
-@register_jitable
+@njit(cache=True, nogil=True, error_model="numpy")
 def combine_chunks(arguments: Any, partials: Float64s) -> None:
     """Each output's sum from its chunks' partial sums, where it has several."""
     kind, _, _, shape, n_kept, _, n_chunks, strides, origin, _, _, _, _, sums, finished, divisors, _ = arguments
@@ -715,43 +701,13 @@ def run(
     divisors: Float64s,
     scale: Float64s,
 ) -> None:
-    """Runs one pass over a plan on the calling thread: no parallel region is entered,
-    whose start costs more than a small call."""
+    """Runs one pass over a plan on the calling thread, in one call from Python: what a
+    small call takes (NumbaBackend runs larger ones on several threads)."""
     mode, n_tasks, arguments, partials = schedule(
         kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out, sums, finished, divisors, scale
     )
     if n_tasks:
         tasks(np.int64(0), n_tasks, mode, arguments, partials)
-        combine_chunks(arguments, partials)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def parallel_run(
-    kind: int,
-    weighted: bool,
-    has_scale: bool,
-    shape: Int64s,
-    n_kept: int,
-    strides: Int64s,
-    origin: Int64s,
-    p: Operand,
-    t: Operand,
-    w: Operand,
-    out: Operand,
-    sums: Float64s,
-    finished: Operand,
-    divisors: Float64s,
-    scale: Float64s,
-    num_threads: int,
-) -> None:
-    """run on up to num_threads threads. An entry of its own, compiled only for the
-    signatures that a call of PARALLEL_MIN positions or more brings: the parallel code
-    takes as long to compile as the rest."""
-    mode, n_tasks, arguments, partials = schedule(
-        kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out, sums, finished, divisors, scale
-    )
-    if n_tasks:
-        parallel_tasks(min(num_threads, n_tasks), n_tasks, mode, arguments, partials)
         combine_chunks(arguments, partials)
 
 
@@ -966,25 +922,7 @@ def flat_tasks(
         partials[c] = one[0]
 
 
-@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
-def parallel_flat_tasks(
-    n_ranges: int,
-    n_chunks: int,
-    kind: int,
-    weighted: bool,
-    p: Operand,
-    t: Operand,
-    w: Operand,
-    out: Operand,
-    factor: float,
-    partials: Float64s,
-) -> None:
-    for rank in prange(n_ranges):
-        begin, end = n_chunks * rank // n_ranges, n_chunks * (rank + 1) // n_ranges
-        flat_tasks(begin, end, kind, weighted, p, t, w, out, factor, partials)
-
-
-@register_jitable
+@njit(cache=True, nogil=True, error_model="numpy")
 def flat_total(partials: Float64s) -> float:
     """The sum of a flat run from its chunks' sums, cascaded in order."""
     stack = np.zeros((CASCADE_LEVELS, 1))
@@ -1004,16 +942,6 @@ def run_flat(kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out:
     the calling thread; returns the float64 sum, which the caller finishes into the loss."""
     partials = np.empty((p.size + CHUNK - 1) // CHUNK)
     flat_tasks(np.int64(0), partials.size, kind, weighted, p, t, w, out, factor, partials)
-    return flat_total(partials)
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def parallel_run_flat(
-    kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out: Operand, factor: float, num_threads: int
-) -> float:
-    """run_flat on up to num_threads threads (compiled apart, as parallel_run)."""
-    partials = np.empty((p.size + CHUNK - 1) // CHUNK)
-    parallel_flat_tasks(min(num_threads, partials.size), partials.size, kind, weighted, p, t, w, out, factor, partials)
     return flat_total(partials)
 
 
@@ -1088,13 +1016,13 @@ def _is_flat(plan: Plan) -> bool:
 
 
 def max_threads() -> int:
-    """The size of Numba's thread pool, ``numba.config.NUMBA_NUM_THREADS`` (set from the
-    environment at run time, so not seen by type checkers)."""
-    return int(_numba_config["NUMBA_NUM_THREADS"])
+    """The most threads the kernels use: ``NUMBA_NUM_THREADS``, as Numba reads it from the
+    environment (by default the number of CPUs)."""
+    return int(vars(numba.config)["NUMBA_NUM_THREADS"])  # set at run time: untyped
 
 
 class NumbaBackend:
-    """Kernels compiled by Numba at first use (cached on disk)."""
+    """Kernels compiled by Numba at first use (cached on disk), run on Python threads."""
 
     name = "numba"
     rows_first = False
@@ -1102,11 +1030,9 @@ class NumbaBackend:
 
     def __init__(self) -> None:
         self.version: str = numba.__version__
-        # The workqueue layer aborts on launches from two threads at once: parallel calls
-        # take turns unless Numba reports a layer that allows them (known after the first).
-        self._turns = threading.Lock()
-        self._concurrent = False
-        self._layer_known = False
+        self._threads = max_threads()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
 
     def _run(self, kind: int, plan: Plan) -> None:
         if _is_flat(plan):
@@ -1149,11 +1075,13 @@ class NumbaBackend:
             _divisors(plan.loss_divisor),
             scale,
         )
-        threads = numba.get_num_threads() if math.prod(shape) >= PARALLEL_MIN else 1
-        if threads == 1:
+        if self._threads == 1 or math.prod(shape) < PARALLEL_MIN:
             run(*arguments)
-        else:
-            self._parallel(parallel_run, (*arguments, threads))
+            return
+        mode, n_tasks, task_arguments, partials = schedule(*arguments)
+        if n_tasks:
+            self._on_threads(tasks, n_tasks, (mode, task_arguments, partials))
+            combine_chunks(task_arguments, partials)
 
     def _run_flat(self, kind: int, plan: Plan) -> None:
         predictions, targets, weights, out, loss, scale = plan.operands
@@ -1169,11 +1097,12 @@ class NumbaBackend:
             np.zeros(1, p.dtype) if out is None else _flat_operand(out),  # never written (p may be read-only)
             0.0 if scale is None else float(scale.item()),
         )
-        threads = numba.get_num_threads() if p.size >= PARALLEL_MIN else 1
-        if threads == 1:
+        if self._threads == 1 or p.size < PARALLEL_MIN:
             total = np.float64(run_flat(*arguments))
         else:
-            total = np.float64(self._parallel(parallel_run_flat, (*arguments, threads)))
+            partials = np.empty((p.size + CHUNK - 1) // CHUNK)
+            self._on_threads(flat_tasks, partials.size, (*arguments, partials))
+            total = np.float64(flat_total(partials))
         if loss is None or not reduces(kind):
             return
         if plan.loss_divisor == 1.0 and loss.dtype == np.float64:  # one number: a contiguous plan
@@ -1182,17 +1111,31 @@ class NumbaBackend:
             with np.errstate(all="ignore"):
                 loss[...] = total / plan.loss_divisor
 
-    def _parallel(self, kernel: Callable[..., Any], arguments: tuple[Any, ...]) -> Any:
-        """kernel(*arguments), a parallel entry, taking turns with other threads' parallel
-        calls where the threading layer needs it."""
-        if self._concurrent:
-            return kernel(*arguments)
-        with self._turns:
-            result = kernel(*arguments)
-            if not self._layer_known:  # the pool has started: its layer is known now
-                self._concurrent = vars(numba)["threading_layer"]() != "workqueue"  # untyped
-                self._layer_known = True
-        return result
+    def _on_threads(self, kernel: Callable[..., None], n_tasks: int, arguments: tuple[Any, ...]) -> None:
+        """kernel(begin, end, *arguments) over tasks [0, n_tasks) cut into contiguous
+        ranges, one a thread, the first on the calling one. The ranges write disjoint
+        partial sums, so the result is the same for any number of them."""
+        n_ranges = min(self._threads, n_tasks)
+        pool = self._worker_pool()
+        others = [
+            pool.submit(kernel, n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges, *arguments)
+            for rank in range(1, n_ranges)
+        ]
+        try:
+            kernel(0, n_tasks // n_ranges, *arguments)
+        finally:  # the arrays stay in use until every range has finished
+            for future in others:
+                future.result()
+
+    def _worker_pool(self) -> ThreadPoolExecutor:
+        """The worker threads, started at the first call that needs them; a forked child,
+        which has none of its parent's threads, starts its own. No lock: one that another
+        thread held at a fork would stay held in the child, and two threads starting a
+        pool at once only leave one idle."""
+        if self._pool is None or self._pool_pid != os.getpid():
+            self._pool = ThreadPoolExecutor(max(1, max_threads() - 1), thread_name_prefix="fastmse-numba")
+            self._pool_pid = os.getpid()
+        return self._pool
 
     def reduce(self, plan: Plan) -> None:
         self._run(REDUCE, plan)
@@ -1210,7 +1153,7 @@ class NumbaBackend:
         self._run(REDUCE_DIFFERENCE, plan)
 
     def get_num_threads(self) -> int:
-        return numba.get_num_threads()
+        return self._threads
 
     def set_num_threads(self, n: int) -> None:
-        numba.set_num_threads(min(n, max_threads()))
+        self._threads = min(n, max_threads())

@@ -175,3 +175,37 @@ def test_a_weighted_mean_per_output_is_its_partial_sums_divided(name, dtype):
         expected = finish_mean(part.sums, part.weight_sums, part.dtype, "mean")
         assert (loss.dtype, loss.shape) == (expected.dtype, expected.shape)
         assert loss.tobytes() == expected.tobytes(), (name, shape, axis, loss, expected)
+
+
+def test_numba_compiles_no_other_copy_for_read_only_inputs_or_threads():
+    """Read-only inputs and calls large enough for several threads run the kernels that
+    a small call on writeable arrays compiled: each other copy would cost 10-30 s at its
+    first call."""
+    pytest.importorskip("numba")
+    from fastmse import _numba
+    from numba.core import event
+
+    rng = np.random.default_rng(11)
+    small_p, small_t = rng.random((300, 7), np.float32), rng.random((300, 7), np.float32)
+    rows = _numba.PARALLEL_MIN // 7 + 1
+    large_p, large_t = rng.random((rows, 7), np.float32), rng.random((rows, 7), np.float32)
+    read_only = small_p.copy()
+    read_only.flags.writeable = False
+    with _backends.use("numba") as backend:
+        threads = backend.get_num_threads()
+        try:
+            backend.set_num_threads(1)
+            expected = (fastmse.mse(small_p, small_t, axis=-1), fastmse.mse(small_p, small_t))
+            one_thread = fastmse.mse(large_p, large_t, axis=-1), fastmse.mse(large_p, large_t)
+            backend.set_num_threads(2)
+            with event.install_recorder("numba:compile") as compiles:
+                again = (fastmse.mse(read_only, small_t, axis=-1), fastmse.mse(read_only, small_t))
+                large = fastmse.mse(large_p, large_t, axis=-1), fastmse.mse(large_p, large_t)
+        finally:
+            backend.set_num_threads(threads)
+    compiled = {record.data["dispatcher"].py_func.__name__ for _, record in compiles.buffer if record.is_start}
+    assert not compiled
+    np.testing.assert_array_equal(again[0], expected[0])
+    assert again[1] == expected[1]
+    np.testing.assert_array_equal(one_thread[0], large[0])
+    assert one_thread[1] == large[1]

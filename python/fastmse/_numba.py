@@ -8,11 +8,11 @@ Used when the compiled module is missing or ``FASTMSE_BACKEND=numba``.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
+import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeAlias
 
 import numba
@@ -985,16 +985,29 @@ def _divisors(loss_divisor: Any) -> Float64s:
     return np.array((float(loss_divisor),))  # a quarter of np.full's cost
 
 
+class _Alias:
+    """The memory of a 1-D contiguous array, presented to NumPy as writeable; holds the
+    array, so that the alias keeps it alive."""
+
+    def __init__(self, view: np.ndarray) -> None:
+        self.view = view
+        self.__array_interface__ = {
+            "shape": view.shape,
+            "typestr": view.dtype.str,
+            "data": (view.__array_interface__["data"][0], False),
+            "version": 3,
+        }
+
+
 def _writeable(view: np.ndarray) -> np.ndarray:
     """`view` (1-D, contiguous: a flat_view) as the kernels take it: a read-only one as a
     writeable alias of the same memory. Numba types a read-only array apart and would
     compile every kernel again for it, 10 to 30 s at the first such call; the kernels
     never write predictions, targets, weights or scale, which alone come read-only (from
-    np.broadcast_to, a memory map, Dask). The caller holds the array while they run."""
+    np.broadcast_to, a memory map, Dask)."""
     if view.flags.writeable:
         return view
-    memory = (ctypes.c_char * view.nbytes).from_address(view.ctypes.data)
-    return np.frombuffer(memoryview(memory), view.dtype)
+    return np.asarray(_Alias(view))
 
 
 def _is_flat(plan: Plan) -> bool:
@@ -1015,6 +1028,23 @@ def _is_flat(plan: Plan) -> bool:
     return True
 
 
+def _wait_for_all(futures: list[Future[None]]) -> None:
+    """Returns when every future has finished, then raises the first one's exception, if
+    any: until then the kernels still use the caller's arrays, so an interrupt of the
+    wait is raised only after it."""
+    interrupt: KeyboardInterrupt | None = None
+    while True:
+        try:
+            wait(futures)
+            break
+        except KeyboardInterrupt as caught:
+            interrupt = caught
+    if interrupt is not None:
+        raise interrupt
+    for future in futures:
+        future.result()
+
+
 def max_threads() -> int:
     """The most threads the kernels use: ``NUMBA_NUM_THREADS``, as Numba reads it from the
     environment (by default the number of CPUs)."""
@@ -1032,7 +1062,14 @@ class NumbaBackend:
         self.version: str = numba.__version__
         self._threads = max_threads()
         self._pool: ThreadPoolExecutor | None = None
-        self._pool_pid = 0
+        backend = weakref.ref(self)
+
+        def forget_pool() -> None:  # in a forked child: its parent's threads do not exist there
+            alive = backend()
+            if alive is not None:
+                alive._pool = None
+
+        os.register_at_fork(after_in_child=forget_pool)
 
     def _run(self, kind: int, plan: Plan) -> None:
         if _is_flat(plan):
@@ -1116,25 +1153,26 @@ class NumbaBackend:
         ranges, one a thread, the first on the calling one. The ranges write disjoint
         partial sums, so the result is the same for any number of them."""
         n_ranges = min(self._threads, n_tasks)
-        pool = self._worker_pool()
-        others = [
-            pool.submit(kernel, n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges, *arguments)
-            for rank in range(1, n_ranges)
-        ]
+        others: list[Future[None]] = []
         try:
+            pool = self._worker_pool()
+            for rank in range(1, n_ranges):
+                begin, end = n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges
+                try:
+                    others.append(pool.submit(kernel, begin, end, *arguments))
+                except RuntimeError:  # the interpreter is shutting down: no new work for threads
+                    kernel(begin, end, *arguments)
             kernel(0, n_tasks // n_ranges, *arguments)
-        finally:  # the arrays stay in use until every range has finished
-            for future in others:
-                future.result()
+        finally:
+            _wait_for_all(others)
 
     def _worker_pool(self) -> ThreadPoolExecutor:
-        """The worker threads, started at the first call that needs them; a forked child,
-        which has none of its parent's threads, starts its own. No lock: one that another
-        thread held at a fork would stay held in the child, and two threads starting a
-        pool at once only leave one idle."""
-        if self._pool is None or self._pool_pid != os.getpid():
+        """The worker threads, started at the first call that needs them (in a forked
+        child too, which has none of its parent's). No lock: one that another thread held
+        at a fork would stay held in the child, and two threads starting a pool at once
+        only leave one idle."""
+        if self._pool is None:
             self._pool = ThreadPoolExecutor(max(1, max_threads() - 1), thread_name_prefix="fastmse-numba")
-            self._pool_pid = os.getpid()
         return self._pool
 
     def reduce(self, plan: Plan) -> None:

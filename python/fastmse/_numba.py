@@ -1131,7 +1131,7 @@ class NumbaBackend:
             p,
             t,
             w,
-            np.zeros(1, p.dtype) if out is None else _flat_operand(out),  # never written (p may be read-only)
+            np.zeros(1, p.dtype) if out is None else _flat_operand(out),  # never written; not an input, all the same
             0.0 if scale is None else float(scale.item()),
         )
         if self._threads == 1 or p.size < PARALLEL_MIN:

@@ -45,6 +45,13 @@
 #ifndef FASTMSE_ISA
 #define FASTMSE_ISA baseline
 #endif
+// Whether this copy has float16 and bfloat16 loops of its own. Only the baseline copy
+// needs them: their software conversions ran no faster in the AVX2 copy, and they were
+// half of its compile time (benchmarks/RESULTS.md, session 21). Another copy hands such
+// problems to the baseline copy.
+#ifndef FASTMSE_ISA_16_BIT
+#define FASTMSE_ISA_16_BIT 1
+#endif
 #define FASTMSE_STRINGIFY_(x) #x
 #define FASTMSE_STRINGIFY(x) FASTMSE_STRINGIFY_(x)
 
@@ -1117,8 +1124,11 @@ void execute(Schedule& schedule) {
     }
 }
 
+inline constexpr bool kOwn16Bit = FASTMSE_ISA_16_BIT;
+
 // fn(weighted, T{}, Wt{}) for the problem's element type T, weight type Wt (T or float64)
-// and whether it has weights (std::bool_constant).
+// and whether it has weights (std::bool_constant). 16-bit types only where this copy has
+// their loops (kOwn16Bit).
 template <typename Fn>
 void with_types(const Problem& problem, Fn&& fn) {
     const bool weighted = problem.weights.data != nullptr;
@@ -1132,11 +1142,25 @@ void with_types(const Problem& problem, Fn&& fn) {
             fn(std::true_type{}, zero, zero);
     };
     switch (problem.dtype) {
-        case ScalarType::float16: typed(Half{}); break;
         case ScalarType::float32: typed(float{}); break;
         case ScalarType::float64: typed(double{}); break;
-        case ScalarType::bfloat16: typed(BFloat16{}); break;
+        case ScalarType::float16:
+            if constexpr (kOwn16Bit) typed(Half{});
+            break;
+        case ScalarType::bfloat16:
+            if constexpr (kOwn16Bit) typed(BFloat16{});
+            break;
     }
+}
+
+// Pass P's entry point in a compiled copy of the kernels.
+template <Pass P>
+void (*entry(const KernelSet& set))(const Problem&) {
+    if constexpr (P == Pass::reduce) return set.reduce;
+    if constexpr (P == Pass::grad) return set.grad;
+    if constexpr (P == Pass::reduce_and_grad) return set.reduce_and_grad;
+    if constexpr (P == Pass::squared_error) return set.squared_error;
+    if constexpr (P == Pass::reduce_difference) return set.reduce_difference;
 }
 
 template <Pass P>
@@ -1145,6 +1169,12 @@ void run_rows_first(const Problem& problem);
 // Pass P over a problem: its schedule, then the loops for its element and weight types.
 template <Pass P>
 void run_typed(const Problem& problem) {
+    if constexpr (!kOwn16Bit) {
+        if (problem.dtype == ScalarType::float16 || problem.dtype == ScalarType::bfloat16) {
+            entry<P>(baseline::kernels)(problem);
+            return;
+        }
+    }
     if constexpr (kReduces<P>) {
         if (problem.rows_first && problem.n_kept == 0 && problem.ndim >= 2 && problem.loss.data &&
             !problem.weight_sums_in_pass) {

@@ -42,18 +42,3 @@ def backend(request):
     """Runs the test with the calls going to one backend."""
     with _backends.use(request.param) as chosen:
         yield chosen
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Marks the tests that run fastmse's Numba kernels (a `numba` parameter, or marked
-    `numba`). Under pytest-xdist (`--dist loadgroup`) they all go to one worker, which
-    compiles each kernel signature once (2-60 s each), while the others run the rest of
-    the suite. Several workers would compile the same signatures side by side: split in
-    two by dtype, the suite took 631 s on 2 cores against 612 s in one group, as tests of
-    several dtypes compiled the 16-bit signatures in both."""
-    grouped = config.pluginmanager.hasplugin("xdist")
-    for item in items:
-        if "numba" in item.name or item.get_closest_marker("numba"):
-            item.add_marker(pytest.mark.numba)
-            if grouped:
-                item.add_marker(pytest.mark.xdist_group("numba"))

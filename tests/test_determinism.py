@@ -150,7 +150,6 @@ def _fused_in_place(predictions, targets):
     return loss, predictions
 
 
-@pytest.mark.numba
 @pytest.mark.parametrize("width", [1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 67])
 def test_short_rows_agree_bitwise(width):
     # Rows of up to 16 positions are summed several at a time in the C++ kernels (each
@@ -263,7 +262,6 @@ def test_rows_first_is_the_sum_of_the_row_sums(monkeypatch, rows, dtype):
             assert_same(x, y)
 
 
-@pytest.mark.numba
 @pytest.mark.parametrize("name", list(CASES))
 def test_cpp_and_numba_agree_bitwise_on_large_layouts(name):
     predictions, targets, kwargs = CASES[name]
@@ -279,7 +277,6 @@ def test_cpp_and_numba_agree_bitwise_on_large_layouts(name):
             assert_same(a, b)
 
 
-@pytest.mark.numba
 @given(case=calls(dtypes=FLOATS, max_side=9))
 def test_cpp_and_numba_agree_bitwise(case):
     predictions, targets, kwargs = case
@@ -413,7 +410,6 @@ def test_threadpoolctl_limits_are_honoured():
     assert (inside, outside) == ("1", "4")
 
 
-@pytest.mark.numba
 @pytest.mark.parametrize(
     ("dtype", "payloads"),
     [(np.float16, [0x7D55, 0xFE01, 0x3C00]), (ml_dtypes.bfloat16, [0x7F85, 0xFFA1, 0x3F80])],
@@ -428,7 +424,6 @@ def test_16_bit_nan_payloads_do_not_split_the_backends(dtype, payloads):
     np.testing.assert_array_equal(bits[0], bits[1])
 
 
-@pytest.mark.numba
 @pytest.mark.parametrize("shape", [(35,), (7, 5), (300, 17)])
 def test_a_negative_zero_factor_keeps_its_sign(shape):
     # A mean over a piece of a larger array takes the whole's denominator (Dask's chunks):

@@ -65,6 +65,14 @@ std::atomic<const KernelSet*>& active() {
 
 const KernelSet& kernels() { return *active().load(std::memory_order_relaxed); }
 
+// The copy that runs `problem`: the chosen one, or the baseline copy for float16 and
+// bfloat16 where the chosen one has no loops of its own for them.
+const KernelSet& kernels_for(const Problem& problem) {
+    const KernelSet& chosen = kernels();
+    const bool sixteen_bit = problem.dtype == ScalarType::float16 || problem.dtype == ScalarType::bfloat16;
+    return sixteen_bit && !chosen.own_16_bit ? baseline::kernels : chosen;
+}
+
 std::atomic<int> g_num_threads{0};
 
 // A forked child holds only the thread that called fork(): an OpenMP team the parent
@@ -80,11 +88,11 @@ const int g_fork_handler = pthread_atfork(nullptr, nullptr, mark_forked);
 
 }  // namespace
 
-void reduce(const Problem& problem) { kernels().reduce(problem); }
-void grad(const Problem& problem) { kernels().grad(problem); }
-void reduce_and_grad(const Problem& problem) { kernels().reduce_and_grad(problem); }
-void squared_error(const Problem& problem) { kernels().squared_error(problem); }
-void reduce_difference(const Problem& problem) { kernels().reduce_difference(problem); }
+void reduce(const Problem& problem) { kernels_for(problem).reduce(problem); }
+void grad(const Problem& problem) { kernels_for(problem).grad(problem); }
+void reduce_and_grad(const Problem& problem) { kernels_for(problem).reduce_and_grad(problem); }
+void squared_error(const Problem& problem) { kernels_for(problem).squared_error(problem); }
+void reduce_difference(const Problem& problem) { kernels_for(problem).reduce_difference(problem); }
 
 uint64_t stream_read(const void* data, int64_t bytes, int num_threads) {
     return kernels().stream_read(data, bytes, num_threads);

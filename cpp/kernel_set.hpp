@@ -10,6 +10,7 @@ namespace fastmse {
 
 struct KernelSet {
     const char* isa;
+    bool own_16_bit;  // false: float16 and bfloat16 problems run the baseline copy
     void (*reduce)(const Problem&);
     void (*grad)(const Problem&);
     void (*reduce_and_grad)(const Problem&);

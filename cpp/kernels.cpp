@@ -47,8 +47,8 @@
 #endif
 // Whether this copy has float16 and bfloat16 loops of its own. Only the baseline copy
 // needs them: their software conversions ran no faster in the AVX2 copy, and they were
-// half of its compile time (benchmarks/RESULTS.md, session 21). Another copy hands such
-// problems to the baseline copy.
+// half of its compile time (benchmarks/RESULTS.md, session 21). cpp/isa.cpp runs such
+// problems on the baseline copy where the chosen one has none (KernelSet::own_16_bit).
 #ifndef FASTMSE_ISA_16_BIT
 #define FASTMSE_ISA_16_BIT 1
 #endif
@@ -1141,6 +1141,9 @@ void with_types(const Problem& problem, Fn&& fn) {
         else
             fn(std::true_type{}, zero, zero);
     };
+    const bool sixteen_bit = problem.dtype == ScalarType::float16 || problem.dtype == ScalarType::bfloat16;
+    if (sixteen_bit && !kOwn16Bit)  // cpp/isa.cpp sends such data to the baseline copy
+        throw std::invalid_argument("16-bit data in a copy of the kernels without loops for it");
     switch (problem.dtype) {
         case ScalarType::float32: typed(float{}); break;
         case ScalarType::float64: typed(double{}); break;
@@ -1153,28 +1156,12 @@ void with_types(const Problem& problem, Fn&& fn) {
     }
 }
 
-// Pass P's entry point in a compiled copy of the kernels.
-template <Pass P>
-void (*entry(const KernelSet& set))(const Problem&) {
-    if constexpr (P == Pass::reduce) return set.reduce;
-    if constexpr (P == Pass::grad) return set.grad;
-    if constexpr (P == Pass::reduce_and_grad) return set.reduce_and_grad;
-    if constexpr (P == Pass::squared_error) return set.squared_error;
-    if constexpr (P == Pass::reduce_difference) return set.reduce_difference;
-}
-
 template <Pass P>
 void run_rows_first(const Problem& problem);
 
 // Pass P over a problem: its schedule, then the loops for its element and weight types.
 template <Pass P>
 void run_typed(const Problem& problem) {
-    if constexpr (!kOwn16Bit) {
-        if (problem.dtype == ScalarType::float16 || problem.dtype == ScalarType::bfloat16) {
-            entry<P>(baseline::kernels)(problem);
-            return;
-        }
-    }
     if constexpr (kReduces<P>) {
         if (problem.rows_first && problem.n_kept == 0 && problem.ndim >= 2 && problem.loss.data &&
             !problem.weight_sums_in_pass) {
@@ -1317,6 +1304,7 @@ uint64_t stream_read(const void* data, int64_t bytes, int num_threads) {
 
 extern const KernelSet kernels = {
     FASTMSE_STRINGIFY(FASTMSE_ISA),
+    kOwn16Bit,
     &run_typed<Pass::reduce>,
     &run_typed<Pass::grad>,
     &run_typed<Pass::reduce_and_grad>,

@@ -359,12 +359,21 @@ enum class WeightTest { non_negative, positive_and_finite };
 #define FASTMSE_NOINLINE __attribute__((noinline))
 #endif
 // Large arrays are read on the kernels' threads (an OR: the same answer on any number).
+// Where `zero` is given (non_negative), it is set if a weight is 0 or -0.
 template <typename W>
-FASTMSE_NOINLINE bool weights_pass(const W* w, int64_t n, WeightTest test) {
+FASTMSE_NOINLINE bool weights_pass(const W* w, int64_t n, WeightTest test, bool* zero) {
     using Flag = std::conditional_t<sizeof(W) == 8, uint64_t, uint32_t>;
     Flag failed = 0;  // one flag for the whole array: loops without exits vectorize
     [[maybe_unused]] const int threads = n >= fastmse::kParallelMin * 16 ? fastmse::get_num_threads() : 1;
-    if (test == WeightTest::non_negative) {
+    if (test == WeightTest::non_negative && zero != nullptr) {
+        Flag zeros = 0;
+#pragma omp parallel for schedule(static) reduction(| : failed, zeros) num_threads(threads) if (threads > 1)
+        for (int64_t i = 0; i < n; ++i) {
+            failed |= static_cast<Flag>(w[i] < W(0));
+            zeros |= static_cast<Flag>(w[i] == W(0));
+        }
+        *zero = *zero || zeros != 0;
+    } else if (test == WeightTest::non_negative) {
 #pragma omp parallel for schedule(static) reduction(| : failed) num_threads(threads) if (threads > 1)
         for (int64_t i = 0; i < n; ++i) failed |= static_cast<Flag>(w[i] < W(0));
     } else {
@@ -376,15 +385,15 @@ FASTMSE_NOINLINE bool weights_pass(const W* w, int64_t n, WeightTest test) {
     return failed == 0;
 }
 
-bool weights_pass(ScalarType type, const void* data, int64_t n, WeightTest test) {
-    if (type == ScalarType::float32) return weights_pass(static_cast<const float*>(data), n, test);
-    if (type == ScalarType::float64) return weights_pass(static_cast<const double*>(data), n, test);
+bool weights_pass(ScalarType type, const void* data, int64_t n, WeightTest test, bool* zero = nullptr) {
+    if (type == ScalarType::float32) return weights_pass(static_cast<const float*>(data), n, test, zero);
+    if (type == ScalarType::float64) return weights_pass(static_cast<const double*>(data), n, test, zero);
     const auto* halves = static_cast<const fastmse::Half*>(data);
     float block[512];
     for (int64_t start = 0; start < n; start += 512) {
         const int64_t m = std::min<int64_t>(512, n - start);
         for (int64_t i = 0; i < m; ++i) block[i] = fastmse::half_to_float(halves[start + i]);
-        if (!weights_pass(block, m, test)) return false;
+        if (!weights_pass(block, m, test, zero)) return false;
     }
     return true;
 }
@@ -531,15 +540,17 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     // the weights itself (Problem::weight_sums_in_pass), and for the loss alone checks their
     // signs there too (sums per output come from weights that vary along the summed axes,
     // so the test is non_negative). Where a sum turns out 0 the general path does the call
-    // again, and its warning comes before it writes anything (an error where warnings are):
-    // so a gradient is written this way only into an array of this call's own.
-    const bool sums_in_pass = split && sums_per_output && !leading && count <= fastmse::kBlock &&
-                              (job == Job::mse || out_arg.is_none());
+    // again, and its warning comes before it writes anything (an error where warnings are).
+    // So a gradient is written into `out` this way only where no weight is 0: non-negative
+    // weights sum to 0 only where all are 0 (NaN and infinity included), so no sum is 0.
+    bool sums_in_pass = split && sums_per_output && !leading && count <= fastmse::kBlock;
     if (to_check != nullptr && !(sums_in_pass && job == Job::mse)) {
-        bool passed = false;
+        bool passed = false, zero = false;
+        bool* const find_zero = sums_in_pass && !out_arg.is_none() ? &zero : nullptr;
         const void* weights = to_check->data;
-        without_gil_if(n_weights, [&] { passed = weights_pass(weights_type, weights, n_weights, weights_test); });
+        without_gil_if(n_weights, [&] { passed = weights_pass(weights_type, weights, n_weights, weights_test, find_zero); });
         if (!passed) return not_here;
+        sums_in_pass = sums_in_pass && !zero;
     }
     int64_t shape[2], inputs[2], per_output[2] = {1, 0}, zeros[2] = {0, 0};
     const int plan_ndim = split || weight_rows ? 2 : 1;

@@ -233,7 +233,8 @@ def test_a_loss_per_row_weighted_per_position_is_bitwise_that_of_the_general_pat
     # them there too), in row groups of every length, on threads (70,000 positions or
     # more); longer rows: a pass of their own. A negative weight or a row whose weights
     # sum to zero anywhere (the last row, a middle one) hands the call back, `out` an
-    # input or not: the general path's error or warning, and its results.
+    # input or not: the general path's error or warning, and its results. Zeros in rows
+    # that are not all zero (a mask) send a gradient into `out` the way of sums found first.
     rng = np.random.default_rng(row)
     rows = max(3, 70_000 // row + 1)
     p, t = rng.standard_normal((rows, row)).astype(dtype), rng.standard_normal((rows, row)).astype(dtype)
@@ -241,12 +242,20 @@ def test_a_loss_per_row_weighted_per_position_is_bitwise_that_of_the_general_pat
     negative, zero_row = weights[0].copy(), weights[1].copy()
     negative[-1, -1] = -1
     zero_row[rows // 2] = 0
+    masked = weights[0] * (rng.random(p.shape) < 0.7)
+    masked[:, 0] = 1
     jobs = ((MSE, mse, {}), (MSE_GRAD, mse_grad, {}), (MSE_AND_GRAD, mse_and_grad, {"keepdims": True}))
     previous = get_num_threads()
     try:
         for threads in (1, 2):
             set_num_threads(threads)
-            for w, handed_back in ((weights[0], False), (weights[1], False), (negative, True), (zero_row, True)):
+            for w, handed_back in (
+                (weights[0], False),
+                (weights[1], False),
+                (masked, False),
+                (negative, True),
+                (zero_row, True),
+            ):
                 for job, function, extra in jobs:
                     assert (core.small_call(job, p, t, w, -1, "mean", False, None) is NotImplemented) == handed_back
                     for out_kind in ("none", "fresh", "predictions") if job != MSE else ("none",):
@@ -264,8 +273,8 @@ def test_a_loss_per_row_weighted_per_position_is_bitwise_that_of_the_general_pat
 @pytest.mark.parametrize("function", [mse_grad, mse_and_grad])
 def test_out_is_left_alone_where_a_zero_weight_sum_warns_as_an_error(function):
     # The general path warns before it writes: with warnings as errors, `out` keeps what
-    # it held on both paths (the small path sums the weights in the gradient's own pass
-    # only into an array of its own).
+    # it held on both paths (the small path finds the weight sums in the gradient's own
+    # pass only where no weight is 0, or into an array of its own).
     rng = np.random.default_rng(6)
     p, t = rng.standard_normal((100, 8)), np.zeros((100, 8))
     weights = np.ones_like(p)

@@ -442,8 +442,10 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         if (!(axes >> d & 1)) kept *= p->dimensions[d];
     const int64_t count = size / kept;
     const bool reduces = reduction != Reduction::none;
-    // One position per output (fastmse._compute._loss_per_position): squared errors there.
-    if (reduces && count == 1 && n_axes != ndim) return not_here;
+    // One position per output, unweighted (fastmse._compute._loss_per_position): the loss
+    // is the squared errors, an elementwise pass in the data's dtype.
+    const bool loss_per_position = reduces && count == 1 && n_axes != ndim;
+    if (loss_per_position && !weights_arg.is_none()) return not_here;
 
     // Weights read here (w): per position; per sample (predictions' leading extents, then
     // extents of 1: (N, 1) on (N, k)) over everything; per column (extents of 1, then
@@ -535,7 +537,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     // The plan of fastmse._plan for this call: (kept, count) or (size,), in elements. The
     // gradient alone sums nothing and, but for a weighted mean's per output, has one factor:
     // any axis is one walk, flat but for rows that weights keep apart.
-    const bool split = kept > 1 && reduces && (job != Job::mse_grad || sums_per_output);
+    const bool split = kept > 1 && reduces && !loss_per_position && (job != Job::mse_grad || sums_per_output);
     // A loss per row weighted per position, rows of up to kBlock positions: the pass sums
     // the weights itself (Problem::weight_sums_in_pass), and for the loss alone checks their
     // signs there too (sums per output come from weights that vary along the summed axes,
@@ -647,10 +649,20 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
                 else if (keepdims) loss_shape.push_back(1);
             }
             loss = py::array(dtype, loss_shape);
-            problem.loss = {py::detail::array_proxy(loss.ptr())->data, per_output};
-            problem.loss_dtype = type;
-            problem.loss_divisor = sums_in_pass ? 1.0 : denominator;
-            if (sums_per_output_before) problem.loss_divisors = weight_sums;
+            void* const loss_data = py::detail::array_proxy(loss.ptr())->data;
+            if (loss_per_position) {
+                // A pass of its own (the fused one is slower over rows of one), first: the
+                // gradient may overwrite an input.
+                Problem squared = problem;
+                squared.out = {loss_data, inputs};
+                without_gil_if(size, [&] { fastmse::squared_error(squared); });
+                if (job == Job::mse) return loss;
+            } else {
+                problem.loss = {loss_data, per_output};
+                problem.loss_dtype = type;
+                problem.loss_divisor = sums_in_pass ? 1.0 : denominator;
+                if (sums_per_output_before) problem.loss_divisors = weight_sums;
+            }
         }
     }
     fastmse::WeightSumsInPass found;
@@ -675,8 +687,8 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         problem.out = {py::detail::array_proxy(errors.ptr())->data, inputs};
     }
     void (*kernel)(const Problem&) = job == Job::mse      ? (reduces ? &fastmse::reduce : &fastmse::squared_error)
-                                     : job == Job::mse_grad ? &fastmse::grad
-                                                            : &fastmse::reduce_and_grad;
+                                     : job == Job::mse_grad || loss_per_position ? &fastmse::grad
+                                                                                 : &fastmse::reduce_and_grad;
     without_gil_if(size, [&] { kernel(problem); });
     // Where the general path raises or warns.
     if (found.negative_weight.load() || found.zero_sum.load()) return not_here;

@@ -181,6 +181,28 @@ def test_the_common_calls_take_the_small_path(dtype, shape, axis):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize(("shape", "axis"), [((256, 1), -1), ((1, 300), 0), ((40_000, 1), 1), ((6, 4), ())])
+def test_a_loss_per_position_takes_the_small_path(dtype, shape, axis):
+    # One position per output, unweighted: the squared errors in a pass of their own, then
+    # (mse_and_grad) the gradient, which may overwrite an input; bitwise the general path's.
+    rng = np.random.default_rng(3)
+    p, t = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    jobs = ((MSE, mse, (False, True)), (MSE_GRAD, mse_grad, (None,)), (MSE_AND_GRAD, mse_and_grad, (False, True)))
+    for job, function, keepdims_values in jobs:
+        for reduction in ("mean", "sum"):
+            assert core.small_call(job, p, t, None, axis, reduction, False, None) is not NotImplemented
+            for keepdims in keepdims_values:
+                extra = {} if keepdims is None else {"keepdims": keepdims}
+                for out_kind in ("none", "fresh", "predictions") if job != MSE else ("none",):
+                    results = []
+                    for path in (_general, _direct):
+                        a, b = p.copy(), t.copy()
+                        out = {} if job == MSE else {"out": _out(out_kind, a, b)}
+                        results.append(path(function, a, b, axis=axis, reduction=reduction, **out, **extra))
+                    _same(*results)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize(
     ("shape", "weights_shape"),
     [
@@ -353,8 +375,8 @@ def test_other_calls_are_handed_back():
     read_only = np.ones((6, 4), np.float32)
     read_only.flags.writeable = False
     assert core.small_call(MSE_GRAD, p, p, None, None, "mean", False, read_only) is NotImplemented
-    # One position per output: the general path's squared errors.
-    assert core.small_call(MSE, p, p, None, (), "mean", False, None) is NotImplemented
+    # One position per output, weighted: the general path's (weighted) squared errors.
+    assert core.small_call(MSE, p, p, np.ones_like(p), (), "sum", False, None) is NotImplemented
     assert core.small_call(MSE_AND_GRAD, p, p, None, None, "none", False, None) is NotImplemented
 
 

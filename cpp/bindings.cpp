@@ -409,6 +409,38 @@ void without_gil_if(int64_t size, Fn&& fn) {
     }
 }
 
+// How an operand of the small path (targets, weights) broadcasts to predictions' extents,
+// from the right: per position (not at all); per sample (predictions' leading extents,
+// then extents of 1: (N, 1) on (N, k)); per column (extents of 1, then predictions'
+// trailing ones: (k,) on (N, k)); `size` elements, varying along summed `axes` or not.
+struct Broadcast {
+    bool per_position = true, per_sample = true, per_column = true, varies_along_summed = false;
+    int64_t size = 1;
+};
+
+// False where `given` does not broadcast to `p`.
+bool broadcast_of(const py::detail::PyArray_Proxy* given, const py::detail::PyArray_Proxy* p, uint64_t axes,
+                  Broadcast& b) {
+    const int ndim = p->nd;
+    if (given->nd > ndim) return false;
+    bool past_samples = false;  // a dimension along which `given` broadcasts was seen
+    bool past_columns = false;  // a dimension along which it does not
+    for (int dim = 0; dim < ndim; ++dim) {
+        const int d = dim - (ndim - given->nd);
+        const int64_t extent = d < 0 ? 1 : given->dimensions[d];
+        if (extent != 1 && extent != p->dimensions[dim]) return false;
+        const bool broadcast = extent != p->dimensions[dim];
+        b.per_position = b.per_position && !broadcast;
+        b.per_sample = b.per_sample && !(past_samples && extent != 1);
+        past_samples = past_samples || broadcast;
+        past_columns = past_columns || extent != 1;
+        b.per_column = b.per_column && !(past_columns && broadcast);
+        b.varies_along_summed = b.varies_along_summed || (extent != 1 && (axes >> dim & 1));
+        b.size *= extent;
+    }
+    return true;
+}
+
 py::object small_call(Job job, py::handle predictions, py::handle targets, py::handle weights_arg, py::handle axis,
                       py::handle reduction_arg, py::handle keepdims_arg, py::handle out_arg) {
     const py::object not_here = py::reinterpret_borrow<py::object>(Py_NotImplemented);
@@ -417,13 +449,10 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     const auto* t = py::detail::array_proxy(targets.ptr());
     ScalarType type, target_type;
     if (!small_path_type(p, type) || !small_path_type(t, target_type) || type != target_type) return not_here;
-    if (!dense_flags(p) || !dense_flags(t) || p->nd != t->nd || p->nd == 0) return not_here;
+    if (!dense_flags(p) || !dense_flags(t) || p->nd == 0) return not_here;
     const int ndim = p->nd;
     int64_t size = 1;
-    for (int d = 0; d < ndim; ++d) {
-        if (p->dimensions[d] != t->dimensions[d]) return not_here;
-        size *= p->dimensions[d];
-    }
+    for (int d = 0; d < ndim; ++d) size *= p->dimensions[d];
     Reduction reduction;
     uint64_t axes;
     if (size == 0 || !read_reduction(reduction_arg, reduction) || !read_axes(axis, ndim, axes)) return not_here;
@@ -467,33 +496,21 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         if (!plain_array(weights_arg)) return not_here;
         const auto* given = py::detail::array_proxy(weights_arg.ptr());
         if (!small_path_type(given, weights_type) || (weights_type != type && weights_type != ScalarType::float64) ||
-            !dense_flags(given) || given->nd > ndim)
+            !dense_flags(given))
             return not_here;
-        bool per_position = true, per_sample = true, per_column = true, varies_along_summed = false;
-        bool past_samples = false;  // a dimension along which the weights broadcast was seen
-        bool past_columns = false;  // a dimension along which they do not
-        for (int dim = 0; dim < ndim; ++dim) {
-            const int d = dim - (ndim - given->nd);  // broadcast from the right
-            const int64_t extent = d < 0 ? 1 : given->dimensions[d];
-            if (extent != 1 && extent != p->dimensions[dim]) return not_here;
-            const bool broadcast = extent != p->dimensions[dim];
-            per_position = per_position && !broadcast;
-            per_sample = per_sample && !(past_samples && extent != 1);
-            past_samples = past_samples || broadcast;
-            past_columns = past_columns || extent != 1;
-            per_column = per_column && !(past_columns && broadcast);
-            varies_along_summed = varies_along_summed || (extent != 1 && (axes >> dim & 1));
-            n_weights *= extent;
-        }
-        const WeightTest test = reduction == Reduction::mean && !varies_along_summed ? WeightTest::positive_and_finite
-                                                                                     : WeightTest::non_negative;
+        Broadcast along;
+        if (!broadcast_of(given, p, axes, along)) return not_here;
+        n_weights = along.size;
+        const WeightTest test = reduction == Reduction::mean && !along.varies_along_summed
+                                    ? WeightTest::positive_and_finite
+                                    : WeightTest::non_negative;
         if (test == WeightTest::non_negative) {
-            if (per_position) {
+            if (along.per_position) {
                 w = given;
-            } else if (per_sample && n_axes == ndim && n_weights > 1 && n_weights < size) {
+            } else if (along.per_sample && n_axes == ndim && n_weights > 1 && n_weights < size) {
                 w = given;
                 weight_rows = n_weights;
-            } else if (per_column && n_weights > 1 && n_weights < size &&
+            } else if (along.per_column && n_weights > 1 && n_weights < size &&
                        (n_axes == ndim || (!leading && n_weights == count))) {
                 w = given;
                 weight_rows = size / n_weights;
@@ -507,6 +524,14 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         to_check = given;
         weights_test = test;
     }
+    // Targets: per position; one for all (strides of 0 over any plan, beside any weights);
+    // or, where no weights are read, per sample or per column (below).
+    Broadcast targets_along;
+    if (!broadcast_of(t, p, axes, targets_along)) return not_here;
+    const int64_t n_targets = targets_along.size;
+    const bool one_target = n_targets == 1 && !targets_along.per_position;
+    const bool targets_broadcast = !targets_along.per_position && !one_target;
+    if (targets_broadcast && w != nullptr) return not_here;
     const bool weighted_mean = w != nullptr && reduction == Reduction::mean;
     // Weights per position in a mean: a weight sum per output (else one for all).
     const bool sums_per_output = weighted_mean && weight_rows == 0;
@@ -526,9 +551,11 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
                 return not_here;
             for (int d = 0; d < ndim; ++d)
                 if (o->dimensions[d] != p->dimensions[d]) return not_here;
-            // `out` may be predictions or targets exactly, and overlap nothing else.
-            for (const auto* input : {p, t})
-                if (o->data != input->data && overlaps(o, bytes, input, bytes)) return not_here;
+            // `out` may be predictions or targets of their shape exactly, and overlap nothing else.
+            const int64_t target_bytes = n_targets * static_cast<int64_t>(item_size(type));
+            if (o->data != p->data && overlaps(o, bytes, p, bytes)) return not_here;
+            if (overlaps(o, bytes, t, target_bytes) && !(o->data == t->data && targets_along.per_position))
+                return not_here;
             if (w != nullptr && overlaps(o, bytes, w, weights_bytes)) return not_here;
             out_object = py::reinterpret_borrow<py::object>(out_arg);
         }
@@ -538,6 +565,28 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     // gradient alone sums nothing and, but for a weighted mean's per output, has one factor:
     // any axis is one walk, flat but for rows that weights keep apart.
     const bool split = kept > 1 && reduces && !loss_per_position && (job != Job::mse_grad || sums_per_output);
+    // Targets per sample or per column keep rows apart as weights per sample or per column
+    // do: over everything, (target_rows, size / target_rows); over a run of axes, where
+    // they vary along exactly the kept or the summed dimension. target_strides: over the
+    // plan's two dimensions.
+    int64_t target_rows = 0;
+    int64_t target_strides[2] = {0, 0};
+    if (targets_broadcast) {
+        const bool per_sample = targets_along.per_sample;
+        if (!per_sample && !targets_along.per_column) return not_here;
+        if (!split) {
+            // A loss over axes whose kept extents are all 1: the general path's plan has no
+            // kept dimension, and so other rows.
+            if (job != Job::mse_grad && reduces && n_axes != ndim) return not_here;
+            target_rows = per_sample ? n_targets : size / n_targets;
+            target_strides[per_sample ? 0 : 1] = 1;
+        } else {
+            // Along the plan's first dimension (the kept one) or its second (the summed one).
+            const bool along_kept = per_sample != leading;
+            if (n_targets != (along_kept ? kept : count)) return not_here;
+            target_strides[along_kept ? 0 : 1] = 1;
+        }
+    }
     // A loss per row weighted per position, rows of up to kBlock positions: the pass sums
     // the weights itself (Problem::weight_sums_in_pass), and for the loss alone checks their
     // signs there too (sums per output come from weights that vary along the summed axes,
@@ -555,10 +604,11 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         sums_in_pass = sums_in_pass && !zero;
     }
     int64_t shape[2], inputs[2], per_output[2] = {1, 0}, zeros[2] = {0, 0};
-    const int plan_ndim = split || weight_rows ? 2 : 1;
-    if (weight_rows && !split) {
-        shape[0] = weight_rows;
-        shape[1] = size / weight_rows;
+    const int64_t rows = weight_rows ? weight_rows : target_rows;  // of an operand per sample or per column
+    const int plan_ndim = split || rows ? 2 : 1;
+    if (rows && !split) {
+        shape[0] = rows;
+        shape[1] = size / rows;
         inputs[0] = shape[1];
         inputs[1] = 1;
         per_output[0] = 0;
@@ -578,7 +628,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     problem.n_kept = split ? 1 : 0;
     problem.shape = shape;
     problem.predictions = {p->data, inputs};
-    problem.targets = {t->data, inputs};
+    problem.targets = {t->data, targets_along.per_position ? inputs : target_strides};
     problem.num_threads = fastmse::get_num_threads();
     double denominator = reduction == Reduction::mean ? static_cast<double>(count) : 1.0;
     // A weighted mean's denominators, as fastmse._compute._weight_sums gives them: the
@@ -629,10 +679,10 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         problem.weights = {w->data, weight_rows ? weight_strides : inputs};
         problem.weights_dtype = weights_type;
     }
-    // Rows that weights keep apart in a sum over everything are summed first where
-    // fastmse._compute._reduce says so.
+    // Rows that weights or targets keep apart in a sum over everything are summed first
+    // where fastmse._compute._reduce says so.
     problem.rows_first =
-        weight_rows && !split && n_axes == ndim && reduces && job != Job::mse_grad && shape[1] <= fastmse::kBlock;
+        rows && !split && n_axes == ndim && reduces && job != Job::mse_grad && shape[1] <= fastmse::kBlock;
     // The loss: a scalar from the float64 sum, as fastmse._compute._finish makes it, or an
     // array that the kernel finishes (divided, rounded once), as fastmse._compute.loss asks.
     const bool scalar_loss = n_axes == ndim && !keepdims;

@@ -75,12 +75,21 @@ def _same(first, second) -> None:
 @st.composite
 def common_calls(draw):
     """Calls near and inside the common case: C-contiguous or not, axes that are runs or
-    not, extents of 0 and 1, every reduction and keepdims, out fresh, aliased or absent."""
+    not, extents of 0 and 1, targets of predictions' shape or broadcast (per sample, per
+    column, one, or otherwise), every reduction and keepdims, out fresh, aliased or absent."""
     shape = tuple(draw(st.lists(st.integers(0, 6), min_size=1, max_size=4)))
     dtype = draw(st.sampled_from(FLOATS))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     p = rng.standard_normal(shape).astype(dtype)
-    t = rng.standard_normal(shape).astype(draw(st.sampled_from((dtype, dtype, np.float64))))
+    split = draw(st.integers(0, len(shape)))
+    target_shape = {
+        "same": shape,
+        "per sample": shape[:split] + (1,) * (len(shape) - split),
+        "per column": shape[split:],
+        "one": (1,) * split,
+        "otherwise": tuple(extent if draw(st.booleans()) else 1 for extent in shape),
+    }[draw(st.sampled_from(["same", "same", "per sample", "per column", "one", "otherwise"]))]
+    t = rng.standard_normal(target_shape).astype(draw(st.sampled_from((dtype, dtype, np.float64))))
     if draw(st.booleans()) and len(shape) > 1:
         p, t = p.T, t.T  # Fortran order: the general path
     reduction = draw(st.sampled_from(["mean", "sum", "none"]))
@@ -178,6 +187,49 @@ def test_the_common_calls_take_the_small_path(dtype, shape, axis):
                 assert core.small_call(job, p, t, weights, axis, reduction, False, result_out) is not NotImplemented
     for weights in (None, *per_position):
         assert core.small_call(MSE, p, t, weights, None, "none", False, None) is not NotImplemented
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize(
+    ("shape", "targets_shape", "axes"),
+    [
+        ((40_000, 3), (40_000, 1), (None, -1)),
+        ((40_000, 3), (3,), (None, 0)),
+        ((40_000, 3), (1,), (None, -1, 0)),
+        ((4, 5, 6), (4, 1, 1), (None, (1, 2))),
+        ((8, 3000), (3000,), (None, 0)),
+        ((8, 3000), (8, 1), (None, 1)),
+        ((700, 100), (700, 1), (0,)),
+        ((700, 100), (100,), (-1,)),
+    ],
+)
+def test_targets_per_sample_or_column_take_the_small_path(dtype, shape, targets_shape, axes):
+    # Summed over everything (rows of up to 2048 positions first, longer ones in one stage),
+    # over the axes along which the targets do not vary, or over those along which they do;
+    # on threads where large: bitwise as the general path sums them.
+    rng = np.random.default_rng(5)
+    p, t = rng.standard_normal(shape).astype(dtype), rng.standard_normal(targets_shape).astype(dtype)
+    previous = get_num_threads()
+    try:
+        for threads in (1, 2):
+            set_num_threads(threads)
+            for axis in axes:
+                for reduction in ("mean", "sum"):
+                    for job, function in ((MSE, mse), (MSE_GRAD, mse_grad), (MSE_AND_GRAD, mse_and_grad)):
+                        assert core.small_call(job, p, t, None, axis, reduction, False, None) is not NotImplemented
+                        _same(
+                            _general(function, p, t, axis=axis, reduction=reduction),
+                            function(p, t, axis=axis, reduction=reduction),
+                        )
+                        if job != MSE:
+                            out = [np.full_like(p, 7), np.full_like(p, 7)]
+                            function(p, t, axis=axis, reduction=reduction, out=out[1])
+                            _general(function, p, t, axis=axis, reduction=reduction, out=out[0])
+                            _same(out[0], out[1])
+            assert core.small_call(MSE, p, t, None, None, "none", False, None) is not NotImplemented
+            _same(_general(mse, p, t, reduction="none"), mse(p, t, reduction="none"))
+    finally:
+        set_num_threads(previous)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -328,7 +380,9 @@ def test_other_calls_are_handed_back():
         (p, p.astype(np.float64), None, "mean", False, None),  # two dtypes
         (p.T, p.T, None, "mean", False, None),  # not C-contiguous
         (p[::2], p[::2], None, "mean", False, None),
-        (p, p[:1], None, "mean", False, None),  # broadcast
+        (p[:1], p, None, "mean", False, None),  # predictions broadcast
+        (np.ones((2, 3, 4), np.float32), np.ones((2, 1, 4), np.float32), None, "mean", False, None),
+        (p, p[:, :1], 0, "mean", False, None),  # a target per sample, a loss per column: (6,) != (4,)
         (p, p, (0, 2), "mean", False, None),  # an axis out of range: AxisError from the general path
         (p, p, (0, 0), "mean", False, None),
         (p, p, True, "mean", False, None),
@@ -346,6 +400,9 @@ def test_other_calls_are_handed_back():
     ]
     for predictions, targets, *rest in handed_back:
         assert core.small_call(MSE, predictions, targets, None, *rest) is NotImplemented, rest
+    # Targets per sample or per column beside weights; `out` over targets that broadcast.
+    assert core.small_call(MSE, p, p[:1], p, None, "sum", False, None) is NotImplemented
+    assert core.small_call(MSE_GRAD, p, p[:1], None, None, "mean", False, p[:1]) is NotImplemented
     weights_handed_back = [
         np.ones((6, 4), np.float16),  # another dtype than the data's, not float64
         np.ones((6, 4), np.int64),

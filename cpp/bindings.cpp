@@ -441,15 +441,61 @@ bool broadcast_of(const py::detail::PyArray_Proxy* given, const py::detail::PyAr
     return true;
 }
 
+// A target given as a number, written into `value` in the data's dtype as NumPy converts
+// it: a Python float or int (an int of at most 2**53 in magnitude, exact as a double; both
+// then rounded once), or a NumPy scalar of the data's dtype (exact). False for others, and
+// where the rounding overflows (NumPy warns).
+bool number_target(py::handle number, const py::detail::PyArray_Proxy* p, ScalarType type, unsigned char* value) {
+    double exact;
+    if (PyFloat_CheckExact(number.ptr())) {
+        exact = PyFloat_AS_DOUBLE(number.ptr());
+    } else if (PyLong_CheckExact(number.ptr())) {
+        int overflow = 0;
+        const long long integer = PyLong_AsLongLongAndOverflow(number.ptr(), &overflow);
+        constexpr long long kExact = 1LL << 53;
+        if (overflow != 0 || integer > kExact || integer < -kExact) return false;
+        exact = static_cast<double>(integer);
+    } else if (reinterpret_cast<PyObject*>(Py_TYPE(number.ptr())) ==
+               py::detail::array_descriptor_proxy(p->descr)->typeobj) {
+        exact = PyFloat_AsDouble(number.ptr());
+        if (exact == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+    } else {
+        return false;
+    }
+    if (type == ScalarType::float64) {
+        std::memcpy(value, &exact, sizeof exact);
+        return true;
+    }
+    float rounded = static_cast<float>(exact);
+    if (type == ScalarType::float32) {
+        std::memcpy(value, &rounded, sizeof rounded);
+    } else {
+        const fastmse::Half half = fastmse::double_to_half(exact);
+        std::memcpy(value, &half, sizeof half);
+        rounded = fastmse::half_to_float(half);
+    }
+    return std::isfinite(rounded) || !std::isfinite(exact);
+}
+
 py::object small_call(Job job, py::handle predictions, py::handle targets, py::handle weights_arg, py::handle axis,
                       py::handle reduction_arg, py::handle keepdims_arg, py::handle out_arg) {
     const py::object not_here = py::reinterpret_borrow<py::object>(Py_NotImplemented);
-    if (!plain_array(predictions) || !plain_array(targets)) return not_here;
+    if (!plain_array(predictions)) return not_here;
     const auto* p = py::detail::array_proxy(predictions.ptr());
-    const auto* t = py::detail::array_proxy(targets.ptr());
-    ScalarType type, target_type;
-    if (!small_path_type(p, type) || !small_path_type(t, target_type) || type != target_type) return not_here;
-    if (!dense_flags(p) || !dense_flags(t) || p->nd == 0) return not_here;
+    ScalarType type;
+    if (!small_path_type(p, type) || !dense_flags(p) || p->nd == 0) return not_here;
+    // Targets: an array (t), or a number held here.
+    const py::detail::PyArray_Proxy* t = nullptr;
+    alignas(8) unsigned char target_number[8];
+    const void* target_data = target_number;
+    if (plain_array(targets)) {
+        t = py::detail::array_proxy(targets.ptr());
+        ScalarType target_type;
+        if (!small_path_type(t, target_type) || target_type != type || !dense_flags(t)) return not_here;
+        target_data = t->data;
+    } else if (!number_target(targets, p, type, target_number)) {
+        return not_here;
+    }
     const int ndim = p->nd;
     int64_t size = 1;
     for (int d = 0; d < ndim; ++d) size *= p->dimensions[d];
@@ -527,7 +573,8 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     // Targets: per position; one for all (strides of 0 over any plan, beside any weights);
     // or, where no weights are read, per sample or per column (below).
     Broadcast targets_along;
-    if (!broadcast_of(t, p, axes, targets_along)) return not_here;
+    if (t == nullptr) targets_along.per_position = false;  // a number: one for all
+    else if (!broadcast_of(t, p, axes, targets_along)) return not_here;
     const int64_t n_targets = targets_along.size;
     const bool one_target = n_targets == 1 && !targets_along.per_position;
     const bool targets_broadcast = !targets_along.per_position && !one_target;
@@ -554,7 +601,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
             // `out` may be predictions or targets of their shape exactly, and overlap nothing else.
             const int64_t target_bytes = n_targets * static_cast<int64_t>(item_size(type));
             if (o->data != p->data && overlaps(o, bytes, p, bytes)) return not_here;
-            if (overlaps(o, bytes, t, target_bytes) && !(o->data == t->data && targets_along.per_position))
+            if (t && overlaps(o, bytes, t, target_bytes) && !(o->data == t->data && targets_along.per_position))
                 return not_here;
             if (w != nullptr && overlaps(o, bytes, w, weights_bytes)) return not_here;
             out_object = py::reinterpret_borrow<py::object>(out_arg);
@@ -628,7 +675,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     problem.n_kept = split ? 1 : 0;
     problem.shape = shape;
     problem.predictions = {p->data, inputs};
-    problem.targets = {t->data, targets_along.per_position ? inputs : target_strides};
+    problem.targets = {const_cast<void*>(target_data), targets_along.per_position ? inputs : target_strides};
     problem.num_threads = fastmse::get_num_threads();
     double denominator = reduction == Reduction::mean ? static_cast<double>(count) : 1.0;
     // A weighted mean's denominators, as fastmse._compute._weight_sums gives them: the

@@ -1,7 +1,8 @@
-"""The compiled module's small_call: the common call (NumPy arrays of one float dtype and
-shape, C-contiguous, summed over everything or over a leading or trailing run of axes,
-without weights, or with weights per position, per sample or per column over everything,
-per column over the axes they cover, or that cancel from a mean) taken whole in C++. It
+"""The compiled module's small_call: the common call (NumPy arrays of one float dtype,
+C-contiguous, summed over everything or over a leading or trailing run of axes; targets
+of the predictions' shape, one number, or per sample or per column; without weights, or
+with weights per position, per sample or per column over everything, per column over the
+axes they cover, or that cancel from a mean) taken whole in C++. It
 must give bitwise what the general path gives, take exactly the calls it is meant for,
 and hand everything else, errors and warnings included, back."""
 
@@ -76,7 +77,8 @@ def _same(first, second) -> None:
 def common_calls(draw):
     """Calls near and inside the common case: C-contiguous or not, axes that are runs or
     not, extents of 0 and 1, targets of predictions' shape or broadcast (per sample, per
-    column, one, or otherwise), every reduction and keepdims, out fresh, aliased or absent."""
+    column, one, or otherwise) or a number, every reduction and keepdims, out fresh,
+    aliased or absent."""
     shape = tuple(draw(st.lists(st.integers(0, 6), min_size=1, max_size=4)))
     dtype = draw(st.sampled_from(FLOATS))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -90,8 +92,12 @@ def common_calls(draw):
         "otherwise": tuple(extent if draw(st.booleans()) else 1 for extent in shape),
     }[draw(st.sampled_from(["same", "same", "per sample", "per column", "one", "otherwise"]))]
     t = rng.standard_normal(target_shape).astype(draw(st.sampled_from((dtype, dtype, np.float64))))
+    if draw(st.integers(0, 5)) == 0:
+        t = draw(
+            st.sampled_from([float(t.flat[0]) if t.size else 0.1, 3, -(2**53), 2**53 + 1, dtype(0.7), np.float64(0.7)])
+        )
     if draw(st.booleans()) and len(shape) > 1:
-        p, t = p.T, t.T  # Fortran order: the general path
+        p, t = p.T, t.T if isinstance(t, np.ndarray) else t  # Fortran order: the general path
     reduction = draw(st.sampled_from(["mean", "sum", "none"]))
     kwargs = {"reduction": reduction}
     if reduction != "none" and draw(st.booleans()):
@@ -155,12 +161,12 @@ def test_results_are_bitwise_those_of_the_general_path(case):
     assert expected[1] == got[1]
     _same(expected[0], got[0])
     aliased = out_kind in ("predictions", "targets")
-    if aliased and (t.dtype != p.dtype or kwargs["reduction"] == "none"):
+    if aliased and (getattr(t, "dtype", None) != p.dtype or kwargs["reduction"] == "none"):
         return  # out of the other dtype, or an elementwise mse_and_grad over its own input
     for function, extra in ((mse_grad, {}), (mse_and_grad, {"keepdims": keepdims})):
         results = []
         for path in (_general, _direct):
-            a, b = p.copy(), t.copy()
+            a, b = p.copy(), np.copy(t) if isinstance(t, np.ndarray) else t
             out = _out(out_kind, a, b)
             result, caught = _warned(path, function, a, b, out=out, **extra, **kwargs)
             if out is not None and not isinstance(result, Raised):  # the gradient is written into `out` itself
@@ -230,6 +236,21 @@ def test_targets_per_sample_or_column_take_the_small_path(dtype, shape, targets_
             _same(_general(mse, p, t, reduction="none"), mse(p, t, reduction="none"))
     finally:
         set_num_threads(previous)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_a_number_as_targets_takes_the_small_path(dtype):
+    # Python floats and ints, and NumPy scalars of the data's dtype, as NumPy converts them.
+    p = np.random.default_rng(6).standard_normal((300, 7)).astype(dtype)
+    numbers = [0.1, 1e-8, 70000.5, 0, -3, 2**53, -(2**53), dtype(0.7), float("inf"), float("nan")]
+    for number in numbers:
+        if abs(float(number)) > float(np.finfo(dtype).max) and np.isfinite(number):  # NumPy warns: the general path
+            assert core.small_call(MSE, p, number, None, None, "mean", False, None) is NotImplemented
+            continue
+        for axis in (None, -1, 0):
+            for job, function in ((MSE, mse), (MSE_GRAD, mse_grad), (MSE_AND_GRAD, mse_and_grad)):
+                assert core.small_call(job, p, number, None, axis, "mean", False, None) is not NotImplemented
+                _same(_general(function, p, number, axis=axis), function(p, number, axis=axis))
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -383,6 +404,10 @@ def test_other_calls_are_handed_back():
         (p[:1], p, None, "mean", False, None),  # predictions broadcast
         (np.ones((2, 3, 4), np.float32), np.ones((2, 1, 4), np.float32), None, "mean", False, None),
         (p, p[:, :1], 0, "mean", False, None),  # a target per sample, a loss per column: (6,) != (4,)
+        (p, np.float64(1.0), None, "mean", False, None),  # a number of another dtype, or not exact as a double
+        (p, 2**53 + 1, None, "mean", False, None),
+        (p, True, None, "mean", False, None),
+        (p, 1j, None, "mean", False, None),
         (p, p, (0, 2), "mean", False, None),  # an axis out of range: AxisError from the general path
         (p, p, (0, 0), "mean", False, None),
         (p, p, True, "mean", False, None),

@@ -68,6 +68,8 @@ def test_bench_shapes_reports_every_family():
         "weights per position",
         "(256, 10) axis=-1",
         "(256, 10) weights per sample",
+        "(6553, 10) a target per column",
+        "(256, 10) a target per column",
         "float64",
     ):
         assert family in result.stdout, family

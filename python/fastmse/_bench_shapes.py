@@ -1,7 +1,7 @@
 """``python -m fastmse bench --shapes``: the shapes training and evaluation loops use, side
 by side in one run: a loss per sample over k outputs, per-column losses, weights per
-sample (which cancel from a loss per sample) or per position, small batches (weighted or
-not), flat arrays of every size, float64. For each, the per-call time and GB/s of ``mse``,
+sample (which cancel from a loss per sample) or per position, a target per column, small
+batches (weighted or not), flat arrays of every size, float64. For each, the per-call time and GB/s of ``mse``,
 ``mse_grad(out=)`` and ``mse_and_grad(out=)``, the fastest of the NumPy and PyTorch
 expressions doing the same job, and the fraction of the flat sum's GB/s measured in the
 same run."""
@@ -25,7 +25,8 @@ Run = Callable[[], Any]
 
 @dataclass
 class Shape:
-    """One call shape: predictions' shape, the axis, and weights' shape (or none)."""
+    """One call shape: predictions' shape, the axis, weights' shape (or none) and
+    targets' shape (or predictions')."""
 
     label: str
     family: str  # the label with N for the number of rows: the same kind of call at any size
@@ -33,6 +34,7 @@ class Shape:
     axis: int | None = None
     weights: tuple[int, ...] | None = None
     dtype: str = "float32"
+    targets: tuple[int, ...] | None = None
     times: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -51,8 +53,11 @@ def _families(elements: int) -> list[Shape]:
         _rows(elements, 10, "(N, 10) weights per sample", weights=(elements // 10, 1)),
         _rows(elements, 10, "(N, 10) axis=-1 weights per sample", axis=-1, weights=(elements // 10, 1)),
         _rows(elements, 10, "(N, 10) axis=-1 weights per position", axis=-1, weights=(elements // 10, 10)),
+        _rows(elements, 10, "(N, 10) a target per column", targets=(10,)),
+        _rows(elements, 10, "(N, 10) axis=-1 a target per column", axis=-1, targets=(10,)),
         Shape("(256, 10) axis=-1", "(256, 10) axis=-1", (256, 10), -1),
         Shape("(256, 10) weights per sample", "(256, 10) weights per sample", (256, 10), None, (256, 1)),
+        Shape("(256, 10) a target per column", "(256, 10) a target per column", (256, 10), targets=(10,)),
         _rows(elements, 10, "(N, 10) axis=-1 float64", axis=-1, dtype="float64"),
     ]
 
@@ -60,7 +65,7 @@ def _families(elements: int) -> list[Shape]:
 def _calls(case: Shape, rng: np.random.Generator, torch: Any) -> dict[str, tuple[Run, int]]:
     """name -> (call, bytes it must move at least)."""
     p = rng.standard_normal(case.shape, dtype=np.float32).astype(case.dtype)
-    t = rng.standard_normal(case.shape, dtype=np.float32).astype(case.dtype)
+    t = rng.standard_normal(case.targets or case.shape, dtype=np.float32).astype(case.dtype)
     w = None if case.weights is None else rng.random(case.weights, dtype=np.float32).astype(case.dtype)
     out = np.empty_like(p)
     axis, write = case.axis, p.nbytes

@@ -5,7 +5,9 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <iterator>
 #include <limits>
 #include <stdexcept>
@@ -444,7 +446,9 @@ bool broadcast_of(const py::detail::PyArray_Proxy* given, const py::detail::PyAr
 // A target given as a number, written into `value` in the data's dtype as NumPy converts
 // it: a Python float or int (an int of at most 2**53 in magnitude, exact as a double; both
 // then rounded once), or a NumPy scalar of the data's dtype (exact). False for others, and
-// where the rounding overflows (NumPy warns).
+// where NumPy's cast would report something (a warning, or an error under np.errstate):
+// an overflow, an inexact zero or subnormal (underflow), a signalling NaN (any NaN is
+// left to it, but in float64, where nothing is cast).
 bool number_target(py::handle number, const py::detail::PyArray_Proxy* p, ScalarType type, unsigned char* value) {
     double exact;
     if (PyFloat_CheckExact(number.ptr())) {
@@ -474,7 +478,10 @@ bool number_target(py::handle number, const py::detail::PyArray_Proxy* p, Scalar
         std::memcpy(value, &half, sizeof half);
         rounded = fastmse::half_to_float(half);
     }
-    return std::isfinite(rounded) || !std::isfinite(exact);
+    const float smallest_normal = type == ScalarType::float32 ? std::numeric_limits<float>::min() : 0x1p-14f;
+    const bool underflow = std::fabs(rounded) < smallest_normal && static_cast<double>(rounded) != exact;
+    const bool overflow = !std::isfinite(rounded) && std::isfinite(exact);
+    return !std::isnan(exact) && !underflow && !overflow;
 }
 
 py::object small_call(Job job, py::handle predictions, py::handle targets, py::handle weights_arg, py::handle axis,
@@ -544,19 +551,19 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         if (!small_path_type(given, weights_type) || (weights_type != type && weights_type != ScalarType::float64) ||
             !dense_flags(given))
             return not_here;
-        Broadcast along;
-        if (!broadcast_of(given, p, axes, along)) return not_here;
-        n_weights = along.size;
-        const WeightTest test = reduction == Reduction::mean && !along.varies_along_summed
+        Broadcast weights_along;
+        if (!broadcast_of(given, p, axes, weights_along)) return not_here;
+        n_weights = weights_along.size;
+        const WeightTest test = reduction == Reduction::mean && !weights_along.varies_along_summed
                                     ? WeightTest::positive_and_finite
                                     : WeightTest::non_negative;
         if (test == WeightTest::non_negative) {
-            if (along.per_position) {
+            if (weights_along.per_position) {
                 w = given;
-            } else if (along.per_sample && n_axes == ndim && n_weights > 1 && n_weights < size) {
+            } else if (weights_along.per_sample && n_axes == ndim && n_weights > 1 && n_weights < size) {
                 w = given;
                 weight_rows = n_weights;
-            } else if (along.per_column && n_weights > 1 && n_weights < size &&
+            } else if (weights_along.per_column && n_weights > 1 && n_weights < size &&
                        (n_axes == ndim || (!leading && n_weights == count))) {
                 w = given;
                 weight_rows = size / n_weights;
@@ -610,7 +617,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
 
     // The plan of fastmse._plan for this call: (kept, count) or (size,), in elements. The
     // gradient alone sums nothing and, but for a weighted mean's per output, has one factor:
-    // any axis is one walk, flat but for rows that weights keep apart.
+    // any axis is one walk, flat but for rows that weights or targets keep apart.
     const bool split = kept > 1 && reduces && !loss_per_position && (job != Job::mse_grad || sums_per_output);
     // Targets per sample or per column keep rows apart as weights per sample or per column
     // do: over everything, (target_rows, size / target_rows); over a run of axes, where
@@ -640,13 +647,16 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     // so the test is non_negative). Where a sum turns out 0 the general path does the call
     // again, and its warning comes before it writes anything (an error where warnings are).
     // So a gradient is written into `out` this way only where no weight is 0: non-negative
-    // weights sum to 0 only where all are 0 (NaN and infinity included), so no sum is 0.
+    // weights sum to 0 only where all are 0 (a NaN or an infinity makes a sum NaN or
+    // infinite, never 0).
     bool sums_in_pass = split && sums_per_output && !leading && count <= fastmse::kBlock;
     if (to_check != nullptr && !(sums_in_pass && job == Job::mse)) {
         bool passed = false, zero = false;
         bool* const find_zero = sums_in_pass && !out_arg.is_none() ? &zero : nullptr;
         const void* weights = to_check->data;
-        without_gil_if(n_weights, [&] { passed = weights_pass(weights_type, weights, n_weights, weights_test, find_zero); });
+        without_gil_if(n_weights, [&] {
+            passed = weights_pass(weights_type, weights, n_weights, weights_test, find_zero);
+        });
         if (!passed) return not_here;
         sums_in_pass = sums_in_pass && !zero;
     }

@@ -2,12 +2,13 @@
 C-contiguous, summed over everything or over a leading or trailing run of axes; targets
 of the predictions' shape, one number, or per sample or per column; without weights, or
 with weights per position, per sample or per column over everything, per column over the
-axes they cover, or that cancel from a mean) taken whole in C++. It
-must give bitwise what the general path gives, take exactly the calls it is meant for,
-and hand everything else, errors and warnings included, back."""
+axes they cover, or that cancel from a mean) taken whole in C++. It must give bitwise
+what the general path gives, take exactly the calls it is meant for, and hand everything
+else, errors and warnings included, back."""
 
 from __future__ import annotations
 
+import struct
 import warnings
 from typing import NamedTuple
 
@@ -238,19 +239,44 @@ def test_targets_per_sample_or_column_take_the_small_path(dtype, shape, targets_
         set_num_threads(previous)
 
 
+def _cast_quietly(number, dtype) -> bool:
+    """Whether NumPy casts `number` to `dtype` without reporting anything (an overflow, an
+    underflow, an invalid signalling NaN), and it is not a NaN to cast: the small path's
+    numbers."""
+    value = np.asarray(number)
+    if np.isnan(value) and dtype != np.float64:
+        return False
+    with np.errstate(all="raise"):
+        try:
+            value.astype(dtype)
+        except FloatingPointError:
+            return False
+    return True
+
+
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_a_number_as_targets_takes_the_small_path(dtype):
-    # Python floats and ints, and NumPy scalars of the data's dtype, as NumPy converts them.
+    # Python floats and ints, and NumPy scalars of the data's dtype, as NumPy converts them;
+    # those whose cast NumPy reports (a warning, or an error under np.errstate) are left to it.
     p = np.random.default_rng(6).standard_normal((300, 7)).astype(dtype)
-    numbers = [0.1, 1e-8, 70000.5, 0, -3, 2**53, -(2**53), dtype(0.7), float("inf"), float("nan")]
+    signalling_nan = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000001))[0]
+    numbers = [0.1, 1e-5, 1e-8, 1e-300, 65510.0, 70000.5, 1e39, 0, -3, 2**53, -(2**53), dtype(0.7)]
+    numbers += [float("inf"), float("nan"), signalling_nan, dtype("nan")]
     for number in numbers:
-        if abs(float(number)) > float(np.finfo(dtype).max) and np.isfinite(number):  # NumPy warns: the general path
-            assert core.small_call(MSE, p, number, None, None, "mean", False, None) is NotImplemented
-            continue
+        taken = core.small_call(MSE, p, number, None, None, "mean", False, None) is not NotImplemented
+        assert taken == _cast_quietly(number, dtype), number
         for axis in (None, -1, 0):
             for job, function in ((MSE, mse), (MSE_GRAD, mse_grad), (MSE_AND_GRAD, mse_and_grad)):
-                assert core.small_call(job, p, number, None, axis, "mean", False, None) is not NotImplemented
-                _same(_general(function, p, number, axis=axis), function(p, number, axis=axis))
+                assert (core.small_call(job, p, number, None, axis, "mean", False, None) is not NotImplemented) == taken
+                expected, got = (
+                    _warned(_general, function, p, number, axis=axis),
+                    _warned(_direct, function, p, number, axis=axis),
+                )
+                assert expected[1] == got[1]
+                _same(expected[0], got[0])
+    if dtype != np.float64:  # cast: an underflow that np.errstate makes an error
+        with np.errstate(under="raise"), pytest.raises(FloatingPointError):
+            mse(np.ones(4, dtype), 1e-300)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -403,7 +429,9 @@ def test_other_calls_are_handed_back():
         (p[::2], p[::2], None, "mean", False, None),
         (p[:1], p, None, "mean", False, None),  # predictions broadcast
         (np.ones((2, 3, 4), np.float32), np.ones((2, 1, 4), np.float32), None, "mean", False, None),
-        (p, p[:, :1], 0, "mean", False, None),  # a target per sample, a loss per column: (6,) != (4,)
+        # Targets per sample that vary along more than the plan's one kept or summed dimension.
+        (np.ones((2, 3, 4), np.float32), np.ones((2, 3, 1), np.float32), (1, 2), "mean", False, None),
+        (np.ones((2, 3, 4), np.float32), np.ones((2, 3, 1), np.float32), 0, "mean", False, None),
         (p, np.float64(1.0), None, "mean", False, None),  # a number of another dtype, or not exact as a double
         (p, 2**53 + 1, None, "mean", False, None),
         (p, True, None, "mean", False, None),
@@ -427,7 +455,7 @@ def test_other_calls_are_handed_back():
         assert core.small_call(MSE, predictions, targets, None, *rest) is NotImplemented, rest
     # Targets per sample or per column beside weights; `out` over targets that broadcast.
     assert core.small_call(MSE, p, p[:1], p, None, "sum", False, None) is NotImplemented
-    assert core.small_call(MSE_GRAD, p, p[:1], None, None, "mean", False, p[:1]) is NotImplemented
+    assert core.small_call(MSE_GRAD, p, p[:1], None, None, "mean", False, p) is NotImplemented
     weights_handed_back = [
         np.ones((6, 4), np.float16),  # another dtype than the data's, not float64
         np.ones((6, 4), np.int64),

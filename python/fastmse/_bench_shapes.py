@@ -1,10 +1,10 @@
 """``python -m fastmse bench --shapes``: the shapes training and evaluation loops use, side
 by side in one run: a loss per sample over k outputs, per-column losses, weights per
 sample (which cancel from a loss per sample) or per position, a target per column, small
-batches (weighted or not), flat arrays of every size, float64. For each, the per-call time and GB/s of ``mse``,
-``mse_grad(out=)`` and ``mse_and_grad(out=)``, the fastest of the NumPy and PyTorch
-expressions doing the same job, and the fraction of the flat sum's GB/s measured in the
-same run."""
+batches (weighted or not), flat arrays of every size, float64. For each, the per-call
+time and GB/s of ``mse``, ``mse_grad(out=)`` and ``mse_and_grad(out=)``, the fastest of
+the NumPy and PyTorch expressions doing the same job, and the fraction of the flat sum's
+GB/s measured in the same run."""
 
 from __future__ import annotations
 

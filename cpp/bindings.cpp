@@ -286,10 +286,12 @@ bool plain_array(py::handle value) {
     return Py_TYPE(value.ptr()) == py::detail::npy_api::get().PyArray_Type_;
 }
 
-constexpr int kDense = py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
-
-bool dense_flags(const py::detail::PyArray_Proxy* array, int more = 0) {
-    return (array->flags & (kDense | more)) == (kDense | more);
+// Aligned and contiguous in C order, or (fortran) in Fortran order.
+bool dense_flags(const py::detail::PyArray_Proxy* array, bool fortran, int more = 0) {
+    using api = py::detail::npy_api;
+    const int wanted =
+        (fortran ? api::NPY_ARRAY_F_CONTIGUOUS_ : api::NPY_ARRAY_C_CONTIGUOUS_) | api::NPY_ARRAY_ALIGNED_ | more;
+    return (array->flags & wanted) == wanted;
 }
 
 // The reduced axes as a bit set (normalized, no repeats), or false where `axis` is
@@ -411,8 +413,9 @@ void without_gil_if(int64_t size, Fn&& fn) {
     }
 }
 
-// How an operand of the small path (targets, weights) broadcasts to predictions' extents,
-// from the right: per position (not at all); per sample (predictions' leading extents,
+// How an operand of the small path (targets, weights) broadcasts to predictions' extents
+// (`extents`, in the order the kernels walk them: reversed for Fortran order), from the
+// right of its own shape: per position (not at all); per sample (predictions' leading extents,
 // then extents of 1: (N, 1) on (N, k)); per column (extents of 1, then predictions'
 // trailing ones: (k,) on (N, k)); `size` elements, varying along summed `axes` or not.
 struct Broadcast {
@@ -420,18 +423,17 @@ struct Broadcast {
     int64_t size = 1;
 };
 
-// False where `given` does not broadcast to `p`.
-bool broadcast_of(const py::detail::PyArray_Proxy* given, const py::detail::PyArray_Proxy* p, uint64_t axes,
-                  Broadcast& b) {
-    const int ndim = p->nd;
+// False where `given` does not broadcast to `extents`.
+bool broadcast_of(const py::detail::PyArray_Proxy* given, const int64_t* extents, int ndim, bool reversed,
+                  uint64_t axes, Broadcast& b) {
     if (given->nd > ndim) return false;
     bool past_samples = false;  // a dimension along which `given` broadcasts was seen
     bool past_columns = false;  // a dimension along which it does not
     for (int dim = 0; dim < ndim; ++dim) {
-        const int d = dim - (ndim - given->nd);
+        const int d = (reversed ? ndim - 1 - dim : dim) - (ndim - given->nd);
         const int64_t extent = d < 0 ? 1 : given->dimensions[d];
-        if (extent != 1 && extent != p->dimensions[dim]) return false;
-        const bool broadcast = extent != p->dimensions[dim];
+        if (extent != 1 && extent != extents[dim]) return false;
+        const bool broadcast = extent != extents[dim];
         b.per_position = b.per_position && !broadcast;
         b.per_sample = b.per_sample && !(past_samples && extent != 1);
         past_samples = past_samples || broadcast;
@@ -490,7 +492,11 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     if (!plain_array(predictions)) return not_here;
     const auto* p = py::detail::array_proxy(predictions.ptr());
     ScalarType type;
-    if (!small_path_type(p, type) || !dense_flags(p) || p->nd == 0) return not_here;
+    if (!small_path_type(p, type) || p->nd == 0) return not_here;
+    // Arrays in Fortran order (DataFrame.to_numpy()'s) are walked as the C-ordered arrays
+    // of their transposes, as the general path's plan does: their extents and axes reversed.
+    const bool fortran = !dense_flags(p, false) && dense_flags(p, true);
+    if (!fortran && !dense_flags(p, false)) return not_here;
     // Targets: an array (t), or a number held here.
     const py::detail::PyArray_Proxy* t = nullptr;
     alignas(8) unsigned char target_number[8];
@@ -498,17 +504,27 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     if (plain_array(targets)) {
         t = py::detail::array_proxy(targets.ptr());
         ScalarType target_type;
-        if (!small_path_type(t, target_type) || target_type != type || !dense_flags(t)) return not_here;
+        if (!small_path_type(t, target_type) || target_type != type || !dense_flags(t, fortran)) return not_here;
         target_data = t->data;
     } else if (!number_target(targets, p, type, target_number)) {
         return not_here;
     }
     const int ndim = p->nd;
+    int64_t extents[64];  // NumPy's most dimensions
     int64_t size = 1;
-    for (int d = 0; d < ndim; ++d) size *= p->dimensions[d];
+    for (int d = 0; d < ndim; ++d) {
+        extents[d] = p->dimensions[fortran ? ndim - 1 - d : d];
+        size *= extents[d];
+    }
     Reduction reduction;
-    uint64_t axes;
-    if (size == 0 || !read_reduction(reduction_arg, reduction) || !read_axes(axis, ndim, axes)) return not_here;
+    uint64_t given_axes;
+    if (size == 0 || !read_reduction(reduction_arg, reduction) || !read_axes(axis, ndim, given_axes))
+        return not_here;
+    uint64_t axes = given_axes;  // over `extents`
+    if (fortran) {
+        axes = 0;
+        for (int d = 0; d < ndim; ++d) axes |= (given_axes >> d & 1) << (ndim - 1 - d);
+    }
     if (keepdims_arg.ptr() != Py_True && keepdims_arg.ptr() != Py_False) return not_here;
     const bool keepdims = keepdims_arg.ptr() == Py_True;
     if (reduction == Reduction::none && (!axis.is_none() || job == Job::mse_and_grad)) return not_here;
@@ -521,7 +537,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     if (!leading && axes != leading_run << (ndim - n_axes)) return not_here;
     int64_t kept = 1;
     for (int d = 0; d < ndim; ++d)
-        if (!(axes >> d & 1)) kept *= p->dimensions[d];
+        if (!(axes >> d & 1)) kept *= extents[d];
     const int64_t count = size / kept;
     const bool reduces = reduction != Reduction::none;
     // One position per output, unweighted (fastmse._compute._loss_per_position): the loss
@@ -549,10 +565,10 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         if (!plain_array(weights_arg)) return not_here;
         const auto* given = py::detail::array_proxy(weights_arg.ptr());
         if (!small_path_type(given, weights_type) || (weights_type != type && weights_type != ScalarType::float64) ||
-            !dense_flags(given))
+            !dense_flags(given, fortran))
             return not_here;
         Broadcast weights_along;
-        if (!broadcast_of(given, p, axes, weights_along)) return not_here;
+        if (!broadcast_of(given, extents, ndim, fortran, axes, weights_along)) return not_here;
         n_weights = weights_along.size;
         const WeightTest test = reduction == Reduction::mean && !weights_along.varies_along_summed
                                     ? WeightTest::positive_and_finite
@@ -581,7 +597,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     // or, where no weights are read, per sample or per column (below).
     Broadcast targets_along;
     if (t == nullptr) targets_along.per_position = false;  // a number: one for all
-    else if (!broadcast_of(t, p, axes, targets_along)) return not_here;
+    else if (!broadcast_of(t, extents, ndim, fortran, axes, targets_along)) return not_here;
     const int64_t n_targets = targets_along.size;
     const bool one_target = n_targets == 1 && !targets_along.per_position;
     const bool targets_broadcast = !targets_along.per_position && !one_target;
@@ -592,16 +608,27 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
 
     const int64_t bytes = size * static_cast<int64_t>(item_size(type));
     const auto dtype = py::reinterpret_borrow<py::dtype>(p->descr);
+    // An array of predictions' shape and order, as np.empty_like makes it.
+    const auto like_predictions = [&] {
+        std::vector<py::ssize_t> shape(p->dimensions, p->dimensions + ndim), strides(ndim);
+        py::ssize_t stride = static_cast<py::ssize_t>(item_size(type));
+        for (int k = 0; k < ndim; ++k) {
+            const int d = fortran ? k : ndim - 1 - k;
+            strides[d] = stride;
+            stride *= shape[d];
+        }
+        return py::array(dtype, std::move(shape), std::move(strides));
+    };
     py::object out_object;
     if (job != Job::mse) {
         if (out_arg.is_none()) {
-            out_object = py::array(dtype, std::vector<py::ssize_t>(p->dimensions, p->dimensions + ndim));
+            out_object = like_predictions();
         } else {
             if (!plain_array(out_arg)) return not_here;
             const auto* o = py::detail::array_proxy(out_arg.ptr());
             ScalarType out_type;
             if (!small_path_type(o, out_type) || out_type != type || o->nd != ndim ||
-                !dense_flags(o, py::detail::npy_api::NPY_ARRAY_WRITEABLE_))
+                !dense_flags(o, fortran, py::detail::npy_api::NPY_ARRAY_WRITEABLE_))
                 return not_here;
             for (int d = 0; d < ndim; ++d)
                 if (o->dimensions[d] != p->dimensions[d]) return not_here;
@@ -749,12 +776,17 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         if (scalar_loss) {
             problem.loss = {&scalar_sum, per_output};
         } else {
+            // Written in the kernels' order: in C order but where at most one kept
+            // extent is above 1 (then C and Fortran order are one), as the general path's.
             std::vector<py::ssize_t> loss_shape;
+            int long_kept = 0;
             for (int d = 0; d < ndim; ++d) {
-                const bool summed = axes >> d & 1;
+                const bool summed = given_axes >> d & 1;
                 if (!summed) loss_shape.push_back(p->dimensions[d]);
                 else if (keepdims) loss_shape.push_back(1);
+                long_kept += !summed && p->dimensions[d] > 1;
             }
+            if (fortran && long_kept > 1) return not_here;
             loss = py::array(dtype, loss_shape);
             void* const loss_data = py::detail::array_proxy(loss.ptr())->data;
             if (loss_per_position) {
@@ -790,7 +822,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
             problem.scale = {scales, per_output};
         }
     } else if (!reduces) {  // mse with "none": the squared errors
-        errors = py::array(dtype, std::vector<py::ssize_t>(p->dimensions, p->dimensions + ndim));
+        errors = like_predictions();
         problem.out = {py::detail::array_proxy(errors.ptr())->data, inputs};
     }
     void (*kernel)(const Problem&) = job == Job::mse      ? (reduces ? &fastmse::reduce : &fastmse::squared_error)

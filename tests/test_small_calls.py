@@ -72,6 +72,8 @@ def _same(first, second) -> None:
     for a, b in pairs:
         assert_same(a, b)
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+        if isinstance(a, np.ndarray):  # laid out alike (C or Fortran order)
+            assert (a.flags.c_contiguous, a.flags.f_contiguous) == (b.flags.c_contiguous, b.flags.f_contiguous)
 
 
 @st.composite
@@ -97,8 +99,9 @@ def common_calls(draw):
         t = draw(
             st.sampled_from([float(t.flat[0]) if t.size else 0.1, 3, -(2**53), 2**53 + 1, dtype(0.7), np.float64(0.7)])
         )
-    if draw(st.booleans()) and len(shape) > 1:
-        p, t = p.T, t.T if isinstance(t, np.ndarray) else t  # Fortran order: the general path
+    fortran = draw(st.booleans()) and len(shape) > 1
+    if fortran:  # Fortran order (of every array: else the general path)
+        p, t = p.T, t.T if isinstance(t, np.ndarray) else t
     reduction = draw(st.sampled_from(["mean", "sum", "none"]))
     kwargs = {"reduction": reduction}
     if reduction != "none" and draw(st.booleans()):
@@ -114,7 +117,7 @@ def common_calls(draw):
             kwargs["axis"] = tuple(a - ndim if draw(st.booleans()) else a for a in axes)
     weights = draw(weights_for(p, rng))
     if weights is not None:
-        kwargs["weights"] = weights
+        kwargs["weights"] = np.asfortranarray(weights) if fortran and draw(st.booleans()) else weights
     out = draw(st.sampled_from(["none", "fresh", "predictions", "targets"]))
     return p, t, kwargs, out, draw(st.booleans())
 
@@ -167,7 +170,7 @@ def test_results_are_bitwise_those_of_the_general_path(case):
     for function, extra in ((mse_grad, {}), (mse_and_grad, {"keepdims": keepdims})):
         results = []
         for path in (_general, _direct):
-            a, b = p.copy(), np.copy(t) if isinstance(t, np.ndarray) else t
+            a, b = p.copy(order="K"), t.copy(order="K") if isinstance(t, np.ndarray) else t
             out = _out(out_kind, a, b)
             result, caught = _warned(path, function, a, b, out=out, **extra, **kwargs)
             if out is not None and not isinstance(result, Raised):  # the gradient is written into `out` itself
@@ -177,17 +180,22 @@ def test_results_are_bitwise_those_of_the_general_path(case):
         _same(results[0][0], results[1][0])
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize(
     ("shape", "axis"),
     [((1000,), None), ((256, 10), None), ((256, 10), -1), ((256, 10), 1), ((256, 10), 0), ((4, 5, 6), (1, 2))],
 )
-def test_the_common_calls_take_the_small_path(dtype, shape, axis):
-    # Each of these must be taken whole in C++ (NotImplemented would send it back).
+def test_the_common_calls_take_the_small_path(dtype, shape, axis, order):
+    # Each of these must be taken whole in C++ (NotImplemented would send it back), in C
+    # order or in Fortran order (DataFrame.to_numpy()'s) alike.
     rng = np.random.default_rng(1)
-    p, t = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    p, t = (rng.standard_normal(shape).astype(dtype, order=order) for _ in range(2))
     out = np.empty_like(p)
-    per_position = [rng.uniform(0.5, 2.0, shape).astype(dtype), rng.uniform(0.5, 2.0, shape)]
+    per_position = [
+        rng.uniform(0.5, 2.0, shape).astype(dtype, order=order),
+        rng.uniform(0.5, 2.0, shape).astype(float, order=order),
+    ]
     for reduction in ("mean", "sum"):
         for job, result_out in ((MSE, None), (MSE_GRAD, out), (MSE_GRAD, None), (MSE_AND_GRAD, out)):
             for weights in (None, *per_position):
@@ -425,7 +433,11 @@ def test_other_calls_are_handed_back():
     p = np.ones((6, 4), np.float32)
     handed_back = [
         (p, p.astype(np.float64), None, "mean", False, None),  # two dtypes
-        (p.T, p.T, None, "mean", False, None),  # not C-contiguous
+        (p.T, p.T.copy(), None, "mean", False, None),  # Fortran and C order
+        (p.T, p.T, 0, "none", False, None),
+        (p[:, ::2], p[:, ::2], None, "mean", False, None),  # in neither order
+        # A loss in Fortran order over two kept extents: C order on the general path.
+        (np.ones((2, 3, 4), np.float32).T, np.ones((2, 3, 4), np.float32).T, 0, "mean", False, None),
         (p[::2], p[::2], None, "mean", False, None),
         (p[:1], p, None, "mean", False, None),  # predictions broadcast
         (np.ones((2, 3, 4), np.float32), np.ones((2, 1, 4), np.float32), None, "mean", False, None),
@@ -459,7 +471,7 @@ def test_other_calls_are_handed_back():
     weights_handed_back = [
         np.ones((6, 4), np.float16),  # another dtype than the data's, not float64
         np.ones((6, 4), np.int64),
-        np.ones((4, 6)).T,  # not C-contiguous
+        np.ones((4, 6)).T,  # in Fortran order, predictions in C order
         np.ones((1, 6, 4)),  # broadcasts predictions
         np.ones((6, 1, 1)),  # broadcasts predictions
         np.full((6, 4), -1.0),  # negative: the general path's error
@@ -538,3 +550,17 @@ def test_results_do_not_depend_on_the_thread_count():
         for a, b in zip(results[0][:2], other[:2], strict=True):
             assert_same(a, b)
         _same(results[0][2], other[2])
+
+
+@pytest.mark.parametrize("path", [_general, _direct])
+def test_elementwise_results_are_laid_out_like_numpys(path):
+    # reduction="none" and the gradient follow predictions' order, as (p - t) ** 2 does.
+    rng = np.random.default_rng(8)
+    for p in (rng.standard_normal((30, 7)), rng.standard_normal((30, 7)).T, rng.standard_normal((3, 4, 5)).T):
+        t = p * 0.5  # in p's order
+        expected = ((p - t) ** 2).flags
+        for result in (path(mse, p, t, reduction="none"), path(mse_grad, p, t)):
+            assert (result.flags.c_contiguous, result.flags.f_contiguous) == (
+                expected.c_contiguous,
+                expected.f_contiguous,
+            )

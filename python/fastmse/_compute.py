@@ -244,7 +244,8 @@ def _elementwise_plan(call: Call, operands: Operands) -> Plan:
 def _elementwise_loss(call: Call) -> Any:
     if call.result_dtype != call.dtype:
         return _elementwise_loss_as(call, call.result_dtype)
-    errors = call.xp.empty(call.shape, call.dtype)
+    # Laid out like predictions where they are not broadcast, as NumPy's ufuncs do.
+    errors = _empty_like(call) if call.predictions.shape == call.shape else call.xp.empty(call.shape, call.dtype)
     _backend(call).squared_error(_elementwise_plan(call, call.operands(out=errors)))
     return errors[()] if errors.ndim == 0 and call.device is None else errors
 

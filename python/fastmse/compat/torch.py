@@ -194,7 +194,7 @@ def _tensor_loss(input: Any, target: Any, weight: Any, reduction: str) -> Any:
 
 
 def _forward(input: Any, target: Any, weight: Any, code: int, with_gradient: bool) -> tuple[Any, Any]:
-    """The loss, and the gradient with respect to input where asked (C-contiguous)."""
+    """The loss, and the gradient with respect to input where asked (both C-contiguous)."""
     reduction = _REDUCTIONS[code]
     # PyTorch's result dtype, weights included (a copy only where one differs).
     dtype = _result_dtype(input, target, weight)
@@ -206,7 +206,8 @@ def _forward(input: Any, target: Any, weight: Any, code: int, with_gradient: boo
         value, grad = gradient(call, None, False, with_loss=True)
         value, grad = as_tensor(value, input), as_tensor(grad, input).contiguous()
     else:
-        value, grad = as_tensor(loss(call, keepdims=False), input), None
+        # C-contiguous, as the fake says ("none" follows predictions' layout).
+        value, grad = as_tensor(loss(call, keepdims=False), input).contiguous(), None
     if spread:
         total = weight.sum()
         value = value / total

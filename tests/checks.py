@@ -4,10 +4,11 @@ promises per dtype."""
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import pytest
-from fastmse import mse_grad
+from fastmse import _backends, mse_grad
 
 
 def assert_matches(actual, expected, dtype, magnitude=None) -> None:
@@ -128,3 +129,48 @@ def assert_finishes_loss(backend, dtype) -> None:
                         loss,
                         expected,
                     )
+
+
+# The small paths (a backend's small_call) against the general path.
+class Raised(NamedTuple):
+    kind: type
+    message: str
+
+
+def on_general_path(function, *args, **kwargs):
+    """`function` on the general path (Python's resolve, plan and finish)."""
+    previous, _backends.small_call = _backends.small_call, None
+    try:
+        return function(*args, **kwargs)
+    finally:
+        _backends.small_call = previous
+
+
+def directly(function, *args, **kwargs):
+    return function(*args, **kwargs)
+
+
+def warned(path, function, *args, **kwargs):
+    """(path(function, ...) or the error it raised, the warnings it gave): both paths must
+    give the same."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = path(function, *args, **kwargs)
+        except (TypeError, ValueError) as error:
+            result = Raised(type(error), str(error))
+    return result, [str(w.message) for w in caught]
+
+
+def assert_same_results(first, second) -> None:
+    """The same error, or the same results to the bit (the sign of a zero, a nan's payload)."""
+    if isinstance(first, Raised) or isinstance(second, Raised):
+        assert first == second
+        return
+    pairs = zip(first, second, strict=True) if isinstance(first, tuple) else [(first, second)]
+    assert isinstance(second, tuple) == isinstance(first, tuple)
+    for a, b in pairs:
+        assert_same(a, b)
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+        if isinstance(a, np.ndarray):  # laid out alike (C or Fortran order)
+            assert (a.flags.c_contiguous, a.flags.f_contiguous) == (b.flags.c_contiguous, b.flags.f_contiguous)

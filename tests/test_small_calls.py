@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import struct
 import warnings
-from typing import NamedTuple
 
 import numpy as np
 import pytest
-from checks import assert_same
+from checks import Raised, assert_same, assert_same_results, directly, on_general_path, warned
 from fastmse import _backends, get_num_threads, mse, mse_and_grad, mse_grad, set_num_threads
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,50 +29,6 @@ FLOATS = (np.float16, np.float32, np.float64)
 def compiled():
     with _backends.use("cpp"):
         yield
-
-
-class Raised(NamedTuple):
-    kind: type
-    message: str
-
-
-def _general(function, *args, **kwargs):
-    """`function` on the general path (Python's resolve, plan and finish)."""
-    previous, _backends.small_call = _backends.small_call, None
-    try:
-        return function(*args, **kwargs)
-    finally:
-        _backends.small_call = previous
-
-
-def _direct(function, *args, **kwargs):
-    return function(*args, **kwargs)
-
-
-def _warned(path, function, *args, **kwargs):
-    """(path(function, ...) or the error it raised, the warnings it gave): both paths must
-    give the same."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            result = path(function, *args, **kwargs)
-        except (TypeError, ValueError) as error:
-            result = Raised(type(error), str(error))
-    return result, [str(w.message) for w in caught]
-
-
-def _same(first, second) -> None:
-    """The same error, or the same results to the bit (the sign of a zero, a nan's payload)."""
-    if isinstance(first, Raised) or isinstance(second, Raised):
-        assert first == second
-        return
-    pairs = zip(first, second, strict=True) if isinstance(first, tuple) else [(first, second)]
-    assert isinstance(second, tuple) == isinstance(first, tuple)
-    for a, b in pairs:
-        assert_same(a, b)
-        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
-        if isinstance(a, np.ndarray):  # laid out alike (C or Fortran order)
-            assert (a.flags.c_contiguous, a.flags.f_contiguous) == (b.flags.c_contiguous, b.flags.f_contiguous)
 
 
 @st.composite
@@ -159,25 +114,25 @@ def _out(kind: str, p: np.ndarray, t: np.ndarray):
 def test_results_are_bitwise_those_of_the_general_path(case):
     p, t, kwargs, out_kind, keepdims = case
     expected, got = (
-        _warned(_general, mse, p, t, keepdims=keepdims, **kwargs),
-        _warned(_direct, mse, p, t, keepdims=keepdims, **kwargs),
+        warned(on_general_path, mse, p, t, keepdims=keepdims, **kwargs),
+        warned(directly, mse, p, t, keepdims=keepdims, **kwargs),
     )
     assert expected[1] == got[1]
-    _same(expected[0], got[0])
+    assert_same_results(expected[0], got[0])
     aliased = out_kind in ("predictions", "targets")
     if aliased and (getattr(t, "dtype", None) != p.dtype or kwargs["reduction"] == "none"):
         return  # out of the other dtype, or an elementwise mse_and_grad over its own input
     for function, extra in ((mse_grad, {}), (mse_and_grad, {"keepdims": keepdims})):
         results = []
-        for path in (_general, _direct):
+        for path in (on_general_path, directly):
             a, b = p.copy(order="K"), t.copy(order="K") if isinstance(t, np.ndarray) else t
             out = _out(out_kind, a, b)
-            result, caught = _warned(path, function, a, b, out=out, **extra, **kwargs)
+            result, caught = warned(path, function, a, b, out=out, **extra, **kwargs)
             if out is not None and not isinstance(result, Raised):  # the gradient is written into `out` itself
                 assert (result[1] if isinstance(result, tuple) else result) is out
             results.append((result, caught))
         assert results[0][1] == results[1][1]
-        _same(results[0][0], results[1][0])
+        assert_same_results(results[0][0], results[1][0])
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
@@ -232,17 +187,17 @@ def test_targets_per_sample_or_column_take_the_small_path(dtype, shape, targets_
                 for reduction in ("mean", "sum"):
                     for job, function in ((MSE, mse), (MSE_GRAD, mse_grad), (MSE_AND_GRAD, mse_and_grad)):
                         assert core.small_call(job, p, t, None, axis, reduction, False, None) is not NotImplemented
-                        _same(
-                            _general(function, p, t, axis=axis, reduction=reduction),
+                        assert_same_results(
+                            on_general_path(function, p, t, axis=axis, reduction=reduction),
                             function(p, t, axis=axis, reduction=reduction),
                         )
                         if job != MSE:
                             out = [np.full_like(p, 7), np.full_like(p, 7)]
                             function(p, t, axis=axis, reduction=reduction, out=out[1])
-                            _general(function, p, t, axis=axis, reduction=reduction, out=out[0])
-                            _same(out[0], out[1])
+                            on_general_path(function, p, t, axis=axis, reduction=reduction, out=out[0])
+                            assert_same_results(out[0], out[1])
             assert core.small_call(MSE, p, t, None, None, "none", False, None) is not NotImplemented
-            _same(_general(mse, p, t, reduction="none"), mse(p, t, reduction="none"))
+            assert_same_results(on_general_path(mse, p, t, reduction="none"), mse(p, t, reduction="none"))
     finally:
         set_num_threads(previous)
 
@@ -277,11 +232,11 @@ def test_a_number_as_targets_takes_the_small_path(dtype):
             for job, function in ((MSE, mse), (MSE_GRAD, mse_grad), (MSE_AND_GRAD, mse_and_grad)):
                 assert (core.small_call(job, p, number, None, axis, "mean", False, None) is not NotImplemented) == taken
                 expected, got = (
-                    _warned(_general, function, p, number, axis=axis),
-                    _warned(_direct, function, p, number, axis=axis),
+                    warned(on_general_path, function, p, number, axis=axis),
+                    warned(directly, function, p, number, axis=axis),
                 )
                 assert expected[1] == got[1]
-                _same(expected[0], got[0])
+                assert_same_results(expected[0], got[0])
     if dtype != np.float64:  # cast: an underflow that np.errstate makes an error
         with np.errstate(under="raise"), pytest.raises(FloatingPointError):
             mse(np.ones(4, dtype), 1e-300)
@@ -302,11 +257,11 @@ def test_a_loss_per_position_takes_the_small_path(dtype, shape, axis):
                 extra = {} if keepdims is None else {"keepdims": keepdims}
                 for out_kind in ("none", "fresh", "predictions") if job != MSE else ("none",):
                     results = []
-                    for path in (_general, _direct):
+                    for path in (on_general_path, directly):
                         a, b = p.copy(), t.copy()
                         out = {} if job == MSE else {"out": _out(out_kind, a, b)}
                         results.append(path(function, a, b, axis=axis, reduction=reduction, **out, **extra))
-                    _same(*results)
+                    assert_same_results(*results)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -332,8 +287,8 @@ def test_weights_per_sample_or_column_over_everything_take_the_small_path(dtype,
                 if job == MSE_AND_GRAD and reduction == "none":
                     continue
                 assert core.small_call(job, p, t, weights, None, reduction, False, None) is not NotImplemented
-                _same(
-                    _general(function, p, t, weights=weights, reduction=reduction),
+                assert_same_results(
+                    on_general_path(function, p, t, weights=weights, reduction=reduction),
                     function(p, t, weights=weights, reduction=reduction),
                 )
 
@@ -352,7 +307,7 @@ def test_large_weighted_calls_are_bitwise_those_of_the_general_path(dtype):
             for job, function in ((MSE, mse), (MSE_GRAD, mse_grad), (MSE_AND_GRAD, mse_and_grad)):
                 assert core.small_call(job, p, t, weights, axis, reduction, False, None) is not NotImplemented
                 kwargs = {"weights": weights, "axis": axis, "reduction": reduction}
-                _same(_general(function, p, t, **kwargs), function(p, t, **kwargs))
+                assert_same_results(on_general_path(function, p, t, **kwargs), function(p, t, **kwargs))
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -389,12 +344,12 @@ def test_a_loss_per_row_weighted_per_position_is_bitwise_that_of_the_general_pat
                     assert (core.small_call(job, p, t, w, -1, "mean", False, None) is NotImplemented) == handed_back
                     for out_kind in ("none", "fresh", "predictions") if job != MSE else ("none",):
                         results = []
-                        for path in (_general, _direct):
+                        for path in (on_general_path, directly):
                             a, b = p.copy(), t.copy()
                             out = {} if job == MSE else {"out": _out(out_kind, a, b)}
-                            results.append(_warned(path, function, a, b, weights=w, axis=-1, **out, **extra))
+                            results.append(warned(path, function, a, b, weights=w, axis=-1, **out, **extra))
                         assert results[0][1] == results[1][1]
-                        _same(results[0][0], results[1][0])
+                        assert_same_results(results[0][0], results[1][0])
     finally:
         set_num_threads(previous)
 
@@ -408,7 +363,7 @@ def test_out_is_left_alone_where_a_zero_weight_sum_warns_as_an_error(function):
     p, t = rng.standard_normal((100, 8)), np.zeros((100, 8))
     weights = np.ones_like(p)
     weights[5] = 0
-    for path in (_general, _direct):
+    for path in (on_general_path, directly):
         out = np.full_like(p, 7.0)
         with warnings.catch_warnings():
             warnings.simplefilter("error")
@@ -508,11 +463,11 @@ def test_weight_sums_beyond_float64_are_silent():
     tiny, huge = np.full((2, 2), 5e-324), np.array([[1e308], [7e307]])
     for function, weights, axis in ((mse_grad, tiny, -1), (mse_and_grad, tiny, 0), (mse, huge, None)):
         expected, got = (
-            _warned(_general, function, p, t, weights=weights, axis=axis),
-            _warned(_direct, function, p, t, weights=weights, axis=axis),
+            warned(on_general_path, function, p, t, weights=weights, axis=axis),
+            warned(directly, function, p, t, weights=weights, axis=axis),
         )
         assert expected[1] == got[1] == []
-        _same(expected[0], got[0])
+        assert_same_results(expected[0], got[0])
 
 
 def test_errors_come_from_the_general_path():
@@ -549,10 +504,10 @@ def test_results_do_not_depend_on_the_thread_count():
     for other in results[1:]:
         for a, b in zip(results[0][:2], other[:2], strict=True):
             assert_same(a, b)
-        _same(results[0][2], other[2])
+        assert_same_results(results[0][2], other[2])
 
 
-@pytest.mark.parametrize("path", [_general, _direct])
+@pytest.mark.parametrize("path", [on_general_path, directly])
 def test_elementwise_results_are_laid_out_like_numpys(path):
     # reduction="none" and the gradient follow predictions' order, as (p - t) ** 2 does.
     rng = np.random.default_rng(8)

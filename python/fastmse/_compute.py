@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _backends, _gpu
-from ._plan import Operands, Plan, contiguous_plan, make_plan
+from ._plan import Operands, Plan, contiguous_plan, make_plan, scalar_loss
 from ._resolve import Call, aligned, dense, is_dense, kept_as_one, resolve
 from ._types import Axis
 
@@ -111,14 +111,9 @@ def _finish(call: Call, sums: np.ndarray, denominator: np.ndarray | float | None
     beyond the dtype's range is inf, silently, as in the kernels."""
     dtype = call.result_dtype
     if type(denominator) is float and not keepdims and not call.kept_shape and call.device is None:
-        total = float(sums) / denominator if denominator else math.nan
-        if abs(total) < 6.0e4 or dtype is _FLOAT64:  # cannot overflow: skip errstate's cost
-            return dtype.type(total)
-        with np.errstate(over="ignore"):
-            return dtype.type(total)
+        return scalar_loss(dtype, float(sums) / denominator if denominator else math.nan)
     if sums.ndim == 0 and not keepdims and denominator is None and call.device is None:
-        with np.errstate(over="ignore"):
-            return dtype.type(float(sums))
+        return scalar_loss(dtype, float(sums))
     xp = call.xp
     if call.device is None and sums.ndim:
         # One pass, no float64 temporary: the quotient is computed in float64 and rounded

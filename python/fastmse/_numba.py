@@ -21,7 +21,7 @@ from numba import njit, types
 from numba.extending import overload, register_jitable
 from numpy.typing import NDArray
 
-from ._plan import Plan, is_contiguous, per_output
+from ._plan import Plan, is_contiguous, per_output, scalar_loss
 
 # The kernels' argument types, for type checkers (Numba infers its own from the values):
 # p, t, w and out are 1-D views of their storage (uint16 for float16, int16 for bfloat16:
@@ -945,6 +945,9 @@ def run_flat(kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out:
     return flat_total(partials)
 
 
+_SMALL_CALL_DTYPES = frozenset(np.dtype(name) for name in ("float16", "float32", "float64"))
+
+
 def _storage_view(flat: np.ndarray) -> np.ndarray:
     """`flat` as the kernels read it: the 16-bit floats as their bits (see Operand)."""
     kind = flat.dtype.kind
@@ -974,7 +977,7 @@ def flat_view(array: np.ndarray) -> tuple[np.ndarray, int]:
 def _flat_operand(array: np.ndarray) -> np.ndarray:
     """A C-contiguous operand of a flat plan as the kernels read it: a 1-D view, 16-bit
     floats as their bits."""
-    return _storage_view(array.reshape(-1))
+    return _storage_view(array.ravel())  # a view: C-contiguous
 
 
 def _divisors(loss_divisor: Any) -> Float64s:
@@ -1056,9 +1059,9 @@ class NumbaBackend:
 
     name = "numba"
     rows_first = False
-    small_call: Callable[..., Any] | None = None  # every call takes the general path
 
     def __init__(self) -> None:
+        self.small_call: Callable[..., Any] | None = self._small_call
         self.version: str = numba.__version__
         self._threads = max_threads()
         self._pool: ThreadPoolExecutor | None = None
@@ -1070,6 +1073,104 @@ class NumbaBackend:
                 alive._pool = None
 
         os.register_at_fork(after_in_child=forget_pool)
+
+    def _small_call(
+        self, job: int, predictions: Any, targets: Any, weights: Any, axis: Any, reduction: Any, keepdims: Any, out: Any
+    ) -> Any:
+        """The commonest small calls in one step (see fastmse._backends.small_call): NumPy
+        arrays of one float dtype and shape, C-contiguous and aligned, unweighted, of fewer
+        than PARALLEL_MIN positions (one thread); the loss over everything or a loss per
+        row (over the last axis), the gradient over everything or one axis (one factor: a
+        flat walk). run_flat or run, with the arguments that the general path's plan gives
+        them: the same bits. NotImplemented for other calls."""
+        p, t = predictions, targets
+        if (
+            type(p) is not np.ndarray
+            or type(t) is not np.ndarray
+            or weights is not None
+            or keepdims is not False
+            or p.dtype not in _SMALL_CALL_DTYPES
+            or t.dtype != p.dtype
+            or t.shape != p.shape
+            or not 0 < p.size < PARALLEL_MIN
+            or p.ndim == 0
+        ):
+            return NotImplemented
+        flags, target_flags = p.flags, t.flags
+        if not (flags.c_contiguous and flags.aligned and target_flags.c_contiguous and target_flags.aligned):
+            return NotImplemented
+        count = p.size
+        per_row = False
+        if axis is not None:
+            if type(axis) is not int or not -p.ndim <= axis < p.ndim:
+                return NotImplemented
+            count = p.shape[axis]
+            # A loss per row: over the last axis, of rows of two or more (a loss per position
+            # is the squared errors' pass) and two or more of them (one is a flat sum).
+            per_row = job != 1
+            if per_row and (axis % p.ndim != p.ndim - 1 or count < 2 or p.size < 2 * count):
+                return NotImplemented
+        if type(reduction) is not str or reduction not in ("mean", "sum"):
+            return NotImplemented
+        factor = 2.0 / count if reduction == "mean" else 2.0
+        if job != 0:
+            if out is None:
+                out = np.empty_like(p)
+            elif (
+                type(out) is not np.ndarray
+                or out.dtype != p.dtype
+                or out.shape != p.shape
+                or not (out.flags.c_contiguous and out.flags.aligned and out.flags.writeable)
+                or (out is not p and out is not t and (np.may_share_memory(out, p) or np.may_share_memory(out, t)))
+            ):
+                return NotImplemented
+        p_flat, t_flat = _writeable(_flat_operand(p)), _writeable(_flat_operand(t))
+        kind = (REDUCE, GRAD, REDUCE_AND_GRAD)[job]
+        out_flat = p_flat if out is None else _flat_operand(out)  # never written by REDUCE
+        if per_row:
+            return self._loss_per_row(kind, p, p_flat, t_flat, out, out_flat, count, reduction == "mean", factor)
+        total = run_flat(kind, False, p_flat, t_flat, p_flat, out_flat, factor)
+        if job == 1:
+            return out
+        loss = scalar_loss(p.dtype, total / count if reduction == "mean" else total)
+        return loss if job == 0 else (loss, out)
+
+    @staticmethod
+    def _loss_per_row(
+        kind: int, p: Any, p_flat: Any, t_flat: Any, out: Any, out_flat: Any, row: int, mean: bool, factor: float
+    ) -> Any:
+        """_small_call's loss per row of `row` positions: run's arguments as _run makes
+        them from the general path's plan, (rows, row) with one kept dimension, the loss
+        finished by the kernel."""
+        loss = np.empty(p.shape[:-1], p.dtype)
+        loss_flat = _storage_view(loss.ravel())
+        nothing = np.zeros(1, p_flat.dtype)  # the weights, or out where there is none
+        sums, finished = (loss_flat, nothing) if loss.dtype == np.float64 else (np.zeros(1), loss_flat)
+        strides = np.zeros((6, 2), np.int64)
+        strides[P] = strides[T] = row, 1
+        strides[LOSS, 0] = 1
+        if out is None:
+            out_flat = nothing
+        else:
+            strides[OUT] = row, 1
+        run(
+            kind,
+            False,
+            out is not None,
+            np.array((p.size // row, row), np.int64),
+            1,
+            strides,
+            np.zeros(6, np.int64),
+            p_flat,
+            t_flat,
+            nothing,
+            out_flat,
+            sums,
+            finished,
+            np.array((float(row) if mean else 1.0,)),
+            np.array((factor,)),
+        )
+        return loss if out is None else (loss, out)
 
     def _run(self, kind: int, plan: Plan) -> None:
         if _is_flat(plan):

@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+_FLOAT64 = np.dtype(np.float64)
+
 NO_STRIDES: tuple[int, ...] = ()
 
 
@@ -76,6 +78,15 @@ class Plan:
     def size(self) -> int:
         """Number of positions in the plan."""
         return int(np.prod(self.shape, dtype=np.int64))
+
+
+def scalar_loss(dtype: np.dtype, total: float) -> Any:
+    """A loss over everything as mse returns it: the float64 `total` (the sum, divided for
+    a mean) rounded once to a NumPy scalar of `dtype`; beyond its range, inf, silently."""
+    if abs(total) < 6.0e4 or dtype is _FLOAT64:  # cannot overflow: skip errstate's cost
+        return dtype.type(total)
+    with np.errstate(over="ignore"):
+        return dtype.type(total)
 
 
 def per_output(loss_divisor: Any) -> bool:

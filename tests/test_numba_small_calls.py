@@ -1,0 +1,140 @@
+"""The Numba backend's small_call: the commonest small calls (NumPy arrays of one float
+dtype and shape, C-contiguous and aligned, unweighted, of fewer than PARALLEL_MIN
+positions; the loss over everything or per row, the gradient over everything or one
+axis) in one step. It must give bitwise what the general path gives, and hand every other call back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from checks import assert_same_results, directly, on_general_path, warned
+from fastmse import _backends, mse, mse_and_grad, mse_grad
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+PARALLEL_MIN = pytest.importorskip("fastmse._numba", reason="Numba is optional").PARALLEL_MIN
+
+MSE, MSE_GRAD, MSE_AND_GRAD = range(3)
+FLOATS = (np.float16, np.float32, np.float64)
+
+
+@pytest.fixture(autouse=True)
+def backend():
+    with _backends.use("numba") as numba:
+        yield numba
+
+
+@st.composite
+def calls(draw):
+    """Calls in and near the commonest case: shapes of 1 to 3 dimensions, some beyond
+    PARALLEL_MIN positions, extents of 0; targets of another dtype or broadcast; Fortran
+    order, weights; every reduction, axis and keepdims; out fresh, aliased or absent."""
+    shape = tuple(draw(st.lists(st.integers(0, 40), min_size=1, max_size=3)))
+    if draw(st.integers(0, 9)) == 0:
+        shape = (PARALLEL_MIN // 4 + draw(st.integers(-1, 1)), 4)
+    dtype = draw(st.sampled_from(FLOATS))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    p = rng.standard_normal(shape).astype(dtype)
+    t = rng.standard_normal(shape).astype(dtype)
+    other = draw(st.sampled_from(["", "", "", "", "float64", "broadcast", "fortran", "weights"]))
+    kwargs = {"reduction": draw(st.sampled_from(["mean", "mean", "sum", "none"]))}
+    if other == "float64":
+        t = t.astype(np.float64)
+    elif other == "broadcast":
+        t = t[..., :1]
+    elif other == "fortran" and len(shape) > 1:
+        p, t = np.asfortranarray(p), np.asfortranarray(t)
+    elif other == "weights":
+        kwargs["weights"] = rng.uniform(0.5, 2.0, shape).astype(dtype)
+    if draw(st.booleans()):
+        kwargs["axis"] = draw(st.sampled_from([-1, 0, len(shape) - 1, (0,), tuple(range(len(shape)))]))
+    out = draw(st.sampled_from(["none", "fresh", "predictions", "targets"]))
+    return p, t, kwargs, out, draw(st.booleans())
+
+
+@settings(max_examples=200)
+@given(case=calls())
+def test_results_are_bitwise_those_of_the_general_path(case):
+    p, t, kwargs, out_kind, keepdims = case
+    expected = warned(on_general_path, mse, p, t, keepdims=keepdims, **kwargs)
+    got = warned(directly, mse, p, t, keepdims=keepdims, **kwargs)
+    assert expected[1] == got[1]
+    assert_same_results(expected[0], got[0])
+    if out_kind == "targets" and t.dtype != p.dtype:
+        return
+    for function, extra in ((mse_grad, {}), (mse_and_grad, {"keepdims": keepdims})):
+        results = []
+        for path in (on_general_path, directly):
+            a, b = p.copy(order="K"), t.copy(order="K")
+            out = {"none": None, "fresh": np.full_like(a, 7), "predictions": a, "targets": b}[out_kind]
+            result, caught = warned(path, function, a, b, out=out, **extra, **kwargs)
+            results.append((result, caught, out))
+        assert results[0][1] == results[1][1]
+        assert_same_results(results[0][0], results[1][0])
+        if results[0][2] is not None:
+            assert_same_results(results[0][2], results[1][2])
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", [(1,), (1000,), (256, 10), (4, 5, 6), (PARALLEL_MIN - 1,)])
+def test_the_commonest_calls_take_the_small_path(backend, dtype, shape):
+    rng = np.random.default_rng(2)
+    p, t = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    p.flags.writeable = False  # read-only inputs too (a memory map's)
+    out = np.empty_like(p)
+    calls = [
+        (MSE, None, None),
+        (MSE_GRAD, None, None),
+        (MSE_GRAD, None, out),
+        (MSE_GRAD, -1, out),
+        (MSE_GRAD, 0, None),
+        (MSE_AND_GRAD, None, out),
+        (MSE_AND_GRAD, None, None),
+    ]
+    if len(shape) > 1:  # a loss per row
+        calls += [(MSE, -1, None), (MSE, len(shape) - 1, None), (MSE_AND_GRAD, -1, out), (MSE_AND_GRAD, -1, None)]
+    for reduction in ("mean", "sum"):
+        for job, axis, result_out in calls:
+            result = backend.small_call(job, p, t, None, axis, reduction, False, result_out)
+            assert result is not NotImplemented, (job, axis, reduction)
+            function = (mse, mse_grad, mse_and_grad)[job]
+            kwargs = {"axis": axis, "reduction": reduction}
+            if result_out is not None:
+                expected_out = np.empty_like(p)
+                assert_same_results(on_general_path(function, p, t, out=expected_out, **kwargs), result)
+                assert_same_results(expected_out, out)
+            else:
+                assert_same_results(on_general_path(function, p, t, **kwargs), result)
+
+
+def test_other_calls_are_handed_back(backend):
+    p = np.ones((6, 4), np.float32)
+    handed_back = [
+        (MSE, p, p.astype(np.float64), None, None, "mean", False, None),  # two dtypes
+        (MSE, p, p[:1], None, None, "mean", False, None),  # targets broadcast
+        (MSE, p.T, p.T, None, None, "mean", False, None),  # not C-contiguous
+        (MSE, p, p, np.ones_like(p), None, "mean", False, None),  # weighted
+        (MSE, p, p, None, 0, "mean", False, None),  # a loss per column
+        (MSE, p[:, :1], p[:, :1], None, -1, "mean", False, None),  # a loss per position
+        (MSE, p[:1], p[:1], None, -1, "mean", False, None),  # one row: a flat sum
+        (MSE, p, p, None, (1,), "mean", False, None),  # axes as a tuple
+        (MSE, p, p, None, None, "mean", True, None),  # keepdims
+        (MSE, p, p, None, None, "none", False, None),
+        (MSE, p, p, None, None, "max", False, None),  # the general path's error
+        (MSE_GRAD, p, p, None, (0, 1), "mean", False, None),  # axes as a tuple
+        (MSE_GRAD, p, p, None, 2, "mean", False, None),  # the general path's AxisError
+        (MSE_GRAD, p, p, None, None, "mean", False, np.ones((6, 4))),  # out of another dtype
+        (MSE_GRAD, p, p, None, None, "mean", False, np.ones((4, 6), np.float32).T),
+        (MSE_GRAD, p, p.copy(), None, None, "mean", False, p[:]),  # out over predictions, as another view
+        (MSE, np.ones((0, 4), np.float32), np.ones((0, 4), np.float32), None, None, "mean", False, None),
+        (MSE, np.ones(PARALLEL_MIN, np.float32), np.ones(PARALLEL_MIN, np.float32), None, None, "mean", False, None),
+        (MSE, np.ones((), np.float32), np.ones((), np.float32), None, None, "mean", False, None),
+        (MSE, p.astype(">f4"), p.astype(">f4"), None, None, "mean", False, None),
+        (MSE, np.ma.masked_array(p), p, None, None, "mean", False, None),
+        (MSE, [1.0], [1.0], None, None, "mean", False, None),
+    ]
+    for job, *arguments in handed_back:
+        assert backend.small_call(job, *arguments) is NotImplemented, arguments[3:]
+    read_only = np.ones((6, 4), np.float32)
+    read_only.flags.writeable = False
+    assert backend.small_call(MSE_GRAD, p, p, None, None, "mean", False, read_only) is NotImplemented

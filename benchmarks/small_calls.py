@@ -33,6 +33,9 @@ def main() -> None:
     flat_p, flat_t = rng.random(1000, dtype=np.float32), rng.random(1000, dtype=np.float32)
     p, t = rng.random((256, 10), dtype=np.float32), rng.random((256, 10), dtype=np.float32)
     o = np.empty_like(p)
+    # In Fortran order, as DataFrame.to_numpy() gives a frame of one float dtype.
+    fortran_p, fortran_t = np.asfortranarray(p), np.asfortranarray(t)
+    fortran_o = np.empty_like(fortran_p)
     rows: list[tuple[str, str, Callable[[], object]]] = [
         ("1,000 float32, loss", "np.mean((p - t) ** 2)", lambda: np.mean((flat_p - flat_t) ** 2)),
         ("1,000 float32, loss", "fastmse.mse(p, t)", lambda: mse(flat_p, flat_t)),
@@ -44,6 +47,14 @@ def main() -> None:
         ("(256, 10), gradient", "2 * (p - t) / k", lambda: 2 * (p - t) / p.shape[1]),
         ("(256, 10), gradient", "fastmse.mse_grad(p, t, out=o)", lambda: mse_grad(p, t, out=o)),
         ("(256, 10), both", "fastmse.mse_and_grad(p, t, out=o)", lambda: mse_and_grad(p, t, out=o)),
+        ("(256, 10) Fortran, loss", "np.mean((p - t) ** 2) [F]", lambda: np.mean((fortran_p - fortran_t) ** 2)),
+        ("(256, 10) Fortran, loss", "fastmse.mse(p, t) [F]", lambda: mse(fortran_p, fortran_t)),
+        ("(256, 10) Fortran, gradient", "2 * (p - t) / k [F]", lambda: 2 * (fortran_p - fortran_t) / p.shape[1]),
+        (
+            "(256, 10) Fortran, gradient",
+            "fastmse.mse_grad(p, t, out=o) [F]",
+            lambda: mse_grad(fortran_p, fortran_t, out=fortran_o),
+        ),
     ]
     loss = crysx_loss()
     if loss is not None:
@@ -66,6 +77,12 @@ def main() -> None:
             "mse(axis=-1), (256, 10): NumPy / fastmse",
             "np.mean((p - t) ** 2, axis=-1)",
             "fastmse.mse(p, t, axis=-1)",
+        ),
+        ("mse, (256, 10) Fortran: NumPy / fastmse", "np.mean((p - t) ** 2) [F]", "fastmse.mse(p, t) [F]"),
+        (
+            "mse_grad(out), (256, 10) Fortran: NumPy / fastmse",
+            "2 * (p - t) / k [F]",
+            "fastmse.mse_grad(p, t, out=o) [F]",
         ),
     ]
     for label, peer, ours in ratios:

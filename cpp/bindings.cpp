@@ -523,7 +523,15 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     uint64_t axes = given_axes;  // over `extents`
     if (fortran) {
         axes = 0;
-        for (int d = 0; d < ndim; ++d) axes |= (given_axes >> d & 1) << (ndim - 1 - d);
+        int long_kept = 0;  // kept extents above 1
+        for (int d = 0; d < ndim; ++d) {
+            axes |= (given_axes >> d & 1) << (ndim - 1 - d);
+            long_kept += !(given_axes >> d & 1) && p->dimensions[d] > 1;
+        }
+        // The kernels write a loss in the order they walk: Fortran order here, where the
+        // general path's loss is in C order. The two are one where one kept extent is
+        // above 1 at most.
+        if (long_kept > 1 && job != Job::mse_grad) return not_here;
     }
     if (keepdims_arg.ptr() != Py_True && keepdims_arg.ptr() != Py_False) return not_here;
     const bool keepdims = keepdims_arg.ptr() == Py_True;
@@ -602,6 +610,10 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     const bool one_target = n_targets == 1 && !targets_along.per_position;
     const bool targets_broadcast = !targets_along.per_position && !one_target;
     if (targets_broadcast && w != nullptr) return not_here;
+    // In Fortran order, operands per position (or one for all) alone: the general path's
+    // plan orders dimensions by the operands' strides together, and with an operand that
+    // broadcasts otherwise its order can be C order (a tie kept as given).
+    if (fortran && (targets_broadcast || weight_rows != 0)) return not_here;
     const bool weighted_mean = w != nullptr && reduction == Reduction::mean;
     // Weights per position in a mean: a weight sum per output (else one for all).
     const bool sums_per_output = weighted_mean && weight_rows == 0;
@@ -776,17 +788,12 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         if (scalar_loss) {
             problem.loss = {&scalar_sum, per_output};
         } else {
-            // Written in the kernels' order: in C order but where at most one kept
-            // extent is above 1 (then C and Fortran order are one), as the general path's.
             std::vector<py::ssize_t> loss_shape;
-            int long_kept = 0;
             for (int d = 0; d < ndim; ++d) {
                 const bool summed = given_axes >> d & 1;
                 if (!summed) loss_shape.push_back(p->dimensions[d]);
                 else if (keepdims) loss_shape.push_back(1);
-                long_kept += !summed && p->dimensions[d] > 1;
             }
-            if (fortran && long_kept > 1) return not_here;
             loss = py::array(dtype, loss_shape);
             void* const loss_data = py::detail::array_proxy(loss.ptr())->data;
             if (loss_per_position) {

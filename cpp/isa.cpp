@@ -69,8 +69,7 @@ const KernelSet& kernels() { return *active().load(std::memory_order_relaxed); }
 // bfloat16 where the chosen one has no loops of its own for them.
 const KernelSet& kernels_for(const Problem& problem) {
     const KernelSet& chosen = kernels();
-    const bool sixteen_bit = problem.dtype == ScalarType::float16 || problem.dtype == ScalarType::bfloat16;
-    return sixteen_bit && !chosen.own_16_bit ? baseline::kernels : chosen;
+    return sixteen_bit(problem.dtype) && !chosen.own_16_bit ? baseline::kernels : chosen;
 }
 
 std::atomic<int> g_num_threads{0};

@@ -1141,8 +1141,7 @@ void with_types(const Problem& problem, Fn&& fn) {
         else
             fn(std::true_type{}, zero, zero);
     };
-    const bool sixteen_bit = problem.dtype == ScalarType::float16 || problem.dtype == ScalarType::bfloat16;
-    if (sixteen_bit && !kOwn16Bit)  // cpp/isa.cpp sends such data to the baseline copy
+    if (sixteen_bit(problem.dtype) && !kOwn16Bit)  // cpp/isa.cpp sends such data to the baseline copy
         throw std::invalid_argument("16-bit data in a copy of the kernels without loops for it");
     switch (problem.dtype) {
         case ScalarType::float32: typed(float{}); break;

@@ -11,6 +11,12 @@ namespace fastmse {
 // take them with each device pointer).
 enum class ScalarType : int { float16 = 0, float32 = 1, float64 = 2, bfloat16 = 3 };
 
+// float16 and bfloat16: converted in software, in loops that only the baseline copy of
+// the kernels has where a copy for a wider instruction set leaves them out (cpp/isa.cpp).
+inline constexpr bool sixteen_bit(ScalarType type) {
+    return type == ScalarType::float16 || type == ScalarType::bfloat16;
+}
+
 // Fixed summation geometry of the CPU kernels (cpp/kernels.cpp; the GPU's is in
 // cuda/kernels.cu). Results depend on these (and on the problem's shape and strides) and
 // on nothing else: not on the thread count, not on scheduling.

@@ -22,9 +22,23 @@ def _parts(predictions, targets, weights):
     return np.broadcast_to(p, shape), np.broadcast_to(t, shape), w
 
 
+def _cancelling(weights, shape, axis) -> bool:
+    """Whether `weights` cancel from a mean over `axis` (docs/semantics.rst, Weights): each
+    is one for all positions it is summed over, and all are positive and finite. The mean
+    is then the unweighted one, which tiny weights cannot underflow."""
+    if weights is None:
+        return False
+    w = np.asarray(weights, np.float64)
+    own = (1,) * (len(shape) - w.ndim) + w.shape
+    axes = range(len(shape)) if axis is None or not shape else np.atleast_1d(axis) % len(shape)
+    return all(own[a] == 1 for a in axes) and bool(np.all(np.isfinite(w)) and np.all(w > 0))
+
+
 def loss(predictions, targets, weights=None, axis=None, reduction="mean", keepdims=False):
     """float64 loss (not rounded to the result dtype)."""
     p, t, w = _parts(predictions, targets, weights)
+    if reduction == "mean" and _cancelling(weights, p.shape, axis):
+        w = np.ones(p.shape)
     d = p - t
     e = (w * d) * d  # as docs/semantics.rst (Weights) has it: a zero weight drops even a d**2 that overflows
     if reduction == "none":
@@ -41,6 +55,8 @@ def grad(predictions, targets, weights=None, axis=None, reduction="mean", absolu
     along which predictions is broadcast (with `absolute`, the sum of the terms'
     magnitudes instead: the scale of the rounding error such a sum may carry)."""
     p, t, w = _parts(predictions, targets, weights)
+    if reduction == "mean" and _cancelling(weights, p.shape, axis):
+        w = np.ones(p.shape)
     factor = 2.0
     if reduction == "mean":
         with np.errstate(divide="ignore"):

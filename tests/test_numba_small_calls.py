@@ -107,6 +107,21 @@ def test_the_commonest_calls_take_the_small_path(backend, dtype, shape):
                 assert_same_results(on_general_path(function, p, t, **kwargs), result)
 
 
+@pytest.mark.parametrize("function", [mse_grad, mse_and_grad])
+@pytest.mark.parametrize("axis", [None, -1])
+def test_out_over_an_input_that_overlaps_the_other_is_the_general_paths(function, axis):
+    # out is predictions (or targets), and the other input overlaps it, shifted by one.
+    for into_predictions in (True, False):
+        results = []
+        for path in (on_general_path, directly):
+            memory = np.arange(40.0) * 0.37
+            p, t = (memory[1:33], memory[:32]) if into_predictions else (memory[:32], memory[1:33])
+            p, t = p.reshape(4, 8), t.reshape(4, 8)
+            results.append((path(function, p, t, axis=axis, out=p if into_predictions else t), memory))
+        assert_same_results(results[0][0], results[1][0])
+        assert_same_results(results[0][1], results[1][1])
+
+
 def test_other_calls_are_handed_back(backend):
     p = np.ones((6, 4), np.float32)
     handed_back = [
@@ -135,6 +150,9 @@ def test_other_calls_are_handed_back(backend):
     ]
     for job, *arguments in handed_back:
         assert backend.small_call(job, *arguments) is NotImplemented, arguments[3:]
+    shifted = np.ones(10, np.float32)
+    a, b = shifted[1:9], shifted[:8]
+    assert backend.small_call(MSE_GRAD, a, b, None, None, "mean", False, a) is NotImplemented  # out is a, over b
     read_only = np.ones((6, 4), np.float32)
     read_only.flags.writeable = False
     assert backend.small_call(MSE_GRAD, p, p, None, None, "mean", False, read_only) is NotImplemented

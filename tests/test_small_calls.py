@@ -57,6 +57,8 @@ def common_calls(draw):
     fortran = draw(st.booleans()) and len(shape) > 1
     if fortran:  # Fortran order (of every array: else the general path)
         p, t = p.T, t.T if isinstance(t, np.ndarray) else t
+        if isinstance(t, np.ndarray) and draw(st.booleans()):  # broadcast, with extents of 1 where drawn
+            t = np.asfortranarray(t[tuple(slice(None) if draw(st.booleans()) else slice(0, 1) for _ in t.shape)])
     reduction = draw(st.sampled_from(["mean", "sum", "none"]))
     kwargs = {"reduction": reduction}
     if reduction != "none" and draw(st.booleans()):
@@ -505,6 +507,30 @@ def test_results_do_not_depend_on_the_thread_count():
         for a, b in zip(results[0][:2], other[:2], strict=True):
             assert_same(a, b)
         assert_same_results(results[0][2], other[2])
+
+
+def test_fortran_order_with_operands_that_broadcast_is_the_general_paths():
+    # The general path's plan orders dimensions by all operands' strides together; with an
+    # operand that broadcasts, a tie can keep C order: p (2, 7) in Fortran order and t
+    # (2, 1) give each dimension 2.
+    rng = np.random.default_rng(0)
+    cases = [
+        ((2, 7), (2, 1), None),
+        ((2, 5, 2, 2), (2, 5, 2, 1), None),
+        ((4, 2, 4), (), (4, 2, 1)),
+        ((6, 3), (3,), None),
+        ((6, 3), (6, 3), (6, 1)),
+        ((6, 3), (6, 3), (3,)),
+    ]
+    for shape, targets_shape, weights_shape in cases:
+        p = np.asfortranarray(rng.standard_normal(shape))
+        t = np.asfortranarray(rng.standard_normal(targets_shape))
+        kwargs = {} if weights_shape is None else {"weights": rng.uniform(0.5, 2.0, weights_shape)}
+        for reduction in ("mean", "sum"):
+            for keepdims in (False, True):
+                for function in (mse, mse_and_grad):
+                    expected = on_general_path(function, p, t, reduction=reduction, keepdims=keepdims, **kwargs)
+                    assert_same_results(expected, function(p, t, reduction=reduction, keepdims=keepdims, **kwargs))
 
 
 @pytest.mark.parametrize("path", [on_general_path, directly])

@@ -1081,8 +1081,9 @@ class NumbaBackend:
         arrays of one float dtype and shape, C-contiguous and aligned, unweighted, of fewer
         than PARALLEL_MIN positions (one thread); the loss over everything or a loss per
         row (over the last axis), the gradient over everything or one axis (one factor: a
-        flat walk). run_flat or run, with the arguments that the general path's plan gives
-        them: the same bits. NotImplemented for other calls."""
+        flat walk). `out` may be predictions or targets themselves, and overlap nothing
+        else. run_flat or run, with the arguments that the general path's plan gives them:
+        the same bits. NotImplemented for other calls."""
         p, t = predictions, targets
         if (
             type(p) is not np.ndarray
@@ -1121,14 +1122,15 @@ class NumbaBackend:
                 or out.dtype != p.dtype
                 or out.shape != p.shape
                 or not (out.flags.c_contiguous and out.flags.aligned and out.flags.writeable)
-                or (out is not p and out is not t and (np.may_share_memory(out, p) or np.may_share_memory(out, t)))
+                or (out is not p and np.may_share_memory(out, p))
+                or (out is not t and np.may_share_memory(out, t))
             ):
                 return NotImplemented
         p_flat, t_flat = _writeable(_flat_operand(p)), _writeable(_flat_operand(t))
         kind = (REDUCE, GRAD, REDUCE_AND_GRAD)[job]
-        out_flat = p_flat if out is None else _flat_operand(out)  # never written by REDUCE
         if per_row:
-            return self._loss_per_row(kind, p, p_flat, t_flat, out, out_flat, count, reduction == "mean", factor)
+            return self._loss_per_row(kind, p, p_flat, t_flat, out, count, reduction == "mean", factor)
+        out_flat = p_flat if out is None else _flat_operand(out)  # never written by REDUCE
         total = run_flat(kind, False, p_flat, t_flat, p_flat, out_flat, factor)
         if job == 1:
             return out
@@ -1137,7 +1139,7 @@ class NumbaBackend:
 
     @staticmethod
     def _loss_per_row(
-        kind: int, p: Any, p_flat: Any, t_flat: Any, out: Any, out_flat: Any, row: int, mean: bool, factor: float
+        kind: int, p: Any, p_flat: Any, t_flat: Any, out: Any, row: int, mean: bool, factor: float
     ) -> Any:
         """_small_call's loss per row of `row` positions: run's arguments as _run makes
         them from the general path's plan, (rows, row) with one kept dimension, the loss
@@ -1149,9 +1151,8 @@ class NumbaBackend:
         strides = np.zeros((6, 2), np.int64)
         strides[P] = strides[T] = row, 1
         strides[LOSS, 0] = 1
-        if out is None:
-            out_flat = nothing
-        else:
+        out_flat = nothing if out is None else _flat_operand(out)
+        if out is not None:
             strides[OUT] = row, 1
         run(
             kind,

@@ -1,7 +1,7 @@
 """The Numba backend's small_call: the commonest small calls (NumPy arrays of one float
-dtype and shape, C-contiguous and aligned, unweighted, of fewer than PARALLEL_MIN
-positions; the loss over everything or per row, the gradient over everything or one
-axis) in one step. It must give bitwise what the general path gives, and hand every other call back."""
+dtype and shape, all contiguous in C order or all in Fortran order, aligned,
+unweighted, of fewer than PARALLEL_MIN positions; the loss over everything or per row
+(C order), the gradient over everything or one axis) in one step. It must give bitwise what the general path gives, and hand every other call back."""
 
 from __future__ import annotations
 
@@ -77,9 +77,10 @@ def test_results_are_bitwise_those_of_the_general_path(case):
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("shape", [(1,), (1000,), (256, 10), (4, 5, 6), (PARALLEL_MIN - 1,)])
-def test_the_commonest_calls_take_the_small_path(backend, dtype, shape):
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_the_commonest_calls_take_the_small_path(backend, dtype, shape, order):
     rng = np.random.default_rng(2)
-    p, t = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    p, t = (rng.standard_normal(shape).astype(dtype, order=order) for _ in range(2))
     p.flags.writeable = False  # read-only inputs too (a memory map's)
     out = np.empty_like(p)
     calls = [
@@ -91,7 +92,7 @@ def test_the_commonest_calls_take_the_small_path(backend, dtype, shape):
         (MSE_AND_GRAD, None, out),
         (MSE_AND_GRAD, None, None),
     ]
-    if len(shape) > 1:  # a loss per row
+    if len(shape) > 1 and order == "C":  # a loss per row
         calls += [(MSE, -1, None), (MSE, len(shape) - 1, None), (MSE_AND_GRAD, -1, out), (MSE_AND_GRAD, -1, None)]
     for reduction in ("mean", "sum"):
         for job, axis, result_out in calls:
@@ -127,7 +128,9 @@ def test_other_calls_are_handed_back(backend):
     handed_back = [
         (MSE, p, p.astype(np.float64), None, None, "mean", False, None),  # two dtypes
         (MSE, p, p[:1], None, None, "mean", False, None),  # targets broadcast
-        (MSE, p.T, p.T, None, None, "mean", False, None),  # not C-contiguous
+        (MSE, p.T, p.T.copy(), None, None, "mean", False, None),  # Fortran and C order
+        (MSE, p.T, p.T, None, -1, "mean", False, None),  # a loss per row in Fortran order
+        (MSE, p[:, ::2], p[:, ::2], None, None, "mean", False, None),  # in neither order
         (MSE, p, p, np.ones_like(p), None, "mean", False, None),  # weighted
         (MSE, p, p, None, 0, "mean", False, None),  # a loss per column
         (MSE, p[:, :1], p[:, :1], None, -1, "mean", False, None),  # a loss per position

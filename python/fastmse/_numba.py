@@ -975,9 +975,9 @@ def flat_view(array: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def _flat_operand(array: np.ndarray) -> np.ndarray:
-    """A C-contiguous operand of a flat plan as the kernels read it: a 1-D view, 16-bit
-    floats as their bits."""
-    return _storage_view(array.ravel())  # a view: C-contiguous
+    """A contiguous operand of a flat plan (in C order, or in Fortran order beside others
+    in it) as the kernels read it: a 1-D view in memory order, 16-bit floats as their bits."""
+    return _storage_view(array.ravel("K"))
 
 
 def _divisors(loss_divisor: Any) -> Float64s:
@@ -1078,7 +1078,8 @@ class NumbaBackend:
         self, job: int, predictions: Any, targets: Any, weights: Any, axis: Any, reduction: Any, keepdims: Any, out: Any
     ) -> Any:
         """The commonest small calls in one step (see fastmse._backends.small_call): NumPy
-        arrays of one float dtype and shape, C-contiguous and aligned, unweighted, of fewer
+        arrays of one float dtype and shape, all contiguous in C order or all in Fortran
+        order, aligned, unweighted, of fewer
         than PARALLEL_MIN positions (one thread); the loss over everything or a loss per
         row (over the last axis), the gradient over everything or one axis (one factor: a
         flat walk). `out` may be predictions or targets themselves, and overlap nothing
@@ -1098,7 +1099,12 @@ class NumbaBackend:
         ):
             return NotImplemented
         flags, target_flags = p.flags, t.flags
-        if not (flags.c_contiguous and flags.aligned and target_flags.c_contiguous and target_flags.aligned):
+        # Arrays all in Fortran order (DataFrame.to_numpy()'s) are one flat run in memory
+        # too, as the general path's plan has them, where no loss is per row.
+        fortran = not (flags.c_contiguous and target_flags.c_contiguous)
+        if fortran and not (flags.f_contiguous and target_flags.f_contiguous):
+            return NotImplemented
+        if not (flags.aligned and target_flags.aligned):
             return NotImplemented
         count = p.size
         per_row = False
@@ -1109,7 +1115,7 @@ class NumbaBackend:
             # A loss per row: over the last axis, of rows of two or more (a loss per position
             # is the squared errors' pass) and two or more of them (one is a flat sum).
             per_row = job != 1
-            if per_row and (axis % p.ndim != p.ndim - 1 or count < 2 or p.size < 2 * count):
+            if per_row and (fortran or axis % p.ndim != p.ndim - 1 or count < 2 or p.size < 2 * count):
                 return NotImplemented
         if type(reduction) is not str or reduction not in ("mean", "sum"):
             return NotImplemented
@@ -1121,7 +1127,8 @@ class NumbaBackend:
                 type(out) is not np.ndarray
                 or out.dtype != p.dtype
                 or out.shape != p.shape
-                or not (out.flags.c_contiguous and out.flags.aligned and out.flags.writeable)
+                or not (out.flags.f_contiguous if fortran else out.flags.c_contiguous)
+                or not (out.flags.aligned and out.flags.writeable)
                 or (out is not p and np.may_share_memory(out, p))
                 or (out is not t and np.may_share_memory(out, t))
             ):

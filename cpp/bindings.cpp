@@ -495,8 +495,9 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     if (!small_path_type(p, type) || p->nd == 0) return not_here;
     // Arrays in Fortran order (DataFrame.to_numpy()'s) are walked as the C-ordered arrays
     // of their transposes, as the general path's plan does: their extents and axes reversed.
-    const bool fortran = !dense_flags(p, false) && dense_flags(p, true);
-    if (!fortran && !dense_flags(p, false)) return not_here;
+    const bool c_order = dense_flags(p, false);
+    const bool fortran = !c_order && dense_flags(p, true);
+    if (!c_order && !fortran) return not_here;
     // Targets: an array (t), or a number held here.
     const py::detail::PyArray_Proxy* t = nullptr;
     alignas(8) unsigned char target_number[8];

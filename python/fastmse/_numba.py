@@ -1079,10 +1079,9 @@ class NumbaBackend:
     ) -> Any:
         """The commonest small calls in one step (see fastmse._backends.small_call): NumPy
         arrays of one float dtype and shape, all contiguous in C order or all in Fortran
-        order, aligned, unweighted, of fewer
-        than PARALLEL_MIN positions (one thread); the loss over everything or a loss per
-        row (over the last axis), the gradient over everything or one axis (one factor: a
-        flat walk). `out` may be predictions or targets themselves, and overlap nothing
+        order, aligned, unweighted, of fewer than PARALLEL_MIN positions (one thread); the
+        loss over everything or (C order) a loss per row over the last axis, the gradient
+        over everything or one axis (one factor: a flat walk). `out` may be predictions or targets themselves, and overlap nothing
         else. run_flat or run, with the arguments that the general path's plan gives them:
         the same bits. NotImplemented for other calls."""
         p, t = predictions, targets
@@ -1158,8 +1157,9 @@ class NumbaBackend:
         strides = np.zeros((6, 2), np.int64)
         strides[P] = strides[T] = row, 1
         strides[LOSS, 0] = 1
-        out_flat = nothing if out is None else _flat_operand(out)
+        out_flat = nothing
         if out is not None:
+            out_flat = _flat_operand(out)
             strides[OUT] = row, 1
         run(
             kind,

@@ -8,6 +8,7 @@ Used when the compiled module is missing or ``FASTMSE_BACKEND=numba``.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import weakref
@@ -17,8 +18,10 @@ from typing import Any, TypeAlias
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
-from numba.extending import overload, register_jitable
+from numba.core import cgutils
+from numba.extending import intrinsic, overload, register_jitable
 from numpy.typing import NDArray
 
 from ._plan import Plan, is_contiguous, per_output, scalar_loss
@@ -40,6 +43,7 @@ OUTPUTS_PER_TASK = 64
 CHUNK = 1 << 15
 PARALLEL_MIN = 1 << 16
 CASCADE_LEVELS = 64
+PREFETCH_DISTANCE = 1024  # elements, kernels.cpp's kPrefetchDistance
 P, T, W, OUT, LOSS, SCALE = range(6)
 # The passes, in the order of cpp/kernels.cpp's Pass.
 REDUCE, GRAD, REDUCE_AND_GRAD, SQUARED_ERROR, REDUCE_DIFFERENCE = range(5)
@@ -333,6 +337,13 @@ def store_sum(
         put_loss(loss, origin[LOSS] + loss_offset, value, divisors)
 
 
+# Whether the runs along the last dimension, steps sp, st, sw and so, are what
+# contiguous_rows and lane_run take.
+@register_jitable
+def runs_contiguous(kind: int, weighted: bool, sp: int, st: int, sw: int, so: int) -> bool:
+    return sp == 1 and st == 1 and (so == 1 or not writes(kind)) and (not weighted or sw == 0 or sw == 1)
+
+
 # Tasks of lane mode: one output over one chunk of its summed positions.
 @register_jitable
 def lane_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None:
@@ -368,6 +379,8 @@ def lane_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None
     one = np.zeros(1)
     scratch = np.zeros(1)
     kept_at = -1
+    sp, st, sw, so = strides[P, last], strides[T, last], strides[W, last], strides[OUT, last]
+    contiguous = runs_contiguous(kind, weighted, sp, st, sw, so)
     for task in range(begin, end):
         o = task // n_chunks
         c = task % n_chunks
@@ -389,7 +402,9 @@ def lane_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None
                 it = origin[T] + kept_offset[T] + summed_offset[T]
                 iw = origin[W] + kept_offset[W] + summed_offset[W]
                 io = origin[OUT] + kept_offset[OUT] + summed_offset[OUT]
-                for i in range(n):
+                # lane_run from the first position of lane 0, where the run is contiguous
+                scalar_to = min(n, (block - pos) & (LANES - 1)) if contiguous else n
+                for i in range(scalar_to):
                     v = element(
                         kind,
                         weighted,
@@ -404,6 +419,11 @@ def lane_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None
                         factor,
                     )
                     acc[(pos - block + i) & (LANES - 1)] += v
+                if scalar_to < n:
+                    run_arguments = (p, t, w, sw, out, ip + scalar_to, it + scalar_to, iw + scalar_to * sw)
+                    specialized(
+                        LANES_ROUTINE, kind, weighted, (*run_arguments, io + scalar_to, factor, n - scalar_to, acc)
+                    )
                 pos += n
                 advance(shape, strides, n_kept, ndim, n, summed_index, summed_offset)
             one[0] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
@@ -441,7 +461,7 @@ def row_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None:
     loss = (sums, finished)
     last = shape.size - 1
     sp, st, sw, so = strides[P, last], strides[T, last], strides[W, last], strides[OUT, last]
-    contiguous = sp == 1 and st == 1 and (so == 1 or not writes(kind)) and (not weighted or sw == 0 or sw == 1)
+    contiguous = runs_contiguous(kind, weighted, sp, st, sw, so)
     j = n_kept - 1  # the rows' dimension: walked by pointer steps, the odometer moved per run
     js = strides[:, j] if j >= 0 else np.zeros(6, np.int64)
     index = np.zeros(shape.size, np.int64)
@@ -711,6 +731,146 @@ def run(
         combine_chunks(arguments, partials)
 
 
+# Numba leaves LLVM's SLP vectorizer off and its loop vectorizer does not reorder float
+# sums, so eight lanes in scalars or an array stay eight scalar chains. lane_groups emits
+# the loop over groups of eight positions with the lanes as one <8 x double> vector: the
+# same operations in the same order per lane as cpp/kernels.cpp's run_packed, so the same
+# bits, and its prefetch ahead of the loads.
+_VECTOR_DTYPES = (types.float32, types.float64)
+_LANE_SUMS: Any = types.UniTuple(types.float64, LANES)  # type: ignore[no-untyped-call]
+NO_LANES = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def _vectorizable(kind: int, weighted: bool, arguments: Any) -> bool:
+    """Whether lane_groups takes the operands of a routine's `arguments` (the tuple type
+    of (p, t, w, sw, out, ...)): every array the pass reads or writes a C-contiguous
+    float32 or float64 view."""
+    p, t, w, _, out = arguments.types[:5]
+    used = [p, t] + ([w] if weighted else []) + ([out] if writes(kind) else [])
+    return all(isinstance(a, types.Array) and a.layout == "C" and a.dtype in _VECTOR_DTYPES for a in used)
+
+
+@functools.cache
+def _lane_groups(kind: int, weighted: bool) -> Any:
+    """An intrinsic groups(p, ip, t, it, w, iw, sw, out, io, factor, n, lanes) for one pass:
+    the first n - n % 8 positions of a run (p, t and out contiguous from ip, it and io;
+    weights from iw, stride sw: 0 or 1), position i to lane i % 8, the lanes starting from
+    the tuple `lanes`; returns the lanes."""
+
+    @intrinsic
+    def groups(
+        typingctx: Any,
+        p: Any,
+        ip: Any,
+        t: Any,
+        it: Any,
+        w: Any,
+        iw: Any,
+        sw: Any,
+        out: Any,
+        io: Any,
+        factor: Any,
+        n: Any,
+        lanes: Any,
+    ) -> tuple[Any, Callable[..., Any]]:
+        signature = _LANE_SUMS(p, ip, t, it, w, iw, sw, out, io, factor, n, lanes)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            i64, i32 = ir.IntType(64), ir.IntType(32)
+            vector_of_lanes = ir.VectorType(ir.DoubleType(), LANES)
+            arrays = {name: (signature.args[k], args[k]) for name, k in zip("ptwo", (0, 2, 4, 7), strict=True)}
+
+            def scalar(k: int, to: Any) -> Any:
+                return context.cast(builder, args[k], signature.args[k], to)
+
+            def address(name: str, at: Any, count: int) -> tuple[Any, Any]:
+                array_type, value = arrays[name]
+                data = context.make_array(array_type)(context, builder, value).data
+                element = context.get_data_type(array_type.dtype)
+                loaded = ir.VectorType(element, count) if count > 1 else element
+                return builder.bitcast(builder.gep(data, [at], source_etype=element), loaded.as_pointer()), loaded
+
+            def load(name: str, at: Any, count: int = LANES) -> Any:
+                pointer, loaded = address(name, at, count)
+                value = builder.load(pointer, align=arrays[name][0].dtype.bitwidth // 8, typ=loaded)
+                if arrays[name][0].dtype == types.float64:
+                    return value
+                return builder.fpext(value, vector_of_lanes if count > 1 else ir.DoubleType())
+
+            def store(name: str, at: Any, value: Any) -> None:
+                pointer, stored = address(name, at, LANES)
+                if arrays[name][0].dtype != types.float64:
+                    value = builder.fptrunc(value, stored)
+                builder.store(value, pointer, align=arrays[name][0].dtype.bitwidth // 8)
+
+            def splat(value: Any) -> Any:
+                vector = ir.Constant(vector_of_lanes, None)
+                for lane in range(LANES):
+                    vector = builder.insert_element(vector, value, ir.Constant(i32, lane))
+                return vector
+
+            byte_pointer = ir.IntType(8).as_pointer()
+            prefetch_function = builder.module.declare_intrinsic(
+                "llvm.prefetch", [byte_pointer], ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32])
+            )
+
+            def prefetch(name: str, at: Any) -> None:  # a read, kept in every cache level
+                pointer, _ = address(name, builder.add(at, ir.Constant(i64, PREFETCH_DISTANCE)), 1)
+                flags = [ir.Constant(i32, v) for v in (0, 3, 1)]
+                builder.call(prefetch_function, [builder.bitcast(pointer, byte_pointer), *flags])
+
+            ip, it, iw, io, n = (scalar(k, types.int64) for k in (1, 3, 5, 8, 10))
+            factor = splat(scalar(9, types.float64))
+            initial = ir.Constant(vector_of_lanes, None)
+            for lane in range(LANES):
+                initial = builder.insert_element(initial, builder.extract_value(args[11], lane), ir.Constant(i32, lane))
+            sums = cgutils.alloca_once(builder, vector_of_lanes)  # type: ignore[no-untyped-call]
+            builder.store(initial, sums)
+            n_groups = builder.udiv(n, ir.Constant(i64, LANES))
+
+            def emit(weight_at: Callable[[Any], Any] | None) -> None:
+                """The loop, with the weights of position i from weight_at(i)."""
+                with cgutils.for_range(builder, n_groups) as loop:
+                    i = builder.mul(loop.index, ir.Constant(i64, LANES))
+                    prefetch("p", builder.add(ip, i))
+                    prefetch("t", builder.add(it, i))
+                    d = builder.fsub(load("p", builder.add(ip, i)), load("t", builder.add(it, i)))
+                    weight = None if weight_at is None else weight_at(i)
+                    wd = d if weight is None else builder.fmul(weight, d)  # position.hpp's weight * d
+                    if kind == SQUARED_ERROR:
+                        store("o", builder.add(io, i), builder.fmul(wd, d))
+                    elif writes(kind):  # scale * d where there is no weight, as run_packed
+                        gradient_factor = factor if weight is None else builder.fmul(factor, weight)
+                        store("o", builder.add(io, i), builder.fmul(gradient_factor, d))
+                    if reduces(kind):
+                        term = wd if kind == REDUCE_DIFFERENCE else builder.fmul(wd, d)
+                        builder.store(builder.fadd(builder.load(sums), term), sums)
+
+            if not weighted:
+                emit(None)
+            else:
+                sw = scalar(6, types.int64)
+                with builder.if_else(builder.icmp_signed("==", sw, ir.Constant(i64, 0))) as (one_weight, along):
+                    with one_weight:
+                        emit(lambda i: splat(load("w", iw, 1)))
+                    with along:
+                        emit(lambda i: load("w", builder.add(iw, i)))
+            total = builder.load(sums)
+            values = [builder.extract_element(total, ir.Constant(i32, lane)) for lane in range(LANES)]
+            return context.make_tuple(builder, signature.return_type, values)
+
+        return signature, codegen
+
+    return groups
+
+
+@register_jitable
+def _no_lane_groups(
+    p: Any, ip: int, t: Any, it: int, w: Any, iw: int, sw: int, out: Any, io: int, factor: float, n: int, lanes: Any
+) -> Any:
+    return lanes
+
+
 # `rows` runs of n positions one after another in p, t and out (weights: stride sw, 0 or
 # 1), row r's starting at base + r * js (per operand), lane i % 8 taking its position i:
 # what lane_tasks computes for such a block or short row. Each row's combined lanes go to
@@ -729,15 +889,18 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
     if not isinstance(kind, types.IntegerLiteral) or not isinstance(weighted, types.BooleanLiteral):
         return None
     KIND, WEIGHTED = kind.literal_value, weighted.literal_value
+    VECTOR = _vectorizable(KIND, WEIGHTED, arguments)
+    groups = _lane_groups(KIND, WEIGHTED) if VECTOR else _no_lane_groups
 
     def rows_of(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
         p, t, w, sw, out, loss, divisors, scale, has_scale, base, js, rows, n = arguments
         end = n - n % LANES
+        scalar_from = end if VECTOR else 0
         for r in range(rows):
             ip, it, iw, io = base[P] + r * js[P], base[T] + r * js[T], base[W] + r * js[W], base[OUT] + r * js[OUT]
             factor = scale[base[SCALE] + r * js[SCALE]] if has_scale else 0.0
-            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-            for i in range(0, end, LANES):
+            a0, a1, a2, a3, a4, a5, a6, a7 = groups(p, ip, t, it, w, iw, sw, out, io, factor, scalar_from, NO_LANES)
+            for i in range(scalar_from, end, LANES):
                 d0 = load(p, ip + i) - load(t, it + i)
                 d1 = load(p, ip + i + 1) - load(t, it + i + 1)
                 d2 = load(p, ip + i + 2) - load(t, it + i + 2)
@@ -801,6 +964,35 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
     return rows_of
 
 
+# A run of n positions contiguous in p, t and out (weights: stride sw, 0 or 1), position
+# i adding to acc[i % 8]: lane_tasks' runs from a position of lane 0 on. Compiled per pass
+# and weighting, as contiguous_rows.
+def lane_run(kind: int, weighted: bool, arguments: Any) -> None:
+    """`arguments`: (p, t, w, sw, out, ip, it, iw, io, factor, n, acc)."""
+    raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
+
+
+@overload(lane_run, prefer_literal=True)
+def _lane_run(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> Callable[..., None] | None:
+    if not isinstance(kind, types.IntegerLiteral) or not isinstance(weighted, types.BooleanLiteral):
+        return None
+    KIND, WEIGHTED = kind.literal_value, weighted.literal_value
+    VECTOR = _vectorizable(KIND, WEIGHTED, arguments)
+    groups = _lane_groups(KIND, WEIGHTED) if VECTOR else _no_lane_groups
+
+    def run_of(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
+        p, t, w, sw, out, ip, it, iw, io, factor, n, acc = arguments
+        scalar_from = n - n % LANES if VECTOR else 0
+        lanes = (acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7])
+        lanes = groups(p, ip, t, it, w, iw, sw, out, io, factor, scalar_from, lanes)
+        for lane in range(LANES):
+            acc[lane] = lanes[lane]
+        for i in range(scalar_from, n):
+            acc[i & (LANES - 1)] += element(KIND, WEIGHTED, p, ip + i, t, it + i, w, iw + i * sw, out, io + i, factor)
+
+    return run_of
+
+
 # `count` summed positions, `rs` apart from `at` (per operand), of `width` neighbouring
 # outputs `js` apart: each position adds its terms to acc[j] in order, output by output,
 # as across_output_tasks sums them. Compiled per pass and weighting, as contiguous_rows.
@@ -831,6 +1023,7 @@ def _across_block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadA
 # The routines compiled once per pass and weighting, for `specialized`.
 ROWS_ROUTINE = 0  # contiguous_rows
 ACROSS_ROUTINE = 1  # across_block
+LANES_ROUTINE = 2  # lane_run
 
 
 def specialized(routine: int, kind: int, weighted: bool, arguments: Any) -> None:
@@ -845,7 +1038,7 @@ def _specialized(
 ) -> Callable[..., None] | None:
     if not isinstance(routine, types.IntegerLiteral):
         return None
-    target = contiguous_rows if routine.literal_value == ROWS_ROUTINE else across_block
+    target = (contiguous_rows, across_block, lane_run)[routine.literal_value]
 
     def choose(routine: OverloadArg, kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
         if kind == REDUCE and weighted:

@@ -98,6 +98,21 @@ CASES = {
         ]
     },
     "short strided rows": (MATRIX[:, :20:2], MATRIX[:, 1:21:2], {"axis": -1}),
+    # Rows longer than a block (lane mode), unweighted and weighted per sample; columns
+    # weighted per column (tiles across outputs, weights along them).
+    **{
+        name: (L, L[::-1].copy(), {"axis": -1, "reduction": "sum", "weights": weights})
+        for L in [rng.standard_normal((7, 4099)).astype(np.float32)]
+        for name, weights in [
+            ("long rows", None),
+            ("long rows weighted per sample", rng.uniform(size=(7, 1)).astype(np.float32)),
+        ]
+    },
+    "columns weighted per column": (
+        MATRIX[:, :21].copy(),
+        MATRIX[::-1, 21:42].copy(),
+        {"axis": 0, "weights": rng.uniform(size=21).astype(np.float32)},
+    ),
     "one position per output": (MATRIX, MATRIX[::-1].copy(), {"axis": (), "reduction": "sum"}),
     "elementwise": (MATRIX, MATRIX[::-1].copy(), {"reduction": "none"}),
     # One target for every position, and weights per position over everything (whose sums

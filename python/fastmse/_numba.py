@@ -732,30 +732,30 @@ def run(
 
 
 # Numba leaves LLVM's SLP vectorizer off and its loop vectorizer does not reorder float
-# sums, so eight lanes in scalars or an array stay eight scalar chains. lane_groups emits
-# the loop over groups of eight positions with the lanes as one <8 x double> vector: the
-# same operations in the same order per lane as cpp/kernels.cpp's run_packed, so the same
-# bits, and its prefetch ahead of the loads.
+# sums, so eight lanes in scalars or an array stay eight scalar chains. _vector_groups
+# emits the loop over groups of eight positions as <8 x double> vectors: the same
+# operations in the same order per lane (or per output) as cpp/kernels.cpp, so the same
+# bits, and run_packed's prefetch ahead of the loads.
 _VECTOR_DTYPES = (types.float32, types.float64)
 _LANE_SUMS: Any = types.UniTuple(types.float64, LANES)  # type: ignore[no-untyped-call]
 NO_LANES = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
-def _vectorizable(kind: int, weighted: bool, arguments: Any) -> bool:
-    """Whether lane_groups takes the operands of a routine's `arguments` (the tuple type
-    of (p, t, w, sw, out, ...)): every array the pass reads or writes a C-contiguous
-    float32 or float64 view."""
-    p, t, w, _, out = arguments.types[:5]
+def _vectorizable(kind: int, weighted: bool, p: Any, t: Any, w: Any, out: Any) -> bool:
+    """Whether _vector_groups' code takes these operand types: every array the pass reads
+    or writes a C-contiguous float32 or float64 view."""
     used = [p, t] + ([w] if weighted else []) + ([out] if writes(kind) else [])
     return all(isinstance(a, types.Array) and a.layout == "C" and a.dtype in _VECTOR_DTYPES for a in used)
 
 
 @functools.cache
-def _lane_groups(kind: int, weighted: bool) -> Any:
-    """An intrinsic groups(p, ip, t, it, w, iw, sw, out, io, factor, n, lanes) for one pass:
-    the first n - n % 8 positions of a run (p, t and out contiguous from ip, it and io;
-    weights from iw, stride sw: 0 or 1), position i to lane i % 8, the lanes starting from
-    the tuple `lanes`; returns the lanes."""
+def _vector_groups(kind: int, weighted: bool, across: bool) -> Any:
+    """An intrinsic groups(p, ip, t, it, w, iw, sw, out, io, factor, n, lanes) for one
+    pass: the first n - n % 8 positions of a run (p, t and out contiguous from ip, it and
+    io; weights from iw, stride sw: 0 or 1), position i to lane i % 8, the lanes starting
+    from the tuple `lanes`; returns the lanes. `across`: the positions are neighbouring
+    outputs instead (across_block), position i adding to the float64 array lanes[i], its
+    gradient factor factor[i] (an array); returns nothing."""
 
     @intrinsic
     def groups(
@@ -773,12 +773,13 @@ def _lane_groups(kind: int, weighted: bool) -> Any:
         n: Any,
         lanes: Any,
     ) -> tuple[Any, Callable[..., Any]]:
-        signature = _LANE_SUMS(p, ip, t, it, w, iw, sw, out, io, factor, n, lanes)
+        returned = types.none if across else _LANE_SUMS
+        signature = returned(p, ip, t, it, w, iw, sw, out, io, factor, n, lanes)
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
             i64, i32 = ir.IntType(64), ir.IntType(32)
             vector_of_lanes = ir.VectorType(ir.DoubleType(), LANES)
-            arrays = {name: (signature.args[k], args[k]) for name, k in zip("ptwo", (0, 2, 4, 7), strict=True)}
+            arrays = {name: (signature.args[k], args[k]) for name, k in zip("ptwofa", (0, 2, 4, 7, 9, 11), strict=True)}
 
             def scalar(k: int, to: Any) -> Any:
                 return context.cast(builder, args[k], signature.args[k], to)
@@ -820,31 +821,39 @@ def _lane_groups(kind: int, weighted: bool) -> Any:
                 builder.call(prefetch_function, [builder.bitcast(pointer, byte_pointer), *flags])
 
             ip, it, iw, io, n = (scalar(k, types.int64) for k in (1, 3, 5, 8, 10))
-            factor = splat(scalar(9, types.float64))
-            initial = ir.Constant(vector_of_lanes, None)
-            for lane in range(LANES):
-                initial = builder.insert_element(initial, builder.extract_value(args[11], lane), ir.Constant(i32, lane))
-            sums = cgutils.alloca_once(builder, vector_of_lanes)  # type: ignore[no-untyped-call]
-            builder.store(initial, sums)
+            factor, sums = None, None  # across: per group of outputs
+            if not across:
+                factor = splat(scalar(9, types.float64))
+                initial = ir.Constant(vector_of_lanes, None)
+                for lane in range(LANES):
+                    lane_sum = builder.extract_value(args[11], lane)
+                    initial = builder.insert_element(initial, lane_sum, ir.Constant(i32, lane))
+                sums = cgutils.alloca_once(builder, vector_of_lanes)  # type: ignore[no-untyped-call]
+                builder.store(initial, sums)
             n_groups = builder.udiv(n, ir.Constant(i64, LANES))
 
             def emit(weight_at: Callable[[Any], Any] | None) -> None:
                 """The loop, with the weights of position i from weight_at(i)."""
                 with cgutils.for_range(builder, n_groups) as loop:
                     i = builder.mul(loop.index, ir.Constant(i64, LANES))
-                    prefetch("p", builder.add(ip, i))
-                    prefetch("t", builder.add(it, i))
+                    group_factor, group_sums = factor, sums
+                    if across:  # outputs i to i + 7: their factors, and their sums in memory
+                        group_factor = load("f", i)
+                        group_sums, _ = address("a", i, LANES)
+                    else:
+                        prefetch("p", builder.add(ip, i))
+                        prefetch("t", builder.add(it, i))
                     d = builder.fsub(load("p", builder.add(ip, i)), load("t", builder.add(it, i)))
                     weight = None if weight_at is None else weight_at(i)
                     wd = d if weight is None else builder.fmul(weight, d)  # position.hpp's weight * d
                     if kind == SQUARED_ERROR:
                         store("o", builder.add(io, i), builder.fmul(wd, d))
                     elif writes(kind):  # scale * d where there is no weight, as run_packed
-                        gradient_factor = factor if weight is None else builder.fmul(factor, weight)
+                        gradient_factor = group_factor if weight is None else builder.fmul(group_factor, weight)
                         store("o", builder.add(io, i), builder.fmul(gradient_factor, d))
                     if reduces(kind):
                         term = wd if kind == REDUCE_DIFFERENCE else builder.fmul(wd, d)
-                        builder.store(builder.fadd(builder.load(sums), term), sums)
+                        builder.store(builder.fadd(builder.load(group_sums, align=8), term), group_sums, align=8)
 
             if not weighted:
                 emit(None)
@@ -855,6 +864,8 @@ def _lane_groups(kind: int, weighted: bool) -> Any:
                         emit(lambda i: splat(load("w", iw, 1)))
                     with along:
                         emit(lambda i: load("w", builder.add(iw, i)))
+            if across:
+                return context.get_dummy_value()
             total = builder.load(sums)
             values = [builder.extract_element(total, ir.Constant(i32, lane)) for lane in range(LANES)]
             return context.make_tuple(builder, signature.return_type, values)
@@ -869,6 +880,13 @@ def _no_lane_groups(
     p: Any, ip: int, t: Any, it: int, w: Any, iw: int, sw: int, out: Any, io: int, factor: float, n: int, lanes: Any
 ) -> Any:
     return lanes
+
+
+@register_jitable
+def _no_output_groups(
+    p: Any, ip: int, t: Any, it: int, w: Any, iw: int, sw: int, out: Any, io: int, factors: Any, n: int, acc: Any
+) -> None:
+    return None
 
 
 # `rows` runs of n positions one after another in p, t and out (weights: stride sw, 0 or
@@ -889,8 +907,9 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
     if not isinstance(kind, types.IntegerLiteral) or not isinstance(weighted, types.BooleanLiteral):
         return None
     KIND, WEIGHTED = kind.literal_value, weighted.literal_value
-    VECTOR = _vectorizable(KIND, WEIGHTED, arguments)
-    groups = _lane_groups(KIND, WEIGHTED) if VECTOR else _no_lane_groups
+    p, t, w, _, out = arguments.types[:5]
+    VECTOR = _vectorizable(KIND, WEIGHTED, p, t, w, out)
+    groups = _vector_groups(KIND, WEIGHTED, False) if VECTOR else _no_lane_groups
 
     def rows_of(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
         p, t, w, sw, out, loss, divisors, scale, has_scale, base, js, rows, n = arguments
@@ -977,8 +996,9 @@ def _lane_run(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) 
     if not isinstance(kind, types.IntegerLiteral) or not isinstance(weighted, types.BooleanLiteral):
         return None
     KIND, WEIGHTED = kind.literal_value, weighted.literal_value
-    VECTOR = _vectorizable(KIND, WEIGHTED, arguments)
-    groups = _lane_groups(KIND, WEIGHTED) if VECTOR else _no_lane_groups
+    p, t, w, _, out = arguments.types[:5]
+    VECTOR = _vectorizable(KIND, WEIGHTED, p, t, w, out)
+    groups = _vector_groups(KIND, WEIGHTED, False) if VECTOR else _no_lane_groups
 
     def run_of(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
         p, t, w, sw, out, ip, it, iw, io, factor, n, acc = arguments
@@ -1007,12 +1027,18 @@ def _across_block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadA
         return None
     KIND, WEIGHTED = kind.literal_value, weighted.literal_value
 
+    p, t, w, out = arguments.types[:4]
+    VECTOR = _vectorizable(KIND, WEIGHTED, p, t, w, out)
+    groups = _vector_groups(KIND, WEIGHTED, True) if VECTOR else _no_output_groups
+
     def block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
         p, t, w, out, at, rs, js, count, width, factors, acc = arguments
         sp, st, sw, so = js[P], js[T], js[W], js[OUT]
+        vector_to = width - width % LANES if VECTOR and runs_contiguous(KIND, WEIGHTED, sp, st, sw, so) else 0
         for q in range(count):
             ip, it, iw, io = at[P] + q * rs[P], at[T] + q * rs[T], at[W] + q * rs[W], at[OUT] + q * rs[OUT]
-            for j in range(width):
+            groups(p, ip, t, it, w, iw, sw, out, io, factors, vector_to, acc)
+            for j in range(vector_to, width):
                 acc[j] += element(
                     KIND, WEIGHTED, p, ip + j * sp, t, it + j * st, w, iw + j * sw, out, io + j * so, factors[j]
                 )

@@ -41,8 +41,11 @@ BLOCK = 2048
 ROW_BLOCK = 256
 OUTPUTS_PER_TASK = 64
 CHUNK = 1 << 15
-PARALLEL_MIN = 1 << 16
 CASCADE_LEVELS = 64
+# Calls of fewer positions run on the calling thread (kParallelMin is 1 << 16): handing
+# half the work to a worker costs about 20 us here, where OpenMP's team is already spinning,
+# and one thread finishes 2**16 positions first.
+PARALLEL_MIN = 1 << 17
 PREFETCH_DISTANCE = 1024  # elements, kernels.cpp's kPrefetchDistance
 P, T, W, OUT, LOSS, SCALE = range(6)
 # The passes, in the order of cpp/kernels.cpp's Pass.

@@ -209,3 +209,35 @@ def test_numba_compiles_no_other_copy_for_read_only_inputs_or_threads():
     assert again[1] == expected[1]
     np.testing.assert_array_equal(one_thread[0], large[0])
     assert one_thread[1] == large[1]
+
+
+def test_numba_workers_hand_back_a_kernels_error_and_serve_the_next_call():
+    """An exception on a worker thread reaches the caller once every range has finished,
+    and the workers take the next call; a call that finds them busy runs alone."""
+    pytest.importorskip("numba")
+    from fastmse._numba import NumbaBackend, max_threads
+
+    if max_threads() < 2:
+        pytest.skip("needs two threads (NUMBA_NUM_THREADS)")
+    backend = NumbaBackend()
+    backend.set_num_threads(2)
+    ranges: list[tuple[int, int]] = []
+
+    def failing_on_a_worker(begin, end):
+        ranges.append((begin, end))
+        if begin > 0:
+            message = f"range {begin}-{end}"
+            raise ValueError(message)
+
+    with pytest.raises(ValueError, match="range 5-10"):
+        backend._on_threads(failing_on_a_worker, 10, ())
+    assert sorted(ranges) == [(0, 5), (5, 10)]
+
+    ranges.clear()
+    backend._on_threads(lambda begin, end: ranges.append((begin, end)), 10, ())
+    assert sorted(ranges) == [(0, 5), (5, 10)]
+
+    ranges.clear()
+    with backend._team:  # another thread's call holds the workers
+        backend._on_threads(lambda begin, end: ranges.append((begin, end)), 10, ())
+    assert ranges == [(0, 10)]

@@ -42,6 +42,11 @@ CASES = {
     "weighted columns": (MATRIX, 0.5 * MATRIX, {"axis": 0, "weights": rng.uniform(size=(1500, 1))}),
     "strided": (MATRIX[::2, ::3], MATRIX[1::2, ::3], {"axis": (0, 1)}),
     "broadcast": (MATRIX, MATRIX[7], {"reduction": "sum"}),
+    "broadcast, weighted per position": (
+        MATRIX,
+        MATRIX[7],
+        {"reduction": "sum", "weights": rng.uniform(size=MATRIX.shape).astype(np.float32)},
+    ),
     "tall": (rng.standard_normal((200_000, 3)), np.zeros(3), {"axis": 0}),
     # Narrow columns (up to 4 side by side, their width fixed), a chunk's end among
     # them, and one column left after 64.

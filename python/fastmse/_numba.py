@@ -43,8 +43,8 @@ OUTPUTS_PER_TASK = 64
 CHUNK = 1 << 15
 CASCADE_LEVELS = 64
 # Calls of fewer positions run on the calling thread (kParallelMin is 1 << 16): handing
-# half the work to a worker costs about 20 us here, where OpenMP's team is already spinning,
-# and one thread finishes 2**16 positions first.
+# half the work to a worker thread costs about 20 us here (OpenMP's team is already
+# spinning), and one thread alone finishes 2**16 positions sooner.
 PARALLEL_MIN = 1 << 17
 PREFETCH_DISTANCE = 1024  # elements, kernels.cpp's kPrefetchDistance
 P, T, W, OUT, LOSS, SCALE = range(6)
@@ -738,10 +738,11 @@ def run(
 # sums, so eight lanes in scalars or an array stay eight scalar chains. _vector_groups
 # emits the loop over groups of eight positions as <8 x double> vectors: the same
 # operations in the same order per lane (or per output) as cpp/kernels.cpp, so the same
-# bits, and run_packed's prefetch ahead of the loads.
+# bits, and run_packed's prefetch ahead of the loads (unguarded here: a prefetch past the
+# end of an array does not fault).
 _VECTOR_DTYPES = (types.float32, types.float64)
 _LANE_SUMS: Any = types.UniTuple(types.float64, LANES)  # type: ignore[no-untyped-call]
-NO_LANES = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+ZERO_LANES = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 def _vectorizable(kind: int, weighted: bool, p: Any, t: Any, w: Any, out: Any) -> bool:
@@ -782,7 +783,9 @@ def _vector_groups(kind: int, weighted: bool, across: bool) -> Any:
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
             i64, i32 = ir.IntType(64), ir.IntType(32)
             vector_of_lanes = ir.VectorType(ir.DoubleType(), LANES)
-            arrays = {name: (signature.args[k], args[k]) for name, k in zip("ptwofa", (0, 2, 4, 7, 9, 11), strict=True)}
+            # (type, value) by name: p, t, w, out and, across, the outputs' factors and sums
+            names = {"p": 0, "t": 2, "w": 4, "o": 7, "factors": 9, "sums": 11}
+            arrays = {name: (signature.args[k], args[k]) for name, k in names.items()}
 
             def scalar(k: int, to: Any) -> Any:
                 return context.cast(builder, args[k], signature.args[k], to)
@@ -794,9 +797,13 @@ def _vector_groups(kind: int, weighted: bool, across: bool) -> Any:
                 loaded = ir.VectorType(element, count) if count > 1 else element
                 return builder.bitcast(builder.gep(data, [at], source_etype=element), loaded.as_pointer()), loaded
 
+            def alignment(name: str) -> int:  # an element's, or none: misaligned data is read in place
+                array_type = arrays[name][0]
+                return array_type.dtype.bitwidth // 8 if array_type.aligned else 1
+
             def load(name: str, at: Any, count: int = LANES) -> Any:
                 pointer, loaded = address(name, at, count)
-                value = builder.load(pointer, align=arrays[name][0].dtype.bitwidth // 8, typ=loaded)
+                value = builder.load(pointer, align=alignment(name), typ=loaded)
                 if arrays[name][0].dtype == types.float64:
                     return value
                 return builder.fpext(value, vector_of_lanes if count > 1 else ir.DoubleType())
@@ -805,7 +812,7 @@ def _vector_groups(kind: int, weighted: bool, across: bool) -> Any:
                 pointer, stored = address(name, at, LANES)
                 if arrays[name][0].dtype != types.float64:
                     value = builder.fptrunc(value, stored)
-                builder.store(value, pointer, align=arrays[name][0].dtype.bitwidth // 8)
+                builder.store(value, pointer, align=alignment(name))
 
             def splat(value: Any) -> Any:
                 vector = ir.Constant(vector_of_lanes, None)
@@ -841,8 +848,8 @@ def _vector_groups(kind: int, weighted: bool, across: bool) -> Any:
                     i = builder.mul(loop.index, ir.Constant(i64, LANES))
                     group_factor, group_sums = factor, sums
                     if across:  # outputs i to i + 7: their factors, and their sums in memory
-                        group_factor = load("f", i)
-                        group_sums, _ = address("a", i, LANES)
+                        group_factor = load("factors", i)
+                        group_sums, _ = address("sums", i, LANES)
                     else:
                         prefetch("p", builder.add(ip, i))
                         prefetch("t", builder.add(it, i))
@@ -921,7 +928,7 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
         for r in range(rows):
             ip, it, iw, io = base[P] + r * js[P], base[T] + r * js[T], base[W] + r * js[W], base[OUT] + r * js[OUT]
             factor = scale[base[SCALE] + r * js[SCALE]] if has_scale else 0.0
-            a0, a1, a2, a3, a4, a5, a6, a7 = groups(p, ip, t, it, w, iw, sw, out, io, factor, scalar_from, NO_LANES)
+            a0, a1, a2, a3, a4, a5, a6, a7 = groups(p, ip, t, it, w, iw, sw, out, io, factor, scalar_from, ZERO_LANES)
             for i in range(scalar_from, end, LANES):
                 d0 = load(p, ip + i) - load(t, it + i)
                 d1 = load(p, ip + i + 1) - load(t, it + i + 1)
@@ -1254,31 +1261,36 @@ def _is_flat(plan: Plan) -> bool:
 
 
 class _Worker:
-    """A thread that runs the kernel calls handed to it, one at a time. A lock each way,
-    where a ThreadPoolExecutor's futures and queue cost 70 us a call here (a quarter of
-    a 2**20-element sum), so that threads pay from fewer elements on."""
+    """A thread that runs the kernel calls handed to it, one at a time: a lock to hand a
+    call over and an event to say it has finished, where a ThreadPoolExecutor's futures
+    and queue cost 70 us a call here (a quarter of a 2**20-element sum)."""
 
     def __init__(self, name: str) -> None:
-        self._start, self._done = threading.Lock(), threading.Lock()
-        self._start.acquire()
-        self._done.acquire()
+        self._handed = threading.Lock()
+        self._handed.acquire()
+        self._idle = threading.Event()
+        self._idle.set()
         self._call: tuple[Callable[..., None], tuple[Any, ...]] | None = None
         self._error: BaseException | None = None
         threading.Thread(target=self._serve, name=name, daemon=True).start()
 
     def start(self, kernel: Callable[..., None], arguments: tuple[Any, ...]) -> None:
+        """Hands over kernel(*arguments), once the call before it (one that an interrupt
+        left unawaited) has finished."""
+        self._idle.wait()
+        self._idle.clear()
+        self._error = None
         self._call = (kernel, arguments)
-        self._start.release()
+        self._handed.release()
 
     def finish(self) -> BaseException | None:
-        """Returns when the call has finished: its exception, if any, or an interrupt of
-        the wait. Until then the kernel still uses the caller's arrays, so an interrupt
-        ends the wait only after it."""
+        """Returns when the call handed over has finished: its exception, if any, or an
+        interrupt of the wait. Until then the kernel still uses the caller's arrays, so an
+        interrupt ends the wait only after it."""
         interrupt: KeyboardInterrupt | None = None
-        while True:
+        while not self._idle.is_set():
             try:
-                self._done.acquire()
-                break
+                self._idle.wait()
             except KeyboardInterrupt as caught:
                 interrupt = caught
         error, self._error = self._error, None
@@ -1286,7 +1298,7 @@ class _Worker:
 
     def _serve(self) -> None:
         while True:
-            self._start.acquire()
+            self._handed.acquire()
             assert self._call is not None
             kernel, arguments = self._call
             self._call = None
@@ -1294,7 +1306,8 @@ class _Worker:
                 kernel(*arguments)
             except BaseException as error:  # noqa: BLE001 - the caller's, returned by finish
                 self._error = error
-            self._done.release()
+            del kernel, arguments  # the caller's arrays, not kept alive until the next call
+            self._idle.set()
 
 
 def max_threads() -> int:
@@ -1511,22 +1524,26 @@ class NumbaBackend:
         """kernel(begin, end, *arguments) over tasks [0, n_tasks) cut into contiguous
         ranges, one a thread, the first on the calling one. The ranges write disjoint
         partial sums, so the result is the same for any number of them: a call that finds
-        the workers busy with another thread's call runs all its tasks itself."""
+        the workers busy with another thread's call runs all its tasks itself, as does
+        one that cannot start them (the interpreter is shutting down)."""
         n_ranges = min(self._threads, n_tasks)
         if n_ranges == 1 or not self._team.acquire(blocking=False):
             kernel(0, n_tasks, *arguments)
             return
         try:
-            while len(self._workers) < n_ranges - 1:  # started at the first call that needs them
-                self._workers.append(_Worker(f"fastmse-numba-{len(self._workers) + 1}"))
-            started: list[_Worker] = []
             try:
-                for rank, worker in enumerate(self._workers[: n_ranges - 1], start=1):
+                while len(self._workers) < n_ranges - 1:  # started at the first call that needs them
+                    self._workers.append(_Worker(f"fastmse-numba-{len(self._workers) + 1}"))
+            except RuntimeError:
+                kernel(0, n_tasks, *arguments)
+                return
+            workers = self._workers[: n_ranges - 1]
+            try:
+                for rank, worker in enumerate(workers, start=1):
                     worker.start(kernel, (n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges, *arguments))
-                    started.append(worker)
                 kernel(0, n_tasks // n_ranges, *arguments)
             finally:
-                outcomes = [worker.finish() for worker in started]  # every one waited for first
+                outcomes = [worker.finish() for worker in workers]  # every one waited for first
                 for error in outcomes:
                     if error is not None:
                         raise error

@@ -344,7 +344,7 @@ def store_sum(
 # contiguous_rows and lane_run take.
 @register_jitable
 def runs_contiguous(kind: int, weighted: bool, sp: int, st: int, sw: int, so: int) -> bool:
-    return sp == 1 and st == 1 and (so == 1 or not writes(kind)) and (not weighted or sw == 0 or sw == 1)
+    return sp == 1 and (st == 0 or st == 1) and (so == 1 or not writes(kind)) and (not weighted or sw == 0 or sw == 1)
 
 
 # Tasks of lane mode: one output over one chunk of its summed positions.
@@ -423,10 +423,9 @@ def lane_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None
                     )
                     acc[(pos - block + i) & (LANES - 1)] += v
                 if scalar_to < n:
-                    run_arguments = (p, t, w, sw, out, ip + scalar_to, it + scalar_to, iw + scalar_to * sw)
-                    specialized(
-                        LANES_ROUTINE, kind, weighted, (*run_arguments, io + scalar_to, factor, n - scalar_to, acc)
-                    )
+                    run_arguments = (p, t, w, sw, out, ip + scalar_to, it + scalar_to * st, iw + scalar_to * sw)
+                    rest = (io + scalar_to, factor, n - scalar_to, acc, st)
+                    specialized(LANES_ROUTINE, kind, weighted, (*run_arguments, *rest))
                 pos += n
                 advance(shape, strides, n_kept, ndim, n, summed_index, summed_offset)
             one[0] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
@@ -479,7 +478,10 @@ def row_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None:
             for k in range(6):
                 base[k] = origin[k] + offset[k]
             specialized(
-                ROWS_ROUTINE, kind, weighted, (p, t, w, sw, out, loss, divisors, scale, has_scale, base, js, run, n_red)
+                ROWS_ROUTINE,
+                kind,
+                weighted,
+                (p, t, w, sw, out, loss, divisors, scale, has_scale, base, js, run, n_red, st),
             )
         else:
             for r in range(run):
@@ -754,9 +756,10 @@ def _vectorizable(kind: int, weighted: bool, p: Any, t: Any, w: Any, out: Any) -
 
 @functools.cache
 def _vector_groups(kind: int, weighted: bool, across: bool) -> Any:
-    """An intrinsic groups(p, ip, t, it, w, iw, sw, out, io, factor, n, lanes) for one
-    pass: the first n - n % 8 positions of a run (p, t and out contiguous from ip, it and
-    io; weights from iw, stride sw: 0 or 1), position i to lane i % 8, the lanes starting
+    """An intrinsic groups(p, ip, t, it, w, iw, sw, out, io, factor, n, lanes, st) for one
+    pass: the first n - n % 8 positions of a run (p and out contiguous from ip and io;
+    targets from it, stride st, and weights from iw, stride sw: each 0 or 1), position i
+    to lane i % 8, the lanes starting
     from the tuple `lanes`; returns the lanes. `across`: the positions are neighbouring
     outputs instead (across_block), position i adding to the float64 array lanes[i], its
     gradient factor factor[i] (an array); returns nothing."""
@@ -776,9 +779,10 @@ def _vector_groups(kind: int, weighted: bool, across: bool) -> Any:
         factor: Any,
         n: Any,
         lanes: Any,
+        st: Any,
     ) -> tuple[Any, Callable[..., Any]]:
         returned = types.none if across else _LANE_SUMS
-        signature = returned(p, ip, t, it, w, iw, sw, out, io, factor, n, lanes)
+        signature = returned(p, ip, t, it, w, iw, sw, out, io, factor, n, lanes, st)
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
             i64, i32 = ir.IntType(64), ir.IntType(32)
@@ -842,8 +846,9 @@ def _vector_groups(kind: int, weighted: bool, across: bool) -> Any:
                 builder.store(initial, sums)
             n_groups = builder.udiv(n, ir.Constant(i64, LANES))
 
-            def emit(weight_at: Callable[[Any], Any] | None) -> None:
-                """The loop, with the weights of position i from weight_at(i)."""
+            def emit(target_at: Callable[[Any], Any], weight_at: Callable[[Any], Any] | None) -> None:
+                """The loop, with the targets and weights of position i from target_at(i)
+                and weight_at(i)."""
                 with cgutils.for_range(builder, n_groups) as loop:
                     i = builder.mul(loop.index, ir.Constant(i64, LANES))
                     group_factor, group_sums = factor, sums
@@ -852,8 +857,7 @@ def _vector_groups(kind: int, weighted: bool, across: bool) -> Any:
                         group_sums, _ = address("sums", i, LANES)
                     else:
                         prefetch("p", builder.add(ip, i))
-                        prefetch("t", builder.add(it, i))
-                    d = builder.fsub(load("p", builder.add(ip, i)), load("t", builder.add(it, i)))
+                    d = builder.fsub(load("p", builder.add(ip, i)), target_at(i))
                     weight = None if weight_at is None else weight_at(i)
                     wd = d if weight is None else builder.fmul(weight, d)  # position.hpp's weight * d
                     if kind == SQUARED_ERROR:
@@ -865,15 +869,29 @@ def _vector_groups(kind: int, weighted: bool, across: bool) -> Any:
                         term = wd if kind == REDUCE_DIFFERENCE else builder.fmul(wd, d)
                         builder.store(builder.fadd(builder.load(group_sums, align=8), term), group_sums, align=8)
 
+            def targets_along(i: Any) -> Any:
+                if not across:
+                    prefetch("t", builder.add(it, i))
+                return load("t", builder.add(it, i))
+
+            def emit_per_target(weight_at: Callable[[Any], Any] | None) -> None:
+                """The loop for a target per position or one for all (st 1 or 0)."""
+                st = scalar(12, types.int64)
+                with builder.if_else(builder.icmp_signed("==", st, ir.Constant(i64, 0))) as (one_target, along):
+                    with one_target:
+                        emit(lambda i: splat(load("t", it, 1)), weight_at)
+                    with along:
+                        emit(targets_along, weight_at)
+
             if not weighted:
-                emit(None)
+                emit_per_target(None)
             else:
                 sw = scalar(6, types.int64)
                 with builder.if_else(builder.icmp_signed("==", sw, ir.Constant(i64, 0))) as (one_weight, along):
                     with one_weight:
-                        emit(lambda i: splat(load("w", iw, 1)))
+                        emit_per_target(lambda i: splat(load("w", iw, 1)))
                     with along:
-                        emit(lambda i: load("w", builder.add(iw, i)))
+                        emit_per_target(lambda i: load("w", builder.add(iw, i)))
             if across:
                 return context.get_dummy_value()
             total = builder.load(sums)
@@ -887,20 +905,44 @@ def _vector_groups(kind: int, weighted: bool, across: bool) -> Any:
 
 @register_jitable
 def _no_lane_groups(
-    p: Any, ip: int, t: Any, it: int, w: Any, iw: int, sw: int, out: Any, io: int, factor: float, n: int, lanes: Any
+    p: Any,
+    ip: int,
+    t: Any,
+    it: int,
+    w: Any,
+    iw: int,
+    sw: int,
+    out: Any,
+    io: int,
+    factor: float,
+    n: int,
+    lanes: Any,
+    st: int,
 ) -> Any:
     return lanes
 
 
 @register_jitable
 def _no_output_groups(
-    p: Any, ip: int, t: Any, it: int, w: Any, iw: int, sw: int, out: Any, io: int, factors: Any, n: int, acc: Any
+    p: Any,
+    ip: int,
+    t: Any,
+    it: int,
+    w: Any,
+    iw: int,
+    sw: int,
+    out: Any,
+    io: int,
+    factors: Any,
+    n: int,
+    acc: Any,
+    st: int,
 ) -> None:
     return None
 
 
-# `rows` runs of n positions one after another in p, t and out (weights: stride sw, 0 or
-# 1), row r's starting at base + r * js (per operand), lane i % 8 taking its position i:
+# `rows` runs of n positions one after another in p and out (targets and weights: strides
+# st and sw, 0 or 1), row r's starting at base + r * js (per operand), lane i % 8 taking its position i:
 # what lane_tasks computes for such a block or short row. Each row's combined lanes go to
 # the loss at base[LOSS] + r * js[LOSS] (put_loss), its gradient factor read from scale at
 # base[SCALE] + r * js[SCALE]. The eight lanes are locals, the loads of a group of eight
@@ -908,7 +950,7 @@ def _no_output_groups(
 # copy (`specialized`), chosen once for all the rows: each copy's loop holds only its
 # own arithmetic (a choice per row doubled the time of rows of ten).
 def contiguous_rows(kind: int, weighted: bool, arguments: Any) -> None:
-    """`arguments`: (p, t, w, sw, out, loss, divisors, scale, has_scale, base, js, rows, n)."""
+    """`arguments`: (p, t, w, sw, out, loss, divisors, scale, has_scale, base, js, rows, n, st)."""
     raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
 
 
@@ -922,22 +964,24 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
     groups = _vector_groups(KIND, WEIGHTED, False) if VECTOR else _no_lane_groups
 
     def rows_of(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
-        p, t, w, sw, out, loss, divisors, scale, has_scale, base, js, rows, n = arguments
+        p, t, w, sw, out, loss, divisors, scale, has_scale, base, js, rows, n, st = arguments
         end = n - n % LANES
         scalar_from = end if VECTOR else 0
         for r in range(rows):
             ip, it, iw, io = base[P] + r * js[P], base[T] + r * js[T], base[W] + r * js[W], base[OUT] + r * js[OUT]
             factor = scale[base[SCALE] + r * js[SCALE]] if has_scale else 0.0
-            a0, a1, a2, a3, a4, a5, a6, a7 = groups(p, ip, t, it, w, iw, sw, out, io, factor, scalar_from, ZERO_LANES)
+            a0, a1, a2, a3, a4, a5, a6, a7 = groups(
+                p, ip, t, it, w, iw, sw, out, io, factor, scalar_from, ZERO_LANES, st
+            )
             for i in range(scalar_from, end, LANES):
-                d0 = load(p, ip + i) - load(t, it + i)
-                d1 = load(p, ip + i + 1) - load(t, it + i + 1)
-                d2 = load(p, ip + i + 2) - load(t, it + i + 2)
-                d3 = load(p, ip + i + 3) - load(t, it + i + 3)
-                d4 = load(p, ip + i + 4) - load(t, it + i + 4)
-                d5 = load(p, ip + i + 5) - load(t, it + i + 5)
-                d6 = load(p, ip + i + 6) - load(t, it + i + 6)
-                d7 = load(p, ip + i + 7) - load(t, it + i + 7)
+                d0 = load(p, ip + i) - load(t, it + i * st)
+                d1 = load(p, ip + i + 1) - load(t, it + (i + 1) * st)
+                d2 = load(p, ip + i + 2) - load(t, it + (i + 2) * st)
+                d3 = load(p, ip + i + 3) - load(t, it + (i + 3) * st)
+                d4 = load(p, ip + i + 4) - load(t, it + (i + 4) * st)
+                d5 = load(p, ip + i + 5) - load(t, it + (i + 5) * st)
+                d6 = load(p, ip + i + 6) - load(t, it + (i + 6) * st)
+                d7 = load(p, ip + i + 7) - load(t, it + (i + 7) * st)
                 w0 = w1 = w2 = w3 = w4 = w5 = w6 = w7 = 1.0
                 if WEIGHTED:
                     w0, w1, w2, w3 = (
@@ -971,7 +1015,7 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
                     a6 += term(KIND, w6, d6)
                     a7 += term(KIND, w7, d7)
             for i in range(end, n):  # the last n % LANES positions, to lanes 0, 1, ... in turn
-                v = element(KIND, WEIGHTED, p, ip + i, t, it + i, w, iw + i * sw, out, io + i, factor)
+                v = element(KIND, WEIGHTED, p, ip + i, t, it + i * st, w, iw + i * sw, out, io + i, factor)
                 lane = i - end
                 if lane == 0:
                     a0 += v
@@ -997,7 +1041,7 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
 # i adding to acc[i % 8]: lane_tasks' runs from a position of lane 0 on. Compiled per pass
 # and weighting, as contiguous_rows.
 def lane_run(kind: int, weighted: bool, arguments: Any) -> None:
-    """`arguments`: (p, t, w, sw, out, ip, it, iw, io, factor, n, acc)."""
+    """`arguments`: (p, t, w, sw, out, ip, it, iw, io, factor, n, acc, st)."""
     raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
 
 
@@ -1011,14 +1055,16 @@ def _lane_run(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) 
     groups = _vector_groups(KIND, WEIGHTED, False) if VECTOR else _no_lane_groups
 
     def run_of(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
-        p, t, w, sw, out, ip, it, iw, io, factor, n, acc = arguments
+        p, t, w, sw, out, ip, it, iw, io, factor, n, acc, st = arguments
         scalar_from = n - n % LANES if VECTOR else 0
         lanes = (acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7])
-        lanes = groups(p, ip, t, it, w, iw, sw, out, io, factor, scalar_from, lanes)
+        lanes = groups(p, ip, t, it, w, iw, sw, out, io, factor, scalar_from, lanes, st)
         for lane in range(LANES):
             acc[lane] = lanes[lane]
         for i in range(scalar_from, n):
-            acc[i & (LANES - 1)] += element(KIND, WEIGHTED, p, ip + i, t, it + i, w, iw + i * sw, out, io + i, factor)
+            acc[i & (LANES - 1)] += element(
+                KIND, WEIGHTED, p, ip + i, t, it + i * st, w, iw + i * sw, out, io + i, factor
+            )
 
     return run_of
 
@@ -1047,7 +1093,7 @@ def _across_block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadA
         vector_to = width - width % LANES if VECTOR and runs_contiguous(KIND, WEIGHTED, sp, st, sw, so) else 0
         for q in range(count):
             ip, it, iw, io = at[P] + q * rs[P], at[T] + q * rs[T], at[W] + q * rs[W], at[OUT] + q * rs[OUT]
-            groups(p, ip, t, it, w, iw, sw, out, io, factors, vector_to, acc)
+            groups(p, ip, t, it, w, iw, sw, out, io, factors, vector_to, acc, st)
             for j in range(vector_to, width):
                 acc[j] += element(
                     KIND, WEIGHTED, p, ip + j * sp, t, it + j * st, w, iw + j * sw, out, io + j * so, factors[j]
@@ -1144,7 +1190,7 @@ def flat_tasks(
                 ROWS_ROUTINE,
                 kind,
                 weighted,
-                (p, t, w, one_row, out, loss, undivided, scale, has_scale, base, no_step, one_row, n_block),
+                (p, t, w, one_row, out, loss, undivided, scale, has_scale, base, no_step, one_row, n_block, one_row),
             )
             cascade_push(stack, state, one, 1, scratch)
         cascade_total(stack, state, one, 1)

@@ -941,11 +941,26 @@ def _no_output_groups(
     return None
 
 
+def _routine_constants(
+    kind: OverloadArg, weighted: OverloadArg, p: Any, t: Any, w: Any, out: Any, across: bool
+) -> tuple[int, bool, bool, Any] | None:
+    """What a routine's copy is compiled for: its pass and weighting (None unless both
+    are literals), whether its operand types take the vector code, and the groups
+    intrinsic (_vector_groups) or, where they do not, its no-op stand-in."""
+    if not isinstance(kind, types.IntegerLiteral) or not isinstance(weighted, types.BooleanLiteral):
+        return None
+    pass_kind, is_weighted = kind.literal_value, weighted.literal_value
+    if not _vectorizable(pass_kind, is_weighted, p, t, w, out):
+        return pass_kind, is_weighted, False, _no_output_groups if across else _no_lane_groups
+    return pass_kind, is_weighted, True, _vector_groups(pass_kind, is_weighted, across)
+
+
 # `rows` runs of n positions one after another in p and out (targets and weights: strides
-# st and sw, 0 or 1), row r's starting at base + r * js (per operand), lane i % 8 taking its position i:
-# what lane_tasks computes for such a block or short row. Each row's combined lanes go to
-# the loss at base[LOSS] + r * js[LOSS] (put_loss), its gradient factor read from scale at
-# base[SCALE] + r * js[SCALE]. The eight lanes are locals, the loads of a group of eight
+# st and sw, 0 or 1), row r's starting at base + r * js (per operand), lane i % 8 taking
+# its position i: what lane_tasks computes for such a block or short row. Each row's
+# combined lanes go to the loss at base[LOSS] + r * js[LOSS] (put_loss), its gradient
+# factor read from scale at base[SCALE] + r * js[SCALE]. The groups of eight are
+# _vector_groups' where the operand types allow, else eight locals; the loads of a group
 # come ahead of its stores, and the pass and the weights are constants of each compiled
 # copy (`specialized`), chosen once for all the rows: each copy's loop holds only its
 # own arithmetic (a choice per row doubled the time of rows of ten).
@@ -956,12 +971,11 @@ def contiguous_rows(kind: int, weighted: bool, arguments: Any) -> None:
 
 @overload(contiguous_rows, prefer_literal=True)
 def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> Callable[..., None] | None:
-    if not isinstance(kind, types.IntegerLiteral) or not isinstance(weighted, types.BooleanLiteral):
-        return None
-    KIND, WEIGHTED = kind.literal_value, weighted.literal_value
     p, t, w, _, out = arguments.types[:5]
-    VECTOR = _vectorizable(KIND, WEIGHTED, p, t, w, out)
-    groups = _vector_groups(KIND, WEIGHTED, False) if VECTOR else _no_lane_groups
+    constants = _routine_constants(kind, weighted, p, t, w, out, across=False)
+    if constants is None:
+        return None
+    KIND, WEIGHTED, VECTOR, groups = constants
 
     def rows_of(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
         p, t, w, sw, out, loss, divisors, scale, has_scale, base, js, rows, n, st = arguments
@@ -1037,9 +1051,9 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
     return rows_of
 
 
-# A run of n positions contiguous in p, t and out (weights: stride sw, 0 or 1), position
-# i adding to acc[i % 8]: lane_tasks' runs from a position of lane 0 on. Compiled per pass
-# and weighting, as contiguous_rows.
+# A run of n positions contiguous in p and out (targets and weights: strides st and sw, 0
+# or 1), position i adding to acc[i % 8]: lane_tasks' runs from a position of lane 0 on.
+# Compiled per pass and weighting, as contiguous_rows.
 def lane_run(kind: int, weighted: bool, arguments: Any) -> None:
     """`arguments`: (p, t, w, sw, out, ip, it, iw, io, factor, n, acc, st)."""
     raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
@@ -1047,12 +1061,11 @@ def lane_run(kind: int, weighted: bool, arguments: Any) -> None:
 
 @overload(lane_run, prefer_literal=True)
 def _lane_run(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> Callable[..., None] | None:
-    if not isinstance(kind, types.IntegerLiteral) or not isinstance(weighted, types.BooleanLiteral):
-        return None
-    KIND, WEIGHTED = kind.literal_value, weighted.literal_value
     p, t, w, _, out = arguments.types[:5]
-    VECTOR = _vectorizable(KIND, WEIGHTED, p, t, w, out)
-    groups = _vector_groups(KIND, WEIGHTED, False) if VECTOR else _no_lane_groups
+    constants = _routine_constants(kind, weighted, p, t, w, out, across=False)
+    if constants is None:
+        return None
+    KIND, WEIGHTED, VECTOR, groups = constants
 
     def run_of(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
         p, t, w, sw, out, ip, it, iw, io, factor, n, acc, st = arguments
@@ -1079,13 +1092,11 @@ def across_block(kind: int, weighted: bool, arguments: Any) -> None:
 
 @overload(across_block, prefer_literal=True)
 def _across_block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> Callable[..., None] | None:
-    if not isinstance(kind, types.IntegerLiteral) or not isinstance(weighted, types.BooleanLiteral):
-        return None
-    KIND, WEIGHTED = kind.literal_value, weighted.literal_value
-
     p, t, w, out = arguments.types[:4]
-    VECTOR = _vectorizable(KIND, WEIGHTED, p, t, w, out)
-    groups = _vector_groups(KIND, WEIGHTED, True) if VECTOR else _no_output_groups
+    constants = _routine_constants(kind, weighted, p, t, w, out, across=True)
+    if constants is None:
+        return None
+    KIND, WEIGHTED, VECTOR, groups = constants
 
     def block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
         p, t, w, out, at, rs, js, count, width, factors, acc = arguments

@@ -759,10 +759,10 @@ def _vector_groups(kind: int, weighted: bool, across: bool) -> Any:
     """An intrinsic groups(p, ip, t, it, w, iw, sw, out, io, factor, n, lanes, st) for one
     pass: the first n - n % 8 positions of a run (p and out contiguous from ip and io;
     targets from it, stride st, and weights from iw, stride sw: each 0 or 1), position i
-    to lane i % 8, the lanes starting
-    from the tuple `lanes`; returns the lanes. `across`: the positions are neighbouring
-    outputs instead (across_block), position i adding to the float64 array lanes[i], its
-    gradient factor factor[i] (an array); returns nothing."""
+    to lane i % 8, the lanes starting from the tuple `lanes`; returns the lanes.
+    `across`: the positions are neighbouring outputs instead (across_block), position i
+    adding to the float64 array lanes[i], its gradient factor factor[i] (an array);
+    returns nothing."""
 
     @intrinsic
     def groups(

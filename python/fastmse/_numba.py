@@ -1226,12 +1226,18 @@ def flat_total(partials: Float64s) -> float:
 def run_flat(kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out: Operand, factor: float) -> float:
     """One pass over a flat run of p.size positions (w and out as long where present), on
     the calling thread; returns the float64 sum, which the caller finishes into the loss."""
+    if p.size <= CHUNK:  # one chunk: its sum is the total (a cascade of one value is that value)
+        partial = np.empty(1)
+        flat_tasks(np.int64(0), 1, kind, weighted, p, t, w, out, factor, partial)
+        return float(partial[0])
     partials = np.empty((p.size + CHUNK - 1) // CHUNK)
     flat_tasks(np.int64(0), partials.size, kind, weighted, p, t, w, out, factor, partials)
     return flat_total(partials)
 
 
 _SMALL_CALL_DTYPES = frozenset(np.dtype(name) for name in ("float16", "float32", "float64"))
+# NumPy's C function without its __array_function__ dispatch, half the cost of a small call's check.
+_may_share_memory = getattr(np.may_share_memory, "_implementation", np.may_share_memory)
 
 
 def _storage_view(flat: np.ndarray) -> np.ndarray:
@@ -1415,6 +1421,8 @@ class NumbaBackend:
             or t.shape != p.shape
             or not 0 < p.size < PARALLEL_MIN
             or p.ndim == 0
+            or type(reduction) is not str
+            or reduction not in ("mean", "sum")
         ):
             return NotImplemented
         flags, target_flags = p.flags, t.flags
@@ -1436,24 +1444,28 @@ class NumbaBackend:
             per_row = job != 1
             if per_row and (fortran or axis % p.ndim != p.ndim - 1 or count < 2 or p.size < 2 * count):
                 return NotImplemented
-        if type(reduction) is not str or reduction not in ("mean", "sum"):
-            return NotImplemented
-        factor = 2.0 / count if reduction == "mean" else 2.0
         if job != 0:
             if out is None:
                 out = np.empty_like(p)
-            elif (
-                type(out) is not np.ndarray
-                or out.dtype != p.dtype
-                or out.shape != p.shape
-                or not (out.flags.f_contiguous if fortran else out.flags.c_contiguous)
-                or not (out.flags.aligned and out.flags.writeable)
-                or (out is not p and np.may_share_memory(out, p))
-                or (out is not t and np.may_share_memory(out, t))
-            ):
+            elif type(out) is not np.ndarray or out.dtype != p.dtype or out.shape != p.shape:
                 return NotImplemented
-        p_flat, t_flat = _writeable(_flat_operand(p)), _writeable(_flat_operand(t))
+            else:
+                out_flags = out.flags
+                if not (
+                    (out_flags.f_contiguous if fortran else out_flags.c_contiguous)
+                    and out_flags.aligned
+                    and out_flags.writeable
+                    and (out is p or not _may_share_memory(out, p))
+                    and (out is t or not _may_share_memory(out, t))
+                ):
+                    return NotImplemented
+        p_flat, t_flat = p.ravel("K"), t.ravel("K")
+        if p.itemsize == 2:
+            p_flat, t_flat = _storage_view(p_flat), _storage_view(t_flat)
+        if not (flags.writeable and target_flags.writeable):
+            p_flat, t_flat = _writeable(p_flat), _writeable(t_flat)
         kind = (REDUCE, GRAD, REDUCE_AND_GRAD)[job]
+        factor = 2.0 / count if reduction == "mean" else 2.0
         if per_row:
             return self._loss_per_row(kind, p, p_flat, t_flat, out, count, reduction == "mean", factor)
         out_flat = p_flat if out is None else _flat_operand(out)  # never written by REDUCE

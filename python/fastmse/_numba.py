@@ -40,6 +40,7 @@ LANES = 8
 BLOCK = 2048
 ROW_BLOCK = 256
 OUTPUTS_PER_TASK = 64
+NARROW = 4  # across_block's groups of up to NARROW outputs sum in locals (kNarrow)
 CHUNK = 1 << 15
 CASCADE_LEVELS = 64
 # Calls of fewer positions run on the calling thread (kParallelMin is 1 << 16): handing
@@ -546,6 +547,7 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
     state = np.zeros(2, np.int64)
     scratch = np.zeros(OUTPUTS_PER_TASK)
     reducing = reduces(kind)
+    single = ndim - n_kept == 1  # one summed dimension (after merging, the common case)
     for task in range(begin, end):
         c = task % n_chunks
         group = (task // n_chunks) % n_groups
@@ -563,19 +565,26 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
         hi = min(lo + CHUNK, n_red)
         seek(shape, strides, n_kept, ndim, lo, summed_index, summed_offset)
         state[:] = 0
-        for block in range(lo, hi, ROW_BLOCK):
-            acc[:] = 0.0
-            pos = block
-            block_end = min(block + ROW_BLOCK, hi)
-            while pos < block_end:  # runs along the innermost summed dimension
-                n = min(shape[last] - summed_index[last], block_end - pos)
-                for k in range(6):
-                    at[k] = origin[k] + base[k] + summed_offset[k]
-                specialized(ACROSS_ROUTINE, kind, weighted, (p, t, w, out, at, rs, js, n, width, factors, acc))
-                pos += n
-                advance(shape, strides, n_kept, ndim, n, summed_index, summed_offset)
-            if reducing:
-                cascade_push(stack, state, acc, width, scratch)
+        if single:  # positions a pointer step apart: the chunk in one call, block by block
+            for k in range(6):
+                at[k] = origin[k] + base[k] + summed_offset[k]
+            arguments = (p, t, w, out, at, rs, js, hi - lo, width, factors, acc, stack, state, scratch, True)
+            specialized(ACROSS_ROUTINE, kind, weighted, arguments)
+        else:
+            for block in range(lo, hi, ROW_BLOCK):
+                acc[:] = 0.0
+                pos = block
+                block_end = min(block + ROW_BLOCK, hi)
+                while pos < block_end:  # runs along the innermost summed dimension
+                    n = min(shape[last] - summed_index[last], block_end - pos)
+                    for k in range(6):
+                        at[k] = origin[k] + base[k] + summed_offset[k]
+                    arguments = (p, t, w, out, at, rs, js, n, width, factors, acc, stack, state, scratch, False)
+                    specialized(ACROSS_ROUTINE, kind, weighted, arguments)
+                    pos += n
+                    advance(shape, strides, n_kept, ndim, n, summed_index, summed_offset)
+                if reducing:
+                    cascade_push(stack, state, acc, width, scratch)
         if reducing:
             cascade_total(stack, state, values, width)
             o0 = outer * extent + j0
@@ -1084,9 +1093,12 @@ def _lane_run(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) 
 
 # `count` summed positions, `rs` apart from `at` (per operand), of `width` neighbouring
 # outputs `js` apart: each position adds its terms to acc[j] in order, output by output,
-# as across_output_tasks sums them. Compiled per pass and weighting, as contiguous_rows.
+# as across_output_tasks sums them. With `pushed`, in blocks of ROW_BLOCK positions, each
+# block's sums pushed onto the cascade (stack, state) from acc zeroed: a chunk in one
+# call, where a call per block cost a third of a narrow batch's time (the arrays' counts
+# taken and given back at each call). Compiled per pass and weighting, as contiguous_rows.
 def across_block(kind: int, weighted: bool, arguments: Any) -> None:
-    """`arguments`: (p, t, w, out, at, rs, js, count, width, factors, acc)."""
+    """`arguments`: (p, t, w, out, at, rs, js, count, width, factors, acc, stack, state, scratch, pushed)."""
     raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
 
 
@@ -1099,16 +1111,42 @@ def _across_block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadA
     KIND, WEIGHTED, VECTOR, groups = constants
 
     def block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
-        p, t, w, out, at, rs, js, count, width, factors, acc = arguments
+        p, t, w, out, at, rs, js, count, width, factors, acc, stack, state, scratch, pushed = arguments
         sp, st, sw, so = js[P], js[T], js[W], js[OUT]
+        # Groups of up to NARROW outputs with unit steps keep their sums in locals, where
+        # acc[j] would chain each addition through memory (kernels.cpp's narrow_block).
+        narrow = width <= NARROW and sp == 1 and st == 1 and (sw == 1 or not WEIGHTED) and (so == 1 or not writes(KIND))
         vector_to = width - width % LANES if VECTOR and runs_contiguous(KIND, WEIGHTED, sp, st, sw, so) else 0
-        for q in range(count):
-            ip, it, iw, io = at[P] + q * rs[P], at[T] + q * rs[T], at[W] + q * rs[W], at[OUT] + q * rs[OUT]
-            groups(p, ip, t, it, w, iw, sw, out, io, factors, vector_to, acc, st)
-            for j in range(vector_to, width):
-                acc[j] += element(
-                    KIND, WEIGHTED, p, ip + j * sp, t, it + j * st, w, iw + j * sw, out, io + j * so, factors[j]
-                )
+        step = ROW_BLOCK if pushed else max(count, 1)
+        for first in range(0, count, step):
+            last = min(first + step, count)
+            if pushed:
+                acc[:width] = 0.0
+            if narrow:
+                a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
+                f0, f1, f2, f3 = factors[0], factors[1], factors[2], factors[3]
+                rp, rt, rw, ro = rs[P], rs[T], rs[W], rs[OUT]
+                ip, it, iw, io = at[P] + first * rp, at[T] + first * rt, at[W] + first * rw, at[OUT] + first * ro
+                for _ in range(first, last):
+                    a0 += element(KIND, WEIGHTED, p, ip, t, it, w, iw, out, io, f0)
+                    if width > 1:
+                        a1 += element(KIND, WEIGHTED, p, ip + 1, t, it + 1, w, iw + 1, out, io + 1, f1)
+                    if width > 2:
+                        a2 += element(KIND, WEIGHTED, p, ip + 2, t, it + 2, w, iw + 2, out, io + 2, f2)
+                    if width > 3:
+                        a3 += element(KIND, WEIGHTED, p, ip + 3, t, it + 3, w, iw + 3, out, io + 3, f3)
+                    ip, it, iw, io = ip + rp, it + rt, iw + rw, io + ro
+                acc[0], acc[1], acc[2], acc[3] = a0, a1, a2, a3
+            else:
+                for q in range(first, last):
+                    ip, it, iw, io = at[P] + q * rs[P], at[T] + q * rs[T], at[W] + q * rs[W], at[OUT] + q * rs[OUT]
+                    groups(p, ip, t, it, w, iw, sw, out, io, factors, vector_to, acc, st)
+                    for j in range(vector_to, width):
+                        acc[j] += element(
+                            KIND, WEIGHTED, p, ip + j * sp, t, it + j * st, w, iw + j * sw, out, io + j * so, factors[j]
+                        )
+            if pushed and reduces(KIND):
+                cascade_push(stack, state, acc, width, scratch)
 
     return block
 

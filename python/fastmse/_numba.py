@@ -1037,23 +1037,29 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
                     a5 += term(KIND, w5, d5)
                     a6 += term(KIND, w6, d6)
                     a7 += term(KIND, w7, d7)
-            for i in range(end, n):  # the last n % LANES positions, to lanes 0, 1, ... in turn
-                v = element(KIND, WEIGHTED, p, ip + i, t, it + i * st, w, iw + i * sw, out, io + i, factor)
-                lane = i - end
-                if lane == 0:
-                    a0 += v
-                elif lane == 1:
-                    a1 += v
-                elif lane == 2:
-                    a2 += v
-                elif lane == 3:
-                    a3 += v
-                elif lane == 4:
-                    a4 += v
-                elif lane == 5:
-                    a5 += v
-                else:
-                    a6 += v
+            # The last n % LANES positions, to lanes 0, 1, ... in turn: tests of how many,
+            # the same for every row, where a loop's test of which lane took a third longer.
+            tail = n - end
+            if tail > 0:
+                a0 += element(KIND, WEIGHTED, p, ip + end, t, it + end * st, w, iw + end * sw, out, io + end, factor)
+            if tail > 1:
+                i = end + 1
+                a1 += element(KIND, WEIGHTED, p, ip + i, t, it + i * st, w, iw + i * sw, out, io + i, factor)
+            if tail > 2:
+                i = end + 2
+                a2 += element(KIND, WEIGHTED, p, ip + i, t, it + i * st, w, iw + i * sw, out, io + i, factor)
+            if tail > 3:
+                i = end + 3
+                a3 += element(KIND, WEIGHTED, p, ip + i, t, it + i * st, w, iw + i * sw, out, io + i, factor)
+            if tail > 4:
+                i = end + 4
+                a4 += element(KIND, WEIGHTED, p, ip + i, t, it + i * st, w, iw + i * sw, out, io + i, factor)
+            if tail > 5:
+                i = end + 5
+                a5 += element(KIND, WEIGHTED, p, ip + i, t, it + i * st, w, iw + i * sw, out, io + i, factor)
+            if tail > 6:
+                i = end + 6
+                a6 += element(KIND, WEIGHTED, p, ip + i, t, it + i * st, w, iw + i * sw, out, io + i, factor)
             if reduces(KIND):
                 put_loss(loss, base[LOSS] + r * js[LOSS], ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)), divisors)
 

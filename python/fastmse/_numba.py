@@ -1270,12 +1270,11 @@ def flat_total(partials: Float64s) -> float:
 def run_flat(kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out: Operand, factor: float) -> float:
     """One pass over a flat run of p.size positions (w and out as long where present), on
     the calling thread; returns the float64 sum, which the caller finishes into the loss."""
-    if p.size <= CHUNK:  # one chunk: its sum is the total (a cascade of one value is that value)
-        partial = np.empty(1)
-        flat_tasks(np.int64(0), 1, kind, weighted, p, t, w, out, factor, partial)
-        return float(partial[0])
     partials = np.empty((p.size + CHUNK - 1) // CHUNK)
+    # partials.size, not a literal: flat_tasks would be compiled again for a literal end.
     flat_tasks(np.int64(0), partials.size, kind, weighted, p, t, w, out, factor, partials)
+    if partials.size == 1:  # one chunk: its sum is the total (a cascade of one value is that value)
+        return float(partials[0])
     return flat_total(partials)
 
 

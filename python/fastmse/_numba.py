@@ -547,7 +547,10 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
     state = np.zeros(2, np.int64)
     scratch = np.zeros(OUTPUTS_PER_TASK)
     reducing = reduces(kind)
-    single = ndim - n_kept == 1  # one summed dimension (after merging, the common case)
+    # One summed dimension (after merging, the common case). Passed as across_block's
+    # `pushed` from both call sites, not as the literals True and False: a literal in the
+    # tuple would compile a second copy of every across_block.
+    single = ndim - n_kept == 1
     for task in range(begin, end):
         c = task % n_chunks
         group = (task // n_chunks) % n_groups
@@ -568,8 +571,8 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
         if single:  # positions a pointer step apart: the chunk in one call, block by block
             for k in range(6):
                 at[k] = origin[k] + base[k] + summed_offset[k]
-            arguments = (p, t, w, out, at, rs, js, hi - lo, width, factors, acc, stack, state, scratch, True)
-            specialized(ACROSS_ROUTINE, kind, weighted, arguments)
+            chunk = (p, t, w, out, at, rs, js, hi - lo, width, factors, acc, stack, state, scratch, single)
+            specialized(ACROSS_ROUTINE, kind, weighted, chunk)
         else:
             for block in range(lo, hi, ROW_BLOCK):
                 acc[:] = 0.0
@@ -579,8 +582,8 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
                     n = min(shape[last] - summed_index[last], block_end - pos)
                     for k in range(6):
                         at[k] = origin[k] + base[k] + summed_offset[k]
-                    arguments = (p, t, w, out, at, rs, js, n, width, factors, acc, stack, state, scratch, False)
-                    specialized(ACROSS_ROUTINE, kind, weighted, arguments)
+                    positions = (p, t, w, out, at, rs, js, n, width, factors, acc, stack, state, scratch, single)
+                    specialized(ACROSS_ROUTINE, kind, weighted, positions)
                     pos += n
                     advance(shape, strides, n_kept, ndim, n, summed_index, summed_offset)
                 if reducing:

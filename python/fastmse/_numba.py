@@ -1044,7 +1044,8 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
             # the same for every row, where a loop's test of which lane took a third longer.
             tail = n - end
             if tail > 0:
-                a0 += element(KIND, WEIGHTED, p, ip + end, t, it + end * st, w, iw + end * sw, out, io + end, factor)
+                i = end
+                a0 += element(KIND, WEIGHTED, p, ip + i, t, it + i * st, w, iw + i * sw, out, io + i, factor)
             if tail > 1:
                 i = end + 1
                 a1 += element(KIND, WEIGHTED, p, ip + i, t, it + i * st, w, iw + i * sw, out, io + i, factor)
@@ -1288,8 +1289,10 @@ _may_share_memory = getattr(np.may_share_memory, "_implementation", np.may_share
 
 def _storage_view(flat: np.ndarray) -> np.ndarray:
     """`flat` as the kernels read it: the 16-bit floats as their bits (see Operand)."""
+    if flat.itemsize != 2:  # first: a small call's cost
+        return flat
     kind = flat.dtype.kind
-    if kind == "f" and flat.itemsize == 2:
+    if kind == "f":
         return flat.view(np.uint16)
     if kind == "V":  # bfloat16, the one such dtype that reaches the kernels
         return flat.view(np.int16)
@@ -1505,9 +1508,7 @@ class NumbaBackend:
                     and (out is t or not _may_share_memory(out, t))
                 ):
                     return NotImplemented
-        p_flat, t_flat = p.ravel("K"), t.ravel("K")
-        if p.itemsize == 2:
-            p_flat, t_flat = _storage_view(p_flat), _storage_view(t_flat)
+        p_flat, t_flat = _flat_operand(p), _flat_operand(t)
         if not (flags.writeable and target_flags.writeable):
             p_flat, t_flat = _writeable(p_flat), _writeable(t_flat)
         kind = (REDUCE, GRAD, REDUCE_AND_GRAD)[job]

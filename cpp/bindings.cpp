@@ -681,7 +681,8 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
             target_strides[along_kept ? 0 : 1] = 1;
         }
     }
-    // A loss per row weighted per position, rows of up to kBlock positions: the pass sums
+    // A loss per row weighted per position, rows of up to kBlock positions (and for the loss
+    // alone, rows of more or one sum over everything: lane mode's blocks): the pass sums
     // the weights itself (Problem::weight_sums_in_pass), and for the loss alone checks their
     // signs there too (sums per output come from weights that vary along the summed axes,
     // so the test is non_negative). Where a sum turns out 0 the general path does the call
@@ -689,7 +690,8 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     // So a gradient is written into `out` this way only where no weight is 0: non-negative
     // weights sum to 0 only where all are 0 (a NaN or an infinity makes a sum NaN or
     // infinite, never 0).
-    bool sums_in_pass = split && sums_per_output && !leading && count <= fastmse::kBlock;
+    bool sums_in_pass =
+        sums_per_output && (split ? !leading && (count <= fastmse::kBlock || job == Job::mse) : job == Job::mse);
     if (to_check != nullptr && !(sums_in_pass && job == Job::mse)) {
         bool passed = false, zero = false;
         bool* const find_zero = sums_in_pass && !out_arg.is_none() ? &zero : nullptr;
@@ -727,7 +729,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     problem.predictions = {p->data, inputs};
     problem.targets = {const_cast<void*>(target_data), targets_along.per_position ? inputs : target_strides};
     problem.num_threads = fastmse::get_num_threads();
-    double denominator = reduction == Reduction::mean ? static_cast<double>(count) : 1.0;
+    double denominator = reduction == Reduction::mean && !sums_in_pass ? static_cast<double>(count) : 1.0;
     // A weighted mean's denominators, as fastmse._compute._weight_sums gives them: the
     // kernels' sum of w - 0 per output over the same plan, or over the weights alone times
     // the positions that each weight counts for. Where one is zero the general path warns.

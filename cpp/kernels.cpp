@@ -224,6 +224,7 @@ inline int64_t run_packed(double* acc, const T* p, const T* t, const Wt* w, T* o
         if (i + kPrefetchDistance < extent) {
             if constexpr (OneTarget) prefetch(ahead(p + i));
             else prefetch_inputs(p + i, t + i);
+            if constexpr (Weighted) prefetch(ahead(w + i));
         }
         Lanes d[kParts], weight[kParts];
         for (int64_t k = 0; k < kParts; ++k) {
@@ -423,6 +424,8 @@ struct Schedule {
     bool parallel;
     int num_threads;
     Partials partials;  // task sums when an output spans several tasks
+    // Their weight sums, where lane mode finds them in the pass (Problem::weight_sums_in_pass).
+    Partials weight_partials;
 
     explicit Schedule(const Problem& problem) : layout(problem), loss(problem), num_threads(problem.num_threads) {
         const Layout& l = layout;
@@ -446,20 +449,64 @@ struct Schedule {
         }
     }
 
-    void finish() {
-        if (n_chunks == 1 || !layout.data[kLoss]) return;
-        Odometer kept(layout, 0, layout.n_kept);
-        for (int64_t o = 0; o < layout.n_out; ++o) {
-            Cascade<1> cascade;
-            for (int64_t c = 0; c < n_chunks; ++c)
-                cascade.push(&partials[o * n_chunks + c], 1);
-            if (o > 0) kept.seek(o);
-            double value;
-            cascade.total(&value, 1);
-            loss.put(kept.offset[kLoss], value);
+    // The same for a weighted mean whose weight sums the task found: the sum divided by
+    // its weight sum (a zero one reported).
+    void store_weighted(int64_t o, int64_t c, const int64_t* kept_offset, double value, double weight_sum) {
+        if (n_chunks > 1) {
+            partials[o * n_chunks + c] = value;
+            weight_partials[o * n_chunks + c] = weight_sum;
+        } else {
+            put_weighted(kept_offset, value, weight_sum);
         }
     }
+
+    void finish() {
+        if (n_chunks == 1 || !layout.data[kLoss]) return;
+        WeightSumsInPass* const in_pass = loss.weight_sums_in_pass();
+        Odometer kept(layout, 0, layout.n_kept);
+        for (int64_t o = 0; o < layout.n_out; ++o) {
+            if (o > 0) kept.seek(o);
+            double value = total(partials, o), weight_sum = in_pass ? total(weight_partials, o) : 0.0;
+            if (in_pass)
+                put_weighted(kept.offset, value, weight_sum);
+            else
+                loss.put(kept.offset[kLoss], value);
+        }
+    }
+
+   private:
+    double total(Partials& sums, int64_t o) const {
+        Cascade<1> cascade;
+        for (int64_t c = 0; c < n_chunks; ++c) cascade.push(&sums[o * n_chunks + c], 1);
+        double value;
+        cascade.total(&value, 1);
+        return value;
+    }
+
+    void put_weighted(const int64_t* kept_offset, double value, double weight_sum) const {
+        if (weight_sum == 0.0) loss.weight_sums_in_pass()->zero_sum.store(true, std::memory_order_relaxed);
+        loss.put(kept_offset[kLoss], value / weight_sum);
+    }
 };
+
+// Whether one of n weights, sw apart, is negative, as fastmse._resolve checks them (NaN
+// passes). Branch-free, so that it vectorizes.
+template <typename Wt>
+inline bool any_negative(const Wt* w, int64_t sw, int64_t n) {
+    const auto negative = [](const Wt* at) {
+        if constexpr (kPackable<Wt>)
+            return static_cast<unsigned>(*at < Wt(0));
+        else
+            return static_cast<unsigned>(load(at) < 0.0);
+    };
+    unsigned found = 0;
+    if (sw == 1) {  // a loop of its own: with the step a variable it would not vectorize
+        for (int64_t j = 0; j < n; ++j) found |= negative(w + j);
+    } else {
+        for (int64_t j = 0; j < n; ++j) found |= negative(w + j * sw);
+    }
+    return found != 0;
+}
 
 // Tasks of lane mode: one output over one chunk of its summed positions.
 template <Pass P, bool Weighted, typename T, typename Wt>
@@ -470,6 +517,16 @@ void lane_tasks(Schedule& schedule, int64_t begin, int64_t end) {
     for (int k = 0; k < kOperands; ++k) step[k] = l.strides[k][last];
     const bool unit = step[kP] == 1 && step[kT] == 1 && (!Weighted || step[kW] == 1) &&
                       (!kWrites<P> || step[kOut] == 1);
+    // A weighted loss whose weight sums the pass finds (Problem::weight_sums_in_pass): each
+    // block's weights summed again, from cache, as reduce_difference sums w - 0 over the
+    // same plan (w as its predictions, 0 as its targets: the same lanes, blocks and
+    // cascades, so the same bits), and their signs checked.
+    constexpr bool kInPass = Weighted && P == Pass::reduce;
+    WeightSumsInPass* const in_pass = kInPass ? schedule.loss.weight_sums_in_pass() : nullptr;
+    int64_t weight_step[kOperands] = {};
+    weight_step[kP] = step[kW];
+    const Wt zero{};  // 0 in every weight type
+    bool negative = false;
     Odometer kept(l, 0, l.n_kept);
     Odometer summed(l, l.n_kept, l.ndim);
     int64_t kept_at = -1;
@@ -480,9 +537,9 @@ void lane_tasks(Schedule& schedule, int64_t begin, int64_t end) {
         if (l.data[kScale]) scale = static_cast<const double*>(l.data[kScale])[kept.offset[kScale]];
         const int64_t lo = c * kChunk, hi = std::min(lo + kChunk, l.n_red);
         summed.seek(lo);
-        Cascade<1> cascade;
+        Cascade<1> cascade, weight_cascade;
         for (int64_t block = lo; block < hi; block += kBlock) {
-            double acc[kLanes] = {};
+            double acc[kLanes] = {}, weight_acc[kLanes] = {};
             const int64_t block_end = std::min(block + kBlock, hi);
             for (int64_t pos = block; pos < block_end;) {
                 const int64_t extent = l.shape[last] - summed.index[last];
@@ -492,16 +549,37 @@ void lane_tasks(Schedule& schedule, int64_t begin, int64_t end) {
                     run_lanes<P, Weighted, true>(acc, pos - block, at, step, scale, n, extent);
                 else
                     run_lanes<P, Weighted, false>(acc, pos - block, at, step, scale, n, extent);
+                if constexpr (kInPass) {
+                    if (in_pass) {
+                        const Cursor<Wt, Wt> weights{at.w, &zero, nullptr, nullptr};
+                        run_lanes<Pass::reduce_difference, false, false>(weight_acc, pos - block, weights, weight_step,
+                                                                         0.0, n, extent);
+                        negative = negative || any_negative(at.w, step[kW], n);
+                    }
+                }
                 pos += n;
                 summed.advance(n);
             }
             const double block_sum = combine_lanes(acc);
             cascade.push(&block_sum, 1);
+            if (in_pass) {
+                const double block_weight_sum = combine_lanes(weight_acc);
+                weight_cascade.push(&block_weight_sum, 1);
+            }
         }
         double value;
         cascade.total(&value, 1);
+        if constexpr (kInPass) {
+            if (in_pass) {
+                double weight_sum;
+                weight_cascade.total(&weight_sum, 1);
+                schedule.store_weighted(o, c, kept.offset, value, weight_sum);
+                continue;
+            }
+        }
         if constexpr (kReduces<P>) schedule.store(o, c, kept.offset, value);
     }
+    if (negative) in_pass->negative_weight.store(true, std::memory_order_relaxed);
 }
 
 // A contiguous row of K positions (targets and weights: strides st and sw, 0 or 1),
@@ -737,16 +815,7 @@ void sum_row_weights(const Wt* w, int64_t jw, int64_t sw, int64_t n, int64_t row
                                                              0.0, n, n);
             weights[i].sum = combine_lanes(acc);
         }
-        unsigned negative = 0;
-        if constexpr (CheckSigns) {
-            for (int64_t j = 0; j < n; ++j) {
-                if constexpr (kPackable<Wt>)
-                    negative |= static_cast<unsigned>(row[j * sw] < Wt(0));
-                else
-                    negative |= static_cast<unsigned>(load(row + j * sw) < 0.0);
-            }
-        }
-        weights[i].negative = negative != 0;
+        weights[i].negative = CheckSigns && any_negative(row, sw, n);
     }
 }
 
@@ -1176,9 +1245,13 @@ void run_typed(const Problem& problem) {
     Schedule schedule(walked);
     const Layout& l = schedule.layout;
     if (problem.weight_sums_in_pass) {
+        // Short rows find the sums in any of these passes; lane mode (outputs of more
+        // than kBlock positions, or one output) in the loss alone.
+        const bool lanes = P == Pass::reduce && !schedule.across_outputs;
         if (!kTakesWeightSums<P> || !l.data[kW] || (kReduces<P> && !l.data[kLoss]) || problem.loss_divisors ||
-            problem.loss_divisor != 1.0 || l.n_kept == 0 || !schedule.short_rows)
-            throw std::invalid_argument("weight_sums_in_pass: the loss or gradient of weighted rows of at most kBlock");
+            problem.loss_divisor != 1.0 || !(lanes || (l.n_kept > 0 && schedule.short_rows)))
+            throw std::invalid_argument(
+                "weight_sums_in_pass: the loss or gradient of weighted rows of at most kBlock, or the loss in lane mode");
     }
     if (kReduces<P> && l.data[kLoss] && l.n_red == 0) {
         // Nothing to sum: every output is an empty sum.
@@ -1189,8 +1262,10 @@ void run_typed(const Problem& problem) {
         }
         return;
     }
-    if (kReduces<P> && schedule.n_chunks > 1)
+    if (kReduces<P> && schedule.n_chunks > 1) {
         schedule.partials.allocate(l.n_out * schedule.n_chunks);
+        if (problem.weight_sums_in_pass) schedule.weight_partials.allocate(l.n_out * schedule.n_chunks);
+    }
     with_types(problem, [&](auto weighted, auto zero, auto weight_zero) {
         execute<P, decltype(weighted)::value, decltype(zero), decltype(weight_zero)>(schedule);
     });

@@ -66,6 +66,7 @@ def test_bench_shapes_reports_every_family():
         "(4096, 16) axis=0",
         "weights per sample",
         "weights per position",
+        "(6553, 10) weights per position",
         "(256, 10) axis=-1",
         "(256, 10) weights per sample",
         "(6553, 10) a target per column",

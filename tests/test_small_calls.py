@@ -317,7 +317,8 @@ def test_large_weighted_calls_are_bitwise_those_of_the_general_path(dtype):
 def test_a_loss_per_row_weighted_per_position_is_bitwise_that_of_the_general_path(dtype, row):
     # Rows of up to 2048 positions: the passes sum the weights themselves (the loss checks
     # them there too), in row groups of every length, on threads (70,000 positions or
-    # more); longer rows: a pass of their own. A negative weight or a row whose weights
+    # more); longer rows: the loss in lane mode's blocks, the gradients in a pass of their
+    # own. A negative weight or a row whose weights
     # sum to zero anywhere (the last row, a middle one) hands the call back, `out` an
     # input or not: the general path's error or warning, and its results. Zeros in rows
     # that are not all zero (a mask) send a gradient into `out` the way of sums found first.
@@ -352,6 +353,64 @@ def test_a_loss_per_row_weighted_per_position_is_bitwise_that_of_the_general_pat
                             results.append(warned(path, function, a, b, weights=w, axis=-1, **out, **extra))
                         assert results[0][1] == results[1][1]
                         assert_same_results(results[0][0], results[1][0])
+    finally:
+        set_num_threads(previous)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize(
+    ("shape", "axis"),
+    [
+        ((2,), None),
+        ((7,), None),
+        ((2048,), None),
+        ((2049,), None),
+        ((3, 700), (0, 1)),
+        ((40_000,), None),
+        ((7, 10_001), None),
+        ((3, 2, 2100), (1, 2)),
+        ((2, 70_001), -1),
+    ],
+)
+def test_a_weighted_loss_in_lane_mode_is_bitwise_that_of_the_general_path(dtype, shape, axis):
+    # The loss alone, weighted per position, over everything or per row of more than 2048
+    # positions, sums the weights in its own pass and checks their signs there: one block
+    # or short row (2048 positions or fewer), blocks in one task, tasks on threads (70,000
+    # positions or more), outputs of several tasks. A negative weight (in the first task or
+    # the last) or weights that sum to zero hand the call back: the general path's error or
+    # warning. A NaN weight passes, as on the general path. float64 weights of 53 bits are
+    # the ones whose sums depend on the order of their additions.
+    rng = np.random.default_rng(sum(shape))
+    p, t = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    positive = rng.uniform(0.5, 2.0, shape).astype(dtype)
+    first, last, not_a_number = positive.copy(), positive.copy(), positive.copy()
+    masked = positive * (rng.random(shape) < 0.5)
+    first.flat[1], last.flat[-1], masked.flat[-1] = -1, -1, 1
+    not_a_number.flat[p.size // 2] = np.nan
+    cases = [
+        (positive, False),
+        (rng.uniform(0.5, 2.0, shape), False),
+        (masked, False),
+        (not_a_number, False),
+        (first, True),
+        (last, True),
+        (np.zeros(shape, dtype), True),
+    ]
+    previous = get_num_threads()
+    try:
+        for threads in (1, 2):
+            set_num_threads(threads)
+            for w, handed_back in cases:
+                for keepdims in (False, True):
+                    assert (
+                        core.small_call(MSE, p, t, w, axis, "mean", keepdims, None) is NotImplemented
+                    ) == handed_back
+                    results = [
+                        warned(path, mse, p, t, weights=w, axis=axis, keepdims=keepdims)
+                        for path in (on_general_path, directly)
+                    ]
+                    assert results[0][1] == results[1][1]
+                    assert_same_results(results[0][0], results[1][0])
     finally:
         set_num_threads(previous)
 

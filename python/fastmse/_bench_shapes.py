@@ -53,6 +53,7 @@ def _families(elements: int) -> list[Shape]:
         _rows(elements, 10, "(N, 10) weights per sample", weights=(elements // 10, 1)),
         _rows(elements, 10, "(N, 10) axis=-1 weights per sample", axis=-1, weights=(elements // 10, 1)),
         _rows(elements, 10, "(N, 10) axis=-1 weights per position", axis=-1, weights=(elements // 10, 10)),
+        _rows(elements, 10, "(N, 10) weights per position", weights=(elements // 10, 10)),
         _rows(elements, 10, "(N, 10) a target per column", targets=(10,)),
         _rows(elements, 10, "(N, 10) axis=-1 a target per column", axis=-1, targets=(10,)),
         Shape("(256, 10) axis=-1", "(256, 10) axis=-1", (256, 10), -1),

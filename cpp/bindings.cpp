@@ -692,7 +692,12 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     // infinite, never 0).
     bool sums_in_pass =
         sums_per_output && (split ? !leading && (count <= fastmse::kBlock || job == Job::mse) : job == Job::mse);
-    if (to_check != nullptr && !(sums_in_pass && job == Job::mse)) {
+    // Weight sums summed before the pass, in lane mode (over more than kBlock weights
+    // for each sum, not across outputs), check the weights' signs as they read them.
+    const int64_t weights_per_sum = weight_rows ? n_weights : split ? count : size;
+    const bool signs_in_sums = weighted_mean && !sums_in_pass && (weight_rows || !split || !leading) &&
+                               weights_per_sum > fastmse::kBlock;
+    if (to_check != nullptr && !(sums_in_pass && job == Job::mse) && !signs_in_sums) {
         bool passed = false, zero = false;
         bool* const find_zero = sums_in_pass && !out_arg.is_none() ? &zero : nullptr;
         const void* weights = to_check->data;
@@ -767,7 +772,10 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
             sums.predictions.strides = kContiguous;
             sums.loss.strides = zeros;
         }
+        std::atomic<bool> negative{false};
+        if (signs_in_sums) sums.negative_prediction = &negative;
         without_gil_if(weight_rows ? n_weights : size, [&] { fastmse::reduce_difference(sums); });
+        if (negative.load()) return not_here;
         // Each weight counts for the positions of the summed axes it broadcasts along.
         if (weight_rows && n_axes == ndim) weight_sums[0] *= static_cast<double>(size / n_weights);
         for (int64_t k = 0; k < outputs; ++k)

@@ -423,11 +423,16 @@ struct Schedule {
     bool short_rows;  // lane mode, each output one block along one dimension
     bool parallel;
     int num_threads;
+    std::atomic<bool>* negative_prediction;  // Problem::negative_prediction
     Partials partials;  // task sums when an output spans several tasks
     // Their weight sums, where lane mode finds them in the pass (Problem::weight_sums_in_pass).
     Partials weight_partials;
 
-    explicit Schedule(const Problem& problem) : layout(problem), loss(problem), num_threads(problem.num_threads) {
+    explicit Schedule(const Problem& problem)
+        : layout(problem),
+          loss(problem),
+          num_threads(problem.num_threads),
+          negative_prediction(problem.negative_prediction) {
         const Layout& l = layout;
         n_chunks = std::max<int64_t>(1, (l.n_red + kChunk - 1) / kChunk);
         const int j = l.n_kept - 1, r = l.last();
@@ -526,6 +531,9 @@ void lane_tasks(Schedule& schedule, int64_t begin, int64_t end) {
     int64_t weight_step[kOperands] = {};
     weight_step[kP] = step[kW];
     const Wt zero{};  // 0 in every weight type
+    // A weight sum (Problem::negative_prediction): the weights, its predictions, checked.
+    constexpr bool kChecksPredictions = P == Pass::reduce_difference && !Weighted;
+    std::atomic<bool>* const negative_prediction = kChecksPredictions ? schedule.negative_prediction : nullptr;
     bool negative = false;
     Odometer kept(l, 0, l.n_kept);
     Odometer summed(l, l.n_kept, l.ndim);
@@ -557,6 +565,8 @@ void lane_tasks(Schedule& schedule, int64_t begin, int64_t end) {
                         negative = negative || any_negative(at.w, step[kW], n);
                     }
                 }
+                if constexpr (kChecksPredictions)
+                    if (negative_prediction) negative = negative || any_negative(at.p, step[kP], n);
                 pos += n;
                 summed.advance(n);
             }
@@ -579,7 +589,7 @@ void lane_tasks(Schedule& schedule, int64_t begin, int64_t end) {
         }
         if constexpr (kReduces<P>) schedule.store(o, c, kept.offset, value);
     }
-    if (negative) in_pass->negative_weight.store(true, std::memory_order_relaxed);
+    if (negative) (in_pass ? in_pass->negative_weight : *negative_prediction).store(true, std::memory_order_relaxed);
 }
 
 // A contiguous row of K positions (targets and weights: strides st and sw, 0 or 1),
@@ -1253,6 +1263,9 @@ void run_typed(const Problem& problem) {
             throw std::invalid_argument(
                 "weight_sums_in_pass: the loss or gradient of weighted rows of at most kBlock, or the loss in lane mode");
     }
+    if (problem.negative_prediction &&
+        (P != Pass::reduce_difference || l.data[kW] || schedule.across_outputs || schedule.short_rows))
+        throw std::invalid_argument("negative_prediction: reduce_difference without weights in lane mode");
     if (kReduces<P> && l.data[kLoss] && l.n_red == 0) {
         // Nothing to sum: every output is an empty sum.
         Odometer kept(l, 0, l.n_kept);

@@ -73,6 +73,10 @@ struct Problem {
     // reduce a negative weight (the gradient passes take weights checked before); the
     // results are then not to be used, and a gradient has been written all the same.
     WeightSumsInPass* weight_sums_in_pass = nullptr;
+    // Where not nullptr, for reduce_difference without weights in lane mode (outputs of
+    // more than kBlock positions, not across outputs): set if a prediction is negative. A
+    // pass that sums weights (w - 0) so checks them as it reads them.
+    std::atomic<bool>* negative_prediction = nullptr;
     Operand scale;  // float64 gradient factor, one per kept position
     // For a sum over everything (n_kept == 0): each row along the last dimension summed
     // alone, as a loss per row sums it, then the row sums in C order as a flat sum of a

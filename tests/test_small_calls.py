@@ -415,6 +415,56 @@ def test_a_weighted_loss_in_lane_mode_is_bitwise_that_of_the_general_path(dtype,
         set_num_threads(previous)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize(
+    ("shape", "weights_shape", "axis"),
+    [
+        ((40_000, 5), (40_000, 5), None),
+        ((40_000, 5), (40_000, 1), None),
+        ((5, 8000), (5, 8000), -1),
+        ((2, 4000), (2, 4000), None),
+        ((2, 3000), (2, 3000), -1),
+        ((7, 3000), (3000,), None),
+        ((7, 3000), (3000,), -1),
+    ],
+)
+def test_weight_sums_summed_before_the_pass_check_the_signs_as_they_sum(dtype, shape, weights_shape, axis):
+    # A weighted mean's gradient needs its weight sums before it writes, and weights per
+    # sample or per column are summed before the loss too: where more than 2048 weights
+    # make each sum, the pass that sums them checks their signs (elsewhere a pass of its
+    # own does). A negative weight in the first task or the last hands the call back
+    # before anything is written: the general path's error, `out` untouched. A NaN passes.
+    rng = np.random.default_rng(sum(shape))
+    p, t = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    positive = rng.uniform(0.5, 2.0, weights_shape).astype(dtype)
+    first, last, not_a_number = positive.copy(), positive.copy(), positive.copy()
+    first.flat[1], last.flat[-1], not_a_number.flat[positive.size // 2] = -1, -1, np.nan
+    cases = (
+        (positive, False),
+        (positive.astype(np.float64), False),
+        (not_a_number, False),
+        (first, True),
+        (last, True),
+    )
+    jobs = ((MSE, mse), (MSE_GRAD, mse_grad), (MSE_AND_GRAD, mse_and_grad))
+    previous = get_num_threads()
+    try:
+        for threads in (1, 2):
+            set_num_threads(threads)
+            for w, handed_back in cases:
+                for job, function in jobs:
+                    assert (core.small_call(job, p, t, w, axis, "mean", False, None) is NotImplemented) == handed_back
+                    results = []
+                    for path in (on_general_path, directly):
+                        out = {} if job == MSE else {"out": np.full_like(p, 7)}
+                        results.append(warned(path, function, p, t, weights=w, axis=axis, **out))
+                        assert not handed_back or all((o == 7).all() for o in out.values())
+                    assert results[0][1] == results[1][1]
+                    assert_same_results(results[0][0], results[1][0])
+    finally:
+        set_num_threads(previous)
+
+
 @pytest.mark.parametrize("function", [mse_grad, mse_and_grad])
 def test_out_is_left_alone_where_a_zero_weight_sum_warns_as_an_error(function):
     # The general path warns before it writes: with warnings as errors, `out` keeps what

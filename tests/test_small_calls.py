@@ -111,6 +111,25 @@ def _out(kind: str, p: np.ndarray, t: np.ndarray):
     return {"none": None, "fresh": np.full_like(p, 7), "predictions": p, "targets": t}[kind]
 
 
+def _on_thread_counts(counts=(1, 2)):
+    """Iterates with each thread count set in turn, and sets the previous one back."""
+    previous = get_num_threads()
+    try:
+        for threads in counts:
+            set_num_threads(threads)
+            yield threads
+    finally:
+        set_num_threads(previous)
+
+
+def _assert_paths_agree(results) -> None:
+    """The general path's (result, warnings) and the small path's, as `warned` gives them:
+    the same warnings, the same result to the bit or the same error."""
+    (expected, expected_warnings), (got, got_warnings) = results
+    assert expected_warnings == got_warnings
+    assert_same_results(expected, got)
+
+
 @settings(max_examples=400)  # each example is a few small calls
 @given(case=common_calls())
 def test_results_are_bitwise_those_of_the_general_path(case):
@@ -133,8 +152,7 @@ def test_results_are_bitwise_those_of_the_general_path(case):
             if out is not None and not isinstance(result, Raised):  # the gradient is written into `out` itself
                 assert (result[1] if isinstance(result, tuple) else result) is out
             results.append((result, caught))
-        assert results[0][1] == results[1][1]
-        assert_same_results(results[0][0], results[1][0])
+        _assert_paths_agree(results)
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
@@ -181,27 +199,22 @@ def test_targets_per_sample_or_column_take_the_small_path(dtype, shape, targets_
     # on threads where large: bitwise as the general path sums them.
     rng = np.random.default_rng(5)
     p, t = rng.standard_normal(shape).astype(dtype), rng.standard_normal(targets_shape).astype(dtype)
-    previous = get_num_threads()
-    try:
-        for threads in (1, 2):
-            set_num_threads(threads)
-            for axis in axes:
-                for reduction in ("mean", "sum"):
-                    for job, function in ((MSE, mse), (MSE_GRAD, mse_grad), (MSE_AND_GRAD, mse_and_grad)):
-                        assert core.small_call(job, p, t, None, axis, reduction, False, None) is not NotImplemented
-                        assert_same_results(
-                            on_general_path(function, p, t, axis=axis, reduction=reduction),
-                            function(p, t, axis=axis, reduction=reduction),
-                        )
-                        if job != MSE:
-                            out = [np.full_like(p, 7), np.full_like(p, 7)]
-                            function(p, t, axis=axis, reduction=reduction, out=out[1])
-                            on_general_path(function, p, t, axis=axis, reduction=reduction, out=out[0])
-                            assert_same_results(out[0], out[1])
-            assert core.small_call(MSE, p, t, None, None, "none", False, None) is not NotImplemented
-            assert_same_results(on_general_path(mse, p, t, reduction="none"), mse(p, t, reduction="none"))
-    finally:
-        set_num_threads(previous)
+    for _ in _on_thread_counts():
+        for axis in axes:
+            for reduction in ("mean", "sum"):
+                for job, function in ((MSE, mse), (MSE_GRAD, mse_grad), (MSE_AND_GRAD, mse_and_grad)):
+                    assert core.small_call(job, p, t, None, axis, reduction, False, None) is not NotImplemented
+                    assert_same_results(
+                        on_general_path(function, p, t, axis=axis, reduction=reduction),
+                        function(p, t, axis=axis, reduction=reduction),
+                    )
+                    if job != MSE:
+                        out = [np.full_like(p, 7), np.full_like(p, 7)]
+                        function(p, t, axis=axis, reduction=reduction, out=out[1])
+                        on_general_path(function, p, t, axis=axis, reduction=reduction, out=out[0])
+                        assert_same_results(out[0], out[1])
+        assert core.small_call(MSE, p, t, None, None, "none", False, None) is not NotImplemented
+        assert_same_results(on_general_path(mse, p, t, reduction="none"), mse(p, t, reduction="none"))
 
 
 def _cast_quietly(number, dtype) -> bool:
@@ -332,29 +345,23 @@ def test_a_loss_per_row_weighted_per_position_is_bitwise_that_of_the_general_pat
     masked = weights[0] * (rng.random(p.shape) < 0.7)
     masked[:, 0] = 1
     jobs = ((MSE, mse, {}), (MSE_GRAD, mse_grad, {}), (MSE_AND_GRAD, mse_and_grad, {"keepdims": True}))
-    previous = get_num_threads()
-    try:
-        for threads in (1, 2):
-            set_num_threads(threads)
-            for w, handed_back in (
-                (weights[0], False),
-                (weights[1], False),
-                (masked, False),
-                (negative, True),
-                (zero_row, True),
-            ):
-                for job, function, extra in jobs:
-                    assert (core.small_call(job, p, t, w, -1, "mean", False, None) is NotImplemented) == handed_back
-                    for out_kind in ("none", "fresh", "predictions") if job != MSE else ("none",):
-                        results = []
-                        for path in (on_general_path, directly):
-                            a, b = p.copy(), t.copy()
-                            out = {} if job == MSE else {"out": _out(out_kind, a, b)}
-                            results.append(warned(path, function, a, b, weights=w, axis=-1, **out, **extra))
-                        assert results[0][1] == results[1][1]
-                        assert_same_results(results[0][0], results[1][0])
-    finally:
-        set_num_threads(previous)
+    for _ in _on_thread_counts():
+        for w, handed_back in (
+            (weights[0], False),
+            (weights[1], False),
+            (masked, False),
+            (negative, True),
+            (zero_row, True),
+        ):
+            for job, function, extra in jobs:
+                assert (core.small_call(job, p, t, w, -1, "mean", False, None) is NotImplemented) == handed_back
+                for out_kind in ("none", "fresh", "predictions") if job != MSE else ("none",):
+                    results = []
+                    for path in (on_general_path, directly):
+                        a, b = p.copy(), t.copy()
+                        out = {} if job == MSE else {"out": _out(out_kind, a, b)}
+                        results.append(warned(path, function, a, b, weights=w, axis=-1, **out, **extra))
+                    _assert_paths_agree(results)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -396,23 +403,15 @@ def test_a_weighted_loss_in_lane_mode_is_bitwise_that_of_the_general_path(dtype,
         (last, True),
         (np.zeros(shape, dtype), True),
     ]
-    previous = get_num_threads()
-    try:
-        for threads in (1, 2):
-            set_num_threads(threads)
-            for w, handed_back in cases:
-                for keepdims in (False, True):
-                    assert (
-                        core.small_call(MSE, p, t, w, axis, "mean", keepdims, None) is NotImplemented
-                    ) == handed_back
-                    results = [
-                        warned(path, mse, p, t, weights=w, axis=axis, keepdims=keepdims)
-                        for path in (on_general_path, directly)
-                    ]
-                    assert results[0][1] == results[1][1]
-                    assert_same_results(results[0][0], results[1][0])
-    finally:
-        set_num_threads(previous)
+    for _ in _on_thread_counts():
+        for w, handed_back in cases:
+            for keepdims in (False, True):
+                assert (core.small_call(MSE, p, t, w, axis, "mean", keepdims, None) is NotImplemented) == handed_back
+                results = [
+                    warned(path, mse, p, t, weights=w, axis=axis, keepdims=keepdims)
+                    for path in (on_general_path, directly)
+                ]
+                _assert_paths_agree(results)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -447,22 +446,16 @@ def test_weight_sums_summed_before_the_pass_check_the_signs_as_they_sum(dtype, s
         (last, True),
     )
     jobs = ((MSE, mse), (MSE_GRAD, mse_grad), (MSE_AND_GRAD, mse_and_grad))
-    previous = get_num_threads()
-    try:
-        for threads in (1, 2):
-            set_num_threads(threads)
-            for w, handed_back in cases:
-                for job, function in jobs:
-                    assert (core.small_call(job, p, t, w, axis, "mean", False, None) is NotImplemented) == handed_back
-                    results = []
-                    for path in (on_general_path, directly):
-                        out = {} if job == MSE else {"out": np.full_like(p, 7)}
-                        results.append(warned(path, function, p, t, weights=w, axis=axis, **out))
-                        assert not handed_back or all((o == 7).all() for o in out.values())
-                    assert results[0][1] == results[1][1]
-                    assert_same_results(results[0][0], results[1][0])
-    finally:
-        set_num_threads(previous)
+    for _ in _on_thread_counts():
+        for w, handed_back in cases:
+            for job, function in jobs:
+                assert (core.small_call(job, p, t, w, axis, "mean", False, None) is NotImplemented) == handed_back
+                results = []
+                for path in (on_general_path, directly):
+                    out = {} if job == MSE else {"out": np.full_like(p, 7)}
+                    results.append(warned(path, function, p, t, weights=w, axis=axis, **out))
+                    assert not handed_back or all((o == 7).all() for o in out.values())
+                _assert_paths_agree(results)
 
 
 @pytest.mark.parametrize("function", [mse_grad, mse_and_grad])

@@ -471,9 +471,9 @@ struct Schedule {
         Odometer kept(layout, 0, layout.n_kept);
         for (int64_t o = 0; o < layout.n_out; ++o) {
             if (o > 0) kept.seek(o);
-            double value = total(partials, o), weight_sum = in_pass ? total(weight_partials, o) : 0.0;
+            const double value = total(partials, o);
             if (in_pass)
-                put_weighted(kept.offset, value, weight_sum);
+                put_weighted(kept.offset, value, total(weight_partials, o));
             else
                 loss.put(kept.offset[kLoss], value);
         }

@@ -331,10 +331,10 @@ def test_a_loss_per_row_weighted_per_position_is_bitwise_that_of_the_general_pat
     # Rows of up to 2048 positions: the passes sum the weights themselves (the loss checks
     # them there too), in row groups of every length, on threads (70,000 positions or
     # more); longer rows: the loss in lane mode's blocks, the gradients in a pass of their
-    # own. A negative weight or a row whose weights
-    # sum to zero anywhere (the last row, a middle one) hands the call back, `out` an
-    # input or not: the general path's error or warning, and its results. Zeros in rows
-    # that are not all zero (a mask) send a gradient into `out` the way of sums found first.
+    # own. A negative weight or a row whose weights sum to zero anywhere (the last row, a
+    # middle one) hands the call back, `out` an input or not: the general path's error or
+    # warning, and its results. Zeros in rows that are not all zero (a mask) send a
+    # gradient into `out` the way of sums found first.
     rng = np.random.default_rng(row)
     rows = max(3, 70_000 // row + 1)
     p, t = rng.standard_normal((rows, row)).astype(dtype), rng.standard_normal((rows, row)).astype(dtype)
@@ -598,13 +598,10 @@ def test_results_do_not_depend_on_the_thread_count():
     rng = np.random.default_rng(3)
     p, t = rng.standard_normal((3, 70_000)).astype(np.float32), rng.standard_normal((3, 70_000)).astype(np.float32)
     w = rng.uniform(0.5, 2.0, p.shape).astype(np.float32)
-    results, previous = [], get_num_threads()
-    try:
-        for threads in (1, 2, 3):
-            set_num_threads(threads)
-            results.append((mse(p, t), mse(p, t, axis=-1, weights=w), mse_and_grad(p, t, axis=0, weights=w)))
-    finally:
-        set_num_threads(previous)
+    results = [
+        (mse(p, t), mse(p, t, axis=-1, weights=w), mse_and_grad(p, t, axis=0, weights=w))
+        for _ in _on_thread_counts((1, 2, 3))
+    ]
     for other in results[1:]:
         for a, b in zip(results[0][:2], other[:2], strict=True):
             assert_same(a, b)

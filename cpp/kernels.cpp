@@ -616,13 +616,15 @@ struct RowWeightSum {
     bool negative;
 };
 
+// Rows of a group: see fixed_row_group and gradient_row_group.
+inline constexpr int kRowGroup = 4;
+
 #if defined(__GNUC__)
 // kRowGroup contiguous rows of K positions side by side, for the passes that only sum:
 // each lane of a vector is a row, summed exactly as fixed_row sums it (the same lanes,
 // terms added in the same order, the same combine_lanes). Rows of a few positions leave
 // fixed_row's lanes mostly idle; across rows every vector instruction does kRowGroup
 // rows' work (GCC's vector extension: one AVX2 register, or two SSE2 ones).
-inline constexpr int kRowGroup = 4;
 typedef double RowGroup __attribute__((vector_size(kRowGroup * sizeof(double))));
 
 // Targets: rows like predictions', or one per row (OneTarget: jt apart, loaded once).
@@ -845,6 +847,32 @@ inline void divide_by_weight_sums(double* sums, const RowWeightSum* weights, int
 // Rows whose sums are stored together (LossStore::put_rows).
 inline constexpr int64_t kRowBatch = 64;
 
+// A row of K targets or weights that every row shares (a target or weights per column),
+// copied kRowGroup + 1 times one after another: the loops for rows that follow each other
+// in memory then read it as such rows, the same values, so the same bits. Row r's copy is
+// at(r); a group of rows starting at a multiple of kRowGroup reads its rows K apart from
+// at(r) (jump()), as it would read rows of its own.
+template <typename X, int K>
+class SharedRow {
+   public:
+    // Rows `jump` apart from `first`: shared (and copied) where jump is 0 and the row's
+    // positions are contiguous.
+    SharedRow(const X* first, int64_t jump, int64_t step) : first_(first), jump_(jump) {
+        shared_ = K > 1 && first != nullptr && jump == 0 && step == 1;
+        if (shared_)
+            for (int g = 0; g <= kRowGroup; ++g) std::memcpy(copies_ + g * K, first, K * sizeof(X));
+    }
+    bool shared() const { return shared_; }
+    const X* at(int64_t r) const { return shared_ ? copies_ + r % kRowGroup * K : first_ + r * jump_; }
+    int64_t jump() const { return shared_ ? K : jump_; }
+
+   private:
+    const X* first_;
+    int64_t jump_;
+    bool shared_;
+    X copies_[K > 1 ? (kRowGroup + 1) * K : 1];
+};
+
 // `run` outputs from the odometer's position along the last kept dimension.
 template <Pass P, bool Weighted, bool Unit, int K, typename T, typename Wt>
 void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int64_t run, const int64_t* step) {
@@ -854,6 +882,8 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
         for (int k = 0; k < kOperands; ++k) js[k] = l.strides[k][l.n_kept - 1];
     static constexpr int64_t kNoBase[kOperands] = {};
     const Cursor<T, Wt> first = cursor_at<T, Wt>(l, kNoBase, kept.offset);
+    const SharedRow<T, K> targets(first.t, js[kT], step[kT]);
+    const SharedRow<Wt, K> weights(first.w, js[kW], step[kW]);
     const double* scale = l.data[kScale] ? static_cast<const double*>(l.data[kScale]) + kept.offset[kScale] : nullptr;
     const bool has_loss = l.data[kLoss] != nullptr;
     double sums[kRowBatch];
@@ -876,11 +906,11 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
 #if defined(__GNUC__)
         // Rows one after another in memory (a C-contiguous batch), for a sum: one at a time in
         // vectors along the row (kPackedRow), else kRowGroup at a time. Targets: rows of their
-        // own likewise, or one per row (a target per sample); or one row of them for every
-        // row (a target per column), in vectors along the row only.
+        // own likewise (or copies of one row for every row: a target per column), or one per
+        // row (a target per sample).
         if constexpr (K > 0 && !kWrites<P>) {
-            const bool one_target = step[kT] == 0, target_rows = one_target || js[kT] == K;
-            if (has_loss && js[kP] == K && (target_rows || js[kT] == 0)) {
+            const bool one_target = step[kT] == 0, target_rows = one_target || targets.jump() == K;
+            if (has_loss && js[kP] == K && target_rows) {
                 const auto with_target = [&](auto run_rows) {
                     if (one_target)
                         run_rows(std::true_type{});
@@ -896,12 +926,12 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                         weights_summed = kSum;
                         // Targets or weights per position broadcast over the rows (one row
                         // of them) have no row after theirs.
-                        const bool row_after = target_rows && (!kAlong || js[kW] == K);
+                        const bool row_after = target_rows && (!kAlong || weights.jump() == K);
                         for (; i < rows; ++i) {
                             const int64_t r = r0 + i;
                             const T* p = first.p + r * K;
-                            const T* t = first.t + r * js[kT];
-                            const Wt* w = Weighted ? first.w + r * js[kW] : nullptr;
+                            const T* t = targets.at(r);
+                            const Wt* w = Weighted ? weights.at(r) : nullptr;
                             RowWeightSum* found = kSum ? &row_weights[i] : nullptr;
                             sums[i] = i + 1 < rows && row_after
                                           ? packed_row<P, Weighted, kOneTarget, true, K, kAlong, kSum>(p, t, w, found)
@@ -926,8 +956,8 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                         for (; i + kRowGroup <= rows; i += kRowGroup) {
                             const int64_t r = r0 + i;
                             fixed_row_group<P, Weighted, decltype(one_weight)::value, decltype(one_target_)::value, K>(
-                                first.p + r * K, first.t + r * js[kT], js[kT],
-                                Weighted ? first.w + r * js[kW] : nullptr, step[kW], js[kW], sums + i);
+                                first.p + r * K, targets.at(r), targets.jump(), Weighted ? weights.at(r) : nullptr,
+                                step[kW], weights.jump(), sums + i);
                         }
                     });
                 };
@@ -943,35 +973,36 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
         // do not depend on the walk). The sums are read first: `out` may be predictions.
         if constexpr (K > 0 && (P == Pass::grad || P == Pass::reduce_and_grad) && kPackable<T> &&
                       (!Weighted || kPackable<Wt>)) {
-            if ((has_loss || !kReduces<P>) && step[kT] == 1 && js[kP] == K && js[kT] == K && js[kOut] == K) {
-                const auto groups = [&](auto weights) {
-                    constexpr RowWeights kWeights = decltype(weights)::value;
+            if ((has_loss || !kReduces<P>) && step[kT] == 1 && js[kP] == K && targets.jump() == K && js[kOut] == K) {
+                const auto groups = [&](auto weight_kind) {
+                    constexpr RowWeights kWeights = decltype(weight_kind)::value;
                     constexpr bool kAlong = kWeights != RowWeights::per_row;
                     for (; i + kRowGroup <= rows; i += kRowGroup) {
-                        const int64_t r = r0 + i, at = r * K;
-                        const Wt* w = Weighted ? first.w + r * js[kW] : nullptr;
+                        const int64_t r = r0 + i, at = r * K, jw = weights.jump();
+                        const T* t = targets.at(r);
+                        const Wt* w = Weighted ? weights.at(r) : nullptr;
                         if constexpr (kReduces<P> && kPackedGradientRow<K>) {
                             for (int g = 0; g < kRowGroup; ++g)
                                 sums[i + g] = packed_row<Pass::reduce, Weighted, false, false, K, kAlong>(
-                                    first.p + at + g * K, first.t + at + g * K, Weighted ? w + g * js[kW] : nullptr);
+                                    first.p + at + g * K, t + g * K, Weighted ? w + g * jw : nullptr);
                         } else if constexpr (kReduces<P>) {
-                            fixed_row_group<Pass::reduce, Weighted, Weighted && !kAlong, false, K>(
-                                first.p + at, first.t + at, 0, w, step[kW], js[kW], sums + i);
+                            fixed_row_group<Pass::reduce, Weighted, Weighted && !kAlong, false, K>(first.p + at, t, 0, w,
+                                                                                                  step[kW], jw, sums + i);
                         }
                         double factor[kRowGroup];  // scale (times the row's weight), as write() has it
                         for (int g = 0; g < kRowGroup; ++g) {
                             const double row_scale = scale ? scale[(r + g) * js[kScale]] : 0.0;
                             factor[g] = (in_pass ? row_scale / row_weights[i + g].sum : row_scale) *
-                                        (Weighted && !kAlong ? load(w + g * js[kW]) : 1.0);
+                                        (Weighted && !kAlong ? load(w + g * jw) : 1.0);
                         }
-                        gradient_row_group<K, kWeights>(first.p + at, first.t + at, first.out + at, factor, w, js[kW]);
+                        gradient_row_group<K, kWeights>(first.p + at, t, first.out + at, factor, w, jw);
                     }
                 };
                 using PerRow = std::integral_constant<RowWeights, RowWeights::per_row>;
                 if (!Weighted || step[kW] == 0) {
                     groups(PerRow{});
                 } else if constexpr (Weighted) {
-                    if (step[kW] == 1 && js[kW] == K)
+                    if (step[kW] == 1 && weights.jump() == K)
                         groups(std::integral_constant<RowWeights, RowWeights::per_position>{});
                     else if (step[kW] == 1)
                         groups(std::integral_constant<RowWeights, RowWeights::per_position_strided>{});

@@ -225,6 +225,13 @@ def test_short_rows_agree_bitwise(width):
         lambda: mse(p32, t32[0].copy(), axis=-1),
         lambda: mse(p, t[0].copy(), axis=-1, weights=rng_weights[: len(p), None], reduction="sum"),
         lambda: mse(p, t[0].copy(), axis=-1, weights=rng_weights[: p.size].reshape(p.shape)),
+        # C++ reads such a row (and one of weights per column) from copies laid out as rows
+        # of their own: in runs of rows along a kept dimension before the samples', in
+        # every pass, and in float16.
+        lambda: mse_and_grad(p[:150].reshape(5, 30, width), t[0].copy(), axis=-1),
+        lambda: mse_grad(p[:150].reshape(5, 30, width), t[0].copy(), axis=-1, weights=rng_weights[:width] + 0.5),
+        lambda: mse_and_grad(p32, t32, axis=-1, weights=(rng_weights[:width] + 0.5)[::-1].copy(), reduction="sum"),
+        lambda: mse(p.astype(np.float16), t[0].astype(np.float16), axis=-1),
         # A target per sample, or one for all: constant along the rows.
         lambda: mse(p, t[:, :1], axis=-1),
         lambda: mse(p, 0.5, axis=-1, weights=rng_weights[: p.size].reshape(p.shape)),

@@ -787,9 +787,9 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         problem.weights_dtype = weights_type;
     }
     // Rows that weights or targets keep apart in a sum over everything are summed first
-    // where fastmse._compute._reduce says so.
-    problem.rows_first =
-        rows && !split && n_axes == ndim && reduces && job != Job::mse_grad && shape[1] <= fastmse::kBlock;
+    // where fastmse._compute._two_stage says so: not for a target per column.
+    problem.rows_first = rows && !split && n_axes == ndim && reduces && job != Job::mse_grad &&
+                         shape[1] <= fastmse::kBlock && !(target_rows && target_strides[1] == 1);
     // The loss: a scalar from the float64 sum, as fastmse._compute._finish makes it, or an
     // array that the kernel finishes (divided, rounded once), as fastmse._compute.loss asks.
     const bool scalar_loss = n_axes == ndim && !keepdims;

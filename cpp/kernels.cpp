@@ -338,22 +338,27 @@ void for_each_range(int64_t n_tasks, bool parallel, int num_threads, Fn&& fn) {
     fn(int64_t{0}, n_tasks);
 }
 
-// Task sums of a call, zeroed.
-class Partials {
+// n values of X on the heap, zeroed, for the length of a call.
+template <typename X>
+class Scratch {
    public:
     void allocate(int64_t n) {
-        data_ = static_cast<double*>(std::calloc(static_cast<size_t>(n), sizeof(double)));
+        data_ = static_cast<X*>(std::calloc(static_cast<size_t>(n), sizeof(X)));
         if (data_ == nullptr && n > 0) throw std::bad_alloc();
     }
-    double& operator[](int64_t i) { return data_[i]; }
-    Partials() = default;
-    Partials(const Partials&) = delete;
-    Partials& operator=(const Partials&) = delete;
-    ~Partials() { std::free(data_); }
+    X& operator[](int64_t i) { return data_[i]; }
+    X* data() { return data_; }
+    Scratch() = default;
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+    ~Scratch() { std::free(data_); }
 
    private:
-    double* data_ = nullptr;
+    X* data_ = nullptr;
 };
+
+// Task sums of a call.
+using Partials = Scratch<double>;
 
 // Where outputs' sums go: Problem::loss, each sum divided and rounded once to its dtype.
 class LossStore {
@@ -535,6 +540,19 @@ void lane_tasks(Schedule& schedule, int64_t begin, int64_t end) {
     constexpr bool kChecksPredictions = P == Pass::reduce_difference && !Weighted;
     std::atomic<bool>* const negative_prediction = kChecksPredictions ? schedule.negative_prediction : nullptr;
     bool negative = false;
+    // Contiguous rows of at most kBlock positions summed with one row of targets for all of
+    // them (a target per column over everything, which fastmse._compute._two_stage leaves
+    // to lane mode): each block is one run, its targets read from the row repeated
+    // (`repeated`, from the block's position in its row on), the same values in the same
+    // lanes as the walk row by row gives.
+    const int64_t row = l.shape[last];
+    const auto rows_of = [&](int k) { return l.strides[k][last - 1] == row; };
+    const bool shared_target_row = unit && !in_pass && !negative_prediction && l.ndim - l.n_kept == 2 &&
+                                   row <= kBlock && l.strides[kT][last - 1] == 0 && rows_of(kP) &&
+                                   (!Weighted || rows_of(kW)) && (!kWrites<P> || rows_of(kOut));
+    Scratch<T> repeated;  // kBlock + row values; not on the stack, which every call would probe
+    if (shared_target_row) repeated.allocate(kBlock + row);
+    const T* repeated_from = nullptr;  // the row in `repeated`
     Odometer kept(l, 0, l.n_kept);
     Odometer summed(l, l.n_kept, l.ndim);
     int64_t kept_at = -1;
@@ -549,7 +567,19 @@ void lane_tasks(Schedule& schedule, int64_t begin, int64_t end) {
         for (int64_t block = lo; block < hi; block += kBlock) {
             double acc[kLanes] = {}, weight_acc[kLanes] = {};
             const int64_t block_end = std::min(block + kBlock, hi);
-            for (int64_t pos = block; pos < block_end;) {
+            if (shared_target_row) {
+                const T* const targets = static_cast<const T*>(l.data[kT]) + kept.offset[kT];
+                if (targets != repeated_from) {
+                    for (int64_t i = 0; i < kBlock + row; i += row)  // memcpy: the row may be misaligned
+                        std::memcpy(repeated.data() + i, targets, sizeof(T) * std::min(row, kBlock + row - i));
+                    repeated_from = targets;
+                }
+                Cursor<T, Wt> at = cursor_at<T, Wt>(l, kept.offset, summed.offset);
+                at.t = repeated.data() + block % row;
+                run_lanes<P, Weighted, true>(acc, 0, at, step, scale, block_end - block, l.n_red - block);
+                summed.seek(block_end);  // across rows: advance carries into one row only
+            }
+            for (int64_t pos = shared_target_row ? block_end : block; pos < block_end;) {
                 const int64_t extent = l.shape[last] - summed.index[last];
                 const int64_t n = std::min(extent, block_end - pos);
                 const Cursor<T, Wt> at = cursor_at<T, Wt>(l, kept.offset, summed.offset);
@@ -855,14 +885,13 @@ inline constexpr int64_t kRowBatch = 64;
 template <typename X, int K>
 class SharedRow {
    public:
-    // Rows `jump` apart from `first`: shared (and copied) where jump is 0 and the row's
-    // positions are contiguous.
-    SharedRow(const X* first, int64_t jump, int64_t step) : first_(first), jump_(jump) {
-        shared_ = K > 1 && first != nullptr && jump == 0 && step == 1;
+    // Rows `jump` apart from `first`: shared (and copied) where jump is 0, the row's
+    // positions are contiguous and more rows than the copies read it.
+    SharedRow(const X* first, int64_t jump, int64_t step, int64_t rows) : first_(first), jump_(jump) {
+        shared_ = K > 1 && first != nullptr && jump == 0 && step == 1 && rows > kRowGroup;
         if (shared_)
             for (int g = 0; g <= kRowGroup; ++g) std::memcpy(copies_ + g * K, first, K * sizeof(X));
     }
-    bool shared() const { return shared_; }
     const X* at(int64_t r) const { return shared_ ? copies_ + r % kRowGroup * K : first_ + r * jump_; }
     int64_t jump() const { return shared_ ? K : jump_; }
 
@@ -882,8 +911,8 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
         for (int k = 0; k < kOperands; ++k) js[k] = l.strides[k][l.n_kept - 1];
     static constexpr int64_t kNoBase[kOperands] = {};
     const Cursor<T, Wt> first = cursor_at<T, Wt>(l, kNoBase, kept.offset);
-    const SharedRow<T, K> targets(first.t, js[kT], step[kT]);
-    const SharedRow<Wt, K> weights(first.w, js[kW], step[kW]);
+    const SharedRow<T, K> targets(first.t, js[kT], step[kT], run);
+    const SharedRow<Wt, K> weights(first.w, js[kW], step[kW], run);
     const double* scale = l.data[kScale] ? static_cast<const double*>(l.data[kScale]) + kept.offset[kScale] : nullptr;
     const bool has_loss = l.data[kLoss] != nullptr;
     double sums[kRowBatch];
@@ -907,10 +936,10 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
         // Rows one after another in memory (a C-contiguous batch), for a sum: one at a time in
         // vectors along the row (kPackedRow), else kRowGroup at a time. Targets: rows of their
         // own likewise (or copies of one row for every row: a target per column), or one per
-        // row (a target per sample).
+        // row (a target per sample); one row for a run of a few rows, along the row only.
         if constexpr (K > 0 && !kWrites<P>) {
             const bool one_target = step[kT] == 0, target_rows = one_target || targets.jump() == K;
-            if (has_loss && js[kP] == K && target_rows) {
+            if (has_loss && js[kP] == K && (target_rows || js[kT] == 0)) {
                 const auto with_target = [&](auto run_rows) {
                     if (one_target)
                         run_rows(std::true_type{});
@@ -924,8 +953,8 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                         constexpr bool kAlong = decltype(weights_along)::value;
                         constexpr bool kSum = decltype(sum_weights)::value;
                         weights_summed = kSum;
-                        // Targets or weights per position broadcast over the rows (one row
-                        // of them) have no row after theirs.
+                        // Targets or weights per position broadcast over a run of a few rows
+                        // (one row of them, not copied) have no row after theirs.
                         const bool row_after = target_rows && (!kAlong || weights.jump() == K);
                         for (; i < rows; ++i) {
                             const int64_t r = r0 + i;

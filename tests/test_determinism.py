@@ -232,6 +232,22 @@ def test_short_rows_agree_bitwise(width):
         lambda: mse_grad(p[:150].reshape(5, 30, width), t[0].copy(), axis=-1, weights=rng_weights[:width] + 0.5),
         lambda: mse_and_grad(p32, t32, axis=-1, weights=(rng_weights[:width] + 0.5)[::-1].copy(), reduction="sum"),
         lambda: mse(p.astype(np.float16), t[0].astype(np.float16), axis=-1),
+        lambda: mse(p, t[0].copy(), axis=-1, weights=rng_weights[:width] + 0.5),
+        lambda: mse_grad(p32, t32[0].copy(), axis=-1),
+        lambda: mse_and_grad(p, t[0].copy(), axis=-1),
+        lambda: mse_and_grad(p32, t32[0].copy(), axis=-1, weights=rng_weights[: len(p), None]),
+        lambda: mse_and_grad(p32, t32[0].copy(), axis=-1, weights=rng_weights[:width] + 0.5),
+        lambda: mse(p.astype(np.float16), t[0].astype(np.float16), axis=-1, weights=np.float16(rng_weights[:width])),
+        # Runs of three rows: the row is read where it is.
+        lambda: mse_and_grad(p[:150].reshape(50, 3, width), t[0].copy(), axis=-1),
+        lambda: mse(p[:150].reshape(50, 3, width), t[0].copy(), axis=-1, weights=rng_weights[:width] + 0.5),
+        # Lane mode runs blocks across contiguous rows with one row of targets for all,
+        # repeated: over everything, and over each of several outputs, with a target row of
+        # its own or one for all.
+        lambda: mse(p[:150].reshape(5, 30, width), t[0].copy(), axis=(1, 2)),
+        lambda: mse(p[:150].reshape(5, 30, width), t[:150].reshape(5, 30, width)[:, :1].copy(), axis=(1, 2)),
+        lambda: mse_and_grad(p32[:150].reshape(5, 30, width), t32[0].copy(), axis=(1, 2)),
+        lambda: mse(p, t[0].copy(), weights=rng_weights[: p.size].reshape(p.shape)),
         # A target per sample, or one for all: constant along the rows.
         lambda: mse(p, t[:, :1], axis=-1),
         lambda: mse(p, 0.5, axis=-1, weights=rng_weights[: p.size].reshape(p.shape)),

@@ -385,6 +385,22 @@ def lane_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None
     kept_at = -1
     sp, st, sw, so = strides[P, last], strides[T, last], strides[W, last], strides[OUT, last]
     contiguous = runs_contiguous(kind, weighted, sp, st, sw, so)
+    # As in cpp/kernels.cpp: contiguous rows of at most BLOCK with one row of targets for
+    # all of them, each block one run, its targets from the row repeated.
+    row = shape[last]
+    shared_target_row = (
+        contiguous
+        and st == 1
+        and (not weighted or sw == 1)
+        and ndim - n_kept == 2
+        and row <= BLOCK
+        and strides[T, last - 1] == 0
+        and strides[P, last - 1] == row
+        and (not weighted or strides[W, last - 1] == row)
+        and (not writes(kind) or strides[OUT, last - 1] == row)
+    )
+    repeated = np.empty(BLOCK + row if shared_target_row else 0, t.dtype)
+    repeated_from = -1  # where the row in `repeated` starts in t
     for task in range(begin, end):
         o = task // n_chunks
         c = task % n_chunks
@@ -400,6 +416,19 @@ def lane_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None
             acc[:] = 0.0
             block_end = min(block + BLOCK, hi)
             pos = block
+            if shared_target_row:
+                it = origin[T] + kept_offset[T]
+                if it != repeated_from:
+                    for i in range(BLOCK + row):
+                        repeated[i] = t[it + i % row]
+                    repeated_from = it
+                ip = origin[P] + kept_offset[P] + summed_offset[P]
+                iw = origin[W] + kept_offset[W] + summed_offset[W]
+                io = origin[OUT] + kept_offset[OUT] + summed_offset[OUT]
+                block_run = (p, repeated, w, sw, out, ip, block % row, iw, io, factor, block_end - block, acc)
+                specialized(LANES_ROUTINE, kind, weighted, (*block_run, np.int64(1)))
+                seek(shape, strides, n_kept, ndim, block_end, summed_index, summed_offset)  # across rows
+                pos = block_end
             while pos < block_end:
                 n = min(shape[last] - summed_index[last], block_end - pos)
                 ip = origin[P] + kept_offset[P] + summed_offset[P]

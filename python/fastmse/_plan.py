@@ -62,9 +62,9 @@ class Plan:
         For a sum over everything (``n_kept == 0``) whose last dimension holds rows of at
         most ``kBlock`` positions: each row summed alone, as a loss per row sums it, then
         the row sums, in C order, as a flat sum over a float64 array of them. The order
-        in which rows of a broadcast operand (weights per sample, a target per column)
-        run as short rows; taken by backends whose ``rows_first`` is true (see
-        :func:`fastmse._compute._reduce`).
+        in which rows of a broadcast operand (weights per sample) run as short rows;
+        taken by backends whose ``rows_first`` is true (see
+        :func:`fastmse._compute._two_stage` and :func:`fastmse._compute._reduce`).
     """
 
     shape: tuple[int, ...]

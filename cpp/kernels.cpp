@@ -544,14 +544,18 @@ void lane_tasks(Schedule& schedule, int64_t begin, int64_t end) {
     // them (a target per column over everything, which fastmse._compute._two_stage leaves
     // to lane mode): each block is one run, its targets read from the row repeated
     // (`repeated`, from the block's position in its row on), the same values in the same
-    // lanes as the walk row by row gives.
+    // lanes as the walk row by row gives. (Weights per sample spread over their rows the
+    // same way ran no faster than their rows summed first.)
     const int64_t row = l.shape[last];
     const auto rows_of = [&](int k) { return l.strides[k][last - 1] == row; };
     const bool shared_target_row = unit && !in_pass && !negative_prediction && l.ndim - l.n_kept == 2 &&
                                    row <= kBlock && l.strides[kT][last - 1] == 0 && rows_of(kP) &&
                                    (!Weighted || rows_of(kW)) && (!kWrites<P> || rows_of(kOut));
-    Scratch<T> repeated;  // kBlock + row values; not on the stack, which every call would probe
-    if (shared_target_row) repeated.allocate(kBlock + row);
+    // Not on the stack, which every call would probe page by page; as long as the blocks
+    // read (outputs of a few rows each refill it).
+    const int64_t block_size = std::min(kBlock, l.n_red);
+    Scratch<T> repeated;  // block_size + row values
+    if (shared_target_row) repeated.allocate(block_size + row);
     const T* repeated_from = nullptr;  // the row in `repeated`
     Odometer kept(l, 0, l.n_kept);
     Odometer summed(l, l.n_kept, l.ndim);
@@ -570,8 +574,10 @@ void lane_tasks(Schedule& schedule, int64_t begin, int64_t end) {
             if (shared_target_row) {
                 const T* const targets = static_cast<const T*>(l.data[kT]) + kept.offset[kT];
                 if (targets != repeated_from) {
-                    for (int64_t i = 0; i < kBlock + row; i += row)  // memcpy: the row may be misaligned
-                        std::memcpy(repeated.data() + i, targets, sizeof(T) * std::min(row, kBlock + row - i));
+                    T* const to = repeated.data();
+                    std::memcpy(to, targets, sizeof(T) * row);  // memcpy: the row may be misaligned
+                    for (int64_t n = row; n < block_size + row; n *= 2)  // copies of whole rows, doubling
+                        std::memcpy(to + n, to, sizeof(T) * std::min(n, block_size + row - n));
                     repeated_from = targets;
                 }
                 Cursor<T, Wt> at = cursor_at<T, Wt>(l, kept.offset, summed.offset);

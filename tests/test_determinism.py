@@ -92,14 +92,18 @@ CASES = {
         ]
     },
     # Sums over everything of short rows that do not merge, an operand broadcast along
-    # them: each row summed first, then the row sums (Plan.rows_first), over many blocks
-    # and chunks of rows.
+    # them, over many blocks and chunks of rows: in one stage (lane mode's blocks across
+    # the rows) for a target per column, otherwise each row summed first, then the row
+    # sums (Plan.rows_first).
     **{
         name: (R[:, :10].copy(), targets, {"weights": weights})
         for R in [rng.standard_normal((70_000, 16)).astype(np.float32)]
         for name, targets, weights in [
             ("weights per sample, over everything", R[::-1, 5:15].copy(), rng.uniform(size=(70_000, 1))),
             ("a target per column, over everything", R[7, 5:15].copy(), None),
+            ("both, over everything", R[7, 5:15].copy(), rng.uniform(size=(70_000, 1)).astype(np.float32)),
+            ("a target per sample, over everything", R[::-1, 5:6].copy(), None),
+            ("weights per sample, one target", np.float32(0.5), rng.uniform(size=(70_000, 1))),
         ]
     },
     "short strided rows": (MATRIX[:, :20:2], MATRIX[:, 1:21:2], {"axis": -1}),
@@ -248,6 +252,16 @@ def test_short_rows_agree_bitwise(width):
         lambda: mse(p[:150].reshape(5, 30, width), t[:150].reshape(5, 30, width)[:, :1].copy(), axis=(1, 2)),
         lambda: mse_and_grad(p32[:150].reshape(5, 30, width), t32[0].copy(), axis=(1, 2)),
         lambda: mse(p, t[0].copy(), weights=rng_weights[: p.size].reshape(p.shape)),
+        # ... and with weights per sample (two stages, beside one).
+        lambda: mse(p, t[0].copy(), weights=rng_weights[: len(p), None]),
+        lambda: mse_and_grad(p32, t32, weights=rng_weights[: len(p), None].astype(np.float32), reduction="sum"),
+        lambda: mse(
+            p[:150].reshape(5, 30, width),
+            t[:150].reshape(5, 30, width),
+            weights=rng_weights[:150].reshape(5, 30, 1),
+            axis=(1, 2),
+        ),
+        lambda: mse(p.astype(np.float16), t.astype(np.float16), weights=np.float16(rng_weights[: len(p), None])),
         # A target per sample, or one for all: constant along the rows.
         lambda: mse(p, t[:, :1], axis=-1),
         lambda: mse(p, 0.5, axis=-1, weights=rng_weights[: p.size].reshape(p.shape)),
@@ -282,16 +296,24 @@ def test_rows_first_is_the_sum_of_the_row_sums(monkeypatch, rows, dtype):
     p = rng.standard_normal((rows, 10)).astype(dtype)
     t = rng.standard_normal((rows, 10)).astype(dtype)
     w = rng.uniform(0.5, 2.0, (rows, 1)).astype(dtype)
+    # Summed in two stages: weights per sample, a target per sample, weights per column
+    # (a target per column is summed in one stage: see CASES).
+    per_sample = t[:, :1].copy()
+    per_column = rng.uniform(0.5, 2.0, 10).astype(dtype)
     calls = [
         lambda: mse(p, t, weights=w),
         lambda: mse(p, t, weights=w, reduction="sum"),
-        lambda: mse(p, t[:1].copy()),
-        lambda: mse_grad(p, t, weights=w),
         lambda: mse_and_grad(p, t, weights=w),
-        lambda: mse_and_grad(p, t[:1].copy(), reduction="sum"),
+        lambda: mse(p, 0.5, weights=w),
+        lambda: mse(p, 0.5, weights=w, reduction="sum"),
+        lambda: mse(p, per_sample),
+        lambda: mse(p, t, weights=per_column),
+        lambda: mse_grad(p, 0.5, weights=w),
+        lambda: mse_and_grad(p, 0.5, weights=w),
+        lambda: mse_and_grad(p, per_sample, reduction="sum"),
         # Every kept axis of extent 1: the plan keeps none, and the kernels finish the
         # mean in the data's dtype.
-        lambda: mse(p[None], t[None], axis=(1, 2), weights=w[None]),
+        lambda: mse(p[None], per_sample[None], axis=(1, 2)),
         lambda: mse(p[:, :0], t[:, :0], weights=w),
     ]
     with _backends.use("cpp"), warnings.catch_warnings():

@@ -278,10 +278,11 @@ _SHORT_ROW = 2048
 def _two_stage(plan: Plan) -> bool:
     """Whether `plan` is summed in two stages (see :func:`_reduce`): a sum over everything
     of short rows that do not merge because an input broadcasts (a zero stride), as
-    weights per sample do. Read from the inputs' strides alone, so that an `out` of any
-    layout leaves the loss as it is. Not contiguous rows with one row of targets for all
-    (a target per column): one stage, whose blocks the CPU kernels run across the rows
-    with the row repeated, at the speed of a flat sum."""
+    weights or a target per sample do. Read from the inputs' strides alone, so that an
+    `out` of any layout leaves the loss as it is. Not contiguous rows with one row of
+    targets for all (a target per column), the weights (if any) contiguous rows too: one
+    stage, whose blocks the CPU kernels run across the rows with the target row repeated,
+    at the speed of a flat sum."""
     if plan.n_kept or len(plan.shape) < 2 or plan.shape[-1] > _SHORT_ROW or type(plan.operands.loss) is not np.ndarray:
         return False
     rows = (plan.shape[-1], 1)

@@ -399,7 +399,8 @@ def lane_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None
         and (not weighted or strides[W, last - 1] == row)
         and (not writes(kind) or strides[OUT, last - 1] == row)
     )
-    repeated = np.empty(BLOCK + row if shared_target_row else 0, t.dtype)
+    block_size = min(BLOCK, n_red)  # what the blocks read: outputs of a few rows refill it
+    repeated = np.empty(block_size + row if shared_target_row else 0, t.dtype)
     repeated_from = -1  # where the row in `repeated` starts in t
     for task in range(begin, end):
         o = task // n_chunks
@@ -417,11 +418,13 @@ def lane_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None
             block_end = min(block + BLOCK, hi)
             pos = block
             if shared_target_row:
-                it = origin[T] + kept_offset[T]
-                if it != repeated_from:
-                    for i in range(BLOCK + row):
-                        repeated[i] = t[it + i % row]
-                    repeated_from = it
+                row_at = origin[T] + kept_offset[T]
+                if row_at != repeated_from:
+                    for i in range(row):
+                        repeated[i] = t[row_at + i]
+                    for i in range(row, block_size + row):  # no division an element
+                        repeated[i] = repeated[i - row]
+                    repeated_from = row_at
                 ip = origin[P] + kept_offset[P] + summed_offset[P]
                 iw = origin[W] + kept_offset[W] + summed_offset[W]
                 io = origin[OUT] + kept_offset[OUT] + summed_offset[OUT]

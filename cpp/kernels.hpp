@@ -67,11 +67,12 @@ struct Problem {
     // dimension (a loss per sample, weights per position), for reduce, grad and
     // reduce_and_grad, or, for reduce alone, of any outputs that lane mode sums (over
     // everything, or rows of more than kBlock positions): each output's sum, and the
-    // gradient factor of its positions (scale), divided by its weight sum, found from the weights as the pass reads them (summed as
-    // reduce_difference sums w - 0 over the same plan); loss_divisor must be 1. A pass of
-    // their own to sum the weights is then not needed. A zero sum is reported here, and by
-    // reduce a negative weight (the gradient passes take weights checked before); the
-    // results are then not to be used, and a gradient has been written all the same.
+    // gradient factor of its positions (scale), divided by its weight sum, found from the
+    // weights as the pass reads them (summed as reduce_difference sums w - 0 over the same
+    // plan); loss_divisor must be 1. A pass of their own to sum the weights is then not
+    // needed. A zero sum is reported here, and by reduce a negative weight (the gradient
+    // passes take weights checked before); the results are then not to be used, and a
+    // gradient has been written all the same.
     WeightSumsInPass* weight_sums_in_pass = nullptr;
     // Where not nullptr, for reduce_difference without weights in lane mode (outputs of
     // more than kBlock positions, not across outputs): set if a prediction is negative. A

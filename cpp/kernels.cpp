@@ -1021,8 +1021,8 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                                 sums[i + g] = packed_row<Pass::reduce, Weighted, false, false, K, kAlong>(
                                     first.p + at + g * K, t + g * K, Weighted ? w + g * jw : nullptr);
                         } else if constexpr (kReduces<P>) {
-                            fixed_row_group<Pass::reduce, Weighted, Weighted && !kAlong, false, K>(first.p + at, t, 0, w,
-                                                                                                  step[kW], jw, sums + i);
+                            fixed_row_group<Pass::reduce, Weighted, Weighted && !kAlong, false, K>(
+                                first.p + at, t, 0, w, step[kW], jw, sums + i);
                         }
                         double factor[kRowGroup];  // scale (times the row's weight), as write() has it
                         for (int g = 0; g < kRowGroup; ++g) {

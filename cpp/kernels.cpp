@@ -8,8 +8,9 @@
 //   * Lane mode (the fastest dimension is summed): a block is kBlock consecutive
 //     positions of one output, spread over kLanes float64 accumulators by position.
 //   * Across-output mode (the fastest dimension is kept): a block is kRowBlock summed
-//     positions for a group of kOutputsPerTask neighbouring outputs, one accumulator
-//     each, so the inner loop runs along contiguous memory.
+//     positions for a group of kOutputsPerTask neighbouring outputs, each output's spread
+//     over kLanes float64 accumulators by position (so that a narrow batch's additions do
+//     not wait on each other), and the inner loop runs along contiguous memory.
 //   * Task sums of one output are combined by the same cascade in task order.
 // Threads only decide who computes which task, so results are bitwise identical for
 // any thread count. The Numba backend (python/fastmse/_numba.py) mirrors this file; the
@@ -1126,18 +1127,104 @@ void row_tasks(const Layout& l, const LossStore& loss, int64_t begin, int64_t en
     }
 }
 
+#if defined(__GNUC__)
+// Rows of `width` outputs one after another in memory (a C-contiguous batch), kLanes rows
+// at a time from row i (at lane 0): a group's kLanes * width positions are contiguous, so
+// they run as one in vectors, position e adding to acc[e] (lane e / width of output
+// e % width), as across_block adds them, in the same order. Targets or weights that every
+// row shares (rows 0 apart: a target or weights per column, one for all) are read from
+// kLanes copies of their row. Width > 0 fixes the width (the sums then live in registers).
+// Returns where it stopped: other layouts are left to across_block's rows.
+template <Pass P, bool Weighted, int Width, typename T, typename Wt>
+inline int64_t across_rows(const T* p, const T* t, const Wt* w, T* out, const int64_t* js, const int64_t* rs,
+                           int width, const double* scale, int64_t i, int64_t count, double* acc) {
+    if constexpr (Width > 0) width = Width;
+    const int64_t run = kLanes * width;
+    const auto along = [&](int k) { return js[k] == 1 && rs[k] == width; };
+    if (i + kLanes > count || !along(kP) || (kWrites<P> && !along(kOut)) || !(along(kT) || rs[kT] == 0) ||
+        (Weighted && !(along(kW) || rs[kW] == 0)))
+        return i;
+    constexpr int64_t kMaxRun = kLanes * (Width > 0 ? Width : kOutputsPerTask);
+    T target_copies[kMaxRun];
+    [[maybe_unused]] Wt weight_copies[Weighted ? kMaxRun : 1];
+    [[maybe_unused]] double factors[kWrites<P> ? kMaxRun : 1];
+    const T* tg = t + i * rs[kT];
+    if (rs[kT] == 0) {
+        for (int64_t e = 0; e < run; ++e) target_copies[e] = t[e % width * js[kT]];
+        tg = target_copies;
+    }
+    const Wt* wg = Weighted ? w + i * rs[kW] : nullptr;
+    if constexpr (Weighted) {
+        if (rs[kW] == 0) {
+            for (int64_t e = 0; e < run; ++e) weight_copies[e] = w[e % width * js[kW]];
+            wg = weight_copies;
+        }
+    }
+    if constexpr (kWrites<P>)
+        for (int64_t e = 0; e < run; ++e) factors[e] = scale[e % width];
+    const int64_t jt = rs[kT] == 0 ? 0 : run, jw = Weighted && rs[kW] == 0 ? 0 : run;
+    // Positions [e, e + kVectorWidth) of the group at pg: as run_packed, the scalar
+    // expressions of cpp/position.hpp, the weight 1 left out where there is none.
+    const auto part = [&](const T* pg, T* og, int64_t e, Lanes factor, Lanes sum) {
+        const Lanes d = load_packed(pg + e) - load_packed(tg + e);
+        Lanes weight = {};
+        if constexpr (Weighted) weight = load_packed(wg + e);
+        const Lanes wd = Weighted ? weight * d : d;
+        if constexpr (P == Pass::squared_error) store_packed(og + e, wd * d);
+        if constexpr (P == Pass::grad || P == Pass::reduce_and_grad)
+            store_packed(og + e, Weighted ? (factor * weight) * d : factor * d);
+        if constexpr (P == Pass::reduce_difference) return sum + wd;
+        if constexpr (P == Pass::reduce || P == Pass::reduce_and_grad) return sum + wd * d;
+        return sum;
+    };
+    const auto lanes_at = [](const double* at) {
+        Lanes v;
+        std::memcpy(&v, at, sizeof v);
+        return v;
+    };
+    if constexpr (Width > 0) {
+        constexpr int kParts = kLanes * Width / kVectorWidth;
+        Lanes sum[kParts], factor[kParts] = {};
+        for (int k = 0; k < kParts; ++k) {
+            sum[k] = lanes_at(acc + k * kVectorWidth);
+            if constexpr (kWrites<P>) factor[k] = lanes_at(factors + k * kVectorWidth);
+        }
+        for (; i + kLanes <= count; i += kLanes, tg += jt) {
+            for (int k = 0; k < kParts; ++k)
+                sum[k] = part(p + i * Width, kWrites<P> ? out + i * Width : nullptr, k * kVectorWidth, factor[k],
+                              sum[k]);
+            if constexpr (Weighted) wg += jw;
+        }
+        for (int k = 0; k < kParts; ++k) std::memcpy(acc + k * kVectorWidth, &sum[k], sizeof(Lanes));
+    } else {
+        for (; i + kLanes <= count; i += kLanes, tg += jt) {
+            for (int64_t e = 0; e < run; e += kVectorWidth) {
+                const Lanes factor = kWrites<P> ? lanes_at(factors + e) : Lanes{};
+                const Lanes sum = part(p + i * width, kWrites<P> ? out + i * width : nullptr, e, factor,
+                                       lanes_at(acc + e));
+                std::memcpy(acc + e, &sum, sizeof sum);
+            }
+            if constexpr (Weighted) wg += jw;
+        }
+    }
+    return i;
+}
+#endif
+
 // `count` summed positions, `rs` apart, from `offset` past `base`, of `width` neighbouring
-// outputs: each position adds its terms to acc[j] in order, as across_output_tasks needs.
-// Width > 0 fixes the width at compile time (then equal to `width`), so that the
-// accumulators of a few outputs (a loss per column of a narrow batch) live in registers.
+// outputs: the block's position i (the first one's is `lane`) adds its terms to lane
+// i % kLanes of each output, acc[(i % kLanes) * width + j], as across_output_tasks needs.
+// Width > 0 fixes the width at compile time (then equal to `width`), so that the lanes
+// of a few outputs (a loss per column of a narrow batch) live in registers.
 template <Pass P, bool Weighted, bool Unit, typename T, typename Wt, int Width = 0>
 inline void across_block(const Layout& l, const int64_t* base, const int64_t* offset, const int64_t* js,
-                         const int64_t* rs, int64_t count, int width, const double* scale, double* acc) {
+                         const int64_t* rs, int64_t count, int64_t lane, int width, const double* scale,
+                         double* acc) {
     if constexpr (Width > 0) {
-        double fixed[Width];
-        for (int j = 0; j < Width; ++j) fixed[j] = acc[j];
-        across_block<P, Weighted, Unit, T, Wt, -Width>(l, base, offset, js, rs, count, Width, scale, fixed);
-        for (int j = 0; j < Width; ++j) acc[j] = fixed[j];
+        double fixed[kLanes * Width];
+        for (int e = 0; e < kLanes * Width; ++e) fixed[e] = acc[e];
+        across_block<P, Weighted, Unit, T, Wt, -Width>(l, base, offset, js, rs, count, lane, Width, scale, fixed);
+        for (int e = 0; e < kLanes * Width; ++e) acc[e] = fixed[e];
         return;
     }
     if constexpr (Width < 0) width = -Width;
@@ -1147,31 +1234,48 @@ inline void across_block(const Layout& l, const int64_t* base, const int64_t* of
     T* out = kWrites<P> ? static_cast<T*>(l.data[kOut]) + base[kOut] + offset[kOut] : nullptr;
     const int64_t sp = Unit ? 1 : js[kP], st = Unit ? 1 : js[kT];
     const int64_t sw = Unit ? 1 : js[kW], so = Unit ? 1 : js[kOut];
-    for (int64_t i = 0; i < count; ++i) {
+    const auto row = [&](int64_t i, double* lane_acc) {
+        const T* pi = p + i * rs[kP];
+        const T* ti = t + i * rs[kT];
+        const Wt* wi = Weighted ? w + i * rs[kW] : nullptr;
+        T* oi = kWrites<P> ? out + i * rs[kOut] : nullptr;
         for (int j = 0; j < width; ++j) {
-            const double v = element<P, Weighted>(p + j * sp, t + j * st, Weighted ? w + j * sw : nullptr,
-                                                  kWrites<P> ? out + j * so : nullptr, scale[j]);
-            if constexpr (kReduces<P>) acc[j] += v;
+            const double v = element<P, Weighted>(pi + j * sp, ti + j * st, Weighted ? wi + j * sw : nullptr,
+                                                  kWrites<P> ? oi + j * so : nullptr, scale[j]);
+            if constexpr (kReduces<P>) lane_acc[j] += v;
         }
-        p += rs[kP];
-        t += rs[kT];
-        if constexpr (Weighted) w += rs[kW];
-        if constexpr (kWrites<P>) out += rs[kOut];
-    }
+    };
+    const auto lane_of = [&](int64_t i) { return acc + ((lane + i) & (kLanes - 1)) * width; };
+    int64_t i = 0;
+    for (; i < count && ((lane + i) & (kLanes - 1)) != 0; ++i) row(i, lane_of(i));
+#if defined(__GNUC__)
+    if constexpr (kPackable<T> && (!Weighted || kPackable<Wt>) && (Width < 0 || Unit))
+        i = across_rows<P, Weighted, -Width>(p, t, w, out, js, rs, width, scale, i, count, acc);
+#endif
+    if constexpr (Width < 0)  // whole lanes, their indices known at compile time: in registers
+        for (; i + kLanes <= count; i += kLanes)
+            for (int64_t k = 0; k < kLanes; ++k) row(i + k, acc + k * width);
+    for (; i < count; ++i) row(i, lane_of(i));
 }
 
-// Groups of up to kNarrow outputs (the last of a batch's columns, or all of a narrow
-// one) take across_block with their width fixed.
+// Groups of up to kNarrow outputs (the last of a batch's columns, or all of a narrow one)
+// whose predictions lie side by side take across_block with their width fixed; targets
+// and weights may be one for all of them (a scalar target, the 0 of weight sums).
 inline constexpr int kNarrow = 4;
 
 template <Pass P, bool Weighted, typename T, typename Wt>
 inline void narrow_block(const Layout& l, const int64_t* base, const int64_t* offset, const int64_t* js,
-                         const int64_t* rs, int64_t count, int width, const double* scale, double* acc) {
+                         const int64_t* rs, int64_t count, int64_t lane, int width, const double* scale,
+                         double* acc) {
+    const auto fixed = [&](auto width_) {
+        constexpr int kWidth = decltype(width_)::value;
+        across_block<P, Weighted, false, T, Wt, kWidth>(l, base, offset, js, rs, count, lane, kWidth, scale, acc);
+    };
     switch (width) {
-        case 1: across_block<P, Weighted, true, T, Wt, 1>(l, base, offset, js, rs, count, 1, scale, acc); break;
-        case 2: across_block<P, Weighted, true, T, Wt, 2>(l, base, offset, js, rs, count, 2, scale, acc); break;
-        case 3: across_block<P, Weighted, true, T, Wt, 3>(l, base, offset, js, rs, count, 3, scale, acc); break;
-        default: across_block<P, Weighted, true, T, Wt, 4>(l, base, offset, js, rs, count, 4, scale, acc); break;
+        case 1: fixed(std::integral_constant<int, 1>{}); break;
+        case 2: fixed(std::integral_constant<int, 2>{}); break;
+        case 3: fixed(std::integral_constant<int, 3>{}); break;
+        default: fixed(std::integral_constant<int, 4>{}); break;
     }
 }
 
@@ -1187,6 +1291,11 @@ void across_output_tasks(Schedule& schedule, int64_t begin, int64_t end) {
     for (int k = 0; k < kOperands; ++k) js[k] = l.strides[k][j_dim];
     const bool unit = js[kP] == 1 && js[kT] == 1 && (!Weighted || js[kW] == 1) &&
                       (!kWrites<P> || js[kOut] == 1);
+    // Narrow groups: predictions (and `out`) side by side, targets and weights too or one
+    // for the group.
+    const auto side_by_side = [&](int k, bool may_be_one) { return js[k] == 1 || (may_be_one && js[k] == 0); };
+    const bool narrow_layout = side_by_side(kP, false) && (!kWrites<P> || side_by_side(kOut, false)) &&
+                               side_by_side(kT, true) && (!Weighted || side_by_side(kW, true));
     Odometer outer(l, 0, j_dim);
     Odometer summed(l, l.n_kept, l.ndim);
     int64_t rs[kOperands];
@@ -1198,6 +1307,7 @@ void across_output_tasks(Schedule& schedule, int64_t begin, int64_t end) {
         outer.seek(outer_index);
         const int64_t j0 = group * kOutputsPerTask;
         const int width = static_cast<int>(std::min(kOutputsPerTask, extent - j0));
+        const bool narrow = narrow_layout && width <= kNarrow;
         int64_t base[kOperands];
         for (int k = 0; k < kOperands; ++k) base[k] = outer.offset[k] + j0 * js[k];
         double scale[kOutputsPerTask] = {};
@@ -1210,28 +1320,43 @@ void across_output_tasks(Schedule& schedule, int64_t begin, int64_t end) {
         const bool single = l.ndim - l.n_kept == 1;
         Cascade<kOutputsPerTask> cascade;
         for (int64_t block = lo; block < hi; block += kRowBlock) {
-            double acc[kOutputsPerTask] = {};
+            double acc[kLanes * kOutputsPerTask];
+            std::fill_n(acc, kLanes * width, 0.0);
             const int64_t block_end = std::min(block + kRowBlock, hi);
-            auto sweep = [&](const int64_t* offset, int64_t count) {
+            auto sweep = [&](const int64_t* offset, int64_t count, int64_t lane) {
                 if constexpr (kPackable<T>) {
-                    if (unit && width <= kNarrow) {
-                        narrow_block<P, Weighted, T, Wt>(l, base, offset, js, rs, count, width, scale, acc);
+                    if (narrow) {
+                        narrow_block<P, Weighted, T, Wt>(l, base, offset, js, rs, count, lane, width, scale, acc);
                         return;
                     }
                 }
                 if (unit)
-                    across_block<P, Weighted, true, T, Wt>(l, base, offset, js, rs, count, width, scale, acc);
+                    across_block<P, Weighted, true, T, Wt>(l, base, offset, js, rs, count, lane, width, scale, acc);
                 else
-                    across_block<P, Weighted, false, T, Wt>(l, base, offset, js, rs, count, width, scale, acc);
+                    across_block<P, Weighted, false, T, Wt>(l, base, offset, js, rs, count, lane, width, scale, acc);
             };
             if (single) {  // positions a pointer step apart: the whole block in one sweep
                 int64_t offset[kOperands];
                 for (int k = 0; k < kOperands; ++k) offset[k] = block * rs[k];
-                sweep(offset, block_end - block);
+                sweep(offset, block_end - block, 0);
             } else {
-                for (int64_t pos = block; pos < block_end; ++pos, summed.advance(1)) sweep(summed.offset, 1);
+                // Runs along the innermost summed dimension, the lanes going on across them.
+                for (int64_t pos = block; pos < block_end;) {
+                    const int64_t n = std::min(l.shape[l.last()] - summed.index[l.last()], block_end - pos);
+                    sweep(summed.offset, n, pos - block);
+                    pos += n;
+                    summed.advance(n);
+                }
             }
-            if constexpr (kReduces<P>) cascade.push(acc, width);
+            if constexpr (kReduces<P>) {
+                double block_sums[kOutputsPerTask];
+                for (int j = 0; j < width; ++j) {
+                    double lanes[kLanes];
+                    for (int64_t k = 0; k < kLanes; ++k) lanes[k] = acc[k * width + j];
+                    block_sums[j] = combine_lanes(lanes);
+                }
+                cascade.push(block_sums, width);
+            }
         }
         if constexpr (kReduces<P>) {
             double values[kOutputsPerTask];

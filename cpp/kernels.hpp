@@ -20,7 +20,7 @@ inline constexpr bool sixteen_bit(ScalarType type) {
 // Fixed summation geometry of the CPU kernels (cpp/kernels.cpp; the GPU's is in
 // cuda/kernels.cu). Results depend on these (and on the problem's shape and strides) and
 // on nothing else: not on the thread count, not on scheduling.
-inline constexpr int64_t kLanes = 8;               // float64 accumulators of a lane-mode block
+inline constexpr int64_t kLanes = 8;               // float64 accumulators of a block's output, either mode
 inline constexpr int64_t kBlock = 2048;            // summed positions per lane-mode block (one output)
 inline constexpr int64_t kRowBlock = 256;          // summed positions per across-output block
 inline constexpr int64_t kOutputsPerTask = 64;     // neighbouring outputs of an across-output task

@@ -60,6 +60,23 @@ CASES = {
         MATRIX[:, 3:6].copy(),
         {"axis": 0, "weights": rng.uniform(size=(1500, 3)).astype(np.float32)},
     ),
+    # Narrow columns whose rows of targets or weights are one for all (read from copies of
+    # that row; summed, since a mean drops weights per column that cannot cancel), and
+    # columns summed over two axes that do not merge (lanes carried from one run of the
+    # inner summed axis to the next; rows side by side within a run, or not).
+    **{
+        name: (Q[:, :3].copy(), targets, {"axis": 0, "reduction": "sum", "weights": weights})
+        for Q in [rng.standard_normal((20_003, 8)).astype(np.float32)]
+        for name, targets, weights in [
+            ("narrow columns, a target per column", Q[9, 3:6].copy(), None),
+            ("narrow columns weighted per column", Q[::-1, 3:6].copy(), rng.uniform(size=3).astype(np.float32)),
+        ]
+    },
+    **{
+        f"columns over two summed axes, rows {apart}": (X[0][:, :m, :k], X[1][:, :m, :k], {"axis": (0, 1)})
+        for apart, k, m, shape in [("apart", 3, 21, (300, 40, 5)), ("side by side", 8, 17, (40, 20, 8))]
+        for X in [rng.standard_normal((2, *shape)).astype(np.float32)]
+    },
     # Short rows: a loss per sample over k outputs, unrolled for k <= 16 and not beyond,
     # with weights or targets per sample (constant along the row), weights per position,
     # strided rows, and outputs of one position (which either mode sums to 0 + the term).

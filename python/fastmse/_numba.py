@@ -40,7 +40,7 @@ LANES = 8
 BLOCK = 2048
 ROW_BLOCK = 256
 OUTPUTS_PER_TASK = 64
-NARROW = 4  # across_block's groups of up to NARROW outputs sum in locals (kNarrow)
+NARROW = 4  # across_block's groups of up to NARROW outputs have their rows unrolled (kNarrow)
 CHUNK = 1 << 15
 CASCADE_LEVELS = 64
 # Calls of fewer positions run on the calling thread (kParallelMin is 1 << 16): handing
@@ -307,6 +307,14 @@ def cascade_total(stack: Float64s, state: Int64s, result: Float64s, width: int) 
             result[j] = s
 
 
+@register_jitable
+def combine_lanes(acc: Float64s, at: int, step: int) -> float:
+    """kernels' combine_lanes of the LANES lanes acc[at], acc[at + step], ..."""
+    first = (acc[at] + acc[at + step]) + (acc[at + 2 * step] + acc[at + 3 * step])
+    second = (acc[at + 4 * step] + acc[at + 5 * step]) + (acc[at + 6 * step] + acc[at + 7 * step])
+    return float(first + second)
+
+
 # An output's sum as the loss holds it: divided by its divisor (unless 1, a sum for the
 # caller to combine) and rounded once to the loss's dtype, as cpp/kernels.cpp's LossStore
 # finishes it. `loss` is (sums, finished), see schedule: stored into both, the one not in
@@ -461,7 +469,7 @@ def lane_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None
                     specialized(LANES_ROUTINE, kind, weighted, (*run_arguments, *rest))
                 pos += n
                 advance(shape, strides, n_kept, ndim, n, summed_index, summed_offset)
-            one[0] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+            one[0] = combine_lanes(acc, 0, 1)
             cascade_push(stack, state, one, 1, scratch)
         cascade_total(stack, state, one, 1)
         if reduces(kind):
@@ -528,7 +536,7 @@ def row_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None:
                     acc[i & (LANES - 1)] += element(
                         kind, weighted, p, ip + i * sp, t, it + i * st, w, iw + i * sw, out, io + i * so, factor
                     )
-                total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+                total = combine_lanes(acc, 0, 1)
                 if reduces(kind):
                     put_loss(loss, origin[LOSS] + offset[LOSS] + r * js[LOSS], total, divisors)
         o += run
@@ -572,12 +580,17 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
     summed_offset = np.zeros(6, np.int64)
     base = np.zeros(6, np.int64)
     at = np.zeros(6, np.int64)
-    factors = np.zeros(OUTPUTS_PER_TASK)
-    acc = np.zeros(OUTPUTS_PER_TASK)
+    # Per lane of each output (acc[lane * width + j]): its factor, its sum.
+    factors = np.zeros(LANES * OUTPUTS_PER_TASK)
+    acc = np.zeros(LANES * OUTPUTS_PER_TASK)
     values = np.zeros(OUTPUTS_PER_TASK)
+    block_sums = np.zeros(OUTPUTS_PER_TASK)
     stack = np.zeros((CASCADE_LEVELS, OUTPUTS_PER_TASK))
     state = np.zeros(2, np.int64)
     scratch = np.zeros(OUTPUTS_PER_TASK)
+    # A row of targets or weights shared by every row, copied once per lane (across_block).
+    target_rows = np.empty(LANES * OUTPUTS_PER_TASK, t.dtype)
+    weight_rows = np.empty(LANES * OUTPUTS_PER_TASK, w.dtype)
     reducing = reduces(kind)
     # One summed dimension (after merging, the common case). Passed as across_block's
     # `pushed` from both call sites, not as the literals True and False: a literal in the
@@ -595,7 +608,8 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
         factors[:] = 0.0
         if has_scale:
             for j in range(width):
-                factors[j] = scale[origin[SCALE] + base[SCALE] + j * strides[SCALE, j_dim]]
+                for lane in range(LANES):
+                    factors[lane * width + j] = scale[origin[SCALE] + base[SCALE] + j * strides[SCALE, j_dim]]
         lo = c * CHUNK
         hi = min(lo + CHUNK, n_red)
         seek(shape, strides, n_kept, ndim, lo, summed_index, summed_offset)
@@ -603,8 +617,10 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
         if single:  # positions a pointer step apart: the chunk in one call, block by block
             for k in range(6):
                 at[k] = origin[k] + base[k] + summed_offset[k]
-            chunk = (p, t, w, out, at, rs, js, hi - lo, width, factors, acc, stack, state, scratch, single)
-            specialized(ACROSS_ROUTINE, kind, weighted, chunk)
+            first_lane = np.int64(0)  # not the literal 0: see `single`
+            chunk = (p, t, w, out, at, rs, js, hi - lo, first_lane, width, factors, acc, stack, state)
+            rest = (scratch, single, target_rows, weight_rows, block_sums)
+            specialized(ACROSS_ROUTINE, kind, weighted, (*chunk, *rest))
         else:
             for block in range(lo, hi, ROW_BLOCK):
                 acc[:] = 0.0
@@ -614,12 +630,15 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
                     n = min(shape[last] - summed_index[last], block_end - pos)
                     for k in range(6):
                         at[k] = origin[k] + base[k] + summed_offset[k]
-                    positions = (p, t, w, out, at, rs, js, n, width, factors, acc, stack, state, scratch, single)
-                    specialized(ACROSS_ROUTINE, kind, weighted, positions)
+                    positions = (p, t, w, out, at, rs, js, n, pos - block, width, factors, acc, stack, state)
+                    rest = (scratch, single, target_rows, weight_rows, block_sums)
+                    specialized(ACROSS_ROUTINE, kind, weighted, (*positions, *rest))
                     pos += n
                     advance(shape, strides, n_kept, ndim, n, summed_index, summed_offset)
                 if reducing:
-                    cascade_push(stack, state, acc, width, scratch)
+                    for j in range(width):
+                        block_sums[j] = combine_lanes(acc, j, width)
+                    cascade_push(stack, state, block_sums, width, scratch)
         if reducing:
             cascade_total(stack, state, values, width)
             o0 = outer * extent + j0
@@ -1134,13 +1153,15 @@ def _lane_run(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) 
 
 
 # `count` summed positions, `rs` apart from `at` (per operand), of `width` neighbouring
-# outputs `js` apart: each position adds its terms to acc[j] in order, output by output,
-# as across_output_tasks sums them. With `pushed`, in blocks of ROW_BLOCK positions, each
-# block's sums pushed onto the cascade (stack, state) from acc zeroed: a chunk in one
+# outputs `js` apart: position i (the first one's lane is `lane`) adds its terms to lane
+# i % LANES of each output, acc[(i % LANES) * width + j], as across_output_tasks sums them.
+# With `pushed`, in blocks of ROW_BLOCK positions from lane 0, each block's combined lanes
+# (block_sums) pushed onto the cascade (stack, state) from acc zeroed: a chunk in one
 # call, where a call per block cost a third of a narrow batch's time (the arrays' counts
 # taken and given back at each call). Compiled per pass and weighting, as contiguous_rows.
 def across_block(kind: int, weighted: bool, arguments: Any) -> None:
-    """`arguments`: (p, t, w, out, at, rs, js, count, width, factors, acc, stack, state, scratch, pushed)."""
+    """`arguments`: (p, t, w, out, at, rs, js, count, lane, width, factors, acc, stack, state,
+    scratch, pushed, target_rows, weight_rows, block_sums)."""
     raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
 
 
@@ -1153,42 +1174,73 @@ def _across_block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadA
     KIND, WEIGHTED, VECTOR, groups = constants
 
     def block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
-        p, t, w, out, at, rs, js, count, width, factors, acc, stack, state, scratch, pushed = arguments
+        p, t, w, out, at, rs, js, count, lane, width, factors, acc = arguments[:12]
+        stack, state, scratch, pushed, target_rows, weight_rows, block_sums = arguments[12:]
         sp, st, sw, so = js[P], js[T], js[W], js[OUT]
-        # Groups of up to NARROW outputs with unit steps keep their sums in locals, where
-        # acc[j] would chain each addition through memory (kernels.cpp's narrow_block).
-        narrow = width <= NARROW and sp == 1 and st == 1 and (sw == 1 or not WEIGHTED) and (so == 1 or not writes(KIND))
+        rp, rt, rw, ro = rs[P], rs[T], rs[W], rs[OUT]
         vector_to = width - width % LANES if VECTOR and runs_contiguous(KIND, WEIGHTED, sp, st, sw, so) else 0
+        # Rows of outputs one after another in memory, LANES at a time: their LANES * width
+        # positions are contiguous, position e adding to acc[e] (kernels.cpp's across_rows,
+        # here for any width: vectors along a row of outputs take only whole groups of
+        # LANES). Targets or weights shared by every row are read from copies of their row.
+        run = LANES * width
+        rows = VECTOR and count >= LANES and sp == 1 and rp == width and (not writes(KIND) or so == 1 and ro == width)
+        rows = rows and (rt == 0 or st == 1 and rt == width) and (not WEIGHTED or rw == 0 or sw == 1 and rw == width)
+        # Up to NARROW outputs side by side, not rows side by side: their rows unrolled.
+        narrow = width <= NARROW and sp == 1 and st == 1 and (sw == 1 or not WEIGHTED) and (so == 1 or not writes(KIND))
+        run_t, run_w = t, w  # where the rows' targets and weights are read
+        if rows and rt == 0:
+            for e in range(run):
+                target_rows[e] = t[at[T] + e % width * st]
+            run_t = target_rows
+        if rows and WEIGHTED and rw == 0:
+            for e in range(run):
+                weight_rows[e] = w[at[W] + e % width * sw]
+            run_w = weight_rows
         step = ROW_BLOCK if pushed else max(count, 1)
         for first in range(0, count, step):
             last = min(first + step, count)
             if pushed:
-                acc[:width] = 0.0
-            if narrow:
-                a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
-                f0, f1, f2, f3 = factors[0], factors[1], factors[2], factors[3]
-                rp, rt, rw, ro = rs[P], rs[T], rs[W], rs[OUT]
-                ip, it, iw, io = at[P] + first * rp, at[T] + first * rt, at[W] + first * rw, at[OUT] + first * ro
-                for _ in range(first, last):
-                    a0 += element(KIND, WEIGHTED, p, ip, t, it, w, iw, out, io, f0)
+                acc[:run] = 0.0
+                lane = 0
+            q = first
+            while q < last:
+                row_lane = (lane + q - first) & (LANES - 1)
+                ip, it, iw, io = at[P] + q * rp, at[T] + q * rt, at[W] + q * rw, at[OUT] + q * ro
+                if rows and row_lane == 0 and q + LANES <= last:
+                    run_it = it if rt else 0
+                    run_iw = iw if rw else 0
+                    groups(p, ip, run_t, run_it, run_w, run_iw, 1, out, io, factors, run, acc, 1)
+                    q += LANES
+                    continue
+                lane_at = row_lane * width
+                if narrow:  # unrolled, as the loop below costs more than the work of a few outputs
+                    acc[lane_at] += element(KIND, WEIGHTED, p, ip, t, it, w, iw, out, io, factors[0])
                     if width > 1:
-                        a1 += element(KIND, WEIGHTED, p, ip + 1, t, it + 1, w, iw + 1, out, io + 1, f1)
-                    if width > 2:
-                        a2 += element(KIND, WEIGHTED, p, ip + 2, t, it + 2, w, iw + 2, out, io + 2, f2)
-                    if width > 3:
-                        a3 += element(KIND, WEIGHTED, p, ip + 3, t, it + 3, w, iw + 3, out, io + 3, f3)
-                    ip, it, iw, io = ip + rp, it + rt, iw + rw, io + ro
-                acc[0], acc[1], acc[2], acc[3] = a0, a1, a2, a3
-            else:
-                for q in range(first, last):
-                    ip, it, iw, io = at[P] + q * rs[P], at[T] + q * rs[T], at[W] + q * rs[W], at[OUT] + q * rs[OUT]
-                    groups(p, ip, t, it, w, iw, sw, out, io, factors, vector_to, acc, st)
-                    for j in range(vector_to, width):
-                        acc[j] += element(
-                            KIND, WEIGHTED, p, ip + j * sp, t, it + j * st, w, iw + j * sw, out, io + j * so, factors[j]
+                        acc[lane_at + 1] += element(
+                            KIND, WEIGHTED, p, ip + 1, t, it + 1, w, iw + 1, out, io + 1, factors[1]
                         )
+                    if width > 2:
+                        acc[lane_at + 2] += element(
+                            KIND, WEIGHTED, p, ip + 2, t, it + 2, w, iw + 2, out, io + 2, factors[2]
+                        )
+                    if width > 3:
+                        acc[lane_at + 3] += element(
+                            KIND, WEIGHTED, p, ip + 3, t, it + 3, w, iw + 3, out, io + 3, factors[3]
+                        )
+                    q += 1
+                    continue
+                if vector_to > 0:  # a view of the lane's sums only where they take it
+                    groups(p, ip, t, it, w, iw, sw, out, io, factors, vector_to, acc[lane_at : lane_at + width], st)
+                for j in range(vector_to, width):
+                    acc[lane_at + j] += element(
+                        KIND, WEIGHTED, p, ip + j * sp, t, it + j * st, w, iw + j * sw, out, io + j * so, factors[j]
+                    )
+                q += 1
             if pushed and reduces(KIND):
-                cascade_push(stack, state, acc, width, scratch)
+                for j in range(width):
+                    block_sums[j] = combine_lanes(acc, j, width)
+                cascade_push(stack, state, block_sums, width, scratch)
 
     return block
 

@@ -1300,10 +1300,14 @@ void across_output_tasks(Schedule& schedule, int64_t begin, int64_t end) {
     Odometer summed(l, l.n_kept, l.ndim);
     int64_t rs[kOperands];
     for (int k = 0; k < kOperands; ++k) rs[k] = l.strides[k][l.last()];
+    // Tasks chunk by chunk, each chunk's groups of outputs together: a thread's range then
+    // covers all the outputs of its rows, where ranges of groups left the thread of a
+    // narrow last group (64 + 1 outputs) nearly idle.
+    const int64_t tasks_per_chunk = l.n_out / extent * n_groups;
     for (int64_t task = begin; task < end; ++task) {
-        const int64_t c = task % schedule.n_chunks;
-        const int64_t group = (task / schedule.n_chunks) % n_groups;
-        const int64_t outer_index = task / schedule.n_chunks / n_groups;
+        const int64_t c = task / tasks_per_chunk;
+        const int64_t group = task % tasks_per_chunk % n_groups;
+        const int64_t outer_index = task % tasks_per_chunk / n_groups;
         outer.seek(outer_index);
         const int64_t j0 = group * kOutputsPerTask;
         const int width = static_cast<int>(std::min(kOutputsPerTask, extent - j0));

@@ -72,6 +72,11 @@ CASES = {
             ("narrow columns weighted per column", Q[::-1, 3:6].copy(), rng.uniform(size=3).astype(np.float32)),
         ]
     },
+    # Tasks taken chunk by chunk across the groups of outputs and an outer kept axis.
+    "columns under an outer axis": (
+        *rng.standard_normal((2, 2, 32_800, 65)).astype(np.float32),
+        {"axis": 1},
+    ),
     **{
         f"columns over two summed axes, rows {apart}": (X[0][:, :m, :k], X[1][:, :m, :k], {"axis": (0, 1)})
         for apart, k, m, shape in [("apart", 3, 21, (300, 40, 5)), ("side by side", 8, 17, (40, 20, 8))]

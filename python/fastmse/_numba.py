@@ -574,6 +574,9 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
     js, rs = strides[:, j_dim], strides[:, last]  # steps to the next output, the next position
     extent = shape[j_dim]
     n_groups = (extent + OUTPUTS_PER_TASK - 1) // OUTPUTS_PER_TASK
+    tasks_per_chunk = n_groups
+    for d in range(j_dim):
+        tasks_per_chunk *= shape[d]
     outer_index_arr = np.zeros(ndim, np.int64)
     outer_offset = np.zeros(6, np.int64)
     summed_index = np.zeros(ndim, np.int64)
@@ -597,9 +600,9 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
     # tuple would compile a second copy of every across_block.
     single = ndim - n_kept == 1
     for task in range(begin, end):
-        c = task % n_chunks
-        group = (task // n_chunks) % n_groups
-        outer = task // n_chunks // n_groups
+        c = task // tasks_per_chunk  # chunk by chunk, as kernels.cpp's (a thread's range spans all groups)
+        group = task % tasks_per_chunk % n_groups
+        outer = task % tasks_per_chunk // n_groups
         seek(shape, strides, 0, j_dim, outer, outer_index_arr, outer_offset)
         j0 = group * OUTPUTS_PER_TASK
         width = min(OUTPUTS_PER_TASK, extent - j0)

@@ -1302,7 +1302,8 @@ void across_output_tasks(Schedule& schedule, int64_t begin, int64_t end) {
     for (int k = 0; k < kOperands; ++k) rs[k] = l.strides[k][l.last()];
     // Tasks chunk by chunk, each chunk's groups of outputs together: a thread's range then
     // covers all the outputs of its rows, where ranges of groups left the thread of a
-    // narrow last group (64 + 1 outputs) nearly idle.
+    // narrow last group (64 + 1 outputs) nearly idle. With one chunk and no outer axis, the
+    // groups are still the only tasks.
     const int64_t tasks_per_chunk = l.n_out / extent * n_groups;
     for (int64_t task = begin; task < end; ++task) {
         const int64_t c = task / tasks_per_chunk;

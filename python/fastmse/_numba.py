@@ -1183,9 +1183,10 @@ def _across_block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadA
         rp, rt, rw, ro = rs[P], rs[T], rs[W], rs[OUT]
         vector_to = width - width % LANES if VECTOR and runs_contiguous(KIND, WEIGHTED, sp, st, sw, so) else 0
         # Rows of outputs one after another in memory, LANES at a time: their LANES * width
-        # positions are contiguous, position e adding to acc[e] (kernels.cpp's across_rows,
-        # here for any width: vectors along a row of outputs take only whole groups of
-        # LANES). Targets or weights shared by every row are read from copies of their row.
+        # positions are contiguous, position e adding to acc[e] (kernels.cpp's across_rows;
+        # here also for a wide group with one target for all: vectors along a row of outputs
+        # take only whole groups of LANES). Targets or weights shared by every row are read
+        # from copies of their row.
         run = LANES * width
         rows = VECTOR and count >= LANES and sp == 1 and rp == width and (not writes(KIND) or so == 1 and ro == width)
         rows = rows and (rt == 0 or st == 1 and rt == width) and (not WEIGHTED or rw == 0 or sw == 1 and rw == width)

@@ -570,8 +570,6 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
     loss = (sums, finished)
     ndim = shape.size
     j_dim = n_kept - 1
-    last = ndim - 1
-    js, rs = strides[:, j_dim], strides[:, last]  # steps to the next output, the next position
     extent = shape[j_dim]
     n_groups = (extent + OUTPUTS_PER_TASK - 1) // OUTPUTS_PER_TASK
     tasks_per_chunk = n_groups
@@ -582,7 +580,6 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
     summed_index = np.zeros(ndim, np.int64)
     summed_offset = np.zeros(6, np.int64)
     base = np.zeros(6, np.int64)
-    at = np.zeros(6, np.int64)
     # Per lane of each output (acc[lane * width + j]): its factor, its sum.
     factors = np.zeros(LANES * OUTPUTS_PER_TASK)
     acc = np.zeros(LANES * OUTPUTS_PER_TASK)
@@ -595,10 +592,6 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
     target_rows = np.empty(LANES * OUTPUTS_PER_TASK, t.dtype)
     weight_rows = np.empty(LANES * OUTPUTS_PER_TASK, w.dtype)
     reducing = reduces(kind)
-    # One summed dimension (after merging, the common case). Passed as across_block's
-    # `pushed` from both call sites, not as the literals True and False: a literal in the
-    # tuple would compile a second copy of every across_block.
-    single = ndim - n_kept == 1
     for task in range(begin, end):
         c = task // tasks_per_chunk  # chunk by chunk, as kernels.cpp's (a thread's range spans all groups)
         group = task % tasks_per_chunk % n_groups
@@ -617,31 +610,9 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
         hi = min(lo + CHUNK, n_red)
         seek(shape, strides, n_kept, ndim, lo, summed_index, summed_offset)
         state[:] = 0
-        if single:  # positions a pointer step apart: the chunk in one call, block by block
-            for k in range(6):
-                at[k] = origin[k] + base[k] + summed_offset[k]
-            first_lane = np.int64(0)  # not the literal 0: see `single`
-            chunk = (p, t, w, out, at, rs, js, hi - lo, first_lane, width, factors, acc, stack, state)
-            rest = (scratch, single, target_rows, weight_rows, block_sums)
-            specialized(ACROSS_ROUTINE, kind, weighted, (*chunk, *rest))
-        else:
-            for block in range(lo, hi, ROW_BLOCK):
-                acc[:] = 0.0
-                pos = block
-                block_end = min(block + ROW_BLOCK, hi)
-                while pos < block_end:  # runs along the innermost summed dimension
-                    n = min(shape[last] - summed_index[last], block_end - pos)
-                    for k in range(6):
-                        at[k] = origin[k] + base[k] + summed_offset[k]
-                    positions = (p, t, w, out, at, rs, js, n, pos - block, width, factors, acc, stack, state)
-                    rest = (scratch, single, target_rows, weight_rows, block_sums)
-                    specialized(ACROSS_ROUTINE, kind, weighted, (*positions, *rest))
-                    pos += n
-                    advance(shape, strides, n_kept, ndim, n, summed_index, summed_offset)
-                if reducing:
-                    for j in range(width):
-                        block_sums[j] = combine_lanes(acc, j, width)
-                    cascade_push(stack, state, block_sums, width, scratch)
+        walk = (p, t, w, out, origin, base, shape, strides, n_kept, summed_index, summed_offset, lo, hi)
+        sums_of = (width, factors, acc, stack, state, scratch, target_rows, weight_rows, block_sums)
+        specialized(ACROSS_ROUTINE, kind, weighted, (*walk, *sums_of))
         if reducing:
             cascade_total(stack, state, values, width)
             o0 = outer * extent + j0
@@ -1155,16 +1126,17 @@ def _lane_run(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) 
     return run_of
 
 
-# `count` summed positions, `rs` apart from `at` (per operand), of `width` neighbouring
-# outputs `js` apart: position i (the first one's lane is `lane`) adds its terms to lane
-# i % LANES of each output, acc[(i % LANES) * width + j], as across_output_tasks sums them.
-# With `pushed`, in blocks of ROW_BLOCK positions from lane 0, each block's combined lanes
-# (block_sums) pushed onto the cascade (stack, state) from acc zeroed: a chunk in one
-# call, where a call per block cost a third of a narrow batch's time (the arrays' counts
-# taken and given back at each call). Compiled per pass and weighting, as contiguous_rows.
+# Summed positions [lo, hi) of `width` neighbouring outputs (from `base`, per operand),
+# walked with the odometer (index, offset) over the summed dimensions in runs along the
+# innermost one: position i of a block of ROW_BLOCK adds its terms to lane i % LANES of
+# each output, acc[(i % LANES) * width + j], and each block's combined lanes (block_sums)
+# are pushed onto the cascade (stack, state), as across_output_tasks sums them. A chunk
+# in one call, where a call per block (or per run) cost a third of a narrow batch's time
+# (the arrays' counts taken and given back at each call). Compiled per pass and
+# weighting, as contiguous_rows.
 def across_block(kind: int, weighted: bool, arguments: Any) -> None:
-    """`arguments`: (p, t, w, out, at, rs, js, count, lane, width, factors, acc, stack, state,
-    scratch, pushed, target_rows, weight_rows, block_sums)."""
+    """`arguments`: (p, t, w, out, origin, base, shape, strides, n_kept, index, offset, lo,
+    hi, width, factors, acc, stack, state, scratch, target_rows, weight_rows, block_sums)."""
     raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
 
 
@@ -1177,71 +1149,85 @@ def _across_block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadA
     KIND, WEIGHTED, VECTOR, groups = constants
 
     def block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
-        p, t, w, out, at, rs, js, count, lane, width, factors, acc = arguments[:12]
-        stack, state, scratch, pushed, target_rows, weight_rows, block_sums = arguments[12:]
-        sp, st, sw, so = js[P], js[T], js[W], js[OUT]
-        rp, rt, rw, ro = rs[P], rs[T], rs[W], rs[OUT]
+        p, t, w, out, origin, base, shape, strides, n_kept, index, offset, lo, hi = arguments[:13]
+        width, factors, acc, stack, state, scratch, target_rows, weight_rows, block_sums = arguments[13:]
+        ndim = shape.size
+        j_dim, last_dim = n_kept - 1, ndim - 1
+        sp, st, sw, so = strides[P, j_dim], strides[T, j_dim], strides[W, j_dim], strides[OUT, j_dim]
+        rp, rt, rw, ro = strides[P, last_dim], strides[T, last_dim], strides[W, last_dim], strides[OUT, last_dim]
         vector_to = width - width % LANES if VECTOR and runs_contiguous(KIND, WEIGHTED, sp, st, sw, so) else 0
         # Rows of outputs one after another in memory, LANES at a time: their LANES * width
         # positions are contiguous, position e adding to acc[e] (kernels.cpp's across_rows;
         # here also for a wide group with one target for all: vectors along a row of outputs
-        # take only whole groups of LANES). Targets or weights shared by every row are read
-        # from copies of their row.
+        # take only whole groups of LANES). Targets or weights shared by every row of a run
+        # are read from copies of their row.
         run = LANES * width
-        rows = VECTOR and count >= LANES and sp == 1 and rp == width and (not writes(KIND) or so == 1 and ro == width)
+        rows = VECTOR and sp == 1 and rp == width and (not writes(KIND) or so == 1 and ro == width)
         rows = rows and (rt == 0 or st == 1 and rt == width) and (not WEIGHTED or rw == 0 or sw == 1 and rw == width)
         # Up to NARROW outputs side by side, not rows side by side: their rows unrolled.
         narrow = width <= NARROW and sp == 1 and st == 1 and (sw == 1 or not WEIGHTED) and (so == 1 or not writes(KIND))
         run_t, run_w = t, w  # where the rows' targets and weights are read
         if rows and rt == 0:
-            for e in range(run):
-                target_rows[e] = t[at[T] + e % width * st]
             run_t = target_rows
         if rows and WEIGHTED and rw == 0:
-            for e in range(run):
-                weight_rows[e] = w[at[W] + e % width * sw]
             run_w = weight_rows
-        step = ROW_BLOCK if pushed else max(count, 1)
-        for first in range(0, count, step):
-            last = min(first + step, count)
-            if pushed:
-                acc[:run] = 0.0
-                lane = 0
-            q = first
-            while q < last:
-                row_lane = (lane + q - first) & (LANES - 1)
-                ip, it, iw, io = at[P] + q * rp, at[T] + q * rt, at[W] + q * rw, at[OUT] + q * ro
-                if rows and row_lane == 0 and q + LANES <= last:
-                    run_it = it if rt else 0
-                    run_iw = iw if rw else 0
-                    groups(p, ip, run_t, run_it, run_w, run_iw, 1, out, io, factors, run, acc, 1)
-                    q += LANES
-                    continue
-                lane_at = row_lane * width
-                if narrow:  # unrolled, as the loop below costs more than the work of a few outputs
-                    acc[lane_at] += element(KIND, WEIGHTED, p, ip, t, it, w, iw, out, io, factors[0])
-                    if width > 1:
-                        acc[lane_at + 1] += element(
-                            KIND, WEIGHTED, p, ip + 1, t, it + 1, w, iw + 1, out, io + 1, factors[1]
-                        )
-                    if width > 2:
-                        acc[lane_at + 2] += element(
-                            KIND, WEIGHTED, p, ip + 2, t, it + 2, w, iw + 2, out, io + 2, factors[2]
-                        )
-                    if width > 3:
-                        acc[lane_at + 3] += element(
-                            KIND, WEIGHTED, p, ip + 3, t, it + 3, w, iw + 3, out, io + 3, factors[3]
+        copied_t, copied_w = -1, -1  # where the copies' rows are from
+        for first in range(lo, hi, ROW_BLOCK):
+            last = min(first + ROW_BLOCK, hi)
+            acc[:run] = 0.0
+            pos = first
+            while pos < last:  # runs along the innermost summed dimension
+                n = min(shape[last_dim] - index[last_dim], last - pos)
+                ap, at = origin[P] + base[P] + offset[P], origin[T] + base[T] + offset[T]
+                aw, ao = origin[W] + base[W] + offset[W], origin[OUT] + base[OUT] + offset[OUT]
+                if rows and n >= LANES:  # the copies of this run's shared rows, if not made yet
+                    if rt == 0 and at != copied_t:
+                        for e in range(run):
+                            target_rows[e] = t[at + e % width * st]
+                        copied_t = at
+                    if WEIGHTED and rw == 0 and aw != copied_w:
+                        for e in range(run):
+                            weight_rows[e] = w[aw + e % width * sw]
+                        copied_w = aw
+                run_at = at if rt else 0  # where run_t's targets start
+                run_aw = aw if rw else 0
+                q = 0
+                while q < n:
+                    row_lane = (pos - first + q) & (LANES - 1)
+                    ip, it, iw, io = ap + q * rp, at + q * rt, aw + q * rw, ao + q * ro
+                    if rows and row_lane == 0 and q + LANES <= n:
+                        run_it, run_iw = run_at + q * rt, run_aw + q * rw
+                        groups(p, ip, run_t, run_it, run_w, run_iw, 1, out, io, factors, run, acc, 1)
+                        q += LANES
+                        continue
+                    lane_at = row_lane * width
+                    if narrow:  # unrolled, as the loop below costs more than the work of a few outputs
+                        acc[lane_at] += element(KIND, WEIGHTED, p, ip, t, it, w, iw, out, io, factors[0])
+                        if width > 1:
+                            acc[lane_at + 1] += element(
+                                KIND, WEIGHTED, p, ip + 1, t, it + 1, w, iw + 1, out, io + 1, factors[1]
+                            )
+                        if width > 2:
+                            acc[lane_at + 2] += element(
+                                KIND, WEIGHTED, p, ip + 2, t, it + 2, w, iw + 2, out, io + 2, factors[2]
+                            )
+                        if width > 3:
+                            acc[lane_at + 3] += element(
+                                KIND, WEIGHTED, p, ip + 3, t, it + 3, w, iw + 3, out, io + 3, factors[3]
+                            )
+                        q += 1
+                        continue
+                    if vector_to > 0:  # a view of the lane's sums only where they take it
+                        lane_sums = acc[lane_at : lane_at + width]
+                        groups(p, ip, t, it, w, iw, sw, out, io, factors, vector_to, lane_sums, st)
+                    for j in range(vector_to, width):
+                        acc[lane_at + j] += element(
+                            KIND, WEIGHTED, p, ip + j * sp, t, it + j * st, w, iw + j * sw, out, io + j * so, factors[j]
                         )
                     q += 1
-                    continue
-                if vector_to > 0:  # a view of the lane's sums only where they take it
-                    groups(p, ip, t, it, w, iw, sw, out, io, factors, vector_to, acc[lane_at : lane_at + width], st)
-                for j in range(vector_to, width):
-                    acc[lane_at + j] += element(
-                        KIND, WEIGHTED, p, ip + j * sp, t, it + j * st, w, iw + j * sw, out, io + j * so, factors[j]
-                    )
-                q += 1
-            if pushed and reduces(KIND):
+                pos += n
+                advance(shape, strides, n_kept, ndim, n, index, offset)
+            if reduces(KIND):
                 for j in range(width):
                     block_sums[j] = combine_lanes(acc, j, width)
                 cascade_push(stack, state, block_sums, width, scratch)

@@ -985,6 +985,9 @@ void bind_cpu(py::module_& m) {
         "Instruction sets of the kernel copies this CPU runs, least capable first.");
     m.def("set_num_threads", &fastmse::set_num_threads, py::arg("n"));
     m.def("get_num_threads", &fastmse::get_num_threads);
+    m.def("set_parallel_asleep_min", &fastmse::set_parallel_asleep_min, py::arg("positions"),
+          "Positions from which calls use every thread whether OpenMP's are awake or asleep; returns the "
+          "value it replaces (tests set kParallelMin, 2**16, to reach the threads on small arrays).");
 }
 #endif
 

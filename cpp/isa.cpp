@@ -2,9 +2,13 @@
 // compiled copy of the kernels chosen for this CPU (cpp/kernel_set.hpp), and the
 // settings all copies share.
 #include <atomic>
+#include <cctype>
+#include <chrono>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <iterator>
+#include <limits>
 
 #include "kernel_set.hpp"
 
@@ -85,13 +89,58 @@ void mark_forked() { g_forked.store(true, std::memory_order_relaxed); }
 const int g_fork_handler = pthread_atfork(nullptr, nullptr, mark_forked);
 #endif
 
+int64_t now_ns() {
+    const auto since = std::chrono::steady_clock::now().time_since_epoch();
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(since).count();
+}
+
+// How long OpenMP's team counts as awake after a call (run_on_team): none where
+// OMP_WAIT_POLICY is passive, else 1 ms (GNU OpenMP's threads were seen spinning 1-2 ms;
+// LLVM's spin for 200 ms).
+int64_t awake_ns() {
+    static const int64_t window = [] {
+        const char* policy = std::getenv("OMP_WAIT_POLICY");
+        const char passive[] = "passive";
+        bool is_passive = policy != nullptr && std::strlen(policy) == std::strlen(passive);
+        for (std::size_t k = 0; is_passive && policy[k] != '\0'; ++k)
+            is_passive = std::tolower(static_cast<unsigned char>(policy[k])) == passive[k];
+        return is_passive ? int64_t{0} : int64_t{1'000'000};
+    }();
+    return window;
+}
+
+// When the last call of kParallelMin positions or more ended (now_ns()).
+std::atomic<int64_t> g_last_call_end{std::numeric_limits<int64_t>::min() / 2};
+std::atomic<int64_t> g_parallel_asleep_min{kParallelAsleepMin};
+
+int64_t positions_of(const Problem& problem) {
+    int64_t n = 1;
+    for (int d = 0; d < problem.ndim; ++d) n *= problem.shape[d];
+    return n;
+}
+
+using PassEntry = void (*)(const Problem&);
+
+void run(PassEntry KernelSet::*pass, const Problem& problem) {
+    (kernels_for(problem).*pass)(problem);
+    if (positions_of(problem) >= kParallelMin) g_last_call_end.store(now_ns(), std::memory_order_relaxed);
+}
+
 }  // namespace
 
-void reduce(const Problem& problem) { kernels_for(problem).reduce(problem); }
-void grad(const Problem& problem) { kernels_for(problem).grad(problem); }
-void reduce_and_grad(const Problem& problem) { kernels_for(problem).reduce_and_grad(problem); }
-void squared_error(const Problem& problem) { kernels_for(problem).squared_error(problem); }
-void reduce_difference(const Problem& problem) { kernels_for(problem).reduce_difference(problem); }
+void reduce(const Problem& problem) { run(&KernelSet::reduce, problem); }
+void grad(const Problem& problem) { run(&KernelSet::grad, problem); }
+void reduce_and_grad(const Problem& problem) { run(&KernelSet::reduce_and_grad, problem); }
+void squared_error(const Problem& problem) { run(&KernelSet::squared_error, problem); }
+void reduce_difference(const Problem& problem) { run(&KernelSet::reduce_difference, problem); }
+
+bool run_on_team(int64_t positions) {
+    if (positions < kParallelMin) return false;
+    if (positions >= g_parallel_asleep_min.load(std::memory_order_relaxed)) return true;
+    return now_ns() - g_last_call_end.load(std::memory_order_relaxed) < awake_ns();
+}
+
+int64_t set_parallel_asleep_min(int64_t positions) { return g_parallel_asleep_min.exchange(positions); }
 
 uint64_t stream_read(const void* data, int64_t bytes, int num_threads) {
     return kernels().stream_read(data, bytes, num_threads);

@@ -207,6 +207,21 @@ inline void store_packed(T* at, Lanes value) {
     *reinterpret_cast<typename Packed<T>::type*>(at) = __builtin_convertvector(value, typename Packed<T>::type);
 }
 
+// kVectorWidth positions given their differences and weights (unread where there are none):
+// cpp/position.hpp's scalar expressions, the weight 1 left out (x * 1 == x exactly).
+// Writes the squared error or the gradient (factor: each position's scale) at `out` where
+// the pass does; returns sum plus the positions' terms where it sums.
+template <Pass P, bool Weighted, typename T>
+inline Lanes packed_positions(Lanes d, Lanes weight, Lanes factor, T* out, Lanes sum) {
+    const Lanes wd = Weighted ? weight * d : d;
+    if constexpr (P == Pass::squared_error) store_packed(out, wd * d);
+    if constexpr (P == Pass::grad || P == Pass::reduce_and_grad)
+        store_packed(out, Weighted ? (factor * weight) * d : factor * d);
+    if constexpr (P == Pass::reduce_difference) return sum + wd;
+    if constexpr (P == Pass::reduce || P == Pass::reduce_and_grad) return sum + wd * d;
+    return sum;
+}
+
 // Positions [i, i + kLanes * k) for the largest whole k, lane l taking i + l + kLanes * j
 // (acc: the lanes of a reducing pass, unread otherwise); OneTarget: *t for every position
 // (a scalar target, a target per row along its row, or the 0 that weight sums subtract);
@@ -218,9 +233,10 @@ inline int64_t run_packed(double* acc, const T* p, const T* t, const Wt* w, T* o
     Lanes sum[kParts] = {};
     if constexpr (kReduces<P>)
         for (int64_t k = 0; k < kParts; ++k) std::memcpy(&sum[k], acc + k * kVectorWidth, sizeof(Lanes));
-    Lanes target = {};
+    Lanes target = {}, factor;
     if constexpr (OneTarget)
         if (i + kLanes <= n) target += load(t);
+    for (int64_t j = 0; j < kVectorWidth; ++j) factor[j] = scale;  // not 0 + scale: a factor of -0 keeps its sign
     for (; i + kLanes <= n; i += kLanes) {
         if (i + kPrefetchDistance < extent) {
             if constexpr (OneTarget) prefetch(ahead(p + i));
@@ -233,19 +249,9 @@ inline int64_t run_packed(double* acc, const T* p, const T* t, const Wt* w, T* o
             d[k] = load_packed(p + at) - (OneTarget ? target : load_packed(t + at));
             if constexpr (Weighted) weight[k] = load_packed(w + at);
         }
-        for (int64_t k = 0; k < kParts; ++k) {
-            // The scalar expressions of cpp/position.hpp, with the weight 1 left out where
-            // there is none (x * 1 == x exactly).
-            const Lanes wd = Weighted ? weight[k] * d[k] : d[k];
-            if constexpr (P == Pass::squared_error) store_packed(out + i + k * kVectorWidth, wd * d[k]);
-            if constexpr (P == Pass::grad || P == Pass::reduce_and_grad) {
-                // scale * d, not (0 + scale) * d: a factor of -0 keeps its sign.
-                const Lanes gradient = Weighted ? (scale * weight[k]) * d[k] : scale * d[k];
-                store_packed(out + i + k * kVectorWidth, gradient);
-            }
-            if constexpr (P == Pass::reduce_difference) sum[k] += wd;
-            if constexpr (P == Pass::reduce || P == Pass::reduce_and_grad) sum[k] += wd * d[k];
-        }
+        for (int64_t k = 0; k < kParts; ++k)
+            sum[k] = packed_positions<P, Weighted>(d[k], weight[k], factor,
+                                                   kWrites<P> ? out + i + k * kVectorWidth : nullptr, sum[k]);
     }
     if constexpr (kReduces<P>)
         for (int64_t k = 0; k < kParts; ++k) std::memcpy(acc + k * kVectorWidth, &sum[k], sizeof(Lanes));
@@ -448,7 +454,7 @@ struct Schedule {
         // An output of one position sums to 0 + its term in either mode; rows walk it faster.
         across_outputs = l.n_kept > 0 && l.shape[j] > 1 && l.n_red > 1 && (l.shape[r] == 1 || cost(j) < cost(r));
         short_rows = !across_outputs && l.ndim - l.n_kept == 1 && l.n_red <= kBlock;
-        parallel = l.n_out * l.n_red >= kParallelMin;
+        parallel = problem.num_threads > 1 && run_on_team(l.n_out * l.n_red);
     }
 
     // Stores one task's sum for output o (kept row-major index) and chunk c.
@@ -788,8 +794,8 @@ inline double packed_row(const T* p, const T* t, const Wt* w, RowWeightSum* weig
     if constexpr (OneTarget)
         for (int j = 0; j < kWidth; ++j) target[j] = load(t);
     const double row_weight = Weighted && !WeightsAlong ? load(w) : 1.0;
-    const auto add = [&](int q, Lanes d, Lanes weight) {
-        acc[q % kParts] += P == Pass::reduce_difference ? weight * d : (weight * d) * d;
+    const auto add = [&](int q, Lanes d, Lanes weight) {  // weight * d where there is none: 1 * d is d
+        acc[q % kParts] = packed_positions<P, true, T>(d, weight, Lanes{}, nullptr, acc[q % kParts]);
     };
     const auto weight_at = [&](int at) {
         if constexpr (WeightsAlong) return load_packed(w + at);
@@ -1163,19 +1169,12 @@ inline int64_t across_rows(const T* p, const T* t, const Wt* w, T* out, const in
     if constexpr (kWrites<P>)
         for (int64_t e = 0; e < run; ++e) factors[e] = scale[e % width];
     const int64_t jt = rs[kT] == 0 ? 0 : run, jw = Weighted && rs[kW] == 0 ? 0 : run;
-    // Positions [e, e + kVectorWidth) of the group at pg: as run_packed, the scalar
-    // expressions of cpp/position.hpp, the weight 1 left out where there is none.
+    // Positions [e, e + kVectorWidth) of the group at pg.
     const auto part = [&](const T* pg, T* og, int64_t e, Lanes factor, Lanes sum) {
-        const Lanes d = load_packed(pg + e) - load_packed(tg + e);
         Lanes weight = {};
         if constexpr (Weighted) weight = load_packed(wg + e);
-        const Lanes wd = Weighted ? weight * d : d;
-        if constexpr (P == Pass::squared_error) store_packed(og + e, wd * d);
-        if constexpr (P == Pass::grad || P == Pass::reduce_and_grad)
-            store_packed(og + e, Weighted ? (factor * weight) * d : factor * d);
-        if constexpr (P == Pass::reduce_difference) return sum + wd;
-        if constexpr (P == Pass::reduce || P == Pass::reduce_and_grad) return sum + wd * d;
-        return sum;
+        const Lanes d = load_packed(pg + e) - load_packed(tg + e);
+        return packed_positions<P, Weighted>(d, weight, factor, kWrites<P> ? og + e : nullptr, sum);
     };
     const auto lanes_at = [](const double* at) {
         Lanes v;

@@ -26,6 +26,7 @@ inline constexpr int64_t kRowBlock = 256;          // summed positions per acros
 inline constexpr int64_t kOutputsPerTask = 64;     // neighbouring outputs of an across-output task
 inline constexpr int64_t kChunk = 1 << 15;         // summed positions per task, either mode
 inline constexpr int64_t kParallelMin = 1 << 16;   // positions below which one thread runs
+inline constexpr int64_t kParallelAsleepMin = 1 << 19;  // the same where the team sleeps (run_on_team)
 inline constexpr int kMaxDims = 64;                // dimensions of a Problem (NumPy's limit)
 
 // What a pass that sums weights itself (Problem::weight_sums_in_pass) found in them.
@@ -118,5 +119,19 @@ const char* const* runnable_isas();
 // (OMP_NUM_THREADS, omp_set_num_threads, threadpoolctl).
 void set_num_threads(int n);
 int get_num_threads();
+
+// Whether a call of `positions` positions runs on OpenMP's team (where get_num_threads()
+// is more than 1): from kParallelMin positions while the team is awake, from
+// kParallelAsleepMin once it sleeps. GNU OpenMP's threads spin for a millisecond or two
+// after a parallel region, then sleep (at once under OMP_WAIT_POLICY=passive), and waking
+// them costs about 50 us on a 2-vCPU VM: what one thread takes for 2**18 positions. A
+// loss called once a training step finds the team asleep; calls back to back find it
+// awake, from the second on. The team counts as awake for a millisecond after a call of
+// kParallelMin positions or more. Results do not depend on it.
+bool run_on_team(int64_t positions);
+// Sets the positions from which calls run on the team asleep or awake (kParallelAsleepMin
+// unless set; kParallelMin makes every call of kParallelMin positions or more do so, as
+// tests of the threads need); returns the one it replaces.
+int64_t set_parallel_asleep_min(int64_t positions);
 
 }  // namespace fastmse

@@ -42,3 +42,28 @@ def backend(request):
     """Runs the test with the calls going to one backend."""
     with _backends.use(request.param) as chosen:
         yield chosen
+
+
+@pytest.fixture
+def threads_from_parallel_min(monkeypatch):
+    """Calls of 2**16 positions or more (the compiled kernels' kParallelMin) run on every
+    thread, in the compiled backend whether OpenMP's threads are awake or asleep, and in
+    the Numba backend too: tests of the threads reach them with arrays of 2**16-2**19
+    elements, which otherwise run on one thread where the team sleeps (or, in Numba,
+    always)."""
+    try:
+        from fastmse import _numba
+    except ImportError:
+        pass
+    else:
+        monkeypatch.setattr(_numba, "PARALLEL_MIN", 1 << 16)
+    try:
+        from fastmse import _core
+    except ImportError:
+        yield
+        return
+    previous = _core.set_parallel_asleep_min(1 << 16)
+    try:
+        yield
+    finally:
+        _core.set_parallel_asleep_min(previous)

@@ -163,7 +163,7 @@ def _results(predictions, targets, kwargs):
 
 
 @pytest.fixture
-def restore_threads():
+def restore_threads(threads_from_parallel_min):
     before = get_num_threads()
     yield
     set_num_threads(before)

@@ -43,10 +43,12 @@ OUTPUTS_PER_TASK = 64
 NARROW = 4  # across_block's groups of up to NARROW outputs have their rows unrolled (kNarrow)
 CHUNK = 1 << 15
 CASCADE_LEVELS = 64
-# Calls of fewer positions run on the calling thread (kParallelMin is 1 << 16): handing
-# half the work to a worker thread costs about 20 us here (OpenMP's team is already
-# spinning), and one thread alone finishes 2**16 positions sooner.
-PARALLEL_MIN = 1 << 17
+# Calls of fewer positions run on the calling thread (the compiled kernels' kParallelMin
+# is 1 << 16): the worker threads sleep between calls, and handing one half the work,
+# then waiting for it, costs about 110 us here (two wake-ups), what one thread takes for
+# 2**19 positions. Measured on 2 threads, float32: 2**19 135 us alone, 179 us on two;
+# 2**20 266 us and 247 us.
+PARALLEL_MIN = 1 << 20
 PREFETCH_DISTANCE = 1024  # elements, kernels.cpp's kPrefetchDistance
 P, T, W, OUT, LOSS, SCALE = range(6)
 # The passes, in the order of cpp/kernels.cpp's Pass.

@@ -653,7 +653,9 @@ inline double fixed_row(const T* p, const T* t, int64_t st, const Wt* w, int64_t
 template <Pass P>
 inline constexpr bool kTakesWeightSums = P == Pass::reduce || P == Pass::grad || P == Pass::reduce_and_grad;
 
-// A row's weight sum and whether one of its weights is negative (Problem::weight_sums_in_pass).
+// A row's weight sum and whether one of its weights is negative (Problem::weight_sums_in_pass;
+// only whether one of a batch's rows has one counts, so rows summed in a group may take the
+// group's answer).
 struct RowWeightSum {
     double sum;
     bool negative;
@@ -775,21 +777,26 @@ inline double combine_packed(const Lanes* acc) {
 // SumWeights (weights along the row): also the row's weight sum, as packed_row of the
 // weights and 0 sums them for reduce_difference (w - 0 is w, 1 * w is w), and whether one is
 // negative, for Problem::weight_sums_in_pass.
-// packed_row_lanes leaves the row's lanes in acc (kLanes / kVectorWidth vectors), uncombined.
+// packed_row_lanes leaves the row's lanes uncombined in acc, and with SumWeights its weight
+// sum's in weight_acc (kLanes / kVectorWidth vectors each), and ORs its weights' signs into
+// *negative (lane by lane): rows then combine four at a time (combine_packed_rows).
+typedef int64_t LaneMask __attribute__((vector_size(sizeof(Lanes))));
+
 template <Pass P, bool Weighted, bool OneTarget, bool RowAfter, int K, bool WeightsAlong = false,
           bool SumWeights = false, typename T, typename Wt>
-inline void packed_row_lanes(const T* p, const T* t, const Wt* w, RowWeightSum* weights, Lanes* acc) {
+inline void packed_row_lanes(const T* p, const T* t, const Wt* w, Lanes* acc, Lanes* weight_acc = nullptr,
+                             LaneMask* negative = nullptr) {
     static_assert(!kWrites<P> && kPackable<T> && (!WeightsAlong || Weighted) && (!SumWeights || WeightsAlong));
     constexpr int kWidth = kVectorWidth, kParts = kLanes / kVectorWidth;
     constexpr int kWhole = K / kWidth, kTail = K % kWidth;
-    typedef int64_t Mask __attribute__((vector_size(sizeof(Lanes))));
-    Lanes weight_acc[kParts] = {};
-    for (int q = 0; q < kParts; ++q) acc[q] = Lanes{};
-    Mask negative = {};
+    for (int q = 0; q < kParts; ++q) {
+        acc[q] = Lanes{};
+        if constexpr (SumWeights) weight_acc[q] = Lanes{};
+    }
     const auto sum_weights = [&](int q, Lanes weight) {
         if constexpr (SumWeights) {
             weight_acc[q % kParts] += weight;
-            negative |= weight < Lanes{};
+            *negative |= weight < Lanes{};
         }
     };
     Lanes target = {};
@@ -831,19 +838,24 @@ inline void packed_row_lanes(const T* p, const T* t, const Wt* w, RowWeightSum* 
         acc[kWhole % kParts] += value;
         sum_weights(kWhole, weight);
     }
-    if constexpr (SumWeights) {
-        weights->sum = combine_packed(weight_acc);
-        bool any = false;
-        for (int j = 0; j < kWidth; ++j) any = any || negative[j] != 0;
-        weights->negative = any;
-    }
+}
+
+// Whether a lane of `mask` is set.
+inline bool any_lane(LaneMask mask) {
+    bool any = false;
+    for (int j = 0; j < kVectorWidth; ++j) any = any || mask[j] != 0;
+    return any;
 }
 
 template <Pass P, bool Weighted, bool OneTarget, bool RowAfter, int K, bool WeightsAlong = false,
           bool SumWeights = false, typename T, typename Wt>
 inline double packed_row(const T* p, const T* t, const Wt* w, RowWeightSum* weights = nullptr) {
-    Lanes acc[kLanes / kVectorWidth];
-    packed_row_lanes<P, Weighted, OneTarget, RowAfter, K, WeightsAlong, SumWeights>(p, t, w, weights, acc);
+    constexpr int kParts = kLanes / kVectorWidth;
+    Lanes acc[kParts], weight_acc[SumWeights ? kParts : 1];
+    LaneMask negative = {};
+    packed_row_lanes<P, Weighted, OneTarget, RowAfter, K, WeightsAlong, SumWeights>(p, t, w, acc, weight_acc,
+                                                                                     &negative);
+    if constexpr (SumWeights) *weights = {combine_packed(weight_acc), any_lane(negative)};
     return combine_packed(acc);
 }
 
@@ -928,11 +940,12 @@ void sum_row_weights(const Wt* w, int64_t jw, int64_t sw, int64_t n, int64_t row
 // loss_divisors; a negative weight or a zero sum reported.
 inline void divide_by_weight_sums(double* sums, const RowWeightSum* weights, int64_t n, WeightSumsInPass& found) {
     bool negative = false, zero_sum = false;
-    for (int64_t i = 0; i < n; ++i) {
-        negative = negative || weights[i].negative;
-        zero_sum = zero_sum || weights[i].sum == 0.0;
-        if (sums) sums[i] /= weights[i].sum;
+    for (int64_t i = 0; i < n; ++i) {  // without branches, and the divisions apart: they vectorize
+        negative |= weights[i].negative;
+        zero_sum |= weights[i].sum == 0.0;
     }
+    if (sums)
+        for (int64_t i = 0; i < n; ++i) sums[i] /= weights[i].sum;
     if (negative) found.negative_weight.store(true, std::memory_order_relaxed);
     if (zero_sum) found.zero_sum.store(true, std::memory_order_relaxed);
 }
@@ -1021,21 +1034,30 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                         const bool row_after = target_rows && (!kAlong || weights.jump() == K);
                         // Whole groups of rows, combined together; a row after the group or not.
                         for (; i + kRowGroup <= rows; i += kRowGroup) {
-                            Lanes acc[kRowGroup][kLanes / kVectorWidth];
+                            constexpr int kParts = kLanes / kVectorWidth;
+                            Lanes acc[kRowGroup][kParts], weight_acc[kRowGroup][kSum ? kParts : 1];
+                            LaneMask negative = {};
                             for (int g = 0; g < kRowGroup; ++g) {
                                 const int64_t r = r0 + i + g;
                                 const T* p = first.p + r * K;
                                 const T* t = targets.at(r);
                                 const Wt* w = Weighted ? weights.at(r) : nullptr;
-                                RowWeightSum* found = kSum ? &row_weights[i + g] : nullptr;
                                 if (row_after && (g + 1 < kRowGroup || i + kRowGroup < rows))
-                                    packed_row_lanes<P, Weighted, kOneTarget, true, K, kAlong, kSum>(p, t, w, found,
-                                                                                                    acc[g]);
+                                    packed_row_lanes<P, Weighted, kOneTarget, true, K, kAlong, kSum>(
+                                        p, t, w, acc[g], weight_acc[g], &negative);
                                 else
-                                    packed_row_lanes<P, Weighted, kOneTarget, false, K, kAlong, kSum>(p, t, w, found,
-                                                                                                     acc[g]);
+                                    packed_row_lanes<P, Weighted, kOneTarget, false, K, kAlong, kSum>(
+                                        p, t, w, acc[g], weight_acc[g], &negative);
                             }
                             combine_packed_rows(acc, sums + i);
+                            if constexpr (kSum) {
+                                // Only whether any weight of the batch is negative counts
+                                // (divide_by_weight_sums): each row of the group takes the group's.
+                                double weight_sums[kRowGroup];
+                                combine_packed_rows(weight_acc, weight_sums);
+                                for (int g = 0; g < kRowGroup; ++g)
+                                    row_weights[i + g] = {weight_sums[g], any_lane(negative)};
+                            }
                         }
                         for (; i < rows; ++i) {
                             const int64_t r = r0 + i;

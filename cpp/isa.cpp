@@ -109,36 +109,26 @@ int64_t awake_ns() {
     return window;
 }
 
-// When the last call of kParallelMin positions or more ended (now_ns()).
-std::atomic<int64_t> g_last_call_end{std::numeric_limits<int64_t>::min() / 2};
+// When a parallel region of this thread's last ended (now_ns()): GNU OpenMP keeps a team
+// of threads per calling thread.
+thread_local int64_t t_last_team_end = std::numeric_limits<int64_t>::min() / 2;
 std::atomic<int64_t> g_parallel_asleep_min{kParallelAsleepMin};
-
-int64_t positions_of(const Problem& problem) {
-    int64_t n = 1;
-    for (int d = 0; d < problem.ndim; ++d) n *= problem.shape[d];
-    return n;
-}
-
-using PassEntry = void (*)(const Problem&);
-
-void run(PassEntry KernelSet::*pass, const Problem& problem) {
-    (kernels_for(problem).*pass)(problem);
-    if (positions_of(problem) >= kParallelMin) g_last_call_end.store(now_ns(), std::memory_order_relaxed);
-}
 
 }  // namespace
 
-void reduce(const Problem& problem) { run(&KernelSet::reduce, problem); }
-void grad(const Problem& problem) { run(&KernelSet::grad, problem); }
-void reduce_and_grad(const Problem& problem) { run(&KernelSet::reduce_and_grad, problem); }
-void squared_error(const Problem& problem) { run(&KernelSet::squared_error, problem); }
-void reduce_difference(const Problem& problem) { run(&KernelSet::reduce_difference, problem); }
+void reduce(const Problem& problem) { kernels_for(problem).reduce(problem); }
+void grad(const Problem& problem) { kernels_for(problem).grad(problem); }
+void reduce_and_grad(const Problem& problem) { kernels_for(problem).reduce_and_grad(problem); }
+void squared_error(const Problem& problem) { kernels_for(problem).squared_error(problem); }
+void reduce_difference(const Problem& problem) { kernels_for(problem).reduce_difference(problem); }
 
 bool run_on_team(int64_t positions) {
     if (positions < kParallelMin) return false;
     if (positions >= g_parallel_asleep_min.load(std::memory_order_relaxed)) return true;
-    return now_ns() - g_last_call_end.load(std::memory_order_relaxed) < awake_ns();
+    return now_ns() - t_last_team_end < awake_ns();
 }
+
+void team_ran() { t_last_team_end = now_ns(); }
 
 int64_t set_parallel_asleep_min(int64_t positions) { return g_parallel_asleep_min.exchange(positions); }
 

@@ -233,17 +233,19 @@ inline int64_t run_packed(double* acc, const T* p, const T* t, const Wt* w, T* o
     Lanes sum[kParts] = {};
     if constexpr (kReduces<P>)
         for (int64_t k = 0; k < kParts; ++k) std::memcpy(&sum[k], acc + k * kVectorWidth, sizeof(Lanes));
-    Lanes target = {}, factor;
-    if constexpr (OneTarget)
-        if (i + kLanes <= n) target += load(t);
-    for (int64_t j = 0; j < kVectorWidth; ++j) factor[j] = scale;  // not 0 + scale: a factor of -0 keeps its sign
+    Lanes target = {}, factor;  // each lane set, not 0 + x: a target or factor of -0 keeps its sign
+    for (int64_t j = 0; j < kVectorWidth; ++j) {
+        if constexpr (OneTarget)
+            if (i + kLanes <= n) target[j] = load(t);
+        factor[j] = scale;
+    }
     for (; i + kLanes <= n; i += kLanes) {
         if (i + kPrefetchDistance < extent) {
             if constexpr (OneTarget) prefetch(ahead(p + i));
             else prefetch_inputs(p + i, t + i);
             if constexpr (Weighted) prefetch(ahead(w + i));
         }
-        Lanes d[kParts], weight[kParts];
+        Lanes d[kParts], weight[kParts] = {};
         for (int64_t k = 0; k < kParts; ++k) {
             const int64_t at = i + k * kVectorWidth;
             d[k] = load_packed(p + at) - (OneTarget ? target : load_packed(t + at));
@@ -337,6 +339,7 @@ void for_each_range(int64_t n_tasks, bool parallel, int num_threads, Fn&& fn) {
             const int64_t team = omp_get_num_threads();
             fn(n_tasks * tid / team, n_tasks * (tid + 1) / team);
         }
+        team_ran();
         return;
     }
 #endif
@@ -1009,8 +1012,9 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
             }
         }
 #if defined(__GNUC__)
-        // Rows one after another in memory (a C-contiguous batch), for a sum: one at a time in
-        // vectors along the row (kPackedRow), else kRowGroup at a time. Targets: rows of their
+        // Rows one after another in memory (a C-contiguous batch), for a sum: each in vectors
+        // along the row (kPackedRow; their lanes combined kRowGroup rows at a time), else
+        // kRowGroup rows side by side. Targets: rows of their
         // own likewise (or copies of one row for every row: a target per column), or one per
         // row (a target per sample); one row for a run of a few rows, along the row only.
         if constexpr (K > 0 && !kWrites<P>) {

@@ -125,10 +125,12 @@ int get_num_threads();
 // kParallelAsleepMin once it sleeps. GNU OpenMP's threads spin for a millisecond or two
 // after a parallel region, then sleep (at once under OMP_WAIT_POLICY=passive), and waking
 // them costs about 50 us on a 2-vCPU VM: what one thread takes for 2**18 positions. A
-// loss called once a training step finds the team asleep; calls back to back find it
-// awake, from the second on. The team counts as awake for a millisecond after a call of
-// kParallelMin positions or more. Results do not depend on it.
+// loss called once a training step finds the team asleep. The team counts as awake for a
+// millisecond after the calling thread's last parallel region (team_ran). Results do not
+// depend on it.
 bool run_on_team(int64_t positions);
+// Called by the kernels when a parallel region of theirs ends.
+void team_ran();
 // Sets the positions from which calls run on the team asleep or awake (kParallelAsleepMin
 // unless set; kParallelMin makes every call of kParallelMin positions or more do so, as
 // tests of the threads need); returns the one it replaces.

@@ -50,10 +50,12 @@ def loss(predictions, targets, weights=None, axis=None, reduction="mean", keepdi
         return total / np.sum(w, axis=axis, keepdims=keepdims)
 
 
-def grad(predictions, targets, weights=None, axis=None, reduction="mean", absolute=False):
+def grad(predictions, targets, weights=None, axis=None, reduction="mean", absolute=False, overflowed=False):
     """float64 gradient of sum(loss) with respect to predictions, summed over the axes
     along which predictions is broadcast (with `absolute`, the sum of the terms'
-    magnitudes instead: the scale of the rounding error such a sum may carry)."""
+    magnitudes instead: the scale of the rounding error such a sum may carry; with
+    `overflowed`, where that sum overflows from finite operands and factor, and the
+    order of the sum then decides between inf, -inf, NaN and a finite value)."""
     p, t, w = _parts(predictions, targets, weights)
     if reduction == "mean" and _cancelling(weights, p.shape, axis):
         w = np.ones(p.shape)
@@ -62,12 +64,16 @@ def grad(predictions, targets, weights=None, axis=None, reduction="mean", absolu
         with np.errstate(divide="ignore"):
             factor = 2.0 / np.sum(w, axis=axis, keepdims=True)
     full = factor * w * (p - t)
-    if absolute:
+    if absolute or overflowed:
         full = np.abs(full)
     shape = np.shape(predictions)
     lead = full.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(lead + d for d, n in enumerate(shape) if n == 1 and full.shape[lead + d] != 1)
-    return np.sum(full, axis=axes, keepdims=True).reshape(shape)
+    total = np.sum(full, axis=axes, keepdims=True).reshape(shape)
+    if not overflowed:
+        return total
+    finite = np.isfinite(p) & np.isfinite(t) & np.isfinite(w) & np.isfinite(factor)
+    return np.isinf(total) & np.all(finite, axis=axes, keepdims=True).reshape(shape)
 
 
 def exact_mean_squared_error(predictions, targets) -> float:

@@ -526,3 +526,18 @@ def test_a_negative_zero_factor_keeps_its_sign(shape):
     assert_same(*(gradient for gradient, _ in results))
     assert_same(*(sums for _, sums in results))
     np.testing.assert_array_equal(np.signbit(results[0][0]), p > t)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("target", [-0.0, 0.0])
+@pytest.mark.parametrize("prediction", [-0.0, 0.0])
+def test_a_zero_difference_has_numpys_sign(backend, dtype, target, prediction):
+    # -0 - -0 is +0, and -0 - +0 is -0: each position's p - t as NumPy computes it, the
+    # target one for all (a scalar, loaded once into vectors) or per position, through
+    # whole sets of lanes and their tails (37 positions).
+    p = np.full(37, prediction, dtype)
+    for t in (dtype(target), np.full(37, target, dtype)):
+        expected = np.signbit(np.subtract(p, t))
+        for gradient in (mse_grad(p, t, reduction="sum"), mse_and_grad(p, t, reduction="sum")[1]):
+            np.testing.assert_array_equal(np.signbit(gradient), expected)
+        np.testing.assert_array_equal(np.signbit(mse(p, t, reduction="none")), np.signbit(np.subtract(p, t) ** 2))

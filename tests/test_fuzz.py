@@ -91,7 +91,8 @@ def _check_result(function, result, predictions, targets, kwargs) -> None:
         if grad_value is not None:
             expected = reference.grad(p, t, w, axis, reduction)
             magnitude = reference.grad(p, t, w, axis, reduction, absolute=True)
-            assert_matches(grad_value, expected, grad_value.dtype, magnitude)
+            overflowed = reference.grad(p, t, w, axis, reduction, overflowed=True)
+            assert_matches(grad_value, expected, grad_value.dtype, magnitude, overflowed)
             if kwargs.get("out") is not None:
                 assert grad_value is kwargs["out"]
 

@@ -308,6 +308,7 @@ def test_weights_per_sample_or_column_over_everything_take_the_small_path(dtype,
                 )
 
 
+@pytest.mark.usefixtures("threads_from_parallel_min")
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_large_weighted_calls_are_bitwise_those_of_the_general_path(dtype):
     # 200,000 positions: threads, the GIL released, the weight sums in tasks of their own.
@@ -325,6 +326,7 @@ def test_large_weighted_calls_are_bitwise_those_of_the_general_path(dtype):
                 assert_same_results(on_general_path(function, p, t, **kwargs), function(p, t, **kwargs))
 
 
+@pytest.mark.usefixtures("threads_from_parallel_min")
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("row", [2, 3, 4, 5, 7, 8, 10, 12, 16, 17, 33, 2048, 2049])
 def test_a_loss_per_row_weighted_per_position_is_bitwise_that_of_the_general_path(dtype, row):

@@ -26,7 +26,7 @@ inline constexpr int64_t kRowBlock = 256;          // summed positions per acros
 inline constexpr int64_t kOutputsPerTask = 64;     // neighbouring outputs of an across-output task
 inline constexpr int64_t kChunk = 1 << 15;         // summed positions per task, either mode
 inline constexpr int64_t kParallelMin = 1 << 16;   // positions below which one thread runs
-inline constexpr int64_t kParallelAsleepMin = 1 << 19;  // the same where the team sleeps (run_on_team)
+inline constexpr int64_t kParallelAsleepMin = 1 << 18;  // the same where the team sleeps (run_on_team)
 inline constexpr int kMaxDims = 64;                // dimensions of a Problem (NumPy's limit)
 
 // What a pass that sums weights itself (Problem::weight_sums_in_pass) found in them.

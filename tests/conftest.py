@@ -48,7 +48,7 @@ def backend(request):
 def threads_from_parallel_min(monkeypatch):
     """Calls of 2**16 positions or more (the compiled kernels' kParallelMin) run on every
     thread, in the compiled backend whether OpenMP's threads are awake or asleep, and in
-    the Numba backend too: tests of the threads reach them with arrays of 2**16-2**19
+    the Numba backend too: tests of the threads reach them with arrays of 2**16-2**18
     elements, which otherwise run on one thread where the team sleeps (or, in Numba,
     always)."""
     try:

@@ -20,7 +20,7 @@ import fastmse
 
 def arrays(seed):
     rng = np.random.default_rng(seed)
-    # Past the sizes from which the kernels run on several threads (C++ 2**19 positions
+    # Past the sizes from which the kernels run on several threads (C++ 2**18 positions
     # with its team asleep, Numba 2**20).
     p = rng.standard_normal((1 << 19, 3)).astype(np.float32)
     t = rng.standard_normal((1 << 19, 3)).astype(np.float32)

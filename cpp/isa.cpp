@@ -94,9 +94,9 @@ int64_t now_ns() {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(since).count();
 }
 
-// How long OpenMP's team counts as awake after a call (run_on_team): none where
-// OMP_WAIT_POLICY is passive, else 1 ms (GNU OpenMP's threads were seen spinning 1-2 ms;
-// LLVM's spin for 200 ms).
+// How long OpenMP's team counts as awake after a parallel region (run_on_team): none
+// where OMP_WAIT_POLICY is passive, else 1 ms (GNU OpenMP's threads were seen spinning
+// 1-2 ms; LLVM's spin for 200 ms).
 int64_t awake_ns() {
     static const int64_t window = [] {
         const char* policy = std::getenv("OMP_WAIT_POLICY");
@@ -109,8 +109,8 @@ int64_t awake_ns() {
     return window;
 }
 
-// When a parallel region of this thread's last ended (now_ns()): GNU OpenMP keeps a team
-// of threads per calling thread.
+// When the calling thread's last parallel region ended (now_ns()): GNU OpenMP keeps a
+// team of threads per calling thread.
 thread_local int64_t t_last_team_end = std::numeric_limits<int64_t>::min() / 2;
 std::atomic<int64_t> g_parallel_asleep_min{kParallelAsleepMin};
 

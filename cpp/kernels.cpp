@@ -1014,9 +1014,9 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
 #if defined(__GNUC__)
         // Rows one after another in memory (a C-contiguous batch), for a sum: each in vectors
         // along the row (kPackedRow; their lanes combined kRowGroup rows at a time), else
-        // kRowGroup rows side by side. Targets: rows of their
-        // own likewise (or copies of one row for every row: a target per column), or one per
-        // row (a target per sample); one row for a run of a few rows, along the row only.
+        // kRowGroup rows side by side. Targets: rows of their own likewise (or copies of one
+        // row for every row: a target per column), or one per row (a target per sample); one
+        // row for a run of a few rows, along the row only.
         if constexpr (K > 0 && !kWrites<P>) {
             const bool one_target = step[kT] == 0, target_rows = one_target || targets.jump() == K;
             if (has_loss && js[kP] == K && (target_rows || js[kT] == 0)) {

@@ -746,21 +746,32 @@ inline constexpr bool kPackedRow = K >= 4 && (K % kVectorWidth == 0 || K > 8);
 template <int K>
 inline constexpr bool kPackedGradientRow = K >= 8 && K % kVectorWidth == 0;
 
+#if defined(__AVX__)
+// The lanes I0, I1, I2, I3 of a and b side by side (0-3: a's, 4-7: b's), as __builtin_shufflevector.
+template <int I0, int I1, int I2, int I3>
+inline Lanes shuffle(Lanes a, Lanes b) {
+#if defined(__clang__) || __GNUC__ >= 12
+    return __builtin_shufflevector(a, b, I0, I1, I2, I3);
+#else
+    typedef int64_t Mask __attribute__((vector_size(sizeof(Lanes))));
+    return __builtin_shuffle(a, b, Mask{I0, I1, I2, I3});
+#endif
+}
+
+// A row's kLanes lanes (two vectors) as the pairs (l0 + l1, l4 + l5, l2 + l3, l6 + l7).
+inline Lanes lane_pairs(const Lanes* acc) {
+    static_assert(kLanes == 8 && kVectorWidth == 4);
+    return shuffle<0, 4, 2, 6>(acc[0], acc[1]) + shuffle<1, 5, 3, 7>(acc[0], acc[1]);
+}
+#endif
+
 // combine_lanes of the kLanes lanes held as vectors, in registers: with AVX, lanes 0-3 and
 // 4-7; interleaving the two gives the pairs (l0 + l1, l4 + l5, l2 + l3, l6 + l7) in one
 // addition, then the same sums as combine_lanes in the same order. A row of a few
 // positions otherwise spends as long storing its lanes and adding them one by one.
 inline double combine_packed(const Lanes* acc) {
 #if defined(__AVX__)
-    static_assert(kLanes == 8 && kVectorWidth == 4);
-#if defined(__clang__) || __GNUC__ >= 12
-    const Lanes pairs = __builtin_shufflevector(acc[0], acc[1], 0, 4, 2, 6) +
-                        __builtin_shufflevector(acc[0], acc[1], 1, 5, 3, 7);
-#else
-    typedef int64_t Mask __attribute__((vector_size(sizeof(Lanes))));
-    const Lanes pairs = __builtin_shuffle(acc[0], acc[1], Mask{0, 4, 2, 6}) +
-                        __builtin_shuffle(acc[0], acc[1], Mask{1, 5, 3, 7});
-#endif
+    const Lanes pairs = lane_pairs(acc);
     const double first = pairs[0] + pairs[2], second = pairs[1] + pairs[3];
     return first + second;
 #else
@@ -867,36 +878,14 @@ inline double packed_row(const T* p, const T* t, const Wt* w, RowWeightSum* weig
 // of a few positions spends a third of its instructions combining its lanes).
 inline void combine_packed_rows(const Lanes (*acc)[kLanes / kVectorWidth], double* sums) {
 #if defined(__AVX__)
-    static_assert(kLanes == 8 && kVectorWidth == 4 && kRowGroup == 4);
+    static_assert(kRowGroup == 4);
     Lanes pairs[kRowGroup];  // row g's (l0 + l1, l4 + l5, l2 + l3, l6 + l7), as combine_packed
-    for (int g = 0; g < kRowGroup; ++g) {
-#if defined(__clang__) || __GNUC__ >= 12
-        pairs[g] = __builtin_shufflevector(acc[g][0], acc[g][1], 0, 4, 2, 6) +
-                   __builtin_shufflevector(acc[g][0], acc[g][1], 1, 5, 3, 7);
-#else
-        typedef int64_t Mask __attribute__((vector_size(sizeof(Lanes))));
-        pairs[g] = __builtin_shuffle(acc[g][0], acc[g][1], Mask{0, 4, 2, 6}) +
-                   __builtin_shuffle(acc[g][0], acc[g][1], Mask{1, 5, 3, 7});
-#endif
-    }
+    for (int g = 0; g < kRowGroup; ++g) pairs[g] = lane_pairs(acc[g]);
     // Rows 0 and 2, 1 and 3: (first, second, first, second), first = pairs[0] + pairs[2]
     // and second = pairs[1] + pairs[3] of each, as combine_packed adds them.
-#if defined(__clang__) || __GNUC__ >= 12
-    const Lanes halves02 = __builtin_shufflevector(pairs[0], pairs[2], 0, 1, 4, 5) +
-                           __builtin_shufflevector(pairs[0], pairs[2], 2, 3, 6, 7);
-    const Lanes halves13 = __builtin_shufflevector(pairs[1], pairs[3], 0, 1, 4, 5) +
-                           __builtin_shufflevector(pairs[1], pairs[3], 2, 3, 6, 7);
-    const Lanes rows = __builtin_shufflevector(halves02, halves13, 0, 4, 2, 6) +
-                       __builtin_shufflevector(halves02, halves13, 1, 5, 3, 7);
-#else
-    typedef int64_t Mask __attribute__((vector_size(sizeof(Lanes))));
-    const Lanes halves02 = __builtin_shuffle(pairs[0], pairs[2], Mask{0, 1, 4, 5}) +
-                           __builtin_shuffle(pairs[0], pairs[2], Mask{2, 3, 6, 7});
-    const Lanes halves13 = __builtin_shuffle(pairs[1], pairs[3], Mask{0, 1, 4, 5}) +
-                           __builtin_shuffle(pairs[1], pairs[3], Mask{2, 3, 6, 7});
-    const Lanes rows = __builtin_shuffle(halves02, halves13, Mask{0, 4, 2, 6}) +
-                       __builtin_shuffle(halves02, halves13, Mask{1, 5, 3, 7});
-#endif
+    const Lanes halves02 = shuffle<0, 1, 4, 5>(pairs[0], pairs[2]) + shuffle<2, 3, 6, 7>(pairs[0], pairs[2]);
+    const Lanes halves13 = shuffle<0, 1, 4, 5>(pairs[1], pairs[3]) + shuffle<2, 3, 6, 7>(pairs[1], pairs[3]);
+    const Lanes rows = shuffle<0, 4, 2, 6>(halves02, halves13) + shuffle<1, 5, 3, 7>(halves02, halves13);
     std::memcpy(sums, &rows, sizeof rows);  // rows (0, 1, 2, 3): first + second of each
 #else
     for (int g = 0; g < kRowGroup; ++g) sums[g] = combine_packed(acc[g]);

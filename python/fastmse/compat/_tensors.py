@@ -25,23 +25,35 @@ def operands(input: Any, target: Any, weight: Any) -> tuple[Any, Any, Any]:
     NumPy views of CPU tensors (bfloat16 ones as ml_dtypes arrays); CUDA tensors as they
     are (fastmse reads them, on PyTorch's current stream). TypeError for other dtypes."""
     torch = _torch()
+    floats = _float_dtypes(torch)
     for name, tensor in (("input", input), ("target", target)):
-        if str(tensor.dtype).removeprefix("torch.") not in FLOATS:
+        if tensor.dtype not in floats:
             msg = f"{name} is a {tensor.dtype} tensor; fastmse computes float16, bfloat16, float32 and float64 ones"
             raise TypeError(msg)
-    arrays = tuple(None if t is None else t.detach() for t in (input, target, weight))
     if input.is_cuda:
+        arrays = tuple(None if t is None else t.detach() for t in (input, target, weight))
         if any(a is not None and a.dtype == torch.bfloat16 for a in arrays):
             msg = "bfloat16 CUDA tensors are not computed yet (CuPy, fastmse's GPU path, has no bfloat16 arrays)"
             raise TypeError(msg)
         return arrays[0], arrays[1], arrays[2]
-    p, t, w = (None if a is None else _host_array(a) for a in arrays)
-    return p, t, w
+    return _host_array(input), _host_array(target), None if weight is None else _host_array(weight)
+
+
+_floats: frozenset[Any] = frozenset()
+
+
+def _float_dtypes(torch: Any) -> frozenset[Any]:
+    """The torch dtypes of FLOATS (looked up once: a dtype's name is slow to make)."""
+    global _floats
+    if not _floats:
+        _floats = frozenset(getattr(torch, name) for name in FLOATS)
+    return _floats
 
 
 def _host_array(tensor: Any) -> np.ndarray:
     """A CPU tensor's NumPy view; bfloat16 through its bits, as ml_dtypes' bfloat16."""
     torch = _torch()
+    tensor = tensor.detach()
     if tensor.dtype != torch.bfloat16:
         return tensor.numpy()  # type: ignore[no-any-return]
     return tensor.view(torch.int16).numpy().view(_bfloat16())  # type: ignore[no-any-return]

@@ -11,9 +11,11 @@ deprecated ``size_average``/``reduce`` pair, and ``weight`` (the shape of `input
 PyTorch). Targets of another shape broadcast, with PyTorch's ``UserWarning``.
 
 Tensors in, tensors out, on their device (CPU tensors are read without a copy; CUDA
-tensors run on PyTorch's current stream), with gradients through autograd (not through
-``torch.func`` transforms yet). Where PyTorch is installed, importing this module imports
-it and registers the operators. The loss is
+tensors run on PyTorch's current stream), with gradients through autograd and through
+``torch.func``'s transforms: ``grad``, ``vmap`` (a loss per sample is one fastmse call
+over the samples' axes, not a loop), ``jacrev``, ``jvp``, ``jacfwd``, ``hessian`` and their
+compositions, such as per-sample gradients (``vmap(grad(...))``). Where PyTorch is
+installed, importing this module imports it and registers the operators. The loss is
 the custom operator ``torch.ops.fastmse.mse_loss`` (``torch.library``, with a fake
 implementation, so ``torch.compile(fullgraph=True)`` keeps it in one graph; eagerly the
 same functions run as a ``torch.autograd.Function``, without the operator's dispatch).
@@ -30,12 +32,15 @@ NumPy arrays (and anything else ``np.asarray`` takes) in give NumPy scalars or a
 from __future__ import annotations
 
 import importlib
+import math
 import warnings
 from types import SimpleNamespace
 from typing import Any, TypeGuard
 
 import numpy as np
 
+from .. import _backends
+from .._api import _MSE, _MSE_AND_GRAD
 from .._compute import gradient, loss
 from .._resolve import Call, resolve
 from .._types import Reduction
@@ -151,22 +156,46 @@ def mse_loss(
     if _is_tensor(input) or _is_tensor(target):
         return _tensor_loss(input, target, weight, reduction)
     if _mean_over_own_weights(input_shape, target_shape, weight, reduction):
-        value = loss(_call(input, target, weight, "sum"), keepdims=False)
+        value = _computed(input, target, weight, "sum", with_gradient=False)[0]
         return value / np.asarray(weight).sum(dtype=np.result_type(value))
-    return loss(_call(input, target, weight, reduction), keepdims=False)
+    return _computed(input, target, weight, reduction, with_gradient=False)[0]
 
 
-def _call(input: Any, target: Any, weight: Any, reduction: str) -> Call:
+def _computed(
+    input: Any, target: Any, weight: Any, reduction: str, with_gradient: bool, axis: tuple[int, ...] | None = None
+) -> tuple[Any, Any]:
+    """fastmse's loss of arrays over `axis`, and its gradient with respect to `input` where
+    asked (else None): through the backend's small call where it takes the call (weights
+    that are negative it leaves to the general path, which allows them here)."""
+    small_call = _backends.small_call
+    if small_call is not None and (weight is None or _same_dtype(weight, input)):
+        job = _MSE_AND_GRAD if with_gradient else _MSE
+        result = small_call(job, input, target, weight, axis, reduction, False, None)
+        if result is not NotImplemented:
+            return result if with_gradient else (result, None)
+    call = _call(input, target, weight, reduction, axis)
+    if with_gradient:
+        value, grad = gradient(call, None, False, with_loss=True)
+        return value, grad
+    return loss(call, keepdims=False), None
+
+
+def _same_dtype(weight: Any, input: Any) -> bool:
+    """Whether `weight` is an array of `input`'s dtype: a wider one widens PyTorch's loss."""
+    return isinstance(weight, np.ndarray) and isinstance(input, np.ndarray) and weight.dtype == input.dtype
+
+
+def _call(input: Any, target: Any, weight: Any, reduction: str, axis: tuple[int, ...] | None = None) -> Call:
     """The fastmse call PyTorch's loss is: weights may be negative, and float64 weights
     make a float64 loss (PyTorch multiplies by them in their dtype)."""
     if weight is None:
-        return resolve(input, target, None, None, reduction)
+        return resolve(input, target, None, axis, reduction)
     if not isinstance(weight, np.ndarray) and not _is_tensor(weight):
         weight = np.asarray(weight)
-    call = resolve(input, target, weight, None, reduction, signed_weights=True)
+    call = resolve(input, target, weight, axis, reduction, signed_weights=True)
     if isinstance(weight, np.ndarray) and weight.dtype.kind == "f" and weight.dtype.itemsize > call.dtype.itemsize:
         wider = weight.dtype
-        call = resolve(input.astype(wider), target.astype(wider), weight, None, reduction, signed_weights=True)
+        call = resolve(input.astype(wider), target.astype(wider), weight, axis, reduction, signed_weights=True)
     return call
 
 
@@ -185,6 +214,8 @@ def _tensor_loss(input: Any, target: Any, weight: Any, reduction: str) -> Any:
             if fused
             else ops.mse_loss(input, target, weight, code)
         )
+    if _transforms_active():  # torch.func: the loss alone; its backward is differentiated again
+        return ops.Transformable.apply(input, target, weight, code, 0)
     # Eagerly, the same functions without the operators' dispatch (tens of microseconds a call).
     if fused:
         return ops.Fused.apply(input, target, weight, code)
@@ -193,54 +224,107 @@ def _tensor_loss(input: Any, target: Any, weight: Any, reduction: str) -> Any:
     return _forward(input, target, weight, code, with_gradient=False)[0]
 
 
-def _forward(input: Any, target: Any, weight: Any, code: int, with_gradient: bool) -> tuple[Any, Any]:
-    """The loss, and the gradient with respect to input where asked (both C-contiguous)."""
+def _forward(
+    input: Any, target: Any, weight: Any, code: int, with_gradient: bool, batch_dims: int = 0
+) -> tuple[Any, Any]:
+    """The loss, and the gradient with respect to input where asked (both C-contiguous);
+    with `batch_dims`, a loss for each position of the leading dimensions of the broadcast
+    shape (torch.vmap's samples: see _vmap)."""
     reduction = _REDUCTIONS[code]
     # PyTorch's result dtype, weights included (a copy only where one differs).
     dtype = _result_dtype(input, target, weight)
-    input, target = input.to(dtype), target.to(dtype)
-    weight = None if weight is None else weight.to(dtype)
-    spread = _mean_over_own_weights(input.shape, target.shape, weight, reduction)
-    call = _call(*operands(input, target, weight), "sum" if spread else reduction)
-    if with_gradient:
-        value, grad = gradient(call, None, False, with_loss=True)
-        value, grad = as_tensor(value, input), as_tensor(grad, input).contiguous()
-    else:
-        # C-contiguous, as the fake says ("none" follows predictions' layout).
-        value, grad = as_tensor(loss(call, keepdims=False), input).contiguous(), None
+    input, target = _as_dtype(input, dtype), _as_dtype(target, dtype)
+    weight = None if weight is None else _as_dtype(weight, dtype)
+    axis = sample_ndim = None
+    if batch_dims:  # input has every batch dimension (see _vmap)
+        sample_ndim = len(_torch.broadcast_shapes(input.shape, target.shape)) - batch_dims
+        axis = tuple(range(batch_dims, batch_dims + sample_ndim)) if code != 0 else None
+    # Per sample, a weight's own shape is input's (PyTorch's check saw the samples' shapes).
+    spread = weight is not None and code == _MEAN and bool(batch_dims)
+    spread = spread or _mean_over_own_weights(input.shape, target.shape, weight, reduction)
+    value, grad = _computed(*operands(input, target, weight), "sum" if spread else reduction, with_gradient, axis)
+    # C-contiguous, as the fake says ("none" follows predictions' layout).
+    value = as_tensor(value, input).contiguous()
+    grad = None if grad is None else as_tensor(grad, input).contiguous()
     if spread:
-        total = weight.sum()
+        total = _weight_sums(weight, sample_ndim)
         value = value / total
-        grad = None if grad is None else grad / total
+        grad = None if grad is None else grad / total.reshape(total.shape + (1,) * (grad.dim() - total.dim()))
     return value, grad
+
+
+def _weight_sums(weight: Any, sample_ndim: int | None, keepdim: bool = False) -> Any:
+    """The sum of `weight` over its own shape (PyTorch's weighted mean divides by it), or
+    with `sample_ndim`, over its last `sample_ndim` dimensions: one for each sample."""
+    if sample_ndim is None:
+        return weight.sum()
+    return weight.sum(tuple(range(max(0, weight.dim() - sample_ndim), weight.dim())), keepdim=keepdim)
+
+
+def _vmap(
+    info: Any, in_dims: tuple[int | None, ...], input: Any, target: Any, weight: Any, code: int, batch_dims: int
+) -> tuple[Any, int]:
+    """The loss under torch.vmap: each tensor's batched dimension moved to the front, then
+    dimensions of 1 after it up to the samples' common number of dimensions, so that the
+    batches broadcast against each other and a tensor without one broadcasts over them
+    (but input, expanded along the batch where it has none: the loss's shape and the
+    weights' sums per sample follow it); the loss then has one more leading dimension that
+    it keeps."""
+    tensors = (input, target, weight)
+    ndim = max(x.dim() - (d is not None) for x, d in zip(tensors, in_dims, strict=False) if x is not None)
+    if in_dims[0] is None:
+        tensors = (input.expand(info.batch_size, *input.shape), target, weight)
+        in_dims = (0, *in_dims[1:])
+
+    def front(x: Any, d: int | None) -> Any:
+        if x is None or d is None:
+            return x
+        x = x.movedim(d, 0)
+        return x.reshape(x.shape[:1] + (1,) * (ndim + 1 - x.dim()) + x.shape[1:])
+
+    input, target, weight = (front(x, d) for x, d in zip(tensors, in_dims, strict=False))
+    return _OPS.Transformable.apply(input, target, weight, code, batch_dims + 1), 0
 
 
 def _result_shape(input: Any, target: Any, code: int) -> tuple[int, ...]:
     return tuple(_torch.broadcast_shapes(input.shape, target.shape)) if code == 0 else ()
 
 
+def _as_dtype(tensor: Any, dtype: Any) -> Any:
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
 def _result_dtype(input: Any, target: Any, weight: Any) -> Any:
+    if target.dtype == input.dtype and (weight is None or weight.dtype == input.dtype):
+        return input.dtype
     dtype = _torch.promote_types(input.dtype, target.dtype)
     return dtype if weight is None else _torch.promote_types(dtype, weight.dtype)
 
 
-def _backward(ctx: Any, grad_loss: Any, *_: Any) -> tuple[Any, Any, Any, None]:
+def _backward(ctx: Any, grad_loss: Any, *_: Any) -> tuple[Any, ...]:
     """Gradients of the loss: the fused pass's, scaled by grad_loss, where that is all that
     is asked; PyTorch's expressions otherwise (they are differentiable again). In an eager
     call through the wrapper, which holds the fused gradient alone, it is scaled in place,
     once: a second backward through the same graph takes PyTorch's expressions."""
     input, target, weight = ctx.saved_tensors
     wants_input, wants_target, wants_weight = ctx.needs_input_grad[:3]
+    others = (None,) * (len(ctx.needs_input_grad) - 3)  # reduction (and batch_dims)
     fused, ctx.fused = ctx.fused, None
     if grad_loss is None:  # the loss took no part in what is differentiated
-        return None, None, None, None
+        return None, None, None, *others
     if fused is not None and not _torch.is_grad_enabled() and not wants_target and not wants_weight:
-        return (fused.mul_(grad_loss) if ctx.owns_fused else fused * grad_loss), None, None, None
+        return (fused.mul_(grad_loss) if ctx.owns_fused else fused * grad_loss), None, None, *others
     difference = input - target
+    batch_dims, sample_ndim = ctx.batch_dims, difference.dim() - ctx.batch_dims
+    if batch_dims and ctx.reduction != 0:  # a loss per sample, over that sample's positions
+        grad_loss = grad_loss.reshape(grad_loss.shape + (1,) * sample_ndim)
     factor = 2 * difference * grad_loss if weight is None else 2 * weight * difference * grad_loss
     total = None
     if ctx.reduction == _MEAN:
-        total = difference.numel() if weight is None else weight.sum()
+        if weight is None:
+            total = math.prod(difference.shape[batch_dims:])
+        else:
+            total = _weight_sums(weight, sample_ndim if batch_dims else None, keepdim=True)
         factor = factor / total
     grad_input = factor.sum_to_size(input.shape) if wants_input else None
     grad_target = (-factor).sum_to_size(target.shape) if wants_target else None
@@ -248,16 +332,56 @@ def _backward(ctx: Any, grad_loss: Any, *_: Any) -> tuple[Any, Any, Any, None]:
     if wants_weight:
         squares = difference * difference
         if total is not None:  # d/dw of sum(w * squares) / sum(w), w over its own shape
-            mean = (weight * squares).sum() / total
-            grad_weight = (grad_loss * squares / total).sum_to_size(weight.shape) - grad_loss * mean / total
+            mean = _sample_sums(weight * squares, batch_dims) / total
+            correction = grad_loss * mean / total
+            if batch_dims:  # summed over the samples that share a weight
+                kept = max(0, weight.dim() - sample_ndim)
+                correction = correction.sum_to_size(weight.shape[:kept] + (1,) * (weight.dim() - kept))
+            grad_weight = (grad_loss * squares / total).sum_to_size(weight.shape) - correction
         else:
             grad_weight = (grad_loss * squares).sum_to_size(weight.shape)
-    return grad_input, grad_target, grad_weight, None
+    return grad_input, grad_target, grad_weight, *others
+
+
+def _sample_sums(terms: Any, batch_dims: int) -> Any:
+    """`terms` summed over everything, or over each sample's positions (dimensions kept)."""
+    return terms.sum(tuple(range(batch_dims, terms.dim())), keepdim=True) if batch_dims else terms.sum()
+
+
+def _jvp(ctx: Any, input_tangent: Any, target_tangent: Any, weight_tangent: Any, *_: Any) -> Any:
+    """The loss's change along the tangents (forward-mode: torch.func.jvp, jacfwd)."""
+    input, target, weight = ctx.saved_tensors
+    difference = input - target
+    change = difference.new_zeros(())
+    if input_tangent is not None:
+        change = change + input_tangent
+    if target_tangent is not None:
+        change = change - target_tangent
+    terms = 2 * difference * change if weight is None else 2 * weight * difference * change
+    if weight_tangent is not None:
+        terms = terms + weight_tangent * difference * difference
+    terms = terms.expand(difference.shape)
+    if ctx.reduction == 0:
+        return terms
+    batch_dims = ctx.batch_dims
+    sums = _sample_sums(terms, batch_dims)
+    if ctx.reduction == _MEAN:
+        if weight is None:
+            sums = sums / math.prod(difference.shape[batch_dims:])
+        else:  # d(sum(w * e) / sum(w)) = (d sum(w * e) - mean * sum(dw)) / sum(w)
+            sample_ndim = difference.dim() - batch_dims if batch_dims else None
+            total = _weight_sums(weight, sample_ndim, keepdim=True)
+            if weight_tangent is not None:
+                mean = _sample_sums(weight * difference * difference, batch_dims) / total
+                sums = sums - mean * _weight_sums(weight_tangent, sample_ndim, keepdim=True)
+            sums = sums / total
+    return sums.reshape(difference.shape[:batch_dims])
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-    input, target, weight, code = inputs
+    input, target, weight, code = inputs[:4]
     ctx.reduction = code
+    ctx.batch_dims = inputs[4] if len(inputs) > 4 else 0  # Transformable's
     ctx.owns_fused = False  # the operators' callers may hold their second output
     # The fused gradient, the operator's second output, which carries no gradient of its own.
     ctx.fused = output[1] if isinstance(output, tuple) else None
@@ -265,6 +389,15 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         ctx.mark_non_differentiable(ctx.fused)
     ctx.set_materialize_grads(False)  # no zeros for that second output's gradient
     ctx.save_for_backward(input, target, weight)
+
+
+def _setup_transformable(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    _setup_context(ctx, inputs, output)
+    ctx.save_for_forward(*inputs[:3])
+
+
+def _transformable_forward(input: Any, target: Any, weight: Any, reduction: int, batch_dims: int) -> Any:
+    return _forward(input, target, weight, reduction, with_gradient=False, batch_dims=batch_dims)[0]
 
 
 def _operators(torch: Any) -> SimpleNamespace:
@@ -307,11 +440,22 @@ def _operators(torch: Any) -> SimpleNamespace:
         methods = {"forward": staticmethod(forward), "backward": staticmethod(_backward)}
         return type("FusedLoss" if with_gradient else "Loss", (torch.autograd.Function,), methods)
 
+    # For torch.func: forward and setup_context apart (torch.func's condition), a vmap rule
+    # and a jvp; eagerly, Function.apply binds such a forward's arguments by inspect.signature
+    # (tens of microseconds), so eager calls take the functions above.
+    transformable = {
+        "forward": staticmethod(_transformable_forward),
+        "setup_context": staticmethod(_setup_transformable),
+        "backward": staticmethod(_backward),
+        "vmap": staticmethod(_vmap),
+        "jvp": staticmethod(_jvp),
+    }
     return SimpleNamespace(
         mse_loss=torch.ops.fastmse.mse_loss,
         mse_loss_and_grad=torch.ops.fastmse.mse_loss_and_grad,
         Loss=function(with_gradient=False),
         Fused=function(with_gradient=True),
+        Transformable=type("Transformable", (torch.autograd.Function,), transformable),
     )
 
 
@@ -320,6 +464,8 @@ try:
 except ImportError:  # NumPy arrays only
     _torch = None
 _OPS: Any = None if _torch is None else _operators(_torch)
+# Whether a torch.func transform (grad, vmap, jvp, ...) is running: what Function.apply asks.
+_transforms_active: Any = getattr(getattr(_torch, "_C", None), "_are_functorch_transforms_active", lambda: False)
 
 if _torch is not None:
 

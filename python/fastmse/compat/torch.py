@@ -237,7 +237,7 @@ def _forward(
     weight = None if weight is None else _as_dtype(weight, dtype)
     axis = sample_ndim = None
     if batch_dims:  # input has every batch dimension (see _vmap)
-        sample_ndim = len(_torch.broadcast_shapes(input.shape, target.shape)) - batch_dims
+        sample_ndim = max(input.dim(), target.dim()) - batch_dims  # the broadcast's (torch's is slow)
         axis = tuple(range(batch_dims, batch_dims + sample_ndim)) if code != 0 else None
     # Per sample, a weight's own shape is input's (PyTorch's check saw the samples' shapes).
     spread = weight is not None and code == _MEAN and bool(batch_dims)
@@ -283,7 +283,12 @@ def _vmap(
         return x.reshape(x.shape[:1] + (1,) * (ndim + 1 - x.dim()) + x.shape[1:])
 
     input, target, weight = (front(x, d) for x, d in zip(tensors, in_dims, strict=False))
-    return _OPS.Transformable.apply(input, target, weight, code, batch_dims + 1), 0
+    if _transforms_active() or (
+        _torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (input, target, weight))
+    ):
+        return _OPS.Transformable.apply(input, target, weight, code, batch_dims + 1), 0
+    # The last transform, nothing to differentiate: the loss itself (apply's own cost is most of a call).
+    return _forward(input, target, weight, code, with_gradient=False, batch_dims=batch_dims + 1)[0], 0
 
 
 def _result_shape(input: Any, target: Any, code: int) -> tuple[int, ...]:

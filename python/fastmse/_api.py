@@ -11,11 +11,9 @@ from typing import Any, Literal, overload
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _backends, _compute, _masked
+from ._backends import JOB_MSE, JOB_MSE_AND_GRAD, JOB_MSE_GRAD
 from ._resolve import DaskInputError, MaskedInputError, resolve
 from ._types import Axis, FloatArray, GpuOrDask, Reduction, Scalar
-
-# The jobs of a backend's small_call (the compiled module's fast path for common calls).
-_MSE, _MSE_GRAD, _MSE_AND_GRAD = range(3)
 
 
 def _refuse_lazy_out(out: Any) -> None:
@@ -147,7 +145,7 @@ def mse(
     """
     small_call = _backends.small_call
     if small_call is not None and dtype is None:
-        result = small_call(_MSE, predictions, targets, weights, axis, reduction, keepdims, None)
+        result = small_call(JOB_MSE, predictions, targets, weights, axis, reduction, keepdims, None)
         if result is not NotImplemented:
             return result
     try:
@@ -248,7 +246,7 @@ def mse_grad(
     """
     small_call = _backends.small_call
     if small_call is not None:
-        result = small_call(_MSE_GRAD, predictions, targets, weights, axis, reduction, False, out)
+        result = small_call(JOB_MSE_GRAD, predictions, targets, weights, axis, reduction, False, out)
         if result is not NotImplemented:
             return result
     try:
@@ -358,7 +356,9 @@ def mse_and_grad(
     """
     small_call = _backends.small_call
     if small_call is not None and dtype is None:
-        both: tuple[Any, Any] = small_call(_MSE_AND_GRAD, predictions, targets, weights, axis, reduction, keepdims, out)
+        both: tuple[Any, Any] = small_call(
+            JOB_MSE_AND_GRAD, predictions, targets, weights, axis, reduction, keepdims, out
+        )
         if both is not NotImplemented:
             return both
     try:

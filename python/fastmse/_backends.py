@@ -52,10 +52,12 @@ _gpu_backend: Kernels | None = None
 _failures: dict[str, str] = {}
 _current: Backend | None = None
 # The current backend's small_call, where it has one: (job, predictions, targets, weights,
-# axis, reduction, keepdims, out) -> the result of mse (job 0), mse_grad (1) or mse_and_grad
-# (2) for the common small call, bitwise what the general path gives, or NotImplemented
-# for any other call. None until a backend is chosen (the first call takes the general path).
+# axis, reduction, keepdims, out) -> the result of mse (job JOB_MSE), mse_grad (JOB_MSE_GRAD)
+# or mse_and_grad (JOB_MSE_AND_GRAD) for the common small call, bitwise what the general
+# path gives, or NotImplemented for any other call. None until a backend is chosen (the
+# first call takes the general path).
 small_call: Callable[..., Any] | None = None
+JOB_MSE, JOB_MSE_GRAD, JOB_MSE_AND_GRAD = range(3)
 
 
 def load(name: str) -> Backend:

@@ -40,7 +40,6 @@ from typing import Any, TypeGuard
 import numpy as np
 
 from .. import _backends
-from .._api import _MSE, _MSE_AND_GRAD
 from .._compute import gradient, loss
 from .._resolve import Call, resolve
 from .._types import Reduction
@@ -169,7 +168,7 @@ def _computed(
     that are negative it leaves to the general path, which allows them here)."""
     small_call = _backends.small_call
     if small_call is not None and (weight is None or _same_dtype(weight, input)):
-        job = _MSE_AND_GRAD if with_gradient else _MSE
+        job = _backends.JOB_MSE_AND_GRAD if with_gradient else _backends.JOB_MSE
         result = small_call(job, input, target, weight, axis, reduction, False, None)
         if result is not NotImplemented:
             return result if with_gradient else (result, None)
@@ -323,14 +322,17 @@ def _backward(ctx: Any, grad_loss: Any, *_: Any) -> tuple[Any, ...]:
     batch_dims, sample_ndim = ctx.batch_dims, difference.dim() - ctx.batch_dims
     if batch_dims and ctx.reduction != 0:  # a loss per sample, over that sample's positions
         grad_loss = grad_loss.reshape(grad_loss.shape + (1,) * sample_ndim)
-    factor = 2 * difference * grad_loss if weight is None else 2 * weight * difference * grad_loss
+    # The scalar (or per-sample) factors first, then one product over the positions, as
+    # PyTorch's own backward orders it: (p - t) * (2 / n * grad).
+    scale = 2 * grad_loss
     total = None
     if ctx.reduction == _MEAN:
         if weight is None:
             total = math.prod(difference.shape[batch_dims:])
         else:
             total = _weight_sums(weight, sample_ndim if batch_dims else None, keepdim=True)
-        factor = factor / total
+        scale = grad_loss * (2 / total) if weight is None else scale / total
+    factor = difference * scale if weight is None else weight * difference * scale
     grad_input = factor.sum_to_size(input.shape) if wants_input else None
     grad_target = (-factor).sum_to_size(target.shape) if wants_target else None
     grad_weight = None

@@ -178,3 +178,100 @@ def test_grad_of_per_sample_losses(reduction, weight_dim):
         return func.grad(total, argnums=(0, 1, 2) if weighted else (0, 1))
 
     _both(transform)(p, t, w)
+
+
+def test_samples_of_no_dimensions():
+    """0-d samples: each loss is one squared error (weighted: its weight cancels)."""
+    p, t, w, dp = _tensors((6,), (6,), (6,), (6,), seed=12, positive_last=False)
+    w = w.abs() + 0.5
+    for reduction in REDUCTIONS:
+        _both(lambda loss, r=reduction: func.vmap(lambda a, b, c: loss(a, b, reduction=r, weight=c)))(p, t, w)
+        _both(lambda loss, r=reduction: func.vmap(lambda a, b: loss(a, b, reduction=r)))(p, t)
+
+        def weighted_total(loss, r=reduction):
+            per_sample = func.vmap(lambda a, b, c: loss(a, b, reduction=r, weight=c))
+            return func.grad(
+                lambda a, c: (per_sample(a, t, c) * torch.arange(6.0, dtype=a.dtype)).sum(), argnums=(0, 1)
+            )
+
+        _both(weighted_total)(p, w)
+        _both(
+            lambda loss, r=reduction: (
+                lambda a, da: func.jvp(func.vmap(lambda x: loss(x, t[0], reduction=r)), (a,), (da,))
+            )
+        )(p, dp)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_float32_per_sample_gradients(reduction):
+    p, t = (x.float() for x in _tensors((9, 5), (9, 5), seed=13))
+    results = [
+        func.vmap(func.grad(lambda a, b, loss=loss: loss(a, b, reduction="sum" if reduction == "none" else reduction)))(
+            p, t
+        )
+        for loss in (mse_loss, F.mse_loss)
+    ]
+    torch.testing.assert_close(results[0], results[1], rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("nested", ["jacfwd(jacfwd)", "jvp(jvp)"])
+def test_forward_mode_over_forward_mode_is_refused(nested):
+    """PyTorch gives a custom function's jvp no derivative of its own: the result would be
+    0, so it is refused with a message that names the working alternatives."""
+    p, t = _tensors((2, 3), (2, 3), seed=14)
+
+    def loss(a):
+        return mse_loss(a, t)
+
+    if nested == "jacfwd(jacfwd)":
+        twice = func.jacfwd(func.jacfwd(loss))
+    else:
+        twice = lambda a: func.jvp(lambda x: func.jvp(loss, (x,), (x,))[1], (a,), (a,))
+    with pytest.raises(NotImplementedError, match="hessian"):
+        twice(p)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_forward_mode_autograd_and_linearize(reduction, weighted):
+    """torch.autograd.forward_ad's dual tensors (eager forward mode), and torch.func.linearize,
+    which traces them with make_fx."""
+    forward_ad = torch.autograd.forward_ad
+    p, t, w, dp, dw = _tensors((4, 3), (4, 3), (4, 3), (4, 3), (4, 3), seed=15)
+    w = w.abs() + 0.5
+
+    def dual_tangent(loss):
+        def run(a, da, c, dc):
+            with forward_ad.dual_level():
+                weight = forward_ad.make_dual(c, dc) if weighted else None
+                out = loss(forward_ad.make_dual(a, da), t, reduction=reduction, weight=weight)
+                return forward_ad.unpack_dual(out).tangent
+
+        return run
+
+    tangent = _both(dual_tangent)(p, dp, w, dw)
+    assert tangent is not None
+    _both(lambda loss: lambda a, da: func.linearize(lambda x: loss(x, t, reduction=reduction), a)[1](da))(p, dp)
+
+
+def test_make_fx_traces_the_operator():
+    """Traced by make_fx (as torch.export does), the loss is the operator's node, not the
+    NumPy computation's result frozen into the graph as a constant."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    p, t = _tensors((5, 2), (5, 2), seed=16)
+    graph = make_fx(lambda a, b: mse_loss(a, b))(p, t)
+    assert "fastmse.mse_loss" in graph.code
+    q, u = _tensors((5, 2), (5, 2), seed=17)
+    torch.testing.assert_close(graph(q, u), F.mse_loss(q, u), rtol=1e-12, atol=1e-12)
+
+
+def test_fake_tensors_take_the_operators_fake():
+    """Fake tensors (shape propagation, torch.export) have no data: the fake is used."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    p, t = _tensors((5, 2), (5, 2), seed=18)
+    with FakeTensorMode() as mode:
+        fake = mse_loss(mode.from_tensor(p), mode.from_tensor(t), reduction="none")
+        reduced = mse_loss(mode.from_tensor(p), mode.from_tensor(t))
+    assert (fake.shape, fake.dtype, reduced.shape) == (p.shape, p.dtype, ())

@@ -11,11 +11,15 @@ deprecated ``size_average``/``reduce`` pair, and ``weight`` (the shape of `input
 PyTorch). Targets of another shape broadcast, with PyTorch's ``UserWarning``.
 
 Tensors in, tensors out, on their device (CPU tensors are read without a copy; CUDA
-tensors run on PyTorch's current stream), with gradients through autograd and through
-``torch.func``'s transforms: ``grad``, ``vmap`` (a loss per sample is one fastmse call
-over the samples' axes, not a loop), ``jacrev``, ``jvp``, ``jacfwd``, ``hessian`` and their
-compositions, such as per-sample gradients (``vmap(grad(...))``). Where PyTorch is
-installed, importing this module imports it and registers the operators. The loss is
+tensors run on PyTorch's current stream), with gradients through autograd, forward-mode
+AD (``torch.autograd.forward_ad``) and ``torch.func``'s transforms: ``grad``, ``vmap`` (a
+loss per sample is one fastmse call over the samples' axes, not a loop), ``jacrev``,
+``jvp``, ``jacfwd``, ``hessian``, ``linearize`` and their compositions, such as per-sample
+gradients (``vmap(grad(...))``), but for forward mode over forward mode (``jacfwd`` of
+``jacfwd``), which PyTorch does not give custom functions and which raises
+NotImplementedError. Traced by ``make_fx`` (as ``torch.export`` traces) or on fake
+tensors, the loss is the operator below. Where PyTorch is installed, importing this module
+imports it and registers the operators. The loss is
 the custom operator ``torch.ops.fastmse.mse_loss`` (``torch.library``, with a fake
 implementation, so ``torch.compile(fullgraph=True)`` keeps it in one graph; eagerly the
 same functions run as a ``torch.autograd.Function``, without the operator's dispatch).
@@ -208,19 +212,26 @@ def _tensor_loss(input: Any, target: Any, weight: Any, reduction: str) -> Any:
     code = _REDUCTIONS.index(reduction)
     fused = reduction != "none" and _torch.is_grad_enabled() and input.requires_grad
     if _torch.compiler.is_compiling():  # the operators: one node each in the graph
-        return (
-            ops.mse_loss_and_grad(input, target, weight, code)[0]
-            if fused
-            else ops.mse_loss(input, target, weight, code)
-        )
-    if _transforms_active():  # torch.func: the loss alone; its backward is differentiated again
+        return _operator(fused, input, target, weight, code)
+    if _transforms_active() or _forward_ad.get("_current_level", -1) >= 0:
+        # torch.func, or forward-mode AD (torch.autograd.forward_ad, torch.func.linearize):
+        # the loss alone, whose backward is differentiated again and which has a jvp.
         return ops.Transformable.apply(input, target, weight, code, 0)
+    if _dispatch_modes():  # make_fx (torch.export's tracing), fake tensors: the operators too,
+        # where the functions' NumPy would be constants in a traced graph, or fail on fake data
+        return _operator(fused, input, target, weight, code)
     # Eagerly, the same functions without the operators' dispatch (tens of microseconds a call).
     if fused:
         return ops.Fused.apply(input, target, weight, code)
     if _torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (input, target, weight)):
         return ops.Loss.apply(input, target, weight, code)
     return _forward(input, target, weight, code, with_gradient=False)[0]
+
+
+def _operator(fused: bool, input: Any, target: Any, weight: Any, code: int) -> Any:
+    return (
+        _OPS.mse_loss_and_grad(input, target, weight, code)[0] if fused else _OPS.mse_loss(input, target, weight, code)
+    )
 
 
 def _forward(
@@ -245,30 +256,30 @@ def _forward(
     # C-contiguous, as the fake says ("none" follows predictions' layout).
     value = as_tensor(value, input).contiguous()
     grad = None if grad is None else as_tensor(grad, input).contiguous()
-    if spread:
-        total = _weight_sums(weight, sample_ndim)
+    if spread:  # PyTorch's weighted mean divides by the sum of the weights over their own shape
+        total = _sample_sums(weight, sample_ndim, keepdim=False)
         value = value / total
-        grad = None if grad is None else grad / total.reshape(total.shape + (1,) * (grad.dim() - total.dim()))
+        grad = None if grad is None else grad / total  # (fused: no batch dimensions)
     return value, grad
 
 
-def _weight_sums(weight: Any, sample_ndim: int | None, keepdim: bool = False) -> Any:
-    """The sum of `weight` over its own shape (PyTorch's weighted mean divides by it), or
-    with `sample_ndim`, over its last `sample_ndim` dimensions: one for each sample."""
+def _sample_sums(x: Any, sample_ndim: int | None, keepdim: bool = True) -> Any:
+    """`x` summed over its own shape (`sample_ndim` None: no batch dimensions), or over
+    its last `sample_ndim` dimensions, one sample's: none where the samples are 0-d (a
+    sum over no dimensions is torch's sum over all)."""
     if sample_ndim is None:
-        return weight.sum()
-    return weight.sum(tuple(range(max(0, weight.dim() - sample_ndim), weight.dim())), keepdim=keepdim)
+        return x.sum()
+    dims = tuple(range(max(0, x.dim() - sample_ndim), x.dim()))
+    return x.sum(dims, keepdim=keepdim) if dims else x
 
 
 def _vmap(
     info: Any, in_dims: tuple[int | None, ...], input: Any, target: Any, weight: Any, code: int, batch_dims: int
 ) -> tuple[Any, int]:
-    """The loss under torch.vmap: each tensor's batched dimension moved to the front, then
-    dimensions of 1 after it up to the samples' common number of dimensions, so that the
-    batches broadcast against each other and a tensor without one broadcasts over them
-    (but input, expanded along the batch where it has none: the loss's shape and the
-    weights' sums per sample follow it); the loss then has one more leading dimension that
-    it keeps."""
+    """The loss under torch.vmap, as one call with one more batch dimension: each batched
+    tensor's batch dimension first, then dimensions of 1 up to the samples' number of
+    dimensions (so that batches and unbatched tensors broadcast as the samples do); an
+    unbatched input is expanded along the batch, so that the loss has it too."""
     tensors = (input, target, weight)
     ndim = max(x.dim() - (d is not None) for x, d in zip(tensors, in_dims, strict=False) if x is not None)
     if in_dims[0] is None:
@@ -319,8 +330,9 @@ def _backward(ctx: Any, grad_loss: Any, *_: Any) -> tuple[Any, ...]:
     if fused is not None and not _torch.is_grad_enabled() and not wants_target and not wants_weight:
         return (fused.mul_(grad_loss) if ctx.owns_fused else fused * grad_loss), None, None, *others
     difference = input - target
-    batch_dims, sample_ndim = ctx.batch_dims, difference.dim() - ctx.batch_dims
-    if batch_dims and ctx.reduction != 0:  # a loss per sample, over that sample's positions
+    batch_dims = ctx.batch_dims
+    sample_ndim = difference.dim() - batch_dims if batch_dims else None
+    if sample_ndim is not None and ctx.reduction != 0:  # a loss per sample, over that sample's positions
         grad_loss = grad_loss.reshape(grad_loss.shape + (1,) * sample_ndim)
     # The scalar (or per-sample) factors first, then one product over the positions, as
     # PyTorch's own backward orders it: (p - t) * (2 / n * grad).
@@ -330,7 +342,7 @@ def _backward(ctx: Any, grad_loss: Any, *_: Any) -> tuple[Any, ...]:
         if weight is None:
             total = math.prod(difference.shape[batch_dims:])
         else:
-            total = _weight_sums(weight, sample_ndim if batch_dims else None, keepdim=True)
+            total = _sample_sums(weight, sample_ndim)
         scale = grad_loss * (2 / total) if weight is None else scale / total
     factor = difference * scale if weight is None else weight * difference * scale
     grad_input = factor.sum_to_size(input.shape) if wants_input else None
@@ -339,9 +351,9 @@ def _backward(ctx: Any, grad_loss: Any, *_: Any) -> tuple[Any, ...]:
     if wants_weight:
         squares = difference * difference
         if total is not None:  # d/dw of sum(w * squares) / sum(w), w over its own shape
-            mean = _sample_sums(weight * squares, batch_dims) / total
+            mean = _sample_sums(weight * squares, sample_ndim) / total
             correction = grad_loss * mean / total
-            if batch_dims:  # summed over the samples that share a weight
+            if sample_ndim is not None:  # summed over the samples that share a weight
                 kept = max(0, weight.dim() - sample_ndim)
                 correction = correction.sum_to_size(weight.shape[:kept] + (1,) * (weight.dim() - kept))
             grad_weight = (grad_loss * squares / total).sum_to_size(weight.shape) - correction
@@ -350,13 +362,15 @@ def _backward(ctx: Any, grad_loss: Any, *_: Any) -> tuple[Any, ...]:
     return grad_input, grad_target, grad_weight, *others
 
 
-def _sample_sums(terms: Any, batch_dims: int) -> Any:
-    """`terms` summed over everything, or over each sample's positions (dimensions kept)."""
-    return terms.sum(tuple(range(batch_dims, terms.dim())), keepdim=True) if batch_dims else terms.sum()
-
-
 def _jvp(ctx: Any, input_tangent: Any, target_tangent: Any, weight_tangent: Any, *_: Any) -> Any:
     """The loss's change along the tangents (forward-mode: torch.func.jvp, jacfwd)."""
+    if _forward_modes() > 1:  # one differentiates the other's jvp
+        msg = (
+            "fastmse's loss under two forward-mode transforms (jacfwd of jacfwd, jvp of jvp) is not "
+            "computed: PyTorch gives a custom function's jvp no derivative of its own, so the result "
+            "would be 0; use torch.func.hessian (jacfwd of jacrev) or jacrev of jacrev"
+        )
+        raise NotImplementedError(msg)
     input, target, weight = ctx.saved_tensors
     difference = input - target
     change = difference.new_zeros(())
@@ -371,18 +385,30 @@ def _jvp(ctx: Any, input_tangent: Any, target_tangent: Any, weight_tangent: Any,
     if ctx.reduction == 0:
         return terms
     batch_dims = ctx.batch_dims
-    sums = _sample_sums(terms, batch_dims)
+    sample_ndim = difference.dim() - batch_dims if batch_dims else None
+    sums = _sample_sums(terms, sample_ndim)
     if ctx.reduction == _MEAN:
         if weight is None:
             sums = sums / math.prod(difference.shape[batch_dims:])
         else:  # d(sum(w * e) / sum(w)) = (d sum(w * e) - mean * sum(dw)) / sum(w)
-            sample_ndim = difference.dim() - batch_dims if batch_dims else None
-            total = _weight_sums(weight, sample_ndim, keepdim=True)
+            total = _sample_sums(weight, sample_ndim)
             if weight_tangent is not None:
-                mean = _sample_sums(weight * difference * difference, batch_dims) / total
-                sums = sums - mean * _weight_sums(weight_tangent, sample_ndim, keepdim=True)
+                mean = _sample_sums(weight * difference * difference, sample_ndim) / total
+                sums = sums - mean * _sample_sums(weight_tangent, sample_ndim)
             sums = sums / total
     return sums.reshape(difference.shape[:batch_dims])
+
+
+def _forward_modes() -> int:
+    """How many forward-mode transforms (torch.func.jvp, jacfwd) are active (torch.func's
+    interpreter stack, a private API: where it is missing, none are found)."""
+    try:
+        pyfunctorch = importlib.import_module("torch._functorch.pyfunctorch")
+        jvp = _torch._C._functorch.TransformType.Jvp
+        interpreters = pyfunctorch.retrieve_all_functorch_interpreters()
+    except (ImportError, AttributeError):
+        return 0
+    return sum(bool(interpreter.key() == jvp) for interpreter in interpreters)
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
@@ -473,6 +499,11 @@ except ImportError:  # NumPy arrays only
 _OPS: Any = None if _torch is None else _operators(_torch)
 # Whether a torch.func transform (grad, vmap, jvp, ...) is running: what Function.apply asks.
 _transforms_active: Any = getattr(getattr(_torch, "_C", None), "_are_functorch_transforms_active", lambda: False)
+# How many torch dispatch modes (make_fx's proxy mode, FakeTensorMode, ...) are active.
+_dispatch_modes: Any = getattr(getattr(_torch, "_C", None), "_len_torch_dispatch_stack", lambda: 0)
+# torch.autograd.forward_ad's globals: its _current_level is that of the innermost dual_level
+# (-1 outside any), a module global that its dual_level context sets.
+_forward_ad: dict[str, Any] = {} if _torch is None else vars(importlib.import_module("torch.autograd.forward_ad"))
 
 if _torch is not None:
 

@@ -275,3 +275,38 @@ def test_fake_tensors_take_the_operators_fake():
         fake = mse_loss(mode.from_tensor(p), mode.from_tensor(t), reduction="none")
         reduced = mse_loss(mode.from_tensor(p), mode.from_tensor(t))
     assert (fake.shape, fake.dtype, reduced.shape) == (p.shape, p.dtype, ())
+
+
+def test_vmap_inside_forward_mode_autograd():
+    forward_ad = torch.autograd.forward_ad
+    p, t, dp = _tensors((3, 4), (3, 4), (3, 4), seed=19)
+
+    def transform(loss):
+        def run(a, b, da):
+            with forward_ad.dual_level():
+                return forward_ad.unpack_dual(func.vmap(loss)(forward_ad.make_dual(a, da), b)).tangent
+
+        return run
+
+    assert _both(transform)(p, t, dp) is not None
+
+
+def test_traced_transforms_and_functionalize():
+    """make_fx of jvp and of grad (real and fake tracing), torch.jit.trace and
+    functionalize replay PyTorch's results on new inputs; make_fx of vmap is refused (the
+    operator has no batch dimension), rather than its loss frozen into the graph."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    p, t, dp, q = _tensors((3, 4), (3, 4), (3, 4), (3, 4), seed=20)
+
+    def traced(loss):
+        jvp = make_fx(lambda a, b, da: func.jvp(lambda x: loss(x, b), (a,), (da,))[1])(p, t, dp)
+        grad = make_fx(lambda a, b: func.grad(lambda x: loss(x, b))(a), tracing_mode="fake")(p, t)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's warnings about Python values
+            jit = torch.jit.trace(lambda a, b: loss(a, b), (p, t))
+        return jvp(q, t, dp), grad(q, t), jit(q, t), func.functionalize(loss)(q, t)
+
+    _both(lambda loss: lambda: traced(loss))()
+    with pytest.raises(NotImplementedError, match="vmap"):
+        make_fx(lambda a, b: func.vmap(mse_loss)(a, b))(p, t)

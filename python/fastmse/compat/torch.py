@@ -17,8 +17,10 @@ loss per sample is one fastmse call over the samples' axes, not a loop), ``jacre
 ``jvp``, ``jacfwd``, ``hessian``, ``linearize`` and their compositions, such as per-sample
 gradients (``vmap(grad(...))``), but for forward mode over forward mode (``jacfwd`` of
 ``jacfwd``), which PyTorch does not give custom functions and which raises
-NotImplementedError. Traced by ``make_fx`` (as ``torch.export`` traces) or on fake
-tensors, the loss is the operator below. Where PyTorch is installed, importing this module
+NotImplementedError. Traced (``make_fx``, as ``torch.export`` traces; ``torch.jit.trace``),
+functionalized or on fake tensors, the loss is the operator below (``vmap`` traced so
+raises NotImplementedError: the operator has no batch dimension). Where PyTorch is
+installed, importing this module
 imports it and registers the operators. The loss is
 the custom operator ``torch.ops.fastmse.mse_loss`` (``torch.library``, with a fake
 implementation, so ``torch.compile(fullgraph=True)`` keeps it in one graph; eagerly the
@@ -213,12 +215,11 @@ def _tensor_loss(input: Any, target: Any, weight: Any, reduction: str) -> Any:
     fused = reduction != "none" and _torch.is_grad_enabled() and input.requires_grad
     if _torch.compiler.is_compiling():  # the operators: one node each in the graph
         return _operator(fused, input, target, weight, code)
-    if _transforms_active() or _forward_ad.get("_current_level", -1) >= 0:
+    if _differentiated_otherwise():
         # torch.func, or forward-mode AD (torch.autograd.forward_ad, torch.func.linearize):
         # the loss alone, whose backward is differentiated again and which has a jvp.
         return ops.Transformable.apply(input, target, weight, code, 0)
-    if _dispatch_modes():  # make_fx (torch.export's tracing), fake tensors: the operators too,
-        # where the functions' NumPy would be constants in a traced graph, or fail on fake data
+    if _traced() or _transforms_active():  # the operators too (that transform: functionalize)
         return _operator(fused, input, target, weight, code)
     # Eagerly, the same functions without the operators' dispatch (tens of microseconds a call).
     if fused:
@@ -226,6 +227,21 @@ def _tensor_loss(input: Any, target: Any, weight: Any, reduction: str) -> Any:
     if _torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (input, target, weight)):
         return ops.Loss.apply(input, target, weight, code)
     return _forward(input, target, weight, code, with_gradient=False)[0]
+
+
+def _differentiated_otherwise() -> bool:
+    """Whether a torch.func transform (but functionalize alone, which the operators take) or
+    forward-mode AD is active."""
+    if _forward_ad.get("_current_level", -1) >= 0:
+        return True
+    return bool(_transforms_active()) and set(_transforms()) != {"Functionalize"}
+
+
+def _traced() -> bool:
+    """Whether the call is traced (make_fx, as torch.export traces; torch.jit.trace) or runs
+    on fake tensors: the functions' NumPy would be a constant in the trace, or fail on data
+    that is not there."""
+    return bool(_dispatch_modes()) or bool(_torch._C._is_tracing())
 
 
 def _operator(fused: bool, input: Any, target: Any, weight: Any, code: int) -> Any:
@@ -293,12 +309,12 @@ def _vmap(
         return x.reshape(x.shape[:1] + (1,) * (ndim + 1 - x.dim()) + x.shape[1:])
 
     input, target, weight = (front(x, d) for x, d in zip(tensors, in_dims, strict=False))
-    if _transforms_active() or (
+    if _differentiated_otherwise() or (
         _torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (input, target, weight))
     ):
         return _OPS.Transformable.apply(input, target, weight, code, batch_dims + 1), 0
     # The last transform, nothing to differentiate: the loss itself (apply's own cost is most of a call).
-    return _forward(input, target, weight, code, with_gradient=False, batch_dims=batch_dims + 1)[0], 0
+    return _transformable_forward(input, target, weight, code, batch_dims + 1), 0
 
 
 def _result_shape(input: Any, target: Any, code: int) -> tuple[int, ...]:
@@ -399,16 +415,21 @@ def _jvp(ctx: Any, input_tangent: Any, target_tangent: Any, weight_tangent: Any,
     return sums.reshape(difference.shape[:batch_dims])
 
 
-def _forward_modes() -> int:
-    """How many forward-mode transforms (torch.func.jvp, jacfwd) are active (torch.func's
-    interpreter stack, a private API: where it is missing, none are found)."""
+def _transforms() -> list[str]:
+    """The names of the active torch.func transforms, outermost first ("Vmap", "Grad",
+    "Jvp", "Functionalize"), from torch.func's interpreter stack: a private API (where it
+    is missing, none are found)."""
     try:
         pyfunctorch = importlib.import_module("torch._functorch.pyfunctorch")
-        jvp = _torch._C._functorch.TransformType.Jvp
         interpreters = pyfunctorch.retrieve_all_functorch_interpreters()
     except (ImportError, AttributeError):
-        return 0
-    return sum(bool(interpreter.key() == jvp) for interpreter in interpreters)
+        return []
+    return [str(interpreter.key().name) for interpreter in interpreters]
+
+
+def _forward_modes() -> int:
+    """How many forward-mode transforms (torch.func.jvp, jacfwd) are active."""
+    return _transforms().count("Jvp")
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
@@ -430,6 +451,11 @@ def _setup_transformable(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None
 
 
 def _transformable_forward(input: Any, target: Any, weight: Any, reduction: int, batch_dims: int) -> Any:
+    if _traced():  # the operator, whose fake and tracing there are; it has no batch dimensions
+        if batch_dims:
+            msg = "fastmse's loss under torch.vmap, traced (make_fx) or on fake tensors, is not computed"
+            raise NotImplementedError(msg)
+        return _OPS.mse_loss(input, target, weight, reduction)
     return _forward(input, target, weight, reduction, with_gradient=False, batch_dims=batch_dims)[0]
 
 

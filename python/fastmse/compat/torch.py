@@ -224,7 +224,7 @@ def _tensor_loss(input: Any, target: Any, weight: Any, reduction: str) -> Any:
     # Eagerly, the same functions without the operators' dispatch (tens of microseconds a call).
     if fused:
         return ops.Fused.apply(input, target, weight, code)
-    if _torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (input, target, weight)):
+    if _requires_grad(input, target, weight):
         return ops.Loss.apply(input, target, weight, code)
     return _forward(input, target, weight, code, with_gradient=False)[0]
 
@@ -235,6 +235,11 @@ def _differentiated_otherwise() -> bool:
     if _forward_ad.get("_current_level", -1) >= 0:
         return True
     return bool(_transforms_active()) and set(_transforms()) != {"Functionalize"}
+
+
+def _requires_grad(*tensors: Any) -> bool:
+    """Whether autograd records the call: grad mode on, and a tensor (not None) requiring grad."""
+    return bool(_torch.is_grad_enabled()) and any(x is not None and x.requires_grad for x in tensors)
 
 
 def _traced() -> bool:
@@ -309,9 +314,7 @@ def _vmap(
         return x.reshape(x.shape[:1] + (1,) * (ndim + 1 - x.dim()) + x.shape[1:])
 
     input, target, weight = (front(x, d) for x, d in zip(tensors, in_dims, strict=False))
-    if _differentiated_otherwise() or (
-        _torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (input, target, weight))
-    ):
+    if _differentiated_otherwise() or _requires_grad(input, target, weight):
         return _OPS.Transformable.apply(input, target, weight, code, batch_dims + 1), 0
     # The last transform, nothing to differentiate: the loss itself (apply's own cost is most of a call).
     return _transformable_forward(input, target, weight, code, batch_dims + 1), 0

@@ -1,8 +1,9 @@
-"""PyTorch tensors as the arrays fastmse computes, and results back as tensors: shared by
-:mod:`fastmse.compat.torch` and :mod:`fastmse.compat.keras` (Keras's PyTorch backend).
+"""PyTorch tensors as the arrays fastmse computes, and results back as tensors, and the
+computation itself (small call, else general path): shared by :mod:`fastmse.compat.torch`
+and :mod:`fastmse.compat.keras` (Keras's PyTorch backend), for arrays and tensors alike.
 
-Called only with tensors, so PyTorch is already imported; this module imports nothing of
-it at its own import.
+This module imports nothing of PyTorch at its own import: tensors arrive only where it is
+already imported.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import sys
 from typing import Any
 
 import numpy as np
+
+from .. import _backends
+from .._compute import gradient, loss
+from .._resolve import Call, resolve
 
 FLOATS = ("float16", "bfloat16", "float32", "float64")  # the tensor dtypes computed
 
@@ -68,6 +73,51 @@ def _bfloat16() -> np.dtype:
         raise TypeError(msg) from None
     dtype: np.dtype = np.dtype(ml_dtypes.bfloat16)
     return dtype
+
+
+def computed(
+    input: Any, target: Any, weight: Any, reduction: str, with_gradient: bool, axis: int | tuple[int, ...] | None = None
+) -> tuple[Any, Any]:
+    """fastmse's loss of arrays over `axis`, and its gradient with respect to `input` where
+    asked (else None), as the compat modules compute them: through the backend's small
+    call where it takes the call (weights that are negative it leaves to the general path,
+    which allows them here, as PyTorch does)."""
+    small_call = _backends.small_call
+    if small_call is not None and (weight is None or _same_dtype(weight, input)):
+        job = _backends.JOB_MSE_AND_GRAD if with_gradient else _backends.JOB_MSE
+        result = small_call(job, input, target, weight, axis, reduction, False, None)
+        if result is not NotImplemented:
+            return result if with_gradient else (result, None)
+    call = _call(input, target, weight, reduction, axis)
+    if with_gradient:
+        value, grad = gradient(call, None, False, with_loss=True)
+        return value, grad
+    return loss(call, keepdims=False), None
+
+
+def _same_dtype(weight: Any, input: Any) -> bool:
+    """Whether `weight` is an array of `input`'s dtype: a wider one widens PyTorch's loss."""
+    return isinstance(weight, np.ndarray) and isinstance(input, np.ndarray) and weight.dtype == input.dtype
+
+
+def _call(input: Any, target: Any, weight: Any, reduction: str, axis: int | tuple[int, ...] | None) -> Call:
+    """The fastmse call of PyTorch's loss: weights may be negative, and float64 weights
+    make a float64 loss (PyTorch multiplies by them in their dtype)."""
+    if weight is None:
+        return resolve(input, target, None, axis, reduction)
+    if not isinstance(weight, np.ndarray) and not is_tensor(weight):
+        weight = np.asarray(weight)
+    call = resolve(input, target, weight, axis, reduction, signed_weights=True)
+    if isinstance(weight, np.ndarray) and weight.dtype.kind == "f" and weight.dtype.itemsize > call.dtype.itemsize:
+        wider = weight.dtype
+        call = resolve(input.astype(wider), target.astype(wider), weight, axis, reduction, signed_weights=True)
+    return call
+
+
+def is_tensor(value: Any) -> bool:
+    """Whether `value` is a PyTorch tensor (PyTorch, where not imported, made none)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def as_tensor(value: Any, like: Any) -> Any:

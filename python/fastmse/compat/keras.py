@@ -37,9 +37,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .._compute import gradient, loss
-from .._resolve import is_bfloat16, resolve
-from ._tensors import as_tensor, operands
+from .._resolve import is_bfloat16
+from ._tensors import as_tensor, computed, operands
 
 _FLOATX = np.dtype(np.float32)
 
@@ -121,7 +120,7 @@ def mean_squared_error(y_true: ArrayLike, y_pred: ArrayLike) -> Any:
         predicted, truth = predicted[None], truth[None]
     if torch is not None:
         return _tensor_loss(torch, predicted, truth)
-    losses = np.asarray(loss(resolve(predicted, truth, None, -1, "mean"), keepdims=False))
+    losses = np.asarray(computed(predicted, truth, None, "mean", False, -1)[0])
     return losses if predicted.dtype.kind == "f" or is_bfloat16(predicted.dtype) else losses.astype(_FLOATX)
 
 
@@ -167,11 +166,8 @@ def _forward(y_pred: Any, y_true: Any, with_gradient: bool) -> tuple[Any, Any]:
     """The losses, and the gradient of their sum with respect to `y_pred` where asked
     (one pass over the data), as tensors."""
     predictions, targets, _ = operands(y_pred, y_true, None)
-    call = resolve(predictions, targets, None, -1, "mean")
-    if with_gradient:
-        value, grad = gradient(call, None, False, with_loss=True)
-        return as_tensor(value, y_pred), as_tensor(grad, y_pred)
-    return as_tensor(loss(call, keepdims=False), y_pred), None
+    value, grad = computed(predictions, targets, None, "mean", with_gradient, -1)
+    return as_tensor(value, y_pred), None if grad is None else as_tensor(grad, y_pred)
 
 
 @functools.cache

@@ -45,11 +45,8 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
-from .. import _backends
-from .._compute import gradient, loss
-from .._resolve import Call, resolve
 from .._types import Reduction
-from ._tensors import as_tensor, operands
+from ._tensors import as_tensor, computed, is_tensor, operands
 
 _REDUCTIONS = ("none", "mean", "sum")  # in the order of PyTorch's reduction codes (0, 1, 2)
 
@@ -75,12 +72,8 @@ def _legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
     return reduction
 
 
-def _is_tensor(value: Any) -> bool:
-    return _torch is not None and isinstance(value, _torch.Tensor)
-
-
 def _shape(value: Any) -> tuple[int, ...]:
-    return tuple(value.shape) if _is_tensor(value) else tuple(np.shape(value))
+    return tuple(value.shape) if is_tensor(value) else tuple(np.shape(value))
 
 
 def _mean_over_own_weights(input_shape: Any, target_shape: Any, weight: Any, reduction: str) -> bool:
@@ -158,50 +151,12 @@ def mse_loss(
     elif not _is_reduction(reduction):
         msg = f"{reduction} is not a valid value for reduction"
         raise ValueError(msg)
-    if _is_tensor(input) or _is_tensor(target):
+    if is_tensor(input) or is_tensor(target):
         return _tensor_loss(input, target, weight, reduction)
     if _mean_over_own_weights(input_shape, target_shape, weight, reduction):
-        value = _computed(input, target, weight, "sum", with_gradient=False)[0]
+        value = computed(input, target, weight, "sum", with_gradient=False)[0]
         return value / np.asarray(weight).sum(dtype=np.result_type(value))
-    return _computed(input, target, weight, reduction, with_gradient=False)[0]
-
-
-def _computed(
-    input: Any, target: Any, weight: Any, reduction: str, with_gradient: bool, axis: tuple[int, ...] | None = None
-) -> tuple[Any, Any]:
-    """fastmse's loss of arrays over `axis`, and its gradient with respect to `input` where
-    asked (else None): through the backend's small call where it takes the call (weights
-    that are negative it leaves to the general path, which allows them here)."""
-    small_call = _backends.small_call
-    if small_call is not None and (weight is None or _same_dtype(weight, input)):
-        job = _backends.JOB_MSE_AND_GRAD if with_gradient else _backends.JOB_MSE
-        result = small_call(job, input, target, weight, axis, reduction, False, None)
-        if result is not NotImplemented:
-            return result if with_gradient else (result, None)
-    call = _call(input, target, weight, reduction, axis)
-    if with_gradient:
-        value, grad = gradient(call, None, False, with_loss=True)
-        return value, grad
-    return loss(call, keepdims=False), None
-
-
-def _same_dtype(weight: Any, input: Any) -> bool:
-    """Whether `weight` is an array of `input`'s dtype: a wider one widens PyTorch's loss."""
-    return isinstance(weight, np.ndarray) and isinstance(input, np.ndarray) and weight.dtype == input.dtype
-
-
-def _call(input: Any, target: Any, weight: Any, reduction: str, axis: tuple[int, ...] | None = None) -> Call:
-    """The fastmse call PyTorch's loss is: weights may be negative, and float64 weights
-    make a float64 loss (PyTorch multiplies by them in their dtype)."""
-    if weight is None:
-        return resolve(input, target, None, axis, reduction)
-    if not isinstance(weight, np.ndarray) and not _is_tensor(weight):
-        weight = np.asarray(weight)
-    call = resolve(input, target, weight, axis, reduction, signed_weights=True)
-    if isinstance(weight, np.ndarray) and weight.dtype.kind == "f" and weight.dtype.itemsize > call.dtype.itemsize:
-        wider = weight.dtype
-        call = resolve(input.astype(wider), target.astype(wider), weight, axis, reduction, signed_weights=True)
-    return call
+    return computed(input, target, weight, reduction, with_gradient=False)[0]
 
 
 # Tensors: the loss as torch.library operators, registered as this module is imported
@@ -273,7 +228,7 @@ def _forward(
     # Per sample, a weight's own shape is input's (PyTorch's check saw the samples' shapes).
     spread = weight is not None and code == _MEAN and bool(batch_dims)
     spread = spread or _mean_over_own_weights(input.shape, target.shape, weight, reduction)
-    value, grad = _computed(*operands(input, target, weight), "sum" if spread else reduction, with_gradient, axis)
+    value, grad = computed(*operands(input, target, weight), "sum" if spread else reduction, with_gradient, axis)
     # C-contiguous, as the fake says ("none" follows predictions' layout).
     value = as_tensor(value, input).contiguous()
     grad = None if grad is None else as_tensor(grad, input).contiguous()

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .. import _backends
 from .._compute import gradient, partial_sums
 from .._gpu import array_module, current_device_of, is_gpu_array
 from .._resolve import resolve
@@ -30,8 +31,9 @@ from .._resolve import resolve
 
 def _check(outi: ArrayLike, out0: ArrayLike) -> tuple[Any, Any]:
     """Both as arrays (GPU arrays as they are), checked to be (N, k) of one shape."""
-    p: Any = outi if is_gpu_array(outi) else np.asarray(outi)
-    t: Any = out0 if is_gpu_array(out0) else np.asarray(out0)
+    # A NumPy array first: asking another kind whether it is on a GPU costs a small call's time.
+    p: Any = outi if type(outi) is np.ndarray or is_gpu_array(outi) else np.asarray(outi)
+    t: Any = out0 if type(out0) is np.ndarray or is_gpu_array(out0) else np.asarray(out0)
     if p.ndim != 2 or p.shape != t.shape:
         msg = f"predictions and targets must be (N, k) arrays of one shape, not {p.shape} and {t.shape}"
         raise ValueError(msg)
@@ -76,8 +78,13 @@ def MSE_loss_grad(outi: ArrayLike, out0: ArrayLike) -> NDArray[Any]:
     -------
     ndarray, shape (N, k)
     """
-    call = resolve(*_check(outi, out0), None, -1, "mean")
-    result: NDArray[Any] = gradient(call, None, keepdims=False, with_loss=False)[1]
+    p, t = _check(outi, out0)
+    small_call = _backends.small_call
+    if small_call is not None:  # the common small call in one step (NotImplemented for others)
+        result: NDArray[Any] = small_call(_backends.JOB_MSE_GRAD, p, t, None, -1, "mean", False, None)
+        if result is not NotImplemented:
+            return result
+    result = gradient(resolve(p, t, None, -1, "mean"), None, keepdims=False, with_loss=False)[1]
     return result
 
 

@@ -67,6 +67,21 @@ def test_crysx_against_crysx_nn(case):
     np.testing.assert_array_equal(crysx.MSE_loss_grad_cupy(p, t), gradient)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_crysx_small_arrays_give_the_general_paths_bits(dtype, order):
+    """MSE_loss's flat plan and MSE_loss_grad's small call (C order) give the bits of the
+    general path (fastmse.mse over everything, and mse_grad over the last axis)."""
+    from fastmse._compute import gradient, partial_sums
+    from fastmse._resolve import resolve
+
+    rng = np.random.default_rng(4)
+    p, t = (np.asarray(rng.standard_normal((37, 5)), dtype=dtype, order=order) for _ in range(2))
+    assert crysx.MSE_loss(p, t) == float(partial_sums(p, t).sums / 5)
+    general = gradient(resolve(p, t, None, -1, "mean"), None, keepdims=False, with_loss=False)[1]
+    np.testing.assert_array_equal(crysx.MSE_loss_grad(p, t), general)
+
+
 def test_crysx_integer_inputs_and_errors():
     p, t = np.arange(6).reshape(3, 2), np.zeros((3, 2), np.int64)
     assert crysx.MSE_loss(p, t) == crysx_loss.MSE_loss(p, t)

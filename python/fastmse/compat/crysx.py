@@ -26,7 +26,10 @@ from numpy.typing import ArrayLike, NDArray
 from .. import _backends
 from .._compute import gradient, partial_sums
 from .._gpu import array_module, current_device_of, is_gpu_array
-from .._resolve import resolve
+from .._plan import Operands, contiguous_plan
+from .._resolve import is_dense, resolve
+
+_FLOATS = frozenset(np.dtype(name) for name in ("float16", "float32", "float64"))
 
 
 def _check(outi: ArrayLike, out0: ArrayLike) -> tuple[Any, Any]:
@@ -43,9 +46,23 @@ def _check(outi: ArrayLike, out0: ArrayLike) -> tuple[Any, Any]:
 def _sum_over_outputs(outi: ArrayLike, out0: ArrayLike) -> tuple[Any, np.dtype]:
     """The float64 ``sum((outi - out0) ** 2) / k``, where the arrays are, and the result dtype."""
     p, t = _check(outi, out0)
+    if _flat(p, t):
+        # The flat plan resolve() would make (Call.flat), without resolving: on small arrays
+        # resolving costs several times the kernel.
+        sums = np.empty((), np.float64)
+        _backends.current().reduce(contiguous_plan(Operands(p, t, loss=sums)))
+        return sums / p.shape[1], p.dtype
     part = partial_sums(p, t)
     with current_device_of(part.sums):
         return part.sums / p.shape[1], part.dtype
+
+
+def _flat(p: Any, t: Any) -> bool:
+    """Whether `p` and `t` (of one shape) are NumPy arrays of one float dtype, not empty,
+    C-contiguous and aligned."""
+    if type(p) is not np.ndarray or type(t) is not np.ndarray or p.dtype != t.dtype or p.dtype not in _FLOATS:
+        return False
+    return p.size > 0 and is_dense(p.flags) and is_dense(t.flags)
 
 
 def MSE_loss(outi: ArrayLike, out0: ArrayLike) -> float:

@@ -11,17 +11,8 @@ deprecated ``size_average``/``reduce`` pair, and ``weight`` (the shape of `input
 PyTorch). Targets of another shape broadcast, with PyTorch's ``UserWarning``.
 
 Tensors in, tensors out, on their device (CPU tensors are read without a copy; CUDA
-tensors run on PyTorch's current stream), with gradients through autograd, forward-mode
-AD (``torch.autograd.forward_ad``) and ``torch.func``'s transforms: ``grad``, ``vmap`` (a
-loss per sample is one fastmse call over the samples' axes, not a loop), ``jacrev``,
-``jvp``, ``jacfwd``, ``hessian``, ``linearize`` and their compositions, such as per-sample
-gradients (``vmap(grad(...))``), but for forward mode over forward mode (``jacfwd`` of
-``jacfwd``), which PyTorch does not give custom functions and which raises
-NotImplementedError. Traced (``make_fx``, as ``torch.export`` traces; ``torch.jit.trace``),
-functionalized or on fake tensors, the loss is the operator below (``vmap`` traced so
-raises NotImplementedError: the operator has no batch dimension). Where PyTorch is
-installed, importing this module
-imports it and registers the operators. The loss is
+tensors run on PyTorch's current stream), with gradients through autograd. Where PyTorch
+is installed, importing this module imports it and registers the operators. The loss is
 the custom operator ``torch.ops.fastmse.mse_loss`` (``torch.library``, with a fake
 implementation, so ``torch.compile(fullgraph=True)`` keeps it in one graph; eagerly the
 same functions run as a ``torch.autograd.Function``, without the operator's dispatch).
@@ -31,6 +22,15 @@ gradient) and the backward only scales that gradient; ``create_graph=True``, tar
 weights that require grad, and ``reduction="none"`` take PyTorch's expressions in the
 backward. float16, bfloat16, float32 and float64 tensors (bfloat16 on the CPU, read as
 ``ml_dtypes.bfloat16`` arrays: the optional extra ``fastmse[bfloat16]``).
+
+Forward-mode AD (``torch.autograd.forward_ad``) and ``torch.func``'s transforms work as
+on PyTorch's loss: ``grad``, ``vmap`` (a loss per sample is one fastmse call over the
+samples' axes, not a loop), ``jacrev``, ``jvp``, ``jacfwd``, ``hessian``, ``linearize``
+and their compositions, such as per-sample gradients (``vmap(grad(...))``). Forward mode
+over forward mode (``jacfwd`` of ``jacfwd``) raises NotImplementedError: PyTorch gives a
+custom function's jvp no derivative of its own. Traced (``make_fx``, as ``torch.export``
+traces; ``torch.jit.trace``), functionalized or on fake tensors, the loss is the operator
+(``vmap`` traced so raises NotImplementedError: the operator has no batch dimension).
 
 NumPy arrays (and anything else ``np.asarray`` takes) in give NumPy scalars or arrays out.
 """

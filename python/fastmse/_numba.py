@@ -25,6 +25,7 @@ from numba.extending import intrinsic, overload, register_jitable
 from numpy.typing import NDArray
 
 from ._plan import Plan, is_contiguous, per_output, scalar_loss
+from ._types import FLOAT_DTYPES
 
 # The kernels' argument types, for type checkers (Numba infers its own from the values):
 # p, t, w and out are 1-D views of their storage (uint16 for float16, int16 for bfloat16:
@@ -1358,7 +1359,6 @@ def run_flat(kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out:
     return flat_total(partials)
 
 
-_SMALL_CALL_DTYPES = frozenset(np.dtype(name) for name in ("float16", "float32", "float64"))
 # NumPy's C function without its __array_function__ dispatch, half the cost of a small call's check.
 _may_share_memory = getattr(np.may_share_memory, "_implementation", np.may_share_memory)
 
@@ -1541,7 +1541,7 @@ class NumbaBackend:
             or type(t) is not np.ndarray
             or weights is not None
             or keepdims is not False
-            or p.dtype not in _SMALL_CALL_DTYPES
+            or p.dtype not in FLOAT_DTYPES
             or t.dtype != p.dtype
             or t.shape != p.shape
             or not 0 < p.size < PARALLEL_MIN

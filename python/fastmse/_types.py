@@ -36,3 +36,5 @@ class CudaArray(Protocol):
 GpuOrDask = DaskArray | CudaArray
 
 REDUCTIONS = ("mean", "sum", "none")
+# The dtypes the kernels compute in (bfloat16 aside), in native byte order.
+FLOAT_DTYPES = frozenset(np.dtype(name) for name in ("float16", "float32", "float64"))

@@ -28,8 +28,7 @@ from .._compute import gradient, partial_sums
 from .._gpu import array_module, current_device_of, is_gpu_array
 from .._plan import Operands, contiguous_plan
 from .._resolve import is_dense, resolve
-
-_FLOATS = frozenset(np.dtype(name) for name in ("float16", "float32", "float64"))
+from .._types import FLOAT_DTYPES
 
 
 def _check(outi: ArrayLike, out0: ArrayLike) -> tuple[Any, Any]:
@@ -60,7 +59,7 @@ def _sum_over_outputs(outi: ArrayLike, out0: ArrayLike) -> tuple[Any, np.dtype]:
 def _flat(p: Any, t: Any) -> bool:
     """Whether `p` and `t` (of one shape) are NumPy arrays of one float dtype, not empty,
     C-contiguous and aligned."""
-    if type(p) is not np.ndarray or type(t) is not np.ndarray or p.dtype != t.dtype or p.dtype not in _FLOATS:
+    if type(p) is not np.ndarray or type(t) is not np.ndarray or p.dtype != t.dtype or p.dtype not in FLOAT_DTYPES:
         return False
     return p.size > 0 and is_dense(p.flags) and is_dense(t.flags)
 

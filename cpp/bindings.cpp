@@ -363,20 +363,35 @@ enum class WeightTest { non_negative, positive_and_finite };
 #define FASTMSE_NOINLINE __attribute__((noinline))
 #endif
 // Large arrays are read on the kernels' threads (an OR: the same answer on any number).
-// Where `zero` is given (non_negative), it is set if a weight is 0 or -0.
+// Where `zero_rows` is given (non_negative), it is set if one of the n / row rows of `row`
+// consecutive weights is all 0 (or -0): a row whose weights sum to 0. A 0 alone, as in
+// a mask, leaves its row's sum above 0.
 template <typename W>
-FASTMSE_NOINLINE bool weights_pass(const W* w, int64_t n, WeightTest test, bool* zero) {
+FASTMSE_NOINLINE bool weights_pass(const W* w, int64_t n, WeightTest test, bool* zero_rows, int64_t row) {
     using Flag = std::conditional_t<sizeof(W) == 8, uint64_t, uint32_t>;
     Flag failed = 0;  // one flag for the whole array: loops without exits vectorize
     [[maybe_unused]] const int threads = n >= fastmse::kParallelMin * 16 ? fastmse::get_num_threads() : 1;
-    if (test == WeightTest::non_negative && zero != nullptr) {
-        Flag zeros = 0;
-#pragma omp parallel for schedule(static) reduction(| : failed, zeros) num_threads(threads) if (threads > 1)
-        for (int64_t i = 0; i < n; ++i) {
-            failed |= static_cast<Flag>(w[i] < W(0));
-            zeros |= static_cast<Flag>(w[i] == W(0));
+    if (test == WeightTest::non_negative && zero_rows != nullptr) {
+        // Blocks of whole rows, read in one vectorized loop; only a block with a 0 in it is
+        // read again row by row, each row until its first weight that is not 0.
+        const int64_t block_rows = std::max<int64_t>(1, 1024 / row), blocks = (n / row + block_rows - 1) / block_rows;
+        bool zero_row = false;
+#pragma omp parallel for schedule(static) reduction(| : failed) reduction(|| : zero_row) num_threads(threads) if (threads > 1)
+        for (int64_t b = 0; b < blocks; ++b) {
+            const int64_t first = b * block_rows, rows = std::min(block_rows, n / row - first);
+            const W* at = w + first * row;
+            Flag zeros = 0;
+            for (int64_t i = 0; i < rows * row; ++i) {
+                failed |= static_cast<Flag>(at[i] < W(0));
+                zeros |= static_cast<Flag>(at[i] == W(0));
+            }
+            for (int64_t r = 0; zeros != 0 && r < rows && !zero_row; ++r) {
+                int64_t j = 0;
+                while (j < row && at[r * row + j] == W(0)) ++j;
+                zero_row = j == row;
+            }
         }
-        *zero = *zero || zeros != 0;
+        *zero_rows = *zero_rows || zero_row;
     } else if (test == WeightTest::non_negative) {
 #pragma omp parallel for schedule(static) reduction(| : failed) num_threads(threads) if (threads > 1)
         for (int64_t i = 0; i < n; ++i) failed |= static_cast<Flag>(w[i] < W(0));
@@ -389,15 +404,18 @@ FASTMSE_NOINLINE bool weights_pass(const W* w, int64_t n, WeightTest test, bool*
     return failed == 0;
 }
 
-bool weights_pass(ScalarType type, const void* data, int64_t n, WeightTest test, bool* zero = nullptr) {
-    if (type == ScalarType::float32) return weights_pass(static_cast<const float*>(data), n, test, zero);
-    if (type == ScalarType::float64) return weights_pass(static_cast<const double*>(data), n, test, zero);
+bool weights_pass(ScalarType type, const void* data, int64_t n, WeightTest test, bool* zero_rows = nullptr,
+                  int64_t row = 1) {
+    if (type == ScalarType::float32) return weights_pass(static_cast<const float*>(data), n, test, zero_rows, row);
+    if (type == ScalarType::float64) return weights_pass(static_cast<const double*>(data), n, test, zero_rows, row);
+    // float16, converted a block of whole rows at a time (rows of at most kBlock).
     const auto* halves = static_cast<const fastmse::Half*>(data);
-    float block[512];
-    for (int64_t start = 0; start < n; start += 512) {
-        const int64_t m = std::min<int64_t>(512, n - start);
+    float block[fastmse::kBlock];
+    const int64_t whole = zero_rows != nullptr ? fastmse::kBlock / row * row : fastmse::kBlock;
+    for (int64_t start = 0; start < n; start += whole) {
+        const int64_t m = std::min<int64_t>(whole, n - start);
         for (int64_t i = 0; i < m; ++i) block[i] = fastmse::half_to_float(halves[start + i]);
-        if (!weights_pass(block, m, test, zero)) return false;
+        if (!weights_pass(block, m, test, zero_rows, row)) return false;
     }
     return true;
 }
@@ -687,9 +705,9 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     // signs there too (sums per output come from weights that vary along the summed axes,
     // so the test is non_negative). Where a sum turns out 0 the general path does the call
     // again, and its warning comes before it writes anything (an error where warnings are).
-    // So a gradient is written into `out` this way only where no weight is 0: non-negative
-    // weights sum to 0 only where all are 0 (a NaN or an infinity makes a sum NaN or
-    // infinite, never 0).
+    // So a gradient is written into `out` this way only where no row's weights are all 0:
+    // non-negative weights sum to 0 only where all are 0 (a NaN or an infinity makes a sum
+    // NaN or infinite, never 0). Weights that are masks (0 or 1) keep this path.
     bool sums_in_pass =
         sums_per_output && (split ? !leading && (count <= fastmse::kBlock || job == Job::mse) : job == Job::mse);
     // Weight sums summed before the pass, in lane mode (over more than kBlock weights
@@ -702,7 +720,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         bool* const find_zero = sums_in_pass && !out_arg.is_none() ? &zero : nullptr;
         const void* weights = to_check->data;
         without_gil_if(n_weights, [&] {
-            passed = weights_pass(weights_type, weights, n_weights, weights_test, find_zero);
+            passed = weights_pass(weights_type, weights, n_weights, weights_test, find_zero, count);
         });
         if (!passed) return not_here;
         sums_in_pass = sums_in_pass && !zero;

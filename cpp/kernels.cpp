@@ -908,7 +908,29 @@ void sum_row_weights(const Wt* w, int64_t jw, int64_t sw, int64_t n, int64_t row
 #else
     constexpr bool kPacked = false;
 #endif
-    for (int64_t i = 0; i < rows; ++i) {
+    int64_t i = 0;
+#if defined(__GNUC__)
+    if constexpr (kPacked) {
+        // kRowGroup rows' lanes combined together (combine_packed_rows: packed_row's bits).
+        constexpr Pass kSum = Pass::reduce_difference;
+        constexpr int kParts = kLanes / kVectorWidth;
+        for (; sw == 1 && i + kRowGroup <= rows; i += kRowGroup) {
+            Lanes acc[kRowGroup][kParts];
+            for (int g = 0; g < kRowGroup; ++g) {
+                const Wt* row = w + (i + g) * jw;
+                if (i + g + 1 < rows && jw == K)
+                    packed_row_lanes<kSum, false, true, true, K>(row, &zero, row, acc[g]);
+                else
+                    packed_row_lanes<kSum, false, true, false, K>(row, &zero, row, acc[g]);
+            }
+            double sums[kRowGroup];
+            combine_packed_rows(acc, sums);
+            for (int g = 0; g < kRowGroup; ++g)
+                weights[i + g] = {sums[g], CheckSigns && any_negative(w + (i + g) * jw, sw, n)};
+        }
+    }
+#endif
+    for (; i < rows; ++i) {
         const Wt* row = w + i * jw;
         if (kPacked && sw == 1) {
 #if defined(__GNUC__)

@@ -464,7 +464,7 @@ def test_weight_sums_summed_before_the_pass_check_the_signs_as_they_sum(dtype, s
 def test_out_is_left_alone_where_a_zero_weight_sum_warns_as_an_error(function):
     # The general path warns before it writes: with warnings as errors, `out` keeps what
     # it held on both paths (the small path finds the weight sums in the gradient's own
-    # pass only where no weight is 0, or into an array of its own).
+    # pass only where no row's weights are all 0, or into an array of its own).
     rng = np.random.default_rng(6)
     p, t = rng.standard_normal((100, 8)), np.zeros((100, 8))
     weights = np.ones_like(p)

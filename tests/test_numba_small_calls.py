@@ -1,7 +1,10 @@
 """The Numba backend's small_call: the commonest small calls (NumPy arrays of one float
-dtype and shape, all contiguous in C order or all in Fortran order, aligned,
-unweighted, of fewer than PARALLEL_MIN positions; the loss over everything or per row
-(C order), the gradient over everything or one axis) in one step. It must give bitwise what the general path gives, and hand every other call back."""
+dtype, all contiguous in C order or all in Fortran order, aligned, unweighted, of fewer
+than PARALLEL_MIN positions; targets of the predictions' shape, or per column or per
+sample of (N, k) predictions in C order; the loss over everything or (C order) over the
+first or the last axis, the squared errors, the gradient over everything or one axis)
+in one step. It must give bitwise what the general path gives, and hand every other call
+back."""
 
 from __future__ import annotations
 
@@ -36,12 +39,14 @@ def calls(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     p = rng.standard_normal(shape).astype(dtype)
     t = rng.standard_normal(shape).astype(dtype)
-    other = draw(st.sampled_from(["", "", "", "", "float64", "broadcast", "fortran", "weights"]))
+    other = draw(st.sampled_from(["", "", "", "", "float64", "per sample", "per column", "fortran", "weights"]))
     kwargs = {"reduction": draw(st.sampled_from(["mean", "mean", "sum", "none"]))}
     if other == "float64":
         t = t.astype(np.float64)
-    elif other == "broadcast":
-        t = t[..., :1]
+    elif other == "per sample":
+        t = t[..., :1].copy()
+    elif other == "per column":
+        t = t[:1].copy() if len(shape) < 2 or not shape[0] or draw(st.booleans()) else t[0].copy()
     elif other == "fortran" and len(shape) > 1:
         p, t = np.asfortranarray(p), np.asfortranarray(t)
     elif other == "weights":
@@ -92,10 +97,34 @@ def test_the_commonest_calls_take_the_small_path(backend, dtype, shape, order):
         (MSE_AND_GRAD, None, out),
         (MSE_AND_GRAD, None, None),
     ]
-    if len(shape) > 1 and order == "C":  # a loss per row
+    if len(shape) > 1 and order == "C":  # a loss per row, per column
         calls += [(MSE, -1, None), (MSE, len(shape) - 1, None), (MSE_AND_GRAD, -1, out), (MSE_AND_GRAD, -1, None)]
+        calls += [(MSE, 0, None), (MSE_AND_GRAD, 0, out)]
+    _take_the_small_path(backend, p, t, out, calls)
+    result = backend.small_call(MSE, p, t, None, None, "none", False, None)
+    assert_same_results(on_general_path(mse, p, t, reduction="none"), result)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("targets", ["per column", "per column (1, k)", "per sample"])
+def test_targets_per_column_or_sample_take_the_small_path(backend, dtype, targets):
+    rng = np.random.default_rng(3)
+    p = rng.standard_normal((256, 10)).astype(dtype)
+    t = {"per column": p[0], "per column (1, k)": p[:1], "per sample": p[:, :1]}[targets].copy()
+    t += 1
+    out = np.empty_like(p)
+    calls = [(job, axis, result_out) for job in (MSE, MSE_AND_GRAD) for axis in (0, -1) for result_out in (None, out)]
+    calls += [(MSE_GRAD, axis, result_out) for axis in (None, 0, -1) for result_out in (None, out)]
+    if targets != "per sample":  # per sample over everything: rows summed first, the general path
+        calls += [(MSE, None, None), (MSE_AND_GRAD, None, out)]
+    _take_the_small_path(backend, p, t, out, calls)
+
+
+def _take_the_small_path(backend, p, t, out, calls):
     for reduction in ("mean", "sum"):
         for job, axis, result_out in calls:
+            if job == MSE:
+                result_out = None
             result = backend.small_call(job, p, t, None, axis, reduction, False, result_out)
             assert result is not NotImplemented, (job, axis, reduction)
             function = (mse, mse_grad, mse_and_grad)[job]
@@ -127,17 +156,21 @@ def test_other_calls_are_handed_back(backend):
     p = np.ones((6, 4), np.float32)
     handed_back = [
         (MSE, p, p.astype(np.float64), None, None, "mean", False, None),  # two dtypes
-        (MSE, p, p[:1], None, None, "mean", False, None),  # targets broadcast
+        (MSE, p, p[:, :1], None, None, "mean", False, None),  # targets per sample, over everything
+        (MSE, p.reshape(2, 3, 4), p[:1].reshape(1, 1, 4), None, None, "mean", False, None),  # broadcast over 3-D
+        (MSE, np.asfortranarray(p), p[0].copy(), None, None, "mean", False, None),  # per column, Fortran order
+        (MSE, p[:1], p[0].copy(), None, None, "mean", False, None),  # per column of one row
         (MSE, p.T, p.T.copy(), None, None, "mean", False, None),  # Fortran and C order
         (MSE, p.T, p.T, None, -1, "mean", False, None),  # a loss per row in Fortran order
         (MSE, p[:, ::2], p[:, ::2], None, None, "mean", False, None),  # in neither order
         (MSE, p, p, np.ones_like(p), None, "mean", False, None),  # weighted
-        (MSE, p, p, None, 0, "mean", False, None),  # a loss per column
+        (MSE, p.reshape(2, 3, 4), p.reshape(2, 3, 4), None, 1, "mean", False, None),  # over a middle axis
         (MSE, p[:, :1], p[:, :1], None, -1, "mean", False, None),  # a loss per position
         (MSE, p[:1], p[:1], None, -1, "mean", False, None),  # one row: a flat sum
         (MSE, p, p, None, (1,), "mean", False, None),  # axes as a tuple
         (MSE, p, p, None, None, "mean", True, None),  # keepdims
-        (MSE, p, p, None, None, "none", False, None),
+        (MSE, p, p, None, 0, "none", False, None),  # squared errors with an axis
+        (MSE_GRAD, p, p, None, None, "none", False, None),
         (MSE, p, p, None, None, "max", False, None),  # the general path's error
         (MSE_GRAD, p, p, None, (0, 1), "mean", False, None),  # axes as a tuple
         (MSE_GRAD, p, p, None, 2, "mean", False, None),  # the general path's AxisError
@@ -156,6 +189,10 @@ def test_other_calls_are_handed_back(backend):
     shifted = np.ones(10, np.float32)
     a, b = shifted[1:9], shifted[:8]
     assert backend.small_call(MSE_GRAD, a, b, None, None, "mean", False, a) is NotImplemented  # out is a, over b
+    into = np.ones((6, 4), np.float32)
+    assert (
+        backend.small_call(MSE_GRAD, p, into[0], None, None, "mean", False, into) is NotImplemented
+    )  # out over targets
     read_only = np.ones((6, 4), np.float32)
     read_only.flags.writeable = False
     assert backend.small_call(MSE_GRAD, p, p, None, None, "mean", False, read_only) is NotImplemented

@@ -1529,12 +1529,16 @@ class NumbaBackend:
         self, job: int, predictions: Any, targets: Any, weights: Any, axis: Any, reduction: Any, keepdims: Any, out: Any
     ) -> Any:
         """The commonest small calls in one step (see fastmse._backends.small_call): NumPy
-        arrays of one float dtype and shape, all contiguous in C order or all in Fortran
-        order, aligned, unweighted, of fewer than PARALLEL_MIN positions (one thread); the
-        loss over everything or (C order) a loss per row over the last axis, the gradient
-        over everything or one axis (one factor: a flat walk). `out` may be predictions or targets themselves, and overlap nothing
-        else. run_flat or run, with the arguments that the general path's plan gives them:
-        the same bits. NotImplemented for other calls."""
+        arrays of one float dtype, all contiguous in C order or all in Fortran order,
+        aligned, unweighted, of fewer than PARALLEL_MIN positions (one thread). Targets of
+        the predictions' shape: the loss over everything, or (C order) over a leading or a
+        trailing axis; the squared errors (``reduction="none"``); the gradient over
+        everything or one axis (one factor: a flat walk). Targets per column ((k,) or
+        (1, k)) or per sample ((N, 1)) of (N, k) predictions in C order: the loss over
+        either axis or (per column) over everything, the gradient over anything. `out` may
+        be predictions or targets of their shape themselves, and overlap nothing else.
+        run_flat or run, with the arguments that the general path's plan gives them: the
+        same bits. NotImplemented for other calls."""
         p, t = predictions, targets
         if (
             type(p) is not np.ndarray
@@ -1543,33 +1547,56 @@ class NumbaBackend:
             or keepdims is not False
             or p.dtype not in FLOAT_DTYPES
             or t.dtype != p.dtype
-            or t.shape != p.shape
             or not 0 < p.size < PARALLEL_MIN
             or p.ndim == 0
             or type(reduction) is not str
-            or reduction not in ("mean", "sum")
+            or reduction not in ("mean", "sum", "none")
         ):
             return NotImplemented
         flags, target_flags = p.flags, t.flags
+        if not (flags.aligned and target_flags.aligned):
+            return NotImplemented
+        # Targets per column or per sample: their strides over the (N, k) walk, else None.
+        target_steps = None
+        if t.shape != p.shape:
+            if (
+                p.ndim != 2
+                or min(p.shape) < 2
+                or reduction == "none"
+                or not (flags.c_contiguous and target_flags.c_contiguous)
+            ):
+                return NotImplemented
+            rows, row = p.shape
+            if t.shape == (row,) or t.shape == (1, row):
+                target_steps = (0, 1)
+            elif t.shape == (rows, 1):
+                target_steps = (1, 0)
+            else:
+                return NotImplemented
         # Arrays all in Fortran order (DataFrame.to_numpy()'s) are one flat run in memory
-        # too, as the general path's plan has them, where no loss is per row.
+        # too, as the general path's plan has them, where no loss is per output.
         fortran = not (flags.c_contiguous and target_flags.c_contiguous)
         if fortran and not (flags.f_contiguous and target_flags.f_contiguous):
             return NotImplemented
-        if not (flags.aligned and target_flags.aligned):
-            return NotImplemented
         count = p.size
-        per_row = False
+        summed = None  # the one axis summed, normalized
         if axis is not None:
             if type(axis) is not int or not -p.ndim <= axis < p.ndim:
                 return NotImplemented
-            count = p.shape[axis]
-            # A loss per row: over the last axis, of rows of two or more (a loss per position
-            # is the squared errors' pass) and two or more of them (one is a flat sum).
-            per_row = job != 1
-            if per_row and (fortran or axis % p.ndim != p.ndim - 1 or count < 2 or p.size < 2 * count):
+            summed = axis % p.ndim
+            count = p.shape[summed]
+        if reduction == "none":
+            if job != 0 or axis is not None:
                 return NotImplemented
-        if job != 0:
+        elif job != 1 and summed is not None:
+            # A loss per output over the first or the last axis: of two or more positions
+            # each (one is a loss per position, the squared errors' pass) and two or more
+            # of them (one is a flat sum), in C order; other axes are the general path's.
+            if fortran or count < 2 or p.size < 2 * count or 0 < summed < p.ndim - 1:
+                return NotImplemented
+        elif job != 1 and target_steps == (1, 0):
+            return NotImplemented  # targets per sample over everything: rows summed first
+        if job != 0 or reduction == "none":
             if out is None:
                 out = np.empty_like(p)
             elif type(out) is not np.ndarray or out.dtype != p.dtype or out.shape != p.shape:
@@ -1581,47 +1608,79 @@ class NumbaBackend:
                     and out_flags.aligned
                     and out_flags.writeable
                     and (out is p or not _may_share_memory(out, p))
-                    and (out is t or not _may_share_memory(out, t))
+                    and ((out is t and target_steps is None) or not _may_share_memory(out, t))
                 ):
                     return NotImplemented
         p_flat, t_flat = _flat_operand(p), _flat_operand(t)
         if not (flags.writeable and target_flags.writeable):
             p_flat, t_flat = _writeable(p_flat), _writeable(t_flat)
+        if reduction == "none":
+            run_flat(SQUARED_ERROR, False, p_flat, t_flat, p_flat, _flat_operand(out), 0.0)
+            return out
         kind = (REDUCE, GRAD, REDUCE_AND_GRAD)[job]
-        factor = 2.0 / count if reduction == "mean" else 2.0
-        if per_row:
-            return self._loss_per_row(kind, p, p_flat, t_flat, out, count, reduction == "mean", factor)
-        out_flat = p_flat if out is None else _flat_operand(out)  # never written by REDUCE
-        total = run_flat(kind, False, p_flat, t_flat, p_flat, out_flat, factor)
+        mean = reduction == "mean"
+        factor = 2.0 / count if mean else 2.0
+        if target_steps is None and (summed is None or job == 1):  # one flat run
+            out_flat = p_flat if out is None else _flat_operand(out)  # never written by REDUCE
+            total = run_flat(kind, False, p_flat, t_flat, p_flat, out_flat, factor)
+        else:
+            rows, row = p.shape[0], p.size // p.shape[0]
+            if summed is None or job == 1:  # (N, k), nothing kept
+                plan = (rows, row), 0, (row, 1), target_steps
+            elif summed == p.ndim - 1:  # a loss per row: (outputs, row)
+                plan = (p.size // count, count), 1, (count, 1), target_steps or (count, 1)
+            else:  # a loss per column: (outputs, column), the column's positions apart
+                kept = p.size // count
+                plan = (kept, count), 1, (1, kept), target_steps[::-1] if target_steps else (1, kept)
+            total = self._run_plan(kind, p, p_flat, t_flat, out, *plan, count if mean else 1.0, factor)
+            if type(total) is not float:  # a loss per output
+                return total if job == 0 else (total, out)
         if job == 1:
             return out
-        loss = scalar_loss(p.dtype, total / count if reduction == "mean" else total)
+        loss = scalar_loss(p.dtype, total / count if mean else total)
         return loss if job == 0 else (loss, out)
 
     @staticmethod
-    def _loss_per_row(
-        kind: int, p: Any, p_flat: Any, t_flat: Any, out: Any, row: int, mean: bool, factor: float
+    def _run_plan(
+        kind: int,
+        p: Any,
+        p_flat: Any,
+        t_flat: Any,
+        out: Any,
+        shape: tuple[int, int],
+        n_kept: int,
+        steps: tuple[int, int],
+        target_steps: tuple[int, int],
+        divisor: float,
+        factor: float,
     ) -> Any:
-        """_small_call's loss per row of `row` positions: run's arguments as _run makes
-        them from the general path's plan, (rows, row) with one kept dimension, the loss
-        finished by the kernel."""
-        loss = np.empty(p.shape[:-1], p.dtype)
-        loss_flat = _storage_view(loss.ravel())
+        """_small_call's run over a plan of two dimensions, with the arguments that _run
+        makes from the general path's: predictions (and out) `steps` apart along them,
+        targets `target_steps`. With one kept dimension, the loss of each output finished
+        by the kernel (divided by `divisor`), in an array shaped as the general path's;
+        with none, the float64 sum over everything."""
         nothing = np.zeros(1, p_flat.dtype)  # the weights, or out where there is none
-        sums, finished = (loss_flat, nothing) if loss.dtype == np.float64 else (np.zeros(1), loss_flat)
         strides = np.zeros((6, 2), np.int64)
-        strides[P] = strides[T] = row, 1
-        strides[LOSS, 0] = 1
+        strides[P] = steps
+        strides[T] = target_steps
         out_flat = nothing
         if out is not None:
             out_flat = _flat_operand(out)
-            strides[OUT] = row, 1
+            strides[OUT] = steps
+        if n_kept:
+            # Over the first axis (steps (1, kept)) or the last: the outputs are the others, in C order.
+            loss = np.empty(p.shape[1:] if steps[0] == 1 else p.shape[:-1], p.dtype)
+            loss_flat = _storage_view(loss.ravel())
+            sums, finished = (loss_flat, nothing) if loss.dtype == np.float64 else (np.zeros(1), loss_flat)
+            strides[LOSS, 0] = 1
+        else:
+            sums, finished = np.zeros(1), nothing
         run(
             kind,
             False,
             out is not None,
-            np.array((p.size // row, row), np.int64),
-            1,
+            np.array(shape, np.int64),
+            n_kept,
             strides,
             np.zeros(6, np.int64),
             p_flat,
@@ -1630,10 +1689,10 @@ class NumbaBackend:
             out_flat,
             sums,
             finished,
-            np.array((float(row) if mean else 1.0,)),
+            np.array((divisor if n_kept else 1.0,)),
             np.array((factor,)),
         )
-        return loss if out is None else (loss, out)
+        return loss if n_kept else float(sums[0])
 
     def _run(self, kind: int, plan: Plan) -> None:
         if _is_flat(plan):

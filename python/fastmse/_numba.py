@@ -1624,15 +1624,22 @@ class NumbaBackend:
             out_flat = p_flat if out is None else _flat_operand(out)  # never written by REDUCE
             total = run_flat(kind, False, p_flat, t_flat, p_flat, out_flat, factor)
         else:
-            rows, row = p.shape[0], p.size // p.shape[0]
-            if summed is None or job == 1:  # (N, k), nothing kept
-                plan = (rows, row), 0, (row, 1), target_steps
+            shape: tuple[int, int]
+            if summed is None or job == 1:  # (N, k), nothing kept, targets broadcast
+                assert target_steps is not None  # else one flat run, above
+                shape, n_kept = p.shape, 0
+                steps, along_targets = (p.shape[1], 1), target_steps
             elif summed == p.ndim - 1:  # a loss per row: (outputs, row)
-                plan = (p.size // count, count), 1, (count, 1), target_steps or (count, 1)
+                shape, n_kept = (p.size // count, count), 1
+                steps = (count, 1)
+                along_targets = target_steps or steps
             else:  # a loss per column: (outputs, column), the column's positions apart
-                kept = p.size // count
-                plan = (kept, count), 1, (1, kept), target_steps[::-1] if target_steps else (1, kept)
-            total = self._run_plan(kind, p, p_flat, t_flat, out, *plan, count if mean else 1.0, factor)
+                shape, n_kept = (p.size // count, count), 1
+                steps = (1, p.size // count)
+                along_targets = target_steps[::-1] if target_steps else steps
+            total = self._run_plan(
+                kind, p, p_flat, t_flat, out, shape, n_kept, steps, along_targets, count if mean else 1.0, factor
+            )
             if type(total) is not float:  # a loss per output
                 return total if job == 0 else (total, out)
         if job == 1:

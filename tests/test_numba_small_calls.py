@@ -1,9 +1,9 @@
 """The Numba backend's small_call: the commonest small calls (NumPy arrays of one float
-dtype, all contiguous in C order or all in Fortran order, aligned, unweighted, of fewer
-than PARALLEL_MIN positions; targets of the predictions' shape, or per column or per
-sample of (N, k) predictions in C order; the loss over everything or (C order) over the
-first or the last axis, the squared errors, the gradient over everything or one axis)
-in one step. It must give bitwise what the general path gives, and hand every other call
+dtype, all contiguous in C order or all in Fortran order, aligned, of fewer than
+PARALLEL_MIN positions; targets of the predictions' shape, or per column or per sample
+of (N, k) predictions in C order; the loss over everything or (C order) over the first
+or the last axis, the squared errors, the gradient over everything or one axis; weights
+per position or per sample in C order) in one step. It must give bitwise what the general path gives, and hand every other call
 back."""
 
 from __future__ import annotations
@@ -50,7 +50,15 @@ def calls(draw):
     elif other == "fortran" and len(shape) > 1:
         p, t = np.asfortranarray(p), np.asfortranarray(t)
     elif other == "weights":
-        kwargs["weights"] = rng.uniform(0.5, 2.0, shape).astype(dtype)
+        w = rng.uniform(0.5, 2.0, shape).astype(dtype)
+        along = draw(st.sampled_from(["position", "sample", "zero rows", "negative"]))
+        if along == "sample" and len(shape) == 2:
+            w = w[:, :1].copy()
+        elif along == "zero rows":  # a weight sum of 0 where the rows are few
+            w.reshape(-1)[: w.size // 2] = 0
+        elif along == "negative" and w.size:
+            w.reshape(-1)[-1] = -1
+        kwargs["weights"] = w
     if draw(st.booleans()):
         kwargs["axis"] = draw(st.sampled_from([-1, 0, len(shape) - 1, (0,), tuple(range(len(shape)))]))
     out = draw(st.sampled_from(["none", "fresh", "predictions", "targets"]))
@@ -120,15 +128,31 @@ def test_targets_per_column_or_sample_take_the_small_path(backend, dtype, target
     _take_the_small_path(backend, p, t, out, calls)
 
 
-def _take_the_small_path(backend, p, t, out, calls):
-    for reduction in ("mean", "sum"):
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("weights", ["per position", "per sample"])
+def test_weighted_calls_take_the_small_path(backend, dtype, weights):
+    rng = np.random.default_rng(4)
+    p, t = (rng.standard_normal((256, 10)).astype(dtype) for _ in range(2))
+    w = rng.uniform(0.5, 2.0, (256, 10) if weights == "per position" else (256, 1)).astype(dtype)
+    out = np.empty_like(p)
+    calls = [(job, None, result_out) for job in (MSE, MSE_GRAD, MSE_AND_GRAD) for result_out in (None, out)]
+    calls += [(job, -1, result_out) for job in (MSE, MSE_GRAD, MSE_AND_GRAD) for result_out in (None, out)]
+    if weights == "per sample":  # with a loss per sample, weights that cancel from the mean alone
+        cancelling = [call for call in calls if call[1] is not None]
+        calls = [call for call in calls if call[1] is None]
+        _take_the_small_path(backend, p, t, out, cancelling, w, ("mean",))
+    _take_the_small_path(backend, p, t, out, calls, w)
+
+
+def _take_the_small_path(backend, p, t, out, calls, weights=None, reductions=("mean", "sum")):
+    for reduction in reductions:
         for job, axis, result_out in calls:
             if job == MSE:
                 result_out = None
-            result = backend.small_call(job, p, t, None, axis, reduction, False, result_out)
+            result = backend.small_call(job, p, t, weights, axis, reduction, False, result_out)
             assert result is not NotImplemented, (job, axis, reduction)
             function = (mse, mse_grad, mse_and_grad)[job]
-            kwargs = {"axis": axis, "reduction": reduction}
+            kwargs = {"axis": axis, "reduction": reduction, "weights": weights}
             if result_out is not None:
                 expected_out = np.empty_like(p)
                 assert_same_results(on_general_path(function, p, t, out=expected_out, **kwargs), result)
@@ -163,7 +187,15 @@ def test_other_calls_are_handed_back(backend):
         (MSE, p.T, p.T.copy(), None, None, "mean", False, None),  # Fortran and C order
         (MSE, p.T, p.T, None, -1, "mean", False, None),  # a loss per row in Fortran order
         (MSE, p[:, ::2], p[:, ::2], None, None, "mean", False, None),  # in neither order
-        (MSE, p, p, np.ones_like(p), None, "mean", False, None),  # weighted
+        (MSE, p, p, np.ones_like(p), 0, "mean", False, None),  # weighted, a loss per column
+        (MSE, p, p, np.zeros((6, 1), np.float32), -1, "mean", False, None),  # weights per sample that do not cancel
+        (MSE, p, p, np.ones((6, 1), np.float32), -1, "sum", False, None),
+        (MSE, p, p, np.ones(4, np.float32), None, "mean", False, None),  # weights per column
+        (MSE, p, p, np.ones((6, 4)), None, "mean", False, None),  # weights of another dtype
+        (MSE, p, p, -np.ones_like(p), None, "mean", False, None),  # the general path's error
+        (MSE, p, p, np.zeros_like(p), None, "mean", False, None),  # the general path's warning
+        (MSE, p, p, np.zeros((6, 1), np.float32), None, "mean", False, None),
+        (MSE, p, p, np.zeros_like(p), -1, "mean", False, None),
         (MSE, p.reshape(2, 3, 4), p.reshape(2, 3, 4), None, 1, "mean", False, None),  # over a middle axis
         (MSE, p[:, :1], p[:, :1], None, -1, "mean", False, None),  # a loss per position
         (MSE, p[:1], p[:1], None, -1, "mean", False, None),  # one row: a flat sum

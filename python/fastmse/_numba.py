@@ -1504,6 +1504,79 @@ def max_threads() -> int:
     return int(vars(numba.config)["NUMBA_NUM_THREADS"])  # set at run time: untyped
 
 
+# Arrays that the kernels only read (divisors, scale, origin), made once for the small calls.
+_ONE, _TWO, _NOUGHT, _ORIGIN = np.ones(1), np.full(1, 2.0), np.zeros(1), np.zeros(6, np.int64)
+
+
+def _run_steps(
+    kind: int,
+    shape: tuple[int, ...],
+    n_kept: int,
+    steps: tuple[tuple[int, ...] | None, ...],
+    p: Any,
+    t: Any,
+    w: Any,
+    out: Any,
+    loss: Any,
+    divisors: Float64s,
+    scale: Float64s,
+) -> float:
+    """run over a plan of `shape` (its first n_kept dimensions kept), each operand (P, T,
+    W, OUT, LOSS, SCALE: flat arrays as the kernels read them, None where absent) `steps`
+    apart along it, with the arguments that NumbaBackend._run makes from a plan: a small
+    call's plan, the same bits. `loss`: an array of one value per output (the loss
+    finished by the kernel: divided by `divisors`, rounded once), or None: the float64 sum
+    over everything, returned."""
+    strides = np.zeros((6, len(shape)), np.int64)
+    for k, along in enumerate(steps):
+        if along is not None:
+            strides[k] = along
+    nothing = np.zeros(1, p.dtype)  # an absent operand: never read, or written and dropped
+    sums, finished = np.zeros(1), nothing
+    if loss is not None:
+        loss_flat = _storage_view(loss.reshape(-1))
+        sums, finished = (loss_flat, nothing) if loss.dtype == np.float64 else (sums, loss_flat)
+    run(
+        kind,
+        w is not None,
+        steps[OUT] is not None,
+        np.array(shape, np.int64),
+        n_kept,
+        strides,
+        _ORIGIN,
+        p,
+        t,
+        nothing if w is None else w,
+        nothing if out is None else out,
+        sums,
+        finished,
+        divisors,
+        scale,
+    )
+    return float(sums[0])
+
+
+def _small_call_out(out: Any, p: np.ndarray, t: np.ndarray, w: np.ndarray | None, fortran: bool) -> np.ndarray | None:
+    """The array a small call writes: `out`, or a new one like predictions; None where `out`
+    is not fit for it (of another dtype, shape or order, read-only, misaligned, or over an
+    input other than predictions or targets of their shape themselves)."""
+    if out is None:
+        return np.empty_like(p)
+    if type(out) is not np.ndarray or out.dtype != p.dtype or out.shape != p.shape:
+        return None
+    flags = out.flags
+    if not (
+        (flags.f_contiguous if fortran else flags.c_contiguous)
+        and flags.aligned
+        and flags.writeable
+        and (out is p or not _may_share_memory(out, p))
+        and ((out is t and t.shape == p.shape) or not _may_share_memory(out, t))
+        and (w is None or not _may_share_memory(out, w))
+    ):
+        return None
+    return out
+
+
 class NumbaBackend:
     """Kernels compiled by Numba at first use (cached on disk), run on Python threads."""
 
@@ -1543,7 +1616,6 @@ class NumbaBackend:
         if (
             type(p) is not np.ndarray
             or type(t) is not np.ndarray
-            or weights is not None
             or keepdims is not False
             or p.dtype not in FLOAT_DTYPES
             or t.dtype != p.dtype
@@ -1556,6 +1628,8 @@ class NumbaBackend:
         flags, target_flags = p.flags, t.flags
         if not (flags.aligned and target_flags.aligned):
             return NotImplemented
+        if weights is not None:
+            return self._weighted_small_call(job, p, t, weights, axis, reduction, out)
         # Targets per column or per sample: their strides over the (N, k) walk, else None.
         target_steps = None
         if t.shape != p.shape:
@@ -1597,20 +1671,9 @@ class NumbaBackend:
         elif job != 1 and target_steps == (1, 0):
             return NotImplemented  # targets per sample over everything: rows summed first
         if job != 0 or reduction == "none":
+            out = _small_call_out(out, p, t, None, fortran)
             if out is None:
-                out = np.empty_like(p)
-            elif type(out) is not np.ndarray or out.dtype != p.dtype or out.shape != p.shape:
                 return NotImplemented
-            else:
-                out_flags = out.flags
-                if not (
-                    (out_flags.f_contiguous if fortran else out_flags.c_contiguous)
-                    and out_flags.aligned
-                    and out_flags.writeable
-                    and (out is p or not _may_share_memory(out, p))
-                    and ((out is t and target_steps is None) or not _may_share_memory(out, t))
-                ):
-                    return NotImplemented
         p_flat, t_flat = _flat_operand(p), _flat_operand(t)
         if not (flags.writeable and target_flags.writeable):
             p_flat, t_flat = _writeable(p_flat), _writeable(t_flat)
@@ -1666,40 +1729,203 @@ class NumbaBackend:
         targets `target_steps`. With one kept dimension, the loss of each output finished
         by the kernel (divided by `divisor`), in an array shaped as the general path's;
         with none, the float64 sum over everything."""
-        nothing = np.zeros(1, p_flat.dtype)  # the weights, or out where there is none
-        strides = np.zeros((6, 2), np.int64)
-        strides[P] = steps
-        strides[T] = target_steps
-        out_flat = nothing
-        if out is not None:
-            out_flat = _flat_operand(out)
-            strides[OUT] = steps
-        if n_kept:
-            # Over the first axis (steps (1, kept)) or the last: the outputs are the others, in C order.
+        loss = None
+        if n_kept:  # over the first axis (steps (1, kept)) or the last: the outputs are the others, in C order
             loss = np.empty(p.shape[1:] if steps[0] == 1 else p.shape[:-1], p.dtype)
-            loss_flat = _storage_view(loss.ravel())
-            sums, finished = (loss_flat, nothing) if loss.dtype == np.float64 else (np.zeros(1), loss_flat)
-            strides[LOSS, 0] = 1
-        else:
-            sums, finished = np.zeros(1), nothing
-        run(
+        total = _run_steps(
             kind,
-            False,
-            out is not None,
-            np.array(shape, np.int64),
+            shape,
             n_kept,
-            strides,
-            np.zeros(6, np.int64),
+            (steps, target_steps, None, steps if out is not None else None, (1, 0) if n_kept else None, None),
             p_flat,
             t_flat,
-            nothing,
-            out_flat,
-            sums,
-            finished,
+            None,
+            None if out is None else _flat_operand(out),
+            loss,
             np.array((divisor if n_kept else 1.0,)),
             np.array((factor,)),
         )
-        return loss if n_kept else float(sums[0])
+        return loss if n_kept else total
+
+    def _weighted_small_call(
+        self, job: int, p: np.ndarray, t: np.ndarray, w: Any, axis: Any, reduction: str, out: Any
+    ) -> Any:
+        """_small_call with weights per sample that cancel from a loss per sample (the
+        unweighted call), or of predictions' dtype, in C order with predictions and targets
+        of one shape: per position, the loss over everything or over the last axis
+        (a loss per row); per sample ((N, 1) on (N, k)), the loss over everything; the
+        gradient and both likewise. The weight sums of a mean as fastmse._compute sums them
+        (a run of reduce_difference over the weights), then the runs of the general path's
+        plan. NotImplemented for other calls, and where the general path raises or warns: a
+        negative weight, a weight sum of 0."""
+        if (
+            type(w) is np.ndarray
+            and w.dtype in FLOAT_DTYPES
+            and w.shape == (p.shape[0], 1)
+            and p.ndim == 2
+            and reduction == "mean"
+            and type(axis) is int
+            and axis in (-1, 1)
+            and (out is None or not _may_share_memory(out, w))
+        ):
+            # Weights per sample with a loss per sample cancel from the mean where all are
+            # positive and finite, as fastmse._compute._without_cancelling_weights has it.
+            if np.minimum.reduce(w, axis=None) > 0 and np.maximum.reduce(w, axis=None) < math.inf:
+                return self._small_call(job, p, t, None, axis, reduction, False, out)
+            return NotImplemented
+        if (
+            type(w) is not np.ndarray
+            or w.dtype != p.dtype
+            or reduction == "none"
+            or t.shape != p.shape
+            or not (p.flags.c_contiguous and t.flags.c_contiguous and w.flags.c_contiguous and w.flags.aligned)
+        ):
+            return NotImplemented
+        per_sample = w.shape != p.shape
+        if per_sample and (p.ndim != 2 or w.shape != (p.shape[0], 1) or min(p.shape) < 2 or axis is not None):
+            return NotImplemented
+        count = p.size
+        if axis is not None:  # a loss per row, weighted per position
+            if type(axis) is not int or not -p.ndim <= axis < p.ndim or axis % p.ndim != p.ndim - 1:
+                return NotImplemented
+            count = p.shape[-1]
+            if count < 2 or p.size < 2 * count:
+                return NotImplemented
+        if not np.fmin.reduce(w, axis=None) >= 0:  # the general path's error (a NaN passes)
+            return NotImplemented
+        if job != 0:
+            out = _small_call_out(out, p, t, w, False)
+            if out is None:
+                return NotImplemented
+        p_flat, t_flat, w_flat = _flat_operand(p), _flat_operand(t), _flat_operand(w)
+        if not (p.flags.writeable and t.flags.writeable and w.flags.writeable):
+            p_flat, t_flat, w_flat = _writeable(p_flat), _writeable(t_flat), _writeable(w_flat)
+        out_flat = None if out is None else _flat_operand(out)
+        kind = (REDUCE, GRAD, REDUCE_AND_GRAD)[job]
+        mean = reduction == "mean"
+        rows = p.size // count if axis is not None else p.shape[0]
+        row = p.size // rows
+        zero = np.zeros(1, w_flat.dtype)
+        if axis is not None:
+            # Weight sums per row, each the loss's divisor and its gradient factor's.
+            divisors, scale = _ONE, _TWO
+            if mean:
+                divisors = np.empty(rows)
+                _run_steps(
+                    REDUCE_DIFFERENCE,
+                    (rows, row),
+                    1,
+                    ((row, 1), None, None, None, (1, 0), None),
+                    w_flat,
+                    zero,
+                    None,
+                    None,
+                    divisors,
+                    _ONE,
+                    _NOUGHT,
+                )
+                if not divisors.all():
+                    return NotImplemented  # the general path's warning
+                with np.errstate(divide="ignore", over="ignore"):
+                    scale = np.divide(2.0, divisors)
+            loss = np.empty(p.shape[:-1], p.dtype) if job != 1 else None
+            steps = (row, 1)
+            _run_steps(
+                kind,
+                (rows, row),
+                1,
+                (
+                    steps,
+                    steps,
+                    steps,
+                    steps if out is not None else None,
+                    (1, 0) if loss is not None else None,
+                    (1, 0) if mean and out is not None else None,
+                ),
+                p_flat,
+                t_flat,
+                w_flat,
+                out_flat,
+                loss,
+                divisors if loss is not None else _ONE,
+                scale if out is not None else _NOUGHT,
+            )
+            if job == 1:
+                return out
+            return loss if job == 0 else (loss, out)
+        denominator = 1.0
+        if mean:
+            weights_n = rows if per_sample else p.size
+            total_weights = _run_steps(
+                REDUCE_DIFFERENCE,
+                (weights_n,),
+                0,
+                ((1,), None, None, None, None, None),
+                w_flat,
+                zero,
+                None,
+                None,
+                None,
+                _ONE,
+                _NOUGHT,
+            )
+            denominator = total_weights * float(row) if per_sample else total_weights
+            if denominator == 0.0:
+                return NotImplemented  # the general path's warning
+        factor = 2.0 / denominator if mean else 2.0
+        if not per_sample:  # one flat run
+            total = run_flat(
+                kind, True, p_flat, t_flat, w_flat, p_flat if out_flat is None else out_flat, factor if job else 0.0
+            )
+        elif job == 1:
+            steps = (row, 1)
+            _run_steps(
+                GRAD,
+                (rows, row),
+                0,
+                (steps, steps, (1, 0), steps, None, None),
+                p_flat,
+                t_flat,
+                w_flat,
+                out_flat,
+                None,
+                _ONE,
+                np.array((factor,)),
+            )
+            return out
+        else:  # rows summed first, then their sums as a flat array
+            sums = np.empty(rows)
+            steps = (row, 1)
+            _run_steps(
+                kind,
+                (rows, row),
+                1,
+                (steps, steps, (1, 0), steps if out is not None else None, (1, 0), None),
+                p_flat,
+                t_flat,
+                w_flat,
+                out_flat,
+                sums,
+                _ONE,
+                np.array((factor if job else 0.0,)),
+            )
+            total = _run_steps(
+                REDUCE_DIFFERENCE,
+                (rows,),
+                0,
+                ((1,), None, None, None, None, None),
+                sums,
+                _NOUGHT,
+                None,
+                None,
+                None,
+                _ONE,
+                _NOUGHT,
+            )
+        if job == 1:
+            return out
+        loss = scalar_loss(p.dtype, total / denominator if mean else total)
+        return loss if job == 0 else (loss, out)
 
     def _run(self, kind: int, plan: Plan) -> None:
         if _is_flat(plan):

@@ -4,7 +4,10 @@ round-robin in one process, best of 7 repeats. Usage: python benchmarks/small_ca
 
 Issue 14's small-call targets: mse(p, t) on 1,000 float32 >= 5x faster than
 np.mean((p - t) ** 2) and >= 2x faster than crysx_nn's MSE_loss; mse_grad(p, t, out=o)
-on (256, 10) >= 3x faster than 2 * (p - t) / k.
+on (256, 10) >= 3x faster than 2 * (p - t) / k. The calls on (256, 10) with targets per
+column, a loss per column, the squared errors and weights take the general path's
+shapes. FASTMSE_BACKEND=numba times the Numba backend's small calls, whose target is
+to be no slower than NumPy's expressions.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import numpy as np
 from fastmse import mse, mse_and_grad, mse_grad
 
 
-def per_call_us(function: Callable[[], object], number: int = 20_000) -> float:
+def per_call_us(function: Callable[[], object]) -> float:
+    once = timeit.timeit(function, number=10) / 10
+    number = max(200, min(20_000, int(0.05 / max(once, 1e-7))))  # about 50 ms a repeat
     return min(timeit.repeat(function, number=number, repeat=7)) / number * 1e6
 
 
@@ -56,6 +61,44 @@ def main() -> None:
             lambda: mse_grad(fortran_p, fortran_t, out=fortran_o),
         ),
     ]
+    # Targets and weights that broadcast, and the other axis: the general path's shapes.
+    column_t, per_sample_w = t[0].copy(), rng.random((256, 1), dtype=np.float32)
+    per_position_w = rng.random((256, 10), dtype=np.float32)
+    per_sample_total = float(np.sum(np.broadcast_to(per_sample_w, p.shape)))
+    rows += [
+        ("(256, 10), target per column", "np.mean((p - t[0]) ** 2)", lambda: np.mean((p - column_t) ** 2)),
+        ("(256, 10), target per column", "fastmse.mse(p, t[0])", lambda: mse(p, column_t)),
+        ("(256, 10), loss per column", "np.mean((p - t) ** 2, axis=0)", lambda: np.mean((p - t) ** 2, axis=0)),
+        ("(256, 10), loss per column", "fastmse.mse(p, t, axis=0)", lambda: mse(p, t, axis=0)),
+        ("(256, 10), squared errors", "(p - t) ** 2", lambda: (p - t) ** 2),
+        ("(256, 10), squared errors", "fastmse.mse(p, t, reduction='none')", lambda: mse(p, t, reduction="none")),
+        (
+            "(256, 10), weights (256, 1)",
+            "np.average((p - t) ** 2, weights=w)",
+            lambda: np.average((p - t) ** 2, weights=np.broadcast_to(per_sample_w, p.shape)),
+        ),
+        ("(256, 10), weights (256, 1)", "fastmse.mse(p, t, weights=w)", lambda: mse(p, t, weights=per_sample_w)),
+        (
+            "(256, 10), weights (256, 1)",
+            "2 * w * (p - t) / w_sum [out]",
+            lambda: np.multiply(2 * per_sample_w * (p - t), 1 / per_sample_total, out=o),
+        ),
+        (
+            "(256, 10), weights (256, 1)",
+            "fastmse.mse_grad(p, t, weights=w, out=o)",
+            lambda: mse_grad(p, t, weights=per_sample_w, out=o),
+        ),
+        (
+            "(256, 10), weights per position",
+            "np.average((p - t) ** 2, axis=-1, weights=w)",
+            lambda: np.average((p - t) ** 2, axis=-1, weights=per_position_w),
+        ),
+        (
+            "(256, 10), weights per position",
+            "fastmse.mse(p, t, weights=w, axis=-1)",
+            lambda: mse(p, t, weights=per_position_w, axis=-1),
+        ),
+    ]
     loss = crysx_loss()
     if loss is not None:
         crysx_p, crysx_t = flat_p.reshape(100, 10), flat_t.reshape(100, 10)
@@ -65,9 +108,9 @@ def main() -> None:
     for _ in range(3):  # round-robin: a busy moment of this shared machine hits every row
         for _, name, function in rows:
             times[name].append(per_call_us(function))
-    print(f"{'case':28s} {'call':40s} {'us':>7s}")
+    print(f"{'case':32s} {'call':45s} {'us':>7s}")
     for case, name, _ in rows:
-        print(f"{case:28s} {name:40s} {min(times[name]):7.2f}")
+        print(f"{case:32s} {name:45s} {min(times[name]):7.2f}")
     best = {name: min(values) for name, values in times.items()}
     ratios = [
         ("mse, 1,000: np.mean / fastmse (target >= 5)", "np.mean((p - t) ** 2)", "fastmse.mse(p, t)"),

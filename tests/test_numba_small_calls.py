@@ -144,6 +144,30 @@ def test_weighted_calls_take_the_small_path(backend, dtype, weights):
     _take_the_small_path(backend, p, t, out, calls, w)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_weighted_calls_at_the_edges_are_bitwise_those_of_the_general_path(dtype):
+    # One position, whose weights cancel from a mean; weights per sample over rows longer
+    # than a block (2048), which the general path sums in one stage, not rows first.
+    rng = np.random.default_rng(5)
+    cases = [
+        (rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype), w.astype(dtype))
+        for shape, w in (
+            ((1,), np.array([0.1])),
+            ((1, 1), np.array([[1.7]])),
+            ((3, 2049), rng.uniform(0.5, 2.0, (3, 1))),
+            ((2, 2048), rng.uniform(0.5, 2.0, (2, 1))),
+        )
+    ]
+    for p, t, w in cases:
+        for reduction in ("mean", "sum"):
+            for function in (mse, mse_grad, mse_and_grad):
+                results = [
+                    warned(path, function, p, t, weights=w, reduction=reduction) for path in (on_general_path, directly)
+                ]
+                assert results[0][1] == results[1][1]
+                assert_same_results(results[0][0], results[1][0])
+
+
 def _take_the_small_path(backend, p, t, out, calls, weights=None, reductions=("mean", "sum")):
     for reduction in reductions:
         for job, axis, result_out in calls:

@@ -1556,6 +1556,25 @@ def _run_steps(
     return float(sums[0])
 
 
+def _flat_sum(values: Any) -> float:
+    """The float64 sum of a flat array (weights, row sums) as the general path sums one: a
+    run of reduce_difference of the values and 0."""
+    zero = _NOUGHT if values.dtype == np.float64 else np.zeros(1, values.dtype)
+    return _run_steps(
+        REDUCE_DIFFERENCE,
+        (values.size,),
+        0,
+        ((1,), None, None, None, None, None),
+        values,
+        zero,
+        None,
+        None,
+        None,
+        _ONE,
+        _NOUGHT,
+    )
+
+
 def _small_call_out(out: Any, p: np.ndarray, t: np.ndarray, w: np.ndarray | None, fortran: bool) -> np.ndarray | None:
     """The array a small call writes: `out`, or a new one like predictions; None where `out`
     is not fit for it (of another dtype, shape or order, read-only, misaligned, or over an
@@ -1793,6 +1812,8 @@ class NumbaBackend:
                 return NotImplemented
         if not np.fmin.reduce(w, axis=None) >= 0:  # the general path's error (a NaN passes)
             return NotImplemented
+        if p.size == 1 and reduction == "mean":  # one position: weights that may cancel
+            return NotImplemented
         if job != 0:
             out = _small_call_out(out, p, t, w, False)
             if out is None:
@@ -1805,7 +1826,6 @@ class NumbaBackend:
         mean = reduction == "mean"
         rows = p.size // count if axis is not None else p.shape[0]
         row = p.size // rows
-        zero = np.zeros(1, w_flat.dtype)
         if axis is not None:
             # Weight sums per row, each the loss's divisor and its gradient factor's.
             divisors, scale = _ONE, _TWO
@@ -1817,7 +1837,7 @@ class NumbaBackend:
                     1,
                     ((row, 1), None, None, None, (1, 0), None),
                     w_flat,
-                    zero,
+                    np.zeros(1, w_flat.dtype),
                     None,
                     None,
                     divisors,
@@ -1855,20 +1875,7 @@ class NumbaBackend:
             return loss if job == 0 else (loss, out)
         denominator = 1.0
         if mean:
-            weights_n = rows if per_sample else p.size
-            total_weights = _run_steps(
-                REDUCE_DIFFERENCE,
-                (weights_n,),
-                0,
-                ((1,), None, None, None, None, None),
-                w_flat,
-                zero,
-                None,
-                None,
-                None,
-                _ONE,
-                _NOUGHT,
-            )
+            total_weights = _flat_sum(w_flat)
             denominator = total_weights * float(row) if per_sample else total_weights
             if denominator == 0.0:
                 return NotImplemented  # the general path's warning
@@ -1877,23 +1884,22 @@ class NumbaBackend:
             total = run_flat(
                 kind, True, p_flat, t_flat, w_flat, p_flat if out_flat is None else out_flat, factor if job else 0.0
             )
-        elif job == 1:
+        elif job == 1 or row > BLOCK:  # one run over (N, k), nothing kept
             steps = (row, 1)
-            _run_steps(
-                GRAD,
+            total = _run_steps(
+                kind,
                 (rows, row),
                 0,
-                (steps, steps, (1, 0), steps, None, None),
+                (steps, steps, (1, 0), steps if out is not None else None, None, None),
                 p_flat,
                 t_flat,
                 w_flat,
                 out_flat,
                 None,
                 _ONE,
-                np.array((factor,)),
+                np.array((factor if job else 0.0,)),
             )
-            return out
-        else:  # rows summed first, then their sums as a flat array
+        else:  # rows of up to a block summed first (fastmse._compute._two_stage), then their sums
             sums = np.empty(rows)
             steps = (row, 1)
             _run_steps(
@@ -1909,19 +1915,7 @@ class NumbaBackend:
                 _ONE,
                 np.array((factor if job else 0.0,)),
             )
-            total = _run_steps(
-                REDUCE_DIFFERENCE,
-                (rows,),
-                0,
-                ((1,), None, None, None, None, None),
-                sums,
-                _NOUGHT,
-                None,
-                None,
-                None,
-                _ONE,
-                _NOUGHT,
-            )
+            total = _flat_sum(sums)
         if job == 1:
             return out
         loss = scalar_loss(p.dtype, total / denominator if mean else total)

@@ -1706,65 +1706,45 @@ class NumbaBackend:
             out_flat = p_flat if out is None else _flat_operand(out)  # never written by REDUCE
             total = run_flat(kind, False, p_flat, t_flat, p_flat, out_flat, factor)
         else:
-            shape: tuple[int, int]
+            # With one kept dimension, the loss of each output, finished by the kernel.
+            loss: np.ndarray | None = None
             if summed is None or job == 1:  # (N, k), nothing kept, targets broadcast
                 assert target_steps is not None  # else one flat run, above
-                shape, n_kept = p.shape, 0
-                steps, along_targets = (p.shape[1], 1), target_steps
+                shape, steps, along_targets = p.shape, (p.shape[1], 1), target_steps
             elif summed == p.ndim - 1:  # a loss per row: (outputs, row)
-                shape, n_kept = (p.size // count, count), 1
-                steps = (count, 1)
+                shape, steps = (p.size // count, count), (count, 1)
                 along_targets = target_steps or steps
-            else:  # a loss per column: (outputs, column), the column's positions apart
-                shape, n_kept = (p.size // count, count), 1
-                steps = (1, p.size // count)
+                loss = np.empty(p.shape[:-1], p.dtype)
+            else:  # a loss per column (the first axis): (outputs, column), the column's positions apart
+                shape, steps = (p.size // count, count), (1, p.size // count)
                 along_targets = target_steps[::-1] if target_steps else steps
-            total = self._run_plan(
-                kind, p, p_flat, t_flat, out, shape, n_kept, steps, along_targets, count if mean else 1.0, factor
+                loss = np.empty(p.shape[1:], p.dtype)
+            total = _run_steps(
+                kind,
+                shape,
+                0 if loss is None else 1,
+                (
+                    steps,
+                    along_targets,
+                    None,
+                    steps if out is not None else None,
+                    None if loss is None else (1, 0),
+                    None,
+                ),
+                p_flat,
+                t_flat,
+                None,
+                None if out is None else _flat_operand(out),
+                loss,
+                np.array((1.0 if loss is None or not mean else float(count),)),
+                np.array((factor,)),
             )
-            if type(total) is not float:  # a loss per output
-                return total if job == 0 else (total, out)
+            if loss is not None:
+                return loss if job == 0 else (loss, out)
         if job == 1:
             return out
         loss = scalar_loss(p.dtype, total / count if mean else total)
         return loss if job == 0 else (loss, out)
-
-    @staticmethod
-    def _run_plan(
-        kind: int,
-        p: Any,
-        p_flat: Any,
-        t_flat: Any,
-        out: Any,
-        shape: tuple[int, int],
-        n_kept: int,
-        steps: tuple[int, int],
-        target_steps: tuple[int, int],
-        divisor: float,
-        factor: float,
-    ) -> Any:
-        """_small_call's run over a plan of two dimensions, with the arguments that _run
-        makes from the general path's: predictions (and out) `steps` apart along them,
-        targets `target_steps`. With one kept dimension, the loss of each output finished
-        by the kernel (divided by `divisor`), in an array shaped as the general path's;
-        with none, the float64 sum over everything."""
-        loss = None
-        if n_kept:  # over the first axis (steps (1, kept)) or the last: the outputs are the others, in C order
-            loss = np.empty(p.shape[1:] if steps[0] == 1 else p.shape[:-1], p.dtype)
-        total = _run_steps(
-            kind,
-            shape,
-            n_kept,
-            (steps, target_steps, None, steps if out is not None else None, (1, 0) if n_kept else None, None),
-            p_flat,
-            t_flat,
-            None,
-            None if out is None else _flat_operand(out),
-            loss,
-            np.array((divisor if n_kept else 1.0,)),
-            np.array((factor,)),
-        )
-        return loss if n_kept else total
 
     def _weighted_small_call(
         self, job: int, p: np.ndarray, t: np.ndarray, w: Any, axis: Any, reduction: str, out: Any
@@ -1884,29 +1864,17 @@ class NumbaBackend:
             total = run_flat(
                 kind, True, p_flat, t_flat, w_flat, p_flat if out_flat is None else out_flat, factor if job else 0.0
             )
-        elif job == 1 or row > BLOCK:  # one run over (N, k), nothing kept
+        else:
+            # Rows of up to a block summed first (fastmse._compute._two_stage), then their
+            # sums; longer rows, and the gradient alone, in one run over (N, k).
+            rows_first = job != 1 and row <= BLOCK
+            sums = np.empty(rows) if rows_first else None
             steps = (row, 1)
             total = _run_steps(
                 kind,
                 (rows, row),
-                0,
-                (steps, steps, (1, 0), steps if out is not None else None, None, None),
-                p_flat,
-                t_flat,
-                w_flat,
-                out_flat,
-                None,
-                _ONE,
-                np.array((factor if job else 0.0,)),
-            )
-        else:  # rows of up to a block summed first (fastmse._compute._two_stage), then their sums
-            sums = np.empty(rows)
-            steps = (row, 1)
-            _run_steps(
-                kind,
-                (rows, row),
-                1,
-                (steps, steps, (1, 0), steps if out is not None else None, (1, 0), None),
+                1 if rows_first else 0,
+                (steps, steps, (1, 0), steps if out is not None else None, (1, 0) if rows_first else None, None),
                 p_flat,
                 t_flat,
                 w_flat,
@@ -1915,7 +1883,8 @@ class NumbaBackend:
                 _ONE,
                 np.array((factor if job else 0.0,)),
             )
-            total = _flat_sum(sums)
+            if sums is not None:
+                total = _flat_sum(sums)
         if job == 1:
             return out
         loss = scalar_loss(p.dtype, total / denominator if mean else total)

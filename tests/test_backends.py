@@ -77,6 +77,21 @@ def test_unknown_backend_name_is_an_error():
     assert "backend must be one of cpp, numba, numpy, not 'fortran'" in result.stderr
 
 
+def test_thread_count_applies_to_backends_loaded_after_it():
+    """set_num_threads before a backend's first use (the Numba backend under
+    _backends.use, which loads it) is that backend's count too, not its default."""
+    pytest.importorskip("numba")
+    code = (
+        "import fastmse; from fastmse import _backends\n"
+        "fastmse.set_num_threads(1)\n"
+        "with _backends.use('numba') as numba_backend: print(numba_backend.get_num_threads())\n"
+        "fastmse.set_num_threads(2); print(numba_backend.get_num_threads(), fastmse.get_num_threads())"
+    )
+    result = _run(code, FASTMSE_BACKEND="cpp", NUMBA_NUM_THREADS="2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "2", "2"]
+
+
 def test_config_reports_build_and_threads():
     config = fastmse._config.config()
     assert config["backend"] in _backends.NAMES

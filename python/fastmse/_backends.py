@@ -51,6 +51,7 @@ _loaded: dict[str, Backend] = {}
 _gpu_backend: Kernels | None = None
 _failures: dict[str, str] = {}
 _current: Backend | None = None
+_threads: int | None = None  # set_num_threads' count, for backends loaded after it
 # The current backend's small_call, where it has one: (job, predictions, targets, weights,
 # axis, reduction, keepdims, out) -> the result of mse (job JOB_MSE), mse_grad (JOB_MSE_GRAD)
 # or mse_and_grad (JOB_MSE_AND_GRAD) for the common small call, bitwise what the general
@@ -98,8 +99,18 @@ def load(name: str) -> Backend:
         }[name]
         msg = f"fastmse backend {name!r} is unavailable: {hint} ({error})"
         raise ImportError(msg) from error
+    if _threads is not None:  # set_num_threads applies to backends loaded after it too
+        backend.set_num_threads(_threads)
     _loaded[name] = backend
     return backend
+
+
+def set_num_threads(count: int) -> None:
+    """`count` threads for every backend: those loaded and those loaded later."""
+    global _threads
+    _threads = count
+    for backend in _loaded.values():
+        backend.set_num_threads(count)
 
 
 def loaded() -> dict[str, Backend]:

@@ -42,9 +42,7 @@ def set_num_threads(n: int) -> None:
     if count < 1:
         msg = f"n must be at least 1, not {count}"
         raise ValueError(msg)
-    _backends.current().set_num_threads(count)
-    for backend in _backends.loaded().values():
-        backend.set_num_threads(count)
+    _backends.set_num_threads(count)
 
 
 def get_num_threads() -> int:

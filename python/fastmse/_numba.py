@@ -639,6 +639,15 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
 # region took as long to compile again as the kernels themselves (14 s a dtype).
 @njit(cache=True, nogil=True, error_model="numpy")
 def tasks(begin: int, end: int, mode: int, arguments: Any, partials: Float64s) -> None:
+    sums, finished = arguments[13], arguments[14]
+    # The loss view not in use (put_loss's scratch value) is this range's own: one shared
+    # by the threads would be stored into by each at every output, its cache line moved
+    # between their cores. With one output there is one store.
+    if sums.size == 1 and finished.size > 1:
+        sums = np.zeros(1)
+    elif finished.size == 1 and sums.size > 1:
+        finished = np.zeros(1, finished.dtype)
+    arguments = arguments[:13] + (sums, finished) + arguments[15:]
     if mode == ROW_MODE:
         row_tasks(begin, end, arguments, partials)
     elif mode == ACROSS_MODE:
@@ -1021,9 +1030,13 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
         p, t, w, sw, out, loss, divisors, scale, has_scale, base, js, rows, n, st = arguments
         end = n - n % LANES
         scalar_from = end if VECTOR else 0
-        for r in range(rows):
-            ip, it, iw, io = base[P] + r * js[P], base[T] + r * js[T], base[W] + r * js[W], base[OUT] + r * js[OUT]
-            factor = scale[base[SCALE] + r * js[SCALE]] if has_scale else 0.0
+        # Each row's offsets stepped on from the last, the steps read once: the compiler
+        # cannot tell that the loss's stores leave base and js as they were, and read and
+        # multiplied them again at every row.
+        jp, jt, jw, jo, jl, jf = js[P], js[T], js[W], js[OUT], js[LOSS], js[SCALE]
+        ip, it, iw, io, il, i_factor = base[P], base[T], base[W], base[OUT], base[LOSS], base[SCALE]
+        for _ in range(rows):
+            factor = scale[i_factor] if has_scale else 0.0
             a0, a1, a2, a3, a4, a5, a6, a7 = groups(
                 p, ip, t, it, w, iw, sw, out, io, factor, scalar_from, ZERO_LANES, st
             )
@@ -1093,7 +1106,8 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
                 i = end + 6
                 a6 += element(KIND, WEIGHTED, p, ip + i, t, it + i * st, w, iw + i * sw, out, io + i, factor)
             if reduces(KIND):
-                put_loss(loss, base[LOSS] + r * js[LOSS], ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)), divisors)
+                put_loss(loss, il, ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)), divisors)
+            ip, it, iw, io, il, i_factor = ip + jp, it + jt, iw + jw, io + jo, il + jl, i_factor + jf
 
     return rows_of
 

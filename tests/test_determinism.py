@@ -128,6 +128,19 @@ CASES = {
             ("weights per sample, one target", np.float32(0.5), rng.uniform(size=(70_000, 1))),
         ]
     },
+    # Gradients of short rows with a target per column walk copies of the target row
+    # (the Numba backend's row_tasks): rows of 1 to 129 positions, the rows ending within
+    # a copy, and a row of targets per outer index.
+    **{
+        f"a target per column, rows of {k}": (S[:, :k].copy(), S[5, k : 2 * k].copy(), {})
+        for S in [rng.standard_normal((20_001, 258)).astype(np.float32)]
+        for k in (1, 3, 100, 128, 129)
+    },
+    "a row of targets per outer index": (
+        rng.standard_normal((3, 9001, 6)).astype(np.float32),
+        rng.standard_normal((3, 1, 6)).astype(np.float32),
+        {"axis": -1},
+    ),
     "short strided rows": (MATRIX[:, :20:2], MATRIX[:, 1:21:2], {"axis": -1}),
     # Rows longer than a block (lane mode), unweighted and weighted per sample; columns
     # weighted per column (tiles across outputs, weights along them).

@@ -44,6 +44,7 @@ OUTPUTS_PER_TASK = 64
 NARROW = 4  # across_block's groups of up to NARROW outputs have their rows unrolled (kNarrow)
 CHUNK = 1 << 15
 CASCADE_LEVELS = 64
+COPIED = 4 * BLOCK  # positions of a run of short rows whose target row is copied (row_tasks)
 # Calls of fewer positions run on the calling thread (the compiled kernels' kParallelMin
 # is 1 << 16): the worker threads sleep between calls, and handing one half the work,
 # then waiting for it, costs about 110 us here (two wake-ups), what one thread takes for
@@ -515,10 +516,47 @@ def row_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None:
     seek(shape, strides, 0, n_kept, begin, index, offset)
     acc = np.zeros(LANES)
     base = np.zeros(6, np.int64)
+    # A pass that sums nothing over short rows one after another in p and out, with one
+    # row of targets for all (a target per column) and one factor: a run of such rows is
+    # walked as rows of up to COPIED positions whose targets are copies of that row side by
+    # side (as cpp/kernels.cpp's SharedRow), where each row of a few positions cost as much
+    # as its arithmetic in set-up (and a call per copied row as much as rows of 128 do).
+    # The same operations on each position: the same bits.
+    rows_per_copy = 0
+    if (
+        not reduces(kind)
+        and not weighted
+        and contiguous
+        and st == 1
+        and j >= 0
+        and js[T] == 0
+        and js[P] == n_red
+        and js[OUT] == n_red
+        and js[SCALE] == 0
+        and 64 * n_red <= COPIED
+    ):
+        rows_per_copy = COPIED // n_red
+    copies = np.empty(rows_per_copy * n_red, t.dtype)
     o = begin
     while o < end:
         run = min(end - o, shape[j] - index[j]) if j >= 0 else end - o
-        if contiguous:
+        if contiguous and rows_per_copy > 0 and run >= 2 * rows_per_copy:
+            for k in range(6):
+                base[k] = origin[k] + offset[k]
+            for i in range(copies.size):
+                copies[i] = t[base[T] + i % n_red]
+            first_p, first_out = base[P], base[OUT]
+            base[T] = 0
+            for r in range(0, run, rows_per_copy):
+                base[P], base[OUT] = first_p + r * n_red, first_out + r * n_red
+                positions = min(rows_per_copy, run - r) * n_red
+                specialized(
+                    ROWS_ROUTINE,
+                    kind,
+                    weighted,
+                    (p, copies, w, sw, out, loss, divisors, scale, has_scale, base, js, 1, positions, st),
+                )
+        elif contiguous:
             for k in range(6):
                 base[k] = origin[k] + offset[k]
             specialized(

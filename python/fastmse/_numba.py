@@ -534,6 +534,7 @@ def row_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None:
         and js[OUT] == n_red
         and js[SCALE] == 0
         and 64 * n_red <= COPIED
+        and end - begin >= 2 * (COPIED // n_red)  # the copies made only where they are used
     ):
         rows_per_copy = COPIED // n_red
     copies = np.empty(rows_per_copy * n_red, t.dtype)

@@ -519,8 +519,9 @@ def row_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None:
     # A pass that sums nothing over short rows one after another in p and out, with one
     # row of targets for all (a target per column) and one factor: a run of such rows is
     # walked as rows of up to COPIED positions whose targets are copies of that row side by
-    # side (as cpp/kernels.cpp's SharedRow), where each row of a few positions cost as much
-    # as its arithmetic in set-up (and a call per copied row as much as rows of 128 do).
+    # side (cpp/kernels.cpp's SharedRow copies a target row likewise), where each row of a
+    # few positions cost as much as its arithmetic in set-up. Rows of more than 128
+    # positions keep the walk row by row: a call per COPIED positions costs them as much.
     # The same operations on each position: the same bits.
     rows_per_copy = 0
     if (
@@ -534,7 +535,7 @@ def row_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None:
         and js[OUT] == n_red
         and js[SCALE] == 0
         and 64 * n_red <= COPIED
-        and end - begin >= 2 * (COPIED // n_red)  # the copies made only where they are used
+        and end - begin >= 2 * (COPIED // n_red)  # the copies made only where they may be used
     ):
         rows_per_copy = COPIED // n_red
     copies = np.empty(rows_per_copy * n_red, t.dtype)

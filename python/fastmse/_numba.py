@@ -538,13 +538,14 @@ def row_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None:
         and end - begin >= 2 * (COPIED // n_red)  # the copies made only where they may be used
     ):
         rows_per_copy = COPIED // n_red
-    copies = np.empty(rows_per_copy * n_red, t.dtype)
+    copies = np.empty(rows_per_copy * n_red, t.dtype) if rows_per_copy > 0 else t[:0]  # t's type either way
     o = begin
     while o < end:
         run = min(end - o, shape[j] - index[j]) if j >= 0 else end - o
-        if contiguous and rows_per_copy > 0 and run >= 2 * rows_per_copy:
+        if contiguous:
             for k in range(6):
                 base[k] = origin[k] + offset[k]
+        if contiguous and rows_per_copy > 0 and run >= 2 * rows_per_copy:
             for i in range(copies.size):
                 copies[i] = t[base[T] + i % n_red]
             first_p, first_out = base[P], base[OUT]
@@ -559,8 +560,6 @@ def row_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None:
                     (p, copies, w, sw, out, loss, divisors, scale, has_scale, base, js, 1, positions, st),
                 )
         elif contiguous:
-            for k in range(6):
-                base[k] = origin[k] + offset[k]
             specialized(
                 ROWS_ROUTINE,
                 kind,
@@ -680,12 +679,13 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
 @njit(cache=True, nogil=True, error_model="numpy")
 def tasks(begin: int, end: int, mode: int, arguments: Any, partials: Float64s) -> None:
     sums, finished = arguments[13], arguments[14]
-    # The loss view not in use (put_loss's scratch value) is this range's own: one shared
-    # by the threads would be stored into by each at every output, its cache line moved
-    # between their cores. With one output there is one store.
-    if sums.size == 1 and finished.size > 1:
+    # The loss view not in use (put_loss's scratch value) is a range's own past the first
+    # (which keeps the call's, so that one thread allocates nothing): one shared by the
+    # threads would be stored into by each at every output, its cache line moved between
+    # their cores. With one output there is one store.
+    if begin > 0 and sums.size == 1 and finished.size > 1:
         sums = np.zeros(1)
-    elif finished.size == 1 and sums.size > 1:
+    elif begin > 0 and finished.size == 1 and sums.size > 1:
         finished = np.zeros(1, finished.dtype)
     arguments = arguments[:13] + (sums, finished) + arguments[15:]
     if mode == ROW_MODE:

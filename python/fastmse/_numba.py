@@ -1562,6 +1562,17 @@ def max_threads() -> int:
 _ONE, _TWO, _NOUGHT, _ORIGIN = np.ones(1), np.full(1, 2.0), np.zeros(1), np.zeros(6, np.int64)
 
 
+@functools.lru_cache(maxsize=256)
+def _run_layout(shape: tuple[int, ...], steps: tuple[tuple[int, ...] | None, ...]) -> tuple[Int64s, Int64s]:
+    """The shape and strides arrays of _run_steps (the kernels only read them), made once
+    for each: building them took a small call longer than the kernel's run."""
+    strides = np.zeros((6, len(shape)), np.int64)
+    for k, along in enumerate(steps):
+        if along is not None:
+            strides[k] = along
+    return np.array(shape, np.int64), strides
+
+
 def _run_steps(
     kind: int,
     shape: tuple[int, ...],
@@ -1581,10 +1592,7 @@ def _run_steps(
     call's plan, the same bits. `loss`: an array of one value per output (the loss
     finished by the kernel: divided by `divisors`, rounded once), or None: the float64 sum
     over everything, returned."""
-    strides = np.zeros((6, len(shape)), np.int64)
-    for k, along in enumerate(steps):
-        if along is not None:
-            strides[k] = along
+    shape_array, strides = _run_layout(shape, steps)
     nothing = np.zeros(1, p.dtype)  # an absent operand: never read, or written and dropped
     sums, finished = np.zeros(1), nothing
     if loss is not None:
@@ -1594,7 +1602,7 @@ def _run_steps(
         kind,
         w is not None,
         steps[OUT] is not None,
-        np.array(shape, np.int64),
+        shape_array,
         n_kept,
         strides,
         _ORIGIN,

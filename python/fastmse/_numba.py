@@ -44,6 +44,9 @@ OUTPUTS_PER_TASK = 64
 NARROW = 4  # across_block's groups of up to NARROW outputs have their rows unrolled (kNarrow)
 CHUNK = 1 << 15
 CASCADE_LEVELS = 64
+KROWS = 4  # rows summed side by side and finished together by _vector_rows (kRowGroup)
+SPECIALIZED_GROUPS = 3  # short rows of fewer groups of LANES have loops of their own in _vector_rows
+SHORT_ROW_GROUPS = 8  # rows of fewer groups of LANES are summed KROWS at a time
 COPIED = 4 * BLOCK  # positions of a run of short rows whose target row is copied (row_tasks)
 # Calls of fewer positions run on the calling thread (the compiled kernels' kParallelMin
 # is 1 << 16): the worker threads sleep between calls, and handing one half the work,
@@ -843,6 +846,114 @@ def _vectorizable(kind: int, weighted: bool, p: Any, t: Any, w: Any, out: Any) -
     return all(isinstance(a, types.Array) and a.layout == "C" and a.dtype in _VECTOR_DTYPES for a in used)
 
 
+class _Emitter:
+    """LLVM IR over an intrinsic's arrays (by name: their Numba type and value), each
+    element read as float64: vector loads and stores of LANES lanes, prefetches."""
+
+    def __init__(self, context: Any, builder: Any, arrays: dict[str, tuple[Any, Any]]) -> None:
+        self.context, self.builder, self.arrays = context, builder, arrays
+        self.i64, self.i32 = ir.IntType(64), ir.IntType(32)
+        self.lanes = ir.VectorType(ir.DoubleType(), LANES)
+        byte_pointer = ir.IntType(8).as_pointer()
+        self._byte_pointer = byte_pointer
+        self._prefetch = builder.module.declare_intrinsic(
+            "llvm.prefetch",
+            [byte_pointer],
+            ir.FunctionType(ir.VoidType(), [byte_pointer, self.i32, self.i32, self.i32]),
+        )
+
+    def constant(self, value: int) -> Any:
+        return ir.Constant(self.i64, value)
+
+    def _array(self, name: str) -> Any:
+        array_type, value = self.arrays[name]
+        return self.context.make_array(array_type)(self.context, self.builder, value)
+
+    def size(self, name: str) -> Any:
+        return self._array(name).nitems
+
+    def address(self, name: str, at: Any, count: int) -> tuple[Any, Any]:
+        builder = self.builder
+        element = self.context.get_data_type(self.arrays[name][0].dtype)
+        loaded = ir.VectorType(element, count) if count > 1 else element
+        pointer = builder.gep(self._array(name).data, [at], source_etype=element)
+        return builder.bitcast(pointer, loaded.as_pointer()), loaded
+
+    def alignment(self, name: str) -> int:  # an element's, or none: misaligned data is read in place
+        array_type = self.arrays[name][0]
+        return array_type.dtype.bitwidth // 8 if array_type.aligned else 1
+
+    def load(self, name: str, at: Any, count: int = LANES) -> Any:
+        pointer, loaded = self.address(name, at, count)
+        value = self.builder.load(pointer, align=self.alignment(name), typ=loaded)
+        if self.arrays[name][0].dtype == types.float64:
+            return value
+        return self.builder.fpext(value, self.lanes if count > 1 else ir.DoubleType())
+
+    def store(self, name: str, at: Any, value: Any, count: int = LANES) -> None:
+        pointer, stored = self.address(name, at, count)
+        if self.arrays[name][0].dtype != types.float64:
+            value = self.builder.fptrunc(value, stored)
+        self.builder.store(value, pointer, align=self.alignment(name))
+
+    def splat(self, value: Any) -> Any:
+        vector = ir.Constant(self.lanes, None)
+        for lane in range(LANES):
+            vector = self.builder.insert_element(vector, value, ir.Constant(self.i32, lane))
+        return vector
+
+    def prefetch(self, name: str, at: Any) -> None:  # a read, kept in every cache level
+        pointer, _ = self.address(name, self.builder.add(at, self.constant(PREFETCH_DISTANCE)), 1)
+        flags = [ir.Constant(self.i32, v) for v in (0, 3, 1)]
+        self.builder.call(self._prefetch, [self.builder.bitcast(pointer, self._byte_pointer), *flags])
+
+
+def _group_loop(
+    em: _Emitter,
+    kind: int,
+    across: bool,
+    n_groups: Any,
+    ip: Any,
+    io: Any,
+    factor: Any,
+    sums: Any,
+    target_at: Callable[[Any], Any],
+    weight_at: Callable[[Any], Any] | None,
+) -> None:
+    """The loop over n_groups groups of LANES positions from ip (and io), the targets and
+    weights of position i from target_at(i) and weight_at(i): each group's terms added to
+    the vector at `sums` (across: the outputs' own sums, and factors, in arrays)."""
+    builder = em.builder
+    with cgutils.for_range(builder, n_groups) as loop:
+        i = builder.mul(loop.index, em.constant(LANES))
+        group_factor, group_sums = factor, sums
+        if across:  # outputs i to i + 7: their factors, and their sums in memory
+            group_factor = em.load("factors", i)
+            group_sums, _ = em.address("sums", i, LANES)
+        else:
+            em.prefetch("p", builder.add(ip, i))
+        d = builder.fsub(em.load("p", builder.add(ip, i)), target_at(i))
+        weight = None if weight_at is None else weight_at(i)
+        wd = d if weight is None else builder.fmul(weight, d)  # position.hpp's weight * d
+        if kind == SQUARED_ERROR:
+            em.store("o", builder.add(io, i), builder.fmul(wd, d))
+        elif writes(kind):  # scale * d where there is no weight, as run_packed
+            gradient_factor = group_factor if weight is None else builder.fmul(group_factor, weight)
+            em.store("o", builder.add(io, i), builder.fmul(gradient_factor, d))
+        if reduces(kind):
+            term = wd if kind == REDUCE_DIFFERENCE else builder.fmul(wd, d)
+            builder.store(builder.fadd(builder.load(group_sums, align=8), term), group_sums, align=8)
+
+
+def _per_operand_stride(em: _Emitter, stride: Any, one: Callable[[], None], along: Callable[[], None]) -> None:
+    """one() where `stride` (of the targets or the weights) is 0, else along()."""
+    with em.builder.if_else(em.builder.icmp_signed("==", stride, em.constant(0))) as (is_one, is_along):
+        with is_one:
+            one()
+        with is_along:
+            along()
+
+
 @functools.cache
 def _vector_groups(kind: int, weighted: bool, across: bool) -> Any:
     """An intrinsic groups(p, ip, t, it, w, iw, sw, out, io, factor, n, lanes, st) for one
@@ -874,122 +985,384 @@ def _vector_groups(kind: int, weighted: bool, across: bool) -> Any:
         signature = returned(p, ip, t, it, w, iw, sw, out, io, factor, n, lanes, st)
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-            i64, i32 = ir.IntType(64), ir.IntType(32)
-            vector_of_lanes = ir.VectorType(ir.DoubleType(), LANES)
             # (type, value) by name: p, t, w, out and, across, the outputs' factors and sums
             names = {"p": 0, "t": 2, "w": 4, "o": 7, "factors": 9, "sums": 11}
-            arrays = {name: (signature.args[k], args[k]) for name, k in names.items()}
+            em = _Emitter(context, builder, {name: (signature.args[k], args[k]) for name, k in names.items()})
 
             def scalar(k: int, to: Any) -> Any:
                 return context.cast(builder, args[k], signature.args[k], to)
 
-            def address(name: str, at: Any, count: int) -> tuple[Any, Any]:
-                array_type, value = arrays[name]
-                data = context.make_array(array_type)(context, builder, value).data
-                element = context.get_data_type(array_type.dtype)
-                loaded = ir.VectorType(element, count) if count > 1 else element
-                return builder.bitcast(builder.gep(data, [at], source_etype=element), loaded.as_pointer()), loaded
-
-            def alignment(name: str) -> int:  # an element's, or none: misaligned data is read in place
-                array_type = arrays[name][0]
-                return array_type.dtype.bitwidth // 8 if array_type.aligned else 1
-
-            def load(name: str, at: Any, count: int = LANES) -> Any:
-                pointer, loaded = address(name, at, count)
-                value = builder.load(pointer, align=alignment(name), typ=loaded)
-                if arrays[name][0].dtype == types.float64:
-                    return value
-                return builder.fpext(value, vector_of_lanes if count > 1 else ir.DoubleType())
-
-            def store(name: str, at: Any, value: Any) -> None:
-                pointer, stored = address(name, at, LANES)
-                if arrays[name][0].dtype != types.float64:
-                    value = builder.fptrunc(value, stored)
-                builder.store(value, pointer, align=alignment(name))
-
-            def splat(value: Any) -> Any:
-                vector = ir.Constant(vector_of_lanes, None)
-                for lane in range(LANES):
-                    vector = builder.insert_element(vector, value, ir.Constant(i32, lane))
-                return vector
-
-            byte_pointer = ir.IntType(8).as_pointer()
-            prefetch_function = builder.module.declare_intrinsic(
-                "llvm.prefetch", [byte_pointer], ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32])
-            )
-
-            def prefetch(name: str, at: Any) -> None:  # a read, kept in every cache level
-                pointer, _ = address(name, builder.add(at, ir.Constant(i64, PREFETCH_DISTANCE)), 1)
-                flags = [ir.Constant(i32, v) for v in (0, 3, 1)]
-                builder.call(prefetch_function, [builder.bitcast(pointer, byte_pointer), *flags])
-
-            ip, it, iw, io, n = (scalar(k, types.int64) for k in (1, 3, 5, 8, 10))
+            ip, it, iw, io, n, sw, st = (scalar(k, types.int64) for k in (1, 3, 5, 8, 10, 6, 12))
             factor, sums = None, None  # across: per group of outputs
             if not across:
-                factor = splat(scalar(9, types.float64))
-                initial = ir.Constant(vector_of_lanes, None)
+                factor = em.splat(scalar(9, types.float64))
+                initial = ir.Constant(em.lanes, None)
                 for lane in range(LANES):
                     lane_sum = builder.extract_value(args[11], lane)
-                    initial = builder.insert_element(initial, lane_sum, ir.Constant(i32, lane))
-                sums = cgutils.alloca_once(builder, vector_of_lanes)  # type: ignore[no-untyped-call]
+                    initial = builder.insert_element(initial, lane_sum, ir.Constant(em.i32, lane))
+                sums = cgutils.alloca_once(builder, em.lanes)  # type: ignore[no-untyped-call]
                 builder.store(initial, sums)
-            n_groups = builder.udiv(n, ir.Constant(i64, LANES))
-
-            def emit(target_at: Callable[[Any], Any], weight_at: Callable[[Any], Any] | None) -> None:
-                """The loop, with the targets and weights of position i from target_at(i)
-                and weight_at(i)."""
-                with cgutils.for_range(builder, n_groups) as loop:
-                    i = builder.mul(loop.index, ir.Constant(i64, LANES))
-                    group_factor, group_sums = factor, sums
-                    if across:  # outputs i to i + 7: their factors, and their sums in memory
-                        group_factor = load("factors", i)
-                        group_sums, _ = address("sums", i, LANES)
-                    else:
-                        prefetch("p", builder.add(ip, i))
-                    d = builder.fsub(load("p", builder.add(ip, i)), target_at(i))
-                    weight = None if weight_at is None else weight_at(i)
-                    wd = d if weight is None else builder.fmul(weight, d)  # position.hpp's weight * d
-                    if kind == SQUARED_ERROR:
-                        store("o", builder.add(io, i), builder.fmul(wd, d))
-                    elif writes(kind):  # scale * d where there is no weight, as run_packed
-                        gradient_factor = group_factor if weight is None else builder.fmul(group_factor, weight)
-                        store("o", builder.add(io, i), builder.fmul(gradient_factor, d))
-                    if reduces(kind):
-                        term = wd if kind == REDUCE_DIFFERENCE else builder.fmul(wd, d)
-                        builder.store(builder.fadd(builder.load(group_sums, align=8), term), group_sums, align=8)
+            n_groups = builder.udiv(n, em.constant(LANES))
 
             def targets_along(i: Any) -> Any:
                 if not across:
-                    prefetch("t", builder.add(it, i))
-                return load("t", builder.add(it, i))
+                    em.prefetch("t", builder.add(it, i))
+                return em.load("t", builder.add(it, i))
 
-            def emit_per_target(weight_at: Callable[[Any], Any] | None) -> None:
-                """The loop for a target per position or one for all (st 1 or 0)."""
-                st = scalar(12, types.int64)
-                with builder.if_else(builder.icmp_signed("==", st, ir.Constant(i64, 0))) as (one_target, along):
-                    with one_target:
-                        emit(lambda i: splat(load("t", it, 1)), weight_at)
-                    with along:
-                        emit(targets_along, weight_at)
+            def loop(weight_at: Callable[[Any], Any] | None) -> None:
+                def emit(target_at: Callable[[Any], Any]) -> Callable[[], None]:
+                    return lambda: _group_loop(em, kind, across, n_groups, ip, io, factor, sums, target_at, weight_at)
+
+                _per_operand_stride(em, st, emit(lambda i: em.splat(em.load("t", it, 1))), emit(targets_along))
 
             if not weighted:
-                emit_per_target(None)
+                loop(None)
             else:
-                sw = scalar(6, types.int64)
-                with builder.if_else(builder.icmp_signed("==", sw, ir.Constant(i64, 0))) as (one_weight, along):
-                    with one_weight:
-                        emit_per_target(lambda i: splat(load("w", iw, 1)))
-                    with along:
-                        emit_per_target(lambda i: load("w", builder.add(iw, i)))
+                _per_operand_stride(
+                    em,
+                    sw,
+                    lambda: loop(lambda i: em.splat(em.load("w", iw, 1))),
+                    lambda: loop(lambda i: em.load("w", builder.add(iw, i))),
+                )
             if across:
                 return context.get_dummy_value()
             total = builder.load(sums)
-            values = [builder.extract_element(total, ir.Constant(i32, lane)) for lane in range(LANES)]
+            values = [builder.extract_element(total, ir.Constant(em.i32, lane)) for lane in range(LANES)]
             return context.make_tuple(builder, signature.return_type, values)
 
         return signature, codegen
 
     return groups
+
+
+class _RowsCode:
+    """The IR of _vector_rows' intrinsic for one call site: see there. `em` holds the
+    arrays p, t, w, sums, finished and divisors; the rest are int64 values."""
+
+    def __init__(self, em: _Emitter, kind: int, weighted: bool, scalars: dict[str, Any]) -> None:
+        self.em, self.builder, self.kind, self.weighted = em, em.builder, kind, weighted
+        self.s = scalars  # ip, jp, it, jt, st, iw, jw, sw, il, jl, count, n (of the first row)
+        builder, i64 = self.builder, em.i64
+        self.zero = em.constant(0)
+        self.n_groups = builder.udiv(scalars["n"], em.constant(LANES))
+        self.at = builder.mul(self.n_groups, em.constant(LANES))  # the tail's first position
+        self.tail_size = builder.sub(scalars["n"], self.at)
+        splat_tail = ir.Constant(ir.VectorType(i64, LANES), None)
+        for lane in range(LANES):
+            splat_tail = builder.insert_element(splat_tail, self.tail_size, ir.Constant(em.i32, lane))
+        self.in_row = builder.icmp_unsigned("<", self.constants(i64, list(range(LANES))), splat_tail)
+        self.no_terms = ir.Constant(em.lanes, [0.0] * LANES)
+        self.row_sums = [cgutils.alloca_once(builder, em.lanes) for _ in range(KROWS)]  # type: ignore[no-untyped-call]
+        self.gathered = cgutils.alloca_once(builder, em.lanes)  # type: ignore[no-untyped-call]
+        self.last = {name: builder.sub(em.size(name), em.constant(1)) for name in ("sums", "finished", "divisors")}
+        # Per operand of the variant being emitted: whether its rows are all one row (step
+        # 0: a target per column), and that row's tail, read once.
+        self.shared: dict[str, Any] = {}
+        self.shared_tails: dict[str, Any] = {}
+
+    def constants(self, element: Any, values: list[Any]) -> Any:
+        return ir.Constant(ir.VectorType(element, len(values)), values)
+
+    def shuffle(self, a: Any, b: Any, indices: list[int]) -> Any:
+        return self.builder.shuffle_vector(a, b, self.constants(self.em.i32, indices))
+
+    def emit(self) -> None:
+        """The loops of each kind of targets and weights (one per row, or along it)."""
+        em = self.em
+
+        def with_weights(one_target: bool) -> Callable[[], None]:
+            if not self.weighted:
+                return lambda: self.variant(one_target, False)
+            return lambda: _per_operand_stride(
+                em, self.s["sw"], lambda: self.variant(one_target, True), lambda: self.variant(one_target, False)
+            )
+
+        _per_operand_stride(em, self.s["st"], with_weights(True), with_weights(False))
+
+    def variant(self, one_target: bool, one_weight: bool) -> None:
+        builder, em, s, zero = self.builder, self.em, self.s, self.zero
+        # The rows whose tails every array goes on past, read whole: a prefix of them,
+        # found once. A row shared by all rows has its tail read before them, once.
+        safe = s["count"]
+        for name, start, step in self.along(one_target, one_weight):
+            self.shared[name] = builder.icmp_signed("==", step, zero)
+            self.shared_tails[name] = self.read_checked({name: builder.add(start, self.at)})[name]
+            room = builder.sub(builder.sub(em.size(name), em.constant(LANES)), builder.add(start, self.at))
+            ahead = builder.icmp_signed(">", step, zero)
+            after = builder.add(builder.sdiv(room, builder.select(ahead, step, em.constant(1))), em.constant(1))
+            fits = builder.or_(builder.icmp_signed(">=", room, zero), self.shared[name])
+            limit = builder.select(fits, builder.select(ahead, after, s["count"]), zero)
+            limit = builder.select(builder.icmp_signed("==", self.tail_size, zero), s["count"], limit)
+            safe = builder.select(builder.icmp_signed("<", limit, safe), limit, safe)
+        # Short rows KROWS at a time, their groups side by side; the rest (and longer
+        # rows) one by one. Where the variant is a common one, rows of fewer than
+        # SPECIALIZED_GROUPS groups have a loop for each number of groups (a constant
+        # there, as C++'s template K): their groups unrolled.
+        short = builder.icmp_unsigned("<", self.n_groups, em.constant(SHORT_ROW_GROUPS))
+        row_groups = builder.select(short, builder.sdiv(safe, em.constant(KROWS)), zero)
+        common = not self.weighted or (self.kind == REDUCE and not one_target)
+        if not common:
+            self.lockstep(row_groups, one_target, one_weight, None)
+        else:
+            done = builder.append_basic_block("lockstep_done")
+            generic = builder.append_basic_block("lockstep_any_groups")
+            switch = builder.switch(self.n_groups, generic)
+            for groups in range(SPECIALIZED_GROUPS):
+                block = builder.append_basic_block(f"lockstep_{groups}_groups")
+                switch.add_case(em.constant(groups), block)
+                builder.position_at_end(block)
+                self.lockstep(row_groups, one_target, one_weight, groups)
+                builder.branch(done)
+            builder.position_at_end(generic)
+            self.lockstep(row_groups, one_target, one_weight, None)
+            builder.branch(done)
+            builder.position_at_end(done)
+        self.one_by_one(builder.mul(row_groups, em.constant(KROWS)), one_target, one_weight)
+
+    def along(self, one_target: bool, one_weight: bool) -> list[tuple[str, Any, Any]]:
+        """(name, first row's offset, row step) of each operand read along the rows."""
+        s = self.s
+        operands = [("p", s["ip"], s["jp"])]
+        if not one_target:
+            operands.append(("t", s["it"], s["jt"]))
+        if self.weighted and not one_weight:
+            operands.append(("w", s["iw"], s["jw"]))
+        return operands
+
+    def read_whole(self, starts: dict[str, Any]) -> dict[str, Any]:
+        return {name: self.em.load(name, start) for name, start in starts.items()}
+
+    def read_checked(self, starts: dict[str, Any]) -> dict[str, Any]:
+        """The tail as read_whole where every array goes on past it, else the row's
+        positions one by one (0 past them): the last rows of an array."""
+        builder, em = self.builder, self.em
+        whole = ir.Constant(ir.IntType(1), 1)
+        for name, start in starts.items():
+            whole = builder.and_(
+                whole, builder.icmp_signed("<=", builder.add(start, em.constant(LANES)), em.size(name))
+            )
+        with builder.if_else(whole, likely=True) as (in_bounds, at_the_end):
+            with in_bounds:
+                whole_values = self.read_whole(starts)
+                whole_block = builder.block
+            with at_the_end:
+                lanes_pointer = builder.bitcast(self.gathered, ir.DoubleType().as_pointer())
+                gathered_values = {}
+                for name, start in starts.items():
+                    builder.store(self.no_terms, self.gathered)
+                    with cgutils.for_range(builder, self.tail_size) as loop:
+                        value = em.load(name, builder.add(start, loop.index), 1)
+                        builder.store(value, builder.gep(lanes_pointer, [loop.index]))
+                    gathered_values[name] = builder.load(self.gathered)
+                gathered_block = builder.block
+        values = {}
+        for name in starts:
+            values[name] = builder.phi(em.lanes)
+            values[name].add_incoming(whole_values[name], whole_block)
+            values[name].add_incoming(gathered_values[name], gathered_block)
+        return values
+
+    def term(self, predictions: Any, targets: Any, weights: Any) -> Any:  # position.hpp's term
+        builder = self.builder
+        d = builder.fsub(predictions, targets)
+        wd = d if weights is None else builder.fmul(weights, d)
+        return wd if self.kind == REDUCE_DIFFERENCE else builder.fmul(wd, d)
+
+    def row(self, r: Any, one_target: bool, one_weight: bool) -> tuple[Any, ...]:
+        """Row r's offsets into p, t and w, and its one target and weight (splat) where the
+        row has one."""
+        builder, em, s = self.builder, self.em, self.s
+        ip, it = builder.add(s["ip"], builder.mul(r, s["jp"])), builder.add(s["it"], builder.mul(r, s["jt"]))
+        iw = builder.add(s["iw"], builder.mul(r, s["jw"]))
+        target = em.splat(em.load("t", it, 1)) if one_target else None
+        weight = em.splat(em.load("w", iw, 1)) if self.weighted and one_weight else None
+        return ip, it, iw, target, weight
+
+    def add_group(self, row: tuple[Any, ...], i: Any, lanes: Any) -> None:
+        """The row's group of LANES positions from i, added to the lanes at `lanes`."""
+        builder, em = self.builder, self.em
+        ip, it, iw, target, weight = row
+        term = self.term(
+            em.load("p", builder.add(ip, i)),
+            em.load("t", builder.add(it, i)) if target is None else target,
+            em.load("w", builder.add(iw, i)) if self.weighted and weight is None else weight,
+        )
+        builder.store(builder.fadd(builder.load(lanes), term), lanes)
+
+    def add_tail(self, row: tuple[Any, ...], at: Any, read: Callable[..., Any], lanes: Any) -> None:
+        """The row's last n % LANES positions (from `at`, read by `read`), one group whose
+        lanes past the row add 0, added to the lanes at `lanes`."""
+        builder, em = self.builder, self.em
+        ip, it, iw, target, weight = row
+        starts = {"p": builder.add(ip, at)}
+        if target is None:
+            starts["t"] = builder.add(it, at)
+        if self.weighted and weight is None:
+            starts["w"] = builder.add(iw, at)
+        values = {}
+        for name, start in starts.items():
+            with builder.if_else(self.shared[name]) as (in_shared, in_own):
+                with in_shared:
+                    shared_block = builder.block
+                with in_own:
+                    own = read({name: start})[name]
+                    own_block = builder.block
+            values[name] = builder.phi(em.lanes)
+            values[name].add_incoming(self.shared_tails[name], shared_block)
+            values[name].add_incoming(own, own_block)
+        weights = (values["w"] if weight is None else weight) if self.weighted else None
+        term = self.term(values["p"], values["t"] if target is None else target, weights)
+        term = builder.select(self.in_row, term, self.no_terms)  # an inf weight times 0 is no term
+        builder.store(builder.fadd(builder.load(lanes), term), lanes)
+
+    def pairs(self, lanes: Any) -> Any:  # (l0 + l1, l2 + l3, l4 + l5, l6 + l7)
+        return self.builder.fadd(self.shuffle(lanes, lanes, [0, 2, 4, 6]), self.shuffle(lanes, lanes, [1, 3, 5, 7]))
+
+    def lockstep(self, row_groups: Any, one_target: bool, one_weight: bool, groups: int | None) -> None:
+        """Rows [0, KROWS * row_groups), KROWS at a time, their groups side by side
+        (`groups` of them, where a constant), their lanes combined side by side."""
+        builder, em = self.builder, self.em
+        n_groups = self.n_groups if groups is None else em.constant(groups)
+        at = self.at if groups is None else em.constant(groups * LANES)
+        with cgutils.for_range(builder, row_groups) as group:
+            first = builder.mul(group.index, em.constant(KROWS))
+            rows = [self.row(builder.add(first, em.constant(g)), one_target, one_weight) for g in range(KROWS)]
+            for lanes in self.row_sums:
+                builder.store(self.no_terms, lanes)
+            with cgutils.for_range(builder, n_groups) as loop:
+                i = builder.mul(loop.index, em.constant(LANES))
+                for row, lanes in zip(rows, self.row_sums, strict=True):
+                    self.add_group(row, i, lanes)
+            with builder.if_then(builder.icmp_signed(">", self.tail_size, self.zero)):
+                for row, lanes in zip(rows, self.row_sums, strict=True):
+                    self.add_tail(row, at, self.read_whole, lanes)
+            # combine_lanes of each row, side by side: ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
+            pairs = [self.pairs(builder.load(lanes)) for lanes in self.row_sums]
+            columns = [
+                self.shuffle(
+                    self.shuffle(pairs[0], pairs[1], [c, 4 + c]),
+                    self.shuffle(pairs[2], pairs[3], [c, 4 + c]),
+                    [0, 1, 2, 3],
+                )
+                for c in range(4)
+            ]
+            totals = builder.fadd(builder.fadd(columns[0], columns[1]), builder.fadd(columns[2], columns[3]))
+            self.put_losses(first, totals, KROWS)
+
+    def one_by_one(self, first: Any, one_target: bool, one_weight: bool) -> None:
+        """Rows [first, count) each alone: its groups, then its tail (read_checked)."""
+        builder, em = self.builder, self.em
+        lanes = self.row_sums[0]
+        with cgutils.for_range(builder, builder.sub(self.s["count"], first)) as loop:
+            r = builder.add(first, loop.index)
+            row = self.row(r, one_target, one_weight)
+            ip, it, iw, target, weight = row
+            builder.store(self.no_terms, lanes)
+
+            def targets_along(i: Any) -> Any:
+                em.prefetch("t", builder.add(it, i))
+                return em.load("t", builder.add(it, i))
+
+            def weights_along(i: Any) -> Any:
+                return em.load("w", builder.add(iw, i))
+
+            weight_at = None if not self.weighted else (lambda i: weight) if weight is not None else weights_along
+            target_at = (lambda i: target) if target is not None else targets_along
+            _group_loop(em, self.kind, False, self.n_groups, ip, self.zero, None, lanes, target_at, weight_at)
+            with builder.if_then(builder.icmp_signed(">", self.tail_size, self.zero)):
+                self.add_tail(row, self.at, self.read_checked, lanes)
+            pairs = self.pairs(builder.load(lanes))
+            halves = builder.fadd(self.shuffle(pairs, pairs, [0, 2]), self.shuffle(pairs, pairs, [1, 3]))
+            total = builder.fadd(
+                builder.extract_element(halves, ir.Constant(em.i32, 0)),
+                builder.extract_element(halves, ir.Constant(em.i32, 1)),
+            )
+            one = ir.Constant(ir.VectorType(ir.DoubleType(), 1), None)
+            self.put_losses(r, builder.insert_element(one, total, ir.Constant(em.i32, 0)), 1)
+
+    def put_losses(self, first: Any, totals: Any, width: int) -> None:
+        """put_loss of rows first, first + 1, ... (totals: a vector of `width`): each
+        divided by its divisor unless 1, and stored into both views. A view of one element
+        (put_loss's scratch value, or one output) takes the last row's alone: what the
+        rows before it would store there is stored over."""
+        builder, em, s, i32 = self.builder, self.em, self.s, self.em.i32
+        outputs = [builder.add(s["il"], builder.mul(builder.add(first, em.constant(g)), s["jl"])) for g in range(width)]
+
+        def index(name: str, output: Any) -> Any:  # min(il, size - 1), as put_loss indexes
+            return builder.select(builder.icmp_signed("<", output, self.last[name]), output, self.last[name])
+
+        divisors = ir.Constant(ir.VectorType(ir.DoubleType(), width), None)
+        for g, output in enumerate(outputs):
+            divisor = em.load("divisors", index("divisors", output), 1)
+            divisors = builder.insert_element(divisors, divisor, ir.Constant(i32, g))
+        ones = self.constants(ir.DoubleType(), [1.0] * width)
+        quotients = builder.select(builder.fcmp_ordered("==", divisors, ones), totals, builder.fdiv(totals, divisors))
+        for name in ("sums", "finished"):
+            with builder.if_else(builder.icmp_signed("==", self.last[name], self.zero)) as (one_value, per_output):
+                with one_value:
+                    em.store(name, self.zero, builder.extract_element(quotients, ir.Constant(i32, width - 1)), 1)
+                with per_output:
+                    for g, output in enumerate(outputs):
+                        quotient = builder.extract_element(quotients, ir.Constant(i32, g))
+                        em.store(name, index(name, output), quotient, 1)
+
+
+@functools.cache
+def _vector_rows(kind: int, weighted: bool) -> Any:
+    """An intrinsic rows(p, ip, jp, t, it, jt, st, w, iw, jw, sw, sums, finished,
+    divisors, il, jl, count, n) for a pass that sums and writes nothing else (reduce,
+    reduce_difference): `count` rows of n positions, row r's from ip + r * jp (targets
+    and weights likewise, strides st and sw along the row: each 0 or 1), its loss put at
+    il + r * jl, as contiguous_rows puts it, the same bits.
+
+    The whole loop in IR (_RowsCode), as cpp/kernels.cpp's packed rows: in Numba's code a
+    row of a few positions cost twice C++'s, in its last n % 8 positions one by one, its
+    lanes taken out of the vector to be combined, and a division per row whose latency
+    held up the next rows. Here the last positions are one more group, read whole (the
+    arrays go on past them but for the last rows, which read them one by one), whose
+    lanes past the row add 0: a lane starts at +0 and so is never -0, and adding 0 leaves
+    its bits as they are. Short rows are summed KROWS at a time, side by side, their lanes
+    combined side by side in combine_lanes' order and divided in one vector division."""
+
+    @intrinsic
+    def rows(
+        typingctx: Any,
+        p: Any,
+        ip: Any,
+        jp: Any,
+        t: Any,
+        it: Any,
+        jt: Any,
+        st: Any,
+        w: Any,
+        iw: Any,
+        jw: Any,
+        sw: Any,
+        sums: Any,
+        finished: Any,
+        divisors: Any,
+        il: Any,
+        jl: Any,
+        count: Any,
+        n: Any,
+    ) -> tuple[Any, Callable[..., Any]]:
+        signature = types.none(p, ip, jp, t, it, jt, st, w, iw, jw, sw, sums, finished, divisors, il, jl, count, n)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            arrays = {"p": 0, "t": 3, "w": 7, "sums": 11, "finished": 12, "divisors": 13}
+            em = _Emitter(context, builder, {name: (signature.args[k], args[k]) for name, k in arrays.items()})
+            names = ("ip", "jp", "it", "jt", "st", "iw", "jw", "sw", "il", "jl", "count", "n")
+            positions = (1, 2, 4, 5, 6, 8, 9, 10, 14, 15, 16, 17)
+            scalars = {
+                name: context.cast(builder, args[k], signature.args[k], types.int64)
+                for name, k in zip(names, positions, strict=True)
+            }
+            _RowsCode(em, kind, weighted, scalars).emit()
+            return context.get_dummy_value()
+
+        return signature, codegen
+
+    return rows
 
 
 @register_jitable
@@ -1030,6 +1403,14 @@ def _no_output_groups(
     return None
 
 
+@register_jitable
+def _no_rows(
+    p: Any, ip: int, jp: int, t: Any, it: int, jt: int, st: int, w: Any, iw: int, jw: int, sw: int,
+    sums: Any, finished: Any, divisors: Any, il: int, jl: int, count: int, n: int,
+) -> None:  # fmt: skip
+    return None
+
+
 def _routine_constants(
     kind: OverloadArg, weighted: OverloadArg, p: Any, t: Any, w: Any, out: Any, across: bool
 ) -> tuple[int, bool, bool, Any] | None:
@@ -1048,11 +1429,13 @@ def _routine_constants(
 # st and sw, 0 or 1), row r's starting at base + r * js (per operand), lane i % 8 taking
 # its position i: what lane_tasks computes for such a block or short row. Each row's
 # combined lanes go to the loss at base[LOSS] + r * js[LOSS] (put_loss), its gradient
-# factor read from scale at base[SCALE] + r * js[SCALE]. The groups of eight are
-# _vector_groups' where the operand types allow, else eight locals; the loads of a group
-# come ahead of its stores, and the pass and the weights are constants of each compiled
-# copy (`specialized`), chosen once for all the rows: each copy's loop holds only its
-# own arithmetic (a choice per row doubled the time of rows of ten).
+# factor read from scale at base[SCALE] + r * js[SCALE]. A pass that only sums, over
+# float32 or float64, runs whole in _vector_rows' IR, four short rows at a time. In the
+# others the groups of eight are _vector_groups' where the operand types allow, else
+# eight locals; the loads of a group come ahead of its stores. The pass and the weights
+# are constants of each compiled copy (`specialized`), chosen once for all the rows: each
+# copy's loop holds only its own arithmetic (a choice per row doubled the time of rows
+# of ten).
 def contiguous_rows(kind: int, weighted: bool, arguments: Any) -> None:
     """`arguments`: (p, t, w, sw, out, loss, divisors, scale, has_scale, base, js, rows, n, st)."""
     raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
@@ -1065,9 +1448,26 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
     if constants is None:
         return None
     KIND, WEIGHTED, VECTOR, groups = constants
+    loss_type, divisors_type = arguments.types[5:7]
+    # A pass that only sums, into a loss of vector types: the whole loop in IR (_vector_rows).
+    WHOLE_ROWS = (
+        VECTOR
+        and not writes(KIND)
+        and all(a.layout == "C" for a in (*loss_type.types, divisors_type))
+        and loss_type.types[0].dtype == types.float64
+        and loss_type.types[1].dtype in _VECTOR_DTYPES
+    )
+    whole_rows = _vector_rows(KIND, WEIGHTED) if WHOLE_ROWS else _no_rows
 
     def rows_of(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
         p, t, w, sw, out, loss, divisors, scale, has_scale, base, js, rows, n, st = arguments
+        if WHOLE_ROWS:
+            sums, finished = loss
+            whole_rows(
+                p, base[P], js[P], t, base[T], js[T], st, w, base[W], js[W], sw,
+                sums, finished, divisors, base[LOSS], js[LOSS], rows, n,
+            )  # fmt: skip
+            return
         end = n - n % LANES
         scalar_from = end if VECTOR else 0
         # Each row's offsets stepped on from the last, the steps read once: the compiler

@@ -141,6 +141,27 @@ CASES = {
         rng.standard_normal((3, 1, 6)).astype(np.float32),
         {"axis": -1},
     ),
+    # Short rows of 0 to 8 groups of eight and a tail (the Numba backend sums rows of up
+    # to 63 four at a time, and reads the last rows' tails one by one); weighted per
+    # sample and per column (one row of weights for all, an inf among them); a target
+    # per sample; rows walked backwards.
+    **{
+        f"rows of {k}": (R[:, :k].copy(), R[::-1, -k:].copy(), {"axis": -1})
+        for R in [rng.standard_normal((4099, 65)).astype(np.float32)]
+        for k in (2, 7, 8, 10, 16, 17, 23, 24, 63, 65)
+    },
+    "rows of 10 weighted per sample": (
+        MATRIX[:, :10].copy(),
+        MATRIX[:, 10:20].copy(),
+        {"axis": -1, "reduction": "sum", "weights": rng.uniform(size=(1500, 1)).astype(np.float32)},
+    ),
+    "rows of 10 weighted per column, an inf": (
+        MATRIX[:, :10].copy(),
+        MATRIX[:, 10:20].copy(),
+        {"axis": -1, "reduction": "sum", "weights": np.array([np.inf] + [0.5] * 9, np.float32)},
+    ),
+    "rows of 3, a target per sample": (MATRIX[:, :3].copy(), MATRIX[:, 3:4].copy(), {"axis": -1}),
+    "rows of 5 backwards": (MATRIX[::-1, :5], MATRIX[:, 5:10], {"axis": -1}),
     "short strided rows": (MATRIX[:, :20:2], MATRIX[:, 1:21:2], {"axis": -1}),
     # Rows longer than a block (lane mode), unweighted and weighted per sample; columns
     # weighted per column (tiles across outputs, weights along them).

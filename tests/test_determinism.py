@@ -160,6 +160,17 @@ CASES = {
         MATRIX[:, 10:20].copy(),
         {"axis": -1, "reduction": "sum", "weights": np.array([np.inf] + [0.5] * 9, np.float32)},
     ),
+    # Infs in the weights that the row before reads whole past its end: dropped there by
+    # a select; a multiplication by 0 would make them NaN.
+    "rows of 10 weighted per position, an inf at each row's start": (
+        MATRIX[:, :10].copy(),
+        MATRIX[:, 10:20].copy(),
+        {
+            "axis": -1,
+            "reduction": "sum",
+            "weights": np.where(np.arange(10) == 0, np.inf, rng.uniform(size=(1500, 10))).astype(np.float32),
+        },
+    ),
     "rows of 3, a target per sample": (MATRIX[:, :3].copy(), MATRIX[:, 3:4].copy(), {"axis": -1}),
     "rows of 5 backwards": (MATRIX[::-1, :5], MATRIX[:, 5:10], {"axis": -1}),
     "short strided rows": (MATRIX[:, :20:2], MATRIX[:, 1:21:2], {"axis": -1}),

@@ -1212,7 +1212,7 @@ class _RowsCode:
             values[name].add_incoming(own, own_block)
         weights = (values["w"] if weight is None else weight) if self.weighted else None
         term = self.term(values["p"], values["t"] if target is None else target, weights)
-        term = builder.select(self.in_row, term, self.no_terms)  # an inf weight times 0 is no term
+        term = builder.select(self.in_row, term, self.no_terms)  # a select: inf * 0 would be NaN
         builder.store(builder.fadd(builder.load(lanes), term), lanes)
 
     def pairs(self, lanes: Any) -> Any:  # (l0 + l1, l2 + l3, l4 + l5, l6 + l7)

@@ -1755,34 +1755,43 @@ def flat_tasks(
     stack = np.zeros((CASCADE_LEVELS, 1))
     state = np.zeros(2, np.int64)
     one = np.zeros(1)
-    # Each block is one row of row_tasks' contiguous rows, its sum to one[0] (see
-    # put_loss), undivided, its factor scale[0]. The arguments have exactly the types of
-    # row_tasks' (no literal, steps a strided view, the loss's second view in p's dtype),
-    # so that the copies of contiguous_rows compiled for one serve the other: a first
-    # call of both compiles them once, where it took 10 s each.
-    loss = (one, np.zeros(1, p.dtype))
+    # A chunk's blocks are rows of row_tasks' contiguous rows, BLOCK positions apart,
+    # their sums to block_sums[r] (see put_loss), undivided, their factor scale[0]: one
+    # call per chunk, where a call per block cost a third of a flat sum's time (the
+    # arrays' counts taken and given back at each call). The arguments have exactly the
+    # types of row_tasks' (no literal, steps a strided view, the loss's second view in
+    # p's dtype), so that the copies of contiguous_rows compiled for one serve the other:
+    # a first call of both compiles them once, where it took 10 s each.
+    block_sums = np.zeros(CHUNK // BLOCK)
+    loss = (block_sums, np.zeros(1, p.dtype))
     undivided = np.ones(1)
     scratch = np.zeros(1)
     scale = np.full(1, factor)
     has_scale = writes(kind)
     base = np.zeros(6, np.int64)
-    no_step = np.zeros((6, 1), np.int64)[:, 0]
-    one_row = np.int64(1)
+    steps = np.zeros((6, 1), np.int64)[:, 0]
+    steps[P] = steps[T] = steps[W] = steps[OUT] = BLOCK
+    steps[LOSS] = 1
+    unit = np.int64(1)
     for c in range(begin, end):
         lo = c * CHUNK
         hi = min(lo + CHUNK, n)
         state[:] = 0
-        for block in range(lo, hi, BLOCK):
-            base[P] = base[T] = base[W] = base[OUT] = block
-            one[0] = 0.0
-            n_block = min(BLOCK, hi - block)
+        whole = (hi - lo) // BLOCK
+        for part in range(2):  # the whole blocks, then the rest (of the last chunk)
+            rows, n_block = (whole, BLOCK) if part == 0 else (min(hi - lo - whole * BLOCK, 1), hi - lo - whole * BLOCK)
+            if rows == 0:
+                continue
+            base[P] = base[T] = base[W] = base[OUT] = lo + part * whole * BLOCK
             specialized(
                 ROWS_ROUTINE,
                 kind,
                 weighted,
-                (p, t, w, one_row, out, loss, undivided, scale, has_scale, base, no_step, one_row, n_block, one_row),
+                (p, t, w, unit, out, loss, undivided, scale, has_scale, base, steps, rows, n_block, unit),
             )
-            cascade_push(stack, state, one, 1, scratch)
+            for r in range(rows):
+                one[0] = block_sums[r]
+                cascade_push(stack, state, one, 1, scratch)
         cascade_total(stack, state, one, 1)
         partials[c] = one[0]
 

@@ -350,15 +350,17 @@ def test_short_rows_agree_bitwise(width):
             assert_same(x, y)
 
 
-@pytest.mark.parametrize("rows", [0, 1, 16, 17, 2048, 2049, 5000, 32768, 32769, 70_001])
+@pytest.mark.parametrize("rows", [0, 1, 16, 17, 2048, 2049, 5000, 32768, 32769, 70_001, 120_000])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_rows_first_is_the_sum_of_the_row_sums(monkeypatch, rows, dtype):
-    # The C++ kernels sum the rows of a sum over everything a block at a time
+@pytest.mark.parametrize("name", ["cpp", "numba"])
+def test_rows_first_is_the_sum_of_the_row_sums(monkeypatch, name, rows, dtype):
+    # The C++ and Numba kernels sum the rows of a sum over everything a block at a time
     # (Plan.rows_first); other backends fill an array of row sums, then sum it. Both must
-    # give the same bits, at every block and chunk boundary and for empty sums, also
-    # where the kernels finish the loss themselves (a mean in the data's dtype).
-    if "cpp" not in _backends.available():
-        pytest.skip("needs the compiled module")
+    # give the same bits, at every block and chunk boundary, on one thread and on several
+    # (120,000 rows), and for empty sums, also where the kernels finish the loss
+    # themselves (a mean in the data's dtype).
+    if name not in _backends.available():
+        pytest.skip(f"needs the {name} backend")
     rng = np.random.default_rng(rows)
     p = rng.standard_normal((rows, 10)).astype(dtype)
     t = rng.standard_normal((rows, 10)).astype(dtype)
@@ -383,15 +385,22 @@ def test_rows_first_is_the_sum_of_the_row_sums(monkeypatch, rows, dtype):
         lambda: mse(p[None], per_sample[None], axis=(1, 2)),
         lambda: mse(p[:, :0], t[:, :0], weights=w),
     ]
-    with _backends.use("cpp"), warnings.catch_warnings():
+    with _backends.use(name), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # means over nothing
         assert _backends.current().rows_first
-        rows_first = [call() for call in calls]
+        results = [[call() for call in calls]]
+        if name == "numba":  # rows that it would not run as short rows: their sums in an array first
+            from fastmse import _numba
+
+            with monkeypatch.context() as patch:
+                patch.setattr(_numba, "ROW_MODE", -1)
+                results.append([call() for call in calls])
         monkeypatch.setattr(_backends.current(), "rows_first", False)
         two_passes = [call() for call in calls]
-    for a, b in zip(rows_first, two_passes, strict=True):
-        for x, y in zip(*(r if isinstance(r, tuple) else (r,) for r in (a, b)), strict=True):
-            assert_same(x, y)
+    for rows_first in results:
+        for a, b in zip(rows_first, two_passes, strict=True):
+            for x, y in zip(*(r if isinstance(r, tuple) else (r,) for r in (a, b)), strict=True):
+                assert_same(x, y)
 
 
 @pytest.mark.parametrize("name", list(CASES))

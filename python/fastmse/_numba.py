@@ -8,6 +8,7 @@ Used when the compiled module is missing or ``FASTMSE_BACKEND=numba``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -1811,6 +1812,80 @@ def flat_total(partials: Float64s) -> float:
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def row_block_sums(begin: int, end: int, arguments: Any, all_rows: Float64s, block_sums: Float64s) -> None:
+    """Blocks [begin, end) of BLOCK rows of a sum over everything taken rows first (see
+    NumbaBackend._run_rows_first): each block's row sums added up as one block of a flat
+    sum of an array of them (reduce_difference of the array and 0: the same lanes, terms
+    and combination), into block_sums. Short rows (all_rows empty) are summed here, a
+    block at a time into a buffer of its own, as row_tasks sums them into a loss per row;
+    other rows' sums are in all_rows."""
+    (
+        kind,
+        weighted,
+        has_scale,
+        shape,
+        n_kept,
+        n_red,
+        n_chunks,
+        strides,
+        origin,
+        p,
+        t,
+        w,
+        out,
+        _,
+        finished,
+        divisors,
+        scale,
+    ) = arguments
+    n_rows = all_rows.size
+    short_rows = n_rows == 0
+    if short_rows:
+        n_rows = 1
+        for d in range(n_kept):
+            n_rows *= shape[d]
+    buffer = np.empty(BLOCK)
+    own_origin = origin.copy()
+    own = (kind, weighted, has_scale, shape, n_kept, n_red, n_chunks, strides, own_origin, p, t, w, out)
+    rows_of_block = (*own, buffer, finished, divisors, scale)
+    no_partials = np.zeros(0)
+    acc = np.zeros(LANES)
+    for block in range(begin, end):
+        r0 = block * BLOCK
+        r1 = min(r0 + BLOCK, n_rows)
+        sums = buffer
+        if short_rows:
+            own_origin[LOSS] = origin[LOSS] - r0  # row r's sum to buffer[r - r0]: the rows' loss is in C order
+            row_tasks(r0, r1, rows_of_block, no_partials)
+        else:
+            sums = all_rows[r0:r1]
+        acc[:] = 0.0
+        for i in range(r1 - r0):
+            acc[i & (LANES - 1)] += sums[i] - 0.0
+        block_sums[block] = combine_lanes(acc, 0, 1)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def block_total(block_sums: Float64s) -> float:
+    """A flat sum's total from its blocks' sums: a cascade of the blocks of each chunk,
+    then of the chunks (flat_total)."""
+    blocks_per_chunk = CHUNK // BLOCK
+    partials = np.empty((block_sums.size + blocks_per_chunk - 1) // blocks_per_chunk)
+    stack = np.zeros((CASCADE_LEVELS, 1))
+    state = np.zeros(2, np.int64)
+    one = np.zeros(1)
+    scratch = np.zeros(1)
+    for c in range(partials.size):
+        state[:] = 0
+        for block in range(c * blocks_per_chunk, min(block_sums.size, (c + 1) * blocks_per_chunk)):
+            one[0] = block_sums[block]
+            cascade_push(stack, state, one, 1, scratch)
+        cascade_total(stack, state, one, 1)
+        partials[c] = one[0]
+    return flat_total(partials) if partials.size else 0.0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def run_flat(kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out: Operand, factor: float) -> float:
     """One pass over a flat run of p.size positions (w and out as long where present), on
     the calling thread; returns the float64 sum, which the caller finishes into the loss."""
@@ -1909,6 +1984,56 @@ def _is_flat(plan: Plan) -> bool:
         if k >= LOSS and array.size != 1:
             return False
     return True
+
+
+def _arguments(kind: int, plan: Plan) -> tuple[Any, ...]:
+    """run's (and schedule's) arguments for one pass over `plan`."""
+    ndim = len(plan.shape)
+    shape = list(plan.shape)
+    if plan.n_kept == ndim:
+        shape.append(1)
+    strides = np.zeros((6, len(shape)), np.int64)
+    origin = np.zeros(6, np.int64)
+    storage = plan.operands.predictions.dtype
+    flats: list[Operand] = []
+    for k, (array, s) in enumerate(zip(plan.operands, plan.strides, strict=True)):
+        if array is None:
+            flats.append(np.zeros(1, storage if k < 4 else np.float64))
+            continue
+        strides[k, :ndim] = s
+        flat, origin[k] = flat_view(array)
+        flats.append(flat)
+    flats = [_storage_view(f) for f in flats]
+    p, t, w, out, loss, scale = flats
+    p, t, w, scale = _writeable(p), _writeable(t), _writeable(w), _writeable(scale)
+    # The loss as schedule takes it: float64 sums and the finished loss, one a scratch value.
+    sums, finished = (loss, np.zeros(1, p.dtype)) if loss.dtype == np.float64 else (np.zeros(1), loss)
+    return (
+        kind,
+        plan.operands.weights is not None,
+        plan.operands.scale is not None,
+        np.asarray(shape, np.int64),
+        plan.n_kept,
+        strides,
+        origin,
+        p,
+        t,
+        w,
+        out,
+        sums,
+        finished,
+        _divisors(plan.loss_divisor),
+        scale,
+    )
+
+
+def _finish(loss: np.ndarray, divisor: Any, total: np.float64) -> None:
+    """A sum over everything into its loss of one element, as put_loss finishes it."""
+    if divisor == 1.0 and loss.dtype == np.float64:  # one number: a contiguous plan
+        loss[...] = total
+    else:
+        with np.errstate(all="ignore"):
+            loss[...] = total / divisor
 
 
 class _Worker:
@@ -2071,7 +2196,7 @@ class NumbaBackend:
     """Kernels compiled by Numba at first use (cached on disk), run on Python threads."""
 
     name = "numba"
-    rows_first = False
+    rows_first = True
 
     def __init__(self) -> None:
         self.small_call: Callable[..., Any] | None = self._small_call
@@ -2365,50 +2490,47 @@ class NumbaBackend:
         if _is_flat(plan):
             self._run_flat(kind, plan)
             return
-        ndim = len(plan.shape)
-        shape = list(plan.shape)
-        if plan.n_kept == ndim:
-            shape.append(1)
-        strides = np.zeros((6, len(shape)), np.int64)
-        origin = np.zeros(6, np.int64)
-        storage = plan.operands.predictions.dtype
-        flats: list[Operand] = []
-        for k, (array, s) in enumerate(zip(plan.operands, plan.strides, strict=True)):
-            if array is None:
-                flats.append(np.zeros(1, storage if k < 4 else np.float64))
-                continue
-            strides[k, :ndim] = s
-            flat, origin[k] = flat_view(array)
-            flats.append(flat)
-        flats = [_storage_view(f) for f in flats]
-        p, t, w, out, loss, scale = flats
-        p, t, w, scale = _writeable(p), _writeable(t), _writeable(w), _writeable(scale)
-        # The loss as schedule takes it: float64 sums and the finished loss, one a scratch value.
-        sums, finished = (loss, np.zeros(1, p.dtype)) if loss.dtype == np.float64 else (np.zeros(1), loss)
-        arguments = (
-            kind,
-            plan.operands.weights is not None,
-            plan.operands.scale is not None,
-            np.asarray(shape, np.int64),
-            plan.n_kept,
-            strides,
-            origin,
-            p,
-            t,
-            w,
-            out,
-            sums,
-            finished,
-            _divisors(plan.loss_divisor),
-            scale,
-        )
-        if self._threads == 1 or math.prod(shape) < PARALLEL_MIN:
+        if plan.rows_first:
+            self._run_rows_first(kind, plan)
+            return
+        arguments = _arguments(kind, plan)
+        if self._threads == 1 or math.prod(plan.shape) < PARALLEL_MIN:
             run(*arguments)
             return
         mode, n_tasks, task_arguments, partials = schedule(*arguments)
         if n_tasks:
             self._on_threads(tasks, n_tasks, (mode, task_arguments, partials))
             combine_chunks(task_arguments, partials)
+
+    def _run_rows_first(self, kind: int, plan: Plan) -> None:
+        """A sum over everything (plan.rows_first), as cpp/kernels.cpp's run_rows_first:
+        each row along the last dimension summed as a loss per row sums it, then the row
+        sums in C order as a flat sum of them. Short rows are summed a block of BLOCK rows
+        at a time into a buffer of each thread's own; others (a layout that sends them
+        across outputs) into an array of all the row sums first."""
+        n_rows = math.prod(plan.shape[:-1])
+        row_strides = [0] * len(plan.shape)  # the rows' C order, as outputs of a loss per row
+        for d in range(len(plan.shape) - 2, -1, -1):
+            row_strides[d] = math.prod(plan.shape[d + 1 : -1])
+        # Its loss a stand-in: each block's rows are summed into a buffer of their own.
+        rows_plan = Plan(
+            plan.shape,
+            len(plan.shape) - 1,
+            plan.operands._replace(loss=np.zeros(1)),
+            [*plan.strides[:LOSS], tuple(row_strides), plan.strides[SCALE]],
+        )
+        arguments = _arguments(kind, rows_plan)
+        mode, n_tasks, task_arguments, _ = schedule(*arguments)
+        all_rows = np.empty(0)
+        if mode != ROW_MODE and n_tasks:
+            all_rows = np.empty(n_rows)
+            self._run(kind, dataclasses.replace(rows_plan, operands=plan.operands._replace(loss=all_rows)))
+        block_sums = np.empty((n_rows + BLOCK - 1) // BLOCK if n_tasks else 0)
+        if self._threads == 1 or math.prod(plan.shape) < PARALLEL_MIN:
+            row_block_sums(np.int64(0), block_sums.size, task_arguments, all_rows, block_sums)
+        else:
+            self._on_threads(row_block_sums, block_sums.size, (task_arguments, all_rows, block_sums))
+        _finish(plan.operands.loss, plan.loss_divisor, np.float64(block_total(block_sums)))
 
     def _run_flat(self, kind: int, plan: Plan) -> None:
         predictions, targets, weights, out, loss, scale = plan.operands
@@ -2430,13 +2552,8 @@ class NumbaBackend:
             partials = np.empty((p.size + CHUNK - 1) // CHUNK)
             self._on_threads(flat_tasks, partials.size, (*arguments, partials))
             total = np.float64(flat_total(partials))
-        if loss is None or not reduces(kind):
-            return
-        if plan.loss_divisor == 1.0 and loss.dtype == np.float64:  # one number: a contiguous plan
-            loss[...] = total
-        else:  # finished as put_loss finishes it
-            with np.errstate(all="ignore"):
-                loss[...] = total / plan.loss_divisor
+        if loss is not None and reduces(kind):
+            _finish(loss, plan.loss_divisor, total)
 
     def _on_threads(self, kernel: Callable[..., None], n_tasks: int, arguments: tuple[Any, ...]) -> None:
         """kernel(begin, end, *arguments) over tasks [0, n_tasks) cut into contiguous

@@ -415,9 +415,11 @@ def lane_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None
         and (not weighted or strides[W, last - 1] == row)
         and (not writes(kind) or strides[OUT, last - 1] == row)
     )
-    block_size = min(BLOCK, n_red)  # what the blocks read: outputs of a few rows refill it
-    repeated = np.empty(block_size + row if shared_target_row else 0, t.dtype)
+    chunk_size = min(CHUNK, n_red)  # what the chunks read: outputs of a few rows refill it
+    repeated = np.empty(chunk_size + row if shared_target_row else 0, t.dtype)
     repeated_from = -1  # where the row in `repeated` starts in t
+    blocks = (np.zeros(CHUNK // BLOCK), np.zeros(1, p.dtype), np.ones(1), block_steps())
+    base = np.zeros(6, np.int64)
     for task in range(begin, end):
         o = task // n_chunks
         c = task % n_chunks
@@ -428,26 +430,28 @@ def lane_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None
         lo = c * CHUNK
         hi = min(lo + CHUNK, n_red)
         seek(shape, strides, n_kept, ndim, lo, summed_index, summed_offset)
+        if shared_target_row:  # the chunk's blocks in one run across the rows
+            row_at = origin[T] + kept_offset[T]
+            if row_at != repeated_from:
+                for i in range(row):
+                    repeated[i] = t[row_at + i]
+                for i in range(row, repeated.size):  # no division an element
+                    repeated[i] = repeated[i - row]
+                repeated_from = row_at
+            for k in range(6):
+                base[k] = origin[k] + kept_offset[k] + summed_offset[k]
+            base[T] = lo % row
+            base[LOSS] = 0
+            run_of = (p, repeated, w, sw, out, scale, has_scale, np.int64(1))
+            total = chunk_of_blocks(kind, weighted, run_of, base, hi - lo, blocks, (stack, state, one, scratch))
+            if reduces(kind):
+                store_sum(n_chunks, partials, loss, divisors, origin, o, c, kept_offset[LOSS], total)
+            continue
         state[:] = 0
         for block in range(lo, hi, BLOCK):
             acc[:] = 0.0
             block_end = min(block + BLOCK, hi)
             pos = block
-            if shared_target_row:
-                row_at = origin[T] + kept_offset[T]
-                if row_at != repeated_from:
-                    for i in range(row):
-                        repeated[i] = t[row_at + i]
-                    for i in range(row, block_size + row):  # no division an element
-                        repeated[i] = repeated[i - row]
-                    repeated_from = row_at
-                ip = origin[P] + kept_offset[P] + summed_offset[P]
-                iw = origin[W] + kept_offset[W] + summed_offset[W]
-                io = origin[OUT] + kept_offset[OUT] + summed_offset[OUT]
-                block_run = (p, repeated, w, sw, out, ip, block % row, iw, io, factor, block_end - block, acc)
-                specialized(LANES_ROUTINE, kind, weighted, (*block_run, np.int64(1)))
-                seek(shape, strides, n_kept, ndim, block_end, summed_index, summed_offset)  # across rows
-                pos = block_end
             while pos < block_end:
                 n = min(shape[last] - summed_index[last], block_end - pos)
                 ip = origin[P] + kept_offset[P] + summed_offset[P]
@@ -1738,6 +1742,55 @@ def _specialized(
     return choose
 
 
+@register_jitable
+def block_steps() -> Int64s:
+    """chunk_of_blocks' steps: its rows BLOCK positions apart, their sums side by side."""
+    steps = np.zeros((6, 1), np.int64)[:, 0]
+    steps[P] = steps[T] = steps[W] = steps[OUT] = BLOCK
+    steps[LOSS] = 1
+    return steps
+
+
+# n positions (a chunk or less) along one run, contiguous in p, t, w and out (targets and
+# weights: strides st and sw, 0 or 1) from base, factor scale[base[SCALE]]: its blocks of
+# BLOCK positions, as lane_tasks sums them, summed as rows of contiguous_rows BLOCK apart
+# (`blocks`: their sums, a scratch view in p's dtype, divisors of 1 and block_steps()),
+# then cascaded in turn; returns the cascade's total. One call a chunk, where a call a
+# block cost a third of a flat sum's time (the arrays' counts taken and given back at each
+# call). The arguments have exactly the types of row_tasks' (no literal, steps a strided
+# view, the loss's second view in p's dtype), so that the copies of contiguous_rows
+# compiled for one serve the other: a first call of both compiles them once, where it
+# took 10 s each.
+@register_jitable
+def chunk_of_blocks(kind: int, weighted: bool, run_of: Any, base: Int64s, n: int, blocks: Any, cascade: Any) -> float:
+    p, t, w, sw, out, scale, has_scale, st = run_of
+    block_sums, scratch_loss, undivided, steps = blocks
+    stack, state, one, scratch = cascade
+    loss = (block_sums, scratch_loss)
+    state[:] = 0
+    whole = n // BLOCK
+    for part in range(2):  # the whole blocks, then the rest
+        rows, n_block = (whole, np.int64(BLOCK)) if part == 0 else (min(n - whole * BLOCK, 1), n - whole * BLOCK)
+        if rows == 0:
+            continue
+        if part == 1:
+            base[P] += whole * BLOCK
+            base[T] += whole * BLOCK
+            base[W] += whole * BLOCK
+            base[OUT] += whole * BLOCK
+        specialized(
+            ROWS_ROUTINE,
+            kind,
+            weighted,
+            (p, t, w, sw, out, loss, undivided, scale, has_scale, base, steps, rows, n_block, st),
+        )
+        for r in range(rows):
+            one[0] = block_sums[r]
+            cascade_push(stack, state, one, 1, scratch)
+    cascade_total(stack, state, one, 1)
+    return float(one[0])
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def flat_tasks(
     begin: int,
@@ -1753,48 +1806,18 @@ def flat_tasks(
 ) -> None:
     """Chunks [begin, end) of a flat run, each chunk's sum in partials."""
     n = p.size
-    stack = np.zeros((CASCADE_LEVELS, 1))
-    state = np.zeros(2, np.int64)
-    one = np.zeros(1)
-    # A chunk's blocks are rows of row_tasks' contiguous rows, BLOCK positions apart,
-    # their sums to block_sums[r] (see put_loss), undivided, their factor scale[0]: one
-    # call per chunk, where a call per block cost a third of a flat sum's time (the
-    # arrays' counts taken and given back at each call). The arguments have exactly the
-    # types of row_tasks' (no literal, steps a strided view, the loss's second view in
-    # p's dtype), so that the copies of contiguous_rows compiled for one serve the other:
-    # a first call of both compiles them once, where it took 10 s each.
-    block_sums = np.zeros(CHUNK // BLOCK)
-    loss = (block_sums, np.zeros(1, p.dtype))
-    undivided = np.ones(1)
-    scratch = np.zeros(1)
+    cascade = (np.zeros((CASCADE_LEVELS, 1)), np.zeros(2, np.int64), np.zeros(1), np.zeros(1))
+    # Each block's sum undivided, its factor scale[0].
+    blocks = (np.zeros(CHUNK // BLOCK), np.zeros(1, p.dtype), np.ones(1), block_steps())
     scale = np.full(1, factor)
-    has_scale = writes(kind)
     base = np.zeros(6, np.int64)
-    steps = np.zeros((6, 1), np.int64)[:, 0]
-    steps[P] = steps[T] = steps[W] = steps[OUT] = BLOCK
-    steps[LOSS] = 1
     unit = np.int64(1)
     for c in range(begin, end):
         lo = c * CHUNK
-        hi = min(lo + CHUNK, n)
-        state[:] = 0
-        whole = (hi - lo) // BLOCK
-        for part in range(2):  # the whole blocks, then the rest (of the last chunk)
-            rows, n_block = (whole, BLOCK) if part == 0 else (min(hi - lo - whole * BLOCK, 1), hi - lo - whole * BLOCK)
-            if rows == 0:
-                continue
-            base[P] = base[T] = base[W] = base[OUT] = lo + part * whole * BLOCK
-            specialized(
-                ROWS_ROUTINE,
-                kind,
-                weighted,
-                (p, t, w, unit, out, loss, undivided, scale, has_scale, base, steps, rows, n_block, unit),
-            )
-            for r in range(rows):
-                one[0] = block_sums[r]
-                cascade_push(stack, state, one, 1, scratch)
-        cascade_total(stack, state, one, 1)
-        partials[c] = one[0]
+        base[P] = base[T] = base[W] = base[OUT] = lo
+        partials[c] = chunk_of_blocks(
+            kind, weighted, (p, t, w, unit, out, scale, writes(kind), unit), base, min(CHUNK, n - lo), blocks, cascade
+        )
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

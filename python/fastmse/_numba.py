@@ -901,6 +901,21 @@ class _Emitter:
             value = self.builder.fptrunc(value, stored)
         self.builder.store(value, pointer, align=self.alignment(name))
 
+    def store_lanes(self, name: str, at: Any, value: Any, lanes: Any) -> None:
+        """store of the LANES lanes where `lanes` (a vector of i1) is true; memory under
+        the others is not touched, so a row's last group never writes into the next row
+        (another thread's) or past the array's end."""
+        pointer, stored = self.address(name, at, LANES)
+        if self.arrays[name][0].dtype != types.float64:
+            value = self.builder.fptrunc(value, stored)
+        mask_type = ir.VectorType(ir.IntType(1), LANES)
+        signature = ir.FunctionType(ir.VoidType(), [stored, pointer.type, self.i32, mask_type])
+        element = "f64" if self.arrays[name][0].dtype == types.float64 else "f32"
+        function = self.builder.module.globals.get(f"llvm.masked.store.v{LANES}{element}.p0")
+        if function is None:
+            function = ir.Function(self.builder.module, signature, f"llvm.masked.store.v{LANES}{element}.p0")
+        self.builder.call(function, [value, pointer, ir.Constant(self.i32, self.alignment(name)), lanes])
+
     def splat(self, value: Any) -> Any:
         vector = ir.Constant(self.lanes, None)
         for lane in range(LANES):
@@ -911,6 +926,22 @@ class _Emitter:
         pointer, _ = self.address(name, self.builder.add(at, self.constant(PREFETCH_DISTANCE)), 1)
         flags = [ir.Constant(self.i32, v) for v in (0, 3, 1)]
         self.builder.call(self._prefetch, [self.builder.bitcast(pointer, self._byte_pointer), *flags])
+
+
+def _position_values(builder: Any, kind: int, d: Any, weight: Any, factor: Any) -> tuple[Any, Any]:
+    """position.hpp's arithmetic on a group of differences d (weights `weight`, or None;
+    gradient factor `factor`): what the pass stores (None where it stores nothing), and
+    what it adds to the lanes (None where it sums nothing)."""
+    wd = d if weight is None else builder.fmul(weight, d)  # position.hpp's weight * d
+    stored = None
+    if kind == SQUARED_ERROR:
+        stored = builder.fmul(wd, d)
+    elif writes(kind):  # scale * d where there is no weight, as run_packed
+        stored = builder.fmul(factor if weight is None else builder.fmul(factor, weight), d)
+    added = None
+    if reduces(kind):
+        added = wd if kind == REDUCE_DIFFERENCE else builder.fmul(wd, d)
+    return stored, added
 
 
 def _group_loop(
@@ -938,16 +969,11 @@ def _group_loop(
         else:
             em.prefetch("p", builder.add(ip, i))
         d = builder.fsub(em.load("p", builder.add(ip, i)), target_at(i))
-        weight = None if weight_at is None else weight_at(i)
-        wd = d if weight is None else builder.fmul(weight, d)  # position.hpp's weight * d
-        if kind == SQUARED_ERROR:
-            em.store("o", builder.add(io, i), builder.fmul(wd, d))
-        elif writes(kind):  # scale * d where there is no weight, as run_packed
-            gradient_factor = group_factor if weight is None else builder.fmul(group_factor, weight)
-            em.store("o", builder.add(io, i), builder.fmul(gradient_factor, d))
-        if reduces(kind):
-            term = wd if kind == REDUCE_DIFFERENCE else builder.fmul(wd, d)
-            builder.store(builder.fadd(builder.load(group_sums, align=8), term), group_sums, align=8)
+        stored, added = _position_values(builder, kind, d, None if weight_at is None else weight_at(i), group_factor)
+        if stored is not None:
+            em.store("o", builder.add(io, i), stored)
+        if added is not None:
+            builder.store(builder.fadd(builder.load(group_sums, align=8), added), group_sums, align=8)
 
 
 def _per_operand_stride(em: _Emitter, stride: Any, one: Callable[[], None], along: Callable[[], None]) -> None:
@@ -1167,38 +1193,42 @@ class _RowsCode:
             values[name].add_incoming(gathered_values[name], gathered_block)
         return values
 
-    def term(self, predictions: Any, targets: Any, weights: Any) -> Any:  # position.hpp's term
-        builder = self.builder
-        d = builder.fsub(predictions, targets)
-        wd = d if weights is None else builder.fmul(weights, d)
-        return wd if self.kind == REDUCE_DIFFERENCE else builder.fmul(wd, d)
-
     def row(self, r: Any, one_target: bool, one_weight: bool) -> tuple[Any, ...]:
-        """Row r's offsets into p, t and w, and its one target and weight (splat) where the
-        row has one."""
+        """Row r's offsets into p, t, w and out, its one target and weight (splat) where
+        the row has one, and its gradient factor (splat; where the pass writes)."""
         builder, em, s = self.builder, self.em, self.s
         ip, it = builder.add(s["ip"], builder.mul(r, s["jp"])), builder.add(s["it"], builder.mul(r, s["jt"]))
-        iw = builder.add(s["iw"], builder.mul(r, s["jw"]))
+        iw, io = builder.add(s["iw"], builder.mul(r, s["jw"])), builder.add(s["io"], builder.mul(r, s["jo"]))
         target = em.splat(em.load("t", it, 1)) if one_target else None
         weight = em.splat(em.load("w", iw, 1)) if self.weighted and one_weight else None
-        return ip, it, iw, target, weight
+        factor = None
+        if writes(self.kind):  # scale[i] if has_scale else 0.0, as contiguous_rows
+            value = em.load("scale", builder.add(s["i_factor"], builder.mul(r, s["j_factor"])), 1)
+            has_scale = builder.icmp_signed("!=", s["has_scale"], self.zero)
+            factor = em.splat(builder.select(has_scale, value, ir.Constant(ir.DoubleType(), 0.0)))
+        return ip, it, iw, io, target, weight, factor
 
     def add_group(self, row: tuple[Any, ...], i: Any, lanes: Any) -> None:
-        """The row's group of LANES positions from i, added to the lanes at `lanes`."""
+        """The row's group of LANES positions from i: its gradient stored, its terms added
+        to the lanes at `lanes`."""
         builder, em = self.builder, self.em
-        ip, it, iw, target, weight = row
-        term = self.term(
-            em.load("p", builder.add(ip, i)),
-            em.load("t", builder.add(it, i)) if target is None else target,
-            em.load("w", builder.add(iw, i)) if self.weighted and weight is None else weight,
+        ip, it, iw, io, target, weight, factor = row
+        d = builder.fsub(
+            em.load("p", builder.add(ip, i)), em.load("t", builder.add(it, i)) if target is None else target
         )
-        builder.store(builder.fadd(builder.load(lanes), term), lanes)
+        weights = em.load("w", builder.add(iw, i)) if self.weighted and weight is None else weight
+        stored, added = _position_values(builder, self.kind, d, weights, factor)
+        if stored is not None:
+            em.store("o", builder.add(io, i), stored)
+        if added is not None:
+            builder.store(builder.fadd(builder.load(lanes), added), lanes)
 
     def add_tail(self, row: tuple[Any, ...], at: Any, read: Callable[..., Any], lanes: Any) -> None:
         """The row's last n % LANES positions (from `at`, read by `read`), one group whose
-        lanes past the row add 0, added to the lanes at `lanes`."""
+        lanes past the row are neither stored nor added (they add 0) to the lanes at
+        `lanes`."""
         builder, em = self.builder, self.em
-        ip, it, iw, target, weight = row
+        ip, it, iw, io, target, weight, factor = row
         starts = {"p": builder.add(ip, at)}
         if target is None:
             starts["t"] = builder.add(it, at)
@@ -1216,9 +1246,13 @@ class _RowsCode:
             values[name].add_incoming(self.shared_tails[name], shared_block)
             values[name].add_incoming(own, own_block)
         weights = (values["w"] if weight is None else weight) if self.weighted else None
-        term = self.term(values["p"], values["t"] if target is None else target, weights)
-        term = builder.select(self.in_row, term, self.no_terms)  # a select: inf * 0 would be NaN
-        builder.store(builder.fadd(builder.load(lanes), term), lanes)
+        d = builder.fsub(values["p"], values["t"] if target is None else target)
+        stored, added = _position_values(builder, self.kind, d, weights, factor)
+        if stored is not None:
+            em.store_lanes("o", builder.add(io, at), stored, self.in_row)
+        if added is not None:
+            added = builder.select(self.in_row, added, self.no_terms)  # a select: inf * 0 would be NaN
+            builder.store(builder.fadd(builder.load(lanes), added), lanes)
 
     def pairs(self, lanes: Any) -> Any:  # (l0 + l1, l2 + l3, l4 + l5, l6 + l7)
         return self.builder.fadd(self.shuffle(lanes, lanes, [0, 2, 4, 6]), self.shuffle(lanes, lanes, [1, 3, 5, 7]))
@@ -1241,18 +1275,19 @@ class _RowsCode:
             with builder.if_then(builder.icmp_signed(">", self.tail_size, self.zero)):
                 for row, lanes in zip(rows, self.row_sums, strict=True):
                     self.add_tail(row, at, self.read_whole, lanes)
-            # combine_lanes of each row, side by side: ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
-            pairs = [self.pairs(builder.load(lanes)) for lanes in self.row_sums]
-            columns = [
-                self.shuffle(
-                    self.shuffle(pairs[0], pairs[1], [c, 4 + c]),
-                    self.shuffle(pairs[2], pairs[3], [c, 4 + c]),
-                    [0, 1, 2, 3],
-                )
-                for c in range(4)
-            ]
-            totals = builder.fadd(builder.fadd(columns[0], columns[1]), builder.fadd(columns[2], columns[3]))
-            self.put_losses(first, totals, KROWS)
+            if reduces(self.kind):
+                # combine_lanes of each row, side by side: ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
+                pairs = [self.pairs(builder.load(lanes)) for lanes in self.row_sums]
+                columns = [
+                    self.shuffle(
+                        self.shuffle(pairs[0], pairs[1], [c, 4 + c]),
+                        self.shuffle(pairs[2], pairs[3], [c, 4 + c]),
+                        [0, 1, 2, 3],
+                    )
+                    for c in range(4)
+                ]
+                totals = builder.fadd(builder.fadd(columns[0], columns[1]), builder.fadd(columns[2], columns[3]))
+                self.put_losses(first, totals, KROWS)
 
     def one_by_one(self, first: Any, one_target: bool, one_weight: bool) -> None:
         """Rows [first, count) each alone: its groups, then its tail (read_checked)."""
@@ -1261,7 +1296,7 @@ class _RowsCode:
         with cgutils.for_range(builder, builder.sub(self.s["count"], first)) as loop:
             r = builder.add(first, loop.index)
             row = self.row(r, one_target, one_weight)
-            ip, it, iw, target, weight = row
+            ip, it, iw, io, target, weight, factor = row
             builder.store(self.no_terms, lanes)
 
             def targets_along(i: Any) -> Any:
@@ -1273,17 +1308,18 @@ class _RowsCode:
 
             weight_at = None if not self.weighted else (lambda i: weight) if weight is not None else weights_along
             target_at = (lambda i: target) if target is not None else targets_along
-            _group_loop(em, self.kind, False, self.n_groups, ip, self.zero, None, lanes, target_at, weight_at)
+            _group_loop(em, self.kind, False, self.n_groups, ip, io, factor, lanes, target_at, weight_at)
             with builder.if_then(builder.icmp_signed(">", self.tail_size, self.zero)):
                 self.add_tail(row, self.at, self.read_checked, lanes)
-            pairs = self.pairs(builder.load(lanes))
-            halves = builder.fadd(self.shuffle(pairs, pairs, [0, 2]), self.shuffle(pairs, pairs, [1, 3]))
-            total = builder.fadd(
-                builder.extract_element(halves, ir.Constant(em.i32, 0)),
-                builder.extract_element(halves, ir.Constant(em.i32, 1)),
-            )
-            one = ir.Constant(ir.VectorType(ir.DoubleType(), 1), None)
-            self.put_losses(r, builder.insert_element(one, total, ir.Constant(em.i32, 0)), 1)
+            if reduces(self.kind):
+                pairs = self.pairs(builder.load(lanes))
+                halves = builder.fadd(self.shuffle(pairs, pairs, [0, 2]), self.shuffle(pairs, pairs, [1, 3]))
+                total = builder.fadd(
+                    builder.extract_element(halves, ir.Constant(em.i32, 0)),
+                    builder.extract_element(halves, ir.Constant(em.i32, 1)),
+                )
+                one = ir.Constant(ir.VectorType(ir.DoubleType(), 1), None)
+                self.put_losses(r, builder.insert_element(one, total, ir.Constant(em.i32, 0)), 1)
 
     def put_losses(self, first: Any, totals: Any, width: int) -> None:
         """put_loss of rows first, first + 1, ... (totals: a vector of `width`): each
@@ -1314,20 +1350,22 @@ class _RowsCode:
 
 @functools.cache
 def _vector_rows(kind: int, weighted: bool) -> Any:
-    """An intrinsic rows(p, ip, jp, t, it, jt, st, w, iw, jw, sw, sums, finished,
-    divisors, il, jl, count, n) for a pass that sums and writes nothing else (reduce,
-    reduce_difference): `count` rows of n positions, row r's from ip + r * jp (targets
-    and weights likewise, strides st and sw along the row: each 0 or 1), its loss put at
-    il + r * jl, as contiguous_rows puts it, the same bits.
+    """An intrinsic rows(p, ip, jp, t, it, jt, st, w, iw, jw, sw, out, io, jo, scale,
+    i_factor, j_factor, has_scale, sums, finished, divisors, il, jl, count, n) for one
+    pass: `count` rows of n positions, row r's from ip + r * jp (targets, weights and out
+    likewise, strides st and sw along the row: each 0 or 1; out contiguous), its gradient
+    factor scale[i_factor + r * j_factor] (0 unless has_scale), its loss put at il + r *
+    jl, as contiguous_rows does, the same bits.
 
     The whole loop in IR (_RowsCode), as cpp/kernels.cpp's packed rows: in Numba's code a
     row of a few positions cost twice C++'s, in its last n % 8 positions one by one, its
     lanes taken out of the vector to be combined, and a division per row whose latency
     held up the next rows. Here the last positions are one more group, read whole (the
     arrays go on past them but for the last rows, which read them one by one), whose
-    lanes past the row add 0: a lane starts at +0 and so is never -0, and adding 0 leaves
-    its bits as they are. Short rows are summed KROWS at a time, side by side, their lanes
-    combined side by side in combine_lanes' order and divided in one vector division."""
+    lanes past the row add 0 (a lane starts at +0 and so is never -0, and adding 0 leaves
+    its bits as they are) and are not stored (a masked store). Short rows are summed
+    KROWS at a time, side by side, their lanes combined side by side in combine_lanes'
+    order and divided in one vector division."""
 
     @intrinsic
     def rows(
@@ -1343,6 +1381,13 @@ def _vector_rows(kind: int, weighted: bool) -> Any:
         iw: Any,
         jw: Any,
         sw: Any,
+        out: Any,
+        io: Any,
+        jo: Any,
+        scale: Any,
+        i_factor: Any,
+        j_factor: Any,
+        has_scale: Any,
         sums: Any,
         finished: Any,
         divisors: Any,
@@ -1351,17 +1396,17 @@ def _vector_rows(kind: int, weighted: bool) -> Any:
         count: Any,
         n: Any,
     ) -> tuple[Any, Callable[..., Any]]:
-        signature = types.none(p, ip, jp, t, it, jt, st, w, iw, jw, sw, sums, finished, divisors, il, jl, count, n)
+        signature = types.none(
+            p, ip, jp, t, it, jt, st, w, iw, jw, sw, out, io, jo, scale, i_factor, j_factor, has_scale,
+            sums, finished, divisors, il, jl, count, n,
+        )  # fmt: skip
 
         def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-            arrays = {"p": 0, "t": 3, "w": 7, "sums": 11, "finished": 12, "divisors": 13}
+            arrays = {"p": 0, "t": 3, "w": 7, "o": 11, "scale": 14, "sums": 18, "finished": 19, "divisors": 20}
             em = _Emitter(context, builder, {name: (signature.args[k], args[k]) for name, k in arrays.items()})
-            names = ("ip", "jp", "it", "jt", "st", "iw", "jw", "sw", "il", "jl", "count", "n")
-            positions = (1, 2, 4, 5, 6, 8, 9, 10, 14, 15, 16, 17)
-            scalars = {
-                name: context.cast(builder, args[k], signature.args[k], types.int64)
-                for name, k in zip(names, positions, strict=True)
-            }
+            at = {"ip": 1, "jp": 2, "it": 4, "jt": 5, "st": 6, "iw": 8, "jw": 9, "sw": 10, "io": 12, "jo": 13}
+            at |= {"i_factor": 15, "j_factor": 16, "has_scale": 17, "il": 21, "jl": 22, "count": 23, "n": 24}
+            scalars = {name: context.cast(builder, args[k], signature.args[k], types.int64) for name, k in at.items()}
             _RowsCode(em, kind, weighted, scalars).emit()
             return context.get_dummy_value()
 
@@ -1411,6 +1456,7 @@ def _no_output_groups(
 @register_jitable
 def _no_rows(
     p: Any, ip: int, jp: int, t: Any, it: int, jt: int, st: int, w: Any, iw: int, jw: int, sw: int,
+    out: Any, io: int, jo: int, scale: Any, i_factor: int, j_factor: int, has_scale: bool,
     sums: Any, finished: Any, divisors: Any, il: int, jl: int, count: int, n: int,
 ) -> None:  # fmt: skip
     return None
@@ -1453,13 +1499,13 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
     if constants is None:
         return None
     KIND, WEIGHTED, VECTOR, groups = constants
-    loss_type, divisors_type = arguments.types[5:7]
-    # A pass that only sums, into a loss of vector types: the whole loop in IR (_vector_rows).
+    loss_type, divisors_type, scale_type = arguments.types[5:8]
+    # Operands of vector types (out contiguous where the pass writes), a loss too: the
+    # whole loop in IR (_vector_rows).
     WHOLE_ROWS = (
         VECTOR
-        and not writes(KIND)
-        and all(a.layout == "C" for a in (*loss_type.types, divisors_type))
-        and loss_type.types[0].dtype == types.float64
+        and all(a.layout == "C" for a in (*loss_type.types, divisors_type, scale_type))
+        and loss_type.types[0].dtype == scale_type.dtype == types.float64
         and loss_type.types[1].dtype in _VECTOR_DTYPES
     )
     whole_rows = _vector_rows(KIND, WEIGHTED) if WHOLE_ROWS else _no_rows
@@ -1469,8 +1515,8 @@ def _contiguous_rows(kind: OverloadArg, weighted: OverloadArg, arguments: Overlo
         if WHOLE_ROWS:
             sums, finished = loss
             whole_rows(
-                p, base[P], js[P], t, base[T], js[T], st, w, base[W], js[W], sw,
-                sums, finished, divisors, base[LOSS], js[LOSS], rows, n,
+                p, base[P], js[P], t, base[T], js[T], st, w, base[W], js[W], sw, out, base[OUT], js[OUT],
+                scale, base[SCALE], js[SCALE], has_scale, sums, finished, divisors, base[LOSS], js[LOSS], rows, n,
             )  # fmt: skip
             return
         end = n - n % LANES

@@ -1916,7 +1916,8 @@ def row_block_sums(begin: int, end: int, arguments: Any, all_rows: Float64s, blo
     buffer = np.empty(BLOCK)
     own_origin = origin.copy()
     own = (kind, weighted, has_scale, shape, n_kept, n_red, n_chunks, strides, own_origin, p, t, w, out)
-    rows_of_block = (*own, buffer, np.zeros_like(finished), divisors, scale)  # a scratch value of its own: _own_scratch
+    # A scratch value of its own (the rows' loss is float64: `finished` is put_loss's), as tasks has.
+    rows_of_block = (*own, buffer, np.zeros_like(finished), divisors, scale)
     no_partials = np.zeros(0)
     acc = np.zeros(LANES)
     for block in range(begin, end):
@@ -2094,19 +2095,6 @@ def _arguments(kind: int, plan: Plan) -> tuple[Any, ...]:
         _divisors(plan.loss_divisor),
         scale,
     )
-
-
-def _own_scratch(task_arguments: tuple[Any, ...]) -> tuple[Any, ...]:
-    """schedule's task arguments with a scratch value of their own: the loss's view not in
-    use (one element, stored into by every row). Threads that stored into one shared its
-    cache line back and forth, and took up to 1.6 times as long (a fused pass over rows of
-    ten)."""
-    sums, finished = task_arguments[13:15]
-    if sums.size == 1 and finished.size > 1:
-        sums = np.zeros(1)
-    elif finished.size == 1 and sums.size > 1:
-        finished = np.zeros(1, finished.dtype)
-    return (*task_arguments[:13], sums, finished, *task_arguments[15:])
 
 
 def _finish(loss: np.ndarray, divisor: Any, total: np.float64) -> None:
@@ -2581,9 +2569,7 @@ class NumbaBackend:
             return
         mode, n_tasks, task_arguments, partials = schedule(*arguments)
         if n_tasks:
-            self._on_threads(
-                tasks, n_tasks, (mode, task_arguments, partials), lambda: (mode, _own_scratch(task_arguments), partials)
-            )
+            self._on_threads(tasks, n_tasks, (mode, task_arguments, partials))
             combine_chunks(task_arguments, partials)
 
     def _run_rows_first(self, kind: int, plan: Plan) -> None:
@@ -2639,19 +2625,12 @@ class NumbaBackend:
         if loss is not None and reduces(kind):
             _finish(loss, plan.loss_divisor, total)
 
-    def _on_threads(
-        self,
-        kernel: Callable[..., None],
-        n_tasks: int,
-        arguments: tuple[Any, ...],
-        workers_arguments: Callable[[], tuple[Any, ...]] | None = None,
-    ) -> None:
+    def _on_threads(self, kernel: Callable[..., None], n_tasks: int, arguments: tuple[Any, ...]) -> None:
         """kernel(begin, end, *arguments) over tasks [0, n_tasks) cut into contiguous
-        ranges, one a thread, the first on the calling one (the others' arguments from
-        workers_arguments(), where given). The ranges write disjoint partial sums, so the
-        result is the same for any number of them: a call that finds the workers busy
-        with another thread's call runs all its tasks itself, as does one that cannot
-        start them (the interpreter is shutting down)."""
+        ranges, one a thread, the first on the calling one. The ranges write disjoint
+        partial sums, so the result is the same for any number of them: a call that finds
+        the workers busy with another thread's call runs all its tasks itself, as does
+        one that cannot start them (the interpreter is shutting down)."""
         n_ranges = min(self._threads, n_tasks)
         if n_ranges == 1 or not self._team.acquire(blocking=False):
             kernel(0, n_tasks, *arguments)
@@ -2666,8 +2645,7 @@ class NumbaBackend:
             workers = self._workers[: n_ranges - 1]
             try:
                 for rank, worker in enumerate(workers, start=1):
-                    own = arguments if workers_arguments is None else workers_arguments()
-                    worker.start(kernel, (n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges, *own))
+                    worker.start(kernel, (n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges, *arguments))
                 kernel(0, n_tasks // n_ranges, *arguments)
             finally:
                 outcomes = [worker.finish() for worker in workers]  # every one waited for first

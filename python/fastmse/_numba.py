@@ -1888,25 +1888,7 @@ def row_block_sums(begin: int, end: int, arguments: Any, all_rows: Float64s, blo
     and combination), into block_sums. Short rows (all_rows empty) are summed here, a
     block at a time into a buffer of its own, as row_tasks sums them into a loss per row;
     other rows' sums are in all_rows."""
-    (
-        kind,
-        weighted,
-        has_scale,
-        shape,
-        n_kept,
-        n_red,
-        n_chunks,
-        strides,
-        origin,
-        p,
-        t,
-        w,
-        out,
-        _,
-        finished,
-        divisors,
-        scale,
-    ) = arguments
+    shape, n_kept, origin, finished = arguments[3], arguments[4], arguments[8], arguments[14]
     n_rows = all_rows.size
     short_rows = n_rows == 0
     if short_rows:
@@ -1915,9 +1897,8 @@ def row_block_sums(begin: int, end: int, arguments: Any, all_rows: Float64s, blo
             n_rows *= shape[d]
     buffer = np.empty(BLOCK)
     own_origin = origin.copy()
-    own = (kind, weighted, has_scale, shape, n_kept, n_red, n_chunks, strides, own_origin, p, t, w, out)
     # A scratch value of its own (the rows' loss is float64: `finished` is put_loss's), as tasks has.
-    rows_of_block = (*own, buffer, np.zeros_like(finished), divisors, scale)
+    rows_of_block = arguments[:8] + (own_origin,) + arguments[9:13] + (buffer, np.zeros_like(finished)) + arguments[15:]
     no_partials = np.zeros(0)
     acc = np.zeros(LANES)
     for block in range(begin, end):

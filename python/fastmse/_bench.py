@@ -24,6 +24,8 @@ import numpy as np
 from . import _backends, mse, mse_and_grad, mse_grad
 from ._config import get_num_threads, set_num_threads
 
+SETTLE_SECONDS = 0.05  # before each timed call: see run
+
 Timer = Callable[[Callable[[], Any]], float]
 
 
@@ -332,6 +334,11 @@ def run(
             bar.update()
     for _ in range(repeat):
         for candidate in candidates:
+            # A pause first: the thread pool of the call before (Numba's OpenMP threads,
+            # after crysx_nn's kernels) spins on for a while, and on two cores the next
+            # call shared them with it (fastmse.mse 12.3 ms where it takes 7.0 alone, on
+            # a 2-vCPU Xeon). Each call is timed as a call made on its own.
+            time.sleep(SETTLE_SECONDS)
             candidate.times.append((candidate.timer or timed)(candidate.run))
             if bar is not None:
                 bar.update()

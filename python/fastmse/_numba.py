@@ -287,6 +287,29 @@ def advance(shape: Int64s, strides: Int64s, first: int, end: int, n: int, index:
         c -= 1
 
 
+def _unmanaged(typingctx: Any, array: Any) -> Any:
+    """A view of `array` that takes no part in reference counting (no meminfo): passing it
+    through the calls of a chunk costs a test of a null pointer where the array's own
+    count costs an atomic add and subtract at each call (about 8 ns each, tens a chunk:
+    most of a small call's time in the kernels). Only for arrays that outlive every use of
+    the view: an entry point's arguments, or its own arrays where the view is made at
+    each use (inside the loop that uses them, so that they live on past it)."""
+
+    def codegen(context: Any, builder: Any, signature: Any, arguments: Any) -> Any:
+        source = context.make_array(array)(context, builder, arguments[0])
+        view = context.make_array(array)(context, builder)
+        for field in ("nitems", "itemsize", "data", "shape", "strides"):
+            setattr(view, field, getattr(source, field))
+        view.meminfo = ir.Constant(view.meminfo.type, None)
+        view.parent = ir.Constant(view.parent.type, None)
+        return view._getvalue()
+
+    return array(array), codegen
+
+
+unmanaged: Any = intrinsic(_unmanaged)
+
+
 @register_jitable
 def cascade_push(stack: Float64s, state: Int64s, values: Float64s, width: int, scratch: Float64s) -> None:
     for j in range(width):
@@ -686,7 +709,7 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
 # region took as long to compile again as the kernels themselves (14 s a dtype).
 @njit(cache=True, nogil=True, error_model="numpy")
 def tasks(begin: int, end: int, mode: int, arguments: Any, partials: Float64s) -> None:
-    sums, finished = arguments[13], arguments[14]
+    sums, finished = unmanaged(arguments[13]), unmanaged(arguments[14])
     # The loss view not in use (put_loss's scratch value) is a range's own past the first
     # (which keeps the call's, so that one thread allocates nothing): one shared by the
     # threads would be stored into by each at every output, its cache line moved between
@@ -695,7 +718,28 @@ def tasks(begin: int, end: int, mode: int, arguments: Any, partials: Float64s) -
         sums = np.zeros(1)
     elif begin > 0 and finished.size == 1 and sums.size > 1:
         finished = np.zeros(1, finished.dtype)
-    arguments = arguments[:13] + (sums, finished) + arguments[15:]
+    kind, weighted, has_scale, shape, n_kept, n_red, n_chunks, strides, origin, p, t, w, out = arguments[:13]
+    divisors, scale = arguments[15:]
+    arguments = (
+        kind,
+        weighted,
+        has_scale,
+        unmanaged(shape),
+        n_kept,
+        n_red,
+        n_chunks,
+        unmanaged(strides),
+        unmanaged(origin),
+        unmanaged(p),
+        unmanaged(t),
+        unmanaged(w),
+        unmanaged(out),
+        sums,
+        finished,
+        unmanaged(divisors),
+        unmanaged(scale),
+    )
+    partials = unmanaged(partials)
     if mode == ROW_MODE:
         row_tasks(begin, end, arguments, partials)
     elif mode == ACROSS_MODE:
@@ -1852,6 +1896,7 @@ def flat_tasks(
 ) -> None:
     """Chunks [begin, end) of a flat run, each chunk's sum in partials."""
     n = p.size
+    p, t, w, out, partials = unmanaged(p), unmanaged(t), unmanaged(w), unmanaged(out), unmanaged(partials)
     cascade = (np.zeros((CASCADE_LEVELS, 1)), np.zeros(2, np.int64), np.zeros(1), np.zeros(1))
     # Each block's sum undivided, its factor scale[0].
     blocks = (np.zeros(CHUNK // BLOCK), np.zeros(1, p.dtype), np.ones(1), block_steps())
@@ -1862,7 +1907,13 @@ def flat_tasks(
         lo = c * CHUNK
         base[P] = base[T] = base[W] = base[OUT] = lo
         partials[c] = chunk_of_blocks(
-            kind, weighted, (p, t, w, unit, out, scale, writes(kind), unit), base, min(CHUNK, n - lo), blocks, cascade
+            kind,
+            weighted,
+            (p, t, w, unit, out, unmanaged(scale), writes(kind), unit),
+            unmanaged(base),
+            min(CHUNK, n - lo),
+            (unmanaged(blocks[0]), unmanaged(blocks[1]), unmanaged(blocks[2]), unmanaged(blocks[3])),
+            (unmanaged(cascade[0]), unmanaged(cascade[1]), unmanaged(cascade[2]), unmanaged(cascade[3])),
         )
 
 
@@ -2203,6 +2254,60 @@ def _run_steps(
     return float(sums[0])
 
 
+def flat_total_of(kind: int, p: Any, t: Any, out: Any, factor: float) -> float:
+    """small_flat's body: run_flat over the arrays, or -1.0 where they are not all of one
+    shape of one or two dimensions, contiguous in C order, aligned, writable and of one
+    float dtype of 32 or 64 bits, or `out` overlaps an input other than by being it."""
+    raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
+
+
+@overload(flat_total_of)
+def _flat_total_of(
+    kind: OverloadArg, p: OverloadArg, t: OverloadArg, out: OverloadArg, factor: OverloadArg
+) -> Callable[..., float]:
+    arrays = (p, t, out)
+    if not all(
+        isinstance(a, types.Array)
+        and a.layout == "C"
+        and a.mutable
+        and a.aligned
+        and a.ndim == p.ndim in (1, 2)
+        and a.dtype == p.dtype in (types.float32, types.float64)
+        for a in arrays
+    ):
+        # Decided from the types alone: arrays of another kind compile nothing but this,
+        # a tenth of a second, where a copy that runs the kernels takes about 5 s (the
+        # kernels' code linked in and made machine code again), so only one and two
+        # dimensions (vectors, batches of samples) have one.
+        def unfit(kind: OverloadArg, p: OverloadArg, t: OverloadArg, out: OverloadArg, factor: OverloadArg) -> float:
+            return -1.0
+
+        return unfit
+
+    def total_of(kind: OverloadArg, p: OverloadArg, t: OverloadArg, out: OverloadArg, factor: OverloadArg) -> float:
+        if t.shape != p.shape or out.shape != p.shape:
+            return -1.0
+        o0 = out.ctypes.data
+        for a0 in (p.ctypes.data, t.ctypes.data):
+            if a0 != o0 and a0 < o0 + out.nbytes and o0 < a0 + p.nbytes:
+                return -1.0
+        n = p.size
+        p, t, out = unmanaged(p).reshape(n), unmanaged(t).reshape(n), unmanaged(out).reshape(n)
+        return run_flat(kind, False, p, t, p, out, factor)
+
+    return total_of
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def small_flat(kind: int, p: Any, t: Any, out: Any, factor: float) -> float:
+    """One flat pass of a small call over predictions, targets and out as they come (see
+    NumbaBackend._small_call): the checks of their layout are Numba's typing of them, and
+    those of shape and overlap compiled, where in Python they took about 2 us a call.
+    Returns the float64 sum (0 where the pass sums nothing), or -1.0, which no sum of
+    squares is, where the arrays are not fit (flat_total_of)."""
+    return flat_total_of(kind, p, t, out, factor)
+
+
 def _flat_sum(values: Any) -> float:
     """The float64 sum of a flat array (weights, row sums) as the general path sums one: a
     run of reduce_difference of the values and 0."""
@@ -2243,6 +2348,10 @@ def _small_call_out(out: Any, p: np.ndarray, t: np.ndarray, w: np.ndarray | None
     return out
 
 
+# Those that small_flat takes as they come: Numba types no 16-bit float array.
+_WORD_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
+
+
 class NumbaBackend:
     """Kernels compiled by Numba at first use (cached on disk), run on Python threads."""
 
@@ -2279,6 +2388,37 @@ class NumbaBackend:
         run_flat or run, with the arguments that the general path's plan gives them: the
         same bits. NotImplemented for other calls."""
         p, t = predictions, targets
+        if (
+            weights is None
+            and type(p) is np.ndarray
+            and type(t) is np.ndarray
+            and (dtype := p.dtype) in _WORD_DTYPES
+            and t.dtype is dtype
+            and (out is None or type(out) is np.ndarray and out.dtype is dtype)
+            and keepdims is False
+            and 0 < p.size < PARALLEL_MIN
+        ):
+            # The commonest call first: one flat pass over arrays of one shape, its checks
+            # of layout, shape and overlap small_flat's.
+            count = p.size
+            if axis is not None:  # the gradient's factor over one axis; a loss per output is not flat
+                count = p.shape[axis] if job == 1 and type(axis) is int and -p.ndim <= axis < p.ndim else 0
+            if count and type(reduction) is str:
+                mean, kind, written = reduction == "mean", -1, out
+                if reduction == "none":
+                    if job == 0 and axis is None:
+                        kind, written = SQUARED_ERROR, np.empty_like(p)
+                elif mean or reduction == "sum":
+                    kind = (REDUCE, GRAD, REDUCE_AND_GRAD)[job]
+                    if job == 0:
+                        written = p  # never written
+                    elif out is None:
+                        written = np.empty_like(p)
+                if kind >= 0 and (total := small_flat(kind, p, t, written, 2.0 / count if mean else 2.0)) != -1.0:
+                    if job == 1 or kind == SQUARED_ERROR:
+                        return written
+                    finished = scalar_loss(dtype, total / count if mean else total)
+                    return finished if job == 0 else (finished, written)
         if (
             type(p) is not np.ndarray
             or type(t) is not np.ndarray

@@ -870,7 +870,21 @@ def run(
     """Runs one pass over a plan on the calling thread, in one call from Python: what a
     small call takes (NumbaBackend runs larger ones on several threads)."""
     mode, n_tasks, arguments, partials = schedule(
-        kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out, sums, finished, divisors, scale
+        kind,
+        weighted,
+        has_scale,
+        unmanaged(shape),
+        n_kept,
+        unmanaged(strides),
+        unmanaged(origin),
+        unmanaged(p),
+        unmanaged(t),
+        unmanaged(w),
+        unmanaged(out),
+        unmanaged(sums),
+        unmanaged(finished),
+        unmanaged(divisors),
+        unmanaged(scale),
     )
     if n_tasks:
         tasks(np.int64(0), n_tasks, mode, arguments, partials)
@@ -2256,8 +2270,9 @@ def _run_steps(
 
 def flat_total_of(kind: int, p: Any, t: Any, out: Any, factor: float) -> float:
     """small_flat's body: run_flat over the arrays, or -1.0 where they are not all of one
-    shape of one or two dimensions, contiguous in C order, aligned, writable and of one
-    float dtype of 32 or 64 bits, or `out` overlaps an input other than by being it."""
+    shape of one or two dimensions, all contiguous in C order or all in Fortran order,
+    aligned, writable and of one float dtype of 32 or 64 bits, or `out` overlaps an input
+    other than by being it."""
     raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
 
 
@@ -2268,7 +2283,7 @@ def _flat_total_of(
     arrays = (p, t, out)
     if not all(
         isinstance(a, types.Array)
-        and a.layout == "C"
+        and a.layout == p.layout in ("C", "F")
         and a.mutable
         and a.aligned
         and a.ndim == p.ndim in (1, 2)
@@ -2295,7 +2310,12 @@ def _flat_total_of(
         p, t, out = unmanaged(p).reshape(n), unmanaged(t).reshape(n), unmanaged(out).reshape(n)
         return run_flat(kind, False, p, t, p, out, factor)
 
-    return total_of
+    def fortran_total_of(
+        kind: OverloadArg, p: OverloadArg, t: OverloadArg, out: OverloadArg, factor: OverloadArg
+    ) -> float:
+        return flat_total_of(kind, p.T, t.T, out.T, factor)  # all in Fortran order: one flat run in memory
+
+    return fortran_total_of if p.layout == "F" else total_of
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -2386,7 +2406,9 @@ class NumbaBackend:
         either axis or (per column) over everything, the gradient over anything. `out` may
         be predictions or targets of their shape themselves, and overlap nothing else.
         run_flat or run, with the arguments that the general path's plan gives them: the
-        same bits. NotImplemented for other calls."""
+        same bits. NotImplemented for other calls. The commonest of them (targets of the
+        predictions' shape, of one or two dimensions, float32 or float64, no weights; a
+        flat pass) go straight to small_flat, which checks the rest in compiled code."""
         p, t = predictions, targets
         if (
             weights is None

@@ -703,13 +703,32 @@ def across_output_tasks(begin: int, end: int, arguments: Any, partials: Float64s
                 )
 
 
+@register_jitable
+def unmanaged_operands(operands: Any) -> Any:
+    """A plan's operands (p, t, w, out, sums, finished, divisors, scale) as unmanaged views
+    (an entry point's arguments, which its caller holds): the calls of each task then pay
+    no count changes for them."""
+    p, t, w, out, sums, finished, divisors, scale = operands
+    return (
+        unmanaged(p),
+        unmanaged(t),
+        unmanaged(w),
+        unmanaged(out),
+        unmanaged(sums),
+        unmanaged(finished),
+        unmanaged(divisors),
+        unmanaged(scale),
+    )
+
+
 # Tasks [begin, end) of one mode; `arguments` are schedule's, which each mode's tasks
 # unpack. Several threads run disjoint ranges of tasks at once (NumbaBackend): Python
 # threads, as the kernels release the GIL, not a parallel=True entry, whose parallel
 # region took as long to compile again as the kernels themselves (14 s a dtype).
 @njit(cache=True, nogil=True, error_model="numpy")
 def tasks(begin: int, end: int, mode: int, arguments: Any, partials: Float64s) -> None:
-    sums, finished = unmanaged(arguments[13]), unmanaged(arguments[14])
+    kind, weighted, has_scale, shape, n_kept, n_red, n_chunks, strides, origin = arguments[:9]
+    p, t, w, out, sums, finished, divisors, scale = unmanaged_operands(arguments[9:])
     # The loss view not in use (put_loss's scratch value) is a range's own past the first
     # (which keeps the call's, so that one thread allocates nothing): one shared by the
     # threads would be stored into by each at every output, its cache line moved between
@@ -718,27 +737,8 @@ def tasks(begin: int, end: int, mode: int, arguments: Any, partials: Float64s) -
         sums = np.zeros(1)
     elif begin > 0 and finished.size == 1 and sums.size > 1:
         finished = np.zeros(1, finished.dtype)
-    kind, weighted, has_scale, shape, n_kept, n_red, n_chunks, strides, origin, p, t, w, out = arguments[:13]
-    divisors, scale = arguments[15:]
-    arguments = (
-        kind,
-        weighted,
-        has_scale,
-        unmanaged(shape),
-        n_kept,
-        n_red,
-        n_chunks,
-        unmanaged(strides),
-        unmanaged(origin),
-        unmanaged(p),
-        unmanaged(t),
-        unmanaged(w),
-        unmanaged(out),
-        sums,
-        finished,
-        unmanaged(divisors),
-        unmanaged(scale),
-    )
+    layout = (unmanaged(shape), n_kept, n_red, n_chunks, unmanaged(strides), unmanaged(origin))
+    arguments = (kind, weighted, has_scale, *layout, p, t, w, out, sums, finished, divisors, scale)
     partials = unmanaged(partials)
     if mode == ROW_MODE:
         row_tasks(begin, end, arguments, partials)
@@ -877,14 +877,7 @@ def run(
         n_kept,
         unmanaged(strides),
         unmanaged(origin),
-        unmanaged(p),
-        unmanaged(t),
-        unmanaged(w),
-        unmanaged(out),
-        unmanaged(sums),
-        unmanaged(finished),
-        unmanaged(divisors),
-        unmanaged(scale),
+        *unmanaged_operands((p, t, w, out, sums, finished, divisors, scale)),
     )
     if n_tasks:
         tasks(np.int64(0), n_tasks, mode, arguments, partials)

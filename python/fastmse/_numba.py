@@ -291,9 +291,13 @@ def _unmanaged(typingctx: Any, array: Any) -> Any:
     """A view of `array` that takes no part in reference counting (no meminfo): passing it
     through the calls of a chunk costs a test of a null pointer where the array's own
     count costs an atomic add and subtract at each call (about 8 ns each, tens a chunk:
-    most of a small call's time in the kernels). Only for arrays that outlive every use of
-    the view: an entry point's arguments, or its own arrays where the view is made at
-    each use (inside the loop that uses them, so that they live on past it)."""
+    most of a small call's time in the kernels). Only for arrays whose owner lives past
+    every use of the view: an entry point's arguments (its caller holds them), or its own
+    arrays whose variables it uses again after the view's last use (a view of a temporary,
+    unmanaged(np.zeros(n)), would outlive its memory)."""
+
+    if not isinstance(array, types.Array):
+        return None
 
     def codegen(context: Any, builder: Any, signature: Any, arguments: Any) -> Any:
         source = context.make_array(array)(context, builder, arguments[0])
@@ -2265,7 +2269,8 @@ def flat_total_of(kind: int, p: Any, t: Any, out: Any, factor: float) -> float:
     """small_flat's body: run_flat over the arrays, or -1.0 where they are not all of one
     shape of one or two dimensions, all contiguous in C order or all in Fortran order,
     aligned, writable and of one float dtype of 32 or 64 bits, or `out` overlaps an input
-    other than by being it."""
+    other than over exactly its positions (the same start, shape and order: each position
+    is read before it is written)."""
     raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
 
 
@@ -2321,23 +2326,35 @@ def small_flat(kind: int, p: Any, t: Any, out: Any, factor: float) -> float:
     return flat_total_of(kind, p, t, out, factor)
 
 
-def _flat_sum(values: Any) -> float:
+@njit(cache=True, nogil=True, error_model="numpy")
+def flat_sum(values: Operand) -> float:
     """The float64 sum of a flat array (weights, row sums) as the general path sums one: a
-    run of reduce_difference of the values and 0."""
-    zero = _NOUGHT if values.dtype == np.float64 else np.zeros(1, values.dtype)
-    return _run_steps(
-        REDUCE_DIFFERENCE,
-        (values.size,),
-        0,
-        ((1,), None, None, None, None, None),
+    run of reduce_difference of the values and 0. One call from Python, where run's
+    fifteen arguments took about 1 us more; every argument is of the type that a call of
+    run from Python has (no literal: Numba would compile run again for one)."""
+    no = values.size < 0
+    strides = np.zeros((6, 1), np.int64)
+    strides[P, 0] = 1
+    nothing = np.zeros(1, values.dtype)
+    sums = np.zeros(1)
+    run(
+        np.int64(REDUCE_DIFFERENCE),
+        no,
+        no,
+        np.full(1, values.size),
+        np.int64(0),
+        strides,
+        np.zeros(6, np.int64),
         values,
-        zero,
-        None,
-        None,
-        None,
-        _ONE,
-        _NOUGHT,
+        nothing,
+        nothing,
+        nothing,
+        sums,
+        nothing,
+        np.ones(1),
+        np.zeros(1),
     )
+    return float(sums[0])
 
 
 def _small_call_out(out: Any, p: np.ndarray, t: np.ndarray, w: np.ndarray | None, fortran: bool) -> np.ndarray | None:
@@ -2361,8 +2378,9 @@ def _small_call_out(out: Any, p: np.ndarray, t: np.ndarray, w: np.ndarray | None
     return out
 
 
-# Those that small_flat takes as they come: Numba types no 16-bit float array.
-_WORD_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
+# Those that small_flat takes as they come: the kernels read 16-bit floats as their bits
+# (_storage_view), which it does not make.
+_SMALL_FLAT_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
 
 
 class NumbaBackend:
@@ -2397,7 +2415,8 @@ class NumbaBackend:
         everything or one axis (one factor: a flat walk). Targets per column ((k,) or
         (1, k)) or per sample ((N, 1)) of (N, k) predictions in C order: the loss over
         either axis or (per column) over everything, the gradient over anything. `out` may
-        be predictions or targets of their shape themselves, and overlap nothing else.
+        be predictions or targets of their shape themselves (on small_flat's path, a view of
+        their very positions too), and overlap nothing else.
         run_flat or run, with the arguments that the general path's plan gives them: the
         same bits. NotImplemented for other calls. The commonest of them (targets of the
         predictions' shape, of one or two dimensions, float32 or float64, no weights; a
@@ -2407,7 +2426,7 @@ class NumbaBackend:
             weights is None
             and type(p) is np.ndarray
             and type(t) is np.ndarray
-            and (dtype := p.dtype) in _WORD_DTYPES
+            and (dtype := p.dtype) in _SMALL_FLAT_DTYPES
             and t.dtype is dtype
             and (out is None or type(out) is np.ndarray and out.dtype is dtype)
             and keepdims is False
@@ -2657,7 +2676,7 @@ class NumbaBackend:
             return loss if job == 0 else (loss, out)
         denominator = 1.0
         if mean:
-            total_weights = _flat_sum(w_flat)
+            total_weights = flat_sum(w_flat)
             denominator = total_weights * float(row) if per_sample else total_weights
             if denominator == 0.0:
                 return NotImplemented  # the general path's warning
@@ -2686,7 +2705,7 @@ class NumbaBackend:
                 np.array((factor if job else 0.0,)),
             )
             if sums is not None:
-                total = _flat_sum(sums)
+                total = flat_sum(sums)
         if job == 1:
             return out
         loss = scalar_loss(p.dtype, total / denominator if mean else total)

@@ -73,7 +73,11 @@ def grad(predictions, targets, weights=None, axis=None, reduction="mean", absolu
     if not overflowed:
         return total
     finite = np.isfinite(p) & np.isfinite(t) & np.isfinite(w) & np.isfinite(factor)
-    return np.isinf(total) & np.all(finite, axis=axes, keepdims=True).reshape(shape)
+    # Along the axes predictions is broadcast along, fastmse sums w * (p - t) and scales
+    # the sum after (_compute._broadcast_gradient): that sum may overflow where the scaled
+    # terms' does not.
+    unscaled = np.sum(np.abs(w * (p - t)), axis=axes, keepdims=True).reshape(shape) if axes else np.zeros(shape)
+    return (np.isinf(total) | np.isinf(unscaled)) & np.all(finite, axis=axes, keepdims=True).reshape(shape)
 
 
 def exact_mean_squared_error(predictions, targets) -> float:

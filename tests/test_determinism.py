@@ -172,6 +172,18 @@ CASES = {
         },
     ),
     "rows of 3, a target per sample": (MATRIX[:, :3].copy(), MATRIX[:, 3:4].copy(), {"axis": -1}),
+    # Rows of fewer than eight positions side by side (the Numba backend reads four rows
+    # as one vector): weighted per sample and per position, a target per sample.
+    **{
+        f"rows of {k}, {name}": (R[:, :k].copy(), R[::-1, -k:].copy() if target is None else target, kwargs)
+        for R in [rng.standard_normal((4099, 7)).astype(np.float32)]
+        for k in (1, 4, 6)
+        for name, target, kwargs in [
+            ("weighted per sample", None, {"axis": -1, "weights": rng.uniform(size=(4099, 1)).astype(np.float32)}),
+            ("weighted per position", None, {"axis": -1, "weights": rng.uniform(size=(4099, k)).astype(np.float32)}),
+            ("a target per sample", R[::-1, :1].copy(), {"axis": -1}),
+        ]
+    },
     "rows of 5 backwards": (MATRIX[::-1, :5], MATRIX[:, 5:10], {"axis": -1}),
     "short strided rows": (MATRIX[:, :20:2], MATRIX[:, 1:21:2], {"axis": -1}),
     # Rows longer than a block (lane mode), unweighted and weighted per sample; columns

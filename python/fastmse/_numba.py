@@ -48,6 +48,7 @@ CASCADE_LEVELS = 64
 KROWS = 4  # rows summed side by side and finished together by _vector_rows (kRowGroup)
 SPECIALIZED_GROUPS = 3  # short rows of fewer groups of LANES have loops of their own in _vector_rows
 SHORT_ROW_GROUPS = 8  # rows of fewer groups of LANES are summed KROWS at a time
+PACKED_ROW_SIZES = range(1, LANES)  # rows of these many positions are read KROWS at a time as one vector
 COPIED = 4 * BLOCK  # positions of a run of short rows whose target row is copied (row_tasks)
 # Calls of fewer positions run on the calling thread (the compiled kernels' kParallelMin
 # is 1 << 16): the worker threads sleep between calls, and handing one half the work,
@@ -948,7 +949,7 @@ class _Emitter:
         value = self.builder.load(pointer, align=self.alignment(name), typ=loaded)
         if self.arrays[name][0].dtype == types.float64:
             return value
-        return self.builder.fpext(value, self.lanes if count > 1 else ir.DoubleType())
+        return self.builder.fpext(value, ir.VectorType(ir.DoubleType(), count) if count > 1 else ir.DoubleType())
 
     def store(self, name: str, at: Any, value: Any, count: int = LANES) -> None:
         pointer, stored = self.address(name, at, count)
@@ -1197,7 +1198,10 @@ class _RowsCode:
                 block = builder.append_basic_block(f"lockstep_{groups}_groups")
                 switch.add_case(em.constant(groups), block)
                 builder.position_at_end(block)
-                self.lockstep(row_groups, one_target, one_weight, groups)
+                if groups == 0:
+                    self.packed_or_lockstep(row_groups, one_target, one_weight)
+                else:
+                    self.lockstep(row_groups, one_target, one_weight, groups)
                 builder.branch(done)
             builder.position_at_end(generic)
             self.lockstep(row_groups, one_target, one_weight, None)
@@ -1248,20 +1252,25 @@ class _RowsCode:
             values[name].add_incoming(gathered_values[name], gathered_block)
         return values
 
-    def row(self, r: Any, one_target: bool, one_weight: bool) -> tuple[Any, ...]:
-        """Row r's offsets into p, t, w and out, its one target and weight (splat) where
-        the row has one, and its gradient factor (splat; where the pass writes)."""
+    def row_scalars(self, r: Any, one_target: bool, one_weight: bool) -> tuple[Any, ...]:
+        """Row r's offsets into p, t, w and out, its one target and weight where the row
+        has one, and its gradient factor (where the pass writes); None where not."""
         builder, em, s = self.builder, self.em, self.s
         ip, it = builder.add(s["ip"], builder.mul(r, s["jp"])), builder.add(s["it"], builder.mul(r, s["jt"]))
         iw, io = builder.add(s["iw"], builder.mul(r, s["jw"])), builder.add(s["io"], builder.mul(r, s["jo"]))
-        target = em.splat(em.load("t", it, 1)) if one_target else None
-        weight = em.splat(em.load("w", iw, 1)) if self.weighted and one_weight else None
+        target = em.load("t", it, 1) if one_target else None
+        weight = em.load("w", iw, 1) if self.weighted and one_weight else None
         factor = None
         if writes(self.kind):  # scale[i] if has_scale else 0.0, as contiguous_rows
             value = em.load("scale", builder.add(s["i_factor"], builder.mul(r, s["j_factor"])), 1)
             has_scale = builder.icmp_signed("!=", s["has_scale"], self.zero)
-            factor = em.splat(builder.select(has_scale, value, ir.Constant(ir.DoubleType(), 0.0)))
+            factor = builder.select(has_scale, value, ir.Constant(ir.DoubleType(), 0.0))
         return ip, it, iw, io, target, weight, factor
+
+    def row(self, r: Any, one_target: bool, one_weight: bool) -> tuple[Any, ...]:
+        """row_scalars, its target, weight and factor splat over LANES lanes."""
+        *offsets, target, weight, factor = self.row_scalars(r, one_target, one_weight)
+        return (*offsets, *(None if value is None else self.em.splat(value) for value in (target, weight, factor)))
 
     def add_group(self, row: tuple[Any, ...], i: Any, lanes: Any) -> None:
         """The row's group of LANES positions from i: its gradient stored, its terms added
@@ -1309,8 +1318,81 @@ class _RowsCode:
             added = builder.select(self.in_row, added, self.no_terms)  # a select: inf * 0 would be NaN
             builder.store(builder.fadd(builder.load(lanes), added), lanes)
 
+    def neighbours(self, a: Any, b: Any) -> Any:  # (a0 + a1, a2 + a3, ..., b0 + b1, b2 + b3, ...)
+        width = a.type.count
+        evens, odds = list(range(0, 2 * width, 2)), list(range(1, 2 * width, 2))
+        return self.builder.fadd(self.shuffle(a, b, evens), self.shuffle(a, b, odds))
+
     def pairs(self, lanes: Any) -> Any:  # (l0 + l1, l2 + l3, l4 + l5, l6 + l7)
         return self.builder.fadd(self.shuffle(lanes, lanes, [0, 2, 4, 6]), self.shuffle(lanes, lanes, [1, 3, 5, 7]))
+
+    def packed_or_lockstep(self, row_groups: Any, one_target: bool, one_weight: bool) -> None:
+        """Rows of fewer than LANES positions: packed where each operand read or written
+        along the rows goes on from one row into the next (rows n apart) and n is one of
+        PACKED_ROW_SIZES, else lockstep's."""
+        builder, em, s = self.builder, self.em, self.s
+        n = s["n"]
+        packable = ir.Constant(ir.IntType(1), 0)
+        for size in PACKED_ROW_SIZES:
+            packable = builder.or_(packable, builder.icmp_signed("==", n, em.constant(size)))
+        strides = [s["jp"]] + ([] if one_target else [s["jt"]])
+        strides += [s["jw"]] if self.weighted and not one_weight else []
+        strides += [s["jo"]] if writes(self.kind) else []
+        for stride in strides:
+            packable = builder.and_(packable, builder.icmp_signed("==", stride, n))
+        with builder.if_else(packable) as (is_packed, is_not):
+            with is_packed:
+                done = builder.append_basic_block("packed_done")
+                switch = builder.switch(n, done)
+                for size in PACKED_ROW_SIZES:
+                    block = builder.append_basic_block(f"packed_{size}")
+                    switch.add_case(em.constant(size), block)
+                    builder.position_at_end(block)
+                    self.packed(row_groups, one_target, one_weight, size)
+                    builder.branch(done)
+                builder.position_at_end(done)
+            with is_not:
+                self.lockstep(row_groups, one_target, one_weight, 0)
+
+    def packed(self, row_groups: Any, one_target: bool, one_weight: bool, n: int) -> None:
+        """Rows [0, KROWS * row_groups) of n positions, side by side in memory: a group of
+        KROWS rows is one vector of KROWS * n positions, read, computed and stored at once
+        (each position taking its row's target, weight and factor), as cpp/kernels.cpp's
+        fixed_row_group and gradient_row_group; position i of each row is then lane i of
+        the row's sum, combined in combine_lanes' order (a lane past the row would add 0
+        to a sum that is never -0: it is left out)."""
+        builder, em = self.builder, self.em
+        width, double = KROWS * n, ir.DoubleType()
+
+        def spread(values: list[Any]) -> Any:  # one value a row, over the row's n positions
+            vector = ir.Constant(ir.VectorType(double, KROWS), None)
+            for g, value in enumerate(values):
+                vector = builder.insert_element(vector, value, ir.Constant(em.i32, g))
+            return self.shuffle(vector, vector, [g for g in range(KROWS) for _ in range(n)])
+
+        def add(a: Any, b: Any) -> Any:
+            return a if b is None else builder.fadd(a, b)
+
+        with cgutils.for_range(builder, row_groups) as group:
+            first = builder.mul(group.index, em.constant(KROWS))
+            rows = [self.row_scalars(builder.add(first, em.constant(g)), one_target, one_weight) for g in range(KROWS)]
+            ip, it, iw, io = rows[0][:4]
+            target = spread([row[4] for row in rows]) if one_target else em.load("t", it, width)
+            d = builder.fsub(em.load("p", ip, width), target)
+            weights = None
+            if self.weighted:
+                weights = spread([row[5] for row in rows]) if one_weight else em.load("w", iw, width)
+            factor = spread([row[6] for row in rows]) if writes(self.kind) else None
+            stored, added = _position_values(builder, self.kind, d, weights, factor)
+            if stored is not None:
+                em.store("o", io, stored, width)
+            if added is not None:
+                zeros = self.constants(double, [0.0] * KROWS)  # a lane starts at +0
+                lanes = [
+                    builder.fadd(zeros, self.shuffle(added, added, [g * n + i for g in range(KROWS)])) for i in range(n)
+                ] + [None] * (LANES - n)
+                halves = [add(add(lanes[h], lanes[h + 1]), add(lanes[h + 2], lanes[h + 3])) for h in (0, 4)]
+                self.put_losses(first, add(halves[0], halves[1]), KROWS)
 
     def lockstep(self, row_groups: Any, one_target: bool, one_weight: bool, groups: int | None) -> None:
         """Rows [0, KROWS * row_groups), KROWS at a time, their groups side by side
@@ -1331,17 +1413,14 @@ class _RowsCode:
                 for row, lanes in zip(rows, self.row_sums, strict=True):
                     self.add_tail(row, at, self.read_whole, lanes)
             if reduces(self.kind):
-                # combine_lanes of each row, side by side: ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
-                pairs = [self.pairs(builder.load(lanes)) for lanes in self.row_sums]
-                columns = [
-                    self.shuffle(
-                        self.shuffle(pairs[0], pairs[1], [c, 4 + c]),
-                        self.shuffle(pairs[2], pairs[3], [c, 4 + c]),
-                        [0, 1, 2, 3],
-                    )
-                    for c in range(4)
-                ]
-                totals = builder.fadd(builder.fadd(columns[0], columns[1]), builder.fadd(columns[2], columns[3]))
+                # combine_lanes of each row, side by side: ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)),
+                # a level at a time across the rows: eight shuffles in all, where combining each
+                # row's lanes first took twenty, and they held up the loop (rows of 8: 0.65 of
+                # C++'s speed).
+                lanes = [builder.load(row_sums) for row_sums in self.row_sums]
+                quarters = self.neighbours(self.neighbours(lanes[0], lanes[1]), self.neighbours(lanes[2], lanes[3]))
+                halves = [self.shuffle(quarters, quarters, list(range(h, 2 * KROWS, 2))) for h in (0, 1)]
+                totals = builder.fadd(halves[0], halves[1])
                 self.put_losses(first, totals, KROWS)
 
     def one_by_one(self, first: Any, one_target: bool, one_weight: bool) -> None:
@@ -1380,27 +1459,67 @@ class _RowsCode:
         """put_loss of rows first, first + 1, ... (totals: a vector of `width`): each
         divided by its divisor unless 1, and stored into both views. A view of one element
         (put_loss's scratch value, or one output) takes the last row's alone: what the
-        rows before it would store there is stored over."""
+        rows before it would store there is stored over. Outputs side by side (jl 1) are
+        read and stored as one vector: one by one, put_loss took as long as the sums."""
         builder, em, s, i32 = self.builder, self.em, self.s, self.em.i32
         outputs = [builder.add(s["il"], builder.mul(builder.add(first, em.constant(g)), s["jl"])) for g in range(width)]
+        side_by_side = builder.icmp_signed("==", s["jl"], em.constant(1))
+        vector_type = ir.VectorType(ir.DoubleType(), width)
 
         def index(name: str, output: Any) -> Any:  # min(il, size - 1), as put_loss indexes
             return builder.select(builder.icmp_signed("<", output, self.last[name]), output, self.last[name])
 
-        divisors = ir.Constant(ir.VectorType(ir.DoubleType(), width), None)
-        for g, output in enumerate(outputs):
-            divisor = em.load("divisors", index("divisors", output), 1)
-            divisors = builder.insert_element(divisors, divisor, ir.Constant(i32, g))
+        def by_layout(
+            name: str, one_value: Callable[[str], None], whole: Callable[[str], None], each: Callable[[str], None]
+        ) -> None:
+            """one_value where the view has one element, whole where the outputs lie side
+            by side in it, else each."""
+            with builder.if_else(builder.icmp_signed("==", self.last[name], self.zero)) as (one, per_output):
+                with one:
+                    one_value(name)
+                with per_output:
+                    in_view = builder.and_(side_by_side, builder.icmp_signed("<=", outputs[-1], self.last[name]))
+                    with builder.if_else(in_view, likely=True) as (in_vector, apart):
+                        with in_vector:
+                            whole(name)
+                        with apart:
+                            each(name)
+
+        read = cgutils.alloca_once(builder, vector_type)  # type: ignore[no-untyped-call]
+
+        def read_one(name: str) -> None:
+            one = builder.insert_element(
+                ir.Constant(vector_type, None), em.load(name, self.zero, 1), ir.Constant(i32, 0)
+            )
+            builder.store(self.shuffle(one, one, [0] * width), read)
+
+        def read_each(name: str) -> None:
+            divisors = ir.Constant(vector_type, None)
+            for g, output in enumerate(outputs):
+                divisors = builder.insert_element(divisors, em.load(name, index(name, output), 1), ir.Constant(i32, g))
+            builder.store(divisors, read)
+
+        def read_whole(name: str) -> None:
+            builder.store(em.load(name, outputs[0], width), read)
+
+        by_layout("divisors", read_one, read_whole if width > 1 else read_each, read_each)
+        divisors = builder.load(read)
         ones = self.constants(ir.DoubleType(), [1.0] * width)
         quotients = builder.select(builder.fcmp_ordered("==", divisors, ones), totals, builder.fdiv(totals, divisors))
-        for name in ("sums", "finished"):
-            with builder.if_else(builder.icmp_signed("==", self.last[name], self.zero)) as (one_value, per_output):
-                with one_value:
-                    em.store(name, self.zero, builder.extract_element(quotients, ir.Constant(i32, width - 1)), 1)
-                with per_output:
-                    for g, output in enumerate(outputs):
-                        quotient = builder.extract_element(quotients, ir.Constant(i32, g))
-                        em.store(name, index(name, output), quotient, 1)
+
+        def store_each(name: str) -> None:
+            for g, output in enumerate(outputs):
+                em.store(name, index(name, output), builder.extract_element(quotients, ir.Constant(i32, g)), 1)
+
+        for view in ("sums", "finished"):
+            by_layout(
+                view,
+                lambda name: em.store(
+                    name, self.zero, builder.extract_element(quotients, ir.Constant(i32, width - 1)), 1
+                ),
+                (lambda name: em.store(name, outputs[0], quotients, width)) if width > 1 else store_each,
+                store_each,
+            )
 
 
 @functools.cache
@@ -1420,7 +1539,9 @@ def _vector_rows(kind: int, weighted: bool) -> Any:
     lanes past the row add 0 (a lane starts at +0 and so is never -0, and adding 0 leaves
     its bits as they are) and are not stored (a masked store). Short rows are summed
     KROWS at a time, side by side, their lanes combined side by side in combine_lanes'
-    order and divided in one vector division."""
+    order and divided in one vector division; rows of fewer than LANES positions that lie
+    one after another are read KROWS at a time as one vector (_RowsCode.packed), where a
+    group of LANES lanes for a row of 2 spent three quarters of its work on nothing."""
 
     @intrinsic
     def rows(

@@ -47,7 +47,7 @@ def _families(elements: int) -> list[Shape]:
     top = elements.bit_length() - 1
     return [
         *(Shape(f"flat 2**{e}", "flat", (1 << e,)) for e in sorted({10, 16, 20, top}) if e <= top),
-        *(_rows(elements, k, f"(N, {k}) axis=-1", axis=-1) for k in (1, 10, 16, 100, 1000)),
+        *(_rows(elements, k, f"(N, {k}) axis=-1", axis=-1) for k in (1, 3, 10, 16, 100, 1000)),
         _rows(elements, 16, "(N, 16) axis=0", axis=0),
         _rows(elements, 3, "(N, 3) axis=0", axis=0),
         _rows(elements, 10, "(N, 10) weights per sample", weights=(elements // 10, 1)),

@@ -374,11 +374,14 @@ using Partials = Scratch<double>;
 // 1 / divisor where that is a number exactly (the divisor a power of two: the mean of rows
 // of 2, 4, 8 ... positions), else 0. x / 2**k and x * 2**-k are the same real number, rounded
 // once, so the same bits; the division held up sums of rows of a few positions (a third of
-// the time of rows of 2).
+// the time of rows of 2). Both normal numbers: a subnormal one would read as 0 where
+// another library has set the CPU to flush them, and the Numba backend divides.
 inline double exact_reciprocal(double divisor) {
-    int exponent = 0;
-    if (!std::isfinite(divisor) || std::fabs(std::frexp(divisor, &exponent)) != 0.5 || exponent < -1022) return 0.0;
-    return std::ldexp(std::copysign(1.0, divisor), 1 - exponent);  // divisor is +-2**(exponent - 1)
+    int exponent = 0;  // divisor is +-2**(exponent - 1), its reciprocal +-2**(1 - exponent)
+    if (!std::isfinite(divisor) || std::fabs(std::frexp(divisor, &exponent)) != 0.5 || exponent < -1021 ||
+        exponent > 1023)
+        return 0.0;
+    return std::ldexp(std::copysign(1.0, divisor), 1 - exponent);
 }
 
 // Where outputs' sums go: Problem::loss, each sum divided and rounded once to its dtype.

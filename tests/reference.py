@@ -74,8 +74,8 @@ def grad(predictions, targets, weights=None, axis=None, reduction="mean", absolu
         return total
     finite = np.isfinite(p) & np.isfinite(t) & np.isfinite(w) & np.isfinite(factor)
     # Along the axes predictions is broadcast along, fastmse sums w * (p - t) and scales
-    # the sum after (_compute._broadcast_gradient): that sum may overflow where the scaled
-    # terms' does not.
+    # the sum after where the factor is the same along them (_compute._broadcast_gradient,
+    # docs/semantics.rst): that sum may overflow where the scaled terms' does not.
     unscaled = np.sum(np.abs(w * (p - t)), axis=axes, keepdims=True).reshape(shape) if axes else np.zeros(shape)
     return (np.isinf(total) | np.isinf(unscaled)) & np.all(finite, axis=axes, keepdims=True).reshape(shape)
 

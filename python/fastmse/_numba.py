@@ -1459,8 +1459,9 @@ class _RowsCode:
         """put_loss of rows first, first + 1, ... (totals: a vector of `width`): each
         divided by its divisor unless 1, and stored into both views. A view of one element
         (put_loss's scratch value, or one output) takes the last row's alone: what the
-        rows before it would store there is stored over. Outputs side by side (jl 1) are
-        read and stored as one vector: one by one, put_loss took as long as the sums."""
+        rows before it would store there is stored over. Outputs side by side (jl 1) that
+        all lie in a view are read and stored as one vector: one by one, put_loss took as
+        long as the sums."""
         builder, em, s, i32 = self.builder, self.em, self.s, self.em.i32
         outputs = [builder.add(s["il"], builder.mul(builder.add(first, em.constant(g)), s["jl"])) for g in range(width)]
         side_by_side = builder.icmp_signed("==", s["jl"], em.constant(1))

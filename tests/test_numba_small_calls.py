@@ -1,6 +1,6 @@
-"""The Numba backend's small_call: the commonest small calls (NumPy arrays of one float
-dtype, all contiguous in C order or all in Fortran order, aligned, of fewer than
-PARALLEL_MIN positions; targets of the predictions' shape, or per column or per sample
+"""The Numba backend's small_call: the commonest calls (NumPy arrays of one float dtype,
+all contiguous in C order or all in Fortran order, aligned, on one thread below
+PARALLEL_MIN positions and on the workers from it; targets of the predictions' shape, or per column or per sample
 of (N, k) predictions in C order; the loss over everything or (C order) over the first
 or the last axis, the squared errors, the gradient over everything or one axis; weights
 per position or per sample in C order) in one step. It must give bitwise what the general path gives, and hand every other call
@@ -89,7 +89,9 @@ def test_results_are_bitwise_those_of_the_general_path(case):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("shape", [(1,), (1000,), (256, 10), (4, 5, 6), (PARALLEL_MIN - 1,)])
+@pytest.mark.parametrize(
+    "shape", [(1,), (1000,), (256, 10), (4, 5, 6), (PARALLEL_MIN - 1,), (PARALLEL_MIN // 4 + 1, 4)]
+)
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_the_commonest_calls_take_the_small_path(backend, dtype, shape, order):
     rng = np.random.default_rng(2)
@@ -115,9 +117,10 @@ def test_the_commonest_calls_take_the_small_path(backend, dtype, shape, order):
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("targets", ["per column", "per column (1, k)", "per sample"])
-def test_targets_per_column_or_sample_take_the_small_path(backend, dtype, targets):
+@pytest.mark.parametrize("rows", [256, PARALLEL_MIN // 10 + 1])  # one thread, the workers too
+def test_targets_per_column_or_sample_take_the_small_path(backend, dtype, targets, rows):
     rng = np.random.default_rng(3)
-    p = rng.standard_normal((256, 10)).astype(dtype)
+    p = rng.standard_normal((rows, 10)).astype(dtype)
     t = {"per column": p[0], "per column (1, k)": p[:1], "per sample": p[:, :1]}[targets].copy()
     t += 1
     out = np.empty_like(p)
@@ -130,10 +133,11 @@ def test_targets_per_column_or_sample_take_the_small_path(backend, dtype, target
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("weights", ["per position", "per sample"])
-def test_weighted_calls_take_the_small_path(backend, dtype, weights):
+@pytest.mark.parametrize("rows", [256, PARALLEL_MIN // 10 + 1])
+def test_weighted_calls_take_the_small_path(backend, dtype, weights, rows):
     rng = np.random.default_rng(4)
-    p, t = (rng.standard_normal((256, 10)).astype(dtype) for _ in range(2))
-    w = rng.uniform(0.5, 2.0, (256, 10) if weights == "per position" else (256, 1)).astype(dtype)
+    p, t = (rng.standard_normal((rows, 10)).astype(dtype) for _ in range(2))
+    w = rng.uniform(0.5, 2.0, (rows, 10) if weights == "per position" else (rows, 1)).astype(dtype)
     out = np.empty_like(p)
     calls = [(job, None, result_out) for job in (MSE, MSE_GRAD, MSE_AND_GRAD) for result_out in (None, out)]
     calls += [(job, -1, result_out) for job in (MSE, MSE_GRAD, MSE_AND_GRAD) for result_out in (None, out)]
@@ -233,7 +237,6 @@ def test_other_calls_are_handed_back(backend):
         (MSE_GRAD, p, p, None, None, "mean", False, np.ones((6, 4))),  # out of another dtype
         (MSE_GRAD, p, p, None, None, "mean", False, np.ones((4, 6), np.float32).T),
         (MSE, np.ones((0, 4), np.float32), np.ones((0, 4), np.float32), None, None, "mean", False, None),
-        (MSE, np.ones(PARALLEL_MIN, np.float32), np.ones(PARALLEL_MIN, np.float32), None, None, "mean", False, None),
         (MSE, np.ones((), np.float32), np.ones((), np.float32), None, None, "mean", False, None),
         (MSE, p.astype(">f4"), p.astype(">f4"), None, None, "mean", False, None),
         (MSE, np.ma.masked_array(p), p, None, None, "mean", False, None),

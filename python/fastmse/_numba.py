@@ -51,11 +51,15 @@ SHORT_ROW_GROUPS = 8  # rows of fewer groups of LANES are summed KROWS at a time
 PACKED_ROW_SIZES = range(1, LANES)  # rows of these many positions are read KROWS at a time as one vector
 COPIED = 4 * BLOCK  # positions of a run of short rows whose target row is copied (row_tasks)
 # Calls of fewer positions run on the calling thread (the compiled kernels' kParallelMin
-# is 1 << 16): the worker threads sleep between calls, and handing one half the work,
-# then waiting for it, costs about 110 us here (two wake-ups), what one thread takes for
-# 2**19 positions. Measured on 2 threads, float32: 2**19 135 us alone, 179 us on two;
-# 2**20 266 us and 247 us.
-PARALLEL_MIN = 1 << 20
+# is 1 << 16): a worker asleep between calls takes about 50 us to wake (see _Worker), what
+# one thread takes for 2**18 positions. Measured on 2 threads, float32, 10th percentile,
+# with 5 ms of other work between calls (back to back in brackets): 2**18 59 us alone,
+# 107 on two (45, 51); 2**19 145, 142 (146, 68); 2**20 291, 227 (295, 169).
+PARALLEL_MIN = 1 << 19
+# Reads of a flag before a thread sleeps (see _Worker): about 1 ms here for the calling
+# thread, whose wait ends with the worker's part, and 0.5 ms for a worker between calls,
+# which keeps a core busy meanwhile.
+FINISH_SPINS, WORKER_SPINS = 1 << 22, 1 << 21
 PREFETCH_DISTANCE = 1024  # elements, kernels.cpp's kPrefetchDistance
 P, T, W, OUT, LOSS, SCALE = range(6)
 # The passes, in the order of cpp/kernels.cpp's Pass.
@@ -313,6 +317,65 @@ def _unmanaged(typingctx: Any, array: Any) -> Any:
 
 
 unmanaged: Any = intrinsic(_unmanaged)
+
+
+def _acquired(typingctx: Any, flags: Any, i: Any) -> Any:
+    """flags[i] of a C-contiguous int64 array, read with acquire ordering: a load that the
+    compiler keeps in a loop, where a plain one would be read once for the whole loop."""
+
+    if not (isinstance(flags, types.Array) and flags.dtype == types.int64 and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, arguments: Any) -> Any:
+        view = context.make_array(flags)(context, builder, arguments[0])
+        address = builder.gep(view.data, [arguments[1]])
+        return builder.load_atomic(address, "acquire", 8)
+
+    return types.int64(flags, i), codegen
+
+
+acquired: Any = intrinsic(_acquired)
+
+
+def _released(typingctx: Any, flags: Any, i: Any, value: Any) -> Any:
+    """flags[i] = value in a C-contiguous int64 array, stored with release ordering: every
+    write before it is seen by a thread that reads the value with acquired."""
+
+    if not (
+        isinstance(flags, types.Array)
+        and flags.dtype == types.int64
+        and isinstance(i, types.Integer)
+        and isinstance(value, types.Integer)
+    ):
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, arguments: Any) -> Any:
+        view = context.make_array(flags)(context, builder, arguments[0])
+        address = builder.gep(view.data, [arguments[1]])
+        builder.store_atomic(context.cast(builder, arguments[2], value, types.int64), address, "release", 8)
+        return context.get_dummy_value()
+
+    return types.none(flags, i, value), codegen
+
+
+released: Any = intrinsic(_released)
+
+
+@njit(cache=True, nogil=True)
+def spin_until_set(flag: Int64s, spins: int) -> bool:
+    """Whether flag[0] became non-zero within `spins` reads, the GIL released meanwhile."""
+    for _ in range(spins):
+        if acquired(flag, 0):
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def await_call(done: Int64s, handed: Int64s, spins: int) -> None:
+    """A worker's end of a call (see _Worker): done[0] set once the GIL is released, then up
+    to `spins` reads of handed[0] for the next call."""
+    released(done, 0, 1)
+    spin_until_set(handed, spins)
 
 
 @register_jitable
@@ -2274,13 +2337,23 @@ def _finish(loss: np.ndarray, divisor: Any, total: np.float64) -> None:
 class _Worker:
     """A thread that runs the kernel calls handed to it, one at a time: a lock to hand a
     call over and an event to say it has finished, where a ThreadPoolExecutor's futures
-    and queue cost 70 us a call here (a quarter of a 2**20-element sum)."""
+    and queue cost 70 us a call here (a quarter of a 2**20-element sum).
+
+    Waking a sleeping thread took about 50 us here, once to start a call and once to
+    finish it: so each side also spins a while, without the GIL, on a flag of the other's.
+    After a call the worker says it is done and spins up to WORKER_SPINS reads for the
+    next (await_call), and the calling thread, its own part done, spins up to
+    FINISH_SPINS for `done` (spin_until_set). The worker sets `done` from compiled code,
+    with the GIL already released, so the calling thread takes the GIL back at once; the
+    lock and the event stay the hand-over's record, the flags only shorten the waits."""
 
     def __init__(self, name: str) -> None:
         self._handed = threading.Lock()
         self._handed.acquire()
         self._idle = threading.Event()
         self._idle.set()
+        self.done = np.ones(1, np.int64)  # 1 once the call handed over is finished
+        self._handed_flag = np.zeros(1, np.int64)  # 1 once a call is handed over
         self._call: tuple[Callable[..., None], tuple[Any, ...]] | None = None
         self._error: BaseException | None = None
         threading.Thread(target=self._serve, name=name, daemon=True).start()
@@ -2290,8 +2363,10 @@ class _Worker:
         left unawaited) has finished."""
         self._idle.wait()
         self._idle.clear()
+        self.done[0] = 0
         self._error = None
         self._call = (kernel, arguments)
+        self._handed_flag[0] = 1
         self._handed.release()
 
     def finish(self) -> BaseException | None:
@@ -2310,6 +2385,7 @@ class _Worker:
     def _serve(self) -> None:
         while True:
             self._handed.acquire()
+            self._handed_flag[0] = 0
             assert self._call is not None
             kernel, arguments = self._call
             self._call = None
@@ -2319,6 +2395,7 @@ class _Worker:
                 self._error = error
             del kernel, arguments  # the caller's arrays, not kept alive until the next call
             self._idle.set()
+            await_call(self.done, self._handed_flag, WORKER_SPINS)
 
 
 def max_threads() -> int:
@@ -2333,7 +2410,7 @@ _ONE, _TWO, _NOUGHT, _ORIGIN = np.ones(1), np.full(1, 2.0), np.zeros(1), np.zero
 
 @functools.lru_cache(maxsize=256)
 def _run_layout(shape: tuple[int, ...], steps: tuple[tuple[int, ...] | None, ...]) -> tuple[Int64s, Int64s]:
-    """The shape and strides arrays of _run_steps (the kernels only read them), made once
+    """The shape and strides arrays of _steps_arguments (the kernels only read them), made once
     for each: building them took a small call longer than the kernel's run."""
     strides = np.zeros((6, len(shape)), np.int64)
     for k, along in enumerate(steps):
@@ -2342,7 +2419,7 @@ def _run_layout(shape: tuple[int, ...], steps: tuple[tuple[int, ...] | None, ...
     return np.array(shape, np.int64), strides
 
 
-def _run_steps(
+def _steps_arguments(
     kind: int,
     shape: tuple[int, ...],
     n_kept: int,
@@ -2354,20 +2431,20 @@ def _run_steps(
     loss: Any,
     divisors: Float64s,
     scale: Float64s,
-) -> float:
-    """run over a plan of `shape` (its first n_kept dimensions kept), each operand (P, T,
-    W, OUT, LOSS, SCALE: flat arrays as the kernels read them, None where absent) `steps`
-    apart along it, with the arguments that NumbaBackend._run makes from a plan: a small
-    call's plan, the same bits. `loss`: an array of one value per output (the loss
-    finished by the kernel: divided by `divisors`, rounded once), or None: the float64 sum
-    over everything, returned."""
+) -> tuple[Any, ...]:
+    """run's arguments for a plan of `shape` (its first n_kept dimensions kept), each
+    operand (P, T, W, OUT, LOSS, SCALE: flat arrays as the kernels read them, None where
+    absent) `steps` apart along it: those that _arguments makes from a small call's plan,
+    so the same bits. `loss`: an array of one value per output (the loss finished by the
+    kernel: divided by `divisors`, rounded once), or None: the float64 sum over everything
+    into run's `sums`, its twelfth argument."""
     shape_array, strides = _run_layout(shape, steps)
     nothing = np.zeros(1, p.dtype)  # an absent operand: never read, or written and dropped
     sums, finished = np.zeros(1), nothing
     if loss is not None:
         loss_flat = _storage_view(loss.reshape(-1))
         sums, finished = (loss_flat, nothing) if loss.dtype == np.float64 else (sums, loss_flat)
-    run(
+    return (
         kind,
         w is not None,
         steps[OUT] is not None,
@@ -2384,7 +2461,6 @@ def _run_steps(
         divisors,
         scale,
     )
-    return float(sums[0])
 
 
 def flat_total_of(kind: int, p: Any, t: Any, out: Any, factor: float) -> float:
@@ -2529,18 +2605,18 @@ class NumbaBackend:
     def _small_call(
         self, job: int, predictions: Any, targets: Any, weights: Any, axis: Any, reduction: Any, keepdims: Any, out: Any
     ) -> Any:
-        """The commonest small calls in one step (see fastmse._backends.small_call): NumPy
-        arrays of one float dtype, all contiguous in C order or all in Fortran order,
-        aligned, unweighted, of fewer than PARALLEL_MIN positions (one thread). Targets of
-        the predictions' shape: the loss over everything, or (C order) over a leading or a
+        """The commonest calls in one step (see fastmse._backends.small_call), small or
+        large (on the workers too from PARALLEL_MIN positions): NumPy arrays of one float
+        dtype, all contiguous in C order or all in Fortran order, aligned; weighted ones as
+        _weighted_small_call takes them. Unweighted, targets of the predictions' shape: the loss over everything, or (C order) over a leading or a
         trailing axis; the squared errors (``reduction="none"``); the gradient over
         everything or one axis (one factor: a flat walk). Targets per column ((k,) or
         (1, k)) or per sample ((N, 1)) of (N, k) predictions in C order: the loss over
         either axis or (per column) over everything, the gradient over anything. `out` may
         be predictions or targets of their shape themselves (on small_flat's path, a view of
         their very positions too), and overlap nothing else.
-        run_flat or run, with the arguments that the general path's plan gives them: the
-        same bits. NotImplemented for other calls. The commonest of them (targets of the
+        run_flat or run (_flat, _steps), with the arguments that the general path's plan
+        gives them: the same bits. NotImplemented for other calls. The commonest of them (targets of the
         predictions' shape, of one or two dimensions, float32 or float64, no weights; a
         flat pass) go straight to small_flat, which checks the rest in compiled code."""
         p, t = predictions, targets
@@ -2552,7 +2628,8 @@ class NumbaBackend:
             and t.dtype is dtype
             and (out is None or type(out) is np.ndarray and out.dtype is dtype)
             and keepdims is False
-            and 0 < p.size < PARALLEL_MIN
+            and 0 < p.size
+            and (p.size < PARALLEL_MIN or self._threads == 1)
         ):
             # The commonest call first: one flat pass over arrays of one shape, its checks
             # of layout, shape and overlap small_flat's.
@@ -2581,7 +2658,7 @@ class NumbaBackend:
             or keepdims is not False
             or p.dtype not in FLOAT_DTYPES
             or t.dtype != p.dtype
-            or not 0 < p.size < PARALLEL_MIN
+            or p.size == 0
             or p.ndim == 0
             or type(reduction) is not str
             or reduction not in ("mean", "sum", "none")
@@ -2640,14 +2717,14 @@ class NumbaBackend:
         if not (flags.writeable and target_flags.writeable):
             p_flat, t_flat = _writeable(p_flat), _writeable(t_flat)
         if reduction == "none":
-            run_flat(SQUARED_ERROR, False, p_flat, t_flat, p_flat, _flat_operand(out), 0.0)
+            self._flat(SQUARED_ERROR, False, p_flat, t_flat, p_flat, _flat_operand(out), 0.0)
             return out
         kind = (REDUCE, GRAD, REDUCE_AND_GRAD)[job]
         mean = reduction == "mean"
         factor = 2.0 / count if mean else 2.0
         if target_steps is None and (summed is None or job == 1):  # one flat run
             out_flat = p_flat if out is None else _flat_operand(out)  # never written by REDUCE
-            total = run_flat(kind, False, p_flat, t_flat, p_flat, out_flat, factor)
+            total = self._flat(kind, False, p_flat, t_flat, p_flat, out_flat, factor)
         else:
             # With one kept dimension, the loss of each output, finished by the kernel.
             loss: np.ndarray | None = None
@@ -2662,7 +2739,7 @@ class NumbaBackend:
                 shape, steps = (p.size // count, count), (1, p.size // count)
                 along_targets = target_steps[::-1] if target_steps else steps
                 loss = np.empty(p.shape[1:], p.dtype)
-            total = _run_steps(
+            total = self._steps(
                 kind,
                 shape,
                 0 if loss is None else 1,
@@ -2754,7 +2831,7 @@ class NumbaBackend:
             divisors, scale = _ONE, _TWO
             if mean:
                 divisors = np.empty(rows)
-                _run_steps(
+                self._steps(
                     REDUCE_DIFFERENCE,
                     (rows, row),
                     1,
@@ -2773,7 +2850,7 @@ class NumbaBackend:
                     scale = np.divide(2.0, divisors)
             loss = np.empty(p.shape[:-1], p.dtype) if job != 1 else None
             steps = (row, 1)
-            _run_steps(
+            self._steps(
                 kind,
                 (rows, row),
                 1,
@@ -2798,13 +2875,13 @@ class NumbaBackend:
             return loss if job == 0 else (loss, out)
         denominator = 1.0
         if mean:
-            total_weights = flat_sum(w_flat)
+            total_weights = self._sum(w_flat)
             denominator = total_weights * float(row) if per_sample else total_weights
             if denominator == 0.0:
                 return NotImplemented  # the general path's warning
         factor = 2.0 / denominator if mean else 2.0
         if not per_sample:  # one flat run
-            total = run_flat(
+            total = self._flat(
                 kind, True, p_flat, t_flat, w_flat, p_flat if out_flat is None else out_flat, factor if job else 0.0
             )
         else:
@@ -2813,7 +2890,7 @@ class NumbaBackend:
             rows_first = job != 1 and row <= BLOCK
             sums = np.empty(rows) if rows_first else None
             steps = (row, 1)
-            total = _run_steps(
+            total = self._steps(
                 kind,
                 (rows, row),
                 1 if rows_first else 0,
@@ -2827,7 +2904,7 @@ class NumbaBackend:
                 np.array((factor if job else 0.0,)),
             )
             if sums is not None:
-                total = flat_sum(sums)
+                total = self._sum(sums)
         if job == 1:
             return out
         loss = scalar_loss(p.dtype, total / denominator if mean else total)
@@ -2836,18 +2913,51 @@ class NumbaBackend:
     def _run(self, kind: int, plan: Plan) -> None:
         if _is_flat(plan):
             self._run_flat(kind, plan)
-            return
-        if plan.rows_first:
+        elif plan.rows_first:
             self._run_rows_first(kind, plan)
-            return
-        arguments = _arguments(kind, plan)
-        if self._threads == 1 or math.prod(plan.shape) < PARALLEL_MIN:
+        else:
+            self._run_arguments(_arguments(kind, plan))
+
+    def _parallel(self, size: int) -> bool:
+        """Whether a pass over `size` positions runs on the workers as well."""
+        return self._threads > 1 and size >= PARALLEL_MIN
+
+    def _run_arguments(self, arguments: tuple[Any, ...]) -> None:
+        """run(*arguments), its tasks shared with the workers where the pass is large."""
+        if not self._parallel(math.prod(arguments[3])):
             run(*arguments)
             return
         mode, n_tasks, task_arguments, partials = schedule(*arguments)
         if n_tasks:
             self._on_threads(tasks, n_tasks, (mode, task_arguments, partials))
             combine_chunks(task_arguments, partials)
+
+    def _steps(self, *steps_arguments: Any) -> float:
+        """run over _steps_arguments(*steps_arguments); its float64 sum over everything
+        where it has no loss per output."""
+        arguments = _steps_arguments(*steps_arguments)
+        self._run_arguments(arguments)
+        return float(arguments[11][0])
+
+    def _sum(self, values: Operand) -> float:
+        """flat_sum(values), its chunks shared with the workers where `values` is large."""
+        if not self._parallel(values.size):
+            return flat_sum(values)
+        nothing = np.zeros(1, values.dtype)
+        return self._steps(
+            REDUCE_DIFFERENCE, (values.size,), 0, ((1,), *[None] * 5), values, nothing, None, None, None, _ONE, _NOUGHT
+        )
+
+    def _flat(
+        self, kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out: Operand, factor: float
+    ) -> float:
+        """run_flat(kind, weighted, p, t, w, out, factor), its chunks shared with the
+        workers where the run is large."""
+        if not self._parallel(p.size):
+            return run_flat(kind, weighted, p, t, w, out, factor)
+        partials = np.empty((p.size + CHUNK - 1) // CHUNK)
+        self._on_threads(flat_tasks, partials.size, (kind, weighted, p, t, w, out, factor, partials))
+        return flat_total(partials)
 
     def _run_rows_first(self, kind: int, plan: Plan) -> None:
         """A sum over everything (plan.rows_first), as cpp/kernels.cpp's run_rows_first:
@@ -2873,10 +2983,10 @@ class NumbaBackend:
             all_rows = np.empty(n_rows)
             self._run(kind, dataclasses.replace(rows_plan, operands=plan.operands._replace(loss=all_rows)))
         block_sums = np.empty((n_rows + BLOCK - 1) // BLOCK if n_tasks else 0)
-        if self._threads == 1 or math.prod(plan.shape) < PARALLEL_MIN:
-            row_block_sums(np.int64(0), block_sums.size, task_arguments, all_rows, block_sums)
-        else:
+        if self._parallel(math.prod(plan.shape)):
             self._on_threads(row_block_sums, block_sums.size, (task_arguments, all_rows, block_sums))
+        else:
+            row_block_sums(np.int64(0), block_sums.size, task_arguments, all_rows, block_sums)
         _finish(plan.operands.loss, plan.loss_divisor, np.float64(block_total(block_sums)))
 
     def _run_flat(self, kind: int, plan: Plan) -> None:
@@ -2884,7 +2994,7 @@ class NumbaBackend:
         p, t = _flat_operand(predictions), _flat_operand(targets)
         w = p if weights is None else _flat_operand(weights)  # never read where there are none
         p, t, w = _writeable(p), _writeable(t), _writeable(w)
-        arguments = (
+        total = self._flat(
             kind,
             weights is not None,
             p,
@@ -2893,14 +3003,8 @@ class NumbaBackend:
             np.zeros(1, p.dtype) if out is None else _flat_operand(out),  # never written; not an input, all the same
             0.0 if scale is None else float(scale.item()),
         )
-        if self._threads == 1 or p.size < PARALLEL_MIN:
-            total = np.float64(run_flat(*arguments))
-        else:
-            partials = np.empty((p.size + CHUNK - 1) // CHUNK)
-            self._on_threads(flat_tasks, partials.size, (*arguments, partials))
-            total = np.float64(flat_total(partials))
         if loss is not None and reduces(kind):
-            _finish(loss, plan.loss_divisor, total)
+            _finish(loss, plan.loss_divisor, np.float64(total))
 
     def _on_threads(self, kernel: Callable[..., None], n_tasks: int, arguments: tuple[Any, ...]) -> None:
         """kernel(begin, end, *arguments) over tasks [0, n_tasks) cut into contiguous
@@ -2924,6 +3028,8 @@ class NumbaBackend:
                 for rank, worker in enumerate(workers, start=1):
                     worker.start(kernel, (n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges, *arguments))
                 kernel(0, n_tasks // n_ranges, *arguments)
+                for worker in workers:
+                    spin_until_set(worker.done, FINISH_SPINS)
             finally:
                 outcomes = [worker.finish() for worker in workers]  # every one waited for first
                 for error in outcomes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import fastmse
@@ -250,9 +251,18 @@ def test_numba_workers_hand_back_a_kernels_error_and_serve_the_next_call():
         backend._on_threads(failing_on_a_worker, 10, ())
     assert sorted(ranges) == [(0, 5), (5, 10)]
 
-    ranges.clear()
-    backend._on_threads(lambda begin, end: ranges.append((begin, end)), 10, ())
-    assert sorted(ranges) == [(0, 5), (5, 10)]
+    # Back to back (the worker still reading its flag for the next call) and after it has
+    # gone to sleep: each call waits for the worker's range, which takes longer than its own.
+    def slow_on_a_worker(begin, end):
+        if begin > 0:
+            time.sleep(0.002)
+        ranges.append((begin, end))
+
+    for pause in (0.0, 0.0, 0.02, 0.0, 0.02):
+        time.sleep(pause)
+        ranges.clear()
+        backend._on_threads(slow_on_a_worker, 10, ())
+        assert sorted(ranges) == [(0, 5), (5, 10)]
 
     ranges.clear()
     with backend._team:  # another thread's call holds the workers

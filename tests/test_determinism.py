@@ -401,14 +401,19 @@ def test_rows_first_is_the_sum_of_the_row_sums(monkeypatch, name, rows, dtype):
         warnings.simplefilter("ignore")  # means over nothing
         assert _backends.current().rows_first
         results = [[call() for call in calls]]
+        with monkeypatch.context() as patch:  # the general path's rows first, not the one-step call's
+            patch.setattr(_backends, "small_call", None)
+            results.append([call() for call in calls])
         if name == "numba":  # rows that it would not run as short rows: their sums in an array first
             from fastmse import _numba
 
             with monkeypatch.context() as patch:
                 patch.setattr(_numba, "ROW_MODE", -1)
                 results.append([call() for call in calls])
-        monkeypatch.setattr(_backends.current(), "rows_first", False)
-        two_passes = [call() for call in calls]
+        with monkeypatch.context() as patch:  # two passes: the general path of a backend without rows first
+            patch.setattr(_backends.current(), "rows_first", False)
+            patch.setattr(_backends, "small_call", None)
+            two_passes = [call() for call in calls]
     for rows_first in results:
         for a, b in zip(rows_first, two_passes, strict=True):
             for x, y in zip(*(r if isinstance(r, tuple) else (r,) for r in (a, b)), strict=True):

@@ -8,7 +8,6 @@ Used when the compiled module is missing or ``FASTMSE_BACKEND=numba``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
@@ -48,7 +47,6 @@ CASCADE_LEVELS = 64
 KROWS = 4  # rows summed side by side and finished together by _vector_rows (kRowGroup)
 SPECIALIZED_GROUPS = 3  # short rows of fewer groups of LANES have loops of their own in _vector_rows
 SHORT_ROW_GROUPS = 8  # rows of fewer groups of LANES are summed KROWS at a time
-PACKED_ROW_SIZES = range(1, LANES)  # rows of these many positions are read KROWS at a time as one vector
 COPIED = 4 * BLOCK  # positions of a run of short rows whose target row is copied (row_tasks)
 # Calls of fewer positions run on the calling thread (the compiled kernels' kParallelMin
 # is 1 << 16): a worker asleep between calls takes about 50 us to wake (see _Worker), what
@@ -319,11 +317,17 @@ def _unmanaged(typingctx: Any, array: Any) -> Any:
 unmanaged: Any = intrinsic(_unmanaged)
 
 
+def _int64_flags(flags: Any) -> bool:
+    """Whether `flags` is typed as an aligned C-contiguous int64 array (acquired's and
+    released's address arithmetic)."""
+    return isinstance(flags, types.Array) and flags.dtype == types.int64 and flags.layout == "C" and flags.aligned
+
+
 def _acquired(typingctx: Any, flags: Any, i: Any) -> Any:
     """flags[i] of a C-contiguous int64 array, read with acquire ordering: a load that the
     compiler keeps in a loop, where a plain one would be read once for the whole loop."""
 
-    if not (isinstance(flags, types.Array) and flags.dtype == types.int64 and isinstance(i, types.Integer)):
+    if not (_int64_flags(flags) and isinstance(i, types.Integer)):
         return None
 
     def codegen(context: Any, builder: Any, signature: Any, arguments: Any) -> Any:
@@ -341,12 +345,7 @@ def _released(typingctx: Any, flags: Any, i: Any, value: Any) -> Any:
     """flags[i] = value in a C-contiguous int64 array, stored with release ordering: every
     write before it is seen by a thread that reads the value with acquired."""
 
-    if not (
-        isinstance(flags, types.Array)
-        and flags.dtype == types.int64
-        and isinstance(i, types.Integer)
-        and isinstance(value, types.Integer)
-    ):
+    if not (_int64_flags(flags) and isinstance(i, types.Integer) and isinstance(value, types.Integer)):
         return None
 
     def codegen(context: Any, builder: Any, signature: Any, arguments: Any) -> Any:
@@ -1390,14 +1389,12 @@ class _RowsCode:
         return self.builder.fadd(self.shuffle(lanes, lanes, [0, 2, 4, 6]), self.shuffle(lanes, lanes, [1, 3, 5, 7]))
 
     def packed_or_lockstep(self, row_groups: Any, one_target: bool, one_weight: bool) -> None:
-        """Rows of fewer than LANES positions: packed where each operand read or written
-        along the rows goes on from one row into the next (rows n apart) and n is one of
-        PACKED_ROW_SIZES, else lockstep's."""
+        """Rows of fewer than LANES positions: packed where they are not empty and each
+        operand read or written along the rows goes on from one row into the next (rows n
+        apart), else lockstep's."""
         builder, em, s = self.builder, self.em, self.s
         n = s["n"]
-        packable = ir.Constant(ir.IntType(1), 0)
-        for size in PACKED_ROW_SIZES:
-            packable = builder.or_(packable, builder.icmp_signed("==", n, em.constant(size)))
+        packable = builder.icmp_signed("!=", n, self.zero)
         strides = [s["jp"]] + ([] if one_target else [s["jt"]])
         strides += [s["jw"]] if self.weighted and not one_weight else []
         strides += [s["jo"]] if writes(self.kind) else []
@@ -1407,7 +1404,7 @@ class _RowsCode:
             with is_packed:
                 done = builder.append_basic_block("packed_done")
                 switch = builder.switch(n, done)
-                for size in PACKED_ROW_SIZES:
+                for size in range(1, LANES):
                     block = builder.append_basic_block(f"packed_{size}")
                     switch.add_case(em.constant(size), block)
                     builder.position_at_end(block)
@@ -1534,20 +1531,26 @@ class _RowsCode:
             return builder.select(builder.icmp_signed("<", output, self.last[name]), output, self.last[name])
 
         def by_layout(
-            name: str, one_value: Callable[[str], None], whole: Callable[[str], None], each: Callable[[str], None]
+            name: str,
+            one_value: Callable[[str], None],
+            whole: Callable[[str], None] | None,
+            each: Callable[[str], None],
         ) -> None:
-            """one_value where the view has one element, whole where the outputs lie side
-            by side in it, else each."""
+            """one_value where the view has one element, whole (where there is one: for
+            more than one output) where the outputs lie side by side in it, else each."""
             with builder.if_else(builder.icmp_signed("==", self.last[name], self.zero)) as (one, per_output):
                 with one:
                     one_value(name)
                 with per_output:
-                    in_view = builder.and_(side_by_side, builder.icmp_signed("<=", outputs[-1], self.last[name]))
-                    with builder.if_else(in_view, likely=True) as (in_vector, apart):
-                        with in_vector:
-                            whole(name)
-                        with apart:
-                            each(name)
+                    if whole is None:
+                        each(name)
+                    else:
+                        in_view = builder.and_(side_by_side, builder.icmp_signed("<=", outputs[-1], self.last[name]))
+                        with builder.if_else(in_view, likely=True) as (in_vector, apart):
+                            with in_vector:
+                                whole(name)
+                            with apart:
+                                each(name)
 
         read = cgutils.alloca_once(builder, vector_type)  # type: ignore[no-untyped-call]
 
@@ -1566,7 +1569,7 @@ class _RowsCode:
         def read_whole(name: str) -> None:
             builder.store(em.load(name, outputs[0], width), read)
 
-        by_layout("divisors", read_one, read_whole if width > 1 else read_each, read_each)
+        by_layout("divisors", read_one, read_whole if width > 1 else None, read_each)
         divisors = builder.load(read)
         ones = self.constants(ir.DoubleType(), [1.0] * width)
         quotients = builder.select(builder.fcmp_ordered("==", divisors, ones), totals, builder.fdiv(totals, divisors))
@@ -1581,7 +1584,7 @@ class _RowsCode:
                 lambda name: em.store(
                     name, self.zero, builder.extract_element(quotients, ir.Constant(i32, width - 1)), 1
                 ),
-                (lambda name: em.store(name, outputs[0], quotients, width)) if width > 1 else store_each,
+                (lambda name: em.store(name, outputs[0], quotients, width)) if width > 1 else None,
                 store_each,
             )
 
@@ -2395,7 +2398,10 @@ class _Worker:
                 self._error = error
             del kernel, arguments  # the caller's arrays, not kept alive until the next call
             self._idle.set()
-            await_call(self.done, self._handed_flag, WORKER_SPINS)
+            try:
+                await_call(self.done, self._handed_flag, WORKER_SPINS)
+            except BaseException:  # noqa: BLE001 - the flags only shorten the waits: never the thread's end
+                self.done[0] = 1
 
 
 def max_threads() -> int:
@@ -2504,7 +2510,9 @@ def _flat_total_of(
                 return -1.0
         n = p.size
         p, t, out = unmanaged(p).reshape(n), unmanaged(t).reshape(n), unmanaged(out).reshape(n)
-        return run_flat(kind, False, p, t, p, out, factor)
+        # `weighted` not a literal: run_flat is then the copy that a call from Python runs
+        # (NumbaBackend._flat's), not one compiled again at such a call's first use.
+        return run_flat(kind, n < 0, p, t, p, out, factor)
 
     def fortran_total_of(
         kind: OverloadArg, p: OverloadArg, t: OverloadArg, out: OverloadArg, factor: OverloadArg
@@ -2608,9 +2616,10 @@ class NumbaBackend:
         """The commonest calls in one step (see fastmse._backends.small_call), small or
         large (on the workers too from PARALLEL_MIN positions): NumPy arrays of one float
         dtype, all contiguous in C order or all in Fortran order, aligned; weighted ones as
-        _weighted_small_call takes them. Unweighted, targets of the predictions' shape: the loss over everything, or (C order) over a leading or a
-        trailing axis; the squared errors (``reduction="none"``); the gradient over
-        everything or one axis (one factor: a flat walk). Targets per column ((k,) or
+        _weighted_small_call takes them. Unweighted, targets of the predictions' shape:
+        the loss over everything, or (C order) over a leading or a trailing axis; the
+        squared errors (``reduction="none"``); the gradient over everything or one axis
+        (one factor: a flat walk). Targets per column ((k,) or
         (1, k)) or per sample ((N, 1)) of (N, k) predictions in C order: the loss over
         either axis or (per column) over everything, the gradient over anything. `out` may
         be predictions or targets of their shape themselves (on small_flat's path, a view of
@@ -2629,7 +2638,7 @@ class NumbaBackend:
             and (out is None or type(out) is np.ndarray and out.dtype is dtype)
             and keepdims is False
             and 0 < p.size
-            and (p.size < PARALLEL_MIN or self._threads == 1)
+            and not self._parallel(p.size)
         ):
             # The commonest call first: one flat pass over arrays of one shape, its checks
             # of layout, shape and overlap small_flat's.
@@ -2885,12 +2894,12 @@ class NumbaBackend:
                 kind, True, p_flat, t_flat, w_flat, p_flat if out_flat is None else out_flat, factor if job else 0.0
             )
         else:
-            # Rows of up to a block summed first (fastmse._compute._two_stage), then their
-            # sums; longer rows, and the gradient alone, in one run over (N, k).
+            # Rows of up to a block summed first (fastmse._compute._two_stage), as
+            # _run_rows_first sums them; longer rows, and the gradient alone, in one run
+            # over (N, k).
             rows_first = job != 1 and row <= BLOCK
-            sums = np.empty(rows) if rows_first else None
             steps = (row, 1)
-            total = self._steps(
+            steps_arguments = (
                 kind,
                 (rows, row),
                 1 if rows_first else 0,
@@ -2899,12 +2908,14 @@ class NumbaBackend:
                 t_flat,
                 w_flat,
                 out_flat,
-                sums,
+                np.zeros(1) if rows_first else None,  # the rows' loss: a stand-in
                 _ONE,
                 np.array((factor if job else 0.0,)),
             )
-            if sums is not None:
-                total = self._sum(sums)
+            if rows_first:
+                total = self._rows_first_total(_steps_arguments(*steps_arguments), rows)
+            else:
+                total = self._steps(*steps_arguments)
         if job == 1:
             return out
         loss = scalar_loss(p.dtype, total / denominator if mean else total)
@@ -2976,18 +2987,23 @@ class NumbaBackend:
             plan.operands._replace(loss=np.zeros(1)),
             [*plan.strides[:LOSS], tuple(row_strides), plan.strides[SCALE]],
         )
-        arguments = _arguments(kind, rows_plan)
+        total = self._rows_first_total(_arguments(kind, rows_plan), n_rows)
+        _finish(plan.operands.loss, plan.loss_divisor, np.float64(total))
+
+    def _rows_first_total(self, arguments: tuple[Any, ...], n_rows: int) -> float:
+        """The float64 sum over everything of n_rows rows taken rows first: `arguments`
+        run's for a loss per row, its loss a stand-in of one float64 (see _run_rows_first)."""
         mode, n_tasks, task_arguments, _ = schedule(*arguments)
         all_rows = np.empty(0)
         if mode != ROW_MODE and n_tasks:
             all_rows = np.empty(n_rows)
-            self._run(kind, dataclasses.replace(rows_plan, operands=plan.operands._replace(loss=all_rows)))
+            self._run_arguments((*arguments[:11], all_rows, *arguments[12:]))
         block_sums = np.empty((n_rows + BLOCK - 1) // BLOCK if n_tasks else 0)
-        if self._parallel(math.prod(plan.shape)):
+        if self._parallel(math.prod(arguments[3])):
             self._on_threads(row_block_sums, block_sums.size, (task_arguments, all_rows, block_sums))
         else:
             row_block_sums(np.int64(0), block_sums.size, task_arguments, all_rows, block_sums)
-        _finish(plan.operands.loss, plan.loss_divisor, np.float64(block_total(block_sums)))
+        return block_total(block_sums)
 
     def _run_flat(self, kind: int, plan: Plan) -> None:
         predictions, targets, weights, out, loss, scale = plan.operands
@@ -3028,8 +3044,9 @@ class NumbaBackend:
                 for rank, worker in enumerate(workers, start=1):
                     worker.start(kernel, (n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges, *arguments))
                 kernel(0, n_tasks // n_ranges, *arguments)
-                for worker in workers:
-                    spin_until_set(worker.done, FINISH_SPINS)
+                for worker in workers:  # the rest waited for by finish once one spin runs out
+                    if not spin_until_set(worker.done, FINISH_SPINS):
+                        break
             finally:
                 outcomes = [worker.finish() for worker in workers]  # every one waited for first
                 for error in outcomes:

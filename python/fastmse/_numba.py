@@ -2913,7 +2913,7 @@ class NumbaBackend:
                 np.array((factor if job else 0.0,)),
             )
             if rows_first:
-                total = self._rows_first_total(_steps_arguments(*steps_arguments), rows)
+                total = self._rows_first_total(_steps_arguments(*steps_arguments), rows, p.size)
             else:
                 total = self._steps(*steps_arguments)
         if job == 1:
@@ -2927,15 +2927,16 @@ class NumbaBackend:
         elif plan.rows_first:
             self._run_rows_first(kind, plan)
         else:
-            self._run_arguments(_arguments(kind, plan))
+            self._run_arguments(_arguments(kind, plan), math.prod(plan.shape))
 
     def _parallel(self, size: int) -> bool:
         """Whether a pass over `size` positions runs on the workers as well."""
         return self._threads > 1 and size >= PARALLEL_MIN
 
-    def _run_arguments(self, arguments: tuple[Any, ...]) -> None:
-        """run(*arguments), its tasks shared with the workers where the pass is large."""
-        if not self._parallel(math.prod(arguments[3])):
+    def _run_arguments(self, arguments: tuple[Any, ...], size: int) -> None:
+        """run(*arguments), a pass over `size` positions, its tasks shared with the workers
+        where that is large."""
+        if not self._parallel(size):
             run(*arguments)
             return
         mode, n_tasks, task_arguments, partials = schedule(*arguments)
@@ -2947,7 +2948,7 @@ class NumbaBackend:
         """run over _steps_arguments(*steps_arguments); its float64 sum over everything
         where it has no loss per output."""
         arguments = _steps_arguments(*steps_arguments)
-        self._run_arguments(arguments)
+        self._run_arguments(arguments, math.prod(steps_arguments[1]))
         return float(arguments[11][0])
 
     def _sum(self, values: Operand) -> float:
@@ -2987,19 +2988,20 @@ class NumbaBackend:
             plan.operands._replace(loss=np.zeros(1)),
             [*plan.strides[:LOSS], tuple(row_strides), plan.strides[SCALE]],
         )
-        total = self._rows_first_total(_arguments(kind, rows_plan), n_rows)
+        total = self._rows_first_total(_arguments(kind, rows_plan), n_rows, math.prod(plan.shape))
         _finish(plan.operands.loss, plan.loss_divisor, np.float64(total))
 
-    def _rows_first_total(self, arguments: tuple[Any, ...], n_rows: int) -> float:
-        """The float64 sum over everything of n_rows rows taken rows first: `arguments`
-        run's for a loss per row, its loss a stand-in of one float64 (see _run_rows_first)."""
+    def _rows_first_total(self, arguments: tuple[Any, ...], n_rows: int, size: int) -> float:
+        """The float64 sum over everything of n_rows rows (`size` positions) taken rows
+        first: `arguments` run's for a loss per row, its loss a stand-in of one float64
+        (see _run_rows_first)."""
         mode, n_tasks, task_arguments, _ = schedule(*arguments)
         all_rows = np.empty(0)
         if mode != ROW_MODE and n_tasks:
             all_rows = np.empty(n_rows)
-            self._run_arguments((*arguments[:11], all_rows, *arguments[12:]))
+            self._run_arguments((*arguments[:11], all_rows, *arguments[12:]), size)
         block_sums = np.empty((n_rows + BLOCK - 1) // BLOCK if n_tasks else 0)
-        if self._parallel(math.prod(arguments[3])):
+        if self._parallel(size):
             self._on_threads(row_block_sums, block_sums.size, (task_arguments, all_rows, block_sums))
         else:
             row_block_sums(np.int64(0), block_sums.size, task_arguments, all_rows, block_sums)

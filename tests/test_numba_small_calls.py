@@ -1,10 +1,10 @@
 """The Numba backend's small_call: the commonest calls (NumPy arrays of one float dtype,
 all contiguous in C order or all in Fortran order, aligned, on one thread below
-PARALLEL_MIN positions and on the workers from it; targets of the predictions' shape, or per column or per sample
-of (N, k) predictions in C order; the loss over everything or (C order) over the first
-or the last axis, the squared errors, the gradient over everything or one axis; weights
-per position or per sample in C order) in one step. It must give bitwise what the general path gives, and hand every other call
-back."""
+PARALLEL_MIN positions and on the workers from it; targets of the predictions' shape,
+or per column or per sample of (N, k) predictions in C order; the loss over everything
+or (C order) over the first or the last axis, the squared errors, the gradient over
+everything or one axis; weights per position or per sample in C order) in one step. It
+must give bitwise what the general path gives, and hand every other call back."""
 
 from __future__ import annotations
 

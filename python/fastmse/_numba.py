@@ -60,6 +60,7 @@ PARALLEL_MIN = 1 << 19
 FINISH_SPINS, WORKER_SPINS = 1 << 22, 1 << 21
 PREFETCH_DISTANCE = 1024  # elements, kernels.cpp's kPrefetchDistance
 P, T, W, OUT, LOSS, SCALE = range(6)
+RUN_SUMS = 11  # the index of run's (and schedule's) float64 `sums` among its arguments
 # The passes, in the order of cpp/kernels.cpp's Pass.
 REDUCE, GRAD, REDUCE_AND_GRAD, SQUARED_ERROR, REDUCE_DIFFERENCE = range(5)
 # How run splits a plan into tasks (cpp/kernels.cpp's Schedule).
@@ -2443,7 +2444,7 @@ def _steps_arguments(
     absent) `steps` apart along it: those that _arguments makes from a small call's plan,
     so the same bits. `loss`: an array of one value per output (the loss finished by the
     kernel: divided by `divisors`, rounded once), or None: the float64 sum over everything
-    into run's `sums`, its twelfth argument."""
+    into run's `sums` (arguments[RUN_SUMS])."""
     shape_array, strides = _run_layout(shape, steps)
     nothing = np.zeros(1, p.dtype)  # an absent operand: never read, or written and dropped
     sums, finished = np.zeros(1), nothing
@@ -2619,15 +2620,16 @@ class NumbaBackend:
         _weighted_small_call takes them. Unweighted, targets of the predictions' shape:
         the loss over everything, or (C order) over a leading or a trailing axis; the
         squared errors (``reduction="none"``); the gradient over everything or one axis
-        (one factor: a flat walk). Targets per column ((k,) or
-        (1, k)) or per sample ((N, 1)) of (N, k) predictions in C order: the loss over
-        either axis or (per column) over everything, the gradient over anything. `out` may
-        be predictions or targets of their shape themselves (on small_flat's path, a view of
-        their very positions too), and overlap nothing else.
+        (one factor: a flat walk). Targets per column ((k,) or (1, k)) or per sample
+        ((N, 1)) of (N, k) predictions in C order: the loss over either axis or (per
+        column) over everything, the gradient over anything. `out` may be predictions or
+        targets of their shape themselves (on small_flat's path, a view of their very
+        positions too), and overlap nothing else.
         run_flat or run (_flat, _steps), with the arguments that the general path's plan
-        gives them: the same bits. NotImplemented for other calls. The commonest of them (targets of the
-        predictions' shape, of one or two dimensions, float32 or float64, no weights; a
-        flat pass) go straight to small_flat, which checks the rest in compiled code."""
+        gives them: the same bits. NotImplemented for other calls. The commonest of them
+        (targets of the predictions' shape, of one or two dimensions, float32 or float64,
+        no weights; a flat pass) go straight to small_flat, which checks the rest in
+        compiled code."""
         p, t = predictions, targets
         if (
             weights is None
@@ -2949,7 +2951,7 @@ class NumbaBackend:
         where it has no loss per output."""
         arguments = _steps_arguments(*steps_arguments)
         self._run_arguments(arguments, math.prod(steps_arguments[1]))
-        return float(arguments[11][0])
+        return float(arguments[RUN_SUMS][0])
 
     def _sum(self, values: Operand) -> float:
         """flat_sum(values), its chunks shared with the workers where `values` is large."""
@@ -2999,7 +3001,7 @@ class NumbaBackend:
         all_rows = np.empty(0)
         if mode != ROW_MODE and n_tasks:
             all_rows = np.empty(n_rows)
-            self._run_arguments((*arguments[:11], all_rows, *arguments[12:]), size)
+            self._run_arguments((*arguments[:RUN_SUMS], all_rows, *arguments[RUN_SUMS + 1 :]), size)
         block_sums = np.empty((n_rows + BLOCK - 1) // BLOCK if n_tasks else 0)
         if self._parallel(size):
             self._on_threads(row_block_sums, block_sums.size, (task_arguments, all_rows, block_sums))

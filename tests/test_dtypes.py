@@ -117,6 +117,30 @@ def test_float16_rounds_once_from_float64(backend, dtype):
         assert_matches(mse(p, t, axis=axis), reference.loss(p, t, axis=axis), np.dtype(dtype))
 
 
+@pytest.mark.parametrize("width", [3, 5, 6, 7, 9, 10, 12, 20, 1000])
+def test_float32_losses_per_row_near_a_rounding_boundary(backend, width):
+    # A float32 loss is its float64 sum divided by the row's width, rounded once to float32.
+    # The C++ kernels multiply by the width's reciprocal where that gives the same float32,
+    # and divide where the product lies near a point halfway between two float32 values.
+    # Rows [x, 0, 0, ...] against 0, their sum x * x: x near sqrt(width * halfway point).
+    rng = np.random.default_rng(width)
+    floats = (rng.uniform(1, 2, 64) * 2.0 ** rng.integers(-100, 100, 64)).astype(np.float32)
+    halfway = floats.astype(np.float64) + np.spacing(floats).astype(np.float64) / 2
+    steps = np.arange(-400, 401)
+    x = (np.sqrt(width * halfway).view(np.int64)[:, None] + steps).view(np.float64).ravel()
+    sums = x * x
+    quotients = (sums / width).view(np.int64)
+    halfway_bits = np.repeat(halfway.view(np.int64), len(steps))
+    x = x[np.abs(quotients - halfway_bits) <= 3]  # the quotient within 3 ulps of halfway
+    expected = (x * x / width).astype(np.float32)
+    # The data holds rows that the product alone would round to another float32.
+    assert ((x * x * (1.0 / width)).astype(np.float32) != expected).any()
+    predictions = np.zeros((len(x), width))
+    predictions[:, 0] = x
+    loss = mse(predictions, np.zeros(width), axis=-1, dtype=np.float32)
+    np.testing.assert_array_equal(loss, expected, strict=True)
+
+
 @pytest.mark.parametrize("dtype", SIXTEEN_BITS, ids=str)
 def test_16_bit_results_are_rounded_once(backend, dtype):
     # docs/semantics.rst (Types and precision): float16 and bfloat16 results are computed

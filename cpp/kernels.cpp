@@ -1122,6 +1122,23 @@ void sum_row_weights(const Wt* w, int64_t jw, int64_t sw, int64_t n, int64_t row
                 weights[i + g] = {sums[g], CheckSigns && any_negative(w + (i + g) * jw, sw, n)};
         }
     }
+    if constexpr (K > 0 && K < kLanes && !kPacked && kPackable<Wt>) {
+        // Rows of a few weights one after another, kRowGroup at a time as whole vectors, as
+        // packed_row_group sums them (only whether one of a batch's weights is negative
+        // counts: each row of a group takes the group's answer).
+        using Layout = RowGroupLayout<K>;
+        for (; sw == 1 && jw == K && i + kRowGroup <= rows; i += kRowGroup) {
+            Lanes values[Layout::kVectors];
+            LaneMask negative = {};
+            for (int v = 0; v < Layout::kVectors; ++v) {
+                values[v] = load_packed(w + i * K + v * kVectorWidth);
+                negative |= values[v] < Lanes{};
+            }
+            double sums[kRowGroup];
+            row_group_sums<K, true>(values, sums);
+            for (int g = 0; g < kRowGroup; ++g) weights[i + g] = {sums[g], CheckSigns && any_lane(negative)};
+        }
+    }
 #endif
     for (; i < rows; ++i) {
         const Wt* row = w + i * jw;

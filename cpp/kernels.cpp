@@ -901,6 +901,17 @@ inline void row_group_sums(const Lanes* terms, double* sums) {
     std::memcpy(sums, &sum, sizeof sum);
 }
 
+// The weight sums of kRowGroup rows of K < kLanes weights side by side (RowGroupLayout), as
+// reduce_difference sums w - 0 over a row; each row takes whether one of the group's weights
+// is negative (only whether one of a batch's is counts: divide_by_weight_sums).
+template <int K>
+inline void row_group_weight_sums(const Lanes* weights, LaneMask negative, bool check_signs, RowWeightSum* found) {
+    double sums[kRowGroup];
+    row_group_sums<K, true>(weights, sums);
+    const bool any_negative_weight = check_signs && any_lane(negative);
+    for (int g = 0; g < kRowGroup; ++g) found[g] = {sums[g], any_negative_weight};
+}
+
 // kRowGroup contiguous rows of K < kLanes positions, read as kRowGroup * K / kVectorWidth
 // whole vectors: a row of 3 in vectors of its own, or side by side with other rows'
 // positions in one vector per position (fixed_row_group), left most of the work to loads
@@ -960,11 +971,7 @@ inline void packed_row_group(const T* p, const T* t, int64_t jt, const Wt* w, in
         std::make_integer_sequence<int, Layout::kVectors>{});
     // d * d is never -0; a weighted term or a difference may be.
     if constexpr (kReduces<P>) row_group_sums<K, Weighted || P == Pass::reduce_difference>(terms, sums);
-    if constexpr (SumWeights) {
-        double weight_sum[kRowGroup];
-        row_group_sums<K, true>(weights, weight_sum);
-        for (int g = 0; g < kRowGroup; ++g) weight_sums[g] = {weight_sum[g], any_lane(negative)};
-    }
+    if constexpr (SumWeights) row_group_weight_sums<K>(weights, negative, true, weight_sums);
 }
 
 // combine_lanes of the kLanes lanes held as vectors, in registers: with AVX, lanes 0-3 and
@@ -1124,8 +1131,7 @@ void sum_row_weights(const Wt* w, int64_t jw, int64_t sw, int64_t n, int64_t row
     }
     if constexpr (K > 0 && K < kLanes && !kPacked && kPackable<Wt>) {
         // Rows of a few weights one after another, kRowGroup at a time as whole vectors, as
-        // packed_row_group sums them (only whether one of a batch's weights is negative
-        // counts: each row of a group takes the group's answer).
+        // packed_row_group sums them.
         using Layout = RowGroupLayout<K>;
         for (; sw == 1 && jw == K && i + kRowGroup <= rows; i += kRowGroup) {
             Lanes values[Layout::kVectors];
@@ -1134,9 +1140,7 @@ void sum_row_weights(const Wt* w, int64_t jw, int64_t sw, int64_t n, int64_t row
                 values[v] = load_packed(w + i * K + v * kVectorWidth);
                 negative |= values[v] < Lanes{};
             }
-            double sums[kRowGroup];
-            row_group_sums<K, true>(values, sums);
-            for (int g = 0; g < kRowGroup; ++g) weights[i + g] = {sums[g], CheckSigns && any_lane(negative)};
+            row_group_weight_sums<K>(values, negative, CheckSigns, weights + i);
         }
     }
 #endif
@@ -1363,10 +1367,19 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                         }
                     });
                 };
-                if (target_rows && Weighted && step[kW] == 0)
-                    groups(std::bool_constant<Weighted>{});  // true: one weight per row
-                else if (target_rows)
-                    groups(std::false_type{});
+                // The packed loops above leave float32 and float64 rows only where weights
+                // per position are not rows like predictions'; the groups are not compiled
+                // for what they take (copies of every row length that never ran).
+                constexpr bool kPackedSums = kPackable<T> && (!Weighted || kPackable<Wt>) &&
+                                             (kPackedRowGroup<K> || kPackedRow<K>);
+                if constexpr (!kPackedSums) {
+                    if (target_rows && Weighted && step[kW] == 0)
+                        groups(std::bool_constant<Weighted>{});  // true: one weight per row
+                    else if (target_rows)
+                        groups(std::false_type{});
+                } else if constexpr (Weighted) {
+                    if (target_rows && step[kW] != 0) groups(std::false_type{});
+                }
             }
         }
         // The gradient passes on the same rows, with the weights one per row, one per
@@ -1393,17 +1406,17 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                             packed_row_group<P, Weighted, false, kWeights, K>(first.p + at, t, 0, w, jw,
                                                                               first.out + at, factor, sums + i);
                             if constexpr (kReduces<P>) divide_group();
-                            continue;
+                        } else {
+                            if constexpr (kReduces<P> && kPackedGradientRow<K>) {
+                                for (int g = 0; g < kRowGroup; ++g)
+                                    sums[i + g] = packed_row<Pass::reduce, Weighted, false, false, K, kAlong>(
+                                        first.p + at + g * K, t + g * K, Weighted ? w + g * jw : nullptr);
+                            } else if constexpr (kReduces<P>) {
+                                fixed_row_group<Pass::reduce, Weighted, Weighted && !kAlong, false, K>(
+                                    first.p + at, t, 0, w, step[kW], jw, sums + i);
+                            }
+                            gradient_row_group<K, kWeights>(first.p + at, t, first.out + at, factor, w, jw);
                         }
-                        if constexpr (kReduces<P> && kPackedGradientRow<K>) {
-                            for (int g = 0; g < kRowGroup; ++g)
-                                sums[i + g] = packed_row<Pass::reduce, Weighted, false, false, K, kAlong>(
-                                    first.p + at + g * K, t + g * K, Weighted ? w + g * jw : nullptr);
-                        } else if constexpr (kReduces<P>) {
-                            fixed_row_group<Pass::reduce, Weighted, Weighted && !kAlong, false, K>(
-                                first.p + at, t, 0, w, step[kW], jw, sums + i);
-                        }
-                        gradient_row_group<K, kWeights>(first.p + at, t, first.out + at, factor, w, jw);
                     }
                 };
                 using PerRow = std::integral_constant<RowWeights, RowWeights::per_row>;
@@ -1450,18 +1463,17 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
     }
 }
 
-// Rows of up to kFixedRow positions get a loop unrolled for their length: float32 and
-// float64 rows in every pass, float16 and bfloat16 rows in the loss (reduce) only. The
-// 16-bit types' other passes gained little from it (their conversions cost more than the
-// loop), and copies of every loop per row length for them were half of this file's
-// compile time.
-inline constexpr int kFixedRow = 16;
+// Rows of up to kFixedRow<P, T> positions get a loop unrolled for their length: float32 and
+// float64 rows of up to 16 in every pass, float16 and bfloat16 rows of up to 4 in the loss
+// (reduce) only. The 16-bit types' other passes and longer rows gained little from it
+// (their conversions cost more than the loop), and copies of every loop per row length for
+// them were most of this file's compile time.
 template <Pass P, typename T>
-inline constexpr bool kFixedRows = kPackable<T> || P == Pass::reduce;
+inline constexpr int kFixedRow = kPackable<T> ? 16 : P == Pass::reduce ? 4 : 0;
 
 template <Pass P, bool Weighted, typename T, typename Wt, int K = 1>
 void fixed_row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int64_t run, const int64_t* step) {
-    if constexpr (K <= kFixedRow && kFixedRows<P, T>) {
+    if constexpr (K <= kFixedRow<P, T>) {
         if (l.n_red == K)
             row_range<P, Weighted, true, K, T, Wt>(l, loss, kept, run, step);
         else
@@ -1483,7 +1495,7 @@ void row_tasks(const Layout& l, const LossStore& loss, int64_t begin, int64_t en
     // Targets and weights along the row may also be constant (one per sample): the
     // unrolled rows take both.
     const auto constant_or_unit = [&](int k) { return step[k] == 0 || step[k] == 1; };
-    const bool fixed = kFixedRows<P, T> && l.n_red <= kFixedRow &&
+    const bool fixed = l.n_red <= kFixedRow<P, T> &&
                        (l.n_red == 1 || (step[kP] == 1 && constant_or_unit(kT) && (!kWrites<P> || step[kOut] == 1) &&
                                          (!Weighted || constant_or_unit(kW))));
     const bool unit_weights = !Weighted || step[kW] == 1;

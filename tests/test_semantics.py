@@ -127,7 +127,9 @@ CANCELLING_WEIGHTS = (
 def test_weights_constant_along_the_summed_axes_cancel_from_the_mean(backend, dtype):
     """w * sum(e) / (w * count) at each output: the plain mean, computed without the
     weights, wherever they are positive and finite; a zero weight still gives nan there
-    (with the warning), and an inf or a nan weight nan, as the weighted formula does."""
+    (with the warning), and an inf or a nan weight nan, as the weighted formula does,
+    while the other outputs stay the plain mean's, bitwise (one weight does not change the
+    outputs of the others)."""
     rng = np.random.default_rng(9)
     for shape, weights_shape, axis in CANCELLING_WEIGHTS:
         p = rng.standard_normal(shape).astype(dtype)
@@ -159,6 +161,16 @@ def test_weights_constant_along_the_summed_axes_cancel_from_the_mean(backend, dt
             assert not spoiled.all()
             assert_matches(loss_bad[~spoiled], expected[~spoiled], dtype)
             assert np.isnan(grad_bad).any()
+            if p.shape == full:
+                plain_loss, plain_grad = mse_and_grad(p, t, axis=axis)
+                assert_same(loss_bad[~spoiled], plain_loss[~spoiled])
+                with np.errstate(invalid="ignore"):
+                    spoiled_positions = np.broadcast_to(~((w_bad > 0) & (w_bad < np.inf)), full)
+                np.testing.assert_array_equal(np.isnan(grad_bad), spoiled_positions)
+                assert_same(grad_bad[~spoiled_positions], plain_grad[~spoiled_positions])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    assert_same(mse_grad(p, t, weights=w_bad, axis=axis), grad_bad)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])

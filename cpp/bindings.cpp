@@ -568,9 +568,10 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     const int64_t count = size / kept;
     const bool reduces = reduction != Reduction::none;
     // One position per output, unweighted (fastmse._compute._loss_per_position): the loss
-    // is the squared errors, an elementwise pass in the data's dtype.
+    // is the squared errors, an elementwise pass in the data's dtype. Weights of a mean
+    // cancel there (checked below, then left out); of a sum they do not.
     const bool loss_per_position = reduces && count == 1 && n_axes != ndim;
-    if (loss_per_position && !weights_arg.is_none()) return not_here;
+    if (loss_per_position && !weights_arg.is_none() && reduction != Reduction::mean) return not_here;
 
     // Weights read here (w): per position; per sample (predictions' leading extents, then
     // extents of 1: (N, 1) on (N, k)) over everything; per column (extents of 1, then

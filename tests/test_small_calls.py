@@ -479,15 +479,22 @@ def test_out_is_left_alone_where_a_zero_weight_sum_warns_as_an_error(function):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-def test_weights_that_cancel_take_the_small_path(dtype):
-    # Weights per sample with a loss per sample: a mean that does not read them.
+@pytest.mark.parametrize("width", [10, 1])
+def test_weights_that_cancel_take_the_small_path(dtype, width):
+    # Weights per sample with a loss per sample (of one position too: the squared errors):
+    # a mean that does not read them, bitwise the general path's.
     rng = np.random.default_rng(2)
-    p, t = rng.standard_normal((64, 10)).astype(dtype), rng.standard_normal((64, 10)).astype(dtype)
+    p, t = rng.standard_normal((64, width)).astype(dtype), rng.standard_normal((64, width)).astype(dtype)
     out = np.empty_like(p)
     for weights in (rng.uniform(0.5, 2.0, (64, 1)).astype(dtype), rng.uniform(0.5, 2.0, (64, 1)), np.array(2.0)):
         for job, result_out in ((MSE, None), (MSE_GRAD, out), (MSE_AND_GRAD, None)):
             assert core.small_call(job, p, t, weights, -1, "mean", False, result_out) is not NotImplemented
             assert core.small_call(job, p, t, weights, -1, "sum", False, result_out) is NotImplemented
+        for function in (mse, mse_grad, mse_and_grad):
+            assert_same_results(
+                on_general_path(function, p, t, weights=weights, axis=-1),
+                directly(function, p, t, weights=weights, axis=-1),
+            )
 
 
 def test_other_calls_are_handed_back():

@@ -867,13 +867,13 @@ inline void for_each_constant(F&& f, std::integer_sequence<int, V...>) {
     (f(std::integral_constant<int, V>{}), ...);
 }
 
-// The sums of kRowGroup rows of K < kLanes positions into sums[0, kRowGroup), from their
+// The sums of kRowGroup rows of K < kLanes positions into `sum` (row g's in lane g), from their
 // terms side by side (RowGroupLayout): each row's positions taken as fixed_row's lanes
 // (one term each, from +0: +0 + x is x but where x is -0, which FromZero terms may be)
 // and combined as combine_lanes combines them, the lanes past the row left out (they would
 // add +0 to a lane that is never -0).
 template <int K, bool FromZero>
-inline void row_group_sums(const Lanes* terms, double* sums) {
+inline void row_group_sums(const Lanes* terms, RowGroup& sum) {
     using Layout = RowGroupLayout<K>;
     RowGroup l[K];
     for_each_constant(
@@ -887,7 +887,6 @@ inline void row_group_sums(const Lanes* terms, double* sums) {
             if constexpr (FromZero) l[kI] = RowGroup{} + l[kI];
         },
         std::make_integer_sequence<int, K>{});
-    RowGroup sum;
     if constexpr (K == 1) sum = l[0];
     if constexpr (K == 2) sum = l[0] + l[1];
     if constexpr (K == 3) sum = (l[0] + l[1]) + l[2];
@@ -898,19 +897,21 @@ inline void row_group_sums(const Lanes* terms, double* sums) {
         if constexpr (K == 6) sum = first + (l[4] + l[5]);
         if constexpr (K == 7) sum = first + ((l[4] + l[5]) + l[6]);
     }
-    std::memcpy(sums, &sum, sizeof sum);
 }
 
-// The weight sums of kRowGroup rows of K < kLanes weights side by side (RowGroupLayout), as
-// reduce_difference sums w - 0 over a row; each row takes whether one of the group's weights
-// is negative (only whether one of a batch's is counts: divide_by_weight_sums).
-template <int K>
-inline void row_group_weight_sums(const Lanes* weights, LaneMask negative, bool check_signs, RowWeightSum* found) {
-    double sums[kRowGroup];
-    row_group_sums<K, true>(weights, sums);
-    const bool any_negative_weight = check_signs && any_lane(negative);
-    for (int g = 0; g < kRowGroup; ++g) found[g] = {sums[g], any_negative_weight};
-}
+// What the rows of a weighted mean whose losses are divided by their weight sums as they
+// are summed (packed_row_group) leave divide_by_weight_sums to report: lanes with a
+// negative weight, rows whose weights sum to 0.
+struct GroupWeightChecks {
+    LaneMask negative = {};
+    decltype(RowGroup{} == RowGroup{}) zero_sum = {};
+    bool any_negative() const { return any_lane(negative); }
+    bool any_zero_sum() const {
+        bool any = false;
+        for (int g = 0; g < kRowGroup; ++g) any = any || zero_sum[g] != 0;
+        return any;
+    }
+};
 
 // kRowGroup contiguous rows of K < kLanes positions, read as kRowGroup * K / kVectorWidth
 // whole vectors: a row of 3 in vectors of its own, or side by side with other rows'
@@ -922,14 +923,16 @@ inline void row_group_weight_sums(const Lanes* weights, LaneMask negative, bool 
 // fixed_row combines its lanes (row_group_sums): the same bits. The gradient, where the
 // pass writes it, is stored as gradient_row_group stores it, each vector after it is read:
 // `out` may be predictions or targets.
-// SumWeights (weights per position): also each row's weight sum into weight_sums, as
-// sum_row_weights sums it, and whether one of the group's weights is negative.
+// SumWeights (a weighted mean's loss, weights per position): each row's sum divided by its
+// weight sum, summed as sum_row_weights sums it, here, where the divisions overlap the next
+// groups' work (after the batch, one by one, they were half the time of rows of 3); what
+// divide_by_weight_sums reports of them into *checks.
 template <Pass P, bool Weighted, bool OneTarget, RowWeights W, int K, bool SumWeights = false, typename T,
           typename Wt>
 inline void packed_row_group(const T* p, const T* t, int64_t jt, const Wt* w, int64_t jw, T* out,
-                             const double* factor, double* sums, RowWeightSum* weight_sums = nullptr) {
+                             const double* factor, double* sums, GroupWeightChecks* checks = nullptr) {
     static_assert(K < kLanes && W != RowWeights::per_position_strided && P != Pass::squared_error);
-    static_assert(!SumWeights || (Weighted && W == RowWeights::per_position));
+    static_assert(!SumWeights || (Weighted && W == RowWeights::per_position && P == Pass::reduce));
     using Layout = RowGroupLayout<K>;
     constexpr bool kAlong = Weighted && W == RowWeights::per_position;
     RowGroup row_target = {}, row_weight = {}, row_factor = {};
@@ -969,9 +972,19 @@ inline void packed_row_group(const T* p, const T* t, int64_t jt, const Wt* w, in
             }
         },
         std::make_integer_sequence<int, Layout::kVectors>{});
-    // d * d is never -0; a weighted term or a difference may be.
-    if constexpr (kReduces<P>) row_group_sums<K, Weighted || P == Pass::reduce_difference>(terms, sums);
-    if constexpr (SumWeights) row_group_weight_sums<K>(weights, negative, true, weight_sums);
+    if constexpr (kReduces<P>) {
+        // d * d is never -0; a weighted term or a difference may be.
+        RowGroup sum;
+        row_group_sums<K, Weighted || P == Pass::reduce_difference>(terms, sum);
+        if constexpr (SumWeights) {
+            RowGroup weight_sum;
+            row_group_sums<K, true>(weights, weight_sum);
+            checks->negative |= negative;
+            checks->zero_sum |= weight_sum == RowGroup{};
+            sum /= weight_sum;
+        }
+        std::memcpy(sums, &sum, sizeof sum);
+    }
 }
 
 // combine_lanes of the kLanes lanes held as vectors, in registers: with AVX, lanes 0-3 and
@@ -1140,7 +1153,10 @@ void sum_row_weights(const Wt* w, int64_t jw, int64_t sw, int64_t n, int64_t row
                 values[v] = load_packed(w + i * K + v * kVectorWidth);
                 negative |= values[v] < Lanes{};
             }
-            row_group_weight_sums<K>(values, negative, CheckSigns, weights + i);
+            RowGroup sums;
+            row_group_sums<K, true>(values, sums);
+            const bool any_negative = CheckSigns && any_lane(negative);  // only a batch's answer counts
+            for (int g = 0; g < kRowGroup; ++g) weights[i + g] = {sums[g], any_negative};
         }
     }
 #endif
@@ -1164,16 +1180,17 @@ void sum_row_weights(const Wt* w, int64_t jw, int64_t sw, int64_t n, int64_t row
     }
 }
 
-// Each of n rows' sums (if any) divided by its weight sum, as LossStore::put_rows divides by
-// loss_divisors; a negative weight or a zero sum reported.
-inline void divide_by_weight_sums(double* sums, const RowWeightSum* weights, int64_t n, WeightSumsInPass& found) {
-    bool negative = false, zero_sum = false;
-    for (int64_t i = 0; i < n; ++i) {  // without branches, and the divisions apart: they vectorize
+// The sums (if any) of rows [divided, n) divided by their weight sums, as LossStore::put_rows
+// divides by loss_divisors; a negative weight or a zero sum among them reported, or among
+// rows before them (negative, zero_sum: packed_row_group's GroupWeightChecks).
+inline void divide_by_weight_sums(double* sums, const RowWeightSum* weights, int64_t divided, int64_t n,
+                                  bool negative, bool zero_sum, WeightSumsInPass& found) {
+    for (int64_t i = divided; i < n; ++i) {  // without branches, and the divisions apart
         negative |= weights[i].negative;
         zero_sum |= weights[i].sum == 0.0;
     }
     if (sums)
-        for (int64_t i = 0; i < n; ++i) sums[i] /= weights[i].sum;
+        for (int64_t i = divided; i < n; ++i) sums[i] /= weights[i].sum;
     if (negative) found.negative_weight.store(true, std::memory_order_relaxed);
     if (zero_sum) found.zero_sum.store(true, std::memory_order_relaxed);
 }
@@ -1227,6 +1244,8 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
         const int64_t rows = std::min(kRowBatch, run - r0);
         int64_t i = 0, divided = 0;  // rows [0, divided) of the batch have their sums divided
         [[maybe_unused]] bool weights_summed = false;  // row_weights filled
+        // Of rows [0, divided) divided by their weight sums (packed_row_group's checks).
+        [[maybe_unused]] bool group_negative = false, group_zero_sum = false;
         // A group's sums divided as soon as they are found, where they are divided by what
         // the loss store holds: the divisions then overlap the next groups' shuffles rather
         // than queue up after the batch (rows of 3 spent a third of their time there).
@@ -1262,19 +1281,23 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                 };
                 if constexpr (kPackedRowGroup<K> && kPackable<T> && (!Weighted || kPackable<Wt>)) {
                     // Rows of a few positions, kRowGroup at a time as whole vectors; with
-                    // weights per position, their weight sums where the pass takes them (the
-                    // rows after the last group's summed by sum_row_weights).
+                    // weights per position, divided by their weight sums where the pass
+                    // finds them (the rows after the last group's summed by sum_row_weights).
                     const auto row_groups = [&](auto one_target_, auto weight_kind, auto sum_weights) {
                         constexpr bool kSum = decltype(sum_weights)::value;
+                        [[maybe_unused]] GroupWeightChecks checks;
                         for (; i + kRowGroup <= rows; i += kRowGroup) {
                             const int64_t r = r0 + i;
                             packed_row_group<P, Weighted, decltype(one_target_)::value, decltype(weight_kind)::value,
                                              K, kSum>(first.p + r * K, targets.at(r), targets.jump(),
                                                       Weighted ? weights.at(r) : nullptr, weights.jump(),
-                                                      static_cast<T*>(nullptr), nullptr, sums + i, row_weights + i);
-                            divide_group();
+                                                      static_cast<T*>(nullptr), nullptr, sums + i, &checks);
+                            if constexpr (!kSum) divide_group();
                         }
                         if constexpr (kSum) {
+                            divided = i;
+                            group_negative = checks.any_negative();
+                            group_zero_sum = checks.any_zero_sum();
                             sum_row_weights<K, true>(first.w + (r0 + i) * js[kW], js[kW], step[kW], n, rows - i,
                                                      row_weights + i);
                             weights_summed = true;
@@ -1451,7 +1474,8 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
             if (in_pass) {
                 if (!weights_summed)
                     sum_row_weights<K, true>(first.w + r0 * js[kW], js[kW], step[kW], n, rows, row_weights);
-                divide_by_weight_sums(kReduces<P> ? sums : nullptr, row_weights, rows, *in_pass);
+                divide_by_weight_sums(kReduces<P> ? sums : nullptr, row_weights, divided, rows, group_negative,
+                                      group_zero_sum, *in_pass);
             }
         }
         if constexpr (kReduces<P>)

@@ -695,12 +695,12 @@ inline double fixed_row(const T* p, const T* t, int64_t st, const Wt* w, int64_t
 template <Pass P>
 inline constexpr bool kTakesWeightSums = P == Pass::reduce || P == Pass::grad || P == Pass::reduce_and_grad;
 
-// A row's weight sum and whether one of its weights is negative (Problem::weight_sums_in_pass;
-// only whether one of a batch's rows has one counts, so rows summed in a group may take the
-// group's answer).
-struct RowWeightSum {
-    double sum;
-    bool negative;
+// Rows' weight sums (Problem::weight_sums_in_pass), one double a row, and whether one of
+// their weights is negative: one flag for all (only whether a batch of rows has one
+// counts), so that the sums are an array that divisions and checks run along as vectors.
+struct RowWeightSums {
+    double* sums;
+    bool* negative;
 };
 
 // Rows of a group: see fixed_row_group and gradient_row_group.
@@ -1076,13 +1076,16 @@ inline void packed_row_lanes(const T* p, const T* t, const Wt* w, Lanes* acc, La
 
 template <Pass P, bool Weighted, bool OneTarget, bool RowAfter, int K, bool WeightsAlong = false,
           bool SumWeights = false, typename T, typename Wt>
-inline double packed_row(const T* p, const T* t, const Wt* w, RowWeightSum* weights = nullptr) {
+inline double packed_row(const T* p, const T* t, const Wt* w, RowWeightSums weights = {}) {
     constexpr int kParts = kLanes / kVectorWidth;
     Lanes acc[kParts], weight_acc[SumWeights ? kParts : 1];
     LaneMask negative = {};
     packed_row_lanes<P, Weighted, OneTarget, RowAfter, K, WeightsAlong, SumWeights>(p, t, w, acc, weight_acc,
                                                                                      &negative);
-    if constexpr (SumWeights) *weights = {combine_packed(weight_acc), any_lane(negative)};
+    if constexpr (SumWeights) {
+        *weights.sums = combine_packed(weight_acc);
+        *weights.negative |= any_lane(negative);
+    }
     return combine_packed(acc);
 }
 
@@ -1112,7 +1115,7 @@ inline void combine_packed_rows(const Lanes (*acc)[kLanes / kVectorWidth], doubl
 // that pass) and, CheckSigns, checked as fastmse._resolve checks them (none negative; NaN
 // passes).
 template <int K, bool CheckSigns, typename Wt>
-void sum_row_weights(const Wt* w, int64_t jw, int64_t sw, int64_t n, int64_t rows, RowWeightSum* weights) {
+void sum_row_weights(const Wt* w, int64_t jw, int64_t sw, int64_t n, int64_t rows, RowWeightSums weights) {
     const Wt zero{};  // 0 in every weight type
     int64_t step[kOperands] = {};
     step[kP] = sw;
@@ -1136,10 +1139,9 @@ void sum_row_weights(const Wt* w, int64_t jw, int64_t sw, int64_t n, int64_t row
                 else
                     packed_row_lanes<kSum, false, true, false, K>(row, &zero, row, acc[g]);
             }
-            double sums[kRowGroup];
-            combine_packed_rows(acc, sums);
-            for (int g = 0; g < kRowGroup; ++g)
-                weights[i + g] = {sums[g], CheckSigns && any_negative(w + (i + g) * jw, sw, n)};
+            combine_packed_rows(acc, weights.sums + i);
+            if constexpr (CheckSigns)
+                for (int g = 0; g < kRowGroup; ++g) *weights.negative |= any_negative(w + (i + g) * jw, sw, n);
         }
     }
     if constexpr (K > 0 && K < kLanes && !kPacked && kPackable<Wt>) {
@@ -1155,8 +1157,8 @@ void sum_row_weights(const Wt* w, int64_t jw, int64_t sw, int64_t n, int64_t row
             }
             RowGroup sums;
             row_group_sums<K, true>(values, sums);
-            const bool any_negative = CheckSigns && any_lane(negative);  // only a batch's answer counts
-            for (int g = 0; g < kRowGroup; ++g) weights[i + g] = {sums[g], any_negative};
+            std::memcpy(weights.sums + i, &sums, sizeof sums);
+            if constexpr (CheckSigns) *weights.negative |= any_lane(negative);
         }
     }
 #endif
@@ -1166,31 +1168,28 @@ void sum_row_weights(const Wt* w, int64_t jw, int64_t sw, int64_t n, int64_t row
 #if defined(__GNUC__)
             if constexpr (kPacked) {
                 constexpr Pass kSum = Pass::reduce_difference;
-                weights[i].sum = i + 1 < rows && jw == K ? packed_row<kSum, false, true, true, K>(row, &zero, row)
-                                                         : packed_row<kSum, false, true, false, K>(row, &zero, row);
+                weights.sums[i] = i + 1 < rows && jw == K ? packed_row<kSum, false, true, true, K>(row, &zero, row)
+                                                          : packed_row<kSum, false, true, false, K>(row, &zero, row);
             }
 #endif
         } else {
             double acc[kLanes] = {};
             run_lanes<Pass::reduce_difference, false, false>(acc, 0, Cursor<Wt, Wt>{row, &zero, nullptr, nullptr}, step,
                                                              0.0, n, n);
-            weights[i].sum = combine_lanes(acc);
+            weights.sums[i] = combine_lanes(acc);
         }
-        weights[i].negative = CheckSigns && any_negative(row, sw, n);
+        if constexpr (CheckSigns) *weights.negative |= any_negative(row, sw, n);
     }
 }
 
 // The sums (if any) of rows [divided, n) divided by their weight sums, as LossStore::put_rows
-// divides by loss_divisors; a negative weight or a zero sum among them reported, or among
-// rows before them (negative, zero_sum: packed_row_group's GroupWeightChecks).
-inline void divide_by_weight_sums(double* sums, const RowWeightSum* weights, int64_t divided, int64_t n,
+// divides by loss_divisors; a negative weight, or a zero sum among them or among rows before
+// them (zero_sum: packed_row_group's GroupWeightChecks), reported.
+inline void divide_by_weight_sums(double* sums, const double* weight_sums, int64_t divided, int64_t n,
                                   bool negative, bool zero_sum, WeightSumsInPass& found) {
-    for (int64_t i = divided; i < n; ++i) {  // without branches, and the divisions apart
-        negative |= weights[i].negative;
-        zero_sum |= weights[i].sum == 0.0;
-    }
+    for (int64_t i = divided; i < n; ++i) zero_sum |= weight_sums[i] == 0.0;  // without branches: vectors
     if (sums)
-        for (int64_t i = divided; i < n; ++i) sums[i] /= weights[i].sum;
+        for (int64_t i = divided; i < n; ++i) sums[i] /= weight_sums[i];
     if (negative) found.negative_weight.store(true, std::memory_order_relaxed);
     if (zero_sum) found.zero_sum.store(true, std::memory_order_relaxed);
 }
@@ -1239,13 +1238,15 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
     double sums[kRowBatch];
     constexpr bool kInPass = Weighted && kTakesWeightSums<P>;
     WeightSumsInPass* const in_pass = kInPass ? loss.weight_sums_in_pass() : nullptr;
-    [[maybe_unused]] RowWeightSum row_weights[kRowBatch];
+    [[maybe_unused]] double row_weight_sums[kRowBatch];
     for (int64_t r0 = 0; r0 < run; r0 += kRowBatch) {
         const int64_t rows = std::min(kRowBatch, run - r0);
         int64_t i = 0, divided = 0;  // rows [0, divided) of the batch have their sums divided
-        [[maybe_unused]] bool weights_summed = false;  // row_weights filled
-        // Of rows [0, divided) divided by their weight sums (packed_row_group's checks).
-        [[maybe_unused]] bool group_negative = false, group_zero_sum = false;
+        [[maybe_unused]] bool weights_summed = false;  // row_weight_sums filled
+        // Whether one of the batch's weights is negative (where the pass checks them), and
+        // one of rows [0, divided) divided by their weight sums sums to zero.
+        [[maybe_unused]] bool negative_weight = false, group_zero_sum = false;
+        [[maybe_unused]] const RowWeightSums row_weights{row_weight_sums, &negative_weight};
         // A group's sums divided as soon as they are found, where they are divided by what
         // the loss store holds: the divisions then overlap the next groups' shuffles rather
         // than queue up after the batch (rows of 3 spent a third of their time there).
@@ -1296,10 +1297,10 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                         }
                         if constexpr (kSum) {
                             divided = i;
-                            group_negative = checks.any_negative();
+                            negative_weight |= checks.any_negative();
                             group_zero_sum = checks.any_zero_sum();
                             sum_row_weights<K, true>(first.w + (r0 + i) * js[kW], js[kW], step[kW], n, rows - i,
-                                                     row_weights + i);
+                                                     {row_weight_sums + i, &negative_weight});
                             weights_summed = true;
                         }
                     };
@@ -1348,12 +1349,8 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                             }
                             combine_packed_rows(acc, sums + i);
                             if constexpr (kSum) {
-                                // Only whether any weight of the batch is negative counts
-                                // (divide_by_weight_sums): each row of the group takes the group's.
-                                double weight_sums[kRowGroup];
-                                combine_packed_rows(weight_acc, weight_sums);
-                                for (int g = 0; g < kRowGroup; ++g)
-                                    row_weights[i + g] = {weight_sums[g], any_lane(negative)};
+                                combine_packed_rows(weight_acc, row_weight_sums + i);
+                                negative_weight |= any_lane(negative);
                             }
                         }
                         for (; i < rows; ++i) {
@@ -1361,7 +1358,7 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                             const T* p = first.p + r * K;
                             const T* t = targets.at(r);
                             const Wt* w = Weighted ? weights.at(r) : nullptr;
-                            RowWeightSum* found = kSum ? &row_weights[i] : nullptr;
+                            const RowWeightSums found{kSum ? row_weight_sums + i : nullptr, &negative_weight};
                             sums[i] = i + 1 < rows && row_after
                                           ? packed_row<P, Weighted, kOneTarget, true, K, kAlong, kSum>(p, t, w, found)
                                           : packed_row<P, Weighted, kOneTarget, false, K, kAlong, kSum>(p, t, w, found);
@@ -1422,7 +1419,7 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                         double factor[kRowGroup];  // scale (times the row's weight), as write() has it
                         for (int g = 0; g < kRowGroup; ++g) {
                             const double row_scale = scale ? scale[(r + g) * js[kScale]] : 0.0;
-                            factor[g] = (in_pass ? row_scale / row_weights[i + g].sum : row_scale) *
+                            factor[g] = (in_pass ? row_scale / row_weight_sums[i + g] : row_scale) *
                                         (Weighted && !kAlong ? load(w + g * jw) : 1.0);
                         }
                         if constexpr (kPackedGradientRowGroup<K> && kWeights != RowWeights::per_position_strided) {
@@ -1461,7 +1458,7 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
             const Wt* w = Weighted ? first.w + r * js[kW] : nullptr;
             T* out = kWrites<P> ? first.out + r * js[kOut] : nullptr;
             double factor = scale ? scale[r * js[kScale]] : 0.0;
-            if (in_pass) factor /= row_weights[i].sum;
+            if (in_pass) factor /= row_weight_sums[i];
             if constexpr (K > 0) {
                 sums[i] = fixed_row<P, Weighted, K>(p, t, step[kT], w, step[kW], out, factor);
             } else {
@@ -1474,7 +1471,7 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
             if (in_pass) {
                 if (!weights_summed)
                     sum_row_weights<K, true>(first.w + r0 * js[kW], js[kW], step[kW], n, rows, row_weights);
-                divide_by_weight_sums(kReduces<P> ? sums : nullptr, row_weights, divided, rows, group_negative,
+                divide_by_weight_sums(kReduces<P> ? sums : nullptr, row_weight_sums, divided, rows, negative_weight,
                                       group_zero_sum, *in_pass);
             }
         }

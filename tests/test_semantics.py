@@ -173,6 +173,28 @@ def test_weights_constant_along_the_summed_axes_cancel_from_the_mean(backend, dt
                     assert_same(mse_grad(p, t, weights=w_bad, axis=axis), grad_bad)
 
 
+def test_cancelling_weights_with_a_zero_beside_predictions_of_fewer_dimensions(backend):
+    """The gradient has the predictions' shape, without the leading dimensions of 1 that
+    the targets or weights add: nan at a zero weight's row, the plain gradient elsewhere.
+    No outputs, no warning."""
+    rng = np.random.default_rng(4)
+    p, t = rng.standard_normal((2, 3)), rng.standard_normal((1, 2, 3))
+    weights = np.array([[0.0], [1.5]])
+    with pytest.warns(RuntimeWarning, match="weights that sum to zero"):
+        loss, grad = mse_and_grad(p, t, weights=weights, axis=-1)
+    plain_loss, plain_grad = mse_and_grad(p, t, axis=-1)
+    assert grad.shape == p.shape
+    assert loss.shape == plain_loss.shape == (1, 2)
+    assert np.isnan(grad[0]).all()
+    assert np.isnan(loss[0, 0])
+    assert_same(grad[1], plain_grad[1])
+    assert_same(loss[0, 1], plain_loss[0, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert mse(np.ones((0, 3)), np.zeros((0, 3)), weights=np.zeros((1, 1)), axis=-1).shape == (0,)
+        assert mse_grad(np.ones((0, 3)), np.zeros((0, 3)), weights=np.zeros((1, 1)), axis=-1).shape == (0, 3)
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("keepdims", [False, True])

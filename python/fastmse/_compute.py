@@ -74,13 +74,14 @@ def _without_cancelling_weights(call: Call) -> tuple[Call, Any]:
         marked = ~(w > 0) if math.isnan(lowest) else w <= 0
         if highest == math.inf or math.isnan(highest):
             marked |= w == math.inf
-    if zero:
+    if zero and 0 not in call.kept_shape:  # as _denominators: only where a nan is returned
         warnings.warn("mean over weights that sum to zero: the result is nan", RuntimeWarning, stacklevel=4)
     return dataclasses.replace(call, weights=None), xp.reshape(marked, padded)
 
 
 def _with_nan_outputs(call: Call, values: Any, nan_outputs: Any, keepdims: bool = True) -> Any:
-    """`values` (a loss, or a gradient with `keepdims`) with nan at the outputs that
+    """`values` (a loss, or with `keepdims` a loss or gradient over the call's dimensions,
+    but for leading ones of 1 that predictions lack) with nan at the outputs that
     :func:`_without_cancelling_weights` marked: in place for an array, each marked
     output's positions indexed (a mask broadcast over the positions took 3-10x longer
     than the loss)."""
@@ -94,7 +95,13 @@ def _with_nan_outputs(call: Call, values: Any, nan_outputs: Any, keepdims: bool 
             values[...] = math.nan
         return values
     marked = iter(call.xp.nonzero(call.xp.reshape(nan_outputs, tuple(nan_outputs.shape[d] for d in varying))))
-    dims = range(len(call.shape)) if keepdims else (d for d in range(len(call.shape)) if d not in call.axes)
+    # A gradient lacks the leading dimensions that only the targets or weights have: their
+    # extent is 1 (else the predictions broadcast, and the weights stayed).
+    dims = (
+        range(len(call.shape) - values.ndim, len(call.shape))
+        if keepdims
+        else (d for d in range(len(call.shape)) if d not in call.axes)
+    )
     values[tuple(next(marked) if d in varying else slice(None) for d in dims)] = math.nan
     return values
 

@@ -925,7 +925,7 @@ struct GroupWeightChecks {
 // `out` may be predictions or targets.
 // SumWeights (a weighted mean's loss, weights per position): each row's sum divided by its
 // weight sum, summed as sum_row_weights sums it, here, where the divisions overlap the next
-// groups' work (after the batch, one by one, they were half the time of rows of 3); what
+// groups' work (after the batch, one by one, they were a third of the time of rows of 3); what
 // divide_by_weight_sums reports of them into *checks.
 template <Pass P, bool Weighted, bool OneTarget, RowWeights W, int K, bool SumWeights = false, typename T,
           typename Wt>

@@ -193,6 +193,11 @@ def test_cancelling_weights_with_a_zero_beside_predictions_of_fewer_dimensions(b
         warnings.simplefilter("error")
         assert mse(np.ones((0, 3)), np.zeros((0, 3)), weights=np.zeros((1, 1)), axis=-1).shape == (0,)
         assert mse_grad(np.ones((0, 3)), np.zeros((0, 3)), weights=np.zeros((1, 1)), axis=-1).shape == (0, 3)
+        # A wrong `out` is named first, before the zero weight's warning (here an error).
+        out = np.full((2, 2), 7.0)
+        with pytest.raises(ValueError, match="out has shape"):
+            mse_and_grad(p, t, weights=weights, axis=-1, out=out)
+        assert (out == 7.0).all()
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])

@@ -557,15 +557,17 @@ def gradient(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[Any
     """``(loss, gradient)`` of `call`, the gradient written to `out` (checked here) where
     given; the loss is None unless `with_loss`, then computed in the same pass."""
     with call.on_device():
-        return _gradient_here(*_without_cancelling_weights(call), out, keepdims, with_loss)
+        return _gradient_here(call, out, keepdims, with_loss)
 
 
-def _gradient_here(call: Call, nan_outputs: Any, out: Any, keepdims: bool, with_loss: bool) -> tuple[Any, Any]:
+def _gradient_here(call: Call, out: Any, keepdims: bool, with_loss: bool) -> tuple[Any, Any]:
     if out is None:
         out = view = target = _empty_like(call)
     else:
         view = _check_out(out, call)  # `out` itself, or a CuPy view of a GPU array of another kind
         target = _writable_target(view, call)
+    # After `out`'s checks: their errors come first, not a zero weight's warning.
+    call, nan_outputs = _without_cancelling_weights(call)
     result = None
     if call.reduction == "none":
         if with_loss:  # first: the gradient may overwrite an input (out=predictions)

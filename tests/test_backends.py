@@ -220,9 +220,10 @@ def test_numba_compiles_no_other_copy_for_read_only_inputs_or_threads():
         finally:
             backend.set_num_threads(threads)
     compiled = {record.data["dispatcher"].py_func.__name__ for _, record in compiles.buffer if record.is_start}
-    # small_flat's copy for read-only arrays is its refusal (unfit) alone, decided from the
-    # types; the workers' flags are read and set by two small functions of their own.
-    assert compiled <= {"small_flat", "unfit", "spin_until_set", "await_call"}
+    # small_flat's and small_batch's copies for read-only arrays are their refusal (unfit)
+    # alone, decided from the types; the workers' flags are read and set by two small
+    # functions of their own.
+    assert compiled <= {"small_flat", "small_batch", "unfit", "spin_until_set", "await_call"}
     np.testing.assert_array_equal(again[0], expected[0])
     assert again[1] == expected[1]
     np.testing.assert_array_equal(one_thread[0], large[0])

@@ -210,6 +210,9 @@ def test_other_calls_are_handed_back(backend):
         (MSE, p, p.astype(np.float64), None, None, "mean", False, None),  # two dtypes
         (MSE, p, p[:, :1], None, None, "mean", False, None),  # targets per sample, over everything
         (MSE, p.reshape(2, 3, 4), p[:1].reshape(1, 1, 4), None, None, "mean", False, None),  # broadcast over 3-D
+        (MSE_GRAD, p, np.ones((), np.float32), None, None, "mean", False, None),  # one target for all
+        (MSE_GRAD, p[:1, :1], np.ones((), np.float32), None, None, "mean", False, None),
+        (MSE_GRAD, p, p.reshape(1, 6, 4), None, None, "mean", False, None),  # targets of more dimensions
         (MSE, np.asfortranarray(p), p[0].copy(), None, None, "mean", False, None),  # per column, Fortran order
         (MSE, p[:1], p[0].copy(), None, None, "mean", False, None),  # per column of one row
         (MSE, p.T, p.T.copy(), None, None, "mean", False, None),  # Fortran and C order

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -2168,6 +2169,42 @@ def row_block_sums(begin: int, end: int, arguments: Any, all_rows: Float64s, blo
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def rows_first_total(
+    n_rows: int,
+    kind: int,
+    weighted: bool,
+    has_scale: bool,
+    shape: Int64s,
+    n_kept: int,
+    strides: Int64s,
+    origin: Int64s,
+    p: Operand,
+    t: Operand,
+    w: Operand,
+    out: Operand,
+    sums: Float64s,
+    finished: Operand,
+    divisors: Float64s,
+    scale: Float64s,
+) -> float:
+    """NumbaBackend._rows_first_total on the calling thread, in one call from Python: the
+    tasks' arguments that schedule makes, boxed into Python objects and back, took a small
+    call three times the run's own time. `n_rows` and run's arguments for a loss per row."""
+    mode, n_tasks, arguments, _ = schedule(
+        kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out, sums, finished, divisors, scale
+    )
+    all_rows = np.empty(0)
+    if mode != ROW_MODE and n_tasks:
+        all_rows = np.empty(n_rows)
+        run(
+            kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out, all_rows, finished, divisors, scale
+        )
+    block_sums = np.empty((n_rows + BLOCK - 1) // BLOCK if n_tasks else 0)
+    row_block_sums(np.int64(0), block_sums.size, arguments, all_rows, block_sums)
+    return block_total(block_sums)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def block_total(block_sums: Float64s) -> float:
     """A flat sum's total from its blocks' sums: a cascade of the blocks of each chunk,
     then of the chunks (flat_total)."""
@@ -2470,6 +2507,138 @@ def _steps_arguments(
     )
 
 
+# The targets of a batch of samples p of (rows, row) positions: of its shape, one a
+# column ((row,) or (1, row)), one a sample ((rows, 1)).
+OWN_SHAPE, PER_COLUMN, PER_SAMPLE = range(3)
+
+
+def as_batch(t: Any) -> Any:
+    """Targets as a batch's rows: a vector (one a column) as a row of one."""
+    raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
+
+
+@overload(as_batch)
+def _as_batch(t: OverloadArg) -> Callable[..., Any]:
+    def vector_as_row(t: OverloadArg) -> Any:
+        return t.reshape((1, t.size))
+
+    def itself(t: OverloadArg) -> Any:
+        return t
+
+    return vector_as_row if t.ndim == 1 else itself
+
+
+@register_jitable
+def batch_fit(kind: int, summed: int, p: Any, t: Any, out: Any, loss: Any) -> int:
+    """How the targets lie along a batch that batch_arguments takes (OWN_SHAPE,
+    PER_COLUMN, PER_SAMPLE), or -1 where it does not: a pass that is one flat run (targets
+    of the batch's shape, no loss per output), the squared errors, fewer than 2 rows or
+    positions a row, targets per sample summed over everything (rows first: the general
+    path's), a loss of another size, or `out` of another shape or over an input other
+    than predictions (or targets of their shape) themselves. `summed`: the axis (0 or 1)
+    summed into a loss per output, or -1."""
+    rows, row = p.shape
+    if t.shape == p.shape:
+        along = OWN_SHAPE
+    elif t.shape[0] == 1 and t.shape[1] == row:
+        along = PER_COLUMN
+    elif t.shape[0] == rows and t.shape[1] == 1:
+        along = PER_SAMPLE
+    else:
+        return -1
+    per_output = summed >= 0 and kind != GRAD
+    if rows < 2 or row < 2 or kind == SQUARED_ERROR or (along == OWN_SHAPE and not per_output):
+        return -1
+    if along == PER_SAMPLE and not per_output and reduces(kind):
+        return -1
+    if per_output and loss.size != (rows if summed == 1 else row):
+        return -1
+    if writes(kind):
+        if out.shape != p.shape:
+            return -1
+        o0 = out.ctypes.data
+        p0, t0 = p.ctypes.data, t.ctypes.data
+        if p0 != o0 and p0 < o0 + out.nbytes and o0 < p0 + p.nbytes:
+            return -1
+        if (t0 != o0 or along != OWN_SHAPE) and t0 < o0 + out.nbytes and o0 < t0 + t.nbytes:
+            return -1
+    return along
+
+
+def loss_views(loss: Any, per_output: bool) -> tuple[Any, Any]:
+    """run's two views of the loss (see schedule): `loss` as the float64 sums or as the
+    values finished in its dtype, the other a scratch value; both scratch values where
+    there is no loss per output."""
+    raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
+
+
+@overload(loss_views)
+def _loss_views(loss: OverloadArg, per_output: OverloadArg) -> Callable[..., tuple[Any, Any]]:
+    def as_sums(loss: OverloadArg, per_output: OverloadArg) -> tuple[Any, Any]:
+        return loss if per_output else np.zeros(1), np.zeros(1)
+
+    def as_finished(loss: OverloadArg, per_output: OverloadArg) -> tuple[Any, Any]:
+        return np.zeros(1), loss if per_output else np.zeros(1, loss.dtype)
+
+    return as_sums if loss.dtype == types.float64 else as_finished
+
+
+@register_jitable
+def batch_arguments(
+    kind: int, summed: int, along: int, p: Any, t: Any, out: Any, loss: Any, factor: float, divisor: float
+) -> tuple[Any, ...]:
+    """run's arguments for a pass over a batch in C order (see batch_fit): over (rows,
+    row), or (row, rows) for a loss per column, a column's positions a row apart. The
+    arguments that the general path's plan gives, so the same bits; of the types a call
+    from Python gives (no literal), so that run is the copy compiled for such a call."""
+    rows, row = p.shape
+    per_output = summed >= 0 and kind != GRAD
+    target_steps = (row, 1) if along == OWN_SHAPE else ((0, 1) if along == PER_COLUMN else (1, 0))
+    shape = np.empty(2, np.int64)
+    strides = np.zeros((6, 2), np.int64)
+    if per_output and summed == 0:
+        shape[0], shape[1] = row, rows
+        strides[P, 0], strides[P, 1] = 1, row
+        strides[T, 0], strides[T, 1] = target_steps[1], target_steps[0]
+    else:
+        shape[0], shape[1] = rows, row
+        strides[P, 0], strides[P, 1] = row, 1
+        strides[T, 0], strides[T, 1] = target_steps
+    if writes(kind):
+        strides[OUT] = strides[P]
+    if per_output:
+        strides[LOSS, 0] = 1
+    sums, finished = loss_views(loss, per_output)
+    return (
+        kind,
+        p.size < 0,
+        writes(kind),
+        shape,
+        np.int64(1 if per_output else 0),
+        strides,
+        np.zeros(6, np.int64),
+        p.reshape(p.size),
+        t.reshape(t.size),
+        np.zeros(1, p.dtype),
+        out.reshape(out.size),
+        sums,
+        finished,
+        np.full(1, divisor if per_output else 1.0),
+        np.full(1, factor),
+    )
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def batch_run_arguments(
+    kind: int, summed: int, p: Any, t: Any, out: Any, loss: Any, factor: float, divisor: float
+) -> tuple[int, tuple[Any, ...]]:
+    """batch_fit's answer and batch_arguments (stand-ins where it is -1), for a pass of
+    NumbaBackend._small_call that the workers share."""
+    rows_of_targets = as_batch(t)
+    along = batch_fit(kind, summed, p, rows_of_targets, out, loss)
+    return along, batch_arguments(kind, summed, max(along, 0), p, rows_of_targets, out, loss, factor, divisor)
+
+
 def flat_total_of(kind: int, p: Any, t: Any, out: Any, factor: float) -> float:
     """small_flat's body: run_flat over the arrays, or -1.0 where they are not all of one
     shape of one or two dimensions, all contiguous in C order or all in Fortran order,
@@ -2533,6 +2702,82 @@ def small_flat(kind: int, p: Any, t: Any, out: Any, factor: float) -> float:
     return flat_total_of(kind, p, t, out, factor)
 
 
+def batch_total_of(kind: int, summed: int, p: Any, t: Any, out: Any, loss: Any, factor: float, divisor: float) -> float:
+    """small_batch's body: run over batch_arguments, or -1.0 where batch_fit does not take
+    the arrays or their types are not a batch's: predictions and out of two dimensions,
+    targets of one or two, the loss of one, all in C order, aligned, writable, of one
+    dtype (float32, float64, or float16 as its bits)."""
+    raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
+
+
+@overload(batch_total_of)
+def _batch_total_of(
+    kind: OverloadArg,
+    summed: OverloadArg,
+    p: OverloadArg,
+    t: OverloadArg,
+    out: OverloadArg,
+    loss: OverloadArg,
+    factor: OverloadArg,
+    divisor: OverloadArg,
+) -> Callable[..., float]:
+    def fit(a: Any, ndim: int) -> bool:
+        return (
+            isinstance(a, types.Array)
+            and a.layout == "C"
+            and a.mutable
+            and a.aligned
+            and a.ndim == ndim
+            and a.dtype == p.dtype in (types.float32, types.float64, types.uint16)
+        )
+
+    if not (fit(p, 2) and fit(out, 2) and fit(loss, 1) and (fit(t, 1) or fit(t, 2))):
+
+        def unfit(
+            kind: OverloadArg,
+            summed: OverloadArg,
+            p: OverloadArg,
+            t: OverloadArg,
+            out: OverloadArg,
+            loss: OverloadArg,
+            factor: OverloadArg,
+            divisor: OverloadArg,
+        ) -> float:
+            return -1.0
+
+        return unfit
+
+    def total_of(
+        kind: OverloadArg,
+        summed: OverloadArg,
+        p: OverloadArg,
+        t: OverloadArg,
+        out: OverloadArg,
+        loss: OverloadArg,
+        factor: OverloadArg,
+        divisor: OverloadArg,
+    ) -> float:
+        rows_of_targets = as_batch(t)
+        along = batch_fit(kind, summed, p, rows_of_targets, out, loss)
+        if along < 0:
+            return -1.0
+        arguments = batch_arguments(kind, summed, along, p, rows_of_targets, out, loss, factor, divisor)
+        run(*arguments)
+        return float(arguments[RUN_SUMS][0])
+
+    return total_of
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def small_batch(kind: int, summed: int, p: Any, t: Any, out: Any, loss: Any, factor: float, divisor: float) -> float:
+    """One pass of a small call over a batch (see batch_fit) and its loss as they come, in
+    one call from Python: its layout checked by Numba's typing, its shapes and overlap and
+    its plan in compiled code, where in Python they took twice the run's time. Returns the
+    float64 sum over everything (0 where the pass sums nothing or a loss per output), or
+    -1.0 where the arrays are not fit (batch_total_of)."""
+    return batch_total_of(kind, summed, p, t, out, loss, factor, divisor)
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def flat_sum(values: Operand) -> float:
     """The float64 sum of a flat array (weights, row sums) as the general path sums one: a
@@ -2585,9 +2830,18 @@ def _small_call_out(out: Any, p: np.ndarray, t: np.ndarray, w: np.ndarray | None
     return out
 
 
-# Those that small_flat takes as they come: the kernels read 16-bit floats as their bits
-# (_storage_view), which it does not make.
-_SMALL_FLAT_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
+# Those that small_flat and small_batch take as they come: the kernels read 16-bit floats
+# as their bits (_storage_view), which they do not make.
+_AS_THEY_COME = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
+# _small_call's pass of each reduction, for each job.
+_SMALL_CALL_KINDS = (
+    {"mean": REDUCE, "sum": REDUCE, "none": SQUARED_ERROR},
+    {"mean": GRAD, "sum": GRAD},
+    {"mean": REDUCE_AND_GRAD, "sum": REDUCE_AND_GRAD},
+)
+# No loss per output, as small_batch and batch_run_arguments take it: an array of the
+# operands' dtype (as the kernels read them), never read or written.
+_NO_LOSS = {np.dtype(name): np.zeros(0, name) for name in ("float32", "float64", "uint16")}
 
 
 class NumbaBackend:
@@ -2599,7 +2853,7 @@ class NumbaBackend:
     def __init__(self) -> None:
         self.small_call: Callable[..., Any] | None = self._small_call
         self.version: str = numba.__version__
-        self._threads = max_threads()
+        self.set_num_threads(max_threads())
         self._workers: list[_Worker] = []
         self._team = threading.Lock()  # held by the call that uses the workers
         backend = weakref.ref(self)
@@ -2623,159 +2877,110 @@ class NumbaBackend:
         (one factor: a flat walk). Targets per column ((k,) or (1, k)) or per sample
         ((N, 1)) of (N, k) predictions in C order: the loss over either axis or (per
         column) over everything, the gradient over anything. `out` may be predictions or
-        targets of their shape themselves (on small_flat's path, a view of their very
-        positions too), and overlap nothing else.
-        run_flat or run (_flat, _steps), with the arguments that the general path's plan
-        gives them: the same bits. NotImplemented for other calls. The commonest of them
-        (targets of the predictions' shape, of one or two dimensions, float32 or float64,
-        no weights; a flat pass) go straight to small_flat, which checks the rest in
-        compiled code."""
+        targets of their shape themselves (a view of their very positions too), and
+        overlap nothing else.
+        run_flat or run, with the arguments that the general path's plan gives them: the
+        same bits. NotImplemented for other calls. Those on one thread over float32 or
+        float64 arrays of one or two dimensions go straight to small_flat (one flat run)
+        or small_batch, which check their layout, shapes and overlap in compiled code."""
         p, t = predictions, targets
-        if (
-            weights is None
-            and type(p) is np.ndarray
-            and type(t) is np.ndarray
-            and (dtype := p.dtype) in _SMALL_FLAT_DTYPES
-            and t.dtype is dtype
-            and (out is None or type(out) is np.ndarray and out.dtype is dtype)
-            and keepdims is False
-            and 0 < p.size
-            and not self._parallel(p.size)
-        ):
-            # The commonest call first: one flat pass over arrays of one shape, its checks
-            # of layout, shape and overlap small_flat's.
-            count = p.size
-            if axis is not None:  # the gradient's factor over one axis; a loss per output is not flat
-                count = p.shape[axis] if job == 1 and type(axis) is int and -p.ndim <= axis < p.ndim else 0
-            if count and type(reduction) is str:
-                mean, kind, written = reduction == "mean", -1, out
-                if reduction == "none":
-                    if job == 0 and axis is None:
-                        kind, written = SQUARED_ERROR, np.empty_like(p)
-                elif mean or reduction == "sum":
-                    kind = (REDUCE, GRAD, REDUCE_AND_GRAD)[job]
-                    if job == 0:
-                        written = p  # never written
-                    elif out is None:
-                        written = np.empty_like(p)
-                if kind >= 0 and (total := small_flat(kind, p, t, written, 2.0 / count if mean else 2.0)) != -1.0:
-                    if job == 1 or kind == SQUARED_ERROR:
-                        return written
-                    finished = scalar_loss(dtype, total / count if mean else total)
-                    return finished if job == 0 else (finished, written)
         if (
             type(p) is not np.ndarray
             or type(t) is not np.ndarray
+            or (dtype := p.dtype) not in FLOAT_DTYPES
+            or t.dtype is not dtype
             or keepdims is not False
-            or p.dtype not in FLOAT_DTYPES
-            or t.dtype != p.dtype
-            or p.size == 0
-            or p.ndim == 0
+            or not 0 < p.size
             or type(reduction) is not str
-            or reduction not in ("mean", "sum", "none")
+            or (kind := _SMALL_CALL_KINDS[job].get(reduction, -1)) < 0
         ):
             return NotImplemented
-        flags, target_flags = p.flags, t.flags
-        if not (flags.aligned and target_flags.aligned):
-            return NotImplemented
         if weights is not None:
-            return self._weighted_small_call(job, p, t, weights, axis, reduction, out)
-        # Targets per column or per sample: their strides over the (N, k) walk, else None.
-        target_steps = None
-        if t.shape != p.shape:
-            if (
-                p.ndim != 2
-                or min(p.shape) < 2
-                or reduction == "none"
-                or not (flags.c_contiguous and target_flags.c_contiguous)
-            ):
+            return (
+                NotImplemented if p.ndim == 0 else self._weighted_small_call(job, p, t, weights, axis, reduction, out)
+            )
+        count, summed = p.size, -1  # summed: the one axis summed, normalized
+        if axis is not None:
+            if type(axis) is not int or not -p.ndim <= axis < p.ndim or kind == SQUARED_ERROR:
                 return NotImplemented
-            rows, row = p.shape
-            if t.shape == (row,) or t.shape == (1, row):
-                target_steps = (0, 1)
-            elif t.shape == (rows, 1):
-                target_steps = (1, 0)
+            summed = axis % p.ndim
+            count = p.shape[summed]
+        mean = reduction == "mean"
+        factor = 2.0 / count if mean else 2.0
+        loss = None if summed < 0 or job == 1 else np.empty(p.shape[:summed] + p.shape[summed + 1 :], dtype)
+        total, written = -1.0, None
+        if (
+            p.size < self._parallel_min
+            and (loss is None or p.ndim == 2)
+            and dtype in _AS_THEY_COME
+            and (out is None or type(out) is np.ndarray and out.dtype is dtype)
+        ):
+            written = p if kind == REDUCE else (np.empty_like(p) if out is None else out)  # p: never written
+            if loss is None and t.shape == p.shape:
+                total = small_flat(kind, p, t, written, factor)
             else:
+                no_loss = _NO_LOSS[dtype] if loss is None else loss
+                total = small_batch(kind, summed, p, t, written, no_loss, factor, float(count) if mean else 1.0)
+        if total == -1.0:
+            total, written = self._pass(kind, summed, p, t, out, loss, factor, float(count) if mean else 1.0)
+            if total == -1.0:
                 return NotImplemented
+        if job == 1 or kind == SQUARED_ERROR:
+            return written
+        if loss is None:
+            loss = scalar_loss(dtype, total / count if mean else total)
+        return loss if job == 0 else (loss, written)
+
+    def _pass(
+        self, kind: int, summed: int, p: np.ndarray, t: np.ndarray, out: Any, loss: Any, factor: float, divisor: float
+    ) -> tuple[float, Any]:
+        """_small_call's pass over arrays that small_flat and small_batch do not take as
+        they come (16-bit, read-only, of more dimensions, or large enough for the
+        workers): (its float64 sum, the array written), or (-1.0, None) where _small_call
+        does not take them."""
+        flags, target_flags = p.flags, t.flags
+        if p.ndim == 0 or not (flags.aligned and target_flags.aligned):
+            return -1.0, None
         # Arrays all in Fortran order (DataFrame.to_numpy()'s) are one flat run in memory
         # too, as the general path's plan has them, where no loss is per output.
         fortran = not (flags.c_contiguous and target_flags.c_contiguous)
         if fortran and not (flags.f_contiguous and target_flags.f_contiguous):
-            return NotImplemented
-        count = p.size
-        summed = None  # the one axis summed, normalized
-        if axis is not None:
-            if type(axis) is not int or not -p.ndim <= axis < p.ndim:
-                return NotImplemented
-            summed = axis % p.ndim
-            count = p.shape[summed]
-        if reduction == "none":
-            if job != 0 or axis is not None:
-                return NotImplemented
-        elif job != 1 and summed is not None:
-            # A loss per output over the first or the last axis: of two or more positions
-            # each (one is a loss per position, the squared errors' pass) and two or more
-            # of them (one is a flat sum), in C order; other axes are the general path's.
-            if fortran or count < 2 or p.size < 2 * count or 0 < summed < p.ndim - 1:
-                return NotImplemented
-        elif job != 1 and target_steps == (1, 0):
-            return NotImplemented  # targets per sample over everything: rows summed first
-        if job != 0 or reduction == "none":
+            return -1.0, None
+        one_run = t.shape == p.shape and loss is None
+        unfit_targets = t.shape != p.shape and (p.ndim != 2 or not 0 < t.ndim <= 2)  # not a batch's
+        if not one_run and (fortran or unfit_targets or 0 < summed < p.ndim - 1):
+            return -1.0, None  # a batch (batch_fit): in C order, over its first or last axis
+        if kind != REDUCE:
             out = _small_call_out(out, p, t, None, fortran)
             if out is None:
-                return NotImplemented
+                return -1.0, None
         p_flat, t_flat = _flat_operand(p), _flat_operand(t)
         if not (flags.writeable and target_flags.writeable):
             p_flat, t_flat = _writeable(p_flat), _writeable(t_flat)
-        if reduction == "none":
-            self._flat(SQUARED_ERROR, False, p_flat, t_flat, p_flat, _flat_operand(out), 0.0)
-            return out
-        kind = (REDUCE, GRAD, REDUCE_AND_GRAD)[job]
-        mean = reduction == "mean"
-        factor = 2.0 / count if mean else 2.0
-        if target_steps is None and (summed is None or job == 1):  # one flat run
-            out_flat = p_flat if out is None else _flat_operand(out)  # never written by REDUCE
-            total = self._flat(kind, False, p_flat, t_flat, p_flat, out_flat, factor)
-        else:
-            # With one kept dimension, the loss of each output, finished by the kernel.
-            loss: np.ndarray | None = None
-            if summed is None or job == 1:  # (N, k), nothing kept, targets broadcast
-                assert target_steps is not None  # else one flat run, above
-                shape, steps, along_targets = p.shape, (p.shape[1], 1), target_steps
-            elif summed == p.ndim - 1:  # a loss per row: (outputs, row)
-                shape, steps = (p.size // count, count), (count, 1)
-                along_targets = target_steps or steps
-                loss = np.empty(p.shape[:-1], p.dtype)
-            else:  # a loss per column (the first axis): (outputs, column), the column's positions apart
-                shape, steps = (p.size // count, count), (1, p.size // count)
-                along_targets = target_steps[::-1] if target_steps else steps
-                loss = np.empty(p.shape[1:], p.dtype)
-            total = self._steps(
-                kind,
-                shape,
-                0 if loss is None else 1,
-                (
-                    steps,
-                    along_targets,
-                    None,
-                    steps if out is not None else None,
-                    None if loss is None else (1, 0),
-                    None,
-                ),
-                p_flat,
-                t_flat,
-                None,
-                None if out is None else _flat_operand(out),
-                loss,
-                np.array((1.0 if loss is None or not mean else float(count),)),
-                np.array((factor,)),
-            )
-            if loss is not None:
-                return loss if job == 0 else (loss, out)
-        if job == 1:
-            return out
-        loss = scalar_loss(p.dtype, total / count if mean else total)
-        return loss if job == 0 else (loss, out)
+        out_flat = p_flat if out is None else _flat_operand(out)  # never written by REDUCE
+        if one_run:
+            return self._flat(kind, False, p_flat, t_flat, p_flat, out_flat, factor), out
+        # A batch of (rows, row) positions, its loss summed over rows (summed 1) or columns (0).
+        rows = p.shape[0] if p.ndim == 2 else (p.size // p.shape[-1] if summed == p.ndim - 1 else p.shape[0])
+        batch = (rows, p.size // rows)
+        batch_call = (
+            kind,
+            -1 if loss is None else min(summed, 1),
+            p_flat.reshape(batch),
+            t_flat.reshape(batch if t.shape == p.shape else t.shape),
+            out_flat.reshape(batch),
+            _NO_LOSS[p_flat.dtype] if loss is None else _storage_view(loss.reshape(-1)),
+            factor,
+            divisor,
+        )
+        if not self._parallel(p.size):
+            total = small_batch(*batch_call)
+            return (total, out) if total != -1.0 else (-1.0, None)
+        along, arguments = batch_run_arguments(*batch_call)
+        if along < 0:
+            return -1.0, None
+        self._run_arguments(arguments, p.size)
+        return float(arguments[RUN_SUMS][0]), out
 
     def _weighted_small_call(
         self, job: int, p: np.ndarray, t: np.ndarray, w: Any, axis: Any, reduction: str, out: Any
@@ -2933,7 +3138,7 @@ class NumbaBackend:
 
     def _parallel(self, size: int) -> bool:
         """Whether a pass over `size` positions runs on the workers as well."""
-        return self._threads > 1 and size >= PARALLEL_MIN
+        return size >= self._parallel_min
 
     def _run_arguments(self, arguments: tuple[Any, ...], size: int) -> None:
         """run(*arguments), a pass over `size` positions, its tasks shared with the workers
@@ -2997,16 +3202,15 @@ class NumbaBackend:
         """The float64 sum over everything of n_rows rows (`size` positions) taken rows
         first: `arguments` run's for a loss per row, its loss a stand-in of one float64
         (see _run_rows_first)."""
+        if not self._parallel(size):
+            return rows_first_total(n_rows, *arguments)
         mode, n_tasks, task_arguments, _ = schedule(*arguments)
         all_rows = np.empty(0)
         if mode != ROW_MODE and n_tasks:
             all_rows = np.empty(n_rows)
             self._run_arguments((*arguments[:RUN_SUMS], all_rows, *arguments[RUN_SUMS + 1 :]), size)
         block_sums = np.empty((n_rows + BLOCK - 1) // BLOCK if n_tasks else 0)
-        if self._parallel(size):
-            self._on_threads(row_block_sums, block_sums.size, (task_arguments, all_rows, block_sums))
-        else:
-            row_block_sums(np.int64(0), block_sums.size, task_arguments, all_rows, block_sums)
+        self._on_threads(row_block_sums, block_sums.size, (task_arguments, all_rows, block_sums))
         return block_total(block_sums)
 
     def _run_flat(self, kind: int, plan: Plan) -> None:
@@ -3079,3 +3283,5 @@ class NumbaBackend:
 
     def set_num_threads(self, n: int) -> None:
         self._threads = min(n, max_threads())
+        # The size from which a pass runs on the workers as well: never on one thread.
+        self._parallel_min = PARALLEL_MIN if self._threads > 1 else sys.maxsize

@@ -8,6 +8,8 @@ must give bitwise what the general path gives, and hand every other call back.""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from checks import assert_same_results, directly, on_general_path, warned
@@ -170,6 +172,17 @@ def test_weighted_calls_at_the_edges_are_bitwise_those_of_the_general_path(dtype
                 ]
                 assert results[0][1] == results[1][1]
                 assert_same_results(results[0][0], results[1][0])
+
+
+def test_arrays_of_an_equal_dtype_take_the_small_path(backend):
+    # Unpickled arrays (Dask's, multiprocessing's) have a dtype equal to, not the same object as, another's.
+    p = np.random.default_rng(4).standard_normal((256, 10)).astype(np.float32)
+    t = pickle.loads(pickle.dumps(p[0] + 1))
+    assert t.dtype == p.dtype and t.dtype is not p.dtype
+    calls = [(MSE, None, None), (MSE, -1, None), (MSE_GRAD, None, None), (MSE_AND_GRAD, 0, np.empty_like(p))]
+    _take_the_small_path(backend, p, t, calls[-1][2], calls)
+    w = pickle.loads(pickle.dumps(np.ones((256, 1), np.float32)))
+    _take_the_small_path(backend, p, p + 1, None, [(MSE, None, None)], weights=w)
 
 
 def _take_the_small_path(backend, p, t, out, calls, weights=None, reductions=("mean", "sum")):

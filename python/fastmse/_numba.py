@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -2189,18 +2188,16 @@ def rows_first_total(
 ) -> float:
     """NumbaBackend._rows_first_total on the calling thread, in one call from Python: the
     tasks' arguments that schedule makes, boxed into Python objects and back, took a small
-    call three times the run's own time. `n_rows` and run's arguments for a loss per row."""
-    mode, n_tasks, arguments, _ = schedule(
-        kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out, sums, finished, divisors, scale
-    )
+    call three times the run's own time. `n_rows` and run's arguments for a loss per row
+    (spelled out: Numba does not join a star argument's tuple to others)."""
+    layout = (kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out)
+    mode, n_tasks, task_arguments, _ = schedule(*layout, sums, finished, divisors, scale)
     all_rows = np.empty(0)
     if mode != ROW_MODE and n_tasks:
         all_rows = np.empty(n_rows)
-        run(
-            kind, weighted, has_scale, shape, n_kept, strides, origin, p, t, w, out, all_rows, finished, divisors, scale
-        )
+        run(*layout, all_rows, finished, divisors, scale)
     block_sums = np.empty((n_rows + BLOCK - 1) // BLOCK if n_tasks else 0)
-    row_block_sums(np.int64(0), block_sums.size, arguments, all_rows, block_sums)
+    row_block_sums(np.int64(0), block_sums.size, task_arguments, all_rows, block_sums)
     return block_total(block_sums)
 
 
@@ -2632,8 +2629,8 @@ def batch_arguments(
 def batch_run_arguments(
     kind: int, summed: int, p: Any, t: Any, out: Any, loss: Any, factor: float, divisor: float
 ) -> tuple[int, tuple[Any, ...]]:
-    """batch_fit's answer and batch_arguments (stand-ins where it is -1), for a pass of
-    NumbaBackend._small_call that the workers share."""
+    """batch_fit's answer and batch_arguments (stand-ins where it is -1): the plan of a
+    batch's pass, which small_batch runs, or the workers share (NumbaBackend._pass)."""
     rows_of_targets = as_batch(t)
     along = batch_fit(kind, summed, p, rows_of_targets, out, loss)
     return along, batch_arguments(kind, summed, max(along, 0), p, rows_of_targets, out, loss, factor, divisor)
@@ -2642,9 +2639,10 @@ def batch_run_arguments(
 def flat_total_of(kind: int, p: Any, t: Any, out: Any, factor: float) -> float:
     """small_flat's body: run_flat over the arrays, or -1.0 where they are not all of one
     shape of one or two dimensions, all contiguous in C order or all in Fortran order,
-    aligned, writable and of one float dtype of 32 or 64 bits, or `out` overlaps an input
-    other than over exactly its positions (the same start, shape and order: each position
-    is read before it is written)."""
+    writable and of one float dtype of 32 or 64 bits, or `out` overlaps an input other
+    than over exactly its positions (the same start, shape and order: each position is
+    read before it is written). Misaligned arrays are read in place, as the general path
+    reads them (Numba types them as aligned)."""
     raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
 
 
@@ -2657,7 +2655,6 @@ def _flat_total_of(
         isinstance(a, types.Array)
         and a.layout == p.layout in ("C", "F")
         and a.mutable
-        and a.aligned
         and a.ndim == p.ndim in (1, 2)
         and a.dtype == p.dtype in (types.float32, types.float64)
         for a in arrays
@@ -2705,8 +2702,9 @@ def small_flat(kind: int, p: Any, t: Any, out: Any, factor: float) -> float:
 def batch_total_of(kind: int, summed: int, p: Any, t: Any, out: Any, loss: Any, factor: float, divisor: float) -> float:
     """small_batch's body: run over batch_arguments, or -1.0 where batch_fit does not take
     the arrays or their types are not a batch's: predictions and out of two dimensions,
-    targets of one or two, the loss of one, all in C order, aligned, writable, of one
-    dtype (float32, float64, or float16 as its bits)."""
+    targets of one or two, the loss of one, all in C order, writable, of one dtype
+    (float32, float64, or float16 as its bits). Misaligned arrays are read in place, as
+    the general path reads them (Numba types them as aligned)."""
     raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
 
 
@@ -2726,7 +2724,6 @@ def _batch_total_of(
             isinstance(a, types.Array)
             and a.layout == "C"
             and a.mutable
-            and a.aligned
             and a.ndim == ndim
             and a.dtype == p.dtype in (types.float32, types.float64, types.uint16)
         )
@@ -2757,11 +2754,11 @@ def _batch_total_of(
         factor: OverloadArg,
         divisor: OverloadArg,
     ) -> float:
-        rows_of_targets = as_batch(t)
-        along = batch_fit(kind, summed, p, rows_of_targets, out, loss)
+        # The workers' plan, compiled here for the types they take too (a first threaded
+        # call then compiles nothing).
+        along, arguments = batch_run_arguments(kind, summed, p, t, out, loss, factor, divisor)
         if along < 0:
             return -1.0
-        arguments = batch_arguments(kind, summed, along, p, rows_of_targets, out, loss, factor, divisor)
         run(*arguments)
         return float(arguments[RUN_SUMS][0])
 
@@ -2773,8 +2770,8 @@ def small_batch(kind: int, summed: int, p: Any, t: Any, out: Any, loss: Any, fac
     """One pass of a small call over a batch (see batch_fit) and its loss as they come, in
     one call from Python: its layout checked by Numba's typing, its shapes and overlap and
     its plan in compiled code, where in Python they took twice the run's time. Returns the
-    float64 sum over everything (0 where the pass sums nothing or a loss per output), or
-    -1.0 where the arrays are not fit (batch_total_of)."""
+    float64 sum over everything where the pass sums it (otherwise a value of no use, never
+    -1.0), or -1.0 where the arrays are not fit (batch_total_of)."""
     return batch_total_of(kind, summed, p, t, out, loss, factor, divisor)
 
 
@@ -2853,7 +2850,7 @@ class NumbaBackend:
     def __init__(self) -> None:
         self.small_call: Callable[..., Any] | None = self._small_call
         self.version: str = numba.__version__
-        self.set_num_threads(max_threads())
+        self._threads = max_threads()
         self._workers: list[_Worker] = []
         self._team = threading.Lock()  # held by the call that uses the workers
         backend = weakref.ref(self)
@@ -2870,25 +2867,26 @@ class NumbaBackend:
     ) -> Any:
         """The commonest calls in one step (see fastmse._backends.small_call), small or
         large (on the workers too from PARALLEL_MIN positions): NumPy arrays of one float
-        dtype, all contiguous in C order or all in Fortran order, aligned; weighted ones as
-        _weighted_small_call takes them. Unweighted, targets of the predictions' shape:
+        dtype, all contiguous in C order or all in Fortran order; weighted ones (aligned)
+        as _weighted_small_call takes them. Unweighted, targets of the predictions' shape:
         the loss over everything, or (C order) over a leading or a trailing axis; the
         squared errors (``reduction="none"``); the gradient over everything or one axis
         (one factor: a flat walk). Targets per column ((k,) or (1, k)) or per sample
         ((N, 1)) of (N, k) predictions in C order: the loss over either axis or (per
         column) over everything, the gradient over anything. `out` may be predictions or
-        targets of their shape themselves (a view of their very positions too), and
-        overlap nothing else.
+        targets of their shape themselves (on small_flat's and small_batch's path, a view
+        of their very positions too), and overlap nothing else.
         run_flat or run, with the arguments that the general path's plan gives them: the
         same bits. NotImplemented for other calls. Those on one thread over float32 or
         float64 arrays of one or two dimensions go straight to small_flat (one flat run)
-        or small_batch, which check their layout, shapes and overlap in compiled code."""
+        or small_batch, which check their layout, shapes and overlap in compiled code
+        (misaligned arrays are read in place there); others take _pass."""
         p, t = predictions, targets
         if (
             type(p) is not np.ndarray
             or type(t) is not np.ndarray
             or (dtype := p.dtype) not in FLOAT_DTYPES
-            or t.dtype is not dtype
+            or (t.dtype is not dtype and t.dtype != dtype)  # equal, not the same: unpickled arrays
             or keepdims is not False
             or not 0 < p.size
             or type(reduction) is not str
@@ -2896,9 +2894,9 @@ class NumbaBackend:
         ):
             return NotImplemented
         if weights is not None:
-            return (
-                NotImplemented if p.ndim == 0 else self._weighted_small_call(job, p, t, weights, axis, reduction, out)
-            )
+            if p.ndim == 0 or not (p.flags.aligned and t.flags.aligned):
+                return NotImplemented
+            return self._weighted_small_call(job, p, t, weights, axis, reduction, out)
         count, summed = p.size, -1  # summed: the one axis summed, normalized
         if axis is not None:
             if type(axis) is not int or not -p.ndim <= axis < p.ndim or kind == SQUARED_ERROR:
@@ -2906,11 +2904,11 @@ class NumbaBackend:
             summed = axis % p.ndim
             count = p.shape[summed]
         mean = reduction == "mean"
-        factor = 2.0 / count if mean else 2.0
+        factor, divisor = (2.0 / count, float(count)) if mean else (2.0, 1.0)
         loss = None if summed < 0 or job == 1 else np.empty(p.shape[:summed] + p.shape[summed + 1 :], dtype)
         total, written = -1.0, None
         if (
-            p.size < self._parallel_min
+            not self._parallel(p.size)
             and (loss is None or p.ndim == 2)
             and dtype in _AS_THEY_COME
             and (out is None or type(out) is np.ndarray and out.dtype is dtype)
@@ -2920,9 +2918,9 @@ class NumbaBackend:
                 total = small_flat(kind, p, t, written, factor)
             else:
                 no_loss = _NO_LOSS[dtype] if loss is None else loss
-                total = small_batch(kind, summed, p, t, written, no_loss, factor, float(count) if mean else 1.0)
+                total = small_batch(kind, summed, p, t, written, no_loss, factor, divisor)
         if total == -1.0:
-            total, written = self._pass(kind, summed, p, t, out, loss, factor, float(count) if mean else 1.0)
+            total, written = self._pass(kind, summed, p, t, out, loss, factor, divisor)
             if total == -1.0:
                 return NotImplemented
         if job == 1 or kind == SQUARED_ERROR:
@@ -2948,7 +2946,7 @@ class NumbaBackend:
             return -1.0, None
         one_run = t.shape == p.shape and loss is None
         unfit_targets = t.shape != p.shape and (p.ndim != 2 or not 0 < t.ndim <= 2)  # not a batch's
-        if not one_run and (fortran or unfit_targets or 0 < summed < p.ndim - 1):
+        if not one_run and (fortran or unfit_targets or p.ndim < 2 or 0 < summed < p.ndim - 1):
             return -1.0, None  # a batch (batch_fit): in C order, over its first or last axis
         if kind != REDUCE:
             out = _small_call_out(out, p, t, None, fortran)
@@ -2961,7 +2959,7 @@ class NumbaBackend:
         if one_run:
             return self._flat(kind, False, p_flat, t_flat, p_flat, out_flat, factor), out
         # A batch of (rows, row) positions, its loss summed over rows (summed 1) or columns (0).
-        rows = p.shape[0] if p.ndim == 2 else (p.size // p.shape[-1] if summed == p.ndim - 1 else p.shape[0])
+        rows = p.size // p.shape[-1] if summed == p.ndim - 1 else p.shape[0]
         batch = (rows, p.size // rows)
         batch_call = (
             kind,
@@ -3138,7 +3136,7 @@ class NumbaBackend:
 
     def _parallel(self, size: int) -> bool:
         """Whether a pass over `size` positions runs on the workers as well."""
-        return size >= self._parallel_min
+        return self._threads > 1 and size >= PARALLEL_MIN
 
     def _run_arguments(self, arguments: tuple[Any, ...], size: int) -> None:
         """run(*arguments), a pass over `size` positions, its tasks shared with the workers
@@ -3283,5 +3281,3 @@ class NumbaBackend:
 
     def set_num_threads(self, n: int) -> None:
         self._threads = min(n, max_threads())
-        # The size from which a pass runs on the workers as well: never on one thread.
-        self._parallel_min = PARALLEL_MIN if self._threads > 1 else sys.maxsize

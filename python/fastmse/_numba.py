@@ -2904,11 +2904,11 @@ class NumbaBackend:
             summed = axis % p.ndim
             count = p.shape[summed]
         mean = reduction == "mean"
-        factor, divisor = (2.0 / count, float(count)) if mean else (2.0, 1.0)
+        factor = 2.0 / count if mean else 2.0
         loss = None if summed < 0 or job == 1 else np.empty(p.shape[:summed] + p.shape[summed + 1 :], dtype)
         total, written = -1.0, None
         if (
-            not self._parallel(p.size)
+            (self._threads == 1 or p.size < PARALLEL_MIN)  # not self._parallel(p.size), a call less
             and (loss is None or p.ndim == 2)
             and dtype in _AS_THEY_COME
             and (out is None or type(out) is np.ndarray and out.dtype is dtype)
@@ -2918,9 +2918,9 @@ class NumbaBackend:
                 total = small_flat(kind, p, t, written, factor)
             else:
                 no_loss = _NO_LOSS[dtype] if loss is None else loss
-                total = small_batch(kind, summed, p, t, written, no_loss, factor, divisor)
+                total = small_batch(kind, summed, p, t, written, no_loss, factor, float(count) if mean else 1.0)
         if total == -1.0:
-            total, written = self._pass(kind, summed, p, t, out, loss, factor, divisor)
+            total, written = self._pass(kind, summed, p, t, out, loss, factor, float(count) if mean else 1.0)
             if total == -1.0:
                 return NotImplemented
         if job == 1 or kind == SQUARED_ERROR:

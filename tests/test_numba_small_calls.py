@@ -178,7 +178,8 @@ def test_arrays_of_an_equal_dtype_take_the_small_path(backend):
     # Unpickled arrays (Dask's, multiprocessing's) have a dtype equal to, not the same object as, another's.
     p = np.random.default_rng(4).standard_normal((256, 10)).astype(np.float32)
     t = pickle.loads(pickle.dumps(p[0] + 1))
-    assert t.dtype == p.dtype and t.dtype is not p.dtype
+    assert t.dtype == p.dtype
+    assert t.dtype is not p.dtype
     calls = [(MSE, None, None), (MSE, -1, None), (MSE_GRAD, None, None), (MSE_AND_GRAD, 0, np.empty_like(p))]
     _take_the_small_path(backend, p, t, calls[-1][2], calls)
     w = pickle.loads(pickle.dumps(np.ones((256, 1), np.float32)))

@@ -174,6 +174,56 @@ def test_weighted_calls_at_the_edges_are_bitwise_those_of_the_general_path(dtype
                 assert_same_results(results[0][0], results[1][0])
 
 
+@st.composite
+def weighted_calls(draw):
+    """Weighted calls in and near those that small_weighted takes: vectors and batches
+    (rows longer than a block too), weights per position or per sample with zeros, signed
+    zeros, nans, infinities or a negative among them, or all nan; every job, reduction
+    and axis; out fresh, aliased or over the weights."""
+    rows = draw(st.integers(1, 40))
+    row = draw(st.sampled_from([1, 2, 3, 8, 10, 17, 2049]))
+    shape = draw(st.sampled_from([(rows * row,), (rows, row)]))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    p = rng.standard_normal(shape).astype(dtype)
+    t = rng.standard_normal(shape).astype(dtype)
+    w = rng.uniform(0.0, 2.0, shape if len(shape) == 1 or draw(st.booleans()) else (rows, 1)).astype(dtype)
+    special = draw(st.sampled_from(["", "", "zero", "-0.0", "nan", "inf", "negative", "all nan", "all zero"]))
+    at = draw(st.integers(0, w.size - 1))
+    if special.startswith("all"):
+        w[...] = np.nan if special == "all nan" else 0.0
+    elif special:
+        w.reshape(-1)[at] = {"zero": 0.0, "-0.0": -0.0, "nan": np.nan, "inf": np.inf, "negative": -0.5}[special]
+    kwargs = {"weights": w, "reduction": draw(st.sampled_from(["mean", "sum"]))}
+    axis = draw(st.sampled_from([None, None, -1, len(shape) - 1, 0]))
+    if axis is not None:
+        kwargs["axis"] = axis
+    return p, t, kwargs, draw(st.sampled_from(["none", "fresh", "predictions", "targets", "weights"]))
+
+
+@settings(max_examples=300)
+@given(case=weighted_calls())
+def test_weighted_calls_are_bitwise_those_of_the_general_path(case):
+    p, t, kwargs, out_kind = case
+    expected = warned(on_general_path, mse, p, t, **kwargs)
+    got = warned(directly, mse, p, t, **kwargs)
+    assert expected[1] == got[1]
+    assert_same_results(expected[0], got[0])
+    for function in (mse_grad, mse_and_grad):
+        results = []
+        for path in (on_general_path, directly):
+            a, b, w = p.copy(), t.copy(), kwargs["weights"].copy()
+            out = {"none": None, "fresh": np.full_like(a, 7), "predictions": a, "targets": b}.get(out_kind)
+            if out_kind == "weights":
+                out = w if w.shape == a.shape else None
+            result, caught = warned(path, function, a, b, out=out, **{**kwargs, "weights": w})
+            results.append((result, caught, out))
+        assert results[0][1] == results[1][1]
+        assert_same_results(results[0][0], results[1][0])
+        if results[0][2] is not None:
+            assert_same_results(results[0][2], results[1][2])
+
+
 def test_arrays_of_an_equal_dtype_take_the_small_path(backend):
     # Unpickled arrays (Dask's, multiprocessing's) have a dtype equal to, not the same object as, another's.
     p = np.random.default_rng(4).standard_normal((256, 10)).astype(np.float32)
@@ -276,3 +326,19 @@ def test_other_calls_are_handed_back(backend):
     read_only = np.ones((6, 4), np.float32)
     read_only.flags.writeable = False
     assert backend.small_call(MSE_GRAD, p, p, None, None, "mean", False, read_only) is NotImplemented
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weights", ["per position", "per sample"])
+def test_weighted_calls_on_one_thread_are_one_compiled_call(dtype, weights):
+    from fastmse._numba import GRAD, REDUCE, REDUCE_AND_GRAD, small_weighted
+
+    rng = np.random.default_rng(6)
+    p, t = (rng.standard_normal((256, 10)).astype(dtype) for _ in range(2))
+    w = rng.uniform(0.5, 2.0, (256, 10) if weights == "per position" else (256, 1)).astype(dtype)
+    for per_row in (False, True) if weights == "per position" else (False,):
+        for kind in (REDUCE, GRAD, REDUCE_AND_GRAD):
+            for mean in (True, False):
+                loss = np.empty(256, dtype) if per_row and kind != GRAD else np.zeros(0, dtype)
+                out = p if kind == REDUCE else np.empty_like(p)
+                assert small_weighted(kind, mean, per_row, p, t, w, out, loss)[0] != -1.0, (per_row, kind, mean)

@@ -2097,11 +2097,25 @@ def flat_tasks(
     """Chunks [begin, end) of a flat run, each chunk's sum in partials."""
     n = p.size
     p, t, w, out, partials = unmanaged(p), unmanaged(t), unmanaged(w), unmanaged(out), unmanaged(partials)
-    cascade = (np.zeros((CASCADE_LEVELS, 1)), np.zeros(2, np.int64), np.zeros(1), np.zeros(1))
-    # Each block's sum undivided, its factor scale[0].
-    blocks = (np.zeros(CHUNK // BLOCK), np.zeros(1, p.dtype), np.ones(1), block_steps())
-    scale = np.full(1, factor)
-    base = np.zeros(6, np.int64)
+    # The scratch arrays as views of two allocations, not ten: each took about 40 ns, half
+    # a small call's time in the kernels. Of the types they had (steps a strided view).
+    doubles = np.zeros(CASCADE_LEVELS + 4 + CHUNK // BLOCK)
+    integers = np.zeros(20, np.int64)
+    cascade = (
+        doubles[:CASCADE_LEVELS].reshape((CASCADE_LEVELS, 1)),
+        integers[:2],
+        doubles[CASCADE_LEVELS : CASCADE_LEVELS + 1],
+        doubles[CASCADE_LEVELS + 1 : CASCADE_LEVELS + 2],
+    )
+    scale = doubles[CASCADE_LEVELS + 2 : CASCADE_LEVELS + 3]
+    scale[0] = factor
+    undivided = doubles[CASCADE_LEVELS + 3 : CASCADE_LEVELS + 4]  # each block's sum undivided, its factor scale[0]
+    undivided[0] = 1.0
+    steps = integers[8:14:1]
+    steps[P] = steps[T] = steps[W] = steps[OUT] = BLOCK
+    steps[LOSS] = 1
+    blocks = (doubles[CASCADE_LEVELS + 4 :], np.zeros(1, p.dtype), undivided, steps)
+    base = integers[2:8]
     unit = np.int64(1)
     for c in range(begin, end):
         lo = c * CHUNK
@@ -2129,6 +2143,16 @@ def flat_total(partials: Float64s) -> float:
         cascade_push(stack, state, one, 1, scratch)
     cascade_total(stack, state, one, 1)
     return float(one[0])
+
+
+@register_jitable
+def block_sum(values: Operand, n: int, acc: Float64s) -> float:
+    """The float64 sum of values[:n] (n <= BLOCK) as a flat sum of them sums one block:
+    position i in lane i % LANES (acc, LANES lanes), the lanes combined."""
+    acc[:] = 0.0
+    for i in range(n):
+        acc[i & (LANES - 1)] += load(values, i) - 0.0
+    return combine_lanes(acc, 0, 1)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -2161,10 +2185,7 @@ def row_block_sums(begin: int, end: int, arguments: Any, all_rows: Float64s, blo
             row_tasks(r0, r1, rows_of_block, no_partials)
         else:
             sums = all_rows[r0:r1]
-        acc[:] = 0.0
-        for i in range(r1 - r0):
-            acc[i & (LANES - 1)] += sums[i] - 0.0
-        block_sums[block] = combine_lanes(acc, 0, 1)
+        block_sums[block] = block_sum(sums, r1 - r0, acc)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -2775,12 +2796,186 @@ def small_batch(kind: int, summed: int, p: Any, t: Any, out: Any, loss: Any, fac
     return batch_total_of(kind, summed, p, t, out, loss, factor, divisor)
 
 
+def weighted_total_of(kind: int, mean: bool, per_row: bool, p: Any, t: Any, w: Any, out: Any, loss: Any) -> Any:
+    """small_weighted's body: (the float64 sum, the mean's divisor: the weight sum, times
+    the row's length for weights per sample; 1.0 for a sum or a loss per row), or
+    (-1.0, 1.0) where the call is not one that NumbaBackend._weighted_small_call takes,
+    or the general path raises or warns for it (a negative weight, all weights nan, a
+    weight sum of 0 for a mean), or the arrays' types are not fit: p, t, w and out all
+    of one or two dimensions (two for a loss per row), in C order, writable, of one float
+    dtype of 32 or 64 bits, and `loss` of one dimension and that dtype (rows, or none).
+    Misaligned weights are read in place."""
+    raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
+
+
+@overload(weighted_total_of)
+def _weighted_total_of(
+    kind: OverloadArg,
+    mean: OverloadArg,
+    per_row: OverloadArg,
+    p: OverloadArg,
+    t: OverloadArg,
+    w: OverloadArg,
+    out: OverloadArg,
+    loss: OverloadArg,
+) -> Callable[..., Any]:
+    def fit(a: Any, ndim: int) -> bool:
+        return (
+            isinstance(a, types.Array)
+            and a.layout == "C"
+            and a.mutable
+            and a.ndim == ndim
+            and a.dtype == p.dtype in (types.float32, types.float64)
+        )
+
+    if not (p.ndim in (1, 2) and all(fit(a, p.ndim) for a in (p, t, w, out)) and fit(loss, 1)):
+
+        def unfit(
+            kind: OverloadArg,
+            mean: OverloadArg,
+            per_row: OverloadArg,
+            p: OverloadArg,
+            t: OverloadArg,
+            w: OverloadArg,
+            out: OverloadArg,
+            loss: OverloadArg,
+        ) -> Any:
+            return -1.0, 1.0
+
+        return unfit
+
+    def total_of(
+        kind: OverloadArg,
+        mean: OverloadArg,
+        per_row: OverloadArg,
+        p: OverloadArg,
+        t: OverloadArg,
+        w: OverloadArg,
+        out: OverloadArg,
+        loss: OverloadArg,
+    ) -> Any:
+        n = p.size
+        if t.shape != p.shape or n == 0 or (mean and n == 1):  # one position: weights that may cancel
+            return -1.0, 1.0
+        row = p.shape[p.ndim - 1]
+        rows = n // row
+        per_sample = w.shape != p.shape
+        if per_sample and not (
+            p.ndim == 2 and w.size == rows and w.shape[0] == rows and rows >= 2 and row >= 2 and not per_row
+        ):
+            return -1.0, 1.0
+        if per_row and (p.ndim != 2 or row < 2 or rows < 2 or (reduces(kind) and loss.size != rows)):
+            return -1.0, 1.0
+        if writes(kind):
+            if out.shape != p.shape:
+                return -1.0, 1.0
+            o0, p0, t0, w0 = out.ctypes.data, p.ctypes.data, t.ctypes.data, w.ctypes.data
+            for a0, size in ((p0, p.nbytes), (t0, t.nbytes)):
+                if a0 != o0 and a0 < o0 + out.nbytes and o0 < a0 + size:
+                    return -1.0, 1.0
+            if w0 < o0 + out.nbytes and o0 < w0 + w.nbytes:
+                return -1.0, 1.0
+        weights = w.reshape(w.size)
+        negative = numbers = 0  # counts, not flags or an early return: a loop of vectors
+        for i in range(weights.size):
+            negative += weights[i] < 0
+            numbers += weights[i] == weights[i]
+        if negative or not numbers:  # the general path's error; all nan, which it takes
+            return -1.0, 1.0
+        p, t, out = p.reshape(n), t.reshape(n), out.reshape(n)
+        weighted = n >= 0  # not a literal: run_flat and run are then the copies a call from Python runs
+        nothing, origin = np.zeros(1, p.dtype), np.zeros(6, np.int64)
+        shape = np.empty(2, np.int64)
+        shape[0], shape[1] = rows, row
+        strides = np.zeros((6, 2), np.int64)
+        strides[P, 0], strides[P, 1] = row, 1
+        strides[T] = strides[P]
+        strides[W, 0] = 1
+        if writes(kind):
+            strides[OUT] = strides[P]
+        if per_row:
+            # As _weighted_small_call's plan: each row's weight sum the divisor of its
+            # loss and of its gradient's factor.
+            divisors, scale = np.ones(1), np.full(1, 2.0)
+            strides[LOSS, 0] = 1
+            if mean:
+                divisors = np.empty(rows)
+                weight_strides = np.zeros((6, 2), np.int64)  # the weights as predictions, targets of 0
+                weight_strides[P], weight_strides[LOSS] = strides[P], strides[LOSS]
+                weight_sums = (np.int64(REDUCE_DIFFERENCE), n < 0, n < 0, shape, np.int64(1), weight_strides, origin)
+                zero = np.zeros(1, p.dtype)  # the targets: not `nothing`, which put_loss writes
+                run(*weight_sums, weights, zero, nothing, nothing, divisors, nothing, np.ones(1), np.zeros(1))
+                for r in range(rows):
+                    if divisors[r] == 0.0:  # the general path's warning
+                        return -1.0, 1.0
+                scale = 2.0 / divisors
+                if writes(kind):
+                    strides[SCALE, 0] = 1
+            strides[W] = strides[P]
+            if not reduces(kind):
+                strides[LOSS, 0] = 0
+            sums, finished = loss_views(loss, reduces(kind))
+            run(
+                kind,
+                weighted,
+                writes(kind),
+                shape,
+                np.int64(1),
+                strides,
+                origin,
+                p,
+                t,
+                weights,
+                out,
+                sums,
+                finished,
+                divisors if reduces(kind) else np.ones(1),
+                scale if writes(kind) else np.zeros(1),
+            )
+            return 0.0, 1.0
+        denominator = 1.0
+        if mean:
+            denominator = flat_sum(weights) * (float(row) if per_sample else 1.0)
+            if denominator == 0.0:  # the general path's warning
+                return -1.0, 1.0
+        factor = (2.0 / denominator if mean else 2.0) if kind != REDUCE else 0.0
+        if not per_sample:
+            return run_flat(kind, weighted, p, t, weights, out, factor), denominator
+        # As _weighted_small_call's plan: rows of up to a block summed first, as
+        # _run_rows_first sums them; longer rows, and the gradient alone, in one run.
+        rows_first = kind != GRAD and row <= BLOCK
+        if rows_first:
+            strides[LOSS, 0] = 1
+        layout = (kind, weighted, writes(kind), shape, np.int64(1 if rows_first else 0), strides, origin)
+        sums, scale = np.zeros(1), np.full(1, factor)
+        if rows_first:
+            total = rows_first_total(rows, *layout, p, t, weights, out, sums, nothing, np.ones(1), scale)
+            return total, denominator
+        run(*layout, p, t, weights, out, sums, nothing, np.ones(1), scale)
+        return float(sums[0]), denominator
+
+    return total_of
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def small_weighted(kind: int, mean: bool, per_row: bool, p: Any, t: Any, w: Any, out: Any, loss: Any) -> Any:
+    """One pass of a weighted small call (weights per position, or per sample of a batch,
+    over everything; weights per position with a loss per row) in one call from Python:
+    the weights' checks and sums and the plan compiled, where in Python they took twice
+    the run's time. (The float64 sum, the mean's divisor), or (-1.0, 1.0) where the call
+    is not fit (weighted_total_of)."""
+    return weighted_total_of(kind, mean, per_row, p, t, w, out, loss)
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def flat_sum(values: Operand) -> float:
     """The float64 sum of a flat array (weights, row sums) as the general path sums one: a
     run of reduce_difference of the values and 0. One call from Python, where run's
     fifteen arguments took about 1 us more; every argument is of the type that a call of
-    run from Python has (no literal: Numba would compile run again for one)."""
+    run from Python has (no literal: Numba would compile run again for one). Up to a
+    block of values (a small call's weights) is that block's sum, without the run's set-up."""
+    if values.size <= BLOCK:
+        return block_sum(values, values.size, np.zeros(LANES))
     no = values.size < 0
     strides = np.zeros((6, 1), np.int64)
     strides[P, 0] = 1
@@ -2989,8 +3184,10 @@ class NumbaBackend:
         (a loss per row); per sample ((N, 1) on (N, k)), the loss over everything; the
         gradient and both likewise. The weight sums of a mean as fastmse._compute sums them
         (a run of reduce_difference over the weights), then the runs of the general path's
-        plan. NotImplemented for other calls, and where the general path raises or warns: a
-        negative weight, a weight sum of 0."""
+        plan: in one compiled call (small_weighted) for float32 and float64 arrays of one
+        or two dimensions on one thread, otherwise from here. NotImplemented for other
+        calls, and where the general path raises or warns: a negative weight, a weight sum
+        of 0."""
         if (
             type(w) is np.ndarray
             and w.dtype in FLOAT_DTYPES
@@ -3006,6 +3203,26 @@ class NumbaBackend:
             if np.minimum.reduce(w, axis=None) > 0 and np.maximum.reduce(w, axis=None) < math.inf:
                 return self._small_call(job, p, t, None, axis, reduction, False, out)
             return NotImplemented
+        dtype = p.dtype
+        if (
+            (axis is None or type(axis) is int and axis in (-1, p.ndim - 1))  # over everything, or per row
+            and reduction != "none"
+            and dtype in _AS_THEY_COME
+            and type(w) is np.ndarray
+            and (w.dtype is dtype or w.dtype == dtype)
+            and (self._threads == 1 or p.size < PARALLEL_MIN)
+            and (out is None or type(out) is np.ndarray and out.dtype is dtype)
+        ):
+            kind = (REDUCE, GRAD, REDUCE_AND_GRAD)[job]
+            written = p if job == 0 else (np.empty_like(p) if out is None else out)  # p: never written
+            per_row = axis is not None
+            losses = np.empty(p.shape[:-1], dtype) if per_row and job != 1 else _NO_LOSS[dtype]
+            total, denominator = small_weighted(kind, reduction == "mean", per_row, p, t, w, written, losses)
+            if total != -1.0:
+                if job == 1:
+                    return written
+                result = losses if per_row else scalar_loss(dtype, total / denominator)  # 1.0 for a sum
+                return result if job == 0 else (result, written)
         if (
             type(w) is not np.ndarray
             or w.dtype != p.dtype

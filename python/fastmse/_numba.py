@@ -67,19 +67,56 @@ REDUCE, GRAD, REDUCE_AND_GRAD, SQUARED_ERROR, REDUCE_DIFFERENCE = range(5)
 LANE_MODE, ACROSS_MODE, ROW_MODE = range(3)
 
 
+def _bits_as_double(typingctx: Any, bits: Any) -> Any:
+    """The float64 whose bits are the int64 `bits`."""
+
+    def codegen(context: Any, builder: Any, signature: Any, arguments: Any) -> Any:
+        return builder.bitcast(arguments[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+bits_as_double: Any = intrinsic(_bits_as_double)
+
+
+def _double_bits(typingctx: Any, value: Any) -> Any:
+    """The bits of the float64 `value`, as an int64."""
+
+    def codegen(context: Any, builder: Any, signature: Any, arguments: Any) -> Any:
+        return builder.bitcast(arguments[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+double_bits: Any = intrinsic(_double_bits)
+
+
+@register_jitable
+def power_of_two(exponent: int) -> float:
+    """2.0 ** exponent for a normal float64 (-1022 to 1023), built from its bits: a power
+    computed took 3 ns each value of a 16-bit float."""
+    return float(bits_as_double(np.int64(exponent + 1023) << 52))
+
+
+@register_jitable
+def binary_exponent(a: float) -> int:
+    """The exponent of a normal positive float64 a (math.frexp(a)[1] - 1), from its bits."""
+    return int(((double_bits(a) >> 52) & 0x7FF) - 1023)
+
+
 @register_jitable
 def _sixteen_bits_to_double(bits: int, mantissa_bits: int, exponent_max: int, bias: int) -> float:
-    """The value of a 16-bit float (sign, exponent, mantissa; IEEE layout) as float64."""
+    """The value of a 16-bit float (sign, exponent, mantissa; IEEE layout) as float64: its
+    fields moved into a float64's."""
     exponent = (bits >> mantissa_bits) & exponent_max
     mantissa = bits & ((1 << mantissa_bits) - 1)
-    value: float
-    if exponent == 0:
-        value = mantissa * 2.0 ** (1 - bias - mantissa_bits)
-    elif exponent == exponent_max:
-        value = math.inf if mantissa == 0 else math.nan  # NaN payloads are not kept (nor in C++)
-    else:
-        value = ((1 << mantissa_bits) + mantissa) * 2.0 ** (exponent - bias - mantissa_bits)
-    return -value if bits & 0x8000 else value
+    sign = (bits & 0x8000) << 48
+    if exponent == 0:  # zero or subnormal: mantissa units of 2 ** (1 - bias - mantissa_bits), exact
+        value = mantissa * power_of_two(1 - bias - mantissa_bits)
+        return -value if sign else value
+    if exponent == exponent_max:  # the infinity or the quiet NaN of its sign: payloads are not kept (nor in C++)
+        return float(bits_as_double(sign | (0x7FF << 52) | (0 if mantissa == 0 else 1 << 51)))
+    return float(bits_as_double(sign | ((exponent - bias + 1023) << 52) | (mantissa << (52 - mantissa_bits))))
 
 
 @register_jitable
@@ -108,8 +145,8 @@ def double_to_half(value: float) -> np.uint16:
 
 @register_jitable
 def _normal_half(sign: int, a: float) -> np.uint16:
-    exponent = math.frexp(a)[1] - 1
-    significand: int | np.int64 = np.int64(np.rint(a * 2.0 ** (10 - exponent)))
+    exponent = binary_exponent(a)
+    significand: int | np.int64 = np.int64(np.rint(a * power_of_two(10 - exponent)))
     if significand == 2048:
         significand = 1024
         exponent += 1
@@ -135,8 +172,8 @@ def double_to_bfloat16(value: float) -> np.int16:
     elif a < 2.0**-126:
         bits = sign | np.int64(np.rint(a * 2.0**133))
     else:
-        exponent = math.frexp(a)[1] - 1
-        significand: int | np.int64 = np.int64(np.rint(a * 2.0 ** (7 - exponent)))
+        exponent = binary_exponent(a)
+        significand: int | np.int64 = np.int64(np.rint(a * power_of_two(7 - exponent)))
         if significand == 256:
             significand = 128
             exponent += 1

@@ -32,8 +32,6 @@ inline uint32_t float_to_bits(float value) {
 }
 
 inline float half_to_float(Half h) {
-    if ((h.bits & 0x7C00u) == 0x7C00u && (h.bits & 0x03FFu) != 0)
-        return bits_to_float((static_cast<uint32_t>(h.bits & 0x8000u) << 16) | 0x7FC00000u);
     const uint32_t shifted = static_cast<uint32_t>(h.bits) << 16;
     const uint32_t sign = shifted & 0x80000000u;
     const uint32_t two_w = shifted + shifted;
@@ -43,7 +41,9 @@ inline float half_to_float(Half h) {
     const float denormalized = bits_to_float((two_w >> 17) | (126u << 23)) - 0.5f;
     const uint32_t magnitude = two_w < (1u << 27) ? float_to_bits(denormalized)
                                                   : float_to_bits(normalized);
-    return bits_to_float(sign | magnitude);
+    // A NaN chosen, not returned early: no branch, so loops of conversions vectorize.
+    const bool is_nan = two_w > 0xF8000000u;
+    return bits_to_float(sign | (is_nan ? 0x7FC00000u : magnitude));
 }
 
 inline Half float_to_half(float f) {
@@ -88,9 +88,9 @@ struct BFloat16 {
 };
 
 inline float bfloat16_to_float(BFloat16 b) {
-    if ((b.bits & 0x7F80u) == 0x7F80u && (b.bits & 0x007Fu) != 0)
-        return bits_to_float((static_cast<uint32_t>(b.bits & 0x8000u) << 16) | 0x7FC00000u);
-    return bits_to_float(static_cast<uint32_t>(b.bits) << 16);
+    const uint32_t w = static_cast<uint32_t>(b.bits) << 16;
+    const bool is_nan = (w & 0x7FFFFFFFu) > 0x7F800000u;  // chosen, not returned early: as half_to_float
+    return bits_to_float(is_nan ? (w & 0x80000000u) | 0x7FC00000u : w);
 }
 
 inline BFloat16 float_to_bfloat16(float f) {

@@ -2562,6 +2562,14 @@ def _steps_arguments(
     )
 
 
+def writable_in_c_order(a: Any, ndim: int, dtype: Any, dtypes: tuple[Any, ...]) -> bool:
+    """Whether the Numba type `a` is a writable array in C order of `ndim` dimensions and
+    of `dtype`, one of `dtypes`: what small_batch and small_weighted take as they come."""
+    return (
+        isinstance(a, types.Array) and a.layout == "C" and a.mutable and a.ndim == ndim and a.dtype == dtype in dtypes
+    )
+
+
 # The targets of a batch of samples p of (rows, row) positions: of its shape, one a
 # column ((row,) or (1, row)), one a sample ((rows, 1)).
 OWN_SHAPE, PER_COLUMN, PER_SAMPLE = range(3)
@@ -2581,6 +2589,15 @@ def _as_batch(t: OverloadArg) -> Callable[..., Any]:
         return t
 
     return vector_as_row if t.ndim == 1 else itself
+
+
+@register_jitable
+def overlaps(a: Any, out: Any, at_its_positions: bool) -> bool:
+    """Whether `out` shares memory with the array `a`, other than (where at_its_positions
+    allows it) over exactly a's positions: the same start, its shape and order checked
+    by the caller (each position is then read before it is written)."""
+    a0, o0 = a.ctypes.data, out.ctypes.data
+    return (a0 != o0 or not at_its_positions) and a0 < o0 + out.nbytes and o0 < a0 + a.nbytes
 
 
 @register_jitable
@@ -2611,11 +2628,7 @@ def batch_fit(kind: int, summed: int, p: Any, t: Any, out: Any, loss: Any) -> in
     if writes(kind):
         if out.shape != p.shape:
             return -1
-        o0 = out.ctypes.data
-        p0, t0 = p.ctypes.data, t.ctypes.data
-        if p0 != o0 and p0 < o0 + out.nbytes and o0 < p0 + p.nbytes:
-            return -1
-        if (t0 != o0 or along != OWN_SHAPE) and t0 < o0 + out.nbytes and o0 < t0 + t.nbytes:
+        if overlaps(p, out, True) or overlaps(t, out, along == OWN_SHAPE):
             return -1
     return along
 
@@ -2729,10 +2742,8 @@ def _flat_total_of(
     def total_of(kind: OverloadArg, p: OverloadArg, t: OverloadArg, out: OverloadArg, factor: OverloadArg) -> float:
         if t.shape != p.shape or out.shape != p.shape:
             return -1.0
-        o0 = out.ctypes.data
-        for a0 in (p.ctypes.data, t.ctypes.data):
-            if a0 != o0 and a0 < o0 + out.nbytes and o0 < a0 + p.nbytes:
-                return -1.0
+        if overlaps(p, out, True) or overlaps(t, out, True):
+            return -1.0
         n = p.size
         p, t, out = unmanaged(p).reshape(n), unmanaged(t).reshape(n), unmanaged(out).reshape(n)
         # `weighted` not a literal: run_flat is then the copy that a call from Python runs
@@ -2778,13 +2789,7 @@ def _batch_total_of(
     divisor: OverloadArg,
 ) -> Callable[..., float]:
     def fit(a: Any, ndim: int) -> bool:
-        return (
-            isinstance(a, types.Array)
-            and a.layout == "C"
-            and a.mutable
-            and a.ndim == ndim
-            and a.dtype == p.dtype in (types.float32, types.float64, types.uint16)
-        )
+        return writable_in_c_order(a, ndim, p.dtype, (types.float32, types.float64, types.uint16))
 
     if not (fit(p, 2) and fit(out, 2) and fit(loss, 1) and (fit(t, 1) or fit(t, 2))):
 
@@ -2857,13 +2862,7 @@ def _weighted_total_of(
     loss: OverloadArg,
 ) -> Callable[..., Any]:
     def fit(a: Any, ndim: int) -> bool:
-        return (
-            isinstance(a, types.Array)
-            and a.layout == "C"
-            and a.mutable
-            and a.ndim == ndim
-            and a.dtype == p.dtype in (types.float32, types.float64)
-        )
+        return writable_in_c_order(a, ndim, p.dtype, (types.float32, types.float64))
 
     if not (p.ndim in (1, 2) and all(fit(a, p.ndim) for a in (p, t, w, out)) and fit(loss, 1)):
 
@@ -2906,11 +2905,7 @@ def _weighted_total_of(
         if writes(kind):
             if out.shape != p.shape:
                 return -1.0, 1.0
-            o0, p0, t0, w0 = out.ctypes.data, p.ctypes.data, t.ctypes.data, w.ctypes.data
-            for a0, size in ((p0, p.nbytes), (t0, t.nbytes)):
-                if a0 != o0 and a0 < o0 + out.nbytes and o0 < a0 + size:
-                    return -1.0, 1.0
-            if w0 < o0 + out.nbytes and o0 < w0 + w.nbytes:
+            if overlaps(p, out, True) or overlaps(t, out, True) or overlaps(w, out, False):
                 return -1.0, 1.0
         weights = w.reshape(w.size)
         negative = numbers = 0  # counts, not flags or an early return: a loop of vectors

@@ -17,7 +17,8 @@ from fastmse import _backends, mse, mse_and_grad, mse_grad
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-PARALLEL_MIN = pytest.importorskip("fastmse._numba", reason="Numba is optional").PARALLEL_MIN
+_numba = pytest.importorskip("fastmse._numba", reason="Numba is optional")
+PARALLEL_MIN, CHUNK = _numba.PARALLEL_MIN, _numba.CHUNK
 
 MSE, MSE_GRAD, MSE_AND_GRAD = range(3)
 FLOATS = (np.float16, np.float32, np.float64)
@@ -88,6 +89,33 @@ def test_results_are_bitwise_those_of_the_general_path(case):
         assert_same_results(results[0][0], results[1][0])
         if results[0][2] is not None:
             assert_same_results(results[0][2], results[1][2])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [1, 9, 1000, CHUNK, CHUNK + 1])
+def test_flat_squared_errors_and_gradients_are_bitwise_those_of_the_general_path(dtype, size):
+    """small_flat writes the squared errors and the gradient of up to CHUNK positions in a
+    loop of its own, and beyond that in a run's pass, as the general path does: the same
+    bits, nans, infinities, signed zeros, float32 overflow and subnormals among them."""
+    rng = np.random.default_rng(size)
+    finfo = np.finfo(dtype)
+    specials = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, finfo.max, -finfo.max, finfo.smallest_subnormal])
+    p, t = (rng.standard_normal(size) * 10.0 ** rng.integers(-40, 40, size) for _ in range(2))
+    for a in (p, t):
+        at = rng.integers(0, size, size // 3 + 1)
+        a[at] = rng.choice(specials, at.size)
+    with np.errstate(over="ignore"):  # float32 infinities from large doubles
+        p, t = p.astype(dtype), t.astype(dtype)
+    calls = [
+        lambda a, b, path: path(mse, a, b, reduction="none"),
+        *(lambda a, b, path, r=r: path(mse_grad, a, b, reduction=r) for r in ("mean", "sum")),
+        lambda a, b, path: path(mse_grad, a, b, out=a),
+        lambda a, b, path: path(mse_grad, a, b, out=b),
+    ]
+    with np.errstate(all="ignore"):
+        for call in calls:
+            expected = call(p.copy(), t.copy(), on_general_path)
+            assert_same_results(expected, call(p.copy(), t.copy(), directly))
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

@@ -21,6 +21,7 @@ from . import mse, mse_and_grad, mse_grad
 from ._config import get_num_threads, set_num_threads
 
 Run = Callable[[], Any]
+SETTLE_SECONDS = 0.025  # untimed calls before each sample (_seconds)
 
 
 @dataclass
@@ -186,10 +187,16 @@ def run(elements: int = 1 << 22, repeat: int = 7, threads: int | None = None, se
 
 
 def _seconds(call: Run, number: int) -> float:
-    """Seconds per call, over `number` calls after one untimed call: otherwise a call pays
-    for the one before it, whose thread pool (OpenMP's, PyTorch's, OpenBLAS's) may still
-    hold the cores, spinning, or be asleep where this call's own needs waking."""
+    """Seconds per call, over `number` calls after untimed calls for SETTLE_SECONDS:
+    otherwise a call pays for the one before it, whose thread pool (OpenMP's, PyTorch's,
+    OpenBLAS's) may still hold the cores, spinning (PyTorch's for some 20 ms: the Numba
+    backend's flat sum took 4.3 ms after a PyTorch call, 1.1 ms without), or be asleep
+    where this call's own needs waking. Calls, not a pause: on a VM's idle vCPUs every
+    call after a pause ran slower, fastmse's and its peers' alike."""
+    settled = time.perf_counter() + SETTLE_SECONDS
     call()
+    while time.perf_counter() < settled:
+        call()
     start = time.perf_counter()
     for _ in range(number):
         call()

@@ -728,8 +728,17 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     }
     int64_t shape[2], inputs[2], per_output[2] = {1, 0}, zeros[2] = {0, 0};
     const int64_t rows = weight_rows ? weight_rows : target_rows;  // of an operand per sample or per column
-    const int plan_ndim = split || rows ? 2 : 1;
-    if (rows && !split) {
+    // The loss and gradient of a loss per position in one pass, as rows of one position
+    // in memory order (the loss array's): the kernels' loop for such rows takes float32 and
+    // float64 with targets per position.
+    const bool rows_of_one = loss_per_position && job == Job::mse_and_grad && targets_along.per_position &&
+                             (type == ScalarType::float32 || type == ScalarType::float64);
+    const int plan_ndim = split || rows || rows_of_one ? 2 : 1;
+    if (rows_of_one) {
+        shape[0] = size;
+        shape[1] = 1;
+        inputs[0] = inputs[1] = 1;
+    } else if (rows && !split) {
         shape[0] = rows;
         shape[1] = size / rows;
         inputs[0] = shape[1];
@@ -748,7 +757,7 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
     Problem problem;
     problem.dtype = type;
     problem.ndim = plan_ndim;
-    problem.n_kept = split ? 1 : 0;
+    problem.n_kept = split || rows_of_one ? 1 : 0;
     problem.shape = shape;
     problem.predictions = {p->data, inputs};
     problem.targets = {const_cast<void*>(target_data), targets_along.per_position ? inputs : target_strides};
@@ -826,9 +835,8 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
             }
             loss = py::array(dtype, loss_shape);
             void* const loss_data = py::detail::array_proxy(loss.ptr())->data;
-            if (loss_per_position) {
-                // A pass of its own (the fused one is slower over rows of one), first: the
-                // gradient may overwrite an input.
+            if (loss_per_position && !rows_of_one) {
+                // A pass of its own, first: the gradient may overwrite an input.
                 Problem squared = problem;
                 squared.out = {loss_data, inputs};
                 without_gil_if(size, [&] { fastmse::squared_error(squared); });
@@ -863,8 +871,9 @@ py::object small_call(Job job, py::handle predictions, py::handle targets, py::h
         problem.out = {py::detail::array_proxy(errors.ptr())->data, inputs};
     }
     void (*kernel)(const Problem&) = job == Job::mse      ? (reduces ? &fastmse::reduce : &fastmse::squared_error)
-                                     : job == Job::mse_grad || loss_per_position ? &fastmse::grad
-                                                                                 : &fastmse::reduce_and_grad;
+                                     : job == Job::mse_grad || (loss_per_position && !rows_of_one)
+                                         ? &fastmse::grad
+                                         : &fastmse::reduce_and_grad;
     without_gil_if(size, [&] { kernel(problem); });
     // Where the general path raises or warns.
     if (found.negative_weight.load() || found.zero_sum.load()) return not_here;

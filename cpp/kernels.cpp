@@ -439,6 +439,16 @@ class LossStore {
         }
     }
 
+    // The loss from element offset `at` on where each output's loss is its sum rounded to
+    // T (nothing divided, stored in T's dtype): there a pass may store it itself. Else null.
+    template <typename T>
+    T* undivided_in(int64_t at) const {
+        constexpr ScalarType kType = std::is_same_v<T, float> ? ScalarType::float32 : ScalarType::float64;
+        static_assert(kPackable<T>);
+        const bool undivided = divisors_ == nullptr && divisor_ == 1.0 && weight_sums_in_pass_ == nullptr;
+        return undivided && type_ == kType ? static_cast<T*>(data_) + (at - origin_) : nullptr;
+    }
+
     void store_rows(int64_t at, int64_t stride, const double* sums, int64_t n) const {
         at -= origin_;
         switch (type_) {
@@ -779,11 +789,12 @@ inline void gradient_row_group(const T* p, const T* t, T* out, const double* fac
 // than fixed_row_group's vectors built element by element, where the row is whole vectors
 // or long enough that a part-vector at its end costs less (measured on a 2-core EPYC:
 // rows of 16 and 4 1.2-1.4x faster, of 10 1.1x; of 6 0.9x, so left to fixed_row_group).
-// In the fused pass only whole vectors of at least 8 gain (rows of 4: 0.85x, of 10: 0.93x).
+// In the fused pass rows of at least 8 gain (rows of 4: 0.85x), those of 10 and 14 where
+// their last vector is loaded whole (1.3-1.4x on an Intel Xeon, 2**22 float32 positions).
 template <int K>
 inline constexpr bool kPackedRow = K >= 4 && (K % kVectorWidth == 0 || K > 8);
 template <int K>
-inline constexpr bool kPackedGradientRow = K >= 8 && K % kVectorWidth == 0;
+inline constexpr bool kPackedGradientRow = K >= 8;
 
 #if defined(__AVX__)
 // The lanes I0, I1, I2, I3 of a and b side by side (0-3: a's, 4-7: b's), as __builtin_shufflevector.
@@ -1235,6 +1246,32 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
     const SharedRow<Wt, K> weights(first.w, js[kW], step[kW], run);
     const double* scale = l.data[kScale] ? static_cast<const double*>(l.data[kScale]) + kept.offset[kScale] : nullptr;
     const bool has_loss = l.data[kLoss] != nullptr;
+#if defined(__GNUC__)
+    if constexpr (K == 1 && P == Pass::reduce_and_grad && !Weighted && kPackable<T>) {
+        // Rows of one position, one after another (a loss per position): a row's sum is
+        // 0 + d * d, which is d * d, its loss that rounded (the squared error) where the
+        // loss is undivided, so the squared errors and the gradient go in one elementwise loop.
+        T* const squared = has_loss ? loss.undivided_in<T>(kept.offset[kLoss]) : nullptr;
+        if (squared && js[kP] == 1 && js[kT] == 1 && js[kOut] == 1 && js[kLoss] == 1 && js[kScale] == 0) {
+            const double factor = scale ? *scale : 0.0;
+            Lanes factors;  // each lane set, not 0 + x: a factor of -0 keeps its sign
+            for (int j = 0; j < kVectorWidth; ++j) factors[j] = factor;
+            int64_t r = 0;
+            for (; r + kVectorWidth <= run; r += kVectorWidth) {
+                if (r + kPrefetchDistance < run) prefetch_inputs(first.p + r, first.t + r);
+                const Lanes d = load_packed(first.p + r) - load_packed(first.t + r);
+                store_packed(first.out + r, factors * d);
+                store_packed(squared + r, d * d);
+            }
+            for (; r < run; ++r) {
+                const double d = difference(first.p + r, first.t + r);
+                write<Pass::grad>(first.out + r, factor, 1.0, d);
+                write<Pass::squared_error>(squared + r, 0.0, 1.0, d);
+            }
+            return;
+        }
+    }
+#endif
     double sums[kRowBatch];
     constexpr bool kInPass = Weighted && kTakesWeightSums<P>;
     WeightSumsInPass* const in_pass = kInPass ? loss.weight_sums_in_pass() : nullptr;
@@ -1428,9 +1465,22 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                             if constexpr (kReduces<P>) divide_group();
                         } else {
                             if constexpr (kReduces<P> && kPackedGradientRow<K>) {
-                                for (int g = 0; g < kRowGroup; ++g)
-                                    sums[i + g] = packed_row<Pass::reduce, Weighted, false, false, K, kAlong>(
-                                        first.p + at + g * K, t + g * K, Weighted ? w + g * jw : nullptr);
+                                // A row's last vector loaded whole where another row of
+                                // every operand read along it follows.
+                                constexpr bool kFollowed = kWeights != RowWeights::per_position_strided;
+                                constexpr int kParts = kLanes / kVectorWidth;
+                                Lanes acc[kRowGroup][kParts];
+                                for (int g = 0; g < kRowGroup; ++g) {
+                                    const T* pg = first.p + at + g * K;
+                                    const Wt* wg = Weighted ? w + g * jw : nullptr;
+                                    if (kFollowed && r + g + 1 < run)
+                                        packed_row_lanes<Pass::reduce, Weighted, false, kFollowed, K, kAlong>(
+                                            pg, t + g * K, wg, acc[g]);
+                                    else
+                                        packed_row_lanes<Pass::reduce, Weighted, false, false, K, kAlong>(
+                                            pg, t + g * K, wg, acc[g]);
+                                }
+                                combine_packed_rows(acc, sums + i);
                             } else if constexpr (kReduces<P>) {
                                 fixed_row_group<Pass::reduce, Weighted, Weighted && !kAlong, false, K>(
                                     first.p + at, t, 0, w, step[kW], jw, sums + i);

@@ -258,12 +258,19 @@ def test_a_number_as_targets_takes_the_small_path(dtype):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize(("shape", "axis"), [((256, 1), -1), ((1, 300), 0), ((40_000, 1), 1), ((6, 4), ())])
+@pytest.mark.parametrize(
+    ("shape", "axis"), [((256, 1), -1), ((1, 300), 0), ((1003, 1), -1), ((40_000, 1), 1), ((6, 4), ())]
+)
 def test_a_loss_per_position_takes_the_small_path(dtype, shape, axis):
     # One position per output, unweighted: the squared errors in a pass of their own, then
-    # (mse_and_grad) the gradient, which may overwrite an input; bitwise the general path's.
+    # (mse_and_grad) the gradient, which may overwrite an input, or (float32 and float64)
+    # both in one pass of rows of one position; bitwise the general path's either way.
     rng = np.random.default_rng(3)
     p, t = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    big = np.finfo(dtype).max if dtype != np.float64 else 1e300
+    specials = [(np.nan, 1.0), (-np.inf, 2.0), (np.inf, np.inf), (-0.0, 0.0), (big, -big), (1e-30, -1e-30)]
+    for k, (special_p, special_t) in enumerate(specials[: p.size]):
+        p.flat[k * 7 % p.size], t.flat[k * 7 % p.size] = special_p, special_t
     jobs = ((MSE, mse, (False, True)), (MSE_GRAD, mse_grad, (None,)), (MSE_AND_GRAD, mse_and_grad, (False, True)))
     for job, function, keepdims_values in jobs:
         for reduction in ("mean", "sum"):

@@ -1707,6 +1707,36 @@ inline void across_block(const Layout& l, const int64_t* base, const int64_t* of
     if constexpr (Width < 0)  // whole lanes, their indices known at compile time: in registers
         for (; i + kLanes <= count; i += kLanes)
             for (int64_t k = 0; k < kLanes; ++k) row(i + k, acc + k * width);
+#if defined(__GNUC__)
+    if constexpr (Width == 0 && Unit && kPackable<T> && (!Weighted || kPackable<Wt>)) {
+        // Rows apart in memory (a batch summed over its leading axes, or in Fortran order
+        // over its last): each row's outputs in vectors, their lanes' sums in acc as row()
+        // adds them (row() stayed scalar: (256, 128, 128) float32 over axis 0 took 1.17 ms,
+        // 1.01 so, against the flat sum's 0.57).
+        for (; i < count; ++i) {
+            double* const lane_acc = lane_of(i);
+            const T* pi = p + i * rs[kP];
+            const T* ti = t + i * rs[kT];
+            const Wt* wi = Weighted ? w + i * rs[kW] : nullptr;
+            T* oi = kWrites<P> ? out + i * rs[kOut] : nullptr;
+            int j = 0;
+            for (; j + kVectorWidth <= width; j += kVectorWidth) {
+                Lanes sum = {}, factor = {}, weight = {};
+                if constexpr (kReduces<P>) std::memcpy(&sum, lane_acc + j, sizeof sum);
+                if constexpr (kWrites<P>) std::memcpy(&factor, scale + j, sizeof factor);
+                if constexpr (Weighted) weight = load_packed(wi + j);
+                const Lanes d = load_packed(pi + j) - load_packed(ti + j);
+                sum = packed_positions<P, Weighted>(d, weight, factor, kWrites<P> ? oi + j : nullptr, sum);
+                if constexpr (kReduces<P>) std::memcpy(lane_acc + j, &sum, sizeof sum);
+            }
+            for (; j < width; ++j) {
+                const double v = element<P, Weighted>(pi + j, ti + j, Weighted ? wi + j : nullptr,
+                                                      kWrites<P> ? oi + j : nullptr, scale[j]);
+                if constexpr (kReduces<P>) lane_acc[j] += v;
+            }
+        }
+    }
+#endif
     for (; i < count; ++i) row(i, lane_of(i));
 }
 
@@ -1885,13 +1915,116 @@ void with_types(const Problem& problem, Fn&& fn) {
 template <Pass P>
 void run_rows_first(const Problem& problem);
 
+// Whether the operands of a two-dimensional pass that writes disagree on which dimension
+// is contiguous (inputs in Fortran order and `out` in C order, or one input transposed):
+// walked row by row, one of them would then fetch each cache line once per element. One
+// broadcast along a dimension (a target per sample) is read once per row, and does not.
+inline bool disagreeing_orders(const Problem& problem) {
+    if (problem.ndim != 2 || !problem.out.data) return false;
+    bool contiguous_along[2] = {false, false};
+    for (const Operand* operand : {&problem.predictions, &problem.targets, &problem.weights, &problem.out})
+        if (operand->data)
+            for (int d = 0; d < 2; ++d)
+                contiguous_along[d] |= std::llabs(operand->strides[d]) == 1 && operand->strides[1 - d] != 0;
+    return contiguous_along[0] && contiguous_along[1];
+}
+
+// The tiles of such a pass: kTile x kTile positions, so that each cache line a tile
+// touches is used whole before it leaves the cache; walked innermost along the dimension
+// that `out` has contiguous. (A Fortran-ordered (65536, 64) float32 batch with a C-ordered
+// `out`: 4-5 ms, where rows took 15 and NumPy's expression 11; walked along the inputs'
+// columns, 9 ms, and in tiles of 256 along them 12.)
+inline constexpr int64_t kTile = 32;
+
+struct Tiling {
+    int64_t extent[2];  // of the problem's two dimensions
+    int64_t tiles_along_1;
+    int64_t n_tiles;
+    int inner;  // the dimension walked innermost
+
+    explicit Tiling(const Problem& problem)
+        : extent{problem.shape[0], problem.shape[1]},
+          tiles_along_1((extent[1] + kTile - 1) / kTile),
+          n_tiles((extent[0] + kTile - 1) / kTile * tiles_along_1),
+          inner(std::llabs(problem.out.strides[0]) == 1 && problem.out.strides[1] != 0 ? 0 : 1) {}
+
+    // Tile `tile`'s positions [first[d], last[d]) along each dimension.
+    void bounds(int64_t tile, int64_t* first, int64_t* last) const {
+        first[0] = tile / tiles_along_1 * kTile;
+        first[1] = tile % tiles_along_1 * kTile;
+        for (int d = 0; d < 2; ++d) last[d] = std::min(first[d] + kTile, extent[d]);
+    }
+};
+
+// Tiles [begin, end) of an elementwise pass over a problem of disagreeing_orders.
+template <Pass P, bool Weighted, typename T, typename Wt>
+void tiled_tasks(const Problem& problem, const Tiling& tiling, int64_t begin, int64_t end) {
+    static_assert(!kReduces<P>);
+    const auto strides = [](const Operand& operand, int d) { return operand.data ? operand.strides[d] : 0; };
+    const T* const p = static_cast<const T*>(problem.predictions.data);
+    const T* const t = static_cast<const T*>(problem.targets.data);
+    const Wt* const w = static_cast<const Wt*>(problem.weights.data);
+    T* const out = static_cast<T*>(problem.out.data);
+    const double* const scale = static_cast<const double*>(problem.scale.data);
+    const int64_t sp[2] = {strides(problem.predictions, 0), strides(problem.predictions, 1)};
+    const int64_t st[2] = {strides(problem.targets, 0), strides(problem.targets, 1)};
+    const int64_t sw[2] = {strides(problem.weights, 0), strides(problem.weights, 1)};
+    const int64_t so[2] = {strides(problem.out, 0), strides(problem.out, 1)};
+    const int64_t ss[2] = {strides(problem.scale, 0), strides(problem.scale, 1)};
+    const auto at = [&](int64_t r, int64_t c) {
+        element<P, Weighted>(p + r * sp[0] + c * sp[1], t + r * st[0] + c * st[1],
+                             Weighted ? w + r * sw[0] + c * sw[1] : nullptr, out + r * so[0] + c * so[1],
+                             scale ? scale[r * ss[0] + c * ss[1]] : 0.0);
+    };
+    for (int64_t tile = begin; tile < end; ++tile) {
+        int64_t first[2], last[2];
+        tiling.bounds(tile, first, last);
+        if (tiling.inner == 0) {
+            for (int64_t c = first[1]; c < last[1]; ++c)
+                for (int64_t r = first[0]; r < last[0]; ++r) at(r, c);
+        } else {
+            for (int64_t r = first[0]; r < last[0]; ++r)
+                for (int64_t c = first[1]; c < last[1]; ++c) at(r, c);
+        }
+    }
+}
+
 // Pass P over a problem: its schedule, then the loops for its element and weight types.
 template <Pass P>
 void run_typed(const Problem& problem) {
+    if constexpr (P == Pass::reduce_and_grad) {
+        if (!problem.weight_sums_in_pass && disagreeing_orders(problem)) {
+            // The loss in a pass of its own (the same sums: they do not depend on `out`),
+            // first, as `out` may be an input; then the gradient in tiles.
+            Problem loss = problem;
+            loss.out = {};
+            loss.scale = {};
+            run_typed<Pass::reduce>(loss);
+            Problem gradient = problem;
+            gradient.loss = {};
+            gradient.loss_divisors = nullptr;
+            gradient.rows_first = false;
+            run_typed<Pass::grad>(gradient);
+            return;
+        }
+    }
     if constexpr (kReduces<P>) {
         if (problem.rows_first && problem.n_kept == 0 && problem.ndim >= 2 && problem.loss.data &&
             !problem.weight_sums_in_pass) {
             run_rows_first<P>(problem);
+            return;
+        }
+    }
+    if constexpr (!kReduces<P>) {
+        if (!problem.weight_sums_in_pass && disagreeing_orders(problem)) {
+            const Tiling tiling(problem);
+            const bool parallel = problem.num_threads > 1 && run_on_team(problem.shape[0] * problem.shape[1]);
+            with_types(problem, [&](auto weighted, auto zero, auto weight_zero) {
+                for_each_range(tiling.n_tiles, parallel, problem.num_threads, [&](int64_t b, int64_t e) {
+                    tiled_tasks<P, decltype(weighted)::value, decltype(zero), decltype(weight_zero)>(problem, tiling,
+                                                                                                      b, e);
+                });
+            });
             return;
         }
     }

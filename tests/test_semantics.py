@@ -219,6 +219,35 @@ def test_a_loss_per_position_is_the_squared_error(backend, dtype, reduction, kee
     assert_same(loss, fused)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("orders", ["F inputs, C out", "C inputs, F out", "targets transposed"])
+def test_gradients_where_inputs_and_out_disagree_on_order(backend, dtype, orders):
+    """Inputs and `out` with different dimensions contiguous (which the C++ kernels walk
+    in tiles, the loss of mse_and_grad in a pass of its own): the gradient is bitwise that
+    of C-ordered inputs and `out`, on ragged tiles and past them, and the loss mse's."""
+    rng = np.random.default_rng(8)
+    shape = (70, 45)
+    p, t = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    p[3, 4], t[5, 6], p[40, 44] = np.nan, np.inf, -0.0
+    w = rng.random(shape).astype(dtype)
+    inputs = {
+        "F inputs, C out": (np.asfortranarray(p), np.asfortranarray(t)),
+        "C inputs, F out": (p, t),
+        "targets transposed": (p, np.asfortranarray(t)),
+    }[orders]
+    for kwargs in ({}, {"axis": -1}, {"axis": 0}, {"weights": w, "axis": -1}, {"weights": w[:, :1]}):
+        out = np.empty(shape[::-1], dtype).T if orders == "C inputs, F out" else np.empty(shape, dtype)
+        with np.errstate(invalid="ignore"):
+            expected_grad = mse_grad(p, t, **kwargs)
+            expected_loss = mse(*inputs, **kwargs)
+            assert_same(mse_grad(*inputs, out=out, **kwargs), expected_grad)
+            out[...] = 7
+            loss, grad = mse_and_grad(*inputs, out=out, **kwargs)
+        assert grad is out
+        assert_same(grad, expected_grad)
+        assert_same(loss, expected_loss)
+
+
 @pytest.mark.parametrize("weights", [None, "per sample", "per column"], ids=["plain", "w per sample", "w per column"])
 @pytest.mark.parametrize("layout", ["C", "F", "strided", "predictions"])
 def test_fused_loss_ignores_the_layout_of_out(backend, weights, layout):

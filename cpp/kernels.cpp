@@ -1929,30 +1929,37 @@ inline bool disagreeing_orders(const Problem& problem) {
     return contiguous_along[0] && contiguous_along[1];
 }
 
-// The tiles of such a pass: kTile x kTile positions, so that each cache line a tile
-// touches is used whole before it leaves the cache; walked innermost along the dimension
-// that `out` has contiguous. (A Fortran-ordered (65536, 64) float32 batch with a C-ordered
-// `out`: 4-5 ms, where rows took 15 and NumPy's expression 11; walked along the inputs'
-// columns, 9 ms, and in tiles of 256 along them 12.)
-inline constexpr int64_t kTile = 32;
+// The tiles of such a pass: along the dimension that `out` has contiguous (walked
+// innermost), one cache line of it; along the other, kTileRun positions. Each line a tile
+// touches is then used whole before it leaves the cache, and the operands that step a row
+// (often a page) apart along `out`'s lines touch few pages a tile: in a VM each page that
+// misses the TLB costs a walk of two page tables. (A Fortran-ordered (65536, 64) float32
+// batch with a C-ordered `out`: rows took 15-20 ms, NumPy's expression 11, tiles of 32 x 32
+// 4-20 as the arrays' pages happened to be huge or not.)
+inline constexpr int64_t kTileRun = 256;
 
 struct Tiling {
     int64_t extent[2];  // of the problem's two dimensions
+    int64_t side[2];    // of a tile
     int64_t tiles_along_1;
     int64_t n_tiles;
-    int inner;  // the dimension walked innermost
+    int inner;  // the dimension walked innermost: `out`'s contiguous one
 
     explicit Tiling(const Problem& problem)
         : extent{problem.shape[0], problem.shape[1]},
-          tiles_along_1((extent[1] + kTile - 1) / kTile),
-          n_tiles((extent[0] + kTile - 1) / kTile * tiles_along_1),
-          inner(std::llabs(problem.out.strides[0]) == 1 && problem.out.strides[1] != 0 ? 0 : 1) {}
+          inner(std::llabs(problem.out.strides[0]) == 1 && problem.out.strides[1] != 0 ? 0 : 1) {
+        const int64_t item = problem.dtype == ScalarType::float64 ? 8 : problem.dtype == ScalarType::float32 ? 4 : 2;
+        side[inner] = 64 / item;
+        side[1 - inner] = kTileRun;
+        tiles_along_1 = (extent[1] + side[1] - 1) / side[1];
+        n_tiles = (extent[0] + side[0] - 1) / side[0] * tiles_along_1;
+    }
 
     // Tile `tile`'s positions [first[d], last[d]) along each dimension.
     void bounds(int64_t tile, int64_t* first, int64_t* last) const {
-        first[0] = tile / tiles_along_1 * kTile;
-        first[1] = tile % tiles_along_1 * kTile;
-        for (int d = 0; d < 2; ++d) last[d] = std::min(first[d] + kTile, extent[d]);
+        first[0] = tile / tiles_along_1 * side[0];
+        first[1] = tile % tiles_along_1 * side[1];
+        for (int d = 0; d < 2; ++d) last[d] = std::min(first[d] + side[d], extent[d]);
     }
 };
 

@@ -1918,15 +1918,18 @@ void run_rows_first(const Problem& problem);
 // Whether the operands of a two-dimensional pass that writes disagree on which dimension
 // is contiguous (inputs in Fortran order and `out` in C order, or one input transposed):
 // walked row by row, one of them would then fetch each cache line once per element. One
-// broadcast along a dimension (a target per sample) is read once per row, and does not.
+// broadcast along a dimension (a target per sample) is read once per row, and does not;
+// nor do rows of one (strides of 1 along both dimensions).
+inline bool contiguous_along(const Operand& operand, int d) {
+    return operand.data && std::llabs(operand.strides[d]) == 1 && std::llabs(operand.strides[1 - d]) > 1;
+}
+
 inline bool disagreeing_orders(const Problem& problem) {
-    if (problem.ndim != 2 || !problem.out.data) return false;
-    bool contiguous_along[2] = {false, false};
+    if (problem.ndim != 2 || !problem.out.data || problem.shape[0] < 2 || problem.shape[1] < 2) return false;
+    bool along[2] = {false, false};
     for (const Operand* operand : {&problem.predictions, &problem.targets, &problem.weights, &problem.out})
-        if (operand->data)
-            for (int d = 0; d < 2; ++d)
-                contiguous_along[d] |= std::llabs(operand->strides[d]) == 1 && operand->strides[1 - d] != 0;
-    return contiguous_along[0] && contiguous_along[1];
+        for (int d = 0; d < 2; ++d) along[d] |= contiguous_along(*operand, d);
+    return along[0] && along[1];
 }
 
 // The tiles of such a pass: along the dimension that `out` has contiguous (walked
@@ -1947,7 +1950,7 @@ struct Tiling {
 
     explicit Tiling(const Problem& problem)
         : extent{problem.shape[0], problem.shape[1]},
-          inner(std::llabs(problem.out.strides[0]) == 1 && problem.out.strides[1] != 0 ? 0 : 1) {
+          inner(contiguous_along(problem.out, 0) ? 0 : 1) {
         const int64_t item = problem.dtype == ScalarType::float64 ? 8 : problem.dtype == ScalarType::float32 ? 4 : 2;
         side[inner] = 64 / item;
         side[1 - inner] = kTileRun;

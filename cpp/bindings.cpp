@@ -140,16 +140,6 @@ struct OperandSource {
     ScalarType type;
 };
 
-std::size_t item_size(ScalarType type) {
-    switch (type) {
-        case ScalarType::float16: return 2;
-        case ScalarType::bfloat16: return 2;
-        case ScalarType::float32: return 4;
-        case ScalarType::float64: return 8;
-    }
-    return 1;
-}
-
 // shape: extents; items/strides: the six operands and their element strides (None and an
 // empty tuple where absent); source(k, item) gives an operand's address and type;
 // inputs_anywhere: predictions, targets and weights may sit at any address (the CPU's).

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 namespace fastmse {
@@ -15,6 +16,17 @@ enum class ScalarType : int { float16 = 0, float32 = 1, float64 = 2, bfloat16 = 
 // the kernels has where a copy for a wider instruction set leaves them out (cpp/isa.cpp).
 inline constexpr bool sixteen_bit(ScalarType type) {
     return type == ScalarType::float16 || type == ScalarType::bfloat16;
+}
+
+// Bytes of one element.
+inline constexpr std::size_t item_size(ScalarType type) {
+    switch (type) {
+        case ScalarType::float16: return 2;
+        case ScalarType::bfloat16: return 2;
+        case ScalarType::float32: return 4;
+        case ScalarType::float64: return 8;
+    }
+    return 1;
 }
 
 // Fixed summation geometry of the CPU kernels (cpp/kernels.cpp; the GPU's is in

@@ -61,6 +61,7 @@ def test_bench_shapes_reports_every_family():
     assert result.returncode == 0, result.stderr
     for family in (
         "flat 2**16",
+        "flat 2**16 float64",
         "(65536, 1) axis=-1",
         "(6553, 10) axis=-1",
         "(4096, 16) axis=0",

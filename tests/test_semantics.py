@@ -284,6 +284,35 @@ def _misaligned(values: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_gradients_into_out_at_every_element_offset(backend, dtype):
+    """`out` may start anywhere in a vector (the compiled walk aligns its stores to it, and
+    walks a C-ordered batch with one gradient factor as one flat run): each offset, over
+    everything and per row, weighted per sample or not, gives the gradient written into a
+    fresh array, and the reference's. Lengths leave a ragged end and span several tasks."""
+    rng = np.random.default_rng(17)
+    p = rng.standard_normal((4099, 10)).astype(dtype)
+    t = rng.standard_normal((4099, 10)).astype(dtype)
+    p[3, :4] = [np.nan, 1.0, -0.0, 0.0]
+    t[3, 2:4] = [0.0, -0.0]
+    w = rng.uniform(0.5, 1.5, (4099, 1))
+    for kwargs in ({}, {"axis": -1}, {"axis": -1, "reduction": "sum"}, {"weights": w}, {"axis": 0}):
+        fresh = mse_grad(p, t, **kwargs)
+        assert_matches(
+            fresh,
+            reference.grad(p, t, **kwargs),
+            dtype,
+            magnitude=reference.grad(p, t, absolute=True, **kwargs),
+        )
+        for offset in range(9):
+            buffer = np.full(p.size + 9, 7.0, dtype)
+            out = buffer[offset : offset + p.size].reshape(p.shape)
+            assert mse_grad(p, t, out=out, **kwargs) is out
+            np.testing.assert_array_equal(out, fresh, strict=True)
+            assert (buffer[:offset] == 7.0).all()
+            assert (buffer[offset + p.size :] == 7.0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_misaligned_inputs_are_read_in_place(backend, dtype):
     """Inputs at any address give the bits of their aligned copies, and the compiled and
     Numba backends read them where they are (a copy of either would show in the peak)."""

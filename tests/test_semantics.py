@@ -312,6 +312,22 @@ def test_gradients_into_out_at_every_element_offset(backend, dtype):
             assert (buffer[offset + p.size :] == 7.0).all()
 
 
+@pytest.mark.parametrize(("dtype", "n"), [(np.float32, (1 << 23) + 3), (np.float64, (1 << 22) + 5)])
+def test_large_gradients_at_any_offset_of_out(backend, dtype, n):
+    """Gradients of 32 MiB and more (whose stores the compiled walk streams past the cache)
+    are 2 / n * (p - t) rounded once, at any offset of `out`, with nothing written around it."""
+    rng = np.random.default_rng(23)
+    p, t = rng.standard_normal((2, n)).astype(dtype)
+    expected = (2.0 / n * (p.astype(np.float64) - t.astype(np.float64))).astype(dtype)
+    for offset in (0, 1, 3):
+        buffer = np.full(n + 4, 7.0, dtype)
+        out = buffer[offset : offset + n]
+        mse_grad(p, t, out=out)
+        np.testing.assert_array_equal(out, expected, strict=True)
+        assert (buffer[:offset] == 7.0).all()
+        assert (buffer[offset + n :] == 7.0).all()
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_misaligned_inputs_are_read_in_place(backend, dtype):
     """Inputs at any address give the bits of their aligned copies, and the compiled and

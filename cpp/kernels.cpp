@@ -1333,11 +1333,23 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                 divided = i + kRowGroup;
             }
         };
+        // The fused pass's groups of rows weighted per position (below) sum their rows' weights
+        // in the loop that sums their terms, rather than in a loop of their own first: the
+        // weights are then read and converted once, not twice.
+#if defined(__GNUC__)
+        constexpr bool kSumsInGroups = P == Pass::reduce_and_grad && kInPass && kPackedGradientRow<K> &&
+                                       kPackable<T> && kPackable<Wt>;
+#else
+        constexpr bool kSumsInGroups = false;  // the groups are GCC's and Clang's
+#endif
+        [[maybe_unused]] const bool sums_in_groups = kSumsInGroups && in_pass && has_loss && step[kT] == 1 &&
+                                                     js[kP] == K && targets.jump() == K && js[kOut] == K &&
+                                                     step[kW] == 1 && weights.jump() == K;
         if constexpr (kWrites<P> && kInPass) {
             // The gradient's factors divided by the rows' weight sums before it is written.
             // The weights' signs are checked before these passes (what they write stays
             // written); a zero sum is only reported, after the gradient is written.
-            if (in_pass) {
+            if (in_pass && !sums_in_groups) {
                 sum_row_weights<K, false>(first.w + r0 * js[kW], js[kW], step[kW], n, rows, row_weights);
                 weights_summed = true;
             }
@@ -1506,12 +1518,15 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                         const T* t = targets.at(r);
                         const Wt* w = Weighted ? weights.at(r) : nullptr;
                         double factor[kRowGroup];  // scale (times the row's weight), as write() has it
-                        for (int g = 0; g < kRowGroup; ++g) {
-                            const double row_scale = scale ? scale[(r + g) * js[kScale]] : 0.0;
-                            factor[g] = (in_pass ? row_scale / row_weight_sums[i + g] : row_scale) *
-                                        (Weighted && !kAlong ? load(w + g * jw) : 1.0);
-                        }
+                        const auto find_factors = [&]() {
+                            for (int g = 0; g < kRowGroup; ++g) {
+                                const double row_scale = scale ? scale[(r + g) * js[kScale]] : 0.0;
+                                factor[g] = (in_pass ? row_scale / row_weight_sums[i + g] : row_scale) *
+                                            (Weighted && !kAlong ? load(w + g * jw) : 1.0);
+                            }
+                        };
                         if constexpr (kPackedGradientRowGroup<K> && kWeights != RowWeights::per_position_strided) {
+                            find_factors();
                             packed_row_group<P, Weighted, false, kWeights, K>(first.p + at, t, 0, w, jw,
                                                                               first.out + at, factor, sums + i);
                             if constexpr (kReduces<P>) divide_group();
@@ -1520,9 +1535,13 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                                 // A row's last vector loaded whole where another row of
                                 // every operand read along it follows.
                                 constexpr bool kFollowed = kWeights != RowWeights::per_position_strided;
+                                constexpr bool kSum = kSumsInGroups && kWeights == RowWeights::per_position;
                                 constexpr int kParts = kLanes / kVectorWidth;
-                                Lanes acc[kRowGroup][kParts];
-                                const auto group = [&](auto followed) {  // decided once a group, as above
+                                Lanes acc[kRowGroup][kParts], weight_acc[kRowGroup][kSum ? kParts : 1];
+                                LaneMask negative = {};  // unread: the signs were checked before
+                                // followed: decided once a group, as above.
+                                const auto group = [&](auto followed, auto sum_weights) {
+                                    constexpr bool kSumHere = decltype(sum_weights)::value;
 #if !defined(__clang__)
 #pragma GCC unroll 4
 #endif
@@ -1530,22 +1549,36 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                                         const T* pg = first.p + at + g * K;
                                         const Wt* wg = Weighted ? w + g * jw : nullptr;
                                         if (decltype(followed)::value || (kFollowed && r + g + 1 < run))
-                                            packed_row_lanes<Pass::reduce, Weighted, false, kFollowed, K, kAlong>(
-                                                pg, t + g * K, wg, acc[g]);
+                                            packed_row_lanes<Pass::reduce, Weighted, false, kFollowed, K, kAlong,
+                                                             kSumHere>(pg, t + g * K, wg, acc[g], weight_acc[g],
+                                                                       &negative);
                                         else
-                                            packed_row_lanes<Pass::reduce, Weighted, false, false, K, kAlong>(
-                                                pg, t + g * K, wg, acc[g]);
+                                            packed_row_lanes<Pass::reduce, Weighted, false, false, K, kAlong,
+                                                             kSumHere>(pg, t + g * K, wg, acc[g], weight_acc[g],
+                                                                       &negative);
                                     }
                                 };
-                                if (kFollowed && r + kRowGroup < run)
-                                    group(std::bool_constant<kFollowed>{});
-                                else
-                                    group(std::false_type{});
+                                const auto rows_of_group = [&](auto sum_weights) {
+                                    if (kFollowed && r + kRowGroup < run)
+                                        group(std::bool_constant<kFollowed>{}, sum_weights);
+                                    else
+                                        group(std::false_type{}, sum_weights);
+                                };
+                                bool weights_in_group = false;
+                                if constexpr (kSum) {
+                                    if (sums_in_groups) {
+                                        rows_of_group(std::true_type{});
+                                        combine_packed_rows(weight_acc, row_weight_sums + i);
+                                        weights_in_group = true;
+                                    }
+                                }
+                                if (!weights_in_group) rows_of_group(std::false_type{});
                                 combine_packed_rows(acc, sums + i);
                             } else if constexpr (kReduces<P>) {
                                 fixed_row_group<Pass::reduce, Weighted, Weighted && !kAlong, false, K>(
                                     first.p + at, t, 0, w, step[kW], jw, sums + i);
                             }
+                            find_factors();
                             gradient_row_group<K, kWeights>(first.p + at, t, first.out + at, factor, w, jw);
                         }
                     }
@@ -1558,6 +1591,11 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                         groups(std::integral_constant<RowWeights, RowWeights::per_position>{});
                     else if (step[kW] == 1)
                         groups(std::integral_constant<RowWeights, RowWeights::per_position_strided>{});
+                }
+                if (sums_in_groups) {  // the rows after the last group
+                    sum_row_weights<K, false>(first.w + (r0 + i) * js[kW], js[kW], step[kW], n, rows - i,
+                                              {row_weight_sums + i, &negative_weight});
+                    weights_summed = true;
                 }
             }
         }

@@ -1054,6 +1054,20 @@ inline double combine_packed(const Lanes* acc) {
 #endif
 }
 
+// Targets as packed_row_lanes reads them: from memory, or (Lanes) from one row of them
+// converted once, which every row shares (a target per column with a loss per sample: its
+// rows of a few positions spent a third of their conversions on the same targets).
+template <typename T>
+inline Lanes target_vector(const T* t, int at) {
+    return load_packed(t + at);
+}
+inline Lanes target_vector(const Lanes* t, int at) { return t[at / kVectorWidth]; }
+template <typename T>
+inline double target_value(const T* t, int at) {
+    return load(t + at);
+}
+inline double target_value(const Lanes* t, int at) { return t[at / kVectorWidth][at % kVectorWidth]; }
+
 // One contiguous row of K positions of a sum (targets likewise, or one: OneTarget; one
 // weight, none, or one per position: WeightsAlong), as fixed_row sums it: position i goes
 // to lane i % kLanes, here vector (i / kVectorWidth) % kParts of lanes, which starts from
@@ -1068,8 +1082,8 @@ inline double combine_packed(const Lanes* acc) {
 // sum's in weight_acc (kLanes / kVectorWidth vectors each), and ORs its weights' signs into
 // *negative (lane by lane): rows then combine four at a time (combine_packed_rows).
 template <Pass P, bool Weighted, bool OneTarget, bool RowAfter, int K, bool WeightsAlong = false,
-          bool SumWeights = false, typename T, typename Wt>
-inline void packed_row_lanes(const T* p, const T* t, const Wt* w, Lanes* acc, Lanes* weight_acc = nullptr,
+          bool SumWeights = false, typename T, typename Tt, typename Wt>
+inline void packed_row_lanes(const T* p, const Tt* t, const Wt* w, Lanes* acc, Lanes* weight_acc = nullptr,
                              LaneMask* negative = nullptr) {
     static_assert(!kWrites<P> && kPackable<T> && (!WeightsAlong || Weighted) && (!SumWeights || WeightsAlong));
     constexpr int kWidth = kVectorWidth, kParts = kLanes / kVectorWidth;
@@ -1086,7 +1100,7 @@ inline void packed_row_lanes(const T* p, const T* t, const Wt* w, Lanes* acc, La
     };
     Lanes target = {};
     if constexpr (OneTarget)
-        for (int j = 0; j < kWidth; ++j) target[j] = load(t);
+        for (int j = 0; j < kWidth; ++j) target[j] = target_value(t, 0);
     const double row_weight = Weighted && !WeightsAlong ? load(w) : 1.0;
     const auto add = [&](int q, Lanes d, Lanes weight) {  // weight * d where there is none: 1 * d is d
         acc[q % kParts] = packed_positions<P, true, T>(d, weight, Lanes{}, nullptr, acc[q % kParts]);
@@ -1100,7 +1114,7 @@ inline void packed_row_lanes(const T* p, const T* t, const Wt* w, Lanes* acc, La
 #endif
     for (int q = 0; q < kWhole; ++q) {
         const Lanes weight = weight_at(q * kWidth);
-        add(q, load_packed(p + q * kWidth) - (OneTarget ? target : load_packed(t + q * kWidth)), weight);
+        add(q, load_packed(p + q * kWidth) - (OneTarget ? target : target_vector(t, q * kWidth)), weight);
         sum_weights(q, weight);
     }
     if constexpr (kTail > 0) {
@@ -1108,12 +1122,12 @@ inline void packed_row_lanes(const T* p, const T* t, const Wt* w, Lanes* acc, La
         Lanes ps = {}, ts = target, weight = Lanes{} + row_weight;
         if constexpr (RowAfter) {
             ps = load_packed(p + at);
-            if constexpr (!OneTarget) ts = load_packed(t + at);
+            if constexpr (!OneTarget) ts = target_vector(t, at);
             if constexpr (WeightsAlong) weight = load_packed(w + at);
         } else {  // element by element: a vector would read past the array
             for (int j = 0; j < kTail; ++j) {
                 ps[j] = load(p + at + j);
-                if constexpr (!OneTarget) ts[j] = load(t + at + j);
+                if constexpr (!OneTarget) ts[j] = target_value(t, at + j);
                 if constexpr (WeightsAlong) weight[j] = load(w + at + j);
             }
         }
@@ -1126,8 +1140,8 @@ inline void packed_row_lanes(const T* p, const T* t, const Wt* w, Lanes* acc, La
 }
 
 template <Pass P, bool Weighted, bool OneTarget, bool RowAfter, int K, bool WeightsAlong = false,
-          bool SumWeights = false, typename T, typename Wt>
-inline double packed_row(const T* p, const T* t, const Wt* w, RowWeightSums weights = {}) {
+          bool SumWeights = false, typename T, typename Tt, typename Wt>
+inline double packed_row(const T* p, const Tt* t, const Wt* w, RowWeightSums weights = {}) {
     constexpr int kParts = kLanes / kVectorWidth;
     Lanes acc[kParts], weight_acc[SumWeights ? kParts : 1];
     LaneMask negative = {};
@@ -1411,10 +1425,23 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                 }
                 if constexpr (kPackedRow<K> && kPackable<T> && (!Weighted || kPackable<Wt>)) {
                     // weights_along: one weight per position, else one per row or none.
-                    const auto packed_rows = [&](auto one_target_, auto weights_along, auto sum_weights) {
+                    // shared_target: one row of targets for every row (a target per column),
+                    // read as vectors converted once (target_vector).
+                    const auto packed_rows = [&](auto one_target_, auto weights_along, auto sum_weights,
+                                                 auto shared_target) {
                         constexpr bool kOneTarget = decltype(one_target_)::value;
                         constexpr bool kAlong = decltype(weights_along)::value;
                         constexpr bool kSum = decltype(sum_weights)::value;
+                        constexpr bool kShared = decltype(shared_target)::value;
+                        Lanes target_row[kShared ? (K + kVectorWidth - 1) / kVectorWidth : 1] = {};
+                        for (int e = 0; kShared && e < K; ++e)
+                            target_row[e / kVectorWidth][e % kVectorWidth] = load(first.t + e);
+                        const auto target_of = [&](int64_t r) {
+                            if constexpr (kShared)
+                                return static_cast<const Lanes*>(target_row);
+                            else
+                                return targets.at(r);
+                        };
                         weights_summed = kSum && i == 0;  // else rows before i have none
                         // Targets or weights per position broadcast over a run of a few rows
                         // (one row of them, not copied) have no row after theirs.
@@ -1434,7 +1461,7 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                                 for (int g = 0; g < kRowGroup; ++g) {
                                     const int64_t r = r0 + i + g;
                                     const T* p = first.p + r * K;
-                                    const T* t = targets.at(r);
+                                    const auto t = target_of(r);
                                     const Wt* w = Weighted ? weights.at(r) : nullptr;
                                     if (decltype(followed)::value || (row_after && g + 1 < kRowGroup))
                                         packed_row_lanes<P, Weighted, kOneTarget, true, K, kAlong, kSum>(
@@ -1457,7 +1484,7 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                         for (; i < rows; ++i) {
                             const int64_t r = r0 + i;
                             const T* p = first.p + r * K;
-                            const T* t = targets.at(r);
+                            const auto t = target_of(r);
                             const Wt* w = Weighted ? weights.at(r) : nullptr;
                             const RowWeightSums found{kSum ? row_weight_sums + i : nullptr, &negative_weight};
                             sums[i] = i + 1 < rows && row_after
@@ -1465,16 +1492,18 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                                           : packed_row<P, Weighted, kOneTarget, false, K, kAlong, kSum>(p, t, w, found);
                         }
                     };
-                    if (!Weighted || step[kW] == 0) {
+                    if ((!Weighted || step[kW] == 0) && js[kT] == 0 && step[kT] == 1) {
+                        packed_rows(std::false_type{}, std::false_type{}, std::false_type{}, std::true_type{});
+                    } else if (!Weighted || step[kW] == 0) {
                         with_target([&](auto one_target_) {
-                            packed_rows(one_target_, std::false_type{}, std::false_type{});
+                            packed_rows(one_target_, std::false_type{}, std::false_type{}, std::false_type{});
                         });
                     } else if constexpr (Weighted && P == Pass::reduce) {  // a loss weighted per position
                         if (!one_target && step[kW] == 1) {
                             if (in_pass)
-                                packed_rows(std::false_type{}, std::true_type{}, std::true_type{});
+                                packed_rows(std::false_type{}, std::true_type{}, std::true_type{}, std::false_type{});
                             else
-                                packed_rows(std::false_type{}, std::true_type{}, std::false_type{});
+                                packed_rows(std::false_type{}, std::true_type{}, std::false_type{}, std::false_type{});
                         }
                     }
                 }

@@ -97,6 +97,12 @@ CASES = {
     ),
     "short rows, a target per sample": (MATRIX[:, :10].copy(), MATRIX[:, 10:11].copy(), {"axis": -1}),
     "short rows, a target per column": (MATRIX[:, :10].copy(), MATRIX[3, 10:20].copy(), {"axis": -1}),
+    # Rows summed in vectors along them read one row of targets converted once.
+    **{
+        f"short rows of {k}, a target per column": (Q[:, :k].copy(), Q[3, k : 2 * k].copy(), {"axis": -1})
+        for Q in [rng.standard_normal((5_001, 32)).astype(np.float32)]
+        for k in (4, 9, 12, 16)
+    },
     "short rows, one target": (MATRIX[:, :10].copy(), np.float32(0.25), {"axis": -1}),
     "short rows float64 weights": (
         MATRIX[:, :10].copy(),

@@ -276,8 +276,9 @@ inline int64_t run_packed(double* acc, const T* p, const T* t, const Wt* w, T* o
 // n consecutive positions along one dimension; position i goes to lane (lane + i) % kLanes.
 // The dimension goes on for `extent` positions from c: prefetches stop there, since one
 // past the end of a small array may cost a page walk, which shows in small calls.
-// Streaming (elementwise passes, `out` contiguous and aligned to its elements): `out`'s
-// vectors stored non-temporally (store_packed); the caller fences them.
+// Streaming (passes that write, `out` contiguous and aligned to its elements): `out`'s
+// vectors stored non-temporally (store_packed) where they fall aligned; the caller fences
+// them.
 template <Pass P, bool Weighted, bool Unit, typename T, typename Wt, bool Streaming = false>
 inline void run_lanes(double* lanes, int64_t lane, Cursor<T, Wt> c, const int64_t* step, double scale,
                       int64_t n, int64_t extent) {
@@ -317,7 +318,12 @@ inline void run_lanes(double* lanes, int64_t lane, Cursor<T, Wt> c, const int64_
 #if defined(__GNUC__)
     if constexpr (kPackable<T> && (!Weighted || kPackable<Wt>)) {
         if constexpr (Unit) {
-            i = run_packed<P, Weighted, false, Streaming>(acc, p, t, w, out, scale, i, n, extent);
+            // The fused pass's vectors follow its lanes: they stream where they fall aligned.
+            constexpr std::uintptr_t kStore = kVectorWidth * sizeof(T);
+            if (Streaming && reinterpret_cast<std::uintptr_t>(out + i) % kStore == 0)
+                i = run_packed<P, Weighted, false, Streaming>(acc, p, t, w, out, scale, i, n, extent);
+            else
+                i = run_packed<P, Weighted, false, false>(acc, p, t, w, out, scale, i, n, extent);
             packed = true;
         } else if (sp == 1 && st == 0 && (!Weighted || sw == 1) && (!kWrites<P> || so == 1)) {
             i = run_packed<P, Weighted, true, Streaming>(acc, p, t, w, out, scale, i, n, extent);
@@ -600,14 +606,14 @@ inline bool any_negative(const Wt* w, int64_t sw, int64_t n) {
     return found != 0;
 }
 
-// Outputs of an elementwise pass from which its stores stream (store_packed). On a 2-vCPU
+// Outputs of a pass that writes from which its stores stream (store_packed). On a 2-vCPU
 // Xeon VM, mse_grad of 2**22 float64 positions (inputs and output 96 MiB) took 2.5 ms so
 // against 2.8-3.0 (one thread 4.9-5.6 against 6.9), 2**24 13-15 against 16; of 2**21, or
 // of 2**22 float32, no less (a C++ loop alone: 7% more). An output this large leaves the
 // cache before it is read.
 inline constexpr int64_t kStreamingStoresMin = int64_t{32} << 20;  // bytes
 template <Pass P, typename T>
-inline constexpr bool kStreams = kWrites<P> && !kReduces<P> && kPackable<T>;
+inline constexpr bool kStreams = kWrites<P> && kPackable<T>;
 
 // Tasks of lane mode: one output over one chunk of its summed positions.
 template <Pass P, bool Weighted, typename T, typename Wt>

@@ -303,11 +303,11 @@ inline void run_lanes(double* lanes, int64_t lane, Cursor<T, Wt> c, const int64_
         for (int64_t l = 0; l < kLanes; ++l) acc[l] = lanes[l];
         for (; i < n && ((lane + i) & (kLanes - 1)) != 0; ++i) acc[(lane + i) & (kLanes - 1)] += value(i);
     }
+    constexpr std::uintptr_t kStore = kVectorWidth * sizeof(T);  // bytes of a vector store to `out`
     if constexpr (kWrites<P> && !kReduces<P>) {
         // `out`'s vector stores aligned (the walk's order is free here): NumPy aligns float64
         // arrays to 16 bytes, and every other 32-byte store then spanned two cache lines
         // (2**22 float64 mse_grad 3.4 ms, 2.3 aligned).
-        constexpr std::uintptr_t kStore = kVectorWidth * sizeof(T);
         const std::uintptr_t misaligned = reinterpret_cast<std::uintptr_t>(out) % kStore;
         if (so == 1 && misaligned % sizeof(T) == 0) {
             const int64_t peel = static_cast<int64_t>((kStore - misaligned) % kStore / sizeof(T));
@@ -319,14 +319,13 @@ inline void run_lanes(double* lanes, int64_t lane, Cursor<T, Wt> c, const int64_
     if constexpr (kPackable<T> && (!Weighted || kPackable<Wt>)) {
         if constexpr (Unit) {
             // The fused pass's vectors follow its lanes: they stream where they fall aligned.
-            constexpr std::uintptr_t kStore = kVectorWidth * sizeof(T);
             if (Streaming && reinterpret_cast<std::uintptr_t>(out + i) % kStore == 0)
                 i = run_packed<P, Weighted, false, Streaming>(acc, p, t, w, out, scale, i, n, extent);
             else
                 i = run_packed<P, Weighted, false, false>(acc, p, t, w, out, scale, i, n, extent);
             packed = true;
         } else if (sp == 1 && st == 0 && (!Weighted || sw == 1) && (!kWrites<P> || so == 1)) {
-            i = run_packed<P, Weighted, true, Streaming>(acc, p, t, w, out, scale, i, n, extent);
+            i = run_packed<P, Weighted, true, false>(acc, p, t, w, out, scale, i, n, extent);  // out unchecked: plain
             packed = true;
         }
     }
@@ -2199,8 +2198,6 @@ void run_typed(const Problem& problem) {
             });
             return;
         }
-    }
-    if constexpr (!kReduces<P>) {
         if (problem.ndim > 1 && !problem.weight_sums_in_pass) {
             const MergedDims merged(problem);
             if (merged.problem.ndim < problem.ndim) {

@@ -1804,6 +1804,23 @@ inline int64_t across_rows(const T* p, const T* t, const Wt* w, T* out, const in
         std::memcpy(&v, at, sizeof v);
         return v;
     };
+    // In the passes that only read, a group's vectors ask for the line kPrefetchDistance
+    // elements ahead at each line's start, within the block, as the flat walks do: 2**24
+    // float32 positions, (N, 64) `axis=0` 4.5-4.9 -> 3.6-3.9 ms. Asked for a group at a
+    // time, rows of 64 outputs ran 20% slower in cache; rows of 16 ran 15% slower in cache
+    // either way (8-15% faster beyond it), and are not asked for.
+    constexpr int64_t kPerLine = 64 / (kVectorWidth * sizeof(T));  // vectors of T in a line
+    constexpr int kPrefetchWidthMin = 32;                         // of the widths not fixed
+    const auto prefetching = [&](int64_t at) {
+        return !kWrites<P> && (Width > 0 || width >= kPrefetchWidthMin) &&
+               (at + kLanes) * width + kPrefetchDistance < count * width;
+    };
+    const auto prefetch_vector = [&](int64_t at, const T* tg_, const Wt* wg_, int64_t e) FASTMSE_ALWAYS_INLINE {
+        prefetch(ahead(p + at * width + e));
+        if (jt != 0) prefetch(ahead(tg_ + e));
+        if constexpr (Weighted)
+            if (jw != 0) prefetch(ahead(wg_ + e));
+    };
     if constexpr (Width > 0) {
         constexpr int kParts = kLanes * Width / kVectorWidth;
         Lanes sum[kParts], factor[kParts] = {};
@@ -1812,15 +1829,20 @@ inline int64_t across_rows(const T* p, const T* t, const Wt* w, T* out, const in
             if constexpr (kWrites<P>) factor[k] = lanes_at(factors + k * kVectorWidth);
         }
         for (; i + kLanes <= count; i += kLanes, tg += jt) {
-            for (int k = 0; k < kParts; ++k)
+            const bool ahead_in_block = prefetching(i);
+            for (int k = 0; k < kParts; ++k) {
+                if (k % kPerLine == 0 && ahead_in_block) prefetch_vector(i, tg, wg, k * kVectorWidth);
                 sum[k] = part(p + i * Width, kWrites<P> ? out + i * Width : nullptr, k * kVectorWidth, factor[k],
                               sum[k]);
+            }
             if constexpr (Weighted) wg += jw;
         }
         for (int k = 0; k < kParts; ++k) std::memcpy(acc + k * kVectorWidth, &sum[k], sizeof(Lanes));
     } else {
         for (; i + kLanes <= count; i += kLanes, tg += jt) {
+            const bool ahead_in_block = prefetching(i);
             for (int64_t e = 0; e < run; e += kVectorWidth) {
+                if (e % (kPerLine * kVectorWidth) == 0 && ahead_in_block) prefetch_vector(i, tg, wg, e);
                 const Lanes factor = kWrites<P> ? lanes_at(factors + e) : Lanes{};
                 const Lanes sum = part(p + i * width, kWrites<P> ? out + i * width : nullptr, e, factor,
                                        lanes_at(acc + e));

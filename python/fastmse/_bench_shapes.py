@@ -69,7 +69,9 @@ def _calls(case: Shape, rng: np.random.Generator, torch: Any) -> dict[str, tuple
     """name -> (call, bytes it must move at least)."""
     p = rng.standard_normal(case.shape, dtype=np.float32).astype(case.dtype)
     t = rng.standard_normal(case.targets or case.shape, dtype=np.float32).astype(case.dtype)
-    w = None if case.weights is None else rng.random(case.weights, dtype=np.float32).astype(case.dtype)
+    # Weights in (0, 1]: a weight per sample of 0 (about one in 2**24 of rng.random's) gives its
+    # row a mean over weights that sum to zero, and a warning from every call.
+    w = None if case.weights is None else (1 - rng.random(case.weights, dtype=np.float32)).astype(case.dtype)
     out = np.empty_like(p)
     axis, write = case.axis, p.nbytes
     read = p.nbytes + t.nbytes + (0 if w is None else w.nbytes)

@@ -552,7 +552,11 @@ struct Schedule {
         // An output of one position sums to 0 + its term in either mode; rows walk it faster.
         across_outputs = l.n_kept > 0 && l.shape[j] > 1 && l.n_red > 1 && (l.shape[r] == 1 || cost(j) < cost(r));
         short_rows = !across_outputs && l.ndim - l.n_kept == 1 && l.n_red <= kBlock;
-        parallel = problem.num_threads > 1 && run_on_team(l.n_out * l.n_red);
+        // Rows of under 16 positions cost 2-3x the flat sum's time a position (a division and
+        // shuffles a row): counted twice, so that the team wakes for them from half the flat
+        // sum's size (rows of 3, 2**18 - 1 positions: 126-129 us on one thread, the team asleep).
+        const int64_t positions = l.n_out * l.n_red;
+        parallel = problem.num_threads > 1 && run_on_team(short_rows && l.n_red < 16 ? 2 * positions : positions);
     }
 
     // Stores one task's sum for output o (kept row-major index) and chunk c.

@@ -186,6 +186,14 @@ FASTMSE_ALWAYS_INLINE inline void prefetch_span(const T* from, int64_t count) {
     for (std::uintptr_t at = first; at < end; at += 64) prefetch(reinterpret_cast<const void*>(at));
 }
 
+// prefetch_span of Count elements, a line every 64 bytes from the first, unrolled: spans
+// that follow one another so ask for every line of theirs, with no loop to run.
+template <int64_t Count, typename T>
+FASTMSE_ALWAYS_INLINE inline void prefetch_lines(const T* from) {
+    const std::uintptr_t first = reinterpret_cast<std::uintptr_t>(ahead(from));
+    for (std::uintptr_t at = 0; at < Count * sizeof(T); at += 64) prefetch(reinterpret_cast<const void*>(first + at));
+}
+
 // The element types of the loops specialized beyond the general ones.
 template <typename T>
 inline constexpr bool kPackable = std::is_same_v<T, float> || std::is_same_v<T, double>;
@@ -216,8 +224,10 @@ inline Lanes load_packed(const T* at) {
     return __builtin_convertvector(*reinterpret_cast<const typename Packed<T>::type*>(at), Lanes);
 }
 
-// Streaming: a non-temporal store, to an address aligned to the store's size, of an output
-// too large to stay in cache (kStreamingStoresMin): the line is then not read first.
+// Streaming: non-temporal stores, to an address aligned to kStreamAlign, of an output too
+// large to stay in cache (kStreamingStoresMin): the line is then not read first. float64
+// vectors go as two 16-byte halves, which stream as fast as one 32-byte store and need
+// only the 16-byte alignment NumPy gives.
 template <typename T, bool Streaming = false>
 inline void store_packed(T* at, Lanes value) {
 #if defined(__AVX__)
@@ -230,12 +240,39 @@ inline void store_packed(T* at, Lanes value) {
         return;
     }
     if constexpr (Streaming && std::is_same_v<T, double>) {
-        _mm256_stream_pd(at, reinterpret_cast<__m256d>(value));
+        const __m256d whole = reinterpret_cast<__m256d>(value);
+        _mm_stream_pd(at, _mm256_castpd256_pd128(whole));
+        _mm_stream_pd(at + 2, _mm256_extractf128_pd(whole, 1));
         return;
     }
 #endif
     *reinterpret_cast<typename Packed<T>::type*>(at) = __builtin_convertvector(value, typename Packed<T>::type);
 }
+#endif
+
+inline constexpr std::uintptr_t kStreamAlign = 16;  // bytes
+
+// One element of an output that streams, stored non-temporally too: a plain store to a
+// line that the vectors around it stream reads the line in and flushes the write-combining
+// buffer (a 2**22 float64 gradient peeling and finishing each 2,048-position block with
+// plain stores took 2.3-2.4 ms against 1.8 streaming them).
+template <typename T>
+inline void store_streaming(T* at, T value) {
+#if defined(__GNUC__) && defined(__AVX__) && defined(__x86_64__)
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+        using Bits = std::conditional_t<std::is_same_v<T, float>, int, long long>;
+        Bits bits;
+        std::memcpy(&bits, &value, sizeof bits);
+        if constexpr (std::is_same_v<T, float>)
+            _mm_stream_si32(reinterpret_cast<int*>(at), bits);
+        else
+            _mm_stream_si64(reinterpret_cast<long long*>(at), bits);
+        return;
+    }
+#endif
+    *at = value;
+}
+#if defined(__GNUC__)
 
 // kVectorWidth positions given their differences and weights (unread where there are none):
 // cpp/position.hpp's scalar expressions, the weight 1 left out (x * 1 == x exactly).
@@ -294,9 +331,10 @@ inline int64_t run_packed(double* acc, const T* p, const T* t, const Wt* w, T* o
 // n consecutive positions along one dimension; position i goes to lane (lane + i) % kLanes.
 // The dimension goes on for `extent` positions from c: prefetches stop there, since one
 // past the end of a small array may cost a page walk, which shows in small calls.
-// Streaming (passes that write, `out` contiguous and aligned to its elements): `out`'s
-// vectors stored non-temporally (store_packed) where they fall aligned; the caller fences
-// them.
+// Streaming (passes that write, `out` contiguous and aligned to its elements): `out` stored
+// non-temporally (store_packed, store_streaming) where its vectors fall aligned, as the
+// gradient's peel makes them and the fused pass's, which follow its lanes, may; the
+// caller fences the stores.
 template <Pass P, bool Weighted, bool Unit, typename T, typename Wt, bool Streaming = false>
 inline void run_lanes(double* lanes, int64_t lane, Cursor<T, Wt> c, const int64_t* step, double scale,
                       int64_t n, int64_t extent) {
@@ -308,11 +346,22 @@ inline void run_lanes(double* lanes, int64_t lane, Cursor<T, Wt> c, const int64_
     T* const out = c.out;
     const int64_t sp = Unit ? 1 : step[kP], st = Unit ? 1 : step[kT];
     const int64_t sw = Unit ? 1 : step[kW], so = Unit ? 1 : step[kOut];
+    bool streams = Streaming;
+    if constexpr (Streaming && kReduces<P>) {
+        const int64_t head = std::min(n, (kLanes - (lane & (kLanes - 1))) & (kLanes - 1));
+        streams = reinterpret_cast<std::uintptr_t>(out + head) % kStreamAlign == 0;
+    }
     auto value = [=](int64_t i) {
         const Wt* wi = nullptr;
         T* oi = nullptr;
         if constexpr (Weighted) wi = w + i * sw;
         if constexpr (kWrites<P>) oi = out + i * so;
+        if (Streaming && streams) {
+            T staged;
+            const double share = element<P, Weighted>(p + i * sp, t + i * st, wi, &staged, scale);
+            store_streaming(oi, staged);
+            return share;
+        }
         return element<P, Weighted>(p + i * sp, t + i * st, wi, oi, scale);
     };
     double acc[kLanes] = {};
@@ -321,7 +370,8 @@ inline void run_lanes(double* lanes, int64_t lane, Cursor<T, Wt> c, const int64_
         for (int64_t l = 0; l < kLanes; ++l) acc[l] = lanes[l];
         for (; i < n && ((lane + i) & (kLanes - 1)) != 0; ++i) acc[(lane + i) & (kLanes - 1)] += value(i);
     }
-    constexpr std::uintptr_t kStore = kVectorWidth * sizeof(T);  // bytes of a vector store to `out`
+    // Bytes to which `out` is aligned for its vector stores.
+    constexpr std::uintptr_t kStore = Streaming ? kStreamAlign : kVectorWidth * sizeof(T);
     if constexpr (kWrites<P> && !kReduces<P>) {
         // `out`'s vector stores aligned (the walk's order is free here): NumPy aligns float64
         // arrays to 16 bytes, and every other 32-byte store then spanned two cache lines
@@ -336,8 +386,7 @@ inline void run_lanes(double* lanes, int64_t lane, Cursor<T, Wt> c, const int64_
 #if defined(__GNUC__)
     if constexpr (kPackable<T> && (!Weighted || kPackable<Wt>)) {
         if constexpr (Unit) {
-            // The fused pass's vectors follow its lanes: they stream where they fall aligned.
-            if (Streaming && reinterpret_cast<std::uintptr_t>(out + i) % kStore == 0)
+            if (Streaming && streams)
                 i = run_packed<P, Weighted, false, Streaming>(acc, p, t, w, out, scale, i, n, extent);
             else
                 i = run_packed<P, Weighted, false, false>(acc, p, t, w, out, scale, i, n, extent);
@@ -552,11 +601,14 @@ struct Schedule {
         // An output of one position sums to 0 + its term in either mode; rows walk it faster.
         across_outputs = l.n_kept > 0 && l.shape[j] > 1 && l.n_red > 1 && (l.shape[r] == 1 || cost(j) < cost(r));
         short_rows = !across_outputs && l.ndim - l.n_kept == 1 && l.n_red <= kBlock;
-        // Rows of under 16 positions cost 2-3x the flat sum's time a position (a division and
-        // shuffles a row): counted twice, so that the team wakes for them from half the flat
-        // sum's size (rows of 3, 2**18 - 1 positions: 126-129 us on one thread, the team asleep).
+        // Rows of under kCountedTwiceBelow positions cost 2-3x the flat sum's time a position (a
+        // division and shuffles a row): counted twice, so that the team wakes for them from half
+        // the flat sum's size (rows of 3, 2**18 - 1 positions: 126-129 us on one thread, the team
+        // asleep).
+        constexpr int64_t kCountedTwiceBelow = 16;
         const int64_t positions = l.n_out * l.n_red;
-        parallel = problem.num_threads > 1 && run_on_team(short_rows && l.n_red < 16 ? 2 * positions : positions);
+        const bool costly_rows = short_rows && l.n_red < kCountedTwiceBelow;
+        parallel = problem.num_threads > 1 && run_on_team(costly_rows ? 2 * positions : positions);
     }
 
     // Stores one task's sum for output o (kept row-major index) and chunk c.
@@ -628,11 +680,11 @@ inline bool any_negative(const Wt* w, int64_t sw, int64_t n) {
 }
 
 // Outputs of a pass that writes from which its stores stream (store_packed). On a 2-vCPU
-// Xeon VM, mse_grad of 2**22 float64 positions (inputs and output 96 MiB) took 2.5 ms so
-// against 2.8-3.0 (one thread 4.9-5.6 against 6.9), 2**24 13-15 against 16; of 2**21, or
-// of 2**22 float32, no less (a C++ loop alone: 7% more). An output this large leaves the
-// cache before it is read.
-inline constexpr int64_t kStreamingStoresMin = int64_t{32} << 20;  // bytes
+// Xeon VM, mse_grad of 2**22 float64 positions (inputs and output 96 MiB) took 1.8 ms so
+// against 2.3, 2**24 9.7 against 11.9; a C loop 2**21 float64 positions (16 MiB out) 0.92
+// against 0.90 with plain stores, 24 MiB out as fast either way, 32 MiB 1.81 against 1.90.
+// An output this large leaves the cache before it is read.
+inline constexpr int64_t kStreamingStoresMin = int64_t{24} << 20;  // bytes
 template <Pass P, typename T>
 inline constexpr bool kStreams = kWrites<P> && kPackable<T>;
 
@@ -1365,12 +1417,24 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
     const bool prefetching = !kWrites<P> && step[kP] == 1 && js[kP] == n && n <= kPrefetchRowMax;
     const bool prefetch_targets = step[kT] == 1 && js[kT] == n;
     const bool prefetch_weights = Weighted && step[kW] == 1 && js[kW] == n;
-    const auto prefetch_rows = [&](int64_t r, int64_t count) FASTMSE_ALWAYS_INLINE {
-        if (!prefetching || (r + count) * n + kPrefetchDistance >= run * n) return;
-        prefetch_span(first.p + r * n, count * n);
-        if (prefetch_targets) prefetch_span(first.t + r * n, count * n);
-        if (prefetch_weights) prefetch_span(first.w + r * n, count * n);
+    // rows: a std::integral_constant. Rows of a fixed length (K) ask for their lines unrolled
+    // (prefetch_lines): as a loop, rows of 10 took 44 instructions a row, unrolled 37
+    // (callgrind, 2**18 float32 positions, mse(axis=-1)); no faster in time.
+    const auto prefetch_rows = [&](int64_t r, auto rows) FASTMSE_ALWAYS_INLINE {
+        constexpr int64_t kRows = decltype(rows)::value;
+        if (!prefetching || (r + kRows) * n + kPrefetchDistance >= run * n) return;
+        if constexpr (K > 0) {
+            prefetch_lines<kRows * K>(first.p + r * K);
+            if (prefetch_targets) prefetch_lines<kRows * K>(first.t + r * K);
+            if (prefetch_weights) prefetch_lines<kRows * K>(first.w + r * K);
+        } else {
+            prefetch_span(first.p + r * n, kRows * n);
+            if (prefetch_targets) prefetch_span(first.t + r * n, kRows * n);
+            if (prefetch_weights) prefetch_span(first.w + r * n, kRows * n);
+        }
     };
+    using OneRow = std::integral_constant<int64_t, 1>;
+    using GroupOfRows = std::integral_constant<int64_t, kRowGroup>;
     double sums[kRowBatch];
     constexpr bool kInPass = Weighted && kTakesWeightSums<P>;
     WeightSumsInPass* const in_pass = kInPass ? loss.weight_sums_in_pass() : nullptr;
@@ -1437,7 +1501,7 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                         [[maybe_unused]] GroupWeightChecks checks;
                         for (; i + kRowGroup <= rows; i += kRowGroup) {
                             const int64_t r = r0 + i;
-                            prefetch_rows(r, kRowGroup);
+                            prefetch_rows(r, GroupOfRows{});
                             packed_row_group<P, Weighted, decltype(one_target_)::value, decltype(weight_kind)::value,
                                              K, kSum>(first.p + r * K, targets.at(r), targets.jump(),
                                                       Weighted ? weights.at(r) : nullptr, weights.jump(),
@@ -1494,7 +1558,7 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                         const bool row_after = target_rows && (!kAlong || weights.jump() == K);
                         // Whole groups of rows, combined together; a row after the group or not.
                         for (; i + kRowGroup <= rows; i += kRowGroup) {
-                            prefetch_rows(r0 + i, kRowGroup);
+                            prefetch_rows(r0 + i, GroupOfRows{});
                             constexpr int kParts = kLanes / kVectorWidth;
                             Lanes acc[kRowGroup][kParts], weight_acc[kRowGroup][kSum ? kParts : 1];
                             LaneMask negative = {};
@@ -1678,7 +1742,7 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
 #endif
         for (; i < rows; ++i) {
             const int64_t r = r0 + i;
-            prefetch_rows(r, 1);
+            prefetch_rows(r, OneRow{});
             const T* p = first.p + r * js[kP];
             const T* t = first.t + r * js[kT];
             const Wt* w = Weighted ? first.w + r * js[kW] : nullptr;

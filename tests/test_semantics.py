@@ -314,14 +314,14 @@ def test_gradients_into_out_at_every_element_offset(backend, dtype):
 
 @pytest.mark.parametrize(("dtype", "n"), [(np.float32, (1 << 23) + 3), (np.float64, (1 << 22) + 5)])
 def test_large_gradients_at_any_offset_of_out(backend, dtype, n):
-    """Gradients of 32 MiB and more (whose stores the compiled walk streams past the cache
+    """Gradients of 24 MiB and more (whose stores the compiled walk streams past the cache
     where they are aligned) are 2 / n * (p - t) rounded once, at any offset of `out`, with
     nothing written around it; the fused pass's loss is `mse`'s."""
     rng = np.random.default_rng(23)
     p, t = rng.standard_normal((2, n)).astype(dtype)
     expected = (2.0 / n * (p.astype(np.float64) - t.astype(np.float64))).astype(dtype)
     loss = mse(p, t)
-    for offset in (0, 1, 3):
+    for offset in (0, 1, 2, 3):
         for fused in (False, True):
             buffer = np.full(n + 4, 7.0, dtype)
             out = buffer[offset : offset + n]

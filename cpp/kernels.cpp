@@ -881,8 +881,9 @@ enum class RowWeights { per_row, per_position, per_position_strided };
 
 // The gradient of kRowGroup contiguous rows of K positions, row g's scaled by factor[g]
 // (and each position by its weight, for weights per position; w: row 0's, jw apart):
-// packed across row boundaries, each lane taking its row's factor.
-template <int K, RowWeights W = RowWeights::per_row, typename T, typename Wt = T>
+// packed across row boundaries, each lane taking its row's factor. Streaming: as
+// store_packed, `out` aligned to kStreamAlign.
+template <int K, RowWeights W = RowWeights::per_row, bool Streaming = false, typename T, typename Wt = T>
 inline void gradient_row_group(const T* p, const T* t, T* out, const double* factor, const Wt* w = nullptr,
                                int64_t jw = 0) {
     constexpr int kGroup = kRowGroup * K;
@@ -900,7 +901,7 @@ inline void gradient_row_group(const T* p, const T* t, T* out, const double* fac
             for (int j = 0; j < kVectorWidth; ++j) weight[j] = load(w + (e + j) / K * jw + (e + j) % K);
             scale *= weight;
         }
-        store_packed(out + e, scale * (load_packed(p + e) - load_packed(t + e)));
+        store_packed<T, Streaming>(out + e, scale * (load_packed(p + e) - load_packed(t + e)));
     }
 }
 
@@ -1381,6 +1382,15 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
     const SharedRow<Wt, K> weights(first.w, js[kW], step[kW], run);
     const double* scale = l.data[kScale] ? static_cast<const double*>(l.data[kScale]) + kept.offset[kScale] : nullptr;
     const bool has_loss = l.data[kLoss] != nullptr;
+    // The gradient's stores stream (store_packed) where its rows follow one another in an
+    // output too large for the cache, every row aligned as the first (groups of kRowGroup
+    // rows, whose vector stores then are, or rows of whole kStreamAlign bytes): 2**24 float32
+    // positions, mse_and_grad(axis=-1, out=) of (N, 10) 7.2 -> 5.8-6.5 ms, of (N, 100) 7.1-7.3
+    // -> 6.5-6.7. The rows after the last group of a run store theirs plainly.
+    const bool streaming = kStreams<P, T> && step[kOut] == 1 && js[kOut] == n &&
+                           l.n_out * l.n_red * static_cast<int64_t>(sizeof(T)) >= kStreamingStoresMin &&
+                           reinterpret_cast<std::uintptr_t>(first.out) % kStreamAlign == 0 &&
+                           (K > 0 || n * static_cast<int64_t>(sizeof(T)) % static_cast<int64_t>(kStreamAlign) == 0);
 #if defined(__GNUC__)
     if constexpr (K == 1 && P == Pass::reduce_and_grad && !Weighted && kPackable<T>) {
         // Rows of one position, one after another (a loss per position): a row's sum is
@@ -1650,8 +1660,9 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
         if constexpr (K > 0 && (P == Pass::grad || P == Pass::reduce_and_grad) && kPackable<T> &&
                       (!Weighted || kPackable<Wt>)) {
             if ((has_loss || !kReduces<P>) && step[kT] == 1 && js[kP] == K && targets.jump() == K && js[kOut] == K) {
-                const auto groups = [&](auto weight_kind) {
+                const auto streamed_groups = [&](auto weight_kind, auto streams) {
                     constexpr RowWeights kWeights = decltype(weight_kind)::value;
+                    constexpr bool kStreaming = decltype(streams)::value;
                     constexpr bool kAlong = kWeights != RowWeights::per_row;
                     for (; i + kRowGroup <= rows; i += kRowGroup) {
                         const int64_t r = r0 + i, at = r * K, jw = weights.jump();
@@ -1719,9 +1730,23 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                                     first.p + at, t, 0, w, step[kW], jw, sums + i);
                             }
                             find_factors();
-                            gradient_row_group<K, kWeights>(first.p + at, t, first.out + at, factor, w, jw);
+                            gradient_row_group<K, kWeights, kStreaming>(first.p + at, t, first.out + at, factor, w,
+                                                                        jw);
                         }
                     }
+                };
+                // Rows of 3-7 (packed_row_group) store plainly: streamed, their fused passes
+                // were as fast or slower (2**24 float32, (N, 3) weighted per sample 10.4 -> 11.8 ms).
+                const auto groups = [&](auto weight_kind) {
+                    constexpr bool kPacked = kPackedGradientRowGroup<K> &&
+                                             decltype(weight_kind)::value != RowWeights::per_position_strided;
+                    if constexpr (!kPacked) {
+                        if (streaming) {
+                            streamed_groups(weight_kind, std::true_type{});
+                            return;
+                        }
+                    }
+                    streamed_groups(weight_kind, std::false_type{});
                 };
                 using PerRow = std::integral_constant<RowWeights, RowWeights::per_row>;
                 if (!Weighted || step[kW] == 0) {
@@ -1753,7 +1778,12 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                 sums[i] = fixed_row<P, Weighted, K>(p, t, step[kT], w, step[kW], out, factor);
             } else {
                 double acc[kLanes] = {};
-                run_lanes<P, Weighted, Unit>(acc, 0, Cursor<T, Wt>{p, t, w, out}, step, factor, n, n);
+                const Cursor<T, Wt> at{p, t, w, out};
+                constexpr bool kMayStream = Unit && kStreams<P, T>;
+                if (kMayStream && streaming)
+                    run_lanes<P, Weighted, Unit, T, Wt, kMayStream>(acc, 0, at, step, factor, n, n);
+                else
+                    run_lanes<P, Weighted, Unit>(acc, 0, at, step, factor, n, n);
                 sums[i] = combine_lanes(acc);
             }
         }
@@ -1772,6 +1802,9 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                 loss.store_rows(at, js[kLoss], sums, rows);
             }
     }
+#if defined(__GNUC__) && defined(__AVX__)  // where store_packed streams
+    if (streaming) _mm_sfence();  // as lane_tasks
+#endif
 }
 
 // Rows of up to kFixedRow<P, T> positions get a loop unrolled for their length: float32 and

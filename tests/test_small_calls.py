@@ -467,6 +467,41 @@ def test_weight_sums_summed_before_the_pass_check_the_signs_as_they_sum(dtype, s
                 _assert_paths_agree(results)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("rows", [3, 1 << 18])
+def test_the_weights_check_finds_one_bad_weight_anywhere(dtype, rows):
+    # Before a pass that writes, the weights are read once to check them (in vectors of
+    # 16 bytes, the rest one by one; in blocks on the team's threads where there are over
+    # 2**20): one negative weight, one row of zeros or one weight that cancels from a mean
+    # but is not positive and finite, in any vector, lane or tail, on either thread, hands
+    # the call back or takes it off the pass that sums the weights as it writes.
+    row = 5
+    rng = np.random.default_rng(rows)
+    p, t = rng.standard_normal((2, rows, row)).astype(dtype)
+    out = np.empty_like(p)
+    per_position = rng.uniform(0.5, 2.0, (rows, row)).astype(dtype)
+    per_sample = per_position[:, :1].copy()
+    assert core.small_call(MSE_GRAD, p, t, per_position, None, "sum", False, out) is not NotImplemented
+    assert core.small_call(MSE_GRAD, p, t, per_sample, -1, "mean", False, out) is not NotImplemented
+    for at in sorted({0, 1, 2, 3, per_position.size // 2 + 1, per_position.size - 2, per_position.size - 1}):
+        negative = per_position.copy()
+        negative.flat[at] = -0.5
+        assert core.small_call(MSE_GRAD, p, t, negative, None, "sum", False, out) is NotImplemented
+    for at in sorted({0, 1, 2, rows // 2, rows - 2, rows - 1}):
+        for bad in (0.0, -1.0, np.inf, np.nan):
+            cancelling = per_sample.copy()
+            cancelling[at] = bad
+            assert core.small_call(MSE_GRAD, p, t, cancelling, -1, "mean", False, out) is NotImplemented
+        zero_row = per_position.copy()
+        zero_row[at] = 0.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            out.fill(7)
+            with pytest.raises(RuntimeWarning, match="weights that sum to zero"):
+                mse_grad(p, t, weights=zero_row, axis=-1, out=out)
+            assert (out == 7).all()
+
+
 @pytest.mark.parametrize("function", [mse_grad, mse_and_grad])
 def test_out_is_left_alone_where_a_zero_weight_sum_warns_as_an_error(function):
     # The general path warns before it writes: with warnings as errors, `out` keeps what

@@ -334,6 +334,41 @@ def test_large_gradients_at_any_offset_of_out(backend, dtype, n):
             assert (buffer[offset + n :] == 7.0).all()
 
 
+@pytest.mark.parametrize(
+    ("shape", "axis", "target_shape", "dtype"),
+    [
+        ((629146, 10), -1, None, np.float32),  # rows in groups of four
+        ((62915, 100), -1, None, np.float32),  # rows one by one
+        ((393216, 16), 0, None, np.float32),  # across outputs
+        ((2097152, 3), 0, None, np.float32),  # across outputs, narrow
+        ((393216, 16), None, (16,), np.float32),  # a target per column over everything
+        ((314573, 10), -1, None, np.float64),
+    ],
+)
+def test_large_gradients_over_rows_at_any_offset_of_out(backend, shape, axis, target_shape, dtype):
+    """Gradients of 24 MiB and more over rows, columns and broadcast targets (whose stores
+    the compiled walks stream where they are aligned) are 2 / count * (p - t) rounded once
+    at any offset of `out`, with nothing written around it; the fused loss is `mse`'s."""
+    rng = np.random.default_rng(shape[1])
+    p = rng.standard_normal(shape).astype(dtype)
+    t = rng.standard_normal(target_shape or shape).astype(dtype)
+    count = p.size if axis is None else shape[axis]
+    expected = (2.0 / count * (p.astype(np.float64) - t.astype(np.float64))).astype(dtype)
+    loss = mse(p, t, axis=axis)
+    for offset in (0, 1, 2, 3):
+        buffer = np.full(p.size + 4, 7.0, dtype)
+        out = buffer[offset : offset + p.size].reshape(shape)
+        for fused in (False, True):
+            out.fill(0)
+            if fused:
+                assert_same(mse_and_grad(p, t, axis=axis, out=out)[0], loss)
+            else:
+                mse_grad(p, t, axis=axis, out=out)
+            np.testing.assert_array_equal(out, expected, strict=True)
+            assert (buffer[:offset] == 7.0).all()
+            assert (buffer[offset + p.size :] == 7.0).all()
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_misaligned_inputs_are_read_in_place(backend, dtype):
     """Inputs at any address give the bits of their aligned copies, and the compiled and

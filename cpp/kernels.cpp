@@ -885,28 +885,35 @@ enum class RowWeights { per_row, per_position, per_position_strided };
 
 // The gradient of kRowGroup contiguous rows of K positions, row g's scaled by factor[g]
 // (and each position by its weight, for weights per position; w: row 0's, jw apart):
-// packed across row boundaries, each lane taking its row's factor. Streaming: as
-// store_packed, `out` aligned to kStreamAlign.
-template <int K, RowWeights W = RowWeights::per_row, bool Streaming = false, typename T, typename Wt = T>
+// packed across row boundaries, each lane taking its row's factor. streaming: as
+// store_packed, `out` aligned to kStreamAlign (a branch here, not a copy of the caller's
+// loop: rows of 10 weighted per sample, fused over everything, ran 10% slower so).
+template <int K, RowWeights W = RowWeights::per_row, typename T, typename Wt = T>
 inline void gradient_row_group(const T* p, const T* t, T* out, const double* factor, const Wt* w = nullptr,
-                               int64_t jw = 0) {
+                               int64_t jw = 0, bool streaming = false) {
     constexpr int kGroup = kRowGroup * K;
     static_assert(kGroup % kVectorWidth == 0);
+    const auto stores = [&](auto streams) FASTMSE_ALWAYS_INLINE {
 #if !defined(__clang__)
 #pragma GCC unroll 64
 #endif
-    for (int e = 0; e < kGroup; e += kVectorWidth) {
-        Lanes scale;
-        for (int j = 0; j < kVectorWidth; ++j) scale[j] = factor[(e + j) / K];
-        if constexpr (W == RowWeights::per_position) {
-            scale *= load_packed(w + e);  // (scale * weight) * d, as write() has it
-        } else if constexpr (W == RowWeights::per_position_strided) {
-            Lanes weight;
-            for (int j = 0; j < kVectorWidth; ++j) weight[j] = load(w + (e + j) / K * jw + (e + j) % K);
-            scale *= weight;
+        for (int e = 0; e < kGroup; e += kVectorWidth) {
+            Lanes scale;
+            for (int j = 0; j < kVectorWidth; ++j) scale[j] = factor[(e + j) / K];
+            if constexpr (W == RowWeights::per_position) {
+                scale *= load_packed(w + e);  // (scale * weight) * d, as write() has it
+            } else if constexpr (W == RowWeights::per_position_strided) {
+                Lanes weight;
+                for (int j = 0; j < kVectorWidth; ++j) weight[j] = load(w + (e + j) / K * jw + (e + j) % K);
+                scale *= weight;
+            }
+            store_packed<T, decltype(streams)::value>(out + e, scale * (load_packed(p + e) - load_packed(t + e)));
         }
-        store_packed<T, Streaming>(out + e, scale * (load_packed(p + e) - load_packed(t + e)));
-    }
+    };
+    if (streaming)
+        stores(std::bool_constant<kStreams<Pass::grad, T>>{});
+    else
+        stores(std::false_type{});
 }
 
 // Which rows are summed one at a time, in vectors along the row itself: fewer instructions
@@ -1390,7 +1397,9 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
     // output too large for the cache, every row aligned as the first (groups of kRowGroup
     // rows, whose vector stores then are, or rows of whole kStreamAlign bytes): 2**24 float32
     // positions, mse_and_grad(axis=-1, out=) of (N, 10) 7.2 -> 5.8-6.5 ms, of (N, 100) 7.1-7.3
-    // -> 6.5-6.7. The rows after the last group of a run store theirs plainly.
+    // -> 6.5-6.7. The rows after the last group of a run store theirs plainly, and so do rows
+    // of 3-7 (packed_row_group): streamed, their fused passes ran as fast or slower (2**24
+    // float32, (N, 3) weighted per sample 10.4 -> 11.8 ms).
     const bool streaming = kStreams<P, T> && step[kOut] == 1 && js[kOut] == n &&
                            l.n_out * l.n_red * static_cast<int64_t>(sizeof(T)) >= kStreamingStoresMin &&
                            reinterpret_cast<std::uintptr_t>(first.out) % kStreamAlign == 0 &&
@@ -1664,9 +1673,8 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
         if constexpr (K > 0 && (P == Pass::grad || P == Pass::reduce_and_grad) && kPackable<T> &&
                       (!Weighted || kPackable<Wt>)) {
             if ((has_loss || !kReduces<P>) && step[kT] == 1 && js[kP] == K && targets.jump() == K && js[kOut] == K) {
-                const auto streamed_groups = [&](auto weight_kind, auto streams) {
+                const auto groups = [&](auto weight_kind) {
                     constexpr RowWeights kWeights = decltype(weight_kind)::value;
-                    constexpr bool kStreaming = decltype(streams)::value;
                     constexpr bool kAlong = kWeights != RowWeights::per_row;
                     for (; i + kRowGroup <= rows; i += kRowGroup) {
                         const int64_t r = r0 + i, at = r * K, jw = weights.jump();
@@ -1734,23 +1742,10 @@ void row_range(const Layout& l, const LossStore& loss, const Odometer& kept, int
                                     first.p + at, t, 0, w, step[kW], jw, sums + i);
                             }
                             find_factors();
-                            gradient_row_group<K, kWeights, kStreaming>(first.p + at, t, first.out + at, factor, w,
-                                                                        jw);
+                            gradient_row_group<K, kWeights>(first.p + at, t, first.out + at, factor, w, jw,
+                                                            streaming);
                         }
                     }
-                };
-                // Rows of 3-7 (packed_row_group) store plainly: streamed, their fused passes
-                // were as fast or slower (2**24 float32, (N, 3) weighted per sample 10.4 -> 11.8 ms).
-                const auto groups = [&](auto weight_kind) {
-                    constexpr bool kPacked = kPackedGradientRowGroup<K> &&
-                                             decltype(weight_kind)::value != RowWeights::per_position_strided;
-                    if constexpr (!kPacked) {
-                        if (streaming) {
-                            streamed_groups(weight_kind, std::true_type{});
-                            return;
-                        }
-                    }
-                    streamed_groups(weight_kind, std::false_type{});
                 };
                 using PerRow = std::integral_constant<RowWeights, RowWeights::per_row>;
                 if (!Weighted || step[kW] == 0) {

@@ -194,6 +194,14 @@ FASTMSE_ALWAYS_INLINE inline void prefetch_lines(const T* from) {
     for (std::uintptr_t at = 0; at < Count * sizeof(T); at += 64) prefetch(reinterpret_cast<const void*>(first + at));
 }
 
+// Four float64 lanes to a register with AVX, two without (SSE2, NEON); the stores of
+// `out` align to whole ones of them (run_lanes), whatever the compiler.
+#if defined(__AVX__)
+constexpr int64_t kVectorWidth = 4;
+#else
+constexpr int64_t kVectorWidth = 2;
+#endif
+
 // The element types of the loops specialized beyond the general ones.
 template <typename T>
 inline constexpr bool kPackable = std::is_same_v<T, float> || std::is_same_v<T, double>;
@@ -203,12 +211,6 @@ inline constexpr bool kPackable = std::is_same_v<T, float> || std::is_same_v<T, 
 // contiguous: GCC's vectorizer alone split the fused pass between vector and scalar code,
 // differently as the file grew (a flat mse_and_grad swung between 13 and 22 ms), and
 // kept the accumulators of short rows in memory. Same operations, same order, same bits.
-// Four float64 lanes to a register with AVX, two without (SSE2, NEON).
-#if defined(__AVX__)
-constexpr int64_t kVectorWidth = 4;
-#else
-constexpr int64_t kVectorWidth = 2;
-#endif
 typedef double Lanes __attribute__((vector_size(kVectorWidth * sizeof(double))));
 template <typename T>
 struct Packed {  // kVectorWidth elements of T at any address

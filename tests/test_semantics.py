@@ -316,7 +316,7 @@ def test_gradients_into_out_at_every_element_offset(backend, dtype):
 def test_large_gradients_at_any_offset_of_out(backend, dtype, n):
     """Gradients of 24 MiB and more (whose stores the compiled walk streams past the cache
     where they are aligned) are 2 / n * (p - t) rounded once, at any offset of `out`, with
-    nothing written around it; the fused pass's loss is `mse`'s."""
+    nothing written around it, and in place; the fused pass's loss is `mse`'s."""
     rng = np.random.default_rng(23)
     p, t = rng.standard_normal((2, n)).astype(dtype)
     expected = (2.0 / n * (p.astype(np.float64) - t.astype(np.float64))).astype(dtype)
@@ -332,6 +332,9 @@ def test_large_gradients_at_any_offset_of_out(backend, dtype, n):
             np.testing.assert_array_equal(out, expected, strict=True)
             assert (buffer[:offset] == 7.0).all()
             assert (buffer[offset + n :] == 7.0).all()
+    in_place = p.copy()  # stored plainly: the line just read is in cache
+    assert_same(mse_and_grad(in_place, t, out=in_place)[0], loss)
+    np.testing.assert_array_equal(in_place, expected, strict=True)
 
 
 @pytest.mark.parametrize(
@@ -348,7 +351,8 @@ def test_large_gradients_at_any_offset_of_out(backend, dtype, n):
 def test_large_gradients_over_rows_at_any_offset_of_out(backend, shape, axis, target_shape, dtype):
     """Gradients of 24 MiB and more over rows, columns and broadcast targets (whose stores
     the compiled walks stream where they are aligned) are 2 / count * (p - t) rounded once
-    at any offset of `out`, with nothing written around it; the fused loss is `mse`'s."""
+    at any offset of `out`, with nothing written around it, and in place (`out` the
+    predictions or the targets); the fused loss is `mse`'s."""
     rng = np.random.default_rng(shape[1])
     p = rng.standard_normal(shape).astype(dtype)
     t = rng.standard_normal(target_shape or shape).astype(dtype)
@@ -367,6 +371,14 @@ def test_large_gradients_over_rows_at_any_offset_of_out(backend, shape, axis, ta
             np.testing.assert_array_equal(out, expected, strict=True)
             assert (buffer[:offset] == 7.0).all()
             assert (buffer[offset + p.size :] == 7.0).all()
+    # In place, where the compiled walks store plainly: the line just read is in cache.
+    in_place = p.copy()
+    assert_same(mse_and_grad(in_place, t, axis=axis, out=in_place)[0], loss)
+    np.testing.assert_array_equal(in_place, expected, strict=True)
+    if target_shape is None:
+        in_place = t.copy()
+        mse_grad(p, in_place, axis=axis, out=in_place)
+        np.testing.assert_array_equal(in_place, expected, strict=True)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])

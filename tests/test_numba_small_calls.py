@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 _numba = pytest.importorskip("fastmse._numba", reason="Numba is optional")
-PARALLEL_MIN, CHUNK = _numba.PARALLEL_MIN, _numba.CHUNK
+PARALLEL_MIN, CHUNK, BLOCK = _numba.PARALLEL_MIN, _numba.CHUNK, _numba.BLOCK
 
 MSE, MSE_GRAD, MSE_AND_GRAD = range(3)
 FLOATS = (np.float16, np.float32, np.float64)
@@ -249,6 +249,41 @@ def test_weighted_calls_are_bitwise_those_of_the_general_path(case):
         assert results[0][1] == results[1][1]
         assert_same_results(results[0][0], results[1][0])
         if results[0][2] is not None:
+            assert_same_results(results[0][2], results[1][2])
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize(("axis", "row"), [(None, 10), (-1, 10), (-1, BLOCK + 52)])
+def test_weights_checked_on_the_workers_as_on_the_general_path(dtype, axis, row):
+    # A mean's weights are checked as the workers sum them (weight_sum_tasks), each range
+    # of tasks its own weights: one negative weight, one row of zeros or all weights NaN,
+    # at either end or in the middle (the other worker's range), gives the general path's
+    # error or warning, and `out` is left alone where it raises. Rows longer than a block
+    # are summed in chunks, their sums finished after the pass.
+    rows = PARALLEL_MIN // row + 3
+    rng = np.random.default_rng(11)
+    p, t = (rng.standard_normal((rows, row)).astype(dtype) for _ in range(2))
+    weights = rng.uniform(0.5, 2.0, (rows, row)).astype(dtype)
+    cases = [weights]
+    for at in (0, weights.size // 2 + 3, weights.size - 1):
+        negative = weights.copy()
+        negative.flat[at] = -0.5
+        cases.append(negative)
+    for at in (0, rows // 2, rows - 1):
+        zero_row = weights.copy()
+        zero_row[at] = 0.0
+        cases.append(zero_row)
+    cases.append(np.full_like(weights, np.nan))
+    for w in cases:
+        for function in (mse, mse_grad, mse_and_grad):
+            results = []
+            for path in (on_general_path, directly):
+                out = np.full_like(p, 7)
+                kwargs = {} if function is mse else {"out": out}
+                result, caught = warned(path, function, p, t, weights=w, axis=axis, **kwargs)
+                results.append((result, caught, out))
+            assert results[0][1] == results[1][1]
+            assert_same_results(results[0][0], results[1][0])
             assert_same_results(results[0][2], results[1][2])
 
 

@@ -853,6 +853,57 @@ def tasks(begin: int, end: int, mode: int, arguments: Any, partials: Float64s) -
         lane_tasks(begin, end, arguments, partials)
 
 
+# Positions of weights that weight_sum_tasks sums and then checks from cache (64 KiB of
+# float32).
+WEIGHTS_AT_ONCE = 1 << 14
+# weight_sum_tasks' findings: a negative weight, a weight that is a number (not NaN), a row
+# whose weights sum to 0.
+NEGATIVE_WEIGHT, SOME_WEIGHT, ZERO_WEIGHT_SUM = range(3)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def weight_sum_tasks(
+    begin: int,
+    end: int,
+    n_tasks: int,
+    weight_mode: int,
+    weight_arguments: Any,
+    weight_partials: Float64s,
+    scale: Float64s,
+    found: Int64s,
+) -> None:
+    """Tasks [begin, end) of a pass that sums weights (reduce_difference, the weights as
+    its predictions, flat and contiguous; `n_tasks` in all), each stretch of them followed
+    by the checks of the weights it has just read, from cache rather than in a pass of
+    their own (np.fmin.reduce, on one thread, took a quarter of a weighted loss per row).
+    Sets found[NEGATIVE_WEIGHT], found[SOME_WEIGHT] and (rows: ROW_MODE, a task a row)
+    found[ZERO_WEIGHT_SUM]; rows also get their gradient factor, scale[r] = 2 / sum, where
+    `scale` is not empty."""
+    weights = weight_arguments[9]
+    n = weights.size
+    per_task = (n + n_tasks - 1) // n_tasks  # positions whose weights a task checks
+    rows = weight_mode == ROW_MODE
+    row_sums = weight_arguments[13]
+    negative = numbers = zero_sums = 0  # counts, not flags or an early return: a loop of vectors
+    step = max(1, WEIGHTS_AT_ONCE // per_task)
+    for first in range(begin, end, step):
+        last = min(first + step, end)
+        tasks(first, last, weight_mode, weight_arguments, weight_partials)
+        for i in range(min(first * per_task, n), min(last * per_task, n)):
+            weight = load(weights, i)
+            negative += weight < 0
+            numbers += not np.isnan(weight)
+        if rows:
+            for r in range(first, last):
+                zero_sums += row_sums[r] == 0.0
+            if scale.size:
+                for r in range(first, last):
+                    scale[r] = 2.0 / row_sums[r]
+    for flag, count in ((NEGATIVE_WEIGHT, negative), (SOME_WEIGHT, numbers), (ZERO_WEIGHT_SUM, zero_sums)):
+        if count:
+            released(found, flag, 1)
+
+
 # The loss comes as two views, float64 sums and the loss finished in the data's dtype, one
 # of them a scratch value of one element (see put_loss). One compiled copy of the kernels
 # then serves both, where a loss array of either dtype would compile them twice.
@@ -2491,6 +2542,7 @@ def max_threads() -> int:
 
 # Arrays that the kernels only read (divisors, scale, origin), made once for the small calls.
 _ONE, _TWO, _NOUGHT, _ORIGIN = np.ones(1), np.full(1, 2.0), np.zeros(1), np.zeros(6, np.int64)
+_NO_SCALE = np.zeros(0)  # weight_sum_tasks' `scale` where the rows' factors are not wanted
 
 
 @functools.lru_cache(maxsize=256)
@@ -3276,9 +3328,12 @@ class NumbaBackend:
             count = p.shape[-1]
             if count < 2 or p.size < 2 * count:
                 return NotImplemented
-        if not np.fmin.reduce(w, axis=None) >= 0:  # the general path's error (a NaN passes)
+        mean = reduction == "mean"
+        # The general path's error (a NaN passes); a mean's weights are checked as they are
+        # summed (_weight_sums).
+        if not mean and not np.fmin.reduce(w, axis=None) >= 0:
             return NotImplemented
-        if p.size == 1 and reduction == "mean":  # one position: weights that may cancel
+        if p.size == 1 and mean:  # one position: weights that may cancel
             return NotImplemented
         if job != 0:
             out = _small_call_out(out, p, t, w, False)
@@ -3289,34 +3344,16 @@ class NumbaBackend:
             p_flat, t_flat, w_flat = _writeable(p_flat), _writeable(t_flat), _writeable(w_flat)
         out_flat = None if out is None else _flat_operand(out)
         kind = (REDUCE, GRAD, REDUCE_AND_GRAD)[job]
-        mean = reduction == "mean"
         rows = p.size // count if axis is not None else p.shape[0]
         row = p.size // rows
         if axis is not None:
             # Weight sums per row, each the loss's divisor and its gradient factor's.
-            divisors, scale = _ONE, _TWO
-            if mean:
-                divisors = np.empty(rows)
-                self._steps(
-                    REDUCE_DIFFERENCE,
-                    (rows, row),
-                    1,
-                    ((row, 1), None, None, None, (1, 0), None),
-                    w_flat,
-                    np.zeros(1, w_flat.dtype),
-                    None,
-                    None,
-                    divisors,
-                    _ONE,
-                    _NOUGHT,
-                )
-                if not divisors.all():
-                    return NotImplemented  # the general path's warning
-                with np.errstate(divide="ignore", over="ignore"):
-                    scale = np.divide(2.0, divisors)
+            divisors, scale = (
+                (np.empty(rows), np.empty(rows) if out is not None else _NO_SCALE) if mean else (_ONE, _TWO)
+            )
             loss = np.empty(p.shape[:-1], p.dtype) if job != 1 else None
             steps = (row, 1)
-            self._steps(
+            pass_arguments = _steps_arguments(
                 kind,
                 (rows, row),
                 1,
@@ -3336,12 +3373,45 @@ class NumbaBackend:
                 divisors if loss is not None else _ONE,
                 scale if out is not None else _NOUGHT,
             )
+            if mean:
+                weight_arguments = _steps_arguments(
+                    REDUCE_DIFFERENCE,
+                    (rows, row),
+                    1,
+                    ((row, 1), None, None, None, (1, 0), None),
+                    w_flat,
+                    np.zeros(1, w_flat.dtype),
+                    None,
+                    None,
+                    divisors,
+                    _ONE,
+                    _NOUGHT,
+                )
+                if not self._weight_sums(weight_arguments, p.size, scale):
+                    return NotImplemented
+            self._run_arguments(pass_arguments, p.size)
             if job == 1:
                 return out
             return loss if job == 0 else (loss, out)
         denominator = 1.0
         if mean:
-            total_weights = self._sum(w_flat)
+            nothing = np.zeros(1, w_flat.dtype)
+            weight_arguments = _steps_arguments(
+                REDUCE_DIFFERENCE,
+                (w_flat.size,),
+                0,
+                ((1,), *[None] * 5),
+                w_flat,
+                nothing,
+                None,
+                None,
+                None,
+                _ONE,
+                _NOUGHT,
+            )
+            if not self._weight_sums(weight_arguments, w_flat.size, _NO_SCALE):
+                return NotImplemented
+            total_weights = float(weight_arguments[RUN_SUMS][0])
             denominator = total_weights * float(row) if per_sample else total_weights
             if denominator == 0.0:
                 return NotImplemented  # the general path's warning
@@ -3408,14 +3478,29 @@ class NumbaBackend:
         self._run_arguments(arguments, math.prod(steps_arguments[1]))
         return float(arguments[RUN_SUMS][0])
 
-    def _sum(self, values: Operand) -> float:
-        """flat_sum(values), its chunks shared with the workers where `values` is large."""
-        if not self._parallel(values.size):
-            return flat_sum(values)
-        nothing = np.zeros(1, values.dtype)
-        return self._steps(
-            REDUCE_DIFFERENCE, (values.size,), 0, ((1,), *[None] * 5), values, nothing, None, None, None, _ONE, _NOUGHT
-        )
+    def _weight_sums(self, weight_arguments: tuple[Any, ...], size: int, scale: Float64s) -> bool:
+        """A pass that sums weights (weight_arguments: of kind REDUCE_DIFFERENCE, the weights
+        its flat predictions), the weights checked as weight_sum_tasks checks them, on the
+        workers where `size` positions (the loss's) are many; rows get their gradient
+        factor into `scale` where it is not empty. False where the general path raises or
+        warns: a negative weight, all weights NaN, a row whose weights sum to 0."""
+        mode, n_tasks, task_arguments, partials = schedule(*weight_arguments)
+        found = np.zeros(3, np.int64)
+        if self._parallel(size):
+            self._on_threads(weight_sum_tasks, n_tasks, (n_tasks, mode, task_arguments, partials, scale, found))
+        else:
+            weight_sum_tasks(0, n_tasks, n_tasks, mode, task_arguments, partials, scale, found)
+        combine_chunks(task_arguments, partials)
+        if found[NEGATIVE_WEIGHT] or not found[SOME_WEIGHT] or found[ZERO_WEIGHT_SUM]:
+            return False
+        if mode != ROW_MODE:  # rows of more than a block, their sums finished by combine_chunks
+            divisors = task_arguments[13]
+            if weight_arguments[4] and not divisors.all():  # kept rows: a divisor each
+                return False
+            if scale.size:
+                with np.errstate(over="ignore"):  # a subnormal weight sum's factor: inf, as in the kernel
+                    np.divide(2.0, divisors, out=scale)
+        return True
 
     def _flat(
         self, kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out: Operand, factor: float

@@ -254,13 +254,14 @@ def test_weighted_calls_are_bitwise_those_of_the_general_path(case):
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize(("axis", "row"), [(None, 10), (-1, 10), (-1, BLOCK + 52)])
-def test_weights_checked_on_the_workers_as_on_the_general_path(dtype, axis, row):
+@pytest.mark.parametrize("on_workers", [False, True])
+def test_weights_checked_as_on_the_general_path(dtype, axis, row, on_workers):
     # A mean's weights are checked as the workers sum them (weight_sum_tasks), each range
-    # of tasks its own weights: one negative weight, one row of zeros or all weights NaN,
-    # at either end or in the middle (the other worker's range), gives the general path's
-    # error or warning, and `out` is left alone where it raises. Rows longer than a block
-    # are summed in chunks, their sums finished after the pass.
-    rows = PARALLEL_MIN // row + 3
+    # of tasks its own weights, or on one thread by NumPy first: one negative weight, one
+    # row of zeros or all weights NaN, at either end or in the middle (the other worker's
+    # range), gives the general path's error or warning, and `out` is left alone where it
+    # raises. Rows longer than a block are summed in chunks, their sums finished after.
+    rows = PARALLEL_MIN // row + 3 if on_workers else 7
     rng = np.random.default_rng(11)
     p, t = (rng.standard_normal((rows, row)).astype(dtype) for _ in range(2))
     weights = rng.uniform(0.5, 2.0, (rows, row)).astype(dtype)

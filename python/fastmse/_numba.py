@@ -3375,45 +3375,17 @@ class NumbaBackend:
                 divisors if loss is not None else _ONE,
                 scale if out is not None else _NOUGHT,
             )
-            if mean:
-                weight_arguments = _steps_arguments(
-                    REDUCE_DIFFERENCE,
-                    (rows, row),
-                    1,
-                    ((row, 1), None, None, None, (1, 0), None),
-                    w_flat,
-                    np.zeros(1, w_flat.dtype),
-                    None,
-                    None,
-                    divisors,
-                    _ONE,
-                    _NOUGHT,
-                )
-                if not self._weight_sums(weight_arguments, w, p.size, scale):
-                    return NotImplemented
+            if mean and self._weight_sums(w, w_flat, divisors, p.size, scale) is None:
+                return NotImplemented
             self._run_arguments(pass_arguments, p.size)
             if job == 1:
                 return out
             return loss if job == 0 else (loss, out)
         denominator = 1.0
         if mean:
-            nothing = np.zeros(1, w_flat.dtype)
-            weight_arguments = _steps_arguments(
-                REDUCE_DIFFERENCE,
-                (w_flat.size,),
-                0,
-                ((1,), *[None] * 5),
-                w_flat,
-                nothing,
-                None,
-                None,
-                None,
-                _ONE,
-                _NOUGHT,
-            )
-            if not self._weight_sums(weight_arguments, w, w_flat.size, _NO_SCALE):
+            total_weights = self._weight_sums(w, w_flat, None, w_flat.size, _NO_SCALE)
+            if total_weights is None:
                 return NotImplemented
-            total_weights = float(weight_arguments[RUN_SUMS][0])
             denominator = total_weights * float(row) if per_sample else total_weights
             if denominator == 0.0:
                 return NotImplemented  # the general path's warning
@@ -3480,13 +3452,27 @@ class NumbaBackend:
         self._run_arguments(arguments, math.prod(steps_arguments[1]))
         return float(arguments[RUN_SUMS][0])
 
-    def _weight_sums(self, weight_arguments: tuple[Any, ...], weights: np.ndarray, size: int, scale: Float64s) -> bool:
-        """A pass that sums `weights` (weight_arguments: of kind REDUCE_DIFFERENCE, the
-        weights its flat predictions), the weights checked as weight_sum_tasks checks them
-        on the workers where `size` positions (the loss's) are many, else by NumPy; rows
-        get their gradient factor into `scale` where it is not empty. False where the
-        general path raises or warns: a negative weight, all weights NaN, a row whose
-        weights sum to 0."""
+    def _weight_sums(
+        self, weights: np.ndarray, flat: np.ndarray, row_sums: Float64s | None, size: int, scale: Float64s
+    ) -> float | None:
+        """The sums of `weights` (`flat`: as _flat_operand gives them) as reduce_difference
+        sums them (the weights as its predictions, 0 as its targets): a sum per row into
+        `row_sums` (rows of flat.size // row_sums.size; returns 0.0), or with row_sums None
+        their total, returned. The weights are checked as weight_sum_tasks checks them on the workers
+        where `size` positions (the loss's) are many, else by NumPy first; rows get their
+        gradient factor into `scale` where it is not empty. None where the general path
+        raises or warns: a negative weight, all weights NaN, a row whose weights sum to 0."""
+        zero = np.zeros(1, flat.dtype)  # the targets
+        if row_sums is None:
+            weight_arguments = _steps_arguments(
+                REDUCE_DIFFERENCE, (flat.size,), 0, ((1,), *[None] * 5), flat, zero, None, None, None, _ONE, _NOUGHT
+            )
+        else:
+            row = flat.size // row_sums.size
+            layout = ((row, 1), None, None, None, (1, 0), None)
+            weight_arguments = _steps_arguments(
+                REDUCE_DIFFERENCE, (row_sums.size, row), 1, layout, flat, zero, None, None, row_sums, _ONE, _NOUGHT
+            )
         mode, n_tasks, task_arguments, partials = schedule(*weight_arguments)
         found = np.zeros(3, np.int64)
         if self._parallel(size):
@@ -3495,20 +3481,21 @@ class NumbaBackend:
             # On one thread NumPy's check is faster: Numba's loop is not vectorized as well
             # (float32, 2**14 weights in cache: 0.17 ns a weight, np.fmin.reduce 0.09).
             if not np.fmin.reduce(weights, axis=None) >= 0:  # a NaN passes
-                return False
+                return None
             found[SOME_WEIGHT] = 1
             weight_sum_tasks(0, n_tasks, n_tasks, mode, task_arguments, partials, False, scale, found)
         combine_chunks(task_arguments, partials)
         if found[NEGATIVE_WEIGHT] or not found[SOME_WEIGHT] or found[ZERO_WEIGHT_SUM]:
-            return False
+            return None
+        if row_sums is None:
+            return float(weight_arguments[RUN_SUMS][0])
         if mode != ROW_MODE:  # rows of more than a block, their sums finished by combine_chunks
-            divisors = task_arguments[13]
-            if weight_arguments[4] and not divisors.all():  # kept rows: a divisor each
-                return False
+            if not row_sums.all():
+                return None
             if scale.size:
                 with np.errstate(over="ignore"):  # a subnormal weight sum's factor: inf, as in the kernel
-                    np.divide(2.0, divisors, out=scale)
-        return True
+                    np.divide(2.0, row_sums, out=scale)
+        return 0.0
 
     def _flat(
         self, kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out: Operand, factor: float

@@ -255,37 +255,57 @@ def test_weighted_calls_are_bitwise_those_of_the_general_path(case):
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize(("axis", "row"), [(None, 10), (-1, 10), (-1, BLOCK + 52)])
 @pytest.mark.parametrize("on_workers", [False, True])
-def test_weights_checked_as_on_the_general_path(dtype, axis, row, on_workers):
+def test_weights_checked_as_on_the_general_path(backend, monkeypatch, dtype, axis, row, on_workers):
     # A mean's weights are checked as the workers sum them (weight_sum_tasks), each range
     # of tasks its own weights, or on one thread by NumPy first: one negative weight, one
-    # row of zeros or all weights NaN, at either end or in the middle (the other worker's
-    # range), gives the general path's error or warning, and `out` is left alone where it
-    # raises. Rows longer than a block are summed in chunks, their sums finished after.
+    # row of zeros or all weights NaN, at either end, at the end of the first thread's
+    # range, in the middle of a stretch or in the other thread's range, gives the general
+    # path's error or warning, and `out` is left alone where it raises. Rows longer than a
+    # block are summed in chunks, their sums finished after.
     rows = PARALLEL_MIN // row + 3 if on_workers else 7
     rng = np.random.default_rng(11)
     p, t = (rng.standard_normal((rows, row)).astype(dtype) for _ in range(2))
     weights = rng.uniform(0.5, 2.0, (rows, row)).astype(dtype)
     cases = [weights]
-    for at in (0, weights.size // 2 + 3, weights.size - 1):
+    size = weights.size
+    for at in sorted({0, size // 4 + 5, size // 2 - 1, size // 2 + 3, 3 * size // 4 + 7, size - 1}):
         negative = weights.copy()
         negative.flat[at] = -0.5
         cases.append(negative)
-    for at in (0, rows // 2, rows - 1):
+    for at in sorted({0, rows // 2 - 1, rows // 2, rows - 1}):
         zero_row = weights.copy()
         zero_row[at] = 0.0
         cases.append(zero_row)
     cases.append(np.full_like(weights, np.nan))
-    for w in cases:
-        for function in (mse, mse_grad, mse_and_grad):
-            results = []
-            for path in (on_general_path, directly):
-                out = np.full_like(p, 7)
-                kwargs = {} if function is mse else {"out": out}
-                result, caught = warned(path, function, p, t, weights=w, axis=axis, **kwargs)
-                results.append((result, caught, out))
-            assert results[0][1] == results[1][1]
-            assert_same_results(results[0][0], results[1][0])
-            assert_same_results(results[0][2], results[1][2])
+    checked_on_workers = []
+    sum_weights = _numba.weight_sum_tasks
+
+    def spy(*arguments):
+        checked_on_workers.append(arguments[6])  # `checks`
+        sum_weights(*arguments)
+
+    monkeypatch.setattr(_numba, "weight_sum_tasks", spy)
+    previous = backend.get_num_threads()
+    backend.set_num_threads(2)
+    try:
+        for w in cases:
+            for function in (mse, mse_grad, mse_and_grad):
+                results = []
+                for path in (on_general_path, directly):
+                    out = np.full_like(p, 7)
+                    kwargs = {} if function is mse else {"out": out}
+                    result, caught = warned(path, function, p, t, weights=w, axis=axis, **kwargs)
+                    results.append((result, caught, out))
+                assert results[0][1] == results[1][1]
+                assert_same_results(results[0][0], results[1][0])
+                assert_same_results(results[0][2], results[1][2])
+    finally:
+        backend.set_num_threads(previous)
+    # The path under test was taken: the workers' check, or (16-bit floats, which the one
+    # compiled weighted call does not take) NumPy's on one thread.
+    if on_workers or dtype == np.float16:
+        assert checked_on_workers
+        assert all(checked_on_workers) if on_workers else not any(checked_on_workers)
 
 
 def test_arrays_of_an_equal_dtype_take_the_small_path(backend):

@@ -853,8 +853,8 @@ def tasks(begin: int, end: int, mode: int, arguments: Any, partials: Float64s) -
         lane_tasks(begin, end, arguments, partials)
 
 
-# Positions of weights that weight_sum_tasks sums and then checks from cache (64 KiB of
-# float32).
+# Positions of weights that weight_sum_tasks sums before it checks them (64 KiB of float32;
+# at least one task's: a chunk of up to CHUNK positions in lane mode).
 WEIGHTS_AT_ONCE = 1 << 14
 # weight_sum_tasks' findings: a negative weight, a weight that is a number (not NaN), a row
 # whose weights sum to 0.
@@ -875,8 +875,9 @@ def weight_sum_tasks(
 ) -> None:
     """Tasks [begin, end) of a pass that sums weights (reduce_difference, the weights as
     its predictions, flat and contiguous; `n_tasks` in all), each stretch of them followed
-    by the checks of the weights it has just read, from cache rather than in a pass of
-    their own (np.fmin.reduce, on one thread, took a quarter of a weighted loss per row).
+    by the checks of as many weights (n / n_tasks a task: in row mode the very weights
+    just read, in lane mode about those), from cache rather than in a pass of their own
+    (np.fmin.reduce, on one thread, took a quarter of a weighted loss per row).
     Sets found[NEGATIVE_WEIGHT] and found[SOME_WEIGHT] where it `checks`, and (rows:
     ROW_MODE, a task a row) found[ZERO_WEIGHT_SUM]; rows also get their gradient factor,
     scale[r] = 2 / sum, where `scale` is not empty."""
@@ -3461,7 +3462,8 @@ class NumbaBackend:
         their total, returned. The weights are checked as weight_sum_tasks checks them on the workers
         where `size` positions (the loss's) are many, else by NumPy first; rows get their
         gradient factor into `scale` where it is not empty. None where the general path
-        raises or warns: a negative weight, all weights NaN, a row whose weights sum to 0."""
+        raises or warns: a negative weight, all weights NaN, a row whose weights sum to 0
+        (a total of 0 is the caller's to find, but for a block or fewer of weights)."""
         zero = np.zeros(1, flat.dtype)  # the targets
         if row_sums is None:
             weight_arguments = _steps_arguments(
@@ -3474,6 +3476,8 @@ class NumbaBackend:
                 REDUCE_DIFFERENCE, (row_sums.size, row), 1, layout, flat, zero, None, None, row_sums, _ONE, _NOUGHT
             )
         mode, n_tasks, task_arguments, partials = schedule(*weight_arguments)
+        if n_tasks == 0:  # no weights: not a call that _weighted_small_call takes
+            return None
         found = np.zeros(3, np.int64)
         if self._parallel(size):
             self._on_threads(weight_sum_tasks, n_tasks, (n_tasks, mode, task_arguments, partials, True, scale, found))

@@ -3459,9 +3459,9 @@ class NumbaBackend:
         """The sums of `weights` (`flat`: as _flat_operand gives them) as reduce_difference
         sums them (the weights as its predictions, 0 as its targets): a sum per row into
         `row_sums` (rows of flat.size // row_sums.size; returns 0.0), or with row_sums None
-        their total, returned. The weights are checked as weight_sum_tasks checks them on the workers
-        where `size` positions (the loss's) are many, else by NumPy first; rows get their
-        gradient factor into `scale` where it is not empty. None where the general path
+        their total, returned. The weights are checked as weight_sum_tasks checks them on
+        the workers where `size` positions (the loss's) are many, else by NumPy first; rows
+        get their gradient factor into `scale` where it is not empty. None where the general path
         raises or warns: a negative weight, all weights NaN, a row whose weights sum to 0
         (a total of 0 is the caller's to find, but for a block or fewer of weights)."""
         zero = np.zeros(1, flat.dtype)  # the targets
@@ -3479,17 +3479,18 @@ class NumbaBackend:
         if n_tasks == 0:  # no weights: not a call that _weighted_small_call takes
             return None
         found = np.zeros(3, np.int64)
-        if self._parallel(size):
-            self._on_threads(weight_sum_tasks, n_tasks, (n_tasks, mode, task_arguments, partials, True, scale, found))
+        on_workers = self._parallel(size)
+        # On one thread NumPy's check is faster: Numba's loop is not vectorized as well
+        # (float32, 2**14 weights in cache: 0.17 ns a weight, np.fmin.reduce 0.09).
+        if not on_workers and not np.fmin.reduce(weights, axis=None) >= 0:  # a NaN passes
+            return None
+        kernel_arguments = (n_tasks, mode, task_arguments, partials, on_workers, scale, found)
+        if on_workers:
+            self._on_threads(weight_sum_tasks, n_tasks, kernel_arguments)
         else:
-            # On one thread NumPy's check is faster: Numba's loop is not vectorized as well
-            # (float32, 2**14 weights in cache: 0.17 ns a weight, np.fmin.reduce 0.09).
-            if not np.fmin.reduce(weights, axis=None) >= 0:  # a NaN passes
-                return None
-            found[SOME_WEIGHT] = 1
-            weight_sum_tasks(0, n_tasks, n_tasks, mode, task_arguments, partials, False, scale, found)
+            weight_sum_tasks(0, n_tasks, *kernel_arguments)
         combine_chunks(task_arguments, partials)
-        if found[NEGATIVE_WEIGHT] or not found[SOME_WEIGHT] or found[ZERO_WEIGHT_SUM]:
+        if found[ZERO_WEIGHT_SUM] or on_workers and (found[NEGATIVE_WEIGHT] or not found[SOME_WEIGHT]):
             return None
         if row_sums is None:
             return float(weight_arguments[RUN_SUMS][0])

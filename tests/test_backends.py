@@ -230,6 +230,21 @@ def test_numba_compiles_no_other_copy_for_read_only_inputs_or_threads():
     assert one_thread[1] == large[1]
 
 
+def test_numba_calling_range_sets_its_workers_flags():
+    """The kernels' range on the calling thread sets the flags of the workers handed the
+    other ranges (from compiled code, its GIL released), and no other."""
+    numba = pytest.importorskip("numba")
+    from fastmse import _numba
+
+    @numba.njit
+    def let_in(handed):
+        _numba.let_workers_in(handed)
+
+    flags = np.zeros(4, np.int64)
+    let_in(flags[1:3])
+    assert flags.tolist() == [0, 1, 1, 0]
+
+
 def test_numba_workers_hand_back_a_kernels_error_and_serve_the_next_call():
     """An exception on a worker thread reaches the caller once every range has finished,
     and the workers take the next call; a call that finds them busy runs alone."""
@@ -241,9 +256,11 @@ def test_numba_workers_hand_back_a_kernels_error_and_serve_the_next_call():
     backend = NumbaBackend()
     backend.set_num_threads(2)
     ranges: list[tuple[int, int]] = []
+    handed_sizes: list[int] = []
 
-    def failing_on_a_worker(begin, end):
+    def failing_on_a_worker(handed, begin, end):
         ranges.append((begin, end))
+        handed_sizes.append(handed.size)
         if begin > 0:
             message = f"range {begin}-{end}"
             raise ValueError(message)
@@ -251,10 +268,13 @@ def test_numba_workers_hand_back_a_kernels_error_and_serve_the_next_call():
     with pytest.raises(ValueError, match="range 5-10"):
         backend._on_threads(failing_on_a_worker, 10, ())
     assert sorted(ranges) == [(0, 5), (5, 10)]
+    # The calling thread's range gets the worker's flag to set (let_workers_in); the worker's none.
+    assert sorted(handed_sizes) == [0, 1]
 
     # Back to back (the worker still reading its flag for the next call) and after it has
     # gone to sleep: each call waits for the worker's range, which takes longer than its own.
-    def slow_on_a_worker(begin, end):
+    def slow_on_a_worker(handed, begin, end):
+        handed[:] = 1  # as the kernels' let_workers_in: the worker, if still reading its flag, starts
         if begin > 0:
             time.sleep(0.002)
         ranges.append((begin, end))
@@ -267,5 +287,5 @@ def test_numba_workers_hand_back_a_kernels_error_and_serve_the_next_call():
 
     ranges.clear()
     with backend._team:  # another thread's call holds the workers
-        backend._on_threads(lambda begin, end: ranges.append((begin, end)), 10, ())
+        backend._on_threads(lambda handed, begin, end: ranges.append((begin, end)), 10, ())
     assert ranges == [(0, 10)]

@@ -281,7 +281,7 @@ def test_weights_checked_as_on_the_general_path(backend, monkeypatch, dtype, axi
     sum_weights = _numba.weight_sum_tasks
 
     def spy(*arguments):
-        checked_on_workers.append(arguments[6])  # `checks`
+        checked_on_workers.append(arguments[7])  # `checks`
         sum_weights(*arguments)
 
     monkeypatch.setattr(_numba, "weight_sum_tasks", spy)

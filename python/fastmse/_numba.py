@@ -416,6 +416,16 @@ def await_call(done: Int64s, handed: Int64s, spins: int) -> None:
 
 
 @register_jitable
+def let_workers_in(handed: Int64s) -> None:
+    """Sets the flags of the workers handed a call's other ranges (see _Worker), from the
+    calling thread's own range, its GIL released: a worker that sees its flag then takes
+    the GIL at once, where one that saw it set from Python found the GIL held and slept
+    on it (about 70 us to wake here: a 2**20-element sum on two threads took 0.21 ms)."""
+    for i in range(handed.size):
+        released(handed, i, 1)
+
+
+@register_jitable
 def cascade_push(stack: Float64s, state: Int64s, values: Float64s, width: int, scratch: Float64s) -> None:
     for j in range(width):
         scratch[j] = values[j]
@@ -831,7 +841,8 @@ def unmanaged_operands(operands: Any) -> Any:
 # threads, as the kernels release the GIL, not a parallel=True entry, whose parallel
 # region took as long to compile again as the kernels themselves (14 s a dtype).
 @njit(cache=True, nogil=True, error_model="numpy")
-def tasks(begin: int, end: int, mode: int, arguments: Any, partials: Float64s) -> None:
+def tasks(handed: Int64s, begin: int, end: int, mode: int, arguments: Any, partials: Float64s) -> None:
+    let_workers_in(handed)
     kind, weighted, has_scale, shape, n_kept, n_red, n_chunks, strides, origin = arguments[:9]
     p, t, w, out, sums, finished, divisors, scale = unmanaged_operands(arguments[9:])
     # The loss view not in use (put_loss's scratch value) is a range's own past the first
@@ -863,6 +874,7 @@ NEGATIVE_WEIGHT, SOME_WEIGHT, ZERO_WEIGHT_SUM = range(3)
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def weight_sum_tasks(
+    handed: Int64s,
     begin: int,
     end: int,
     n_tasks: int,
@@ -881,6 +893,7 @@ def weight_sum_tasks(
     Sets found[NEGATIVE_WEIGHT] and found[SOME_WEIGHT] where it `checks`, and (rows:
     ROW_MODE, a task a row) found[ZERO_WEIGHT_SUM]; rows also get their gradient factor,
     scale[r] = 2 / sum, where `scale` is not empty."""
+    let_workers_in(handed)
     weights = weight_arguments[9]
     n = weights.size
     per_task = (n + n_tasks - 1) // n_tasks  # positions whose weights a task checks
@@ -890,7 +903,7 @@ def weight_sum_tasks(
     step = max(1, WEIGHTS_AT_ONCE // per_task)
     for first in range(begin, end, step):
         last = min(first + step, end)
-        tasks(first, last, weight_mode, weight_arguments, weight_partials)
+        tasks(handed[:0], first, last, weight_mode, weight_arguments, weight_partials)
         if checks:
             for i in range(min(first * per_task, n), min(last * per_task, n)):
                 weight = load(weights, i)
@@ -1039,7 +1052,7 @@ def run(
         *unmanaged_operands((p, t, w, out, sums, finished, divisors, scale)),
     )
     if n_tasks:
-        tasks(np.int64(0), n_tasks, mode, arguments, partials)
+        tasks(np.zeros(0, np.int64), np.int64(0), n_tasks, mode, arguments, partials)
         combine_chunks(arguments, partials)
 
 
@@ -2174,6 +2187,7 @@ def chunk_of_blocks(kind: int, weighted: bool, run_of: Any, base: Int64s, n: int
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def flat_tasks(
+    handed: Int64s,
     begin: int,
     end: int,
     kind: int,
@@ -2186,6 +2200,7 @@ def flat_tasks(
     partials: Float64s,
 ) -> None:
     """Chunks [begin, end) of a flat run, each chunk's sum in partials."""
+    let_workers_in(handed)
     n = p.size
     p, t, w, out, partials = unmanaged(p), unmanaged(t), unmanaged(w), unmanaged(out), unmanaged(partials)
     cascade = (np.zeros((CASCADE_LEVELS, 1)), np.zeros(2, np.int64), np.zeros(1), np.zeros(1))
@@ -2233,13 +2248,16 @@ def block_sum(values: Operand, n: int, acc: Float64s) -> float:
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def row_block_sums(begin: int, end: int, arguments: Any, all_rows: Float64s, block_sums: Float64s) -> None:
+def row_block_sums(
+    handed: Int64s, begin: int, end: int, arguments: Any, all_rows: Float64s, block_sums: Float64s
+) -> None:
     """Blocks [begin, end) of BLOCK rows of a sum over everything taken rows first (see
     NumbaBackend._run_rows_first): each block's row sums added up as one block of a flat
     sum of an array of them (reduce_difference of the array and 0: the same lanes, terms
     and combination), into block_sums. Short rows (all_rows empty) are summed here, a
     block at a time into a buffer of its own, as row_tasks sums them into a loss per row;
     other rows' sums are in all_rows."""
+    let_workers_in(handed)
     shape, n_kept, origin, finished = arguments[3], arguments[4], arguments[8], arguments[14]
     n_rows = all_rows.size
     short_rows = n_rows == 0
@@ -2295,7 +2313,7 @@ def rows_first_total(
         all_rows = np.empty(n_rows)
         run(*layout, all_rows, finished, divisors, scale)
     block_sums = np.empty((n_rows + BLOCK - 1) // BLOCK if n_tasks else 0)
-    row_block_sums(np.int64(0), block_sums.size, task_arguments, all_rows, block_sums)
+    row_block_sums(np.zeros(0, np.int64), np.int64(0), block_sums.size, task_arguments, all_rows, block_sums)
     return block_total(block_sums)
 
 
@@ -2325,7 +2343,7 @@ def run_flat(kind: int, weighted: bool, p: Operand, t: Operand, w: Operand, out:
     the calling thread; returns the float64 sum, which the caller finishes into the loss."""
     partials = np.empty((p.size + CHUNK - 1) // CHUNK)
     # partials.size, not a literal: flat_tasks would be compiled again for a literal end.
-    flat_tasks(np.int64(0), partials.size, kind, weighted, p, t, w, out, factor, partials)
+    flat_tasks(np.zeros(0, np.int64), np.int64(0), partials.size, kind, weighted, p, t, w, out, factor, partials)
     if partials.size == 1:  # one chunk: its sum is the total (a cascade of one value is that value)
         return float(partials[0])
     return flat_total(partials)
@@ -2479,17 +2497,20 @@ class _Worker:
     finish it: so each side also spins a while, without the GIL, on a flag of the other's.
     After a call the worker says it is done and spins up to WORKER_SPINS reads for the
     next (await_call), and the calling thread, its own part done, spins up to
-    FINISH_SPINS for `done` (spin_until_set). The worker sets `done` from compiled code,
-    with the GIL already released, so the calling thread takes the GIL back at once; the
-    lock and the event stay the hand-over's record, the flags only shorten the waits."""
+    FINISH_SPINS for `done` (spin_until_set). Each flag is set from compiled code, the
+    GIL already released, so that the thread that sees it takes the GIL at once: `done`
+    by the worker, and its `handed_flag` by the calling thread's own range of the call
+    (let_workers_in). The lock and the event stay the hand-over's record, the flags only
+    shorten the waits."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, handed_flag: Int64s) -> None:
         self._handed = threading.Lock()
         self._handed.acquire()
         self._idle = threading.Event()
         self._idle.set()
         self.done = np.ones(1, np.int64)  # 1 once the call handed over is finished
-        self._handed_flag = np.zeros(1, np.int64)  # 1 once a call is handed over
+        # 1 once a call is handed over: set by the calling thread's range (let_workers_in)
+        self._handed_flag = handed_flag
         self._call: tuple[Callable[..., None], tuple[Any, ...]] | None = None
         self._error: BaseException | None = None
         threading.Thread(target=self._serve, name=name, daemon=True).start()
@@ -2502,7 +2523,6 @@ class _Worker:
         self.done[0] = 0
         self._error = None
         self._call = (kernel, arguments)
-        self._handed_flag[0] = 1
         self._handed.release()
 
     def finish(self) -> BaseException | None:
@@ -2546,6 +2566,7 @@ def max_threads() -> int:
 # Arrays that the kernels only read (divisors, scale, origin), made once for the small calls.
 _ONE, _TWO, _NOUGHT, _ORIGIN = np.ones(1), np.full(1, 2.0), np.zeros(1), np.zeros(6, np.int64)
 _NO_SCALE = np.zeros(0)  # weight_sum_tasks' `scale` where the rows' factors are not wanted
+_NO_WORKERS = np.zeros(0, np.int64)  # the `handed` flags of a range that hands nothing over
 
 
 @functools.lru_cache(maxsize=256)
@@ -3137,6 +3158,7 @@ class NumbaBackend:
         self.version: str = numba.__version__
         self._threads = max_threads()
         self._workers: list[_Worker] = []
+        self._handed_flags = np.zeros(self._threads, np.int64)  # worker i's is [i]
         self._team = threading.Lock()  # held by the call that uses the workers
         backend = weakref.ref(self)
 
@@ -3144,6 +3166,7 @@ class NumbaBackend:
             alive = backend()
             if alive is not None:
                 alive._workers, alive._team = [], threading.Lock()
+                alive._handed_flags[:] = 0
 
         os.register_at_fork(after_in_child=forget_workers)
 
@@ -3488,7 +3511,7 @@ class NumbaBackend:
         if on_workers:
             self._on_threads(weight_sum_tasks, n_tasks, kernel_arguments)
         else:
-            weight_sum_tasks(0, n_tasks, *kernel_arguments)
+            weight_sum_tasks(_NO_WORKERS, 0, n_tasks, *kernel_arguments)
         combine_chunks(task_arguments, partials)
         if found[ZERO_WEIGHT_SUM] or on_workers and (found[NEGATIVE_WEIGHT] or not found[SOME_WEIGHT]):
             return None
@@ -3566,27 +3589,31 @@ class NumbaBackend:
             _finish(loss, plan.loss_divisor, np.float64(total))
 
     def _on_threads(self, kernel: Callable[..., None], n_tasks: int, arguments: tuple[Any, ...]) -> None:
-        """kernel(begin, end, *arguments) over tasks [0, n_tasks) cut into contiguous
-        ranges, one a thread, the first on the calling one. The ranges write disjoint
-        partial sums, so the result is the same for any number of them: a call that finds
-        the workers busy with another thread's call runs all its tasks itself, as does
-        one that cannot start them (the interpreter is shutting down)."""
+        """kernel(handed, begin, end, *arguments) over tasks [0, n_tasks) cut into
+        contiguous ranges, one a thread, the first on the calling one, whose `handed` are
+        the flags of the workers that run the others (let_workers_in). The ranges write
+        disjoint partial sums, so the result is the same for any number of them: a call
+        that finds the workers busy with another thread's call runs all its tasks itself,
+        as does one that cannot start them (the interpreter is shutting down)."""
         n_ranges = min(self._threads, n_tasks)
         if n_ranges == 1 or not self._team.acquire(blocking=False):
-            kernel(0, n_tasks, *arguments)
+            kernel(_NO_WORKERS, 0, n_tasks, *arguments)
             return
         try:
             try:
                 while len(self._workers) < n_ranges - 1:  # started at the first call that needs them
-                    self._workers.append(_Worker(f"fastmse-numba-{len(self._workers) + 1}"))
+                    rank = len(self._workers)
+                    self._workers.append(_Worker(f"fastmse-numba-{rank + 1}", self._handed_flags[rank : rank + 1]))
             except RuntimeError:
-                kernel(0, n_tasks, *arguments)
+                kernel(_NO_WORKERS, 0, n_tasks, *arguments)
                 return
             workers = self._workers[: n_ranges - 1]
             try:
                 for rank, worker in enumerate(workers, start=1):
-                    worker.start(kernel, (n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges, *arguments))
-                kernel(0, n_tasks // n_ranges, *arguments)
+                    worker.start(
+                        kernel, (_NO_WORKERS, n_tasks * rank // n_ranges, n_tasks * (rank + 1) // n_ranges, *arguments)
+                    )
+                kernel(self._handed_flags[: n_ranges - 1], 0, n_tasks // n_ranges, *arguments)
                 for worker in workers:  # the rest waited for by finish once one spin runs out
                     if not spin_until_set(worker.done, FINISH_SPINS):
                         break

@@ -256,12 +256,13 @@ def test_weighted_calls_are_bitwise_those_of_the_general_path(case):
 @pytest.mark.parametrize(("axis", "row"), [(None, 10), (-1, 10), (-1, BLOCK + 52)])
 @pytest.mark.parametrize("on_workers", [False, True])
 def test_weights_checked_as_on_the_general_path(backend, monkeypatch, dtype, axis, row, on_workers):
-    # A mean's weights are checked as the workers sum them (weight_sum_tasks), each range
-    # of tasks its own weights, or on one thread by NumPy first: one negative weight, one
-    # row of zeros or all weights NaN, at either end, at the end of the first thread's
-    # range, in the middle of a stretch or in the other thread's range, gives the general
-    # path's error or warning, and `out` is left alone where it raises. Rows longer than a
-    # block are summed in chunks, their sums finished after.
+    # A mean's weights are checked as they are summed (weight_sum_tasks), each range of
+    # tasks its own weights: one negative weight, one row of zeros or all weights NaN, at
+    # either end, at the end of the first thread's range, in the middle of a stretch or
+    # in the other thread's range, gives the general path's error or warning, and `out`
+    # is left alone where it raises; a weight of -0 or one NaN weight, which the check
+    # leaves to the general path, its results. Rows longer than a block are summed in
+    # chunks, their sums finished after.
     rows = PARALLEL_MIN // row + 3 if on_workers else 7
     rng = np.random.default_rng(11)
     p, t = (rng.standard_normal((rows, row)).astype(dtype) for _ in range(2))
@@ -277,11 +278,15 @@ def test_weights_checked_as_on_the_general_path(backend, monkeypatch, dtype, axi
         zero_row[at] = 0.0
         cases.append(zero_row)
     cases.append(np.full_like(weights, np.nan))
-    checked_on_workers = []
+    for at, value in ((size // 2 + 3, -0.0), (size // 4 + 5, np.nan)):
+        odd = weights.copy()
+        odd.flat[at] = value
+        cases.append(odd)
+    workers_let_in = []  # by each call of weight_sum_tasks (1 on the calling thread, where on two)
     sum_weights = _numba.weight_sum_tasks
 
     def spy(*arguments):
-        checked_on_workers.append(arguments[7])  # `checks`
+        workers_let_in.append(arguments[0].size)
         sum_weights(*arguments)
 
     monkeypatch.setattr(_numba, "weight_sum_tasks", spy)
@@ -301,11 +306,11 @@ def test_weights_checked_as_on_the_general_path(backend, monkeypatch, dtype, axi
                 assert_same_results(results[0][2], results[1][2])
     finally:
         backend.set_num_threads(previous)
-    # The path under test was taken: the workers' check, or (16-bit floats, which the one
-    # compiled weighted call does not take) NumPy's on one thread.
+    # The path under test was taken: weight_sum_tasks' check, on the workers or (16-bit
+    # floats, which the one compiled weighted call does not take) on one thread.
     if on_workers or dtype == np.float16:
-        assert checked_on_workers
-        assert all(checked_on_workers) if on_workers else not any(checked_on_workers)
+        assert workers_let_in
+        assert any(workers_let_in) if on_workers else not any(workers_let_in)
 
 
 def test_arrays_of_an_equal_dtype_take_the_small_path(backend):

@@ -221,6 +221,23 @@ def _load(array: OverloadArg, i: OverloadArg) -> Callable[[Operand, int], float]
     return load_float
 
 
+def sign_bits(array: Operand) -> tuple[Any, int]:
+    """The elements' bits as unsigned integers of their width, and their sign bit's mask."""
+    raise NotImplementedError  # pragma: no cover - replaced by the overload in compiled code
+
+
+@overload(sign_bits)
+def _sign_bits(array: OverloadArg) -> Callable[[Operand], tuple[Any, int]]:
+    width = array.dtype.bitwidth
+    unsigned = {16: np.uint16, 32: np.uint32, 64: np.uint64}[width]
+    mask = np.uint64(1 << (width - 1))
+
+    def bits_of(array: OverloadArg) -> tuple[Any, int]:
+        return array.view(unsigned), mask
+
+    return bits_of
+
+
 @overload(store)
 def _store(array: OverloadArg, i: OverloadArg, value: OverloadArg) -> Callable[[Operand, int, float], None]:
     if array.dtype == types.uint16:
@@ -867,9 +884,9 @@ def tasks(handed: Int64s, begin: int, end: int, mode: int, arguments: Any, parti
 # Positions of weights that weight_sum_tasks sums before it checks them (64 KiB of float32;
 # at least one task's: a chunk of up to CHUNK positions in lane mode).
 WEIGHTS_AT_ONCE = 1 << 14
-# weight_sum_tasks' findings: a negative weight, a weight that is a number (not NaN), a row
-# whose weights sum to 0.
-NEGATIVE_WEIGHT, SOME_WEIGHT, ZERO_WEIGHT_SUM = range(3)
+# weight_sum_tasks' findings: a weight whose sign bit is set (negative, -0 or a NaN so
+# signed), a row whose weights sum to 0 or NaN.
+SIGNED_WEIGHT, UNUSABLE_ROW = range(2)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -881,43 +898,44 @@ def weight_sum_tasks(
     weight_mode: int,
     weight_arguments: Any,
     weight_partials: Float64s,
-    checks: bool,
     scale: Float64s,
     found: Int64s,
 ) -> None:
     """Tasks [begin, end) of a pass that sums weights (reduce_difference, the weights as
     its predictions, flat and contiguous; `n_tasks` in all), each stretch of them followed
-    by the checks of as many weights (n / n_tasks a task: in row mode the very weights
-    just read, in lane mode about those), from cache rather than in a pass of their own
-    (np.fmin.reduce, on one thread, took a quarter of a weighted loss per row).
-    Sets found[NEGATIVE_WEIGHT] and found[SOME_WEIGHT] where it `checks`, and (rows:
-    ROW_MODE, a task a row) found[ZERO_WEIGHT_SUM]; rows also get their gradient factor,
-    scale[r] = 2 / sum, where `scale` is not empty."""
+    by the check of as many weights (n / n_tasks a task: in row mode the very weights just
+    read, in lane mode about those), from cache rather than in a pass of their own
+    (np.fmin.reduce, on one thread, took a quarter of a weighted loss per row). Sets
+    found[SIGNED_WEIGHT] for a weight whose sign bit is set: an OR of their bits, which
+    runs at the cache's speed where comparisons in float64 took twice as long (a weight
+    that is NaN leaves its sum NaN: the caller's to find). Rows
+    (ROW_MODE, a task a row) set found[UNUSABLE_ROW] for a sum of 0 or NaN, and get their
+    gradient factor, scale[r] = 2 / sum, where `scale` is not empty."""
     let_workers_in(handed)
     weights = weight_arguments[9]
+    bits, sign = sign_bits(weights)
     n = weights.size
     per_task = (n + n_tasks - 1) // n_tasks  # positions whose weights a task checks
     rows = weight_mode == ROW_MODE
     row_sums = weight_arguments[13]
-    negative = numbers = zero_sums = 0  # counts, not flags or an early return: a loop of vectors
+    signs = sign ^ sign  # 0, of the mask's type: an OR of unsigned integers
+    unusable_rows = 0  # a count, not an early return: a loop of vectors
     step = max(1, WEIGHTS_AT_ONCE // per_task)
     for first in range(begin, end, step):
         last = min(first + step, end)
         tasks(handed[:0], first, last, weight_mode, weight_arguments, weight_partials)
-        if checks:
-            for i in range(min(first * per_task, n), min(last * per_task, n)):
-                weight = load(weights, i)
-                negative += weight < 0
-                numbers += not np.isnan(weight)
+        for i in range(min(first * per_task, n), min(last * per_task, n)):
+            signs |= bits[np.uint64(i)]
         if rows:
             for r in range(first, last):
-                zero_sums += row_sums[r] == 0.0
+                unusable_rows += not row_sums[r] > 0.0  # weights without a sign: a sum of 0 or NaN
             if scale.size:
                 for r in range(first, last):
                     scale[r] = 2.0 / row_sums[r]
-    for flag, count in ((NEGATIVE_WEIGHT, negative), (SOME_WEIGHT, numbers), (ZERO_WEIGHT_SUM, zero_sums)):
-        if count:
-            released(found, flag, 1)
+    if signs & sign:
+        released(found, SIGNED_WEIGHT, 1)
+    if unusable_rows:
+        released(found, UNUSABLE_ROW, 1)
 
 
 # The loss comes as two views, float64 sums and the loss finished in the data's dtype, one
@@ -3399,7 +3417,7 @@ class NumbaBackend:
                 divisors if loss is not None else _ONE,
                 scale if out is not None else _NOUGHT,
             )
-            if mean and self._weight_sums(w, w_flat, divisors, p.size, scale) is None:
+            if mean and self._weight_sums(w_flat, divisors, p.size, scale) is None:
                 return NotImplemented
             self._run_arguments(pass_arguments, p.size)
             if job == 1:
@@ -3407,7 +3425,7 @@ class NumbaBackend:
             return loss if job == 0 else (loss, out)
         denominator = 1.0
         if mean:
-            total_weights = self._weight_sums(w, w_flat, None, w_flat.size, _NO_SCALE)
+            total_weights = self._weight_sums(w_flat, None, w_flat.size, _NO_SCALE)
             if total_weights is None:
                 return NotImplemented
             denominator = total_weights * float(row) if per_sample else total_weights
@@ -3476,49 +3494,53 @@ class NumbaBackend:
         self._run_arguments(arguments, math.prod(steps_arguments[1]))
         return float(arguments[RUN_SUMS][0])
 
-    def _weight_sums(
-        self, weights: np.ndarray, flat: np.ndarray, row_sums: Float64s | None, size: int, scale: Float64s
-    ) -> float | None:
-        """The sums of `weights` (`flat`: as _flat_operand gives them) as reduce_difference
-        sums them (the weights as its predictions, 0 as its targets): a sum per row into
-        `row_sums` (rows of flat.size // row_sums.size; returns 0.0), or with row_sums None
-        their total, returned. The weights are checked as weight_sum_tasks checks them on
-        the workers where `size` positions (the loss's) are many, else by NumPy first; rows
-        get their gradient factor into `scale` where it is not empty. None where the general path
-        raises or warns: a negative weight, all weights NaN, a row whose weights sum to 0
-        (a total of 0 is the caller's to find, but for a block or fewer of weights)."""
-        zero = np.zeros(1, flat.dtype)  # the targets
+    def _weight_sums(self, weights: np.ndarray, row_sums: Float64s | None, size: int, scale: Float64s) -> float | None:
+        """The sums of `weights` (as _flat_operand gives them) as reduce_difference sums
+        them (the weights as its predictions, 0 as its targets): a sum per row into
+        `row_sums` (rows of weights.size // row_sums.size; returns 0.0), or with row_sums None
+        their total, returned, on the workers too where `size` positions (the loss's) are
+        many; rows get their gradient factor into `scale` where it is not empty. None where
+        the general path may raise or warn, and where it is left to decide (weight_sum_tasks'
+        checks): a weight whose sign bit is set, a weight that is NaN, a row whose weights
+        sum to 0 (a total of 0 is the caller's to find)."""
+        zero = np.zeros(1, weights.dtype)  # the targets
         if row_sums is None:
             weight_arguments = _steps_arguments(
-                REDUCE_DIFFERENCE, (flat.size,), 0, ((1,), *[None] * 5), flat, zero, None, None, None, _ONE, _NOUGHT
+                REDUCE_DIFFERENCE,
+                (weights.size,),
+                0,
+                ((1,), *[None] * 5),
+                weights,
+                zero,
+                None,
+                None,
+                None,
+                _ONE,
+                _NOUGHT,
             )
         else:
-            row = flat.size // row_sums.size
+            row = weights.size // row_sums.size
             layout = ((row, 1), None, None, None, (1, 0), None)
             weight_arguments = _steps_arguments(
-                REDUCE_DIFFERENCE, (row_sums.size, row), 1, layout, flat, zero, None, None, row_sums, _ONE, _NOUGHT
+                REDUCE_DIFFERENCE, (row_sums.size, row), 1, layout, weights, zero, None, None, row_sums, _ONE, _NOUGHT
             )
         mode, n_tasks, task_arguments, partials = schedule(*weight_arguments)
         if n_tasks == 0:  # no weights: not a call that _weighted_small_call takes
             return None
-        found = np.zeros(3, np.int64)
-        on_workers = self._parallel(size)
-        # On one thread NumPy's check is faster: Numba's loop is not vectorized as well
-        # (float32, 2**14 weights in cache: 0.17 ns a weight, np.fmin.reduce 0.09).
-        if not on_workers and not np.fmin.reduce(weights, axis=None) >= 0:  # a NaN passes
-            return None
-        kernel_arguments = (n_tasks, mode, task_arguments, partials, on_workers, scale, found)
-        if on_workers:
+        found = np.zeros(2, np.int64)
+        kernel_arguments = (n_tasks, mode, task_arguments, partials, scale, found)
+        if self._parallel(size):
             self._on_threads(weight_sum_tasks, n_tasks, kernel_arguments)
         else:
             weight_sum_tasks(_NO_WORKERS, 0, n_tasks, *kernel_arguments)
         combine_chunks(task_arguments, partials)
-        if found[ZERO_WEIGHT_SUM] or on_workers and (found[NEGATIVE_WEIGHT] or not found[SOME_WEIGHT]):
+        if found[UNUSABLE_ROW] or found[SIGNED_WEIGHT]:
             return None
         if row_sums is None:
-            return float(weight_arguments[RUN_SUMS][0])
+            total = float(weight_arguments[RUN_SUMS][0])
+            return None if math.isnan(total) else total
         if mode != ROW_MODE:  # rows of more than a block, their sums finished by combine_chunks
-            if not row_sums.all():
+            if not (row_sums > 0.0).all():  # weights without a sign: a sum of 0 or NaN
                 return None
             if scale.size:
                 with np.errstate(over="ignore"):  # a subnormal weight sum's factor: inf, as in the kernel

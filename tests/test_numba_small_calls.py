@@ -119,6 +119,49 @@ def test_flat_squared_errors_and_gradients_are_bitwise_those_of_the_general_path
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize(("shape", "axis"), [((37, 1), -1), ((1, 37), 0), ((3, 1, 5), 1), ((PARALLEL_MIN + 5, 1), -1)])
+@pytest.mark.parametrize("out_kind", ["fresh", "none", "predictions", "targets", "fortran"])
+def test_loss_per_position_and_gradient_are_bitwise_those_of_the_general_path(backend, dtype, shape, axis, out_kind):
+    """mse_and_grad of one position an output (_loss_per_position: the loss and the
+    gradient in one pass, on the workers too beyond PARALLEL_MIN) gives the general path's
+    two passes' bits, nans, infinities, signed zeros and float32 overflow among them; in
+    place, float16 and other orders are the general path's own."""
+    rng = np.random.default_rng(len(shape) + shape[0])
+    finfo = np.finfo(dtype)
+    specials = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, finfo.max, -finfo.max, finfo.smallest_subnormal])
+    p, t = (rng.standard_normal(shape) * 10.0 ** rng.integers(-40, 40, shape) for _ in range(2))
+    for a in (p, t):
+        at = rng.integers(0, a.size, a.size // 3 + 1)
+        a.flat[at] = rng.choice(specials, at.size)
+    with np.errstate(over="ignore"):  # float32 infinities from large doubles
+        p, t = p.astype(dtype), t.astype(dtype)
+
+    def out_of(a, b):
+        fresh = np.empty_like(a)
+        return {"fresh": fresh, "none": None, "predictions": a, "targets": b, "fortran": np.asfortranarray(fresh)}[
+            out_kind
+        ]
+
+    results = []
+    previous = backend.get_num_threads()
+    backend.set_num_threads(2)
+    try:
+        with np.errstate(all="ignore"):
+            for path in (on_general_path, directly):
+                a, b = p.copy(), t.copy()
+                results.append(path(mse_and_grad, a, b, axis=axis, out=out_of(a, b)))
+    finally:
+        backend.set_num_threads(previous)
+    assert_same_results(results[0][0], results[1][0])
+    assert_same_results(results[0][1], results[1][1])
+    out = out_of(p, t)
+    taken = backend._loss_per_position(p, t, out, np.empty(p.size, dtype))
+    # (N, 1) in Fortran order is in C order too.
+    in_c_order = out is None or out.flags.c_contiguous
+    assert (taken is not None) == (dtype != np.float16 and out_kind not in ("predictions", "targets") and in_c_order)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize(
     "shape", [(1,), (1000,), (256, 10), (4, 5, 6), (PARALLEL_MIN - 1,), (PARALLEL_MIN // 4 + 1, 4)]
 )

@@ -2242,6 +2242,24 @@ def flat_tasks(
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def loss_per_position_tasks(
+    handed: Int64s, begin: int, end: int, p: Operand, t: Operand, out: Operand, loss: Operand
+) -> None:
+    """Chunks [begin, end) of CHUNK positions of a loss per position (one position an
+    output, unweighted; float32 or float64, contiguous) and its gradient in one pass:
+    the squared errors' pass and the gradient's (fastmse._compute) in one, the same
+    arithmetic (cpp/position.hpp: the weight 1 left out, the scale 2), each value rounded
+    once. `out` overlaps no input: in place, the loop's vectors would give way to scalars."""
+    let_workers_in(handed)
+    n = p.size
+    for i in range(begin * CHUNK, min(n, end * CHUNK)):
+        at = np.uint64(i)
+        d = np.float64(p[at]) - np.float64(t[at])
+        loss[at] = d * d
+        out[at] = 2.0 * d
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def flat_total(partials: Float64s) -> float:
     """The sum of a flat run from its chunks' sums, cascaded in order."""
     stack = np.zeros((CASCADE_LEVELS, 1))
@@ -3233,6 +3251,10 @@ class NumbaBackend:
         factor = 2.0 / count if mean else 2.0
         loss = None if summed < 0 or job == 1 else np.empty(p.shape[:summed] + p.shape[summed + 1 :], dtype)
         total, written = -1.0, None
+        if job == 2 and loss is not None and count == 1:
+            written = self._loss_per_position(p, t, out, loss)
+            if written is not None:
+                return loss, written
         if (
             (self._threads == 1 or p.size < PARALLEL_MIN)  # not self._parallel(p.size), a call less
             and (loss is None or p.ndim == 2)
@@ -3254,6 +3276,38 @@ class NumbaBackend:
         if loss is None:
             loss = scalar_loss(dtype, total / count if mean else total)
         return loss if job == 0 else (loss, written)
+
+    def _loss_per_position(self, p: np.ndarray, t: np.ndarray, out: Any, loss: np.ndarray) -> Any:
+        """_small_call's mse_and_grad of a loss per position (one position an output, as
+        (N, 1) with axis=-1): the loss and the gradient in one pass (C++: rows of one), on
+        the workers too where many, where the general path has two: the array written, or
+        None where it does not take the call (float16, an order other than C, `out` over
+        an input)."""
+        if out is None:
+            out = np.empty_like(p)
+        if not (
+            p.dtype in _AS_THEY_COME
+            and t.shape == p.shape
+            and p.flags.c_contiguous
+            and t.flags.c_contiguous
+            and p.flags.aligned
+            and t.flags.aligned
+            and type(out) is np.ndarray
+            and out.dtype is p.dtype
+            and out.shape == p.shape
+            and out.flags.c_contiguous
+            and out.flags.writeable
+            and out.flags.aligned
+            and not (np.may_share_memory(out, p) or np.may_share_memory(out, t))
+        ):
+            return None
+        arguments = (_writeable(p.reshape(-1)), _writeable(t.reshape(-1)), out.reshape(-1), loss.reshape(-1))
+        n_chunks = (p.size + CHUNK - 1) // CHUNK
+        if self._parallel(p.size):
+            self._on_threads(loss_per_position_tasks, n_chunks, arguments)
+        else:
+            loss_per_position_tasks(_NO_WORKERS, 0, n_chunks, *arguments)
+        return out
 
     def _pass(
         self, kind: int, summed: int, p: np.ndarray, t: np.ndarray, out: Any, loss: Any, factor: float, divisor: float

@@ -256,11 +256,11 @@ def test_numba_workers_hand_back_a_kernels_error_and_serve_the_next_call():
     backend = NumbaBackend()
     backend.set_num_threads(2)
     ranges: list[tuple[int, int]] = []
-    handed_sizes: list[int] = []
+    range_flags: dict[int, np.ndarray] = {}  # the flags each range was given, by its first task
 
-    def failing_on_a_worker(handed, begin, end):
+    def failing_on_a_worker(flags, begin, end):
         ranges.append((begin, end))
-        handed_sizes.append(handed.size)
+        range_flags[begin] = flags
         if begin > 0:
             message = f"range {begin}-{end}"
             raise ValueError(message)
@@ -268,8 +268,10 @@ def test_numba_workers_hand_back_a_kernels_error_and_serve_the_next_call():
     with pytest.raises(ValueError, match="range 5-10"):
         backend._on_threads(failing_on_a_worker, 10, ())
     assert sorted(ranges) == [(0, 5), (5, 10)]
-    # The calling thread's range gets the worker's flag to set (let_workers_in); the worker's none.
-    assert sorted(handed_sizes) == [0, 1]
+    # The calling thread's range gets the worker's own flag to set (let_workers_in); the worker's none.
+    assert range_flags[5].size == 0
+    assert range_flags[0].size == 1
+    assert np.shares_memory(range_flags[0], backend._workers[0]._handed_flag)
 
     # Back to back (the worker still reading its flag for the next call) and after it has
     # gone to sleep: each call waits for the worker's range, which takes longer than its own.

@@ -3251,7 +3251,7 @@ class NumbaBackend:
         factor = 2.0 / count if mean else 2.0
         loss = None if summed < 0 or job == 1 else np.empty(p.shape[:summed] + p.shape[summed + 1 :], dtype)
         total, written = -1.0, None
-        if job == 2 and loss is not None and count == 1:
+        if job == 2 and loss is not None and loss.ndim and count == 1:  # a 0-d loss: the general path's scalar
             written = self._loss_per_position(p, t, out, loss)
             if written is not None:
                 return loss, written
@@ -3283,8 +3283,6 @@ class NumbaBackend:
         the workers too where many, where the general path has two: the array written, or
         None where it does not take the call (float16, an order other than C, `out` over
         an input)."""
-        if out is None:
-            out = np.empty_like(p)
         if not (
             p.dtype in _AS_THEY_COME
             and t.shape == p.shape
@@ -3292,7 +3290,12 @@ class NumbaBackend:
             and t.flags.c_contiguous
             and p.flags.aligned
             and t.flags.aligned
-            and type(out) is np.ndarray
+        ):
+            return None
+        if out is None:
+            out = np.empty_like(p)
+        elif not (
+            type(out) is np.ndarray
             and out.dtype is p.dtype
             and out.shape == p.shape
             and out.flags.c_contiguous

@@ -3292,17 +3292,8 @@ class NumbaBackend:
             and t.flags.aligned
         ):
             return None
-        if out is None:
-            out = np.empty_like(p)
-        elif not (
-            type(out) is np.ndarray
-            and out.dtype is p.dtype
-            and out.shape == p.shape
-            and out.flags.c_contiguous
-            and out.flags.writeable
-            and out.flags.aligned
-            and not (np.may_share_memory(out, p) or np.may_share_memory(out, t))
-        ):
+        out = _small_call_out(out, p, t, None, False)
+        if out is None or out is p or out is t:  # in place: the loop's vectors would give way to scalars
             return None
         arguments = (_writeable(p.reshape(-1)), _writeable(t.reshape(-1)), out.reshape(-1), loss.reshape(-1))
         n_chunks = (p.size + CHUNK - 1) // CHUNK

@@ -325,19 +325,22 @@ def test_weights_checked_as_on_the_general_path(backend, monkeypatch, dtype, axi
         zero_row = weights.copy()
         zero_row[at] = 0.0
         cases.append(zero_row)
-    cases.append(np.full_like(weights, np.nan))
+    cases += [np.full_like(weights, np.nan), np.zeros_like(weights)]
     for at, value in ((size // 2 + 3, -0.0), (size // 4 + 5, np.nan)):
         odd = weights.copy()
         odd.flat[at] = value
         cases.append(odd)
-    workers_let_in = []  # by each call of weight_sum_tasks (1 on the calling thread, where on two)
-    sum_weights = _numba.weight_sum_tasks
+    # Workers let in by each call of weight_sum_tasks (1 on the calling thread, where on
+    # two), and by each of weighted_mean_tasks (a mean over everything, its weight total
+    # summed in its pass).
+    workers_let_in = {"weight_sum_tasks": [], "weighted_mean_tasks": []}
+    for name, kernel in [(name, getattr(_numba, name)) for name in workers_let_in]:
 
-    def spy(*arguments):
-        workers_let_in.append(arguments[0].size)
-        sum_weights(*arguments)
+        def spy(*arguments, kernel=kernel, calls=workers_let_in[name]):
+            calls.append(arguments[0].size)
+            kernel(*arguments)
 
-    monkeypatch.setattr(_numba, "weight_sum_tasks", spy)
+        monkeypatch.setattr(_numba, name, spy)
     previous = backend.get_num_threads()
     backend.set_num_threads(2)
     try:
@@ -354,11 +357,14 @@ def test_weights_checked_as_on_the_general_path(backend, monkeypatch, dtype, axi
                 assert_same_results(results[0][2], results[1][2])
     finally:
         backend.set_num_threads(previous)
-    # The path under test was taken: weight_sum_tasks' check, on the workers or (16-bit
-    # floats, which the one compiled weighted call does not take) on one thread.
+    # The paths under test were taken: weight_sum_tasks' check, on the workers or (16-bit
+    # floats, which the one compiled weighted call does not take) on one thread; a mean
+    # over everything's weights summed in its pass on the workers.
     if on_workers or dtype == np.float16:
-        assert workers_let_in
-        assert any(workers_let_in) if on_workers else not any(workers_let_in)
+        sums = workers_let_in["weight_sum_tasks"]
+        assert sums
+        assert any(sums) if on_workers else not any(sums)
+    assert bool(workers_let_in["weighted_mean_tasks"]) == (on_workers and axis is None)
 
 
 def test_arrays_of_an_equal_dtype_take_the_small_path(backend):

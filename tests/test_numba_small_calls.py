@@ -8,6 +8,7 @@ must give bitwise what the general path gives, and hand every other call back.""
 
 from __future__ import annotations
 
+import math
 import pickle
 
 import numpy as np
@@ -331,9 +332,9 @@ def test_weights_checked_as_on_the_general_path(backend, monkeypatch, dtype, axi
         odd.flat[at] = value
         cases.append(odd)
     # Workers let in by each call of weight_sum_tasks (1 on the calling thread, where on
-    # two), and by each of weighted_mean_tasks (a mean over everything, its weight total
-    # summed in its pass).
-    workers_let_in = {"weight_sum_tasks": [], "weighted_mean_tasks": []}
+    # two), and by each of weighted_mean_tasks and weighted_rows_tasks (a mean over
+    # everything or per row of a block or less, its weight sums summed in its pass).
+    workers_let_in = {"weight_sum_tasks": [], "weighted_mean_tasks": [], "weighted_rows_tasks": []}
     for name, kernel in [(name, getattr(_numba, name)) for name in workers_let_in]:
 
         def spy(*arguments, kernel=kernel, calls=workers_let_in[name]):
@@ -365,6 +366,43 @@ def test_weights_checked_as_on_the_general_path(backend, monkeypatch, dtype, axi
         assert sums
         assert any(sums) if on_workers else not any(sums)
     assert bool(workers_let_in["weighted_mean_tasks"]) == (on_workers and axis is None)
+    in_pass = on_workers and axis == -1 and row <= BLOCK and dtype != np.float16
+    assert bool(workers_let_in["weighted_rows_tasks"]) == in_pass
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("row", [2, 5, 7, 8, 10, 17, 24, 40, 63, 64, 100, BLOCK])
+def test_weighted_losses_per_row_summing_their_weights_in_pass_are_the_general_paths(backend, monkeypatch, dtype, row):
+    # Rows of every loop of _vector_rows (packed, lockstep of 1, 2 and any groups, one by
+    # one), their weight sums in the loss's pass (weighted_rows_tasks), on the workers;
+    # in (rows, row) and (2, rows // 2, row), with rows of subnormal weights, an infinity,
+    # a NaN and the largest weight.
+    rows = PARALLEL_MIN // row + 7
+    rng = np.random.default_rng(row)
+    p, t = (rng.standard_normal((rows, row)).astype(dtype) for _ in range(2))
+    w = rng.uniform(0.0, 3.0, (rows, row)).astype(dtype)
+    w[::97] *= np.finfo(dtype).tiny
+    p[5, 0], t[9, -1], w[11, -1] = np.inf, np.nan, np.finfo(dtype).max
+    calls = []
+    in_pass = _numba.weighted_rows_tasks
+
+    def spy(*arguments):
+        calls.append(arguments[1:3])
+        in_pass(*arguments)
+
+    monkeypatch.setattr(_numba, "weighted_rows_tasks", spy)
+    previous = backend.get_num_threads()
+    backend.set_num_threads(2)
+    try:
+        for shape in ((rows, row), (2, rows // 2, row)):
+            p_, t_, w_ = (a[: math.prod(shape[:-1])].reshape(shape) for a in (p, t, w))
+            expected = warned(on_general_path, mse, p_, t_, weights=w_, axis=-1)
+            got = warned(directly, mse, p_, t_, weights=w_, axis=-1)
+            assert expected[1] == got[1]
+            assert_same_results(expected[0], got[0])
+    finally:
+        backend.set_num_threads(previous)
+    assert len(calls) == 4  # two calls' two ranges
 
 
 def test_arrays_of_an_equal_dtype_take_the_small_path(backend):

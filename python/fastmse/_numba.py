@@ -1196,10 +1196,12 @@ def _group_loop(
     sums: Any,
     target_at: Callable[[Any], Any],
     weight_at: Callable[[Any], Any] | None,
+    weight_sums: Any = None,
 ) -> None:
     """The loop over n_groups groups of LANES positions from ip (and io), the targets and
     weights of position i from target_at(i) and weight_at(i): each group's terms added to
-    the vector at `sums` (across: the outputs' own sums, and factors, in arrays)."""
+    the vector at `sums` (across: the outputs' own sums, and factors, in arrays), and its
+    weights to the vector at `weight_sums` where there is one."""
     builder = em.builder
     with cgutils.for_range(builder, n_groups) as loop:
         i = builder.mul(loop.index, em.constant(LANES))
@@ -1210,11 +1212,14 @@ def _group_loop(
         else:
             em.prefetch("p", builder.add(ip, i))
         d = builder.fsub(em.load("p", builder.add(ip, i)), target_at(i))
-        stored, added = _position_values(builder, kind, d, None if weight_at is None else weight_at(i), group_factor)
+        weights = None if weight_at is None else weight_at(i)
+        stored, added = _position_values(builder, kind, d, weights, group_factor)
         if stored is not None:
             em.store("o", builder.add(io, i), stored)
         if added is not None:
             builder.store(builder.fadd(builder.load(group_sums, align=8), added), group_sums, align=8)
+        if weight_sums is not None:
+            builder.store(builder.fadd(builder.load(weight_sums), weights), weight_sums)
 
 
 def _per_operand_stride(em: _Emitter, stride: Any, one: Callable[[], None], along: Callable[[], None]) -> None:
@@ -1311,7 +1316,7 @@ class _RowsCode:
     """The IR of _vector_rows' intrinsic for one call site: see there. `em` holds the
     arrays p, t, w, sums, finished and divisors; the rest are int64 values."""
 
-    def __init__(self, em: _Emitter, kind: int, weighted: bool, scalars: dict[str, Any]) -> None:
+    def __init__(self, em: _Emitter, kind: int, weighted: bool, weight_sums: bool, scalars: dict[str, Any]) -> None:
         self.em, self.builder, self.kind, self.weighted = em, em.builder, kind, weighted
         self.s = scalars  # ip, jp, it, jt, st, iw, jw, sw, il, jl, count, n (of the first row)
         builder, i64 = self.builder, em.i64
@@ -1325,6 +1330,12 @@ class _RowsCode:
         self.in_row = builder.icmp_unsigned("<", self.constants(i64, list(range(LANES))), splat_tail)
         self.no_terms = ir.Constant(em.lanes, [0.0] * LANES)
         self.row_sums = [cgutils.alloca_once(builder, em.lanes) for _ in range(KROWS)]  # type: ignore[no-untyped-call]
+        # Each row's weights summed as its loss is (weight_sums: see _vector_rows), in lanes of their own.
+        self.weight_sums = (
+            [cgutils.alloca_once(builder, em.lanes) for _ in range(KROWS)]  # type: ignore[no-untyped-call]
+            if weight_sums
+            else [None] * KROWS
+        )
         self.gathered = cgutils.alloca_once(builder, em.lanes)  # type: ignore[no-untyped-call]
         self.last = {name: builder.sub(em.size(name), em.constant(1)) for name in ("sums", "finished", "divisors")}
         # Per operand of the variant being emitted: whether its rows are all one row (step
@@ -1343,7 +1354,7 @@ class _RowsCode:
         em = self.em
 
         def with_weights(one_target: bool) -> Callable[[], None]:
-            if not self.weighted:
+            if not self.weighted or self.weight_sums[0] is not None:  # weights summed are along the rows
                 return lambda: self.variant(one_target, False)
             return lambda: _per_operand_stride(
                 em, self.s["sw"], lambda: self.variant(one_target, True), lambda: self.variant(one_target, False)
@@ -1457,9 +1468,9 @@ class _RowsCode:
         *offsets, target, weight, factor = self.row_scalars(r, one_target, one_weight)
         return (*offsets, *(None if value is None else self.em.splat(value) for value in (target, weight, factor)))
 
-    def add_group(self, row: tuple[Any, ...], i: Any, lanes: Any) -> None:
+    def add_group(self, row: tuple[Any, ...], i: Any, lanes: Any, weight_lanes: Any) -> None:
         """The row's group of LANES positions from i: its gradient stored, its terms added
-        to the lanes at `lanes`."""
+        to the lanes at `lanes` (and its weights to those at weight_lanes, where not None)."""
         builder, em = self.builder, self.em
         ip, it, iw, io, target, weight, factor = row
         d = builder.fsub(
@@ -1471,11 +1482,13 @@ class _RowsCode:
             em.store("o", builder.add(io, i), stored)
         if added is not None:
             builder.store(builder.fadd(builder.load(lanes), added), lanes)
+        if weight_lanes is not None:
+            builder.store(builder.fadd(builder.load(weight_lanes), weights), weight_lanes)
 
-    def add_tail(self, row: tuple[Any, ...], at: Any, read: Callable[..., Any], lanes: Any) -> None:
+    def add_tail(self, row: tuple[Any, ...], at: Any, read: Callable[..., Any], lanes: Any, weight_lanes: Any) -> None:
         """The row's last n % LANES positions (from `at`, read by `read`), one group whose
         lanes past the row are neither stored nor added (they add 0) to the lanes at
-        `lanes`."""
+        `lanes` (and weight_lanes, as add_group)."""
         builder, em = self.builder, self.em
         ip, it, iw, io, target, weight, factor = row
         starts = {"p": builder.add(ip, at)}
@@ -1502,6 +1515,9 @@ class _RowsCode:
         if added is not None:
             added = builder.select(self.in_row, added, self.no_terms)  # a select: inf * 0 would be NaN
             builder.store(builder.fadd(builder.load(lanes), added), lanes)
+        if weight_lanes is not None:
+            weights = builder.select(self.in_row, weights, self.no_terms)
+            builder.store(builder.fadd(builder.load(weight_lanes), weights), weight_lanes)
 
     def neighbours(self, a: Any, b: Any) -> Any:  # (a0 + a1, a2 + a3, ..., b0 + b1, b2 + b3, ...)
         width = a.type.count
@@ -1569,13 +1585,19 @@ class _RowsCode:
             stored, added = _position_values(builder, self.kind, d, weights, factor)
             if stored is not None:
                 em.store("o", io, stored, width)
-            if added is not None:
+
+            def totals(values: Any) -> Any:  # each row's
                 zeros = self.constants(double, [0.0] * KROWS)  # a lane starts at +0
                 lanes = [
-                    builder.fadd(zeros, self.shuffle(added, added, [g * n + i for g in range(KROWS)])) for i in range(n)
+                    builder.fadd(zeros, self.shuffle(values, values, [g * n + i for g in range(KROWS)]))
+                    for i in range(n)
                 ] + [None] * (LANES - n)
                 halves = [add(add(lanes[h], lanes[h + 1]), add(lanes[h + 2], lanes[h + 3])) for h in (0, 4)]
-                self.put_losses(first, add(halves[0], halves[1]), KROWS)
+                return add(halves[0], halves[1])
+
+            if added is not None:
+                weight_totals = totals(weights) if self.weight_sums[0] is not None else None
+                self.put_losses(first, totals(added), KROWS, weight_totals)
 
     def lockstep(self, row_groups: Any, one_target: bool, one_weight: bool, groups: int | None) -> None:
         """Rows [0, KROWS * row_groups), KROWS at a time, their groups side by side
@@ -1586,35 +1608,43 @@ class _RowsCode:
         with cgutils.for_range(builder, row_groups) as group:
             first = builder.mul(group.index, em.constant(KROWS))
             rows = [self.row(builder.add(first, em.constant(g)), one_target, one_weight) for g in range(KROWS)]
-            for lanes in self.row_sums:
-                builder.store(self.no_terms, lanes)
+            lane_sets = list(zip(rows, self.row_sums, self.weight_sums, strict=True))
+            for lanes in [*self.row_sums, *self.weight_sums]:
+                if lanes is not None:
+                    builder.store(self.no_terms, lanes)
             with cgutils.for_range(builder, n_groups) as loop:
                 i = builder.mul(loop.index, em.constant(LANES))
-                for row, lanes in zip(rows, self.row_sums, strict=True):
-                    self.add_group(row, i, lanes)
+                for row, lanes, weight_lanes in lane_sets:
+                    self.add_group(row, i, lanes, weight_lanes)
             with builder.if_then(builder.icmp_signed(">", self.tail_size, self.zero)):
-                for row, lanes in zip(rows, self.row_sums, strict=True):
-                    self.add_tail(row, at, self.read_whole, lanes)
+                for row, lanes, weight_lanes in lane_sets:
+                    self.add_tail(row, at, self.read_whole, lanes, weight_lanes)
             if reduces(self.kind):
-                # combine_lanes of each row, side by side: ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)),
-                # a level at a time across the rows: eight shuffles in all, where combining each
-                # row's lanes first took twenty, and they held up the loop (rows of 8: 0.65 of
-                # C++'s speed).
-                lanes = [builder.load(row_sums) for row_sums in self.row_sums]
-                quarters = self.neighbours(self.neighbours(lanes[0], lanes[1]), self.neighbours(lanes[2], lanes[3]))
-                halves = [self.shuffle(quarters, quarters, list(range(h, 2 * KROWS, 2))) for h in (0, 1)]
-                totals = builder.fadd(halves[0], halves[1])
-                self.put_losses(first, totals, KROWS)
+                weight_totals = None if self.weight_sums[0] is None else self.side_by_side(self.weight_sums)
+                self.put_losses(first, self.side_by_side(self.row_sums), KROWS, weight_totals)
+
+    def side_by_side(self, row_lanes: list[Any]) -> Any:
+        """combine_lanes of each of KROWS rows' lanes (at row_lanes), side by side:
+        ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), a level at a time across the
+        rows: eight shuffles in all, where combining each row's lanes first took twenty,
+        and they held up the loop (rows of 8: 0.65 of C++'s speed)."""
+        builder = self.builder
+        lanes = [builder.load(pointer) for pointer in row_lanes]
+        quarters = self.neighbours(self.neighbours(lanes[0], lanes[1]), self.neighbours(lanes[2], lanes[3]))
+        halves = [self.shuffle(quarters, quarters, list(range(h, 2 * KROWS, 2))) for h in (0, 1)]
+        return builder.fadd(halves[0], halves[1])
 
     def one_by_one(self, first: Any, one_target: bool, one_weight: bool) -> None:
         """Rows [first, count) each alone: its groups, then its tail (read_checked)."""
         builder, em = self.builder, self.em
-        lanes = self.row_sums[0]
+        lanes, weight_lanes = self.row_sums[0], self.weight_sums[0]
         with cgutils.for_range(builder, builder.sub(self.s["count"], first)) as loop:
             r = builder.add(first, loop.index)
             row = self.row(r, one_target, one_weight)
             ip, it, iw, io, target, weight, factor = row
             builder.store(self.no_terms, lanes)
+            if weight_lanes is not None:
+                builder.store(self.no_terms, weight_lanes)
 
             def targets_along(i: Any) -> Any:
                 em.prefetch("t", builder.add(it, i))
@@ -1625,22 +1655,27 @@ class _RowsCode:
 
             weight_at = None if not self.weighted else (lambda i: weight) if weight is not None else weights_along
             target_at = (lambda i: target) if target is not None else targets_along
-            _group_loop(em, self.kind, False, self.n_groups, ip, io, factor, lanes, target_at, weight_at)
+            _group_loop(em, self.kind, False, self.n_groups, ip, io, factor, lanes, target_at, weight_at, weight_lanes)
             with builder.if_then(builder.icmp_signed(">", self.tail_size, self.zero)):
-                self.add_tail(row, self.at, self.read_checked, lanes)
+                self.add_tail(row, self.at, self.read_checked, lanes, weight_lanes)
             if reduces(self.kind):
-                pairs = self.pairs(builder.load(lanes))
-                halves = builder.fadd(self.shuffle(pairs, pairs, [0, 2]), self.shuffle(pairs, pairs, [1, 3]))
-                total = builder.fadd(
-                    builder.extract_element(halves, ir.Constant(em.i32, 0)),
-                    builder.extract_element(halves, ir.Constant(em.i32, 1)),
-                )
-                one = ir.Constant(ir.VectorType(ir.DoubleType(), 1), None)
-                self.put_losses(r, builder.insert_element(one, total, ir.Constant(em.i32, 0)), 1)
+                weight_total = None if weight_lanes is None else self.row_total(weight_lanes)
+                self.put_losses(r, self.row_total(lanes), 1, weight_total)
 
-    def put_losses(self, first: Any, totals: Any, width: int) -> None:
+    def row_total(self, lanes: Any) -> Any:
+        """combine_lanes of one row's lanes (at `lanes`), as a vector of one."""
+        builder, i32 = self.builder, self.em.i32
+        pairs = self.pairs(builder.load(lanes))
+        halves = builder.fadd(self.shuffle(pairs, pairs, [0, 2]), self.shuffle(pairs, pairs, [1, 3]))
+        total = builder.fadd(
+            builder.extract_element(halves, ir.Constant(i32, 0)), builder.extract_element(halves, ir.Constant(i32, 1))
+        )
+        return builder.insert_element(ir.Constant(ir.VectorType(ir.DoubleType(), 1), None), total, ir.Constant(i32, 0))
+
+    def put_losses(self, first: Any, totals: Any, width: int, weight_totals: Any = None) -> None:
         """put_loss of rows first, first + 1, ... (totals: a vector of `width`): each
-        divided by its divisor unless 1, and stored into both views. A view of one element
+        divided by its divisor unless 1, and stored into both views; the divisors are
+        weight_totals where given (the rows' weight sums), stored into `divisors`. A view of one element
         (put_loss's scratch value, or one output) takes the last row's alone: what the
         rows before it would store there is stored over. Outputs side by side (jl 1) that
         all lie in a view are read and stored as one vector: one by one, put_loss took as
@@ -1692,28 +1727,32 @@ class _RowsCode:
         def read_whole(name: str) -> None:
             builder.store(em.load(name, outputs[0], width), read)
 
-        by_layout("divisors", read_one, read_whole if width > 1 else None, read_each)
-        divisors = builder.load(read)
-        ones = self.constants(ir.DoubleType(), [1.0] * width)
-        quotients = builder.select(builder.fcmp_ordered("==", divisors, ones), totals, builder.fdiv(totals, divisors))
+        def put(view: str, values: Any) -> None:
+            def store_each(name: str) -> None:
+                for g, output in enumerate(outputs):
+                    em.store(name, index(name, output), builder.extract_element(values, ir.Constant(i32, g)), 1)
 
-        def store_each(name: str) -> None:
-            for g, output in enumerate(outputs):
-                em.store(name, index(name, output), builder.extract_element(quotients, ir.Constant(i32, g)), 1)
-
-        for view in ("sums", "finished"):
             by_layout(
                 view,
-                lambda name: em.store(
-                    name, self.zero, builder.extract_element(quotients, ir.Constant(i32, width - 1)), 1
-                ),
-                (lambda name: em.store(name, outputs[0], quotients, width)) if width > 1 else None,
+                lambda name: em.store(name, self.zero, builder.extract_element(values, ir.Constant(i32, width - 1)), 1),
+                (lambda name: em.store(name, outputs[0], values, width)) if width > 1 else None,
                 store_each,
             )
 
+        if weight_totals is None:
+            by_layout("divisors", read_one, read_whole if width > 1 else None, read_each)
+            divisors = builder.load(read)
+        else:
+            divisors = weight_totals
+            put("divisors", weight_totals)
+        ones = self.constants(ir.DoubleType(), [1.0] * width)
+        quotients = builder.select(builder.fcmp_ordered("==", divisors, ones), totals, builder.fdiv(totals, divisors))
+        for view in ("sums", "finished"):
+            put(view, quotients)
+
 
 @functools.cache
-def _vector_rows(kind: int, weighted: bool) -> Any:
+def _vector_rows(kind: int, weighted: bool, weight_sums: bool = False) -> Any:
     """An intrinsic rows(p, ip, jp, t, it, jt, st, w, iw, jw, sw, out, io, jo, scale,
     i_factor, j_factor, has_scale, sums, finished, divisors, il, jl, count, n) for one
     pass: `count` rows of n positions, row r's from ip + r * jp (targets, weights and out
@@ -1731,7 +1770,12 @@ def _vector_rows(kind: int, weighted: bool) -> Any:
     KROWS at a time, side by side, their lanes combined side by side in combine_lanes'
     order and divided in one vector division; rows of fewer than LANES positions that lie
     one after another are read KROWS at a time as one vector (_RowsCode.packed), where a
-    group of LANES lanes for a row of 2 spent three quarters of its work on nothing."""
+    group of LANES lanes for a row of 2 spent three quarters of its work on nothing.
+
+    weight_sums (a pass that only sums, weights along the rows): each row's weights summed
+    too, in lanes of their own, as reduce_difference sums them against a target of 0 (w -
+    0 is w), that sum the row's divisor and stored into `divisors` in its place: the
+    weights' own pass, a loop of its own, took as long as the loss's."""
 
     @intrinsic
     def rows(
@@ -1773,7 +1817,7 @@ def _vector_rows(kind: int, weighted: bool) -> Any:
             at = {"ip": 1, "jp": 2, "it": 4, "jt": 5, "st": 6, "iw": 8, "jw": 9, "sw": 10, "io": 12, "jo": 13}
             at |= {"i_factor": 15, "j_factor": 16, "has_scale": 17, "il": 21, "jl": 22, "count": 23, "n": 24}
             scalars = {name: context.cast(builder, args[k], signature.args[k], types.int64) for name, k in at.items()}
-            _RowsCode(em, kind, weighted, scalars).emit()
+            _RowsCode(em, kind, weighted, weight_sums, scalars).emit()
             return context.get_dummy_value()
 
         return signature, codegen
@@ -2298,6 +2342,51 @@ def weighted_mean_tasks(
             signs |= bits[np.uint64(i)]
     if signs & sign:
         released(found, SIGNED_WEIGHT, 1)
+
+
+# A weighted loss per row's loss and weight sums in one pass (_vector_rows' weight_sums).
+_weighted_rows = _vector_rows(REDUCE, True, True)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def weighted_rows_tasks(
+    handed: Int64s,
+    begin: int,
+    end: int,
+    row: int,
+    p: Operand,
+    t: Operand,
+    w: Operand,
+    loss: Operand,
+    row_sums: Float64s,
+    found: Int64s,
+) -> None:
+    """Rows [begin, end) of `row` positions (up to BLOCK, row mode's rows: p, t and w C
+    ordered, of one dtype, float32 or float64) of a mean per row weighted per position:
+    each row's loss and its weights' sum (row_sums, its divisor) in one pass, as the
+    general path's weight sums and then its loss give them; a stretch of rows at a time,
+    whose weights are then checked from cache as weight_sum_tasks checks them (found)."""
+    let_workers_in(handed)
+    bits, sign = sign_bits(w)
+    signs = sign ^ sign
+    unusable_rows = 0
+    last_sum, no_scale = np.zeros(1), np.zeros(1)
+    step = max(1, WEIGHTS_AT_ONCE // row)
+    for first in range(begin, end, step):
+        last = min(first + step, end)
+        at = first * row
+        _weighted_rows(
+            p, at, row, t, at, row, 1, w, at, row, 1, p, at, row, no_scale, 0, 0, False,
+            last_sum, loss, row_sums, first, 1, last - first, row,
+        )  # fmt: skip
+        for i in range(at, last * row):
+            signs |= bits[np.uint64(i)]
+        for r in range(first, last):
+            unusable_rows += not row_sums[r] > 0.0
+    if signs & sign:
+        released(found, SIGNED_WEIGHT, 1)
+    if unusable_rows:
+        released(found, UNUSABLE_ROW, 1)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -3524,6 +3613,19 @@ class NumbaBackend:
                 divisors if loss is not None else _ONE,
                 scale if out is not None else _NOUGHT,
             )
+            if (
+                mean
+                and loss is not None
+                and out is None
+                and row <= BLOCK
+                and dtype in _AS_THEY_COME
+                and self._parallel(p.size)
+            ):
+                found = np.zeros(2, np.int64)
+                self._on_threads(
+                    weighted_rows_tasks, rows, (row, p_flat, t_flat, w_flat, loss.reshape(-1), divisors, found)
+                )
+                return NotImplemented if found.any() else loss
             if mean and self._weight_sums(w_flat, divisors, p.size, scale) is None:
                 return NotImplemented
             self._run_arguments(pass_arguments, p.size)

@@ -365,9 +365,9 @@ def test_weights_checked_as_on_the_general_path(backend, monkeypatch, dtype, axi
         sums = workers_let_in["weight_sum_tasks"]
         assert sums
         assert any(sums) if on_workers else not any(sums)
-    assert bool(workers_let_in["weighted_mean_tasks"]) == (on_workers and axis is None)
-    in_pass = on_workers and axis == -1 and row <= BLOCK and dtype != np.float16
-    assert bool(workers_let_in["weighted_rows_tasks"]) == in_pass
+    in_pass = on_workers and dtype != np.float16  # float32 and float64 only
+    assert bool(workers_let_in["weighted_mean_tasks"]) == (in_pass and axis is None)
+    assert bool(workers_let_in["weighted_rows_tasks"]) == (in_pass and axis == -1 and row <= BLOCK)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

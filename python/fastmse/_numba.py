@@ -1316,8 +1316,10 @@ class _RowsCode:
     """The IR of _vector_rows' intrinsic for one call site: see there. `em` holds the
     arrays p, t, w, sums, finished and divisors; the rest are int64 values."""
 
-    def __init__(self, em: _Emitter, kind: int, weighted: bool, weight_sums: bool, scalars: dict[str, Any]) -> None:
-        self.em, self.builder, self.kind, self.weighted = em, em.builder, kind, weighted
+    def __init__(
+        self, em: _Emitter, kind: int, weighted: bool, weight_sums: bool, divided: bool, scalars: dict[str, Any]
+    ) -> None:
+        self.em, self.builder, self.kind, self.weighted, self.divided = em, em.builder, kind, weighted, divided
         self.s = scalars  # ip, jp, it, jt, st, iw, jw, sw, il, jl, count, n (of the first row)
         builder, i64 = self.builder, em.i64
         self.zero = em.constant(0)
@@ -1739,20 +1741,20 @@ class _RowsCode:
                 store_each,
             )
 
+        ones = self.constants(ir.DoubleType(), [1.0] * width)
         if weight_totals is None:
             by_layout("divisors", read_one, read_whole if width > 1 else None, read_each)
             divisors = builder.load(read)
         else:
-            divisors = weight_totals
+            divisors = weight_totals if self.divided else ones
             put("divisors", weight_totals)
-        ones = self.constants(ir.DoubleType(), [1.0] * width)
         quotients = builder.select(builder.fcmp_ordered("==", divisors, ones), totals, builder.fdiv(totals, divisors))
         for view in ("sums", "finished"):
             put(view, quotients)
 
 
 @functools.cache
-def _vector_rows(kind: int, weighted: bool, weight_sums: bool = False) -> Any:
+def _vector_rows(kind: int, weighted: bool, weight_sums: bool = False, divided: bool = True) -> Any:
     """An intrinsic rows(p, ip, jp, t, it, jt, st, w, iw, jw, sw, out, io, jo, scale,
     i_factor, j_factor, has_scale, sums, finished, divisors, il, jl, count, n) for one
     pass: `count` rows of n positions, row r's from ip + r * jp (targets, weights and out
@@ -1774,8 +1776,9 @@ def _vector_rows(kind: int, weighted: bool, weight_sums: bool = False) -> Any:
 
     weight_sums (a pass that only sums, weights along the rows): each row's weights summed
     too, in lanes of their own, as reduce_difference sums them against a target of 0 (w -
-    0 is w), that sum the row's divisor and stored into `divisors` in its place: the
-    weights' own pass, a loop of its own, took as long as the loss's."""
+    0 is w), that sum stored into `divisors` in its place and the row's divisor (or, not
+    `divided`, the loss left undivided: blocks of a flat sum): the weights' own pass, a
+    loop of its own, took as long as the loss's."""
 
     @intrinsic
     def rows(
@@ -1817,7 +1820,7 @@ def _vector_rows(kind: int, weighted: bool, weight_sums: bool = False) -> Any:
             at = {"ip": 1, "jp": 2, "it": 4, "jt": 5, "st": 6, "iw": 8, "jw": 9, "sw": 10, "io": 12, "jo": 13}
             at |= {"i_factor": 15, "j_factor": 16, "has_scale": 17, "il": 21, "jl": 22, "count": 23, "n": 24}
             scalars = {name: context.cast(builder, args[k], signature.args[k], types.int64) for name, k in at.items()}
-            _RowsCode(em, kind, weighted, weight_sums, scalars).emit()
+            _RowsCode(em, kind, weighted, weight_sums, divided, scalars).emit()
             return context.get_dummy_value()
 
         return signature, codegen
@@ -2231,7 +2234,7 @@ def chunk_of_blocks(kind: int, weighted: bool, run_of: Any, base: Int64s, n: int
             continue
         if part == 1:
             base[P] += whole * BLOCK
-            base[T] += whole * steps[T]  # 0 for a target shared by every block
+            base[T] += whole * BLOCK
             base[W] += whole * BLOCK
             base[OUT] += whole * BLOCK
         specialized(
@@ -2285,6 +2288,12 @@ def flat_tasks(
         )
 
 
+# A weighted loss per row's loss and weight sums in one pass (_vector_rows' weight_sums),
+# and a flat weighted sum's blocks' sums and weight sums.
+_weighted_rows = _vector_rows(REDUCE, True, True)
+_weighted_blocks = _vector_rows(REDUCE, True, True, False)
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def weighted_mean_tasks(
     handed: Int64s,
@@ -2297,55 +2306,45 @@ def weighted_mean_tasks(
     weight_partials: Float64s,
     found: Int64s,
 ) -> None:
-    """Chunks [begin, end) of a flat weighted sum (flat_tasks' REDUCE, weights as long as
-    p), each chunk's weights summed right after it, from cache, as _weight_sums sums them
-    in a pass of their own (reduce_difference against a target of 0: a target shared by
-    every position, stride 0) into weight_partials, and their sign bits checked
-    (found[SIGNED_WEIGHT]), where their own pass read them from memory again: a sixth of
-    the call's time."""
+    """Chunks [begin, end) of a flat weighted sum (flat_tasks' REDUCE, float32 or float64,
+    weights as long as p): each chunk's sum, and its weights' as _weight_sums sums them
+    (reduce_difference against a target of 0), in one pass over its blocks (taken as rows
+    of BLOCK, as chunk_of_blocks takes them, _vector_rows' weight sums), each cascaded
+    into weight_partials; their sign bits then checked from cache (found[SIGNED_WEIGHT])."""
     let_workers_in(handed)
     n = p.size
-    p, t, w = unmanaged(p), unmanaged(t), unmanaged(w)
-    partials, weight_partials = unmanaged(partials), unmanaged(weight_partials)
     bits, sign = sign_bits(w)
     signs = sign ^ sign
-    zero = np.zeros(1, w.dtype)
-    cascade = (np.zeros((CASCADE_LEVELS, 1)), np.zeros(2, np.int64), np.zeros(1), np.zeros(1))
-    blocks = (np.zeros(CHUNK // BLOCK), np.zeros(1, p.dtype), np.ones(1), block_steps())
-    weight_steps = block_steps()
-    weight_steps[T] = 0  # the one target, 0, for every block
-    no_scale = np.zeros(1)
-    base = np.zeros(6, np.int64)
-    unit, still = np.int64(1), np.int64(0)
-    scratch = (unmanaged(blocks[0]), unmanaged(blocks[1]), unmanaged(blocks[2]), unmanaged(blocks[3]))
-    weight_scratch = (scratch[0], scratch[1], scratch[2], unmanaged(weight_steps))
-    stack = (unmanaged(cascade[0]), unmanaged(cascade[1]), unmanaged(cascade[2]), unmanaged(cascade[3]))
+    block_sums, weight_sums = np.zeros(CHUNK // BLOCK), np.zeros(CHUNK // BLOCK)
+    last_loss, no_scale = np.zeros(1, p.dtype), np.zeros(1)
+    stack, state, one, scratch = np.zeros((CASCADE_LEVELS, 1)), np.zeros(2, np.int64), np.zeros(1), np.zeros(1)
     for c in range(begin, end):
         lo = c * CHUNK
         size = min(CHUNK, n - lo)
-        base[P] = base[T] = base[W] = base[OUT] = lo
-        partials[c] = chunk_of_blocks(
-            REDUCE, True, (p, t, w, unit, p, unmanaged(no_scale), False, unit), unmanaged(base), size, scratch, stack
-        )
-        base[P] = base[W] = base[OUT] = lo
-        base[T] = 0
-        weight_partials[c] = chunk_of_blocks(
-            REDUCE_DIFFERENCE,
-            False,
-            (w, unmanaged(zero), w, unit, w, unmanaged(no_scale), False, still),
-            unmanaged(base),
-            size,
-            weight_scratch,
-            stack,
-        )
+        whole = size // BLOCK
+        rest = size - whole * BLOCK
+        if whole > 0:
+            _weighted_blocks(
+                p, lo, BLOCK, t, lo, BLOCK, 1, w, lo, BLOCK, 1, p, lo, BLOCK, no_scale, 0, 0, False,
+                block_sums, last_loss, weight_sums, 0, 1, whole, BLOCK,
+            )  # fmt: skip
+        if rest > 0:
+            at = lo + whole * BLOCK
+            _weighted_blocks(
+                p, at, rest, t, at, rest, 1, w, at, rest, 1, p, at, rest, no_scale, 0, 0, False,
+                block_sums, last_loss, weight_sums, whole, 1, 1, rest,
+            )  # fmt: skip
+        for sums, into in ((block_sums, partials), (weight_sums, weight_partials)):
+            state[:] = 0
+            for block in range(whole + (rest > 0)):
+                one[0] = sums[block]
+                cascade_push(stack, state, one, 1, scratch)
+            cascade_total(stack, state, one, 1)
+            into[c] = one[0]
         for i in range(lo, lo + size):
             signs |= bits[np.uint64(i)]
     if signs & sign:
         released(found, SIGNED_WEIGHT, 1)
-
-
-# A weighted loss per row's loss and weight sums in one pass (_vector_rows' weight_sums).
-_weighted_rows = _vector_rows(REDUCE, True, True)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -3632,7 +3631,7 @@ class NumbaBackend:
             if job == 1:
                 return out
             return loss if job == 0 else (loss, out)
-        if mean and job == 0 and not per_sample and self._parallel(p.size):
+        if mean and job == 0 and not per_sample and dtype in _AS_THEY_COME and self._parallel(p.size):
             sums = self._weighted_mean(p_flat, t_flat, w_flat)  # the loss and its weights' total in one pass
             if sums is None or sums[1] == 0.0:
                 return NotImplemented  # as below

@@ -374,13 +374,13 @@ def test_weights_checked_as_on_the_general_path(backend, monkeypatch, dtype, axi
 @pytest.mark.parametrize("row", [2, 5, 7, 8, 10, 17, 24, 40, 63, 64, 100, BLOCK])
 def test_weighted_losses_per_row_summing_their_weights_in_pass_are_the_general_paths(backend, monkeypatch, dtype, row):
     # Rows of every loop of _vector_rows (packed, lockstep of 1, 2 and any groups, one by
-    # one), their weight sums in the loss's pass (weighted_rows_tasks), on the workers;
-    # in (rows, row) and (2, rows // 2, row), with rows of subnormal weights, an infinity,
-    # a NaN and the largest weight.
+    # one), their weight sums in the pass of the loss, the gradient or both
+    # (weighted_rows_tasks), on the workers; in (rows, row) and (2, rows // 2, row), with
+    # rows of subnormal weights, an infinity, a NaN and the largest weight.
     rows = PARALLEL_MIN // row + 7
     rng = np.random.default_rng(row)
     p, t = (rng.standard_normal((rows, row)).astype(dtype) for _ in range(2))
-    w = rng.uniform(0.0, 3.0, (rows, row)).astype(dtype)
+    w = rng.uniform(0.5, 3.0, (rows, row)).astype(dtype)  # no 0: weight_checks would hand gradients back
     w[::97] *= np.finfo(dtype).tiny
     p[5, 0], t[9, -1], w[11, -1] = np.inf, np.nan, np.finfo(dtype).max
     calls = []
@@ -396,13 +396,18 @@ def test_weighted_losses_per_row_summing_their_weights_in_pass_are_the_general_p
     try:
         for shape in ((rows, row), (2, rows // 2, row)):
             p_, t_, w_ = (a[: math.prod(shape[:-1])].reshape(shape) for a in (p, t, w))
-            expected = warned(on_general_path, mse, p_, t_, weights=w_, axis=-1)
-            got = warned(directly, mse, p_, t_, weights=w_, axis=-1)
-            assert expected[1] == got[1]
-            assert_same_results(expected[0], got[0])
+            for function in (mse, mse_grad, mse_and_grad):
+                results = []
+                for path in (on_general_path, directly):
+                    out = np.full_like(p_, 7)
+                    kwargs = {} if function is mse else {"out": out}
+                    results.append((*warned(path, function, p_, t_, weights=w_, axis=-1, **kwargs), out))
+                assert results[0][1] == results[1][1]
+                assert_same_results(results[0][0], results[1][0])
+                assert_same_results(results[0][2], results[1][2])
     finally:
         backend.set_num_threads(previous)
-    assert len(calls) == 4  # two calls' two ranges
+    assert len(calls) == 12  # six calls' two ranges
 
 
 def test_arrays_of_an_equal_dtype_take_the_small_path(backend):

@@ -1498,17 +1498,7 @@ class _RowsCode:
             starts["t"] = builder.add(it, at)
         if self.weighted and weight is None:
             starts["w"] = builder.add(iw, at)
-        values = {}
-        for name, start in starts.items():
-            with builder.if_else(self.shared[name]) as (in_shared, in_own):
-                with in_shared:
-                    shared_block = builder.block
-                with in_own:
-                    own = read({name: start})[name]
-                    own_block = builder.block
-            values[name] = builder.phi(em.lanes)
-            values[name].add_incoming(self.shared_tails[name], shared_block)
-            values[name].add_incoming(own, own_block)
+        values = self.tail_values(starts, read)
         weights = (values["w"] if weight is None else weight) if self.weighted else None
         d = builder.fsub(values["p"], values["t"] if target is None else target)
         stored, added = _position_values(builder, self.kind, d, weights, factor)
@@ -1520,6 +1510,48 @@ class _RowsCode:
         if weight_lanes is not None:
             weights = builder.select(self.in_row, weights, self.no_terms)
             builder.store(builder.fadd(builder.load(weight_lanes), weights), weight_lanes)
+
+    def tail_values(self, starts: dict[str, Any], read: Callable[..., Any]) -> dict[str, Any]:
+        """A row's tail of each operand from its start: the one row's (read once, see
+        variant) where all rows share it, else read by `read`."""
+        builder, values = self.builder, {}
+        for name, start in starts.items():
+            with builder.if_else(self.shared[name]) as (in_shared, in_own):
+                with in_shared:
+                    shared_block = builder.block
+                with in_own:
+                    own = read({name: start})[name]
+                    own_block = builder.block
+            values[name] = builder.phi(self.em.lanes)
+            values[name].add_incoming(self.shared_tails[name], shared_block)
+            values[name].add_incoming(own, own_block)
+        return values
+
+    def factors_first(
+        self, rows: list[tuple[Any, ...]], n_groups: Any, at: Any, read: Callable[..., Any]
+    ) -> tuple[list[tuple[Any, ...]], Any]:
+        """Where a pass that writes sums the weights (weight_sums): the rows' weights
+        summed ahead of their terms, in the weight lanes, as add_group and add_tail sum
+        them; returns the rows with their gradient factor, 2 / sum, in place of scale's,
+        and the sums (a vector of a lane a row)."""
+        builder, em = self.builder, self.em
+        lanes = self.weight_sums[: len(rows)]
+        for weight_lanes in lanes:
+            builder.store(self.no_terms, weight_lanes)
+        with cgutils.for_range(builder, n_groups) as loop:
+            i = builder.mul(loop.index, em.constant(LANES))
+            for row, weight_lanes in zip(rows, lanes, strict=True):
+                weights = em.load("w", builder.add(row[2], i))
+                builder.store(builder.fadd(builder.load(weight_lanes), weights), weight_lanes)
+        with builder.if_then(builder.icmp_signed(">", self.tail_size, self.zero)):
+            for row, weight_lanes in zip(rows, lanes, strict=True):
+                weights = self.tail_values({"w": builder.add(row[2], at)}, read)["w"]
+                weights = builder.select(self.in_row, weights, self.no_terms)
+                builder.store(builder.fadd(builder.load(weight_lanes), weights), weight_lanes)
+        totals = self.side_by_side(lanes) if len(rows) == KROWS else self.row_total(lanes[0])
+        factors = builder.fdiv(self.constants(ir.DoubleType(), [2.0] * len(rows)), totals)
+        factor_of = [em.splat(builder.extract_element(factors, ir.Constant(em.i32, g))) for g in range(len(rows))]
+        return [(*row[:6], factor) for row, factor in zip(rows, factor_of, strict=True)], totals
 
     def neighbours(self, a: Any, b: Any) -> Any:  # (a0 + a1, a2 + a3, ..., b0 + b1, b2 + b3, ...)
         width = a.type.count
@@ -1574,6 +1606,14 @@ class _RowsCode:
         def add(a: Any, b: Any) -> Any:
             return a if b is None else builder.fadd(a, b)
 
+        def totals(values: Any) -> Any:  # each row's
+            zeros = self.constants(double, [0.0] * KROWS)  # a lane starts at +0
+            lanes = [
+                builder.fadd(zeros, self.shuffle(values, values, [g * n + i for g in range(KROWS)])) for i in range(n)
+            ] + [None] * (LANES - n)
+            halves = [add(add(lanes[h], lanes[h + 1]), add(lanes[h + 2], lanes[h + 3])) for h in (0, 4)]
+            return add(halves[0], halves[1])
+
         with cgutils.for_range(builder, row_groups) as group:
             first = builder.mul(group.index, em.constant(KROWS))
             rows = [self.row_scalars(builder.add(first, em.constant(g)), one_target, one_weight) for g in range(KROWS)]
@@ -1583,22 +1623,18 @@ class _RowsCode:
             weights = None
             if self.weighted:
                 weights = spread([row[5] for row in rows]) if one_weight else em.load("w", iw, width)
-            factor = spread([row[6] for row in rows]) if writes(self.kind) else None
+            weight_totals = totals(weights) if self.weight_sums[0] is not None else None
+            factor = None
+            if writes(self.kind):
+                factors = [row[6] for row in rows]
+                if weight_totals is not None:  # 2 / each row's weight sum
+                    quotients = builder.fdiv(self.constants(double, [2.0] * KROWS), weight_totals)
+                    factors = [builder.extract_element(quotients, ir.Constant(em.i32, g)) for g in range(KROWS)]
+                factor = spread(factors)
             stored, added = _position_values(builder, self.kind, d, weights, factor)
             if stored is not None:
                 em.store("o", io, stored, width)
-
-            def totals(values: Any) -> Any:  # each row's
-                zeros = self.constants(double, [0.0] * KROWS)  # a lane starts at +0
-                lanes = [
-                    builder.fadd(zeros, self.shuffle(values, values, [g * n + i for g in range(KROWS)]))
-                    for i in range(n)
-                ] + [None] * (LANES - n)
-                halves = [add(add(lanes[h], lanes[h + 1]), add(lanes[h + 2], lanes[h + 3])) for h in (0, 4)]
-                return add(halves[0], halves[1])
-
             if added is not None:
-                weight_totals = totals(weights) if self.weight_sums[0] is not None else None
                 self.put_losses(first, totals(added), KROWS, weight_totals)
 
     def lockstep(self, row_groups: Any, one_target: bool, one_weight: bool, groups: int | None) -> None:
@@ -1611,9 +1647,14 @@ class _RowsCode:
             first = builder.mul(group.index, em.constant(KROWS))
             rows = [self.row(builder.add(first, em.constant(g)), one_target, one_weight) for g in range(KROWS)]
             lane_sets = list(zip(rows, self.row_sums, self.weight_sums, strict=True))
-            for lanes in [*self.row_sums, *self.weight_sums]:
-                if lanes is not None:
-                    builder.store(self.no_terms, lanes)
+            weight_totals = None
+            if self.weight_sums[0] is not None and writes(self.kind):
+                rows, weight_totals = self.factors_first(rows, n_groups, at, self.read_whole)
+                lane_sets = [(row, lanes, None) for row, lanes in zip(rows, self.row_sums, strict=True)]
+            for _, *lanes in lane_sets:
+                for each in lanes:
+                    if each is not None:
+                        builder.store(self.no_terms, each)
             with cgutils.for_range(builder, n_groups) as loop:
                 i = builder.mul(loop.index, em.constant(LANES))
                 for row, lanes, weight_lanes in lane_sets:
@@ -1622,7 +1663,8 @@ class _RowsCode:
                 for row, lanes, weight_lanes in lane_sets:
                     self.add_tail(row, at, self.read_whole, lanes, weight_lanes)
             if reduces(self.kind):
-                weight_totals = None if self.weight_sums[0] is None else self.side_by_side(self.weight_sums)
+                if self.weight_sums[0] is not None and weight_totals is None:
+                    weight_totals = self.side_by_side(self.weight_sums)
                 self.put_losses(first, self.side_by_side(self.row_sums), KROWS, weight_totals)
 
     def side_by_side(self, row_lanes: list[Any]) -> Any:
@@ -1643,10 +1685,14 @@ class _RowsCode:
         with cgutils.for_range(builder, builder.sub(self.s["count"], first)) as loop:
             r = builder.add(first, loop.index)
             row = self.row(r, one_target, one_weight)
+            weight_total = None
+            if weight_lanes is not None and writes(self.kind):
+                (row,), weight_total = self.factors_first([row], self.n_groups, self.at, self.read_checked)
             ip, it, iw, io, target, weight, factor = row
+            in_loop = weight_lanes if weight_total is None else None  # the weight lanes the loop adds to
             builder.store(self.no_terms, lanes)
-            if weight_lanes is not None:
-                builder.store(self.no_terms, weight_lanes)
+            if in_loop is not None:
+                builder.store(self.no_terms, in_loop)
 
             def targets_along(i: Any) -> Any:
                 em.prefetch("t", builder.add(it, i))
@@ -1657,11 +1703,12 @@ class _RowsCode:
 
             weight_at = None if not self.weighted else (lambda i: weight) if weight is not None else weights_along
             target_at = (lambda i: target) if target is not None else targets_along
-            _group_loop(em, self.kind, False, self.n_groups, ip, io, factor, lanes, target_at, weight_at, weight_lanes)
+            _group_loop(em, self.kind, False, self.n_groups, ip, io, factor, lanes, target_at, weight_at, in_loop)
             with builder.if_then(builder.icmp_signed(">", self.tail_size, self.zero)):
-                self.add_tail(row, self.at, self.read_checked, lanes, weight_lanes)
+                self.add_tail(row, self.at, self.read_checked, lanes, in_loop)
             if reduces(self.kind):
-                weight_total = None if weight_lanes is None else self.row_total(weight_lanes)
+                if in_loop is not None:
+                    weight_total = self.row_total(in_loop)
                 self.put_losses(r, self.row_total(lanes), 1, weight_total)
 
     def row_total(self, lanes: Any) -> Any:
@@ -1774,11 +1821,12 @@ def _vector_rows(kind: int, weighted: bool, weight_sums: bool = False, divided: 
     one after another are read KROWS at a time as one vector (_RowsCode.packed), where a
     group of LANES lanes for a row of 2 spent three quarters of its work on nothing.
 
-    weight_sums (a pass that only sums, weights along the rows): each row's weights summed
-    too, in lanes of their own, as reduce_difference sums them against a target of 0 (w -
-    0 is w), that sum stored into `divisors` in its place and the row's divisor (or, not
-    `divided`, the loss left undivided: blocks of a flat sum): the weights' own pass, a
-    loop of its own, took as long as the loss's."""
+    weight_sums (weights along the rows): each row's weights summed too, in lanes of their
+    own, as reduce_difference sums them against a target of 0 (w - 0 is w), that sum
+    stored into `divisors` in its place and the row's divisor (or, not `divided`, the
+    loss left undivided: blocks of a flat sum); in a pass that writes, summed first, the
+    row's gradient factor 2 / sum (_RowsCode.factors_first). The weights' own pass, a loop
+    of its own, took as long as the loss's."""
 
     @intrinsic
     def rows(
@@ -2288,9 +2336,11 @@ def flat_tasks(
         )
 
 
-# A weighted loss per row's loss and weight sums in one pass (_vector_rows' weight_sums),
-# and a flat weighted sum's blocks' sums and weight sums.
+# A weighted mean per row's loss, gradient or both with its weight sums in one pass
+# (_vector_rows' weight_sums), and a flat weighted sum's blocks' sums and weight sums.
 _weighted_rows = _vector_rows(REDUCE, True, True)
+_weighted_row_gradients = _vector_rows(GRAD, True, True)
+_weighted_rows_and_gradients = _vector_rows(REDUCE_AND_GRAD, True, True)
 _weighted_blocks = _vector_rows(REDUCE, True, True, False)
 
 
@@ -2352,19 +2402,23 @@ def weighted_rows_tasks(
     handed: Int64s,
     begin: int,
     end: int,
+    kind: int,
     row: int,
     p: Operand,
     t: Operand,
     w: Operand,
+    out: Operand,
     loss: Operand,
     row_sums: Float64s,
     found: Int64s,
 ) -> None:
-    """Rows [begin, end) of `row` positions (up to BLOCK, row mode's rows: p, t and w C
-    ordered, of one dtype, float32 or float64) of a mean per row weighted per position:
-    each row's loss and its weights' sum (row_sums, its divisor) in one pass, as the
-    general path's weight sums and then its loss give them; a stretch of rows at a time,
-    whose weights are then checked from cache as weight_sum_tasks checks them (found)."""
+    """Rows [begin, end) of `row` positions (up to BLOCK, row mode's rows: p, t, w and out
+    C ordered, of one dtype, float32 or float64) of a mean per row weighted per position:
+    each row's loss, gradient or both (`kind`) with its weights' sum (row_sums, where the
+    pass sums: its divisor) in one pass, as the general path's weight sums and then its
+    pass give them; a stretch of rows at a time, whose weights are then checked from cache
+    as weight_sum_tasks checks them (found; a gradient's weights checked before, by
+    weight_checks)."""
     let_workers_in(handed)
     bits, sign = sign_bits(w)
     signs = sign ^ sign
@@ -2374,17 +2428,53 @@ def weighted_rows_tasks(
     for first in range(begin, end, step):
         last = min(first + step, end)
         at = first * row
-        _weighted_rows(
-            p, at, row, t, at, row, 1, w, at, row, 1, p, at, row, no_scale, 0, 0, False,
-            last_sum, loss, row_sums, first, 1, last - first, row,
-        )  # fmt: skip
-        for i in range(at, last * row):
-            signs |= bits[np.uint64(i)]
-        for r in range(first, last):
-            unusable_rows += not row_sums[r] > 0.0
+        if kind == REDUCE:
+            _weighted_rows(
+                p, at, row, t, at, row, 1, w, at, row, 1, out, at, row, no_scale, 0, 0, False,
+                last_sum, loss, row_sums, first, 1, last - first, row,
+            )  # fmt: skip
+        elif kind == GRAD:
+            _weighted_row_gradients(
+                p, at, row, t, at, row, 1, w, at, row, 1, out, at, row, no_scale, 0, 0, False,
+                last_sum, loss, row_sums, first, 1, last - first, row,
+            )  # fmt: skip
+        else:
+            _weighted_rows_and_gradients(
+                p, at, row, t, at, row, 1, w, at, row, 1, out, at, row, no_scale, 0, 0, False,
+                last_sum, loss, row_sums, first, 1, last - first, row,
+            )  # fmt: skip
+        if kind == REDUCE:
+            for i in range(at, last * row):
+                signs |= bits[np.uint64(i)]
+            for r in range(first, last):
+                unusable_rows += not row_sums[r] > 0.0
     if signs & sign:
         released(found, SIGNED_WEIGHT, 1)
     if unusable_rows:
+        released(found, UNUSABLE_ROW, 1)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def weight_checks(handed: Int64s, begin: int, end: int, w: Operand, found: Int64s) -> None:
+    """Chunks [begin, end) of CHUNK weights checked before a gradient is written with
+    weight sums that its pass finds (weighted_rows_tasks): found[SIGNED_WEIGHT] for a
+    weight whose sign bit is set, found[UNUSABLE_ROW] for a weight that is NaN or 0 (a row
+    of them may sum to NaN or 0: such calls are left to the weights' own pass, which finds
+    which). An OR of bits and comparisons, at the speed of memory."""
+    let_workers_in(handed)
+    bits, sign = sign_bits(w)
+    mantissa_bits = np.uint64(23 if w.itemsize == 4 else 52)  # float32 or float64
+    magnitude = sign - np.uint64(1)
+    infinity = magnitude ^ ((np.uint64(1) << mantissa_bits) - np.uint64(1))
+    signs = sign ^ sign
+    unusable = 0
+    for i in range(begin * CHUNK, min(end * CHUNK, w.size)):
+        b = bits[np.uint64(i)]
+        signs |= b
+        unusable |= (b & magnitude) > infinity or b == 0
+    if signs & sign:
+        released(found, SIGNED_WEIGHT, 1)
+    if unusable:
         released(found, UNUSABLE_ROW, 1)
 
 
@@ -3612,22 +3702,15 @@ class NumbaBackend:
                 divisors if loss is not None else _ONE,
                 scale if out is not None else _NOUGHT,
             )
-            if (
-                mean
-                and loss is not None
-                and out is None
-                and row <= BLOCK
-                and dtype in _AS_THEY_COME
-                and self._parallel(p.size)
-            ):
-                found = np.zeros(2, np.int64)
-                self._on_threads(
-                    weighted_rows_tasks, rows, (row, p_flat, t_flat, w_flat, loss.reshape(-1), divisors, found)
-                )
-                return NotImplemented if found.any() else loss
-            if mean and self._weight_sums(w_flat, divisors, p.size, scale) is None:
+            in_pass = None  # the weight sums found in the pass
+            if mean and row <= BLOCK and dtype in _AS_THEY_COME and self._parallel(p.size):
+                in_pass = self._weighted_rows(kind, row, p_flat, t_flat, w_flat, out_flat, loss, divisors)
+            if in_pass is None:
+                if mean and self._weight_sums(w_flat, divisors, p.size, scale) is None:
+                    return NotImplemented
+                self._run_arguments(pass_arguments, p.size)
+            elif not in_pass:
                 return NotImplemented
-            self._run_arguments(pass_arguments, p.size)
             if job == 1:
                 return out
             return loss if job == 0 else (loss, out)
@@ -3759,6 +3842,35 @@ class NumbaBackend:
                 with np.errstate(over="ignore"):  # a subnormal weight sum's factor: inf, as in the kernel
                     np.divide(2.0, row_sums, out=scale)
         return 0.0
+
+    def _weighted_rows(
+        self,
+        kind: int,
+        row: int,
+        p: Operand,
+        t: Operand,
+        w: Operand,
+        out: Operand | None,
+        loss: np.ndarray | None,
+        row_sums: Float64s,
+    ) -> bool | None:
+        """A pass of a mean per row (rows of `row` positions, row_sums.size of them)
+        weighted per position that finds its weight sums itself (weighted_rows_tasks), on
+        the workers: True once done; False where the general path decides (a weight whose
+        sign bit is set, a row whose weights sum to 0 or NaN); None, before anything is
+        written, where a gradient's weights hold a 0 or a NaN (weight_checks): the weights'
+        own pass then finds whether a row's sum is 0 or NaN, ahead of `out`."""
+        found = np.zeros(2, np.int64)
+        if writes(kind):
+            self._on_threads(weight_checks, (w.size + CHUNK - 1) // CHUNK, (w, found))
+            if found[SIGNED_WEIGHT]:
+                return False
+            if found[UNUSABLE_ROW]:
+                return None
+        losses = np.zeros(1, p.dtype) if loss is None else loss.reshape(-1)
+        arguments = (kind, row, p, t, w, p if out is None else out, losses, row_sums, found)
+        self._on_threads(weighted_rows_tasks, row_sums.size, arguments)
+        return not found.any()
 
     def _weighted_mean(self, p: Operand, t: Operand, w: Operand) -> tuple[float, float] | None:
         """The float64 sum of a flat weighted run (_flat's REDUCE) and its weights' total

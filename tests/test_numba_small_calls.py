@@ -371,6 +371,42 @@ def test_weights_checked_as_on_the_general_path(backend, monkeypatch, dtype, axi
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [PARALLEL_MIN, 16 * CHUNK + 3 * BLOCK + 5, 20 * CHUNK - 1])
+def test_weighted_means_summing_their_weights_in_pass_are_the_general_paths(backend, monkeypatch, dtype, size):
+    # A mean over everything weighted per position on the workers, its chunks' blocks'
+    # loss and weight sums in one pass (weighted_mean_tasks): whole chunks, and a last
+    # chunk of whole blocks and a rest, with an infinity, a NaN and subnormal weights.
+    rng = np.random.default_rng(size)
+    p, t = (rng.standard_normal(size).astype(dtype) for _ in range(2))
+    w = rng.uniform(0.5, 3.0, size).astype(dtype)
+    w[::997] *= np.finfo(dtype).tiny
+    calls = []
+    in_pass = _numba.weighted_mean_tasks
+
+    def spy(*arguments):
+        calls.append(arguments[1:3])
+        in_pass(*arguments)
+
+    monkeypatch.setattr(_numba, "weighted_mean_tasks", spy)
+    previous = backend.get_num_threads()
+    backend.set_num_threads(2)
+    try:
+        for values in ((p, t, w), (np.where(np.arange(size) == size - 7, np.inf, p).astype(dtype), t, w)):
+            expected = warned(on_general_path, mse, *values[:2], weights=values[2])
+            got = warned(directly, mse, *values[:2], weights=values[2])
+            assert expected[1] == got[1]
+            assert_same_results(expected[0], got[0])
+        w[size // 3] = np.nan
+        expected = warned(on_general_path, mse, p, t, weights=w)
+        got = warned(directly, mse, p, t, weights=w)
+        assert expected[1] == got[1]
+        assert_same_results(expected[0], got[0])
+    finally:
+        backend.set_num_threads(previous)
+    assert len(calls) == 6  # three calls' two ranges
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("row", [2, 5, 7, 8, 10, 17, 24, 40, 63, 64, 100, BLOCK])
 def test_weighted_losses_per_row_summing_their_weights_in_pass_are_the_general_paths(backend, monkeypatch, dtype, row):
     # Rows of every loop of _vector_rows (packed, lockstep of 1, 2 and any groups, one by

@@ -2428,21 +2428,16 @@ def weighted_rows_tasks(
     for first in range(begin, end, step):
         last = min(first + step, end)
         at = first * row
+        rows_of = (
+            p, at, row, t, at, row, 1, w, at, row, 1, out, at, row, no_scale, 0, 0, False,
+            last_sum, loss, row_sums, first, 1, last - first, row,
+        )  # fmt: skip
         if kind == REDUCE:
-            _weighted_rows(
-                p, at, row, t, at, row, 1, w, at, row, 1, out, at, row, no_scale, 0, 0, False,
-                last_sum, loss, row_sums, first, 1, last - first, row,
-            )  # fmt: skip
+            _weighted_rows(*rows_of)
         elif kind == GRAD:
-            _weighted_row_gradients(
-                p, at, row, t, at, row, 1, w, at, row, 1, out, at, row, no_scale, 0, 0, False,
-                last_sum, loss, row_sums, first, 1, last - first, row,
-            )  # fmt: skip
+            _weighted_row_gradients(*rows_of)
         else:
-            _weighted_rows_and_gradients(
-                p, at, row, t, at, row, 1, w, at, row, 1, out, at, row, no_scale, 0, 0, False,
-                last_sum, loss, row_sums, first, 1, last - first, row,
-            )  # fmt: skip
+            _weighted_rows_and_gradients(*rows_of)
         if kind == REDUCE:
             for i in range(at, last * row):
                 signs |= bits[np.uint64(i)]

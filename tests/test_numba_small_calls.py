@@ -25,6 +25,20 @@ MSE, MSE_GRAD, MSE_AND_GRAD = range(3)
 FLOATS = (np.float16, np.float32, np.float64)
 
 
+def kernel_calls(monkeypatch, name):
+    """The calls of the Numba kernel `name` that a range of tasks runs (handed, begin,
+    end, ...) from now on: for each, the number of workers it lets in and its range."""
+    calls = []
+    kernel = getattr(_numba, name)
+
+    def spy(*arguments):
+        calls.append((arguments[0].size, arguments[1], arguments[2]))
+        kernel(*arguments)
+
+    monkeypatch.setattr(_numba, name, spy)
+    return calls
+
+
 @pytest.fixture(autouse=True)
 def backend():
     with _backends.use("numba") as numba:
@@ -334,14 +348,10 @@ def test_weights_checked_as_on_the_general_path(backend, monkeypatch, dtype, axi
     # Workers let in by each call of weight_sum_tasks (1 on the calling thread, where on
     # two), and by each of weighted_mean_tasks and weighted_rows_tasks (a mean over
     # everything or per row of a block or less, its weight sums summed in its pass).
-    workers_let_in = {"weight_sum_tasks": [], "weighted_mean_tasks": [], "weighted_rows_tasks": []}
-    for name, kernel in [(name, getattr(_numba, name)) for name in workers_let_in]:
-
-        def spy(*arguments, kernel=kernel, calls=workers_let_in[name]):
-            calls.append(arguments[0].size)
-            kernel(*arguments)
-
-        monkeypatch.setattr(_numba, name, spy)
+    workers_let_in = {
+        name: kernel_calls(monkeypatch, name)
+        for name in ("weight_sum_tasks", "weighted_mean_tasks", "weighted_rows_tasks")
+    }
     previous = backend.get_num_threads()
     backend.set_num_threads(2)
     try:
@@ -362,7 +372,7 @@ def test_weights_checked_as_on_the_general_path(backend, monkeypatch, dtype, axi
     # floats, which the one compiled weighted call does not take) on one thread; a mean
     # over everything's weights summed in its pass on the workers.
     if on_workers or dtype == np.float16:
-        sums = workers_let_in["weight_sum_tasks"]
+        sums = [let_in for let_in, *_ in workers_let_in["weight_sum_tasks"]]
         assert sums
         assert any(sums) if on_workers else not any(sums)
     in_pass = on_workers and dtype != np.float16  # float32 and float64 only
@@ -380,14 +390,7 @@ def test_weighted_means_summing_their_weights_in_pass_are_the_general_paths(back
     p, t = (rng.standard_normal(size).astype(dtype) for _ in range(2))
     w = rng.uniform(0.5, 3.0, size).astype(dtype)
     w[::997] *= np.finfo(dtype).tiny
-    calls = []
-    in_pass = _numba.weighted_mean_tasks
-
-    def spy(*arguments):
-        calls.append(arguments[1:3])
-        in_pass(*arguments)
-
-    monkeypatch.setattr(_numba, "weighted_mean_tasks", spy)
+    calls = kernel_calls(monkeypatch, "weighted_mean_tasks")
     previous = backend.get_num_threads()
     backend.set_num_threads(2)
     try:
@@ -419,14 +422,7 @@ def test_weighted_losses_per_row_summing_their_weights_in_pass_are_the_general_p
     w = rng.uniform(0.5, 3.0, (rows, row)).astype(dtype)  # no 0: weight_checks would hand gradients back
     w[::97] *= np.finfo(dtype).tiny
     p[5, 0], t[9, -1], w[11, -1] = np.inf, np.nan, np.finfo(dtype).max
-    calls = []
-    in_pass = _numba.weighted_rows_tasks
-
-    def spy(*arguments):
-        calls.append(arguments[1:3])
-        in_pass(*arguments)
-
-    monkeypatch.setattr(_numba, "weighted_rows_tasks", spy)
+    calls = kernel_calls(monkeypatch, "weighted_rows_tasks")
     previous = backend.get_num_threads()
     backend.set_num_threads(2)
     try:

@@ -342,6 +342,7 @@ def test_large_gradients_at_any_offset_of_out(backend, dtype, n):
     [
         ((629146, 10), -1, None, np.float32),  # rows in groups of four
         ((62915, 100), -1, None, np.float32),  # rows one by one
+        ((393216, 16), -1, None, np.float32),  # rows of whole vectors, which Numba streams too
         ((393216, 16), 0, None, np.float32),  # across outputs
         ((2097152, 3), 0, None, np.float32),  # across outputs, narrow
         ((393216, 16), None, (16,), np.float32),  # a target per column over everything

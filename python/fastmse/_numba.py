@@ -1180,24 +1180,20 @@ class _Emitter:
         )
         return builder.and_(builder.and_(large, aligned), not_input)
 
-    def with_streams(self, io: Any, jo: Any, n: Any, emit: Callable[[], None]) -> None:
+    def with_streams(self, io: Any, jo: Any, n: Any, emit: Callable[[], None], fenced: bool = True) -> None:
         """emit() twice, its stores of `o` streaming where streams_out holds and plain
         where not (a branch a store cost rows of 16 and 100 3-4% in cache), the streamed
-        ones fenced: they are weakly ordered, and the caller's threads hand the output on
-        with plain stores."""
+        ones fenced (_sfence) unless the caller fences them later."""
         streams = self.streams_out(io, jo, n)
         if streams is None:
             emit()
             return
-        module = self.builder.module
-        sfence = module.globals.get("llvm.x86.sse.sfence")
-        if sfence is None:
-            sfence = ir.Function(module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse.sfence")
         with self.builder.if_else(streams) as (streamed, plain):
             with streamed:
                 self.streaming = True
                 emit()
-                self.builder.call(sfence, [])
+                if fenced:
+                    _sfence(self.builder)
                 self.streaming = False
             with plain:
                 emit()
@@ -1227,6 +1223,31 @@ class _Emitter:
         pointer, _ = self.address(name, self.builder.add(at, self.constant(PREFETCH_DISTANCE)), 1)
         flags = [ir.Constant(self.i32, v) for v in (0, 3, 1)]
         self.builder.call(self._prefetch, [self.builder.bitcast(pointer, self._byte_pointer), *flags])
+
+
+def _sfence(builder: Any) -> None:
+    """x86's sfence: streamed stores are weakly ordered, and the threads that made them
+    hand the output on with plain ones."""
+    module = builder.module
+    sfence = module.globals.get("llvm.x86.sse.sfence")
+    if sfence is None:
+        sfence = ir.Function(module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse.sfence")
+    builder.call(sfence, [])
+
+
+def _fence_streams(typingctx: Any) -> tuple[Any, Callable[..., Any]]:
+    """_sfence from compiled code, after stores that streamed unfenced (off x86-64, where
+    none stream, nothing)."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        if _STREAMS:
+            _sfence(builder)
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+fence_streams: Any = intrinsic(_fence_streams)
 
 
 def _position_values(builder: Any, kind: int, d: Any, weight: Any, factor: Any) -> tuple[Any, Any]:
@@ -1292,14 +1313,15 @@ def _per_operand_stride(em: _Emitter, stride: Any, one: Callable[[], None], alon
 
 
 @functools.cache
-def _vector_groups(kind: int, weighted: bool, across: bool) -> Any:
+def _vector_groups(kind: int, weighted: bool, across: bool, streams: bool = False) -> Any:
     """An intrinsic groups(p, ip, t, it, w, iw, sw, out, io, factor, n, lanes, st) for one
     pass: the first n - n % 8 positions of a run (p and out contiguous from ip and io;
     targets from it, stride st, and weights from iw, stride sw: each 0 or 1), position i
     to lane i % 8, the lanes starting from the tuple `lanes`; returns the lanes.
     `across`: the positions are neighbouring outputs instead (across_block), position i
     adding to the float64 array lanes[i], its gradient factor factor[i] (an array);
-    returns nothing."""
+    returns nothing. `streams` (a pass that writes): its stores of `out` stream where
+    _Emitter.streams_out allows, as kernels.cpp's across_rows streams whole groups of rows."""
 
     @intrinsic
     def groups(
@@ -1352,15 +1374,21 @@ def _vector_groups(kind: int, weighted: bool, across: bool) -> Any:
 
                 _per_operand_stride(em, st, emit(lambda i: em.splat(em.load("t", it, 1))), emit(targets_along))
 
-            if not weighted:
-                loop(None)
+            def loops() -> None:
+                if not weighted:
+                    loop(None)
+                else:
+                    _per_operand_stride(
+                        em,
+                        sw,
+                        lambda: loop(lambda i: em.splat(em.load("w", iw, 1))),
+                        lambda: loop(lambda i: em.load("w", builder.add(iw, i))),
+                    )
+
+            if streams and writes(kind):  # the run's stores in one span, fenced by the caller
+                em.with_streams(io, em.constant(0), n, loops, fenced=False)
             else:
-                _per_operand_stride(
-                    em,
-                    sw,
-                    lambda: loop(lambda i: em.splat(em.load("w", iw, 1))),
-                    lambda: loop(lambda i: em.load("w", builder.add(iw, i))),
-                )
+                loops()
             if across:
                 return context.get_dummy_value()
             total = builder.load(sums)
@@ -2180,6 +2208,10 @@ def _across_block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadA
     if constants is None:
         return None
     KIND, WEIGHTED, VECTOR, groups = constants
+    # Whole groups of rows stream their stores (each a span of LANES * width positions);
+    # rows one at a time do not, their last outputs' stores being plain ones.
+    STREAMED_ROWS = VECTOR and writes(KIND)
+    row_groups = _vector_groups(KIND, WEIGHTED, True, True) if STREAMED_ROWS else groups
 
     def block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadArg) -> None:
         p, t, w, out, origin, base, shape, strides, n_kept, index, offset, lo, hi = arguments[:13]
@@ -2230,7 +2262,7 @@ def _across_block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadA
                     ip, it, iw, io = ap + q * rp, at + q * rt, aw + q * rw, ao + q * ro
                     if rows and row_lane == 0 and q + LANES <= n:
                         run_it, run_iw = run_at + q * rt, run_aw + q * rw
-                        groups(p, ip, run_t, run_it, run_w, run_iw, 1, out, io, factors, run, acc, 1)
+                        row_groups(p, ip, run_t, run_it, run_w, run_iw, 1, out, io, factors, run, acc, 1)
                         q += LANES
                         continue
                     lane_at = row_lane * width
@@ -2264,6 +2296,8 @@ def _across_block(kind: OverloadArg, weighted: OverloadArg, arguments: OverloadA
                 for j in range(width):
                     block_sums[j] = combine_lanes(acc, j, width)
                 cascade_push(stack, state, block_sums, width, scratch)
+        if STREAMED_ROWS:
+            fence_streams()
 
     return block
 

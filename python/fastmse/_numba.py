@@ -1208,9 +1208,8 @@ class _Emitter:
         mask_type = ir.VectorType(ir.IntType(1), LANES)
         signature = ir.FunctionType(ir.VoidType(), [stored, pointer.type, self.i32, mask_type])
         element = "f64" if self.arrays[name][0].dtype == types.float64 else "f32"
-        function = self.builder.module.globals.get(f"llvm.masked.store.v{LANES}{element}.p0")
-        if function is None:
-            function = ir.Function(self.builder.module, signature, f"llvm.masked.store.v{LANES}{element}.p0")
+        masked_store = f"llvm.masked.store.v{LANES}{element}.p0"
+        function = cgutils.get_or_insert_function(self.builder.module, signature, masked_store)  # type: ignore[no-untyped-call]
         self.builder.call(function, [value, pointer, ir.Constant(self.i32, self.alignment(name)), lanes])
 
     def splat(self, value: Any) -> Any:
@@ -1228,10 +1227,8 @@ class _Emitter:
 def _sfence(builder: Any) -> None:
     """x86's sfence: streamed stores are weakly ordered, and the threads that made them
     hand the output on with plain ones."""
-    module = builder.module
-    sfence = module.globals.get("llvm.x86.sse.sfence")
-    if sfence is None:
-        sfence = ir.Function(module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse.sfence")
+    signature = ir.FunctionType(ir.VoidType(), [])
+    sfence = cgutils.get_or_insert_function(builder.module, signature, "llvm.x86.sse.sfence")  # type: ignore[no-untyped-call]
     builder.call(sfence, [])
 
 

@@ -341,19 +341,25 @@ def test_large_gradients_at_any_offset_of_out(backend, dtype, n):
     ("shape", "axis", "target_shape", "dtype"),
     [
         ((629146, 10), -1, None, np.float32),  # rows in groups of four
+        ((699051, 9), -1, None, np.float32),  # groups of four rows, staged and streamed by Numba
+        ((524288, 12), -1, None, np.float32),  # aligned rows whose last positions are 16 bytes
+        ((2097152, 3), -1, None, np.float32),  # rows packed four to a vector
         ((62915, 100), -1, None, np.float32),  # rows one by one
         ((393216, 16), -1, None, np.float32),  # rows of whole vectors, which Numba streams too
         ((393216, 16), 0, None, np.float32),  # across outputs
         ((2097152, 3), 0, None, np.float32),  # across outputs, narrow
         ((393216, 16), None, (16,), np.float32),  # a target per column over everything
+        ((629146, 10), None, (10,), np.float32),  # a target per column of rows with tails
         ((314573, 10), -1, None, np.float64),
+        ((349526, 9), -1, None, np.float64),
     ],
 )
 def test_large_gradients_over_rows_at_any_offset_of_out(backend, shape, axis, target_shape, dtype):
     """Gradients of 24 MiB and more over rows, columns and broadcast targets (whose stores
     the compiled walks stream where they are aligned) are 2 / count * (p - t) rounded once
-    at any offset of `out`, with nothing written around it, and in place (`out` the
-    predictions or the targets); the fused loss is `mse`'s."""
+    at any offset of `out`, with nothing written around it, into rows of `out` with gaps
+    between them, and in place (`out` the predictions or the targets); the fused loss is
+    `mse`'s."""
     rng = np.random.default_rng(shape[1])
     p = rng.standard_normal(shape).astype(dtype)
     t = rng.standard_normal(target_shape or shape).astype(dtype)
@@ -372,6 +378,10 @@ def test_large_gradients_over_rows_at_any_offset_of_out(backend, shape, axis, ta
             np.testing.assert_array_equal(out, expected, strict=True)
             assert (buffer[:offset] == 7.0).all()
             assert (buffer[offset + p.size :] == 7.0).all()
+    padded = np.full((shape[0], shape[1] + 4), 7.0, dtype)  # rows 16 bytes or more apart
+    assert_same(mse_and_grad(p, t, axis=axis, out=padded[:, : shape[1]])[0], loss)
+    np.testing.assert_array_equal(padded[:, : shape[1]], expected, strict=True)
+    assert (padded[:, shape[1] :] == 7.0).all()
     # In place, where the compiled walks store plainly: the line just read is in cache.
     in_place = p.copy()
     assert_same(mse_and_grad(in_place, t, axis=axis, out=in_place)[0], loss)

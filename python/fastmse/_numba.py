@@ -691,7 +691,9 @@ def row_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None:
     # side (cpp/kernels.cpp's SharedRow copies a target row likewise), where each row of a
     # few positions cost as much as its arithmetic in set-up. Rows of more than 128
     # positions keep the walk row by row: a call per COPIED positions costs them as much.
-    # The same operations on each position: the same bits.
+    # The same operations on each position: the same bits. Whole groups of LANES rows a
+    # call, so that each call's positions are whole groups and, where the first is
+    # aligned, every call's are (their stores may stream: _RowsCode.streamable).
     rows_per_copy = 0
     if (
         not reduces(kind)
@@ -706,7 +708,7 @@ def row_tasks(begin: int, end: int, arguments: Any, partials: Float64s) -> None:
         and 64 * n_red <= COPIED
         and end - begin >= 2 * (COPIED // n_red)  # the copies made only where they may be used
     ):
-        rows_per_copy = COPIED // n_red
+        rows_per_copy = COPIED // n_red // LANES * LANES
     copies = np.empty(rows_per_copy * n_red, t.dtype) if rows_per_copy > 0 else t[:0]  # t's type either way
     o = begin
     while o < end:
@@ -1114,6 +1116,7 @@ class _Emitter:
             ir.FunctionType(ir.VoidType(), [byte_pointer, self.i32, self.i32, self.i32]),
         )
         self.streaming = False  # whether `o`'s vector stores stream (streams_out)
+        self.staging: Any = None  # where stores of `o` go instead, to stream later (stream_staged)
 
     def constant(self, value: int) -> Any:
         return ir.Constant(self.i64, value)
@@ -1129,7 +1132,8 @@ class _Emitter:
         builder = self.builder
         element = self.context.get_data_type(self.arrays[name][0].dtype)
         loaded = ir.VectorType(element, count) if count > 1 else element
-        pointer = builder.gep(self._array(name).data, [at], source_etype=element)
+        data = self.staging if name == "o" and self.staging is not None else self._array(name).data
+        pointer = builder.gep(data, [at], source_etype=element)
         return builder.bitcast(pointer, loaded.as_pointer()), loaded
 
     def alignment(self, name: str) -> int:  # an element's, or none: misaligned data is read in place
@@ -1147,44 +1151,56 @@ class _Emitter:
         pointer, stored = self.address(name, at, count)
         if self.arrays[name][0].dtype != types.float64:
             value = self.builder.fptrunc(value, stored)
-        if name != "o" or count == 1 or not self.streaming:
+        if name != "o" or count == 1 or not self.streaming or self.staging is not None:
             self.builder.store(value, pointer, align=self.alignment(name))
-            return
-        # Non-temporal: LLVM splits the vector into 16-byte stores (MOVNTPS/MOVNTPD), as
-        # kernels.cpp's store_packed.
+        else:
+            self._store_streaming(value, pointer)
+
+    def _store_streaming(self, value: Any, pointer: Any) -> None:
+        """A non-temporal store, to STREAM_ALIGN bytes: LLVM splits a vector into 16-byte
+        stores (MOVNTPS/MOVNTPD), as kernels.cpp's store_packed."""
         store = self.builder.store(value, pointer, align=STREAM_ALIGN)
         store.set_metadata("nontemporal", self.builder.module.add_metadata([ir.Constant(self.i32, 1)]))
 
-    def streams_out(self, io: Any, jo: Any, n: Any) -> Any:
-        """Whether the vector stores of `o` from io, in rows of n positions jo apart,
-        may stream, as kernels.cpp's streams_to_out and row_range have it: an output of
-        STREAMING_STORES_MIN bytes or more that is neither p nor t (in place, each streamed
-        store would hit a line just read), its rows all aligned to STREAM_ALIGN as the
-        first and whole groups of LANES: a line stored plainly in part (a row's tail, a
-        masked store) and streamed in part is read in and written twice (2**24 float32 of
-        rows of 100, mse_and_grad(axis=-1, out=) 13 ms against 5). None off x86-64."""
+    def itemsize(self, name: str) -> Any:
+        return self.constant(self.arrays[name][0].dtype.bitwidth // 8)
+
+    def rows_aligned(self, jo: Any, n: Any) -> Any:
+        """Whether rows of n positions jo apart in `o` all start and end where the first
+        row's alignment does to STREAM_ALIGN bytes."""
+        builder = self.builder
+        bytes_apart = builder.mul(builder.or_(jo, n), self.itemsize("o"))
+        return builder.icmp_signed("==", builder.and_(bytes_apart, self.constant(STREAM_ALIGN - 1)), self.constant(0))
+
+    def streams_out(self, io: Any, rows: Any) -> Any:
+        """Whether the vector stores of `o` from io may stream, as kernels.cpp's
+        streams_to_out and row_range have it: an output of STREAMING_STORES_MIN bytes or
+        more that is neither p nor t (in place, each streamed store would hit a line just
+        read), its first position aligned to STREAM_ALIGN, and `rows` (the caller's
+        condition on its rows: every line streamed whole, as a line stored plainly in
+        part, by a masked store, and streamed in part is read in and written twice: 2**24
+        float32 of rows of 100, mse_and_grad(axis=-1, out=) 13 ms against 5). None off
+        x86-64."""
         if not _STREAMS:
             return None
         builder = self.builder
-        itemsize = self.constant(self.arrays["o"][0].dtype.bitwidth // 8)
         out, data = self._array("o"), {name: self._array(name).data for name in ("o", "p", "t")}
-        large = builder.icmp_signed(">=", builder.mul(out.nitems, itemsize), self.constant(STREAMING_STORES_MIN))
-        first = builder.add(builder.ptrtoint(data["o"], self.i64), builder.mul(io, itemsize))
-        misaligned = builder.or_(first, builder.mul(jo, itemsize))
-        aligned = builder.icmp_signed("==", builder.and_(misaligned, self.constant(STREAM_ALIGN - 1)), self.constant(0))
-        whole_groups = builder.icmp_signed("==", builder.and_(n, self.constant(LANES - 1)), self.constant(0))
-        aligned = builder.and_(aligned, whole_groups)
+        large = builder.icmp_signed(
+            ">=", builder.mul(out.nitems, self.itemsize("o")), self.constant(STREAMING_STORES_MIN)
+        )
+        first = builder.add(builder.ptrtoint(data["o"], self.i64), builder.mul(io, self.itemsize("o")))
+        aligned = builder.icmp_signed("==", builder.and_(first, self.constant(STREAM_ALIGN - 1)), self.constant(0))
         not_input = builder.and_(
             builder.icmp_unsigned("!=", data["o"], builder.bitcast(data["p"], data["o"].type)),
             builder.icmp_unsigned("!=", data["o"], builder.bitcast(data["t"], data["o"].type)),
         )
-        return builder.and_(builder.and_(large, aligned), not_input)
+        return builder.and_(builder.and_(large, aligned), builder.and_(not_input, rows))
 
-    def with_streams(self, io: Any, jo: Any, n: Any, emit: Callable[[], None], fenced: bool = True) -> None:
+    def with_streams(self, io: Any, rows: Any, emit: Callable[[], None], fenced: bool = True) -> None:
         """emit() twice, its stores of `o` streaming where streams_out holds and plain
         where not (a branch a store cost rows of 16 and 100 3-4% in cache), the streamed
         ones fenced (_sfence) unless the caller fences them later."""
-        streams = self.streams_out(io, jo, n)
+        streams = self.streams_out(io, rows)
         if streams is None:
             emit()
             return
@@ -1197,6 +1213,55 @@ class _Emitter:
                 self.streaming = False
             with plain:
                 emit()
+
+    def staging_buffer(self, count: int) -> Any:
+        """A buffer of `count` elements of `o`'s type for stores to be streamed later."""
+        element = self.context.get_data_type(self.arrays["o"][0].dtype)
+        buffer = cgutils.alloca_once(self.builder, ir.ArrayType(element, count))  # type: ignore[no-untyped-call]
+        buffer.align = 32
+        return self.builder.bitcast(buffer, element.as_pointer())
+
+    def stream_staged(self, source: Any, at: Any, count: Any) -> None:
+        """Staged elements [source, source + count) streamed to `o` from `at`, whose
+        address is aligned to STREAM_ALIGN and count of them a multiple of its bytes:
+        vectors of LANES, then 16-byte pieces."""
+        builder, staging = self.builder, self.staging
+        self.staging = None
+        element = self.context.get_data_type(self.arrays["o"][0].dtype)
+        piece = STREAM_ALIGN // (self.arrays["o"][0].dtype.bitwidth // 8)
+
+        def copy(offset: Any, width: int) -> None:
+            vector = ir.VectorType(element, width)
+            read = builder.bitcast(builder.gep(staging, [builder.add(source, offset)]), vector.as_pointer())
+            self._store_streaming(
+                builder.load(read, align=self.alignment("o")), self.address("o", builder.add(at, offset), width)[0]
+            )
+
+        whole = builder.udiv(count, self.constant(LANES))
+        with cgutils.for_range(builder, whole) as loop:
+            copy(builder.mul(loop.index, self.constant(LANES)), LANES)
+        rest = builder.mul(whole, self.constant(LANES))
+        with cgutils.for_range(builder, builder.udiv(builder.sub(count, rest), self.constant(piece))) as loop:
+            copy(builder.add(rest, builder.mul(loop.index, self.constant(piece))), piece)
+        self.staging = staging
+
+    def store_tail(self, name: str, at: Any, value: Any, lanes: Any, size: Any) -> None:
+        """store_lanes of a row's last `size` positions (the first lanes); streamed, in
+        16-byte pieces (size is a multiple of them where rows stream unstaged)."""
+        if name != "o" or not self.streaming or self.staging is not None:
+            self.store_lanes(name, at, value, lanes)
+            return
+        builder = self.builder
+        _, stored = self.address(name, at, LANES)
+        if self.arrays[name][0].dtype != types.float64:
+            value = builder.fptrunc(value, stored)
+        piece = STREAM_ALIGN // (self.arrays[name][0].dtype.bitwidth // 8)
+        for first in range(0, LANES, piece):
+            with builder.if_then(builder.icmp_signed(">", size, self.constant(first))):
+                part = builder.shuffle_vector(
+                    value, value, ir.Constant(ir.VectorType(self.i32, piece), list(range(first, first + piece)))
+                )
+                self._store_streaming(part, self.address(name, builder.add(at, self.constant(first)), piece)[0])
 
     def store_lanes(self, name: str, at: Any, value: Any, lanes: Any) -> None:
         """store of the LANES lanes where `lanes` (a vector of i1) is true; memory under
@@ -1383,7 +1448,8 @@ def _vector_groups(kind: int, weighted: bool, across: bool, streams: bool = Fals
                     )
 
             if streams and writes(kind):  # the run's stores in one span, fenced by the caller
-                em.with_streams(io, em.constant(0), n, loops, fenced=False)
+                whole_groups = builder.icmp_signed("==", builder.urem(n, em.constant(LANES)), em.constant(0))
+                em.with_streams(io, whole_groups, loops, fenced=False)
             else:
                 loops()
             if across:
@@ -1424,6 +1490,8 @@ class _RowsCode:
             else [None] * KROWS
         )
         self.gathered = cgutils.alloca_once(builder, em.lanes)  # type: ignore[no-untyped-call]
+        # A group of short rows' gradient, streamed from here (lockstep).
+        self.staged = em.staging_buffer(KROWS * SHORT_ROW_GROUPS * LANES) if writes(kind) and _STREAMS else None
         self.last = {name: builder.sub(em.size(name), em.constant(1)) for name in ("sums", "finished", "divisors")}
         # Per operand of the variant being emitted: whether its rows are all one row (step
         # 0: a target per column), and that row's tail, read once.
@@ -1435,6 +1503,24 @@ class _RowsCode:
 
     def shuffle(self, a: Any, b: Any, indices: list[int]) -> Any:
         return self.builder.shuffle_vector(a, b, self.constants(self.em.i32, indices))
+
+    def streamable(self) -> Any:
+        """The rows whose gradient streams (_Emitter.streams_out): rows aligned as the
+        first (their last positions stored in 16-byte pieces: _Emitter.store_tail), or
+        short rows one after another, each group of KROWS of them a span of whole 16-byte
+        pieces, staged and then streamed (lockstep), as kernels.cpp's gradient_row_group
+        stores a group of rows."""
+        builder, em, s = self.builder, self.em, self.s
+        contiguous = builder.icmp_signed("==", s["jo"], s["n"])
+        short = builder.icmp_unsigned("<", self.n_groups, em.constant(SHORT_ROW_GROUPS))
+        return builder.or_(self.rows_aligned(), builder.and_(contiguous, short))
+
+    def rows_aligned(self) -> Any:
+        """_Emitter.rows_aligned of the rows (one row has no step: runs of rows whose
+        targets are copied side by side come as one)."""
+        builder, s = self.builder, self.s
+        one_row = builder.icmp_signed("==", s["count"], self.em.constant(1))
+        return self.em.rows_aligned(builder.select(one_row, self.zero, s["jo"]), s["n"])
 
     def emit(self) -> None:
         """The loops of each kind of targets and weights (one per row, or along it)."""
@@ -1490,7 +1576,19 @@ class _RowsCode:
             self.lockstep(row_groups, one_target, one_weight, None)
             builder.branch(done)
             builder.position_at_end(done)
-        self.one_by_one(builder.mul(row_groups, em.constant(KROWS)), one_target, one_weight)
+        first = builder.mul(row_groups, em.constant(KROWS))
+        if not em.streaming:
+            self.one_by_one(first, one_target, one_weight)
+            return
+        # Streamed, rows one by one stream where each is aligned (else they are the few
+        # short rows after the last group, stored plainly).
+        with builder.if_else(self.rows_aligned()) as (aligned, not_aligned):
+            with aligned:
+                self.one_by_one(first, one_target, one_weight)
+            with not_aligned:
+                em.streaming = False
+                self.one_by_one(first, one_target, one_weight)
+                em.streaming = True
 
     def along(self, one_target: bool, one_weight: bool) -> list[tuple[str, Any, Any]]:
         """(name, first row's offset, row step) of each operand read along the rows."""
@@ -1588,7 +1686,7 @@ class _RowsCode:
         d = builder.fsub(values["p"], values["t"] if target is None else target)
         stored, added = _position_values(builder, self.kind, d, weights, factor)
         if stored is not None:
-            em.store_lanes("o", builder.add(io, at), stored, self.in_row)
+            em.store_tail("o", builder.add(io, at), stored, self.in_row, self.tail_size)
         if added is not None:
             added = builder.select(self.in_row, added, self.no_terms)  # a select: inf * 0 would be NaN
             builder.store(builder.fadd(builder.load(lanes), added), lanes)
@@ -1728,9 +1826,14 @@ class _RowsCode:
         builder, em = self.builder, self.em
         n_groups = self.n_groups if groups is None else em.constant(groups)
         at = self.at if groups is None else em.constant(groups * LANES)
+        staged = em.streaming  # a pass that writes, its gradient streamed (streamable)
         with cgutils.for_range(builder, row_groups) as group:
             first = builder.mul(group.index, em.constant(KROWS))
             rows = [self.row(builder.add(first, em.constant(g)), one_target, one_weight) for g in range(KROWS)]
+            outs = [row[3] for row in rows]
+            if staged:  # row g's gradient at g * n of the staging buffer
+                rows = [(*row[:3], builder.mul(em.constant(g), self.s["n"]), *row[4:]) for g, row in enumerate(rows)]
+                em.staging = self.staged
             lane_sets = list(zip(rows, self.row_sums, self.weight_sums, strict=True))
             weight_totals = None
             if self.weight_sums[0] is not None and writes(self.kind):
@@ -1747,10 +1850,24 @@ class _RowsCode:
             with builder.if_then(builder.icmp_signed(">", self.tail_size, self.zero)):
                 for row, lanes, weight_lanes in lane_sets:
                     self.add_tail(row, at, self.read_whole, lanes, weight_lanes)
+            if staged:
+                self.stream_group(outs)
             if reduces(self.kind):
                 if self.weight_sums[0] is not None and weight_totals is None:
                     weight_totals = self.side_by_side(self.weight_sums)
                 self.put_losses(first, self.side_by_side(self.row_sums), KROWS, weight_totals)
+
+    def stream_group(self, outs: list[Any]) -> None:
+        """The staged gradient of KROWS rows streamed to their offsets `outs` in `o`: as
+        one span where the rows lie one after another, else row by row (each aligned)."""
+        builder, em, n = self.builder, self.em, self.s["n"]
+        with builder.if_else(builder.icmp_signed("==", self.s["jo"], n)) as (one_span, apart):
+            with one_span:
+                em.stream_staged(self.zero, outs[0], builder.mul(n, em.constant(KROWS)))
+            with apart:
+                for g, at in enumerate(outs):
+                    em.stream_staged(builder.mul(n, em.constant(g)), at, n)
+        em.staging = None
 
     def side_by_side(self, row_lanes: list[Any]) -> Any:
         """combine_lanes of each of KROWS rows' lanes (at row_lanes), side by side:
@@ -1955,7 +2072,7 @@ def _vector_rows(kind: int, weighted: bool, weight_sums: bool = False, divided: 
             scalars = {name: context.cast(builder, args[k], signature.args[k], types.int64) for name, k in at.items()}
             code = _RowsCode(em, kind, weighted, weight_sums, divided, scalars)
             if writes(kind):
-                em.with_streams(scalars["io"], scalars["jo"], scalars["n"], code.emit)
+                em.with_streams(scalars["io"], code.streamable(), code.emit)
             else:
                 code.emit()
             return context.get_dummy_value()

@@ -47,6 +47,7 @@ CHUNK = 1 << 15
 CASCADE_LEVELS = 64
 KROWS = 4  # rows summed side by side and finished together by _vector_rows (kRowGroup)
 SPECIALIZED_GROUPS = 3  # short rows of fewer groups of LANES have loops of their own in _vector_rows
+STREAMED_SPECIALIZED_GROUPS = 2  # where their gradient streams (_RowsCode.emit_writing)
 SHORT_ROW_GROUPS = 8  # rows of fewer groups of LANES are summed KROWS at a time
 COPIED = 4 * BLOCK  # positions of a run of short rows whose target row is copied (row_tasks)
 # Calls of fewer positions run on the calling thread (the compiled kernels' kParallelMin
@@ -1130,11 +1131,21 @@ class _Emitter:
     def size(self, name: str) -> Any:
         return self._array(name).nitems
 
+    def data(self, name: str) -> Any:
+        return self._array(name).data
+
+    def element(self, name: str) -> Any:  # the array's element type in memory
+        return self.context.get_data_type(self.arrays[name][0].dtype)
+
+    def piece(self, name: str) -> int:  # elements in a STREAM_ALIGN-byte piece
+        itemsize: int = self.arrays[name][0].dtype.bitwidth // 8
+        return STREAM_ALIGN // itemsize
+
     def address(self, name: str, at: Any, count: int) -> tuple[Any, Any]:
         builder = self.builder
-        element = self.context.get_data_type(self.arrays[name][0].dtype)
+        element = self.element(name)
         loaded = ir.VectorType(element, count) if count > 1 else element
-        data = self.staging if name == "o" and self.staging is not None else self._array(name).data
+        data = self.staging if name == "o" and self.staging is not None else self.data(name)
         pointer = builder.gep(data, [at], source_etype=element)
         return builder.bitcast(pointer, loaded.as_pointer()), loaded
 
@@ -1186,7 +1197,7 @@ class _Emitter:
         if not _STREAMS:
             return None
         builder = self.builder
-        out, data = self._array("o"), {name: self._array(name).data for name in ("o", "p", "t")}
+        out, data = self._array("o"), {name: self.data(name) for name in ("o", "p", "t")}
         large = builder.icmp_signed(
             ">=", builder.mul(out.nitems, self.itemsize("o")), self.constant(STREAMING_STORES_MIN)
         )
@@ -1218,33 +1229,25 @@ class _Emitter:
 
     def staging_buffer(self, count: int) -> Any:
         """A buffer of `count` elements of `o`'s type for stores to be streamed later."""
-        element = self.context.get_data_type(self.arrays["o"][0].dtype)
+        element = self.element("o")
         buffer = cgutils.alloca_once(self.builder, ir.ArrayType(element, count))  # type: ignore[no-untyped-call]
         buffer.align = 32
         return self.builder.bitcast(buffer, element.as_pointer())
 
     def stream_staged(self, source: Any, at: Any, count: Any) -> None:
         """Staged elements [source, source + count) streamed to `o` from `at` (aligned
-        to STREAM_ALIGN; count elements a whole number of STREAM_ALIGN-byte pieces):
-        vectors of LANES, then pieces."""
+        to STREAM_ALIGN; count elements a whole number of STREAM_ALIGN-byte pieces), a
+        piece at a time: the streamed stores are of a piece whatever the vector."""
         builder, staging = self.builder, self.staging
         self.staging = None
-        element = self.context.get_data_type(self.arrays["o"][0].dtype)
-        piece = STREAM_ALIGN // (self.arrays["o"][0].dtype.bitwidth // 8)
-
-        def copy(offset: Any, width: int) -> None:
-            vector = ir.VectorType(element, width)
+        piece = self.piece("o")
+        vector = ir.VectorType(self.element("o"), piece)
+        with cgutils.for_range(builder, builder.udiv(count, self.constant(piece))) as loop:
+            offset = builder.mul(loop.index, self.constant(piece))
             read = builder.bitcast(builder.gep(staging, [builder.add(source, offset)]), vector.as_pointer())
             self._store_streaming(
-                builder.load(read, align=self.alignment("o")), self.address("o", builder.add(at, offset), width)[0]
+                builder.load(read, align=self.alignment("o")), self.address("o", builder.add(at, offset), piece)[0]
             )
-
-        whole = builder.udiv(count, self.constant(LANES))
-        with cgutils.for_range(builder, whole) as loop:
-            copy(builder.mul(loop.index, self.constant(LANES)), LANES)
-        rest = builder.mul(whole, self.constant(LANES))
-        with cgutils.for_range(builder, builder.udiv(builder.sub(count, rest), self.constant(piece))) as loop:
-            copy(builder.add(rest, builder.mul(loop.index, self.constant(piece))), piece)
         self.staging = staging
 
     def store_tail(self, name: str, at: Any, value: Any, lanes: Any, size: Any) -> None:
@@ -1257,7 +1260,7 @@ class _Emitter:
         _, stored = self.address(name, at, LANES)
         if self.arrays[name][0].dtype != types.float64:
             value = builder.fptrunc(value, stored)
-        piece = STREAM_ALIGN // (self.arrays[name][0].dtype.bitwidth // 8)
+        piece = self.piece(name)
         for first in range(0, LANES, piece):
             with builder.if_then(builder.icmp_signed(">", size, self.constant(first))):
                 part = builder.shuffle_vector(
@@ -1499,6 +1502,7 @@ class _RowsCode:
         # 0: a target per column), and that row's tail, read once.
         self.shared: dict[str, Any] = {}
         self.shared_tails: dict[str, Any] = {}
+        self.resume: Any = None  # the first row the streamed variant left (emit_writing)
 
     def constants(self, element: Any, values: list[Any]) -> Any:
         return ir.Constant(ir.VectorType(element, len(values)), values)
@@ -1537,6 +1541,29 @@ class _RowsCode:
 
         _per_operand_stride(em, self.s["st"], with_weights(True), with_weights(False))
 
+    def emit_writing(self) -> None:
+        """emit() for a pass that writes: where its gradient streams (streamable,
+        _Emitter.streams_out), a streamed variant first, fenced; then the plain one, for
+        the rows the streamed one left (none, or the unaligned rows after the last group
+        of short rows). The streamed variant runs on outputs of STREAMING_STORES_MIN
+        bytes or more, memory-bound, so it has fewer loops: of its own only for
+        STREAMED_SPECIALIZED_GROUPS numbers of groups, and no plain one_by_one. With a
+        streamed and a plain one_by_one there and a loop for every number of groups,
+        each writing pass took a third longer to compile (the first fused loss per row
+        176 s, against about 134 now; the CI run took over 30 minutes). Without a loop
+        of their own for rows of one group, 2**24 float32 fused rows of 10 ran at 0.82
+        of C++'s speed, not 0.93."""
+        builder, em = self.builder, self.em
+        streams = em.streams_out(self.s["io"], self.streamable())
+        if streams is not None:
+            self.resume = cgutils.alloca_once_value(builder, self.zero)  # type: ignore[no-untyped-call]
+            with builder.if_then(streams):
+                em.streaming = True
+                self.emit()
+                _sfence(builder)
+                em.streaming = False
+        self.emit()
+
     def variant(self, one_target: bool, one_weight: bool) -> None:
         builder, em, s, zero = self.builder, self.em, self.s, self.zero
         # The rows whose tails every array goes on past, read whole: a prefix of them,
@@ -1555,9 +1582,16 @@ class _RowsCode:
         # Short rows KROWS at a time, their groups side by side; the rest (and longer
         # rows) one by one. Where the variant is a common one, rows of fewer than
         # SPECIALIZED_GROUPS groups have a loop for each number of groups (a constant
-        # there, as C++'s template K): their groups unrolled.
+        # there, as C++'s template K): their groups unrolled; streamed, only packed rows
+        # have loops of their own (emit_writing).
         short = builder.icmp_unsigned("<", self.n_groups, em.constant(SHORT_ROW_GROUPS))
         row_groups = builder.select(short, builder.sdiv(safe, em.constant(KROWS)), zero)
+        first = builder.mul(row_groups, em.constant(KROWS))
+        if self.resume is not None and not em.streaming:  # go on from the streamed rows
+            resume = builder.load(self.resume)
+            resumed = builder.icmp_signed(">", resume, zero)
+            row_groups = builder.select(resumed, zero, row_groups)
+            first = builder.select(resumed, resume, first)
         common = not self.weighted or (self.kind != REDUCE_DIFFERENCE and not one_target)
         if not common:
             self.lockstep(row_groups, one_target, one_weight, None)
@@ -1565,7 +1599,7 @@ class _RowsCode:
             done = builder.append_basic_block("lockstep_done")
             generic = builder.append_basic_block("lockstep_any_groups")
             switch = builder.switch(self.n_groups, generic)
-            for groups in range(SPECIALIZED_GROUPS):
+            for groups in range(STREAMED_SPECIALIZED_GROUPS if em.streaming else SPECIALIZED_GROUPS):
                 block = builder.append_basic_block(f"lockstep_{groups}_groups")
                 switch.add_case(em.constant(groups), block)
                 builder.position_at_end(block)
@@ -1578,19 +1612,17 @@ class _RowsCode:
             self.lockstep(row_groups, one_target, one_weight, None)
             builder.branch(done)
             builder.position_at_end(done)
-        first = builder.mul(row_groups, em.constant(KROWS))
         if not em.streaming:
             self.one_by_one(first, one_target, one_weight)
             return
-        # Streamed, rows one by one stream where each is aligned (else they are the few
-        # short rows after the last group, stored plainly).
+        # Streamed, rows one by one stream where each is aligned; else they are the few
+        # short rows after the last group, left to the plain variant (emit_writing).
         with builder.if_else(self.rows_aligned()) as (aligned, not_aligned):
             with aligned:
                 self.one_by_one(first, one_target, one_weight)
+                builder.store(self.s["count"], self.resume)
             with not_aligned:
-                em.streaming = False
-                self.one_by_one(first, one_target, one_weight)
-                em.streaming = True
+                builder.store(first, self.resume)
 
     def along(self, one_target: bool, one_weight: bool) -> list[tuple[str, Any, Any]]:
         """(name, first row's offset, row step) of each operand read along the rows."""
@@ -1832,7 +1864,7 @@ class _RowsCode:
         with cgutils.for_range(builder, row_groups) as group:
             first = builder.mul(group.index, em.constant(KROWS))
             rows = [self.row(builder.add(first, em.constant(g)), one_target, one_weight) for g in range(KROWS)]
-            outs = [row[3] for row in rows]
+            io_first = rows[0][3]
             if staged:  # row g's gradient at g * n of the staging buffer
                 rows = [(*row[:3], builder.mul(em.constant(g), self.s["n"]), *row[4:]) for g, row in enumerate(rows)]
                 em.staging = self.staged
@@ -1853,22 +1885,22 @@ class _RowsCode:
                 for row, lanes, weight_lanes in lane_sets:
                     self.add_tail(row, at, self.read_whole, lanes, weight_lanes)
             if staged:
-                self.stream_group(outs)
+                self.stream_group(io_first)
             if reduces(self.kind):
                 if self.weight_sums[0] is not None and weight_totals is None:
                     weight_totals = self.side_by_side(self.weight_sums)
                 self.put_losses(first, self.side_by_side(self.row_sums), KROWS, weight_totals)
 
-    def stream_group(self, outs: list[Any]) -> None:
-        """The staged gradient of KROWS rows streamed to their offsets `outs` in `o`: as
-        one span where the rows lie one after another, else row by row (each aligned)."""
-        builder, em, n = self.builder, self.em, self.s["n"]
-        with builder.if_else(builder.icmp_signed("==", self.s["jo"], n)) as (one_span, apart):
-            with one_span:
-                em.stream_staged(self.zero, outs[0], builder.mul(n, em.constant(KROWS)))
-            with apart:
-                for g, at in enumerate(outs):
-                    em.stream_staged(builder.mul(n, em.constant(g)), at, n)
+    def stream_group(self, io: Any) -> None:
+        """The staged gradient of KROWS rows streamed to `o` from io, the first row's
+        offset: as one span where the rows lie one after another, else row by row (each
+        aligned); one loop for both."""
+        builder, em, n, jo = self.builder, self.em, self.s["n"], self.s["jo"]
+        one_span = builder.icmp_signed("==", jo, n)
+        spans = builder.select(one_span, em.constant(1), em.constant(KROWS))
+        span = builder.select(one_span, builder.mul(n, em.constant(KROWS)), n)
+        with cgutils.for_range(builder, spans) as loop:
+            em.stream_staged(builder.mul(loop.index, n), builder.add(io, builder.mul(loop.index, jo)), span)
         em.staging = None
 
     def side_by_side(self, row_lanes: list[Any]) -> Any:
@@ -2075,7 +2107,7 @@ def _vector_rows(kind: int, weighted: bool, weight_sums: bool = False, divided: 
             scalars = {name: context.cast(builder, args[k], signature.args[k], types.int64) for name, k in at.items()}
             code = _RowsCode(em, kind, weighted, weight_sums, divided, scalars)
             if writes(kind):
-                em.with_streams(scalars["io"], code.streamable(), code.emit)
+                code.emit_writing()
             else:
                 code.emit()
             return context.get_dummy_value()
@@ -2732,7 +2764,7 @@ def _block_sum(values: OverloadArg, n: OverloadArg, acc: OverloadArg) -> Callabl
     # one at a time, the lanes a loop-carried chain through memory, a block of row sums
     # took about 0.7 us (sums over everything of rows of 2 weighted per sample: a quarter
     # of the call).
-    VECTOR = _vectorizable(REDUCE, False, values, acc, None, None)
+    VECTOR = _vectorizable(REDUCE_DIFFERENCE, False, values, acc, None, None)
     groups = _vector_groups(REDUCE_DIFFERENCE, False, False) if VECTOR else _no_lane_groups
 
     def summed(values: OverloadArg, n: OverloadArg, acc: OverloadArg) -> float:

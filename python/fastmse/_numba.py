@@ -1544,9 +1544,10 @@ class _RowsCode:
     def emit_writing(self) -> None:
         """emit() for a pass that writes: where its gradient streams (streamable,
         _Emitter.streams_out), a streamed variant first, fenced; then the plain one, for
-        the rows the streamed one left (none, or the unaligned rows after the last group
-        of short rows). The streamed variant runs on outputs of STREAMING_STORES_MIN
-        bytes or more, memory-bound, so it has fewer loops: of its own only for
+        the rows the streamed one left (none; the unaligned rows after the last group of
+        short rows; or all, where it formed no group and the rows are not aligned). The
+        streamed variant runs on outputs of STREAMING_STORES_MIN bytes or more,
+        memory-bound, so it has fewer loops: of its own only for
         STREAMED_SPECIALIZED_GROUPS numbers of groups, and no plain one_by_one. With a
         streamed and a plain one_by_one there and a loop for every number of groups,
         each writing pass took a third longer to compile (the first fused loss per row
@@ -1582,8 +1583,8 @@ class _RowsCode:
         # Short rows KROWS at a time, their groups side by side; the rest (and longer
         # rows) one by one. Where the variant is a common one, rows of fewer than
         # SPECIALIZED_GROUPS groups have a loop for each number of groups (a constant
-        # there, as C++'s template K): their groups unrolled; streamed, only packed rows
-        # have loops of their own (emit_writing).
+        # there, as C++'s template K): their groups unrolled; streamed, only rows of
+        # fewer than STREAMED_SPECIALIZED_GROUPS groups (emit_writing).
         short = builder.icmp_unsigned("<", self.n_groups, em.constant(SHORT_ROW_GROUPS))
         row_groups = builder.select(short, builder.sdiv(safe, em.constant(KROWS)), zero)
         first = builder.mul(row_groups, em.constant(KROWS))

@@ -1217,15 +1217,20 @@ class _Emitter:
         if streams is None:
             emit()
             return
-        with self.builder.if_else(streams) as (streamed, plain):
-            with streamed:
-                self.streaming = True
-                emit()
-                if fenced:
-                    _sfence(self.builder)
-                self.streaming = False
+        with self.builder.if_else(streams) as (streaming, plain):
+            with streaming:
+                self.streamed(emit, fenced)
             with plain:
                 emit()
+
+    def streamed(self, emit: Callable[[], None], fenced: bool = True) -> None:
+        """emit() with its stores of `o` streaming, fenced (_sfence) unless the caller
+        fences them later."""
+        self.streaming = True
+        emit()
+        if fenced:
+            _sfence(self.builder)
+        self.streaming = False
 
     def staging_buffer(self, count: int) -> Any:
         """A buffer of `count` elements of `o`'s type for stores to be streamed later."""
@@ -1559,10 +1564,7 @@ class _RowsCode:
         if streams is not None:
             self.resume = cgutils.alloca_once_value(builder, self.zero)  # type: ignore[no-untyped-call]
             with builder.if_then(streams):
-                em.streaming = True
-                self.emit()
-                _sfence(builder)
-                em.streaming = False
+                em.streamed(self.emit)
         self.emit()
 
     def variant(self, one_target: bool, one_weight: bool) -> None:
